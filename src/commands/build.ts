@@ -1,0 +1,92 @@
+import process from 'node:process';
+import { Args, Flags } from '@oclif/core';
+import { SkiffCommand } from '../lib/cli/base-command.js';
+import { engineFlags, parseKeyValues } from '../lib/cli/flags.js';
+import type { ReleaseManifest } from '../lib/build/release.js';
+
+export default class Build extends SkiffCommand<ReleaseManifest> {
+  static override summary = 'Build a project into a release for a device type, on a local or remote Docker engine.';
+  static override description = `Builds every service of the project in [source] (a folder with docker-compose.yml, or a single Dockerfile / Dockerfile.template) for one device type or architecture, in parallel, on a Docker engine. Images are tagged <project>_<service>:<tag>, as balena does.
+
+Dockerfiles are chosen the balena way (Dockerfile.<deviceType>, Dockerfile.<arch>, Dockerfile.template, Dockerfile) and templates get %%BALENA_MACHINE_NAME%% and %%BALENA_ARCH%%. balena.yml build-variables become build args. Building for another architecture runs RUN steps under qemu emulation (see --emulated).
+
+The project's .dockerignore applies to every service; with --multi-dockerignore each service uses the one in its own build context. .git is never sent.`;
+  static override examples = [
+    '<%= config.bin %> build --deviceType raspberrypi4-64',
+    '<%= config.bin %> build ./myproject --arch aarch64 --emulated',
+    '<%= config.bin %> build --deviceType intel-nuc --tag v1.2 --json > release.json',
+    '<%= config.bin %> build --deviceType raspberrypi3 --dockerHost 192.168.1.23 --dockerPort 2375',
+  ];
+  static override args = {
+    source: Args.string({ description: 'Project folder (default: the current folder).', default: '.' }),
+  };
+  static override flags = {
+    arch: Flags.string({ char: 'A', description: 'Architecture to build for (rpi, armv7hf, aarch64, amd64, i386).' }),
+    deviceType: Flags.string({ char: 'd', description: "Device type to build for, e.g. raspberrypi4-64 ('skiff devices supported' lists them)." }),
+    emulated: Flags.boolean({ char: 'e', description: 'Register qemu emulation (binfmt_misc, needs root) when building for another architecture and it is missing.' }),
+    dockerfile: Flags.string({ description: 'Alternative Dockerfile name/path, relative to the source folder (single-Dockerfile projects).' }),
+    logs: Flags.boolean({ description: 'Show build output (the default; with --json, also print it to stderr).' }),
+    nologs: Flags.boolean({ description: 'Hide build output; show only each service starting and finishing.', exclusive: ['logs'] }),
+    'multi-dockerignore': Flags.boolean({ char: 'm', description: 'Each service uses the .dockerignore in its own build context.' }),
+    'noparent-check': Flags.boolean({ description: "Don't fail when the parent folder has a docker-compose.yml but the source has none." }),
+    'registry-secrets': Flags.string({ char: 'R', description: 'YAML or JSON file with credentials for private registries: {"host": {"username": "u", "password": "p"}}.' }),
+    'noconvert-eol': Flags.boolean({ description: "Don't convert CRLF line endings to LF in Dockerfiles." }),
+    projectName: Flags.string({ char: 'n', description: "Name prefix for the images: the 'project' in project_service:tag (default: the folder name)." }),
+    tag: Flags.string({ char: 't', description: "Tag for the images: the 'tag' in project_service:tag.", default: 'latest' }),
+    buildArg: Flags.string({ char: 'B', description: "Build argument for every service, NAME=value (repeatable).", multiple: true }),
+    'cache-from': Flags.string({ description: 'Comma-separated images to use as layer cache sources.' }),
+    nocache: Flags.boolean({ description: "Don't use the layer cache." }),
+    pull: Flags.boolean({ description: 'Pull base images again even if they are on the engine.' }),
+    squash: Flags.boolean({ description: 'Squash the new layers into one (needs an engine with experimental features).' }),
+    ...engineFlags,
+  };
+
+  async run(): Promise<ReleaseManifest> {
+    const { args, flags } = await this.parse(Build);
+    const out = await this.output();
+    const [{ buildProject }, { BuildRenderer }] = await Promise.all([import('../lib/build/build-project.js'), import('../lib/ui/build-renderer.js')]);
+    const renderer = new BuildRenderer(out, { showLogs: this.jsonEnabled() ? flags.logs : !flags.nologs });
+    const controller = new AbortController();
+    let interrupts = 0;
+    const onSignal = () => {
+      interrupts++;
+      if (interrupts > 1) process.exit(130);
+      renderer.cancelling();
+      controller.abort(new Error('interrupted'));
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    try {
+      const manifest = await buildProject({
+        source: args.source,
+        arch: flags.arch,
+        deviceType: flags.deviceType,
+        emulated: flags.emulated,
+        dockerfile: flags.dockerfile,
+        multiDockerignore: flags['multi-dockerignore'],
+        noParentCheck: flags['noparent-check'],
+        registrySecrets: flags['registry-secrets'],
+        noConvertEol: flags['noconvert-eol'],
+        projectName: flags.projectName,
+        tag: flags.tag,
+        buildArgs: parseKeyValues(flags.buildArg, 'buildArg'),
+        cacheFrom: flags['cache-from']?.split(',').map((s) => s.trim()).filter(Boolean) ?? [],
+        nocache: flags.nocache,
+        pull: flags.pull,
+        squash: flags.squash,
+        engine: { docker: flags.docker, dockerHost: flags.dockerHost, dockerPort: flags.dockerPort, ca: flags.ca, cert: flags.cert, key: flags.key },
+        signal: controller.signal,
+        onEvent: (event) => {
+          if (event.kind === 'warning') this.warnings.push(event.message);
+          renderer.event(event);
+        },
+      });
+      renderer.summary(manifest);
+      return manifest;
+    } finally {
+      renderer.stop();
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  }
+}

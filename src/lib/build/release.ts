@@ -1,0 +1,346 @@
+/**
+ * Builds a project into a release: every service's image for one target, in parallel (bounded),
+ * on one engine. Emits events for the UI and returns the release manifest.
+ */
+import path from 'node:path';
+import { existsSync } from 'node:fs';
+import { SkiffError } from '../cli/errors.js';
+import { platformString, archFromDocker, type BuildTarget } from '../device-types/device-types.js';
+import type { Engine } from '../docker/engine.js';
+import { emulationStatus, emulationHint, registerEmulation } from '../docker/emulation.js';
+import { buildImage, ImageBuildError } from '../docker/image-build.js';
+import { ensureImage } from '../docker/images.js';
+import { buildArgsFor, loadBuildSettings } from '../project/balena-yml.js';
+import { loadIgnoreRules, packContext, type IgnoreRules } from '../project/build-context.js';
+import { dockerfileFacts, resolveDockerfile, type DockerfileFacts, type ResolvedDockerfile } from '../project/dockerfile.js';
+import type { ProjectSpec, ServiceSpec } from '../project/types.js';
+
+export interface ReleaseBuildOptions {
+  project: ProjectSpec;
+  target: BuildTarget;
+  engine: Engine;
+  /** The tag part of `<project>_<service>:<tag>`. */
+  tag?: string;
+  nocache?: boolean;
+  pull?: boolean;
+  squash?: boolean;
+  /** --buildArg values, applied to every service last. */
+  buildArgs?: Record<string, string>;
+  /** --cache-from images, added to every service's own. */
+  cacheFrom?: string[];
+  /** Each service uses the .dockerignore of its own context. */
+  multiDockerignore?: boolean;
+  /** Register qemu emulation when it is missing (needs root). */
+  emulated?: boolean;
+  /** Don't convert CRLF line endings in Dockerfiles. */
+  noConvertEol?: boolean;
+  registryConfig?: Record<string, { username: string; password: string }>;
+  /** How many services build at once. */
+  concurrency?: number;
+  signal?: AbortSignal;
+  onEvent?: (event: BuildEvent) => void;
+  /** Extra labels put on every image (tests use them to clean up). */
+  labels?: Record<string, string>;
+}
+
+export type BuildEvent =
+  | { kind: 'plan'; services: string[]; deviceType: string; arch: string; platform: string; engine: string }
+  | { kind: 'service-start'; service: string }
+  | { kind: 'log'; service: string; line: string }
+  | { kind: 'service-done'; service: string; result: ServiceImage }
+  | { kind: 'service-failed'; service: string; message: string }
+  | { kind: 'warning'; message: string }
+  | { kind: 'info'; message: string };
+
+export interface ServiceImage {
+  service: string;
+  /** `<project>_<service>:<tag>`, or the compose `image` for services that don't build. */
+  image: string;
+  imageId: string;
+  /** Bytes, as the engine reports the image's size. */
+  size: number;
+  architecture: string;
+  variant?: string;
+  source: 'build' | 'image';
+  buildSeconds: number;
+  steps: number;
+  cachedSteps: number;
+  /** Which Dockerfile was used, relative to the project. */
+  dockerfile?: string;
+  contextBytes?: number;
+}
+
+export interface ReleaseManifest {
+  project: string;
+  source: string;
+  deviceType: string;
+  arch: string;
+  platform: string;
+  tag: string;
+  commit?: string;
+  engine: { address: string; version: string; arch: string };
+  createdAt: string;
+  buildSeconds: number;
+  services: ServiceImage[];
+  volumes: string[];
+  networks: string[];
+}
+
+const GB = 1024 ** 3;
+
+interface PreparedService {
+  spec: ServiceSpec;
+  image: string;
+  dockerfile?: ResolvedDockerfile;
+  facts?: DockerfileFacts;
+  rules?: IgnoreRules;
+  buildArgs: Record<string, string>;
+}
+
+export function imageName(project: string, service: string, tag = 'latest'): string {
+  return `${project}_${service}:${tag}`.toLowerCase();
+}
+
+export async function buildRelease(options: ReleaseBuildOptions): Promise<ReleaseManifest> {
+  const started = Date.now();
+  const { project, target, engine } = options;
+  const emit = options.onEvent ?? (() => {});
+  const tag = options.tag ?? 'latest';
+  const platform = platformString(target.platform);
+  const settings = await loadBuildSettings(project.dir);
+  for (const w of settings.warnings) emit({ kind: 'warning', message: w.where ? `${w.where}: ${w.message}` : w.message });
+
+  const secretsDeclared = settings.secrets.global.length > 0 || Object.values(settings.secrets.services).some((s) => s.length > 0);
+  if (secretsDeclared) {
+    throw new SkiffError('project', `build-secrets in ${path.basename(settings.file ?? 'balena.yml')} are not supported yet: a stock Docker engine's classic builder has no way to mount them`, {
+      hint: 'pass the values as build-variables for now (they are not secret in the image history), or build on balenaCloud',
+    });
+  }
+
+  const rootRules = await loadIgnoreRules(project.dir);
+  const prepared: PreparedService[] = [];
+  for (const spec of project.services) {
+    if (!spec.build) {
+      prepared.push({ spec, image: spec.image ?? '', buildArgs: {} });
+      continue;
+    }
+    let dockerfile = resolveDockerfile(spec.build.context, spec.build.dockerfile, target, project.dir);
+    if (!options.noConvertEol && dockerfile.contents.includes('\r\n')) {
+      dockerfile = { ...dockerfile, contents: dockerfile.contents.replace(/\r\n/g, '\n'), processed: true };
+    }
+    const buildArgs = buildArgsFor(spec.name, settings, spec.build.args, options.buildArgs ?? {});
+    let rules = rootRules;
+    const ownIgnore = path.join(spec.build.context, '.dockerignore');
+    if (spec.build.context !== project.dir && existsSync(ownIgnore)) {
+      if (options.multiDockerignore) rules = await loadIgnoreRules(spec.build.context);
+      else emit({ kind: 'warning', message: `${path.relative(project.dir, ownIgnore)} is not used; the project's root .dockerignore applies to every service unless you pass --multi-dockerignore` });
+    }
+    prepared.push({
+      spec,
+      image: imageName(project.name, spec.name, tag),
+      dockerfile,
+      facts: dockerfileFacts(dockerfile.contents, buildArgs),
+      rules,
+      buildArgs,
+    });
+  }
+
+  emit({ kind: 'plan', services: prepared.map((p) => p.spec.name), deviceType: target.deviceType.slug, arch: target.arch, platform, engine: engine.address });
+  checkEmulation(prepared, options, emit);
+  await checkBaseImages(prepared, options, platform);
+
+  const controller = new AbortController();
+  const onOuterAbort = () => controller.abort(options.signal?.reason);
+  options.signal?.addEventListener('abort', onOuterAbort, { once: true });
+  if (options.signal?.aborted) controller.abort();
+
+  const results = new Map<string, ServiceImage>();
+  let firstFailure: { service: string; error: unknown } | undefined;
+  const queue = [...prepared];
+  const limit = Math.max(1, options.concurrency ?? Math.min(4, Math.max(2, engine.cpus)));
+
+  const runOne = async (p: PreparedService): Promise<void> => {
+    const t0 = Date.now();
+    emit({ kind: 'service-start', service: p.spec.name });
+    if (!p.spec.build || !p.dockerfile) {
+      const info = await ensureImage(engine, p.image, platform, { pull: options.pull, service: p.spec.name, signal: controller.signal });
+      const result: ServiceImage = {
+        service: p.spec.name, image: p.image, imageId: info.id, size: info.size, architecture: info.architecture,
+        ...(info.variant ? { variant: info.variant } : {}), source: 'image', buildSeconds: (Date.now() - t0) / 1000, steps: 0, cachedSteps: 0,
+      };
+      results.set(p.spec.name, result);
+      emit({ kind: 'service-done', service: p.spec.name, result });
+      return;
+    }
+    let contextBytes = 0;
+    let warnedSize = false;
+    const context = await packContext({
+      contextDir: p.spec.build.context,
+      rules: p.rules ?? rootRules,
+      dockerfile: p.dockerfile,
+      displayBase: project.dir,
+      service: p.spec.name,
+      onBytes: (n) => {
+        contextBytes = n;
+        if (!warnedSize && n > GB) {
+          warnedSize = true;
+          emit({ kind: 'warning', message: `service '${p.spec.name}': the build context is over 1 GB; exclude what the image does not need in .dockerignore` });
+        }
+      },
+    });
+    const built = await buildImage(engine.docker, {
+      context,
+      tag: p.image,
+      dockerfile: p.dockerfile.pathRel,
+      buildArgs: p.buildArgs,
+      platform,
+      ...(p.spec.build.target ? { target: p.spec.build.target } : {}),
+      labels: {
+        ...p.spec.build.labels,
+        ...(options.labels ?? {}),
+        'io.skiff.project': project.name,
+        'io.skiff.service': p.spec.name,
+        'io.skiff.device-type': target.deviceType.slug,
+        'io.skiff.arch': target.arch,
+      },
+      cacheFrom: [...p.spec.build.cacheFrom, ...(options.cacheFrom ?? [])],
+      nocache: options.nocache,
+      pull: options.pull,
+      squash: options.squash,
+      ...(options.registryConfig ? { registryConfig: options.registryConfig } : {}),
+      signal: controller.signal,
+      onLine: (line) => emit({ kind: 'log', service: p.spec.name, line }),
+    });
+    const inspect = await engine.docker.getImage(built.imageId).inspect();
+    const result: ServiceImage = {
+      service: p.spec.name,
+      image: p.image,
+      imageId: inspect.Id,
+      size: inspect.Size,
+      architecture: inspect.Architecture,
+      ...((inspect as { Variant?: string }).Variant ? { variant: (inspect as { Variant?: string }).Variant } : {}),
+      source: 'build',
+      buildSeconds: (Date.now() - t0) / 1000,
+      steps: built.steps,
+      cachedSteps: built.cachedSteps,
+      dockerfile: path.relative(project.dir, path.join(p.spec.build.context, p.dockerfile.pathRel)),
+      contextBytes,
+    };
+    if (archFromDocker(inspect.Architecture, (inspect as { Variant?: string }).Variant) !== target.arch && !(target.arch === 'rpi' && inspect.Architecture === 'arm')) {
+      emit({ kind: 'warning', message: `service '${p.spec.name}': the image is for ${inspect.Architecture}, not ${target.arch}; the device may not run it` });
+    }
+    results.set(p.spec.name, result);
+    emit({ kind: 'service-done', service: p.spec.name, result });
+  };
+
+  const worker = async (): Promise<void> => {
+    for (let p = queue.shift(); p; p = queue.shift()) {
+      if (controller.signal.aborted) return;
+      try {
+        await runOne(p);
+      } catch (error) {
+        if (!controller.signal.aborted || !firstFailure) {
+          if (!options.signal?.aborted && !firstFailure) {
+            firstFailure = { service: p.spec.name, error };
+            emit({ kind: 'service-failed', service: p.spec.name, message: (error as Error).message });
+          }
+        }
+        controller.abort(new Error('another service failed'));
+        return;
+      }
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: Math.min(limit, prepared.length) }, () => worker()));
+  } finally {
+    options.signal?.removeEventListener('abort', onOuterAbort);
+  }
+
+  if (options.signal?.aborted) throw new SkiffError('interrupted', 'build cancelled; no images were tagged for the unfinished services');
+  if (firstFailure) throw failureError(firstFailure.service, firstFailure.error);
+
+  const manifest: ReleaseManifest = {
+    project: project.name,
+    source: project.dir,
+    deviceType: target.deviceType.slug,
+    arch: target.arch,
+    platform,
+    tag,
+    engine: { address: engine.address, version: engine.version, arch: engine.machineArch },
+    createdAt: new Date().toISOString(),
+    buildSeconds: (Date.now() - started) / 1000,
+    services: project.services.map((s) => results.get(s.name)).filter((r): r is ServiceImage => r !== undefined),
+    volumes: Object.keys(project.volumes),
+    networks: Object.keys(project.networks),
+  };
+  const commit = await gitCommit(project.dir);
+  if (commit) manifest.commit = commit;
+  return manifest;
+}
+
+function failureError(service: string, error: unknown): SkiffError {
+  if (error instanceof SkiffError) return error;
+  if (error instanceof ImageBuildError) {
+    return new SkiffError('buildFailed', `service '${service}' failed to build: ${error.message}`, {
+      details: error.tail.map((l) => `[${service}] ${l}`),
+      hint: 'the other builds were stopped; fix the error above and build again',
+    });
+  }
+  const e = error as NodeJS.ErrnoException & { statusCode?: number; json?: { message?: string } };
+  const message = e.json?.message ?? e.message;
+  if (e.code === 'ECONNREFUSED' || e.code === 'ENOENT' || e.code === 'ECONNRESET' || e.code === 'EPIPE') {
+    return new SkiffError('dockerUnreachable', `the Docker engine went away while building service '${service}' (${e.code})`, { hint: 'check the engine and build again' });
+  }
+  return new SkiffError('buildFailed', `service '${service}' failed to build: ${message}`, { hint: 'fix the error and build again' });
+}
+
+function checkEmulation(prepared: PreparedService[], options: ReleaseBuildOptions, emit: (e: BuildEvent) => void): void {
+  const needsRun = prepared.filter((p) => p.facts?.hasRun);
+  if (needsRun.length === 0) return;
+  const status = emulationStatus(options.engine.arch, options.target.arch, options.engine.local);
+  if (status.state === 'native' || status.state === 'ready') return;
+  if (status.state === 'unknown') {
+    emit({ kind: 'info', message: `cannot check emulation for ${options.target.arch} (${status.reason}); RUN steps need the engine to run ${options.target.arch} binaries` });
+    return;
+  }
+  if (options.emulated) {
+    const interpreter = registerEmulation(status.qemu);
+    emit({ kind: 'info', message: `registered ${interpreter} for ${options.target.arch} binaries (binfmt_misc, flag F)` });
+    return;
+  }
+  throw new SkiffError('emulation', `building for ${options.target.arch} on this ${options.engine.machineArch} engine needs qemu emulation for RUN steps: ${status.reason}`, {
+    hint: emulationHint(status.qemu),
+  });
+}
+
+async function checkBaseImages(prepared: PreparedService[], options: ReleaseBuildOptions, platform: string): Promise<void> {
+  if (options.pull) return; // the engine pulls every base itself
+  const seen = new Map<string, Promise<unknown>>();
+  const checks: Array<Promise<unknown>> = [];
+  for (const p of prepared) {
+    for (const base of p.facts?.baseImages ?? []) {
+      const key = `${base.image}@${base.platform ?? platform}`;
+      if (seen.has(key)) continue;
+      const check = ensureImage(options.engine, base.image, base.platform ?? platform, {
+        service: p.spec.name,
+        where: p.dockerfile ? `${path.relative(options.project.dir, path.join(p.spec.build?.context ?? '', p.dockerfile.pathRel))}:${base.line}` : undefined,
+        signal: options.signal,
+      });
+      seen.set(key, check);
+      checks.push(check);
+    }
+  }
+  const settled = await Promise.allSettled(checks);
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
+async function gitCommit(dir: string): Promise<string | undefined> {
+  if (!existsSync(path.join(dir, '.git'))) return undefined;
+  try {
+    const { simpleGit } = await import('simple-git');
+    return (await simpleGit(dir).revparse(['HEAD'])).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * The one base command. It owns --json and --debug, the JSON envelope, and the mapping from
+ * errors to one printed line and an exit code. Commands extend it, parse, call src/lib, render.
+ */
+import process from 'node:process';
+import { Command, Flags } from '@oclif/core';
+import { ExitCode, SkiffError, isSkiffError } from './errors.js';
+import { createOutput, type Output } from '../ui/output.js';
+import { terminalInfo } from '../ui/terminal.js';
+
+export interface JsonEnvelope<T> {
+  status: 'ok' | 'error';
+  result?: T;
+  error?: Record<string, unknown>;
+  warnings: string[];
+}
+
+export abstract class SkiffCommand<T = unknown> extends Command {
+  static override enableJsonFlag = true;
+
+  static override baseFlags = {
+    debug: Flags.boolean({
+      description: 'Print debug output and stack traces (or set SKIFF_DEBUG=1).',
+      helpGroup: 'GLOBAL',
+    }),
+  };
+
+  private outputInstance?: Output;
+  protected readonly warnings: string[] = [];
+
+  abstract override run(): Promise<T>;
+
+  protected get debugEnabled(): boolean {
+    return this.argv.includes('--debug') || Boolean(process.env.SKIFF_DEBUG && process.env.SKIFF_DEBUG !== '0');
+  }
+
+  /** The output for this run (created on first use so cheap commands never load chalk or ora). */
+  protected async output(): Promise<Output> {
+    this.outputInstance ??= await createOutput(this.jsonEnabled(), terminalInfo());
+    return this.outputInstance;
+  }
+
+  /** Records a warning: printed now for people, carried in the JSON envelope for machines. */
+  protected async warnUser(text: string): Promise<void> {
+    this.warnings.push(text);
+    (await this.output()).warn(text);
+  }
+
+  protected override toSuccessJson(result: unknown): JsonEnvelope<unknown> {
+    return { status: 'ok', result, warnings: this.warnings };
+  }
+
+  protected override toErrorJson(err: unknown): JsonEnvelope<unknown> {
+    return { status: 'error', error: describeError(err, this.debugEnabled), warnings: this.warnings };
+  }
+
+  protected override async catch(err: Error & { oclif?: { exit?: number } }): Promise<never> {
+    const code = exitCodeOf(err);
+    if (this.jsonEnabled()) {
+      this.logJson(this.toErrorJson(err));
+    } else {
+      process.stderr.write(`${await this.renderError(err)}\n`);
+    }
+    const exit = new Error(err.message) as Error & { oclif: { exit: number }; skipOclifErrorHandling: boolean; code: string };
+    exit.oclif = { exit: code };
+    exit.skipOclifErrorHandling = true;
+    exit.code = 'EEXIT';
+    throw exit;
+  }
+
+  private async renderError(err: Error): Promise<string> {
+    const { chalk } = await this.output();
+    const lines: string[] = [];
+    if (isSkiffError(err)) {
+      for (const d of err.details) lines.push(chalk.dim(d));
+      lines.push(`${chalk.red('Error:')} ${err.toLine()}`);
+      if (this.debugEnabled && err.stack) lines.push(chalk.dim(err.stack));
+      return lines.join('\n');
+    }
+    if (isParseError(err)) {
+      const id = this.id ? ` ${this.id.replaceAll(':', ' ')}` : '';
+      return `${chalk.red('Error:')} ${firstLine(err.message)} See 'skiff${id} --help'.`;
+    }
+    lines.push(`${chalk.red('Error:')} unexpected failure: ${firstLine(err.message)}`);
+    lines.push(this.debugEnabled && err.stack ? chalk.dim(err.stack) : chalk.dim('This is a bug in skiff. Run again with --debug for the stack trace and report it.'));
+    return lines.join('\n');
+  }
+}
+
+function firstLine(s: string): string {
+  const line = (s.split('\n').find((l) => l.trim() !== '') ?? s).trim();
+  return /[.!?]$/.test(line) ? line : `${line}.`;
+}
+
+/** oclif's own flag/argument errors carry exit 2. */
+function isParseError(err: unknown): boolean {
+  const e = err as { oclif?: { exit?: number }; constructor?: { name?: string } };
+  return e?.oclif?.exit === 2 || /Error$/.test(e?.constructor?.name ?? '') && (e.constructor?.name ?? '').includes('Flag');
+}
+
+export function exitCodeOf(err: unknown): number {
+  if (isSkiffError(err)) return err.exitCode;
+  if (isParseError(err)) return ExitCode.usage;
+  return ExitCode.internal;
+}
+
+function describeError(err: unknown, debug: boolean): Record<string, unknown> {
+  if (isSkiffError(err)) return err.toJSON();
+  const e = err as Error;
+  if (isParseError(e)) return { code: 'usage', exitCode: ExitCode.usage, message: firstLine(e.message) };
+  return {
+    code: 'internal',
+    exitCode: ExitCode.internal,
+    message: e?.message ?? String(err),
+    ...(debug && e?.stack ? { stack: e.stack } : {}),
+  };
+}
+
+export { SkiffError };

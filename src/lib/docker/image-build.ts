@@ -1,0 +1,127 @@
+/**
+ * One image build on the engine's classic builder API, with its output parsed as it streams.
+ */
+import type { Readable } from 'node:stream';
+import type Dockerode from 'dockerode';
+
+export interface ImageBuildRequest {
+  context: Readable;
+  tag: string;
+  dockerfile: string;
+  buildArgs: Record<string, string>;
+  platform?: string;
+  target?: string;
+  labels?: Record<string, string>;
+  cacheFrom?: string[];
+  nocache?: boolean;
+  pull?: boolean;
+  squash?: boolean;
+  registryConfig?: Record<string, { username: string; password: string }>;
+  signal?: AbortSignal;
+  /** Each line of build output, without the trailing newline. */
+  onLine?: (line: string) => void;
+}
+
+export interface ImageBuildResult {
+  imageId: string;
+  steps: number;
+  cachedSteps: number;
+}
+
+/** A failed build step: the engine's message, plus the last lines of output for context. */
+export class ImageBuildError extends Error {
+  constructor(message: string, readonly tail: string[]) {
+    super(message);
+    this.name = 'ImageBuildError';
+  }
+}
+
+const TAIL = 15;
+
+export async function buildImage(docker: Dockerode, req: ImageBuildRequest): Promise<ImageBuildResult> {
+  const options: Record<string, unknown> = {
+    t: req.tag,
+    dockerfile: req.dockerfile,
+    buildargs: req.buildArgs,
+    rm: true,
+    forcerm: true,
+    nocache: Boolean(req.nocache),
+    pull: Boolean(req.pull),
+    ...(req.platform ? { platform: req.platform } : {}),
+    ...(req.target ? { target: req.target } : {}),
+    ...(req.labels && Object.keys(req.labels).length > 0 ? { labels: req.labels } : {}),
+    ...(req.cacheFrom && req.cacheFrom.length > 0 ? { cachefrom: req.cacheFrom } : {}),
+    ...(req.squash ? { squash: true } : {}),
+    ...(req.registryConfig ? { registryconfig: req.registryConfig } : {}),
+    ...(req.signal ? { abortSignal: req.signal } : {}),
+  };
+  const tail: string[] = [];
+  const pushLine = (line: string) => {
+    tail.push(line);
+    if (tail.length > TAIL) tail.shift();
+    req.onLine?.(line);
+  };
+  const response = (await docker.buildImage(req.context, options)) as unknown as Readable;
+  const onAbort = () => {
+    req.context.destroy();
+    response.destroy();
+  };
+  req.signal?.addEventListener('abort', onAbort, { once: true });
+
+  let imageId: string | undefined;
+  let steps = 0;
+  let cachedSteps = 0;
+  let failure: string | undefined;
+  let partial = '';
+  let pending = '';
+
+  const handle = (msg: { stream?: string; status?: string; progress?: string; id?: string; aux?: { ID?: string }; error?: string; errorDetail?: { message?: string } }) => {
+    if (msg.aux?.ID) imageId = msg.aux.ID;
+    if (msg.error || msg.errorDetail) {
+      failure = msg.errorDetail?.message ?? msg.error ?? 'build failed';
+      return;
+    }
+    if (msg.stream !== undefined) {
+      pending += msg.stream;
+      const lines = pending.split(/\r?\n/);
+      pending = lines.pop() ?? '';
+      for (const line of lines) {
+        if (/^Step \d+\/\d+ :/.test(line)) steps++;
+        if (/^ ---> Using cache$/.test(line)) cachedSteps++;
+        const id = /^Successfully built ([0-9a-f]+)$/.exec(line)?.[1];
+        if (id) imageId ??= id;
+        if (line.trim() !== '') pushLine(line);
+      }
+    } else if (msg.status) {
+      // Pull progress: only the settled lines, not every progress tick.
+      if (!msg.progress) pushLine(msg.id ? `${msg.id}: ${msg.status}` : msg.status);
+    }
+  };
+
+  try {
+    for await (const chunk of response) {
+      partial += (chunk as Buffer).toString('utf8');
+      let nl: number;
+      while ((nl = partial.indexOf('\n')) >= 0) {
+        const text = partial.slice(0, nl).trim();
+        partial = partial.slice(nl + 1);
+        if (!text) continue;
+        try {
+          handle(JSON.parse(text));
+        } catch {
+          pushLine(text);
+        }
+      }
+    }
+  } catch (err) {
+    if (req.signal?.aborted) throw req.signal.reason ?? err;
+    throw err;
+  } finally {
+    req.signal?.removeEventListener('abort', onAbort);
+  }
+  if (req.signal?.aborted) throw req.signal.reason ?? new Error('aborted');
+  if (pending.trim() !== '') pushLine(pending);
+  if (failure !== undefined) throw new ImageBuildError(failure.trim(), [...tail]);
+  if (!imageId) throw new ImageBuildError('the engine finished without reporting an image', [...tail]);
+  return { imageId, steps, cachedSteps };
+}

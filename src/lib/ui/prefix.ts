@@ -1,0 +1,14 @@
+/** Per-service line prefixes: `[web]    ` padded to the longest name, a stable colour per service. */
+import type { ChalkInstance } from 'chalk';
+
+const COLOURS = ['cyan', 'magenta', 'green', 'yellow', 'blue', 'redBright', 'cyanBright', 'magentaBright'] as const;
+
+export function servicePrefixer(services: string[], chalk: ChalkInstance): (service: string) => string {
+  const width = Math.max(...services.map((s) => s.length)) + 2;
+  const colourOf = new Map(services.map((s, i) => [s, COLOURS[i % COLOURS.length] ?? 'cyan']));
+  return (service) => {
+    const label = `[${service}]`.padEnd(width);
+    const colour = colourOf.get(service) ?? 'cyan';
+    return chalk[colour](label);
+  };
+}

@@ -15,7 +15,7 @@ export const BASE_ARM64 = 'skiff-test/busybox:arm64';
 
 export const docker = new Docker();
 
-const APPLETS = ['sh', 'ls', 'cat', 'echo', 'sleep', 'httpd', 'uname', 'mkdir', 'test', '[', 'wc', 'printf', 'env', 'true', 'false', 'grep', 'rm', 'cp', 'touch', 'id'];
+const APPLETS = ['sh', 'ls', 'cat', 'echo', 'sleep', 'httpd', 'uname', 'mkdir', 'test', '[', 'wc', 'printf', 'env', 'true', 'false', 'grep', 'rm', 'cp', 'touch', 'id', 'find', 'sort', 'chmod'];
 
 async function buildBase(tag: string, busybox: string, platform: string): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'skiff-base-'));

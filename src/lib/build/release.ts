@@ -172,12 +172,23 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       emit({ kind: 'service-done', service: p.spec.name, result });
       return;
     }
+    const labels: Record<string, string> = {
+      ...p.spec.build.labels,
+      ...(options.labels ?? {}),
+      'io.skiff.project': project.name,
+      'io.skiff.service': p.spec.name,
+      'io.skiff.device-type': target.deviceType.slug,
+      'io.skiff.arch': target.arch,
+    };
+    // The engine turns each API label into its own LABEL step (a container each); one appended
+    // LABEL line costs one step. With a build target the last stage is not the image, so use the API.
+    const dockerfile = p.spec.build.target ? p.dockerfile : withLabels(p.dockerfile, labels);
     let contextBytes = 0;
     let warnedSize = false;
     const context = await packContext({
       contextDir: p.spec.build.context,
       rules: p.rules ?? rootRules,
-      dockerfile: p.dockerfile,
+      dockerfile,
       displayBase: project.dir,
       service: p.spec.name,
       onBytes: (n) => {
@@ -195,14 +206,7 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       buildArgs: p.buildArgs,
       platform,
       ...(p.spec.build.target ? { target: p.spec.build.target } : {}),
-      labels: {
-        ...p.spec.build.labels,
-        ...(options.labels ?? {}),
-        'io.skiff.project': project.name,
-        'io.skiff.service': p.spec.name,
-        'io.skiff.device-type': target.deviceType.slug,
-        'io.skiff.arch': target.arch,
-      },
+      ...(p.spec.build.target ? { labels } : {}),
       cacheFrom: [...p.spec.build.cacheFrom, ...(options.cacheFrom ?? [])],
       nocache: options.nocache,
       pull: options.pull,
@@ -276,6 +280,12 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
   const commit = await gitCommit(project.dir);
   if (commit) manifest.commit = commit;
   return manifest;
+}
+
+function withLabels(dockerfile: ResolvedDockerfile, labels: Record<string, string>): ResolvedDockerfile {
+  const line = `LABEL ${Object.entries(labels).map(([k, v]) => `${JSON.stringify(k)}=${JSON.stringify(v)}`).join(' ')}`;
+  const contents = `${dockerfile.contents.replace(/\s*$/, '')}\n${line}\n`;
+  return { ...dockerfile, contents, processed: true };
 }
 
 function failureError(service: string, error: unknown): SkiffError {

@@ -90,6 +90,8 @@ export async function buildImage(docker: Dockerode, req: ImageBuildRequest): Pro
         if (/^ ---> Using cache$/.test(line)) cachedSteps++;
         const id = /^Successfully built ([0-9a-f]+)$/.exec(line)?.[1];
         if (id) imageId ??= id;
+        // The engine's note that an emulated platform differs from its own: expected, and noise.
+        if (/^ ---> \[Warning\] The requested image's platform/.test(line)) continue;
         if (line.trim() !== '') pushLine(line);
       }
     } else if (msg.status) {

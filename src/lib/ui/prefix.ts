@@ -4,7 +4,7 @@ import type { ChalkInstance } from 'chalk';
 const COLOURS = ['cyan', 'magenta', 'green', 'yellow', 'blue', 'redBright', 'cyanBright', 'magentaBright'] as const;
 
 export function servicePrefixer(services: string[], chalk: ChalkInstance): (service: string) => string {
-  const width = Math.max(...services.map((s) => s.length)) + 2;
+  const width = Math.max(...services.map((s) => s.length)) + 3;
   const colourOf = new Map(services.map((s, i) => [s, COLOURS[i % COLOURS.length] ?? 'cyan']));
   return (service) => {
     const label = `[${service}]`.padEnd(width);

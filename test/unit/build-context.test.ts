@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { loadIgnoreRules, packContext } from '../../src/lib/project/build-context.js';
+import type { ResolvedDockerfile } from '../../src/lib/project/dockerfile.js';
+import type { SkiffError } from '../../src/lib/cli/errors.js';
+
+function tree(files: Record<string, string>): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'skiff-ctx-'));
+  for (const [rel, text] of Object.entries(files)) {
+    mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
+    writeFileSync(path.join(dir, rel), text);
+  }
+  return dir;
+}
+
+async function unpack(dir: string, dockerfile: ResolvedDockerfile, base = dir): Promise<string> {
+  const rules = await loadIgnoreRules(base);
+  const out = mkdtempSync(path.join(os.tmpdir(), 'skiff-out-'));
+  const tar = await import('tar-fs');
+  await pipeline(await packContext({ contextDir: dir, rules, dockerfile, displayBase: base, service: 'main' }), tar.extract(out));
+  return out;
+}
+
+const plain: ResolvedDockerfile = { pathRel: 'Dockerfile', contents: 'FROM x\n', processed: false, kind: 'dockerfile' };
+
+describe('build context', () => {
+  it('applies Docker .dockerignore semantics, including ** and exceptions', async () => {
+    const dir = tree({
+      Dockerfile: 'FROM x\n',
+      '.dockerignore': '# a comment\n\n**/*.log\nnode_modules\ndocs/*\n!docs/keep.md\n',
+      'app.js': 'a',
+      'deep/er/trace.log': 'x',
+      'node_modules/m/index.js': 'x',
+      'docs/drop.md': 'x',
+      'docs/keep.md': 'k',
+    });
+    const out = await unpack(dir, plain);
+    assert.ok(existsSync(path.join(out, 'app.js')));
+    assert.ok(!existsSync(path.join(out, 'deep/er/trace.log')));
+    assert.ok(!existsSync(path.join(out, 'node_modules/m/index.js')));
+    assert.ok(!existsSync(path.join(out, 'docs/drop.md')));
+    assert.equal(readFileSync(path.join(out, 'docs/keep.md'), 'utf8'), 'k');
+  });
+
+  it('never sends .git, even without a .dockerignore', async () => {
+    const dir = tree({ Dockerfile: 'FROM x\n', '.git/config': 'x', '.gitignore': 'y', 'src/.git/HEAD': 'nested' });
+    const out = await unpack(dir, plain);
+    assert.ok(!existsSync(path.join(out, '.git')));
+    assert.ok(existsSync(path.join(out, '.gitignore')));
+    assert.ok(existsSync(path.join(out, 'src/.git/HEAD')), 'only the context root .git is special');
+  });
+
+  it('sends the processed Dockerfile in place of the template', async () => {
+    const dir = tree({ 'Dockerfile.template': 'FROM %%BALENA_ARCH%%\n' });
+    const out = await unpack(dir, { pathRel: 'Dockerfile.template', contents: 'FROM aarch64\n', processed: true, kind: 'template' });
+    assert.equal(readFileSync(path.join(out, 'Dockerfile.template'), 'utf8'), 'FROM aarch64\n');
+  });
+
+  it('refuses a .dockerignore that excludes the Dockerfile, naming the line', async () => {
+    const dir = tree({ Dockerfile: 'FROM x\n', '.dockerignore': '*.md\n\nDocker*\n' });
+    await assert.rejects(unpack(dir, plain), (err: SkiffError) => {
+      assert.equal(err.code, 'project');
+      assert.equal(err.where, '.dockerignore:3');
+      assert.match(err.hint ?? '', /!Dockerfile/);
+      return true;
+    });
+  });
+
+  it('accepts a Dockerfile that a later exception brings back', async () => {
+    const dir = tree({ Dockerfile: 'FROM x\n', '.dockerignore': 'Docker*\n!Dockerfile\n' });
+    const out = await unpack(dir, plain);
+    assert.ok(existsSync(path.join(out, 'Dockerfile')));
+  });
+
+  it('matches a service context against the project root .dockerignore by project-relative paths', async () => {
+    const root = tree({ '.dockerignore': 'svc/secret.txt\n', 'svc/Dockerfile': 'FROM x\n', 'svc/secret.txt': 's', 'svc/ok.txt': 'o' });
+    const out = await unpack(path.join(root, 'svc'), plain, root);
+    assert.ok(existsSync(path.join(out, 'ok.txt')));
+    assert.ok(!existsSync(path.join(out, 'secret.txt')));
+  });
+});

@@ -81,7 +81,7 @@ describe('build (real engine)', function () {
     assert.equal(await runInImage(`${name}_worker:v1`, ['cat', '/greeting']), 'hello from worker\n');
     const starts = events.filter((e) => e.kind === 'service-start').length;
     assert.equal(starts, 3);
-    assert.ok(events.some((e) => e.kind === 'log' && e.service === 'worker' && /Step 2\/3/.test(e.line)));
+    assert.ok(events.some((e) => e.kind === 'log' && e.service === 'worker' && /Step 2\/4 : ARG GREETING/.test(e.line)));
   });
 
   it('processes Dockerfile.template for the device type and applies balena.yml build-variables', async () => {

@@ -157,7 +157,8 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
   const results = new Map<string, ServiceImage>();
   let firstFailure: { service: string; error: unknown } | undefined;
   const queue = [...prepared];
-  const limit = Math.max(1, options.concurrency ?? Math.min(4, Math.max(2, engine.cpus)));
+  // Builds mostly wait on the engine (I/O, layer commits), so run more than one per core.
+  const limit = Math.max(1, options.concurrency ?? Math.max(4, engine.cpus));
 
   const runOne = async (p: PreparedService): Promise<void> => {
     const t0 = Date.now();

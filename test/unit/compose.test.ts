@@ -152,7 +152,8 @@ describe('parseCompose', () => {
       ['a duplicate service key', y('services:', '  web:', '    image: a', '  web:', '    image: b'), /duplicate key 'web'/, 'docker-compose.yml:4'],
       ['a duplicate setting', y('services:', '  web:', '    image: a', '    restart: no', '    "image": b'), /duplicate key 'image'/, 'docker-compose.yml:5'],
       ['a duplicate top-level key', y('services:', '  web:', '    image: a', 'volumes: {}', 'volumes: {}'), /duplicate key 'volumes'/, 'docker-compose.yml:5'],
-      ['a merge of a scalar', y('x-a: &a 1', 'services:', '  web:', '    <<: *a', '    image: x'), /^invalid YAML: /, 'docker-compose.yml:1'],
+      ['a merge of a scalar', y('x-a: &a 1', 'services:', '  web:', '    <<: *a', '    image: x'), /^invalid YAML: /, 'docker-compose.yml:4'],
+      ['a merge of a list of scalars', y('x-a: &a 1', 'services:', '  web:', '    image: x', '    <<: [*a]'), /^invalid YAML: /, 'docker-compose.yml:5'],
       ['an undefined alias', y('services:', '  web:', '    <<: *nope', '    image: x'), /^invalid YAML: /, 'docker-compose.yml:3'],
     ];
     for (const [name, text, message, where] of cases) {
@@ -400,8 +401,6 @@ describe('parseCompose', () => {
     });
 
     const badValues: Array<[string, RegExp, number?]> = [
-      ['image: ""', /invalid image name/],
-      ['image: [x]', /'image' in service 'web' must be a string/],
       ['privileged: yes', /'privileged' in service 'web' must be true or false/],
       ['tty: 1', /'tty' in service 'web' must be true or false/],
       ['command: { a: b }', /'command' .* must be a string or a list/],
@@ -416,12 +415,15 @@ describe('parseCompose', () => {
       ['pid: "service:db"', /pid 'service:db' .* not supported/],
       ['ulimits: { nofile: { soft: 1 } }', /ulimit 'nofile'/],
       ['healthcheck: { test: 1 }', /healthcheck test/],
-      ['healthcheck: { interval: often }', /healthcheck.interval .* duration/],
+      ['healthcheck: { interval: often }', /'healthcheck\.interval' .* duration/],
       ['healthcheck: "CMD true"', /'healthcheck' .* mapping/],
       ['tmpfs: [run]', /tmpfs mount 'run' .* absolute path/],
       ['logging: journald', /'logging' .* mapping/],
       ['sysctls: { a: { b: 1 } }', /the value of 'a' must be a string/],
     ];
+    it('rejects an empty image', () => rejects(web('restart: always', 'image: ""'), /invalid image name ''/, 'docker-compose.yml:4'));
+    it('rejects an image that is not a string', () => rejects(web('restart: always', 'image: [x]'), /'image' in service 'web' must be a string/, 'docker-compose.yml:4'));
+
     for (const [line, message] of badValues) {
       it(`rejects '${line}'`, () => rejects(web('image: x', line), message, 'docker-compose.yml:4'));
     }

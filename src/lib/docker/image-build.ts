@@ -24,6 +24,7 @@ export interface ImageBuildRequest {
 
 export interface ImageBuildResult {
   imageId: string;
+  /** Steps that make a layer (FROM excluded), and how many of them came from the cache. */
   steps: number;
   cachedSteps: number;
 }
@@ -86,7 +87,8 @@ export async function buildImage(docker: Dockerode, req: ImageBuildRequest): Pro
       const lines = pending.split(/\r?\n/);
       pending = lines.pop() ?? '';
       for (const line of lines) {
-        if (/^Step \d+\/\d+ :/.test(line)) steps++;
+        // FROM steps never report a cache hit, so only the steps that make layers are counted.
+        if (/^Step \d+\/\d+ : (?!FROM\s)/i.test(line)) steps++;
         if (/^ ---> Using cache$/.test(line)) cachedSteps++;
         const id = /^Successfully built ([0-9a-f]+)$/.exec(line)?.[1];
         if (id) imageId ??= id;

@@ -5,7 +5,7 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 // eslint-disable-next-line no-restricted-imports -- compose.ts is itself loaded lazily
-import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
+import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, visit } from 'yaml';
 import type { Document, Pair, YAMLMap } from 'yaml';
 import { SkiffError } from '../cli/errors.js';
 import type { BuildSpec, ProjectWarning, ServiceSpec } from './types.js';
@@ -125,7 +125,11 @@ export function parseCompose(text: string, file: string, projectDir: string): Co
     root = doc.toJS({ maxAliasCount: 1000 });
   } catch (err) {
     // Bad merge sources and alias bombs surface only when the document is resolved.
-    throw at.error([], `invalid YAML: ${(err as Error).message.split('\n')[0]}`, 'fix the anchors and aliases');
+    const offset = badAliasOffset(doc);
+    throw new SkiffError('project', `invalid YAML: ${(err as Error).message.split('\n')[0]}`, {
+      where: offset === undefined ? rel : `${rel}:${lineCounter.linePos(offset).line}`,
+      hint: 'fix the anchors and aliases',
+    });
   }
   if (root === null || root === undefined) throw at.error([], 'the compose file is empty', 'define at least one service under services');
   if (!isRecord(root)) throw at.error([], 'the compose file must be a mapping with a services key');
@@ -247,6 +251,29 @@ class Locator {
     }
     return undefined;
   }
+}
+
+/** Where an alias points nowhere or `<<` merges something that is not a mapping. */
+function badAliasOffset(doc: Document): number | undefined {
+  let found: number | undefined;
+  const isMergeable = (n: unknown): boolean => {
+    const target = isAlias(n) ? n.resolve(doc) : n;
+    return isMap(target) || (isSeq(target) && target.items.every((i) => isMap(isAlias(i) ? i.resolve(doc) : i)));
+  };
+  visit(doc, {
+    Alias(_, node) {
+      if (node.resolve(doc) !== undefined) return undefined;
+      found = startOf(node);
+      return visit.BREAK;
+    },
+    Pair(_, pair) {
+      const key = isScalar(pair.key) ? pair.key.value : undefined;
+      if (typeof key !== 'symbol' || key.description !== '<<' || isMergeable(pair.value)) return undefined;
+      found = startOf(pair.key);
+      return visit.BREAK;
+    },
+  });
+  return found;
 }
 
 function startOf(node: unknown): number | undefined {

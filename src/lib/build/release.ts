@@ -244,13 +244,12 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       try {
         await runOne(p);
       } catch (error) {
-        if (!controller.signal.aborted || !firstFailure) {
-          if (!options.signal?.aborted && !firstFailure) {
-            firstFailure = { service: p.spec.name, error };
-            emit({ kind: 'service-failed', service: p.spec.name, message: (error as Error).message });
-          }
+        // The first failure is the one to report; the rest are the builds it cancelled.
+        if (!controller.signal.aborted) {
+          firstFailure = { service: p.spec.name, error };
+          emit({ kind: 'service-failed', service: p.spec.name, message: (error as Error).message });
+          controller.abort(new Error('another service failed'));
         }
-        controller.abort(new Error('another service failed'));
         return;
       }
     }

@@ -61,8 +61,9 @@ function toLocal(i: { Id: string; Size: number; Architecture: string; Variant?: 
   return { id: i.Id, size: i.Size, architecture: i.Architecture, ...(i.Variant ? { variant: i.Variant } : {}) };
 }
 
+/** The engine's own words, without dockerode's "(HTTP code 500) server error - " wrapper. */
 function firstLine(s: string): string {
-  return (s.split('\n')[0] ?? s).trim();
+  return (s.split('\n')[0] ?? s).replace(/^\(HTTP code \d+\)[^-]*- /, '').trim();
 }
 
 async function pull(engine: Engine, name: string, platform: string, signal?: AbortSignal): Promise<void> {

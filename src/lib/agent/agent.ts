@@ -1,0 +1,289 @@
+/**
+ * The device agent: holds the target, runs the reconciliation loop (snapshot → plan → execute,
+ * until the plan is empty), reports status, and keeps the previous release to roll back to when a
+ * new one does not come up.
+ */
+import type { EngineContext } from './engine-state.js';
+import { execute, snapshot } from './engine-state.js';
+import { LogBuffer } from './logs.js';
+import type { CurrentState, Step, TargetApp, TargetState } from './model.js';
+import { plan } from './plan.js';
+import type { AgentStore } from './store.js';
+import { InvalidTargetError, parseLocalTargetState, targetImages } from './target-state.js';
+
+export type AgentStatus = 'Idle' | 'Applying' | 'Failed';
+
+export interface AgentOptions {
+  /** How long a new release must stay up (running, not unhealthy) before it counts as applied. */
+  rollbackGraceMs?: number;
+  /** Cap for the backoff after a failed step. */
+  maxBackoffMs?: number;
+}
+
+const EMPTY_TARGET = (name: string): unknown => ({ local: { name, config: {}, apps: {} }, dependent: { apps: {}, devices: {} } });
+
+export class Agent {
+  readonly logs = new LogBuffer();
+  status: AgentStatus = 'Idle';
+  lastError?: string;
+  /** The release's commit as last applied (and confirmed up). */
+  appliedCommit?: string;
+  private targetJson: unknown;
+  private target: TargetState;
+  private running?: Promise<void>;
+  private again = false;
+  private readonly abort = new AbortController();
+  private force = false;
+  private failures = 0;
+  private lastCurrent?: CurrentState;
+  private readonly stopped = new Set<string>();
+
+  constructor(readonly ctx: EngineContext, private readonly store: AgentStore, private readonly options: AgentOptions = {}) {
+    const stored = store.getTarget();
+    this.targetJson = stored?.json ?? EMPTY_TARGET(ctx.deviceName);
+    this.target = normalise(parseLocalTargetState(this.targetJson, ctx.deviceName));
+    this.appliedCommit = store.getValue('appliedCommit');
+  }
+
+  get targetState(): unknown {
+    return this.targetJson;
+  }
+
+  get currentState(): CurrentState | undefined {
+    return this.lastCurrent;
+  }
+
+  /** Validates and stores a new target, then applies it. Throws InvalidTargetError (nothing changes). */
+  async setTarget(json: unknown, options: { force?: boolean } = {}): Promise<void> {
+    const parsed = normalise(parseLocalTargetState(json, this.ctx.deviceName));
+    const current = await snapshot(this.ctx);
+    const missing = targetImages(parsed).filter((img) => !current.images[img]);
+    if (missing.length > 0) throw new InvalidTargetError(`image${missing.length > 1 ? 's' : ''} ${missing.map((m) => `'${m}'`).join(', ')} not on the device's engine; build or pull ${missing.length > 1 ? 'them' : 'it'} first`);
+    this.store.setValue('previousTarget', JSON.stringify(this.targetJson));
+    this.store.setTarget(json);
+    this.targetJson = json;
+    this.target = parsed;
+    this.force = Boolean(options.force);
+    this.failures = 0;
+    this.stopped.clear();
+    this.wake();
+  }
+
+  /** Starts (or re-runs) the loop; one runner at a time. */
+  wake(): void {
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = this.loop().finally(() => {
+      this.running = undefined;
+      if (this.again && !this.abort.signal.aborted) {
+        this.again = false;
+        this.wake();
+      }
+    });
+  }
+
+  /** Resolves when the loop has nothing left to do (for tests and `push`). */
+  async settled(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  stop(): void {
+    this.abort.abort();
+    this.logs.close();
+  }
+
+  private async loop(): Promise<void> {
+    const signal = this.abort.signal;
+    let rounds = 0;
+    while (!signal.aborted) {
+      this.again = false;
+      let current: CurrentState;
+      let steps: Step[];
+      try {
+        current = await snapshot(this.ctx);
+        this.lastCurrent = current;
+        await this.followLogs(current);
+        steps = plan(current, this.withStopped(this.target), { force: this.force });
+      } catch (err) {
+        await this.failed(err);
+        continue;
+      }
+      const work = steps.filter((s) => s.action !== 'noop');
+      if (work.length === 0) {
+        const waiting = steps.find((s) => s.action === 'noop');
+        if (waiting?.action === 'noop') {
+          this.status = 'Applying';
+          this.lastError = waiting.reason;
+          await sleep(1000, signal);
+          continue;
+        }
+        if (rounds > 0) await this.confirmRelease();
+        if (this.status !== 'Failed') {
+          this.status = 'Idle';
+          this.lastError = undefined;
+        }
+        return;
+      }
+      rounds++;
+      this.status = 'Applying';
+      try {
+        await Promise.all(work.map((s) => execute(this.ctx, s, current, (m) => this.logs.system(m))));
+        this.failures = 0;
+      } catch (err) {
+        await this.failed(err);
+      }
+    }
+  }
+
+  /** Restarts every container of an app (`POST /v1/restart`). */
+  async restartApp(appId: number): Promise<void> {
+    const current = await snapshot(this.ctx);
+    await Promise.all(current.containers.filter((c) => c.appId === appId).map((c) => this.ctx.docker.getContainer(c.containerId).restart()));
+    this.logs.system(`Restarted app ${appId}`);
+  }
+
+  /** Removes an app's containers and volumes, then installs it again with empty volumes (`POST /v1/purge`). */
+  async purgeApp(appId: number): Promise<void> {
+    const { removeAppVolumes } = await import('./engine-state.js');
+    const current = await snapshot(this.ctx);
+    this.logs.system(`Purging data for app ${appId}`);
+    await Promise.all(current.containers.filter((c) => c.appId === appId).map((c) => this.ctx.docker.getContainer(c.containerId).remove({ force: true })));
+    await removeAppVolumes(this.ctx, current, appId);
+    this.logs.system(`Purged data for app ${appId}`);
+    this.wake();
+  }
+
+  /**
+   * restart-service / stop-service / start-service. A stopped service stays stopped until it is
+   * started again or a new target arrives, as with balena's supervisor.
+   */
+  async serviceAction(appId: number, serviceName: string, action: 'restart-service' | 'stop-service' | 'start-service'): Promise<boolean> {
+    const app = this.target.apps.find((a) => a.appId === appId);
+    if (!app?.services.some((s) => s.serviceName === serviceName)) return false;
+    const key = `${appId}/${serviceName}`;
+    const current = await snapshot(this.ctx);
+    const container = current.containers.find((c) => c.appId === appId && c.serviceName === serviceName);
+    if (action === 'stop-service') {
+      this.stopped.add(key);
+      if (container) await this.ctx.docker.getContainer(container.containerId).stop().catch(() => {});
+      this.logs.system(`Stopped service '${serviceName}'`);
+    } else if (action === 'start-service') {
+      this.stopped.delete(key);
+      this.wake();
+    } else {
+      this.stopped.delete(key);
+      if (container) await this.ctx.docker.getContainer(container.containerId).restart();
+      this.logs.system(`Restarted service '${serviceName}'`);
+    }
+    return true;
+  }
+
+  private withStopped(target: TargetState): TargetState {
+    if (this.stopped.size === 0) return target;
+    return {
+      ...target,
+      apps: target.apps.map((a) => ({ ...a, services: a.services.map((s) => (this.stopped.has(`${a.appId}/${s.serviceName}`) ? { ...s, running: false } : s)) })),
+    };
+  }
+
+  private async failed(err: unknown): Promise<void> {
+    this.failures++;
+    this.status = 'Failed';
+    this.lastError = (err as Error).message;
+    this.logs.system(`Failed to apply the target state: ${this.lastError}`, true);
+    const delay = Math.min(this.options.maxBackoffMs ?? 30_000, 250 * 2 ** Math.min(this.failures, 10));
+    await sleep(delay, this.abort.signal);
+  }
+
+  /**
+   * After the containers are in place: watch them for the grace period. A service that exits or
+   * turns unhealthy means the release failed: bring the previous one back.
+   */
+  private async confirmRelease(): Promise<void> {
+    const grace = this.options.rollbackGraceMs ?? 10_000;
+    const commit = this.target.apps.map((a) => a.commit).join(',');
+    const deadline = Date.now() + grace;
+    while (Date.now() < deadline && !this.abort.signal.aborted) {
+      const current = await snapshot(this.ctx);
+      const broken = this.brokenServices(current);
+      if (broken.length > 0) {
+        await this.rollback(`${broken.join(', ')} did not stay up`);
+        return;
+      }
+      if (this.again) return; // a newer target arrived
+      await sleep(500, this.abort.signal);
+    }
+    this.appliedCommit = commit;
+    this.store.setValue('appliedCommit', commit);
+    this.store.recordApplied(commit, 'applied', '');
+  }
+
+  private brokenServices(current: CurrentState): string[] {
+    const out: string[] = [];
+    for (const app of this.target.apps) {
+      for (const s of app.services) {
+        if (!s.running) continue;
+        const c = current.containers.find((x) => x.appId === app.appId && x.serviceName === s.serviceName);
+        if (!c) continue;
+        const exitedBadly = (c.state === 'exited' || c.state === 'dead') && (c.exitCode ?? 0) !== 0;
+        const restarting = c.state === 'restarting';
+        if (exitedBadly || restarting || c.health === 'unhealthy') out.push(`service '${s.serviceName}'`);
+      }
+    }
+    return out;
+  }
+
+  private async rollback(reason: string): Promise<void> {
+    const previous = this.store.getValue('previousTarget');
+    const commit = this.target.apps.map((a) => a.commit).join(',');
+    this.store.recordApplied(commit, 'rolled-back', reason);
+    this.logs.system(`Release ${commit || '(none)'} failed: ${reason}; rolling back to the previous release`, true);
+    if (!previous) {
+      this.status = 'Failed';
+      this.lastError = `${reason}; no previous release to roll back to`;
+      return;
+    }
+    const json = JSON.parse(previous) as unknown;
+    this.store.setTarget(json);
+    this.store.setValue('previousTarget', ''); // roll back once, never in a loop
+    this.targetJson = json;
+    this.target = normalise(parseLocalTargetState(json, this.ctx.deviceName));
+    this.status = 'Failed';
+    this.lastError = `release ${commit} rolled back: ${reason}`;
+    this.again = true;
+  }
+
+  private async followLogs(current: CurrentState): Promise<void> {
+    const live = new Set<string>();
+    for (const c of current.containers) {
+      if (c.state !== 'running') continue;
+      live.add(c.containerId);
+      await this.logs.follow(this.ctx.docker, c).catch(() => {});
+    }
+    this.logs.prune(live);
+  }
+}
+
+/** Every app gets a `default` network that services without network settings join. */
+function normalise(target: TargetState): TargetState {
+  return {
+    ...target,
+    apps: target.apps.map((app): TargetApp => {
+      const usesDefault = app.services.some((s) => !s.config.networkMode && s.config.networks.length === 0);
+      return {
+        ...app,
+        networks: usesDefault && !app.networks.default ? { ...app.networks, default: {} } : app.networks,
+        services: app.services.map((s) => (!s.config.networkMode && s.config.networks.length === 0 ? { ...s, config: { ...s.config, networks: ['default'] } } : s)),
+      };
+    }),
+  };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+  });
+}

@@ -1,0 +1,201 @@
+/**
+ * The device API (port 48484), compatible with the balena supervisor endpoints that balena-cli's
+ * local mode and our CLI use. A tiny typed router over node:http: one HttpError type mapped to a
+ * status, handlers return JSON or text, and `handle()` runs a request without a socket for tests.
+ */
+import http from 'node:http';
+import { timingSafeEqual } from 'node:crypto';
+import type { Agent } from './agent.js';
+import { InvalidTargetError } from './target-state.js';
+
+export const AGENT_VERSION = '17.0.0'; // the supervisor API level we speak (>= 9.7 for live push)
+
+export class HttpError extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+export interface ApiOptions {
+  agent: Agent;
+  developmentMode: boolean;
+  apiKey: string;
+  deviceType: string;
+  arch: string;
+  listenPort: number;
+}
+
+interface Request {
+  method: string;
+  path: string;
+  query: URLSearchParams;
+  headers: http.IncomingHttpHeaders;
+  body: unknown;
+}
+
+type Reply = { status?: number; json?: unknown; text?: string } | { stream: (res: http.ServerResponse) => void };
+type Handler = (req: Request) => Promise<Reply> | Reply;
+
+function authorised(req: Request, opts: ApiOptions): boolean {
+  if (opts.developmentMode) return true;
+  const header = req.headers.authorization;
+  const given = header?.startsWith('Bearer ') ? header.slice(7) : req.query.get('apikey') ?? '';
+  const a = Buffer.from(given);
+  const b = Buffer.from(opts.apiKey);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+function appState(opts: ApiOptions) {
+  const { agent } = opts;
+  const current = agent.currentState;
+  const target = agent.targetState as { local?: { apps?: Record<string, { name?: string; commit?: string; releaseId?: unknown; services?: Record<string, { serviceName?: string; imageId?: number; serviceId?: number }> }> } };
+  return { current, apps: target.local?.apps ?? {} };
+}
+
+function containerStatus(state: string): string {
+  return state === 'running' ? 'Running' : state === 'exited' ? 'Exited' : state === 'created' ? 'Installed' : state.charAt(0).toUpperCase() + state.slice(1);
+}
+
+export function routes(opts: ApiOptions): Record<string, Handler> {
+  const { agent } = opts;
+  return {
+    'GET /ping': () => ({ text: 'OK' }),
+    'GET /v1/healthy': () => ({ status: agent.status === 'Failed' && /engine/i.test(agent.lastError ?? '') ? 500 : 200, text: '' }),
+    'GET /v2/version': () => ({ json: { status: 'success', version: AGENT_VERSION } }),
+    'GET /v2/local/device-info': () => ({ json: { status: 'success', info: { arch: opts.arch, deviceType: opts.deviceType } } }),
+    'GET /v2/local/target-state': () => ({ json: { status: 'success', state: agent.targetState } }),
+    'POST /v2/local/target-state': async (req) => {
+      try {
+        await agent.setTarget(req.body, { force: req.query.get('force') === 'true' });
+      } catch (err) {
+        if (err instanceof InvalidTargetError) throw new HttpError(400, err.message);
+        throw err;
+      }
+      return { json: { status: 'success', message: 'OK' } };
+    },
+    'GET /v2/local/logs': () => ({
+      stream: (res) => {
+        res.writeHead(200, { 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-cache' });
+        for (const e of agent.logs.history()) res.write(`${JSON.stringify(e)}\n`);
+        const unsubscribe = agent.logs.subscribe((e) => res.write(`${JSON.stringify(e)}\n`));
+        res.on('close', unsubscribe);
+      },
+    }),
+    'GET /v2/containerId': (req) => {
+      const containers = appState(opts).current?.containers ?? [];
+      const name = req.query.get('serviceName') ?? req.query.get('service');
+      if (name) {
+        const c = containers.find((x) => x.serviceName === name);
+        if (!c) throw new HttpError(503, `could not find service '${name}'`);
+        return { json: { status: 'success', containerId: c.containerId } };
+      }
+      return { json: { status: 'success', services: Object.fromEntries(containers.map((c) => [c.serviceName, c.containerId])) } };
+    },
+    'GET /v2/state/status': () => {
+      const containers = appState(opts).current?.containers ?? [];
+      return {
+        json: {
+          status: 'success',
+          appState: agent.status === 'Idle' ? 'applied' : agent.status === 'Applying' ? 'applying' : 'failed',
+          overallDownloadProgress: null,
+          containers: containers.map((c) => ({ status: containerStatus(c.state), serviceName: c.serviceName, appId: c.appId, serviceId: c.serviceId, containerId: c.containerId, createdAt: c.createdAt })),
+          release: agent.appliedCommit ?? null,
+          ...(agent.lastError ? { error: agent.lastError } : {}),
+        },
+      };
+    },
+    'GET /v2/applications/state': () => {
+      const { current, apps } = appState(opts);
+      const out: Record<string, unknown> = {};
+      for (const [appId, app] of Object.entries(apps)) {
+        const services: Record<string, unknown> = {};
+        for (const s of Object.values(app.services ?? {})) {
+          const c = current?.containers.find((x) => x.appId === Number(appId) && x.serviceName === s.serviceName);
+          services[s.serviceName ?? ''] = { status: c ? containerStatus(c.state) : 'Downloading', releaseId: app.releaseId ?? null, downloadProgress: null };
+        }
+        out[app.name ?? appId] = { appId: Number(appId), commit: app.commit ?? '', services };
+      }
+      return { json: out };
+    },
+    'GET /v1/device': () => ({
+      json: {
+        api_port: opts.listenPort,
+        commit: agent.appliedCommit ?? null,
+        status: agent.status === 'Idle' ? 'Idle' : agent.status === 'Applying' ? 'Installing' : 'Failed',
+        download_progress: null,
+        os_version: `${process.platform} ${process.arch}`,
+        supervisor_version: AGENT_VERSION,
+        update_pending: agent.status === 'Applying',
+        update_downloaded: false,
+        update_failed: agent.status === 'Failed',
+      },
+    }),
+    'POST /v1/restart': async (req) => {
+      const appId = Number((req.body as { appId?: unknown } | undefined)?.appId);
+      if (!Number.isInteger(appId)) throw new HttpError(400, 'appId is required');
+      await agent.restartApp(appId);
+      return { text: 'OK' };
+    },
+    'POST /v1/purge': async (req) => {
+      const appId = Number((req.body as { appId?: unknown } | undefined)?.appId);
+      if (!Number.isInteger(appId)) throw new HttpError(400, 'appId is required');
+      await agent.purgeApp(appId);
+      return { json: { Data: 'OK', Error: '' } };
+    },
+  };
+}
+
+const SERVICE_ACTION = /^\/v2\/applications\/(\d+)\/(restart-service|stop-service|start-service)$/;
+
+/** Runs one request through the router (no socket): used by the server and by tests. */
+export async function handle(opts: ApiOptions, method: string, url: string, headers: http.IncomingHttpHeaders, body: unknown): Promise<Reply & { status?: number }> {
+  const u = new URL(url, 'http://device');
+  const req: Request = { method, path: u.pathname.replace(/\/+$/, '') || '/', query: u.searchParams, headers, body };
+  try {
+    if (req.path !== '/ping' && !authorised(req, opts)) throw new HttpError(401, 'Unauthorized');
+    const action = SERVICE_ACTION.exec(req.path);
+    if (action && method === 'POST') {
+      const service = (body as { serviceName?: string; imageId?: number } | undefined)?.serviceName;
+      if (!service) throw new HttpError(400, 'serviceName is required');
+      const found = await opts.agent.serviceAction(Number(action[1]), service, action[2] as 'restart-service' | 'stop-service' | 'start-service');
+      if (!found) throw new HttpError(404, `service '${service}' not found`);
+      return { text: 'OK' };
+    }
+    const handler = routes(opts)[`${method} ${req.path}`];
+    if (!handler) throw new HttpError(404, `${method} ${req.path} not found`);
+    return await handler(req);
+  } catch (err) {
+    if (err instanceof HttpError) return { status: err.status, json: { status: 'failed', message: err.message } };
+    return { status: 503, json: { status: 'failed', message: (err as Error).message } };
+  }
+}
+
+/** Starts the HTTP server. */
+export function serve(opts: ApiOptions, address: string): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      let body: unknown;
+      const text = Buffer.concat(chunks).toString('utf8');
+      if (text) {
+        try {
+          body = JSON.parse(text);
+        } catch {
+          res.writeHead(400, { 'Content-Type': 'application/json' }).end(JSON.stringify({ status: 'failed', message: 'the body is not valid JSON' }));
+          return;
+        }
+      }
+      void handle(opts, req.method ?? 'GET', req.url ?? '/', req.headers, body).then((reply) => {
+        if ('stream' in reply) return reply.stream(res);
+        const status = reply.status ?? 200;
+        if (reply.json !== undefined) res.writeHead(status, { 'Content-Type': 'application/json' }).end(JSON.stringify(reply.json));
+        else res.writeHead(status, { 'Content-Type': 'text/plain' }).end(reply.text ?? '');
+      });
+    });
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.listenPort, address, () => resolve(server));
+  });
+}

@@ -1,0 +1,301 @@
+/**
+ * What the agent reads from and does to the engine: the snapshot (current state) and the executors
+ * of plan steps. All I/O of the reconciliation loop lives here; plan.ts stays pure.
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import type Dockerode from 'dockerode';
+import type { CurrentContainer, CurrentState, Step, TargetApp, TargetService } from './model.js';
+import { serviceConfigHash } from './plan.js';
+
+export const LABEL = {
+  agent: 'io.skiff.agent',
+  supervised: 'io.balena.supervised',
+  appId: 'io.balena.app-id',
+  serviceId: 'io.balena.service-id',
+  serviceName: 'io.balena.service-name',
+  commit: 'io.skiff.commit',
+  releaseId: 'io.skiff.release-id',
+  configHash: 'io.skiff.config-hash',
+} as const;
+
+/** Who the agent is and where things go: passed to every executor (no module singletons). */
+export interface EngineContext {
+  docker: Dockerode;
+  /** Device uuid; labels every object this agent owns. */
+  uuid: string;
+  deviceType: string;
+  arch: string;
+  deviceName: string;
+  /** Address containers use to reach the device API, e.g. http://172.17.0.1:48484 */
+  apiAddress: string;
+  apiKey: string;
+  /** Host folder for update locks: <locksDir>/<appId>/<service>/updates.lock */
+  locksDir: string;
+  /** On a real device, the engine socket path to hand to services with the balena-socket feature. */
+  engineSocket: string;
+}
+
+const short = (uuid: string) => uuid.slice(0, 7);
+export const volumeName = (ctx: EngineContext, appId: number, name: string) => `${short(ctx.uuid)}_${appId}_${name}`;
+export const networkName = (ctx: EngineContext, appId: number, name: string) => `${short(ctx.uuid)}_${appId}_${name}`;
+
+export async function snapshot(ctx: EngineContext): Promise<CurrentState> {
+  const [containers, images, volumes, networks] = await Promise.all([
+    ctx.docker.listContainers({ all: true, filters: { label: [`${LABEL.agent}=${ctx.uuid}`] } }),
+    ctx.docker.listImages(),
+    ctx.docker.listVolumes({ filters: { label: [`${LABEL.agent}=${ctx.uuid}`] } }),
+    ctx.docker.listNetworks({ filters: { label: [`${LABEL.agent}=${ctx.uuid}`] } }),
+  ]);
+  const current: CurrentContainer[] = [];
+  for (const c of containers) {
+    const l = c.Labels ?? {};
+    const detail = await ctx.docker.getContainer(c.Id).inspect().catch(() => undefined);
+    if (!detail) continue; // removed between list and inspect
+    current.push({
+      containerId: c.Id,
+      name: (c.Names?.[0] ?? '').replace(/^\//, ''),
+      appId: Number(l[LABEL.appId]),
+      serviceId: Number(l[LABEL.serviceId]),
+      serviceName: l[LABEL.serviceName] ?? '',
+      commit: l[LABEL.commit] ?? '',
+      releaseId: l[LABEL.releaseId] ?? '',
+      imageId: detail.Image,
+      configHash: l[LABEL.configHash] ?? '',
+      state: detail.State.Status as CurrentContainer['state'],
+      ...(detail.State.Health?.Status ? { health: detail.State.Health.Status as CurrentContainer['health'] } : {}),
+      createdAt: detail.Created,
+      ...(detail.State.StartedAt && !detail.State.StartedAt.startsWith('0001') ? { startedAt: detail.State.StartedAt } : {}),
+      exitCode: detail.State.ExitCode,
+    });
+  }
+  const imageMap: Record<string, string> = {};
+  for (const img of images) for (const tag of img.RepoTags ?? []) if (tag !== '<none>:<none>') imageMap[tag] = img.Id;
+  // Names without a tag mean :latest, as the engine reads them.
+  for (const [tag, id] of Object.entries(imageMap)) if (tag.endsWith(':latest')) imageMap[tag.slice(0, -':latest'.length)] = id;
+  const prefix = `${short(ctx.uuid)}_`;
+  const parseName = (n: string) => {
+    const rest = n.slice(prefix.length);
+    const idx = rest.indexOf('_');
+    return { appId: Number(rest.slice(0, idx)), name: rest.slice(idx + 1) };
+  };
+  const locked = new Set<number>();
+  if (existsSync(ctx.locksDir)) {
+    const { readdirSync } = await import('node:fs');
+    for (const app of readdirSync(ctx.locksDir)) {
+      const appDir = path.join(ctx.locksDir, app);
+      for (const svc of readdirSync(appDir)) {
+        if (existsSync(path.join(appDir, svc, 'updates.lock')) || existsSync(path.join(appDir, svc, 'resin-updates.lock'))) locked.add(Number(app));
+      }
+    }
+  }
+  return {
+    containers: current,
+    images: imageMap,
+    volumes: (volumes.Volumes ?? []).filter((v) => v.Name.startsWith(prefix)).map((v) => parseName(v.Name)),
+    networks: networks.filter((n) => n.Name.startsWith(prefix)).map((n) => parseName(n.Name)),
+    locked: [...locked],
+  };
+}
+
+/** Feature labels that grant host access, and what each binds or sets. */
+function featureBinds(ctx: EngineContext, labels: Record<string, string>): { binds: string[]; env: Record<string, string> } {
+  const on = (name: string) => {
+    const v = labels[`io.balena.features.${name}`] ?? labels[`io.resin.features.${name}`];
+    return v === '1' || v === 'true';
+  };
+  const binds: string[] = [];
+  const env: Record<string, string> = {};
+  if (on('balena-socket') || on('docker-socket')) {
+    binds.push(`${ctx.engineSocket}:/var/run/balena.sock`, `${ctx.engineSocket}:/var/run/docker.sock`);
+    env.DOCKER_HOST = 'unix:///var/run/balena.sock';
+  }
+  if (on('dbus')) binds.push('/run/dbus:/host/run/dbus');
+  if (on('sysfs')) binds.push('/sys:/sys');
+  if (on('procfs')) binds.push('/proc:/proc');
+  if (on('kernel-modules')) binds.push('/lib/modules:/lib/modules');
+  if (on('firmware')) binds.push('/lib/firmware:/lib/firmware');
+  if (on('journal-logs')) binds.push('/var/log/journal:/var/log/journal:ro', '/run/log/journal:/run/log/journal:ro', '/etc/machine-id:/etc/machine-id:ro');
+  if (on('supervisor-api') || on('balena-api') || on('resin-api')) {
+    env.BALENA_SUPERVISOR_API_KEY = ctx.apiKey;
+    env.RESIN_SUPERVISOR_API_KEY = ctx.apiKey;
+  }
+  return { binds: binds.filter((b) => existsSync(b.split(':')[0] ?? '')), env };
+}
+
+function portBindings(ports: string[]): { exposed: Record<string, object>; bindings: Record<string, Array<{ HostIp?: string; HostPort: string }>> } {
+  const exposed: Record<string, object> = {};
+  const bindings: Record<string, Array<{ HostIp?: string; HostPort: string }>> = {};
+  for (const p of ports) {
+    const [spec, proto = 'tcp'] = p.split('/');
+    const parts = (spec ?? '').split(':');
+    const container = parts.pop() ?? '';
+    const host = parts.pop();
+    const ip = parts.pop();
+    const [cFrom, cTo = cFrom] = container.split('-').map(Number);
+    const [hFrom, hTo] = host ? host.split('-').map(Number) : [undefined, undefined];
+    for (let i = 0; cFrom !== undefined && cTo !== undefined && cFrom + i <= cTo; i++) {
+      const key = `${cFrom + i}/${proto}`;
+      exposed[key] = {};
+      if (hFrom !== undefined) {
+        const hp = hTo !== undefined ? hFrom + i : hFrom + i;
+        (bindings[key] ??= []).push({ ...(ip ? { HostIp: ip.replace(/^\[|\]$/g, '') } : {}), HostPort: String(hp) });
+      }
+    }
+  }
+  return { exposed, bindings };
+}
+
+/** The engine's container spec for a target service. */
+export function containerSpec(ctx: EngineContext, app: TargetApp, service: TargetService, engineImageId: string): Dockerode.ContainerCreateOptions {
+  const c = service.config;
+  const hash = serviceConfigHash(app, service, engineImageId);
+  const features = featureBinds(ctx, c.labels);
+  const env: Record<string, string> = {
+    ...c.environment,
+    ...features.env,
+    BALENA: '1', RESIN: '1', SKIFF: '1',
+    BALENA_APP_ID: String(app.appId), BALENA_APP_NAME: app.name, BALENA_APP_COMMIT: app.commit,
+    BALENA_SERVICE_NAME: service.serviceName, BALENA_DEVICE_UUID: ctx.uuid, BALENA_DEVICE_TYPE: ctx.deviceType,
+    BALENA_DEVICE_ARCH: ctx.arch, BALENA_DEVICE_NAME_AT_INIT: ctx.deviceName,
+    BALENA_SUPERVISOR_ADDRESS: ctx.apiAddress, BALENA_SUPERVISOR_HOST: new URL(ctx.apiAddress).hostname,
+    BALENA_SUPERVISOR_PORT: new URL(ctx.apiAddress).port, BALENA_SUPERVISOR_VERSION: '17.0.0',
+    RESIN_APP_ID: String(app.appId), RESIN_APP_NAME: app.name, RESIN_SERVICE_NAME: service.serviceName,
+    RESIN_DEVICE_UUID: ctx.uuid, RESIN_DEVICE_TYPE: ctx.deviceType, RESIN_SUPERVISOR_ADDRESS: ctx.apiAddress,
+    SKIFF_APP_ID: String(app.appId), SKIFF_APP_NAME: app.name, SKIFF_SERVICE_NAME: service.serviceName,
+    SKIFF_DEVICE_UUID: ctx.uuid, SKIFF_DEVICE_TYPE: ctx.deviceType, SKIFF_DEVICE_ARCH: ctx.arch, SKIFF_AGENT_ADDRESS: ctx.apiAddress,
+  };
+  const lockDir = path.join(ctx.locksDir, String(app.appId), service.serviceName);
+  mkdirSync(lockDir, { recursive: true });
+  const { exposed, bindings } = portBindings(c.ports);
+  const networkMode = c.networkMode === 'host' || c.networkMode === 'none' || c.networkMode === 'bridge'
+    ? c.networkMode
+    : networkName(ctx, app.appId, c.networks[0] ?? 'default');
+  const restart = c.restart.split(':');
+  const hc = c.healthcheck;
+  const ns = (s?: number) => (s === undefined ? undefined : Math.round(s * 1e9));
+  return {
+    name: `${service.serviceName}_${hash.slice(0, 8)}_${short(ctx.uuid)}`,
+    Image: c.image,
+    ...(c.command ? { Cmd: c.command } : {}),
+    ...(c.entrypoint ? { Entrypoint: c.entrypoint } : {}),
+    Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
+    Labels: {
+      ...c.labels,
+      [LABEL.agent]: ctx.uuid,
+      [LABEL.supervised]: 'true',
+      [LABEL.appId]: String(app.appId),
+      [LABEL.serviceId]: String(service.serviceId),
+      [LABEL.serviceName]: service.serviceName,
+      [LABEL.commit]: app.commit,
+      [LABEL.releaseId]: app.releaseId,
+      [LABEL.configHash]: hash,
+    },
+    ExposedPorts: exposed,
+    ...(c.workingDir ? { WorkingDir: c.workingDir } : {}),
+    ...(c.user ? { User: c.user } : {}),
+    ...(c.hostname ? { Hostname: c.hostname } : {}),
+    ...(c.stopSignal ? { StopSignal: c.stopSignal } : {}),
+    ...(hc ? { Healthcheck: { Test: hc.test, Interval: ns(hc.intervalSeconds), Timeout: ns(hc.timeoutSeconds), Retries: hc.retries, StartPeriod: ns(hc.startPeriodSeconds) } } : {}),
+    HostConfig: {
+      Binds: [
+        ...c.volumes.filter((v) => v.includes(':')).map((v) => {
+          const [name, target, mode] = v.split(':');
+          return `${volumeName(ctx, app.appId, name ?? '')}:${target}${mode ? `:${mode}` : ''}`;
+        }),
+        `${lockDir}:/tmp/balena`,
+        `${lockDir}:/tmp/resin`,
+        ...features.binds,
+      ],
+      ...(c.volumes.some((v) => !v.includes(':')) ? {} : {}),
+      Tmpfs: Object.fromEntries(c.tmpfs.map((t) => [t, ''])),
+      PortBindings: bindings,
+      RestartPolicy: { Name: restart[0] ?? 'always', ...(restart[1] ? { MaximumRetryCount: Number(restart[1]) } : {}) },
+      Privileged: c.privileged,
+      CapAdd: c.capAdd,
+      CapDrop: c.capDrop,
+      Devices: c.devices.map((d) => {
+        const [host, container = host, perms = 'rwm'] = d.split(':');
+        return { PathOnHost: host ?? '', PathInContainer: container ?? '', CgroupPermissions: perms };
+      }),
+      NetworkMode: networkMode,
+    },
+    ...(networkMode.startsWith(short(ctx.uuid))
+      ? { NetworkingConfig: { EndpointsConfig: { [networkMode]: { Aliases: [service.serviceName] } } } }
+      : {}),
+  };
+}
+
+export type StepLog = (message: string) => void;
+
+/** Runs one step. Throws on failure; the loop backs off and plans again. */
+export async function execute(ctx: EngineContext, step: Step, current: CurrentState, log: StepLog): Promise<void> {
+  const { docker } = ctx;
+  switch (step.action) {
+    case 'fetch': {
+      if (current.images[step.image]) return;
+      log(`Downloading image '${step.image}'`);
+      try {
+        const stream = await docker.pull(step.image);
+        await new Promise<void>((resolve, reject) => docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(err) : resolve())));
+      } catch (err) {
+        throw new Error(`image '${step.image}' is not on the engine and could not be pulled: ${(err as Error).message}`);
+      }
+      return;
+    }
+    case 'createVolume':
+      await docker.createVolume({ Name: volumeName(ctx, step.appId, step.name), Labels: { [LABEL.agent]: ctx.uuid, [LABEL.appId]: String(step.appId) } });
+      log(`Creating volume '${step.name}'`);
+      return;
+    case 'createNetwork':
+      await docker.createNetwork({ Name: networkName(ctx, step.appId, step.name), Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL.agent]: ctx.uuid, [LABEL.appId]: String(step.appId) } });
+      log(`Creating network '${step.name}'`);
+      return;
+    case 'removeVolume':
+      await docker.getVolume(volumeName(ctx, step.appId, step.name)).remove();
+      log(`Removing volume '${step.name}'`);
+      return;
+    case 'removeNetwork':
+      await docker.getNetwork(networkName(ctx, step.appId, step.name)).remove();
+      log(`Removing network '${step.name}'`);
+      return;
+    case 'stop':
+    case 'kill': {
+      const c = docker.getContainer(step.container.containerId);
+      log(`${step.action === 'kill' ? 'Killing' : 'Stopping'} service '${step.container.serviceName}'`);
+      await c.stop({ t: 10 }).catch((err: { statusCode?: number }) => {
+        if (err.statusCode !== 304) throw err; // 304: already stopped
+      });
+      log(`${step.action === 'kill' ? 'Killed' : 'Stopped'} service '${step.container.serviceName}'`);
+      return;
+    }
+    case 'remove':
+      await docker.getContainer(step.container.containerId).remove({ force: true, v: false });
+      return;
+    case 'create': {
+      const engineImageId = current.images[step.service.config.image] ?? '';
+      log(`Installing service '${step.service.serviceName}'`);
+      await docker.createContainer(containerSpec(ctx, step.app, step.service, engineImageId));
+      log(`Installed service '${step.service.serviceName}'`);
+      return;
+    }
+    case 'start':
+      log(`Starting service '${step.container.serviceName}'`);
+      await docker.getContainer(step.container.containerId).start().catch((err: { statusCode?: number }) => {
+        if (err.statusCode !== 304) throw err; // already running
+      });
+      log(`Started service '${step.container.serviceName}'`);
+      return;
+    case 'takeLock':
+    case 'releaseLock':
+    case 'noop':
+      return;
+  }
+}
+
+/** Removes an app's volumes (purge); its containers must be gone. */
+export async function removeAppVolumes(ctx: EngineContext, current: CurrentState, appId: number): Promise<void> {
+  for (const v of current.volumes.filter((x) => x.appId === appId)) {
+    await ctx.docker.getVolume(volumeName(ctx, appId, v.name)).remove();
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * The agent's one typed model of what should run (target) and what runs (current).
+ * The balena local-mode JSON (`/v2/local/target-state`) is parsed into it by target-state.ts;
+ * snapshot.ts reads the current state from the engine; plan.ts compares the two.
+ */
+
+/** `io.balena.update.strategy` values. */
+export type UpdateStrategy = 'download-then-kill' | 'kill-then-download' | 'delete-then-download' | 'hand-over';
+
+/** A service's container settings: the compose fields the device honours, normalised. */
+export interface ServiceConfig {
+  image: string;
+  command?: string[];
+  entrypoint?: string[];
+  environment: Record<string, string>;
+  labels: Record<string, string>;
+  /** `[ip:]host:container[/proto]` strings. */
+  ports: string[];
+  /** `name:/path[:ro]` (named volumes only). */
+  volumes: string[];
+  tmpfs: string[];
+  networks: string[];
+  networkMode?: string;
+  restart: 'no' | 'always' | 'on-failure' | 'unless-stopped' | string;
+  privileged: boolean;
+  capAdd: string[];
+  capDrop: string[];
+  devices: string[];
+  dependsOn: string[];
+  workingDir?: string;
+  user?: string;
+  hostname?: string;
+  stopSignal?: string;
+  stopGracePeriodSeconds?: number;
+  healthcheck?: Healthcheck;
+  /** Everything else the compose file said, passed through to container creation where it maps. */
+  extra: Record<string, unknown>;
+}
+
+export interface Healthcheck {
+  test: string[];
+  intervalSeconds?: number;
+  timeoutSeconds?: number;
+  retries?: number;
+  startPeriodSeconds?: number;
+}
+
+export interface TargetService {
+  serviceId: number;
+  serviceName: string;
+  imageId: number;
+  /** Whether the service should be running (false: created but stopped). */
+  running: boolean;
+  config: ServiceConfig;
+}
+
+export interface TargetApp {
+  appId: number;
+  name: string;
+  commit: string;
+  releaseId: string;
+  services: TargetService[];
+  volumes: Record<string, Record<string, unknown>>;
+  networks: Record<string, Record<string, unknown>>;
+}
+
+export interface TargetState {
+  /** The device name. */
+  name: string;
+  config: Record<string, string>;
+  apps: TargetApp[];
+}
+
+/** A container the agent manages, as read from the engine (labels say which agent, app and service). */
+export interface CurrentContainer {
+  containerId: string;
+  name: string;
+  appId: number;
+  serviceId: number;
+  serviceName: string;
+  commit: string;
+  releaseId: string;
+  /** The engine's image id (sha256:...). */
+  imageId: string;
+  /** Hash of the ServiceConfig the container was created from (a label), to detect changes. */
+  configHash: string;
+  state: 'created' | 'running' | 'paused' | 'restarting' | 'removing' | 'exited' | 'dead';
+  health?: 'starting' | 'healthy' | 'unhealthy';
+  createdAt: string;
+  startedAt?: string;
+  exitCode?: number;
+}
+
+export interface CurrentState {
+  containers: CurrentContainer[];
+  /** Images on the engine, by name (tags) → engine image id. */
+  images: Record<string, string>;
+  /** Volumes this agent made: `<appId>_<name>`. */
+  volumes: Array<{ appId: number; name: string }>;
+  networks: Array<{ appId: number; name: string }>;
+  /** appIds whose services hold an update lock file. */
+  locked: number[];
+}
+
+/** One thing to do. The planner returns these; executors.ts runs them. */
+export type Step =
+  | { action: 'fetch'; appId: number; serviceName: string; image: string }
+  | { action: 'createVolume'; appId: number; name: string; config: Record<string, unknown> }
+  | { action: 'createNetwork'; appId: number; name: string; config: Record<string, unknown> }
+  | { action: 'removeVolume'; appId: number; name: string }
+  | { action: 'removeNetwork'; appId: number; name: string }
+  | { action: 'stop'; container: CurrentContainer }
+  | { action: 'kill'; container: CurrentContainer }
+  | { action: 'remove'; container: CurrentContainer }
+  | { action: 'create'; app: TargetApp; service: TargetService }
+  | { action: 'start'; container: CurrentContainer }
+  | { action: 'takeLock'; appId: number; services: string[] }
+  | { action: 'releaseLock'; appId: number }
+  | { action: 'noop'; reason: string };
+
+export type StepAction = Step['action'];

@@ -1,0 +1,156 @@
+/**
+ * Starts an agent: engine, store, reconciliation loop, device API, and (in development mode) the
+ * engine's API on port 2375, as balenaOS development images expose it.
+ */
+import net from 'node:net';
+import path from 'node:path';
+import type http from 'node:http';
+import { resolveTarget } from '../device-types/device-types.js';
+import { connectEngine, type EngineFlags } from '../docker/engine.js';
+import { SkiffError } from '../cli/errors.js';
+import { Agent } from './agent.js';
+import { serve } from './api.js';
+import { ConfigError, loadDeviceConfig, type DeviceConfig } from './config.js';
+import type { EngineContext } from './engine-state.js';
+import { LABEL } from './engine-state.js';
+import { openStore } from './store.js';
+
+export interface RunAgentOptions {
+  dataDir: string;
+  configFile?: string;
+  listenAddress: string;
+  listenPort?: number;
+  /** Port for the engine API proxy in development mode; 0 turns it off. */
+  enginePort: number;
+  deviceType?: string;
+  developmentMode?: boolean;
+  engine: EngineFlags;
+  rollbackGraceMs?: number;
+}
+
+export interface RunningAgent {
+  agent: Agent;
+  config: DeviceConfig;
+  apiUrl: string;
+  stop(): Promise<void>;
+}
+
+export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> {
+  const engine = await connectEngine(options.engine);
+  const configFile = options.configFile ?? path.join(options.dataDir, 'config.json');
+  const defaultType = options.deviceType ?? resolveTarget({ defaultArch: engine.arch ?? 'amd64' }).deviceType.slug;
+  let config: DeviceConfig;
+  try {
+    config = loadDeviceConfig(configFile, { deviceType: defaultType, listenPort: options.listenPort, developmentMode: options.developmentMode });
+  } catch (err) {
+    if (err instanceof ConfigError) throw new SkiffError('usage', err.message);
+    throw err;
+  }
+  if (options.listenPort !== undefined) config.listenPort = options.listenPort;
+  if (options.developmentMode !== undefined) config.developmentMode = options.developmentMode;
+  if (options.deviceType) config.deviceType = options.deviceType;
+  const target = resolveTarget({ deviceType: config.deviceType });
+  let store;
+  try {
+    store = await openStore(options.dataDir);
+  } catch (err) {
+    throw new SkiffError('error', (err as Error).message);
+  }
+  const gateway = await bridgeGateway(engine.docker);
+  const ctx: EngineContext = {
+    docker: engine.docker,
+    uuid: config.uuid,
+    deviceType: target.deviceType.slug,
+    arch: target.arch,
+    deviceName: config.deviceName ?? `skiff-${config.uuid.slice(0, 7)}`,
+    apiAddress: `http://${gateway}:${config.listenPort}`,
+    apiKey: config.deviceApiKey,
+    locksDir: path.join(options.dataDir, 'locks'),
+    engineSocket: engine.address.startsWith('unix://') ? engine.address.slice('unix://'.length) : '/var/run/docker.sock',
+  };
+  const agent = new Agent(ctx, store, { rollbackGraceMs: options.rollbackGraceMs });
+  if (store.recreated) agent.logs.system('Agent state was missing or unreadable; recovered from the engine');
+  agent.logs.system(`Agent starting (device ${config.uuid.slice(0, 7)}, ${target.deviceType.slug}, ${target.arch})`);
+  let server: http.Server;
+  try {
+    server = await serve({ agent, developmentMode: config.developmentMode, apiKey: config.deviceApiKey, deviceType: target.deviceType.slug, arch: target.arch, listenPort: config.listenPort }, options.listenAddress);
+  } catch (err) {
+    store.close();
+    throw new SkiffError('error', `cannot listen on ${options.listenAddress}:${config.listenPort} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { hint: 'pick another --listen-port, or stop what uses it' });
+  }
+  let proxy: net.Server | undefined;
+  if (config.developmentMode && options.enginePort > 0 && ctx.engineSocket) {
+    proxy = await engineProxy(ctx.engineSocket, options.listenAddress, options.enginePort).catch((err: NodeJS.ErrnoException) => {
+      agent.logs.system(`Engine API not exposed on port ${options.enginePort}: ${err.code ?? err.message}`, true);
+      return undefined;
+    });
+  }
+  const stopEvents = watchEngine(agent, ctx);
+  const timer = setInterval(() => agent.wake(), 10_000); // catches what events missed (e.g. an engine restart)
+  agent.wake();
+  return {
+    agent,
+    config,
+    apiUrl: `http://${options.listenAddress === '0.0.0.0' ? '127.0.0.1' : options.listenAddress}:${config.listenPort}`,
+    async stop() {
+      clearInterval(timer);
+      stopEvents();
+      agent.stop();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      if (proxy) await new Promise<void>((resolve) => proxy.close(() => resolve()));
+      store.close();
+    },
+  };
+}
+
+/** Containers reach the agent through the default bridge's gateway. */
+async function bridgeGateway(docker: EngineContext['docker']): Promise<string> {
+  try {
+    const bridge = await docker.getNetwork('bridge').inspect();
+    return (bridge as { IPAM?: { Config?: Array<{ Gateway?: string }> } }).IPAM?.Config?.[0]?.Gateway ?? '172.17.0.1';
+  } catch {
+    return '172.17.0.1';
+  }
+}
+
+/** A plain TCP proxy from address:port to the engine's unix socket (development mode only). */
+function engineProxy(socket: string, address: string, port: number): Promise<net.Server> {
+  const server = net.createServer((client) => {
+    const upstream = net.connect(socket);
+    client.pipe(upstream).pipe(client);
+    const close = () => { client.destroy(); upstream.destroy(); };
+    client.on('error', close);
+    upstream.on('error', close);
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, address, () => resolve(server));
+  });
+}
+
+/** Wakes the loop when one of our containers dies or starts; reconnects when the engine restarts. */
+function watchEngine(agent: Agent, ctx: EngineContext): () => void {
+  let stopped = false;
+  let current: NodeJS.ReadableStream & { destroy?: () => void } | undefined;
+  const connect = async (): Promise<void> => {
+    while (!stopped) {
+      try {
+        const stream = (await ctx.docker.getEvents({ filters: { type: ['container'], label: [`${LABEL.agent}=${ctx.uuid}`] } })) as NodeJS.ReadableStream & { destroy?: () => void };
+        current = stream;
+        stream.on('data', () => agent.wake());
+        await new Promise<void>((resolve) => { stream.on('end', resolve); stream.on('error', resolve); stream.on('close', resolve); });
+        if (!stopped) agent.logs.system('Lost the engine event stream; reconnecting', true);
+      } catch {
+        // engine down: try again shortly
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+      agent.wake();
+    }
+  };
+  void connect();
+  return () => {
+    stopped = true;
+    current?.destroy?.();
+  };
+}

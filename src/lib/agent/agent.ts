@@ -7,7 +7,7 @@ import type { EngineContext } from './engine-state.js';
 import { execute, snapshot } from './engine-state.js';
 import { LogBuffer } from './logs.js';
 import type { CurrentState, Step, TargetApp, TargetState } from './model.js';
-import { plan } from './plan.js';
+import { plan, serviceConfigHash } from './plan.js';
 import type { AgentStore } from './store.js';
 import { InvalidTargetError, parseLocalTargetState, targetImages } from './target-state.js';
 
@@ -28,6 +28,8 @@ export class Agent {
   lastError?: string;
   /** The release's commit as last applied (and confirmed up). */
   appliedCommit?: string;
+  /** The last release that did not come up and was rolled back. */
+  failedRelease?: { commit: string; reason: string };
   private targetJson: unknown;
   private target: TargetState;
   private running?: Promise<void>;
@@ -37,6 +39,10 @@ export class Agent {
   private failures = 0;
   private lastCurrent?: CurrentState;
   private readonly stopped = new Set<string>();
+  /** Bumped on every new target, so a confirmation in progress knows it is stale. */
+  private targetVersion = 0;
+  /** Steps ran since the last confirmed release: watch it before calling it applied. */
+  private unconfirmed = false;
 
   constructor(readonly ctx: EngineContext, private readonly store: AgentStore, private readonly options: AgentOptions = {}) {
     const stored = store.getTarget();
@@ -64,6 +70,8 @@ export class Agent {
     this.targetJson = json;
     this.target = parsed;
     this.force = Boolean(options.force);
+    this.targetVersion++;
+    this.failedRelease = undefined;
     this.failures = 0;
     this.stopped.clear();
     this.wake();
@@ -96,7 +104,6 @@ export class Agent {
 
   private async loop(): Promise<void> {
     const signal = this.abort.signal;
-    let rounds = 0;
     while (!signal.aborted) {
       this.again = false;
       let current: CurrentState;
@@ -105,6 +112,12 @@ export class Agent {
         current = await snapshot(this.ctx);
         this.lastCurrent = current;
         await this.followLogs(current);
+        // A new release whose service keeps crashing never settles: roll back instead of retrying forever.
+        const broken = this.unconfirmed ? this.brokenServices(current) : [];
+        if (broken.length > 0) {
+          await this.rollback(`${broken.join(', ')} did not stay up`);
+          continue;
+        }
         steps = plan(current, this.withStopped(this.target), { force: this.force });
       } catch (err) {
         await this.failed(err);
@@ -119,14 +132,14 @@ export class Agent {
           await sleep(1000, signal);
           continue;
         }
-        if (rounds > 0) await this.confirmRelease();
+        if (this.unconfirmed) await this.confirmRelease();
         if (this.status !== 'Failed') {
           this.status = 'Idle';
           this.lastError = undefined;
         }
         return;
       }
-      rounds++;
+      this.unconfirmed = true;
       this.status = 'Applying';
       try {
         await Promise.all(work.map((s) => execute(this.ctx, s, current, (m) => this.logs.system(m))));
@@ -205,6 +218,7 @@ export class Agent {
     const grace = this.options.rollbackGraceMs ?? 10_000;
     const commit = this.target.apps.map((a) => a.commit).join(',');
     const deadline = Date.now() + grace;
+    const version = this.targetVersion;
     while (Date.now() < deadline && !this.abort.signal.aborted) {
       const current = await snapshot(this.ctx);
       const broken = this.brokenServices(current);
@@ -212,12 +226,34 @@ export class Agent {
         await this.rollback(`${broken.join(', ')} did not stay up`);
         return;
       }
-      if (this.again) return; // a newer target arrived
+      if (this.targetVersion !== version) return; // a newer target arrived
       await sleep(500, this.abort.signal);
     }
+    if (this.abort.signal.aborted) return;
+    this.unconfirmed = false;
     this.appliedCommit = commit;
     this.store.setValue('appliedCommit', commit);
     this.store.recordApplied(commit, 'applied', '');
+    await this.pruneImages().catch((err: Error) => this.logs.system(`Could not remove old release images: ${err.message}`, true));
+  }
+
+  /**
+   * Removes images pushed for releases other than the running one and the one before it
+   * (`io.skiff.release` label), so a device's disk does not fill up push after push.
+   */
+  private async pruneImages(): Promise<void> {
+    const keep = new Set<string>();
+    const previous = this.store.getValue('previousTarget');
+    for (const json of [this.targetJson, previous ? (JSON.parse(previous) as unknown) : undefined]) {
+      if (!json) continue;
+      for (const img of targetImages(parseLocalTargetState(json, this.ctx.deviceName))) keep.add(img.includes(':') ? img : `${img}:latest`);
+    }
+    const images = await this.ctx.docker.listImages({ filters: { label: ['io.skiff.release'] } });
+    for (const img of images) {
+      const tags = img.RepoTags ?? [];
+      if (tags.length === 0 || tags.some((t) => keep.has(t))) continue;
+      await this.ctx.docker.getImage(img.Id).remove({ force: false }).catch(() => {}); // in use by something else: leave it
+    }
   }
 
   private brokenServices(current: CurrentState): string[] {
@@ -225,7 +261,11 @@ export class Agent {
     for (const app of this.target.apps) {
       for (const s of app.services) {
         if (!s.running) continue;
-        const c = current.containers.find((x) => x.appId === app.appId && x.serviceName === s.serviceName);
+        // Only the new release's container counts: the old one it replaced exits non-zero when killed.
+        const image = current.images[s.config.image];
+        if (!image) continue;
+        const hash = serviceConfigHash(app, s, image);
+        const c = current.containers.find((x) => x.appId === app.appId && x.serviceName === s.serviceName && x.configHash === hash);
         if (!c) continue;
         const exitedBadly = (c.state === 'exited' || c.state === 'dead') && (c.exitCode ?? 0) !== 0;
         const restarting = c.state === 'restarting';
@@ -239,6 +279,7 @@ export class Agent {
     const previous = this.store.getValue('previousTarget');
     const commit = this.target.apps.map((a) => a.commit).join(',');
     this.store.recordApplied(commit, 'rolled-back', reason);
+    this.failedRelease = { commit, reason };
     this.logs.system(`Release ${commit || '(none)'} failed: ${reason}; rolling back to the previous release`, true);
     if (!previous) {
       this.status = 'Failed';
@@ -250,6 +291,7 @@ export class Agent {
     this.store.setValue('previousTarget', ''); // roll back once, never in a loop
     this.targetJson = json;
     this.target = normalise(parseLocalTargetState(json, this.ctx.deviceName));
+    this.targetVersion++;
     this.status = 'Failed';
     this.lastError = `release ${commit} rolled back: ${reason}`;
     this.again = true;

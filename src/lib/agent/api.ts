@@ -73,10 +73,15 @@ export function routes(opts: ApiOptions): Record<string, Handler> {
       }
       return { json: { status: 'success', message: 'OK' } };
     },
-    'GET /v2/local/logs': () => ({
+    'GET /v2/local/logs': (req) => ({
       stream: (res) => {
         res.writeHead(200, { 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-cache' });
         for (const e of agent.logs.history()) res.write(`${JSON.stringify(e)}\n`);
+        // ?follow=false: the history only (skiff logs without --tail).
+        if (req.query.get('follow') === 'false') {
+          res.end();
+          return;
+        }
         const unsubscribe = agent.logs.subscribe((e) => res.write(`${JSON.stringify(e)}\n`));
         res.on('close', unsubscribe);
       },
@@ -100,6 +105,7 @@ export function routes(opts: ApiOptions): Record<string, Handler> {
           overallDownloadProgress: null,
           containers: containers.map((c) => ({ status: containerStatus(c.state), serviceName: c.serviceName, appId: c.appId, serviceId: c.serviceId, containerId: c.containerId, createdAt: c.createdAt })),
           release: agent.appliedCommit ?? null,
+          ...(agent.failedRelease ? { failedRelease: agent.failedRelease } : {}),
           ...(agent.lastError ? { error: agent.lastError } : {}),
         },
       };

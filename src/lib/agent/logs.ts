@@ -46,11 +46,11 @@ export class LogBuffer {
   }
 
   /** Follows a container's output from now on (once per container id). */
-  async follow(docker: Dockerode, container: { containerId: string; serviceName: string; serviceId: number; appId: number }): Promise<void> {
+  async follow(docker: Dockerode, container: { containerId: string; serviceName: string; serviceId: number; appId: number; startedAt?: string }): Promise<void> {
     if (this.attached.has(container.containerId)) return;
     const c = docker.getContainer(container.containerId);
     const info = await c.inspect();
-    const stream = (await c.logs({ follow: true, stdout: true, stderr: true, timestamps: true, since: Math.floor(Date.now() / 1000) - 1 })) as NodeJS.ReadableStream & { destroy?: () => void };
+    const stream = (await c.logs({ follow: true, stdout: true, stderr: true, timestamps: true, tail: 500, since: container.startedAt ? Math.floor(Date.parse(container.startedAt) / 1000) : Math.floor(Date.now() / 1000) - 1 })) as NodeJS.ReadableStream & { destroy?: () => void };
     const emitLines = (isStdErr: boolean) => {
       let partial = '';
       return (chunk: Buffer) => {

@@ -13,6 +13,9 @@ export const ExitCode = {
   buildFailed: 5,
   notInteractive: 6,
   emulation: 7,
+  deviceUnreachable: 8,
+  deviceRefused: 9,
+  releaseFailed: 10,
   internal: 70,
   interrupted: 130,
 } as const;

@@ -1,0 +1,100 @@
+/**
+ * Talking to a device's API (our agent, or a balenaOS device's supervisor in local mode).
+ */
+import { SkiffError } from '../cli/errors.js';
+
+export const DEVICE_API_PORT = 48484;
+/** Local mode needs supervisor 7.21.4 or later (balena-cli checks the same). */
+export const MIN_LOCAL_MODE_VERSION = '7.21.4';
+
+export interface DeviceAddress {
+  host: string;
+  port: number;
+  url: string;
+}
+
+/** `10.0.0.2`, `mydevice.local`, `127.0.0.1:48485`, `[::1]:48484` */
+export function parseDeviceAddress(input: string): DeviceAddress {
+  const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(input.trim());
+  if (!m?.[1]) throw new SkiffError('usage', `'${input}' is not a device address`, { hint: 'give an IP address or hostname, optionally with :port' });
+  const port = m[2] ? Number(m[2]) : DEVICE_API_PORT;
+  if (port < 1 || port > 65535) throw new SkiffError('usage', `port ${port} is out of range`);
+  const host = m[1].replace(/^\[|\]$/g, '');
+  return { host, port, url: `http://${host.includes(':') ? `[${host}]` : host}:${port}` };
+}
+
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split(/[.+-]/).map((x) => Number.parseInt(x, 10) || 0);
+  const pb = b.split(/[.+-]/).map((x) => Number.parseInt(x, 10) || 0);
+  for (let i = 0; i < 3; i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+export interface DeviceInfo {
+  version: string;
+  deviceType: string;
+  arch: string;
+}
+
+export class DeviceClient {
+  constructor(readonly address: DeviceAddress, private readonly apiKey?: string) {}
+
+  private headers(json = false): Record<string, string> {
+    return { ...(this.apiKey ? { Authorization: `Bearer ${this.apiKey}` } : {}), ...(json ? { 'Content-Type': 'application/json' } : {}) };
+  }
+
+  async request(method: string, path: string, body?: unknown, timeoutMs = 10_000): Promise<Response> {
+    try {
+      return await fetch(`${this.address.url}${path}`, {
+        method,
+        headers: this.headers(body !== undefined),
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause;
+      const reason = (err as Error).name === 'TimeoutError' ? `no answer within ${timeoutMs / 1000} s` : cause?.code ?? (err as Error).message;
+      throw new SkiffError('deviceUnreachable', `cannot reach the device at ${this.address.host}:${this.address.port} (${reason})`, {
+        hint: 'check the address, that the device is on, and that its agent (skiff agent) or supervisor runs',
+      });
+    }
+  }
+
+  async json<T>(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<T> {
+    const res = await this.request(method, path, body, timeoutMs);
+    const text = await res.text();
+    if (res.status === 401) throw new SkiffError('deviceRefused', `the device refused the request: ${method} ${path} needs the device API key`, { hint: 'put the device in development mode, or pass its API key' });
+    let data: unknown;
+    try {
+      data = text ? JSON.parse(text) : undefined;
+    } catch {
+      throw new SkiffError('deviceRefused', `the device answered ${method} ${path} with something that is not JSON (HTTP ${res.status})`, { hint: 'check that the address is a skiff agent or a balenaOS device' });
+    }
+    if (!res.ok) {
+      const message = (data as { message?: string } | undefined)?.message ?? `HTTP ${res.status}`;
+      throw new SkiffError('deviceRefused', `the device refused ${method} ${path}: ${message}`);
+    }
+    return data as T;
+  }
+
+  /** ping, version and device info: what every device command checks first. */
+  async check(): Promise<DeviceInfo> {
+    const ping = await this.request('GET', '/ping', undefined, 5000);
+    const pong = (await ping.text()).trim();
+    if (!ping.ok || pong !== 'OK') {
+      throw new SkiffError('deviceRefused', `${this.address.host}:${this.address.port} answered, but is not a skiff agent or balena supervisor`, { hint: 'check the address and port (the device API listens on 48484)' });
+    }
+    const version = (await this.json<{ version?: string }>('GET', '/v2/version')).version ?? '0.0.0';
+    if (compareVersions(version, MIN_LOCAL_MODE_VERSION) < 0) {
+      throw new SkiffError('deviceRefused', `the device's supervisor ${version} is too old for local mode (${MIN_LOCAL_MODE_VERSION} or later is needed)`, { hint: 'update balenaOS on the device' });
+    }
+    const info = await this.json<{ info?: { deviceType?: string; arch?: string } }>('GET', '/v2/local/device-info');
+    if (!info.info?.deviceType || !info.info.arch) {
+      throw new SkiffError('deviceRefused', 'the device did not say its device type; is local mode enabled?', { hint: 'enable local mode on the device (balena devices local-mode, or development mode)' });
+    }
+    return { version, deviceType: info.info.deviceType, arch: info.info.arch };
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * `skiff push <device>`: check the device, build the project on the device's engine, set the
+ * target state, wait until the release runs (or is rolled back).
+ */
+import { randomBytes } from 'node:crypto';
+import { SkiffError } from '../cli/errors.js';
+import { resolveTarget } from '../device-types/device-types.js';
+import { connectEngine } from '../docker/engine.js';
+import { buildRelease, type BuildEvent, type ReleaseManifest } from '../build/release.js';
+import { loadProject } from '../project/project.js';
+import type { ProjectSpec } from '../project/types.js';
+import { DeviceClient, parseDeviceAddress } from './client.js';
+
+export interface PushOptions {
+  device: string;
+  source: string;
+  dockerHost?: string;
+  dockerPort?: number;
+  env?: string[];
+  nocache?: boolean;
+  pull?: boolean;
+  multiDockerignore?: boolean;
+  noParentCheck?: boolean;
+  projectName?: string;
+  apiKey?: string;
+  /** How long to wait for the device to report the release applied. */
+  applyTimeoutMs?: number;
+  signal?: AbortSignal;
+  onEvent?: (e: PushEvent) => void;
+}
+
+export type PushEvent = BuildEvent | { kind: 'device'; message: string };
+
+export interface PushResult {
+  device: string;
+  deviceType: string;
+  arch: string;
+  commit: string;
+  release: ReleaseManifest;
+  services: Array<{ service: string; image: string; status: string; containerId?: string }>;
+}
+
+/** `--env KEY=VAL` (every service) and `--env service:KEY=VAL` (one service). */
+export function parseEnvFlags(values: string[], services: string[]): Record<string, Record<string, string>> {
+  const out: Record<string, Record<string, string>> = Object.fromEntries(services.map((s) => [s, {}]));
+  for (const v of values) {
+    const m = /^(?:([a-zA-Z0-9][a-zA-Z0-9_.-]*):)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(v);
+    if (!m?.[2]) throw new SkiffError('usage', `--env '${v}' is not KEY=VALUE or service:KEY=VALUE`);
+    const targets = m[1] ? [m[1]] : services;
+    if (m[1] && !services.includes(m[1])) throw new SkiffError('usage', `--env '${v}' names service '${m[1]}', which the project does not have`, { hint: `services: ${services.join(', ')}` });
+    for (const s of targets) (out[s] ??= {})[m[2]] = m[3] ?? '';
+  }
+  return out;
+}
+
+/** The local-mode target state for a built release, in the shape balena-cli sends. */
+export function localTargetState(deviceName: string, project: ProjectSpec, release: ReleaseManifest, commit: string, env: Record<string, Record<string, string>>): unknown {
+  const services: Record<string, unknown> = {};
+  project.services.forEach((s, i) => {
+    const built = release.services.find((r) => r.service === s.name);
+    const config = s.config as Record<string, unknown>;
+    services[String(i + 1)] = {
+      ...config,
+      environment: { ...((config.environment as Record<string, string> | undefined) ?? {}), ...(env[s.name] ?? {}) },
+      labels: (config.labels as Record<string, string> | undefined) ?? {},
+      imageId: i + 1,
+      serviceName: s.name,
+      serviceId: i + 1,
+      image: built?.image ?? s.image ?? '',
+      running: true,
+    };
+  });
+  return {
+    local: {
+      name: deviceName,
+      config: {},
+      apps: {
+        '1': {
+          name: project.name,
+          commit,
+          releaseId: commit,
+          services,
+          volumes: project.volumes,
+          networks: project.networks,
+        },
+      },
+    },
+    dependent: { apps: {}, devices: {} },
+  };
+}
+
+export async function push(options: PushOptions): Promise<PushResult> {
+  const emit = options.onEvent ?? (() => {});
+  const project = await loadProject(options.source, { projectName: options.projectName?.toLowerCase(), noParentCheck: options.noParentCheck });
+  for (const w of project.warnings) emit({ kind: 'warning', message: w.where ? `${w.where}: ${w.message}` : w.message });
+  const env = parseEnvFlags(options.env ?? [], project.services.map((s) => s.name));
+  const address = parseDeviceAddress(options.device);
+  const client = new DeviceClient(address, options.apiKey);
+  const info = await client.check();
+  emit({ kind: 'device', message: `Device ${address.host} is a ${info.deviceType} (${info.arch}), agent/supervisor ${info.version}` });
+  const target = resolveTarget({ deviceType: info.deviceType, arch: info.arch });
+  let engine;
+  try {
+    engine = await connectEngine({ dockerHost: options.dockerHost ?? address.host, dockerPort: options.dockerPort ?? 2375 });
+  } catch (err) {
+    if (err instanceof SkiffError && err.code === 'dockerUnreachable') {
+      throw new SkiffError('dockerUnreachable', `${err.message}; the device must expose its engine to build on it`, { hint: 'run the agent in development mode (it serves the engine on port 2375), or pass --dockerHost/--dockerPort' });
+    }
+    throw err;
+  }
+  // Each push gets its own image tag, so the release it replaces keeps its images to roll back to.
+  const commit = randomBytes(6).toString('hex');
+  const release = await buildRelease({
+    project, target, engine, tag: commit, nocache: options.nocache, pull: options.pull, multiDockerignore: options.multiDockerignore,
+    signal: options.signal, onEvent: options.onEvent, labels: { 'io.skiff.release': commit },
+  });
+  const current = await client.json<{ state?: { local?: { name?: string } } }>('GET', '/v2/local/target-state');
+  const state = localTargetState(current.state?.local?.name ?? address.host, project, release, commit, env);
+  await client.json('POST', '/v2/local/target-state', state);
+  emit({ kind: 'device', message: `Release ${commit} sent; waiting for the device to apply it` });
+  const services = await waitForRelease(client, project, release, commit, options.applyTimeoutMs ?? 120_000, options.signal);
+  return { device: address.host, deviceType: info.deviceType, arch: info.arch, commit, release, services };
+}
+
+interface StatusJson {
+  appState?: string;
+  release?: string | null;
+  error?: string;
+  failedRelease?: { commit: string; reason: string };
+  containers?: Array<{ serviceName: string; status: string; containerId: string }>;
+}
+
+async function waitForRelease(client: DeviceClient, project: ProjectSpec, release: ReleaseManifest, commit: string, timeoutMs: number, signal?: AbortSignal): Promise<PushResult['services']> {
+  const deadline = Date.now() + timeoutMs;
+  let last: StatusJson = {};
+  while (Date.now() < deadline && !signal?.aborted) {
+    last = await client.json<StatusJson>('GET', '/v2/state/status');
+    if (last.failedRelease?.commit === commit) {
+      throw new SkiffError('releaseFailed', `the device could not run release ${commit}: ${last.failedRelease.reason}; it went back to the previous release`, { hint: "see 'skiff logs <device>' for why" });
+    }
+    if (last.appState === 'applied' && last.release === commit) break;
+    // A balena supervisor reports no release id in local mode: running containers for every service will do.
+    if (last.release === undefined && last.appState === 'applied' && project.services.every((s) => last.containers?.some((c) => c.serviceName === s.name && c.status === 'Running'))) break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  if (signal?.aborted) throw new SkiffError('interrupted', 'push cancelled; the device may still be applying the release');
+  if (!(last.appState === 'applied')) throw new SkiffError('releaseFailed', `the device did not apply release ${commit} within ${Math.round(timeoutMs / 1000)} s (state: ${last.appState ?? 'unknown'}${last.error ? `, ${last.error}` : ''})`);
+  return project.services.map((s) => {
+    const c = last.containers?.find((x) => x.serviceName === s.name);
+    return { service: s.name, image: release.services.find((r) => r.service === s.name)?.image ?? '', status: c?.status ?? 'missing', ...(c ? { containerId: c.containerId } : {}) };
+  });
+}

@@ -1,0 +1,256 @@
+/**
+ * The device loop with real parts: `skiff agent` as a subprocess on 127.0.0.1 with its engine proxy,
+ * `skiff push` and `skiff logs` as subprocesses, the real engine underneath.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { runCli, startCli } from '../support/cli.js';
+import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, makeProject } from '../support/engine.js';
+import { cleanupAgent, eventually, freePort, startAgent, status, type TestAgent } from '../support/agent.js';
+
+const RUN = randomBytes(3).toString('hex');
+
+// Services that stop at once on SIGTERM (sh as PID 1 ignores it unless trapped).
+const LOOP = (body: string) => `trap 'exit 0' TERM; ${body}; while :; do sleep 1 & wait $!; done`;
+
+function fixture(version: string, extra: Record<string, string> = {}): string {
+  return makeProject(
+    {
+      'docker-compose.yml': [
+        "version: '2.1'",
+        'volumes:',
+        '  counter: {}',
+        'services:',
+        '  web:',
+        '    build: ./web',
+        '    ports: ["PORT:80"]',
+        '  worker:',
+        '    build: ./worker',
+        '    volumes: ["counter:/data"]',
+        '    environment:',
+        `      VERSION: "${version}"`,
+        '  cfg:',
+        '    build: ./cfg',
+        '    depends_on: [web]',
+        '',
+      ].join('\n'),
+      'web/Dockerfile': `FROM ${BASE_AMD64}\nCOPY index.html /www/index.html\nCMD ["sh", "-c", "trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait $!"]\n`,
+      'web/index.html': `web ${version}\n`,
+      'worker/Dockerfile': `FROM ${BASE_AMD64}\nCMD ["sh", "-c", "${LOOP('n=$(cat /data/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /data/n; echo worker $VERSION run $n')}"]\n`,
+      'cfg/Dockerfile': `FROM ${BASE_AMD64}\nCMD ["sh", "-c", "${LOOP('echo cfg up')}"]\n`,
+      ...extra,
+    },
+    `dev${RUN}`,
+  );
+}
+
+describe('device: agent, push, logs', function () {
+  let agent: TestAgent;
+  let webPort: number;
+  let project: string;
+  const agents: TestAgent[] = [];
+
+  before(async () => {
+    await ensureBaseImages();
+    agent = await startAgent();
+    agents.push(agent);
+    webPort = await freePort();
+  });
+  after(async () => {
+    for (const a of agents) {
+      await a.kill('SIGKILL');
+      await cleanupAgent(a.uuid);
+    }
+    await cleanupImages({ label: `io.skiff.project=dev${RUN}` });
+  });
+
+  function withPort(dir: string): string {
+    const file = path.join(dir, 'docker-compose.yml');
+    writeFileSync(file, (require_text(file)).replace('PORT', String(webPort)));
+    return dir;
+  }
+
+  const pushArgs = (dir: string, ...extra: string[]) => ['push', `127.0.0.1:${agent.port}`, '--source', dir, '--dockerPort', String(agent.enginePort), '--detached', ...extra];
+
+  it('answers the balena local-mode endpoints', async () => {
+    assert.equal(await (await fetch(`${agent.url}/ping`)).text(), 'OK');
+    const version = (await (await fetch(`${agent.url}/v2/version`)).json()) as { status: string; version: string };
+    assert.equal(version.status, 'success');
+    const info = (await (await fetch(`${agent.url}/v2/local/device-info`)).json()) as { info: { arch: string; deviceType: string } };
+    assert.deepEqual(info.info, { arch: 'amd64', deviceType: 'intel-nuc' });
+    const target = (await (await fetch(`${agent.url}/v2/local/target-state`)).json()) as { state: { local: { apps: object } } };
+    assert.deepEqual(target.state.local.apps, {});
+  });
+
+  it('push builds on the device engine, runs every service, and the web port answers', async () => {
+    project = withPort(fixture('v1'));
+    const r = await runCli([...pushArgs(project), '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout) as { result: { services: Array<{ service: string; status: string }>; commit: string } };
+    assert.deepEqual(doc.result.services.map((s) => [s.service, s.status]), [['web', 'Running'], ['worker', 'Running'], ['cfg', 'Running']]);
+    assert.equal(await (await fetch(`http://127.0.0.1:${webPort}/`)).text(), 'web v1\n');
+    const containers = await docker.listContainers({ filters: { label: [`io.skiff.agent=${agent.uuid}`] } });
+    assert.equal(containers.length, 3);
+    const worker = containers.find((c) => c.Labels['io.balena.service-name'] === 'worker');
+    const env = (await docker.getContainer(worker!.Id).inspect()).Config.Env;
+    assert.ok(env.includes('VERSION=v1'));
+    assert.ok(env.includes(`BALENA_DEVICE_UUID=${agent.uuid}`));
+    assert.ok(env.includes('BALENA_SERVICE_NAME=worker'));
+  });
+
+  it('logs shows the worker output (history, then --tail follows)', async () => {
+    const r = await runCli(['logs', `127.0.0.1:${agent.port}`, '--service', 'worker']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /\[worker\] worker v1 run 1/);
+    const { child, done } = startCli(['logs', `127.0.0.1:${agent.port}`, '--tail', '--json']);
+    let seen = '';
+    await new Promise<void>((resolve) => {
+      child.stdout?.on('data', (d: Buffer) => {
+        seen += d.toString();
+        if (/"serviceName":"worker"/.test(seen)) resolve();
+      });
+    });
+    child.kill('SIGINT');
+    const res = await done;
+    assert.equal(res.code, 0, res.stderr);
+    const first = JSON.parse(seen.split('\n')[0] ?? '{}') as { message?: string; timestamp?: number };
+    assert.equal(typeof first.timestamp, 'number');
+  });
+
+  it('a second version replaces the containers and keeps the volume data', async () => {
+    const before = await docker.listContainers({ filters: { label: [`io.skiff.agent=${agent.uuid}`] } });
+    writeFileSync(path.join(project, 'web/index.html'), 'web v2\n');
+    writeFileSync(path.join(project, 'docker-compose.yml'), require_text(path.join(project, 'docker-compose.yml')).replace('VERSION: "v1"', 'VERSION: "v2"'));
+    const r = await runCli(pushArgs(project));
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /web\s+dev\w+_web:[0-9a-f]{12}\s+Running/);
+    assert.equal(await (await fetch(`http://127.0.0.1:${webPort}/`)).text(), 'web v2\n');
+    const after = await docker.listContainers({ filters: { label: [`io.skiff.agent=${agent.uuid}`] } });
+    const ids = (list: typeof before, s: string) => list.find((c) => c.Labels['io.balena.service-name'] === s)?.Id;
+    assert.notEqual(ids(after, 'web'), ids(before, 'web'));
+    assert.notEqual(ids(after, 'worker'), ids(before, 'worker'));
+    const logs = await runCli(['logs', `127.0.0.1:${agent.port}`, '--service', 'worker']);
+    assert.match(logs.stdout, /worker v2 run 2/, 'the counter in the named volume survived the release');
+  });
+
+  const badTargets: Array<[string, (t: Record<string, unknown>) => void, RegExp]> = [
+    ['an unknown image', (s) => { s.image = 'skiff-test/nope:1'; }, /not on the device's engine/],
+    ['a bad restart policy', (s) => { s.restart = 'sometimes'; }, /invalid restart policy 'sometimes'/],
+    ['an invalid port', (s) => { s.ports = ['99999:80']; }, /invalid port '99999:80'/],
+  ];
+  for (const [name, mutate, message] of badTargets) {
+    it(`refuses a target state with ${name} (400) and changes nothing`, async () => {
+      const current = ((await (await fetch(`${agent.url}/v2/local/target-state`)).json()) as { state: { local: { apps: Record<string, { services: Record<string, Record<string, unknown>> }> } } }).state;
+      const next = structuredClone(current) as typeof current;
+      const svc = next.local.apps['1']!.services['1']!;
+      mutate(svc);
+      const res = await fetch(`${agent.url}/v2/local/target-state`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(next) });
+      assert.equal(res.status, 400);
+      assert.match(((await res.json()) as { message: string }).message, message);
+      const after = ((await (await fetch(`${agent.url}/v2/local/target-state`)).json()) as { state: unknown }).state;
+      assert.deepEqual(after, current);
+    });
+  }
+
+  it('refuses a target with a duplicate service name (400)', async () => {
+    const current = ((await (await fetch(`${agent.url}/v2/local/target-state`)).json()) as { state: { local: { apps: Record<string, { services: Record<string, Record<string, unknown>> }> } } }).state;
+    const next = structuredClone(current);
+    const services = next.local.apps['1']!.services;
+    services['9'] = { ...services['1']!, serviceId: 9 };
+    const res = await fetch(`${agent.url}/v2/local/target-state`, { method: 'POST', body: JSON.stringify(next) });
+    assert.equal(res.status, 400);
+    assert.match(((await res.json()) as { message: string }).message, /two services named 'web'/);
+  });
+
+  it('a release whose service exits at once is rolled back; the previous one keeps running', async () => {
+    const before = await status(agent.url);
+    const dir = makeProject({ 'docker-compose.yml': readCompose(project), 'web/Dockerfile': `FROM ${BASE_AMD64}\nCMD ["sh", "-c", "exit 3"]\n`, 'worker/Dockerfile': `FROM ${BASE_AMD64}\nCMD ["sh", "-c", "${LOOP('echo broken worker')}"]\n`, 'cfg/Dockerfile': `FROM ${BASE_AMD64}\nCMD ["sh", "-c", "${LOOP('echo cfg')}"]\n` }, `dev${RUN}`);
+    const r = await runCli(pushArgs(dir));
+    assert.equal(r.code, 10, r.stderr);
+    assert.match(r.stderr, /Error: the device could not run release \w+: service 'web' did not stay up; it went back to the previous release/);
+    await eventually(async () => (await status(agent.url)).appState === 'applied', 60_000, 'the previous release to be back');
+    assert.equal((await status(agent.url)).release, before.release);
+    assert.equal(await (await fetch(`http://127.0.0.1:${webPort}/`)).text(), 'web v2\n');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a build that fails on the device sends nothing: the device keeps its release (exit 5)', async () => {
+    const before = await status(agent.url);
+    const dir = makeProject({ Dockerfile: `FROM ${BASE_AMD64}\nRUN exit 7\n` }, `dev${RUN}`);
+    const r = await runCli(pushArgs(dir));
+    assert.equal(r.code, 5, r.stderr);
+    const after = await status(agent.url);
+    assert.equal(after.release, before.release);
+    assert.equal(await (await fetch(`http://127.0.0.1:${webPort}/`)).text(), 'web v2\n');
+  });
+
+  it('waits while an update lock is held, and applies once it is released', async () => {
+    const lock = path.join(agent.dataDir, 'locks', '1', 'worker', 'updates.lock');
+    mkdirSync(path.dirname(lock), { recursive: true });
+    writeFileSync(lock, '');
+    writeFileSync(path.join(project, 'web/index.html'), 'web v3\n');
+    const { done } = startCli(pushArgs(project));
+    await eventually(async () => /update lock held/.test(JSON.stringify(await (await fetch(`${agent.url}/v2/state/status`)).json())), 60_000, 'the agent to report the lock');
+    assert.equal(await (await fetch(`http://127.0.0.1:${webPort}/`)).text(), 'web v2\n', 'the old release still runs while locked');
+    rmSync(lock);
+    const r = await done;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await (await fetch(`http://127.0.0.1:${webPort}/`)).text(), 'web v3\n');
+  });
+
+  it('an agent killed with kill -9 mid-apply converges after a restart, with volume data intact', async () => {
+    writeFileSync(path.join(project, 'web/index.html'), 'web v4\n');
+    const mark = agent.output().length;
+    const { done } = startCli(pushArgs(project));
+    await eventually(async () => /Killing service 'web'|Installing service 'web'/.test(agent.output().slice(mark)), 60_000, 'the apply to start');
+    await agent.kill('SIGKILL');
+    await done;
+    const restarted = await startAgent({ dataDir: agent.dataDir, port: agent.port, enginePort: agent.enginePort });
+    agents.push(restarted);
+    agent = restarted;
+    await eventually(async () => (await fetch(`http://127.0.0.1:${webPort}/`).then((r) => r.text()).catch(() => '')) === 'web v4\n', 60_000, 'v4 to serve');
+    await eventually(async () => (await status(agent.url)).containers.filter((c) => c.status === 'Running').length === 3, 30_000, 'three running services');
+    const logs = await eventually(async () => {
+      const r = await runCli(['logs', `127.0.0.1:${agent.port}`, '--service', 'worker']);
+      return /worker v2 run [3-9]/.test(r.stdout) ? r.stdout : undefined;
+    }, 30_000, 'the worker counter to go on');
+    assert.match(logs, /run [3-9]/);
+  });
+
+  it('push says clearly when the device is unreachable (exit 8) or not a device (exit 9)', async () => {
+    const closed = await freePort();
+    const r = await runCli(['push', `127.0.0.1:${closed}`, '--source', project, '--detached']);
+    assert.equal(r.code, 8, r.stderr);
+    assert.match(r.stderr, /Error: cannot reach the device at 127\.0\.0\.1:\d+ \(ECONNREFUSED\)/);
+    const notAgent = await runCli(['push', `127.0.0.1:${agent.enginePort}`, '--source', project, '--detached']);
+    assert.equal(notAgent.code, 9, notAgent.stderr);
+    assert.match(notAgent.stderr, /is not a skiff agent or balena supervisor/);
+  });
+
+  it('push says how to fix a closed engine port (exit 4)', async () => {
+    const closed = await freePort();
+    const r = await runCli(['push', `127.0.0.1:${agent.port}`, '--source', project, '--dockerPort', String(closed), '--detached']);
+    assert.equal(r.code, 4, r.stderr);
+    assert.match(r.stderr, /the device must expose its engine to build on it\. Run the agent in development mode/);
+  });
+
+  it('outside development mode every call but /ping needs the API key', async () => {
+    const locked = await startAgent({ args: ['--no-development-mode'] });
+    agents.push(locked);
+    assert.equal((await fetch(`${locked.url}/ping`)).status, 200);
+    assert.equal((await fetch(`${locked.url}/v2/version`)).status, 401);
+    const key = (JSON.parse(require_text(path.join(locked.dataDir, 'config.json'))) as { deviceApiKey: string }).deviceApiKey;
+    assert.equal((await fetch(`${locked.url}/v2/version`, { headers: { Authorization: `Bearer ${key}` } })).status, 200);
+    assert.equal((await fetch(`${locked.url}/v2/version?apikey=${key}`)).status, 200);
+  });
+});
+
+function require_text(file: string): string {
+  return readFileSync(file, 'utf8');
+}
+
+function readCompose(dir: string): string {
+  return require_text(path.join(dir, 'docker-compose.yml'));
+}

@@ -1,0 +1,95 @@
+/** The real agent as a subprocess on 127.0.0.1, with its own data dir, ports and uuid. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { BIN } from './cli.js';
+import { docker } from './engine.js';
+
+export interface TestAgent {
+  port: number;
+  enginePort: number;
+  dataDir: string;
+  uuid: string;
+  child: ChildProcess;
+  output: () => string;
+  url: string;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+export async function startAgent(options: { dataDir?: string; port?: number; enginePort?: number; args?: string[] } = {}): Promise<TestAgent> {
+  const dataDir = options.dataDir ?? mkdtempSync(path.join(os.tmpdir(), 'skiff-agent-'));
+  const port = options.port ?? (await freePort());
+  const enginePort = options.enginePort ?? (await freePort());
+  const child = spawn(process.execPath, [BIN, 'agent', '--data-dir', dataDir, '--listen-address', '127.0.0.1', '--listen-port', String(port), '--engine-port', String(enginePort), '--rollback-grace', '2', ...(options.args ?? [])], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NO_COLOR: '1' },
+  });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`agent exited: ${out}`);
+    const ok = await fetch(`${url}/ping`).then((r) => r.ok).catch(() => false);
+    if (ok) break;
+    if (Date.now() > deadline) throw new Error(`agent did not answer: ${out}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const uuid = (JSON.parse(readFileSync(path.join(dataDir, 'config.json'), 'utf8')) as { uuid: string }).uuid;
+  return {
+    port, enginePort, dataDir, uuid, child, url,
+    output: () => out,
+    async kill(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const done = new Promise((r) => child.once('close', r));
+      child.kill(signal);
+      await done;
+    },
+  };
+}
+
+/** Removes everything an agent made on the engine (containers, volumes, networks). */
+export async function cleanupAgent(uuid: string): Promise<void> {
+  const label = `io.skiff.agent=${uuid}`;
+  const containers = await docker.listContainers({ all: true, filters: { label: [label] } });
+  await Promise.all(containers.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => {})));
+  const volumes = (await docker.listVolumes({ filters: { label: [label] } })).Volumes ?? [];
+  await Promise.all(volumes.map((v) => docker.getVolume(v.Name).remove().catch(() => {})));
+  const networks = await docker.listNetworks({ filters: { label: [label] } });
+  await Promise.all(networks.map((n) => docker.getNetwork(n.Id).remove().catch(() => {})));
+}
+
+export async function status(url: string): Promise<{ appState: string; release: string | null; failedRelease?: { commit: string; reason: string }; containers: Array<{ serviceName: string; status: string; containerId: string }> }> {
+  return (await (await fetch(`${url}/v2/state/status`)).json()) as never;
+}
+
+/** Polls until `check` passes or the time is up (then throws with the last state). */
+export async function eventually<T>(check: () => Promise<T | undefined | false>, timeoutMs = 30_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+      last = v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${String(last)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

@@ -219,6 +219,92 @@ describe('device: agent, push, logs', function () {
     assert.match(logs, /run [3-9]/);
   });
 
+  it('push --force replaces a release while an update lock is held', async () => {
+    const lock = path.join(agent.dataDir, 'locks', '1', 'web', 'updates.lock');
+    mkdirSync(path.dirname(lock), { recursive: true });
+    writeFileSync(lock, '');
+    try {
+      writeFileSync(path.join(project, 'web/index.html'), 'web v5\n');
+      const r = await runCli([...pushArgs(project), '--force']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(await (await fetch(`http://127.0.0.1:${webPort}/`)).text(), 'web v5\n');
+    } finally {
+      rmSync(lock, { force: true });
+    }
+  });
+
+  it('device info, restart and the service endpoints work over the API', async () => {
+    const info = JSON.parse((await runCli(['device', 'info', `127.0.0.1:${agent.port}`, '--json'])).stdout) as { result: { deviceType: string; services: Array<{ service: string; status: string }> } };
+    assert.equal(info.result.deviceType, 'intel-nuc');
+    assert.deepEqual(info.result.services.map((x) => [x.service, x.status]), [['cfg', 'Running'], ['web', 'Running'], ['worker', 'Running']]);
+    const id = ((await (await fetch(`${agent.url}/v2/containerId?serviceName=worker`)).json()) as { containerId: string }).containerId;
+    const started = (await docker.getContainer(id).inspect()).State.StartedAt;
+    const r = await runCli(['device', 'restart', `127.0.0.1:${agent.port}`, '--service', 'worker']);
+    assert.equal(r.code, 0, r.stderr);
+    const after = await docker.getContainer(id).inspect();
+    assert.notEqual(after.State.StartedAt, started, 'the same container was restarted');
+    const apps = (await (await fetch(`${agent.url}/v2/applications/state`)).json()) as Record<string, { appId: number; services: Record<string, { status: string }> }>;
+    const app = Object.values(apps)[0]!;
+    assert.equal(app.appId, 1);
+    assert.equal(app.services.web?.status, 'Running');
+    const device = (await (await fetch(`${agent.url}/v1/device`)).json()) as { api_port: number; status: string };
+    assert.equal(device.api_port, agent.port);
+    assert.equal((await fetch(`${agent.url}/v1/healthy`)).status, 200);
+    // stop-service keeps the service stopped (the loop does not start it again) until start-service.
+    const stop = await fetch(`${agent.url}/v2/applications/1/stop-service`, { method: 'POST', body: JSON.stringify({ serviceName: 'cfg' }) });
+    assert.equal(stop.status, 200);
+    await new Promise((res) => setTimeout(res, 1500));
+    assert.equal((await status(agent.url)).containers.find((c) => c.serviceName === 'cfg')?.status, 'Exited');
+    await fetch(`${agent.url}/v2/applications/1/start-service`, { method: 'POST', body: JSON.stringify({ serviceName: 'cfg' }) });
+    await eventually(async () => (await status(agent.url)).containers.find((c) => c.serviceName === 'cfg')?.status === 'Running', 20_000, 'cfg to run again');
+    const missing = await fetch(`${agent.url}/v2/applications/1/restart-service`, { method: 'POST', body: JSON.stringify({ serviceName: 'nope' }) });
+    assert.equal(missing.status, 404);
+  });
+
+  it('device purge needs --yes without a terminal (exit 6), and then empties the volumes', async () => {
+    const refused = await runCli(['device', 'purge', `127.0.0.1:${agent.port}`]);
+    assert.equal(refused.code, 6, refused.stderr);
+    assert.match(refused.stderr, /Error: purging .* deletes its data and needs confirmation\. Pass --yes/);
+    const r = await runCli(['device', 'purge', `127.0.0.1:${agent.port}`, '--yes']);
+    assert.equal(r.code, 0, r.stderr);
+    await eventually(async () => {
+      const logs = await runCli(['logs', `127.0.0.1:${agent.port}`, '--service', 'worker']);
+      return logs.stdout.split('\n').filter(Boolean).at(-1)?.endsWith('run 1');
+    }, 30_000, 'the worker to start counting from 1 on an empty volume');
+  });
+
+  it('a lost database is rebuilt from the containers, which keep running untouched', async () => {
+    const before = (await docker.listContainers({ filters: { label: [`io.skiff.agent=${agent.uuid}`] } })).map((c) => c.Id).sort();
+    await agent.kill('SIGTERM');
+    for (const f of ['agent.sqlite', 'agent.sqlite-wal', 'agent.sqlite-shm']) rmSync(path.join(agent.dataDir, f), { force: true });
+    agent = await startAgent({ dataDir: agent.dataDir, port: agent.port, enginePort: agent.enginePort });
+    agents.push(agent);
+    await eventually(async () => /Recovered the target state/.test(agent.output()), 20_000, 'recovery');
+    await new Promise((res) => setTimeout(res, 2000));
+    const after = (await docker.listContainers({ filters: { label: [`io.skiff.agent=${agent.uuid}`] } })).map((c) => c.Id).sort();
+    assert.deepEqual(after, before);
+    const target = (await (await fetch(`${agent.url}/v2/local/target-state`)).json()) as { state: { local: { apps: Record<string, { services: Record<string, { serviceName: string }> }> } } };
+    assert.deepEqual(Object.values(target.state.local.apps['1']!.services).map((x) => x.serviceName).sort(), ['cfg', 'web', 'worker']);
+  });
+
+  it('logs --tail reconnects when the stream drops (agent restarted)', async () => {
+    const { child, done } = startCli(['logs', `127.0.0.1:${agent.port}`, '--tail', '--service', 'worker']);
+    let out = '';
+    let err = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    await eventually(async () => out.length > 0, 20_000, 'first lines');
+    await agent.kill('SIGTERM');
+    agent = await startAgent({ dataDir: agent.dataDir, port: agent.port, enginePort: agent.enginePort });
+    agents.push(agent);
+    const mark = out.length;
+    // The worker prints only at start: restart it so new lines flow after the reconnect.
+    await runCli(['device', 'restart', `127.0.0.1:${agent.port}`, '--service', 'worker']);
+    await eventually(async () => /reconnecting/.test(err) && /worker v2 run \d+/.test(out.slice(mark)), 30_000, 'lines after the reconnect');
+    child.kill('SIGINT');
+    assert.equal((await done).code, 0);
+  });
+
   it('push says clearly when the device is unreachable (exit 8) or not a device (exit 9)', async () => {
     const closed = await freePort();
     const r = await runCli(['push', `127.0.0.1:${closed}`, '--source', project, '--detached']);

@@ -4,7 +4,7 @@
  * new one does not come up.
  */
 import type { EngineContext } from './engine-state.js';
-import { execute, snapshot } from './engine-state.js';
+import { execute, snapshot, targetFromContainers } from './engine-state.js';
 import { LogBuffer } from './logs.js';
 import type { CurrentState, Step, TargetApp, TargetState } from './model.js';
 import { plan, serviceConfigHash } from './plan.js';
@@ -44,8 +44,12 @@ export class Agent {
   /** Steps ran since the last confirmed release: watch it before calling it applied. */
   private unconfirmed = false;
 
+  /** No target was stored (new device, or a lost database): adopt what runs before changing anything. */
+  private adopting: boolean;
+
   constructor(readonly ctx: EngineContext, private readonly store: AgentStore, private readonly options: AgentOptions = {}) {
     const stored = store.getTarget();
+    this.adopting = !stored;
     this.targetJson = stored?.json ?? EMPTY_TARGET(ctx.deviceName);
     this.target = normalise(parseLocalTargetState(this.targetJson, ctx.deviceName));
     this.appliedCommit = store.getValue('appliedCommit');
@@ -56,6 +60,12 @@ export class Agent {
   }
 
   get currentState(): CurrentState | undefined {
+    return this.lastCurrent;
+  }
+
+  /** A fresh look at the engine (the loop's last snapshot can be seconds old). */
+  async freshState(): Promise<CurrentState> {
+    this.lastCurrent = await snapshot(this.ctx);
     return this.lastCurrent;
   }
 
@@ -70,6 +80,7 @@ export class Agent {
     this.targetJson = json;
     this.target = parsed;
     this.force = Boolean(options.force);
+    this.adopting = false;
     this.targetVersion++;
     this.failedRelease = undefined;
     this.failures = 0;
@@ -104,6 +115,20 @@ export class Agent {
 
   private async loop(): Promise<void> {
     const signal = this.abort.signal;
+    if (this.adopting) {
+      this.adopting = false;
+      const recovered = await targetFromContainers(this.ctx).catch(() => undefined);
+      if (recovered) {
+        try {
+          this.target = normalise(parseLocalTargetState(recovered, this.ctx.deviceName));
+          this.targetJson = recovered;
+          this.store.setTarget(recovered);
+          this.logs.system('Recovered the target state from the running containers');
+        } catch (err) {
+          this.logs.system(`Could not recover the target state from the containers: ${(err as Error).message}`, true);
+        }
+      }
+    }
     while (!signal.aborted) {
       this.again = false;
       let current: CurrentState;
@@ -325,7 +350,8 @@ function normalise(target: TargetState): TargetState {
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+    const onAbort = () => { clearTimeout(t); resolve(); };
+    const t = setTimeout(() => { signal.removeEventListener('abort', onAbort); resolve(); }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
   });
 }

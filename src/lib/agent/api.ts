@@ -45,9 +45,9 @@ function authorised(req: Request, opts: ApiOptions): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-function appState(opts: ApiOptions) {
+async function appState(opts: ApiOptions) {
   const { agent } = opts;
-  const current = agent.currentState;
+  const current = await agent.freshState().catch(() => agent.currentState);
   const target = agent.targetState as { local?: { apps?: Record<string, { name?: string; commit?: string; releaseId?: unknown; services?: Record<string, { serviceName?: string; imageId?: number; serviceId?: number }> }> } };
   return { current, apps: target.local?.apps ?? {} };
 }
@@ -86,8 +86,8 @@ export function routes(opts: ApiOptions): Record<string, Handler> {
         res.on('close', unsubscribe);
       },
     }),
-    'GET /v2/containerId': (req) => {
-      const containers = appState(opts).current?.containers ?? [];
+    'GET /v2/containerId': async (req) => {
+      const containers = (await appState(opts)).current?.containers ?? [];
       const name = req.query.get('serviceName') ?? req.query.get('service');
       if (name) {
         const c = containers.find((x) => x.serviceName === name);
@@ -96,8 +96,8 @@ export function routes(opts: ApiOptions): Record<string, Handler> {
       }
       return { json: { status: 'success', services: Object.fromEntries(containers.map((c) => [c.serviceName, c.containerId])) } };
     },
-    'GET /v2/state/status': () => {
-      const containers = appState(opts).current?.containers ?? [];
+    'GET /v2/state/status': async () => {
+      const containers = (await appState(opts)).current?.containers ?? [];
       return {
         json: {
           status: 'success',
@@ -110,8 +110,8 @@ export function routes(opts: ApiOptions): Record<string, Handler> {
         },
       };
     },
-    'GET /v2/applications/state': () => {
-      const { current, apps } = appState(opts);
+    'GET /v2/applications/state': async () => {
+      const { current, apps } = await appState(opts);
       const out: Record<string, unknown> = {};
       for (const [appId, app] of Object.entries(apps)) {
         const services: Record<string, unknown> = {};

@@ -17,6 +17,8 @@ export const LABEL = {
   commit: 'io.skiff.commit',
   releaseId: 'io.skiff.release-id',
   configHash: 'io.skiff.config-hash',
+  /** The app's settings and the service's target JSON, to rebuild the target if the database is lost. */
+  target: 'io.skiff.target',
 } as const;
 
 /** Who the agent is and where things go: passed to every executor (no module singletons). */
@@ -190,6 +192,7 @@ export function containerSpec(ctx: EngineContext, app: TargetApp, service: Targe
       [LABEL.commit]: app.commit,
       [LABEL.releaseId]: app.releaseId,
       [LABEL.configHash]: hash,
+      [LABEL.target]: JSON.stringify({ app: { name: app.name, commit: app.commit, releaseId: app.releaseId, volumes: app.volumes, networks: app.networks }, service: service.raw ?? {} }),
     },
     ExposedPorts: exposed,
     ...(c.workingDir ? { WorkingDir: c.workingDir } : {}),
@@ -298,4 +301,29 @@ export async function removeAppVolumes(ctx: EngineContext, current: CurrentState
   for (const v of current.volumes.filter((x) => x.appId === appId)) {
     await ctx.docker.getVolume(volumeName(ctx, appId, v.name)).remove();
   }
+}
+
+/**
+ * Rebuilds a local-mode target state from the labels of the containers this agent runs (newest
+ * container per service), for when the database is missing or corrupt. Undefined when none run.
+ */
+export async function targetFromContainers(ctx: EngineContext): Promise<unknown> {
+  const containers = await ctx.docker.listContainers({ all: true, filters: { label: [`${LABEL.agent}=${ctx.uuid}`] } });
+  const apps: Record<string, { name: string; commit: string; releaseId: string; volumes: unknown; networks: unknown; services: Record<string, unknown> }> = {};
+  for (const c of [...containers].sort((a, b) => a.Created - b.Created)) {
+    const l = c.Labels ?? {};
+    let meta: { app?: { name: string; commit: string; releaseId: string; volumes: unknown; networks: unknown }; service?: Record<string, unknown> };
+    try {
+      meta = JSON.parse(l[LABEL.target] ?? '') as typeof meta;
+    } catch {
+      continue;
+    }
+    if (!meta.app || !meta.service) continue;
+    const appId = l[LABEL.appId] ?? '1';
+    const app = (apps[appId] ??= { ...meta.app, services: {} });
+    if (meta.app.commit !== app.commit) Object.assign(app, meta.app, { services: {} }); // a newer release wins
+    app.services[l[LABEL.serviceId] ?? String(Object.keys(app.services).length + 1)] = meta.service;
+  }
+  if (Object.keys(apps).length === 0) return undefined;
+  return { local: { name: ctx.deviceName, config: {}, apps }, dependent: { apps: {}, devices: {} } };
 }

@@ -52,6 +52,8 @@ export interface TargetService {
   /** Whether the service should be running (false: created but stopped). */
   running: boolean;
   config: ServiceConfig;
+  /** The service's JSON as the target state carried it; kept on the container so a lost database can be rebuilt exactly. */
+  raw?: Record<string, unknown>;
 }
 
 export interface TargetApp {

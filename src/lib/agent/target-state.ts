@@ -158,6 +158,7 @@ function serviceFrom(key: string, raw: Record<string, unknown>, appName: string)
     imageId: Number(raw.imageId ?? serviceId),
     running: raw.running !== false,
     config,
+    raw,
   };
 }
 

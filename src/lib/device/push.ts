@@ -23,6 +23,8 @@ export interface PushOptions {
   noParentCheck?: boolean;
   projectName?: string;
   apiKey?: string;
+  /** Replace the release even while a service holds an update lock. */
+  force?: boolean;
   /** How long to wait for the device to report the release applied. */
   applyTimeoutMs?: number;
   signal?: AbortSignal;
@@ -97,7 +99,7 @@ export async function push(options: PushOptions): Promise<PushResult> {
   const address = parseDeviceAddress(options.device);
   const client = new DeviceClient(address, options.apiKey);
   const info = await client.check();
-  emit({ kind: 'device', message: `Device ${address.host} is a ${info.deviceType} (${info.arch}), agent/supervisor ${info.version}` });
+  emit({ kind: 'device', message: `Device ${address.host}: ${info.deviceType} (${info.arch}), device API ${info.version}` });
   const target = resolveTarget({ deviceType: info.deviceType, arch: info.arch });
   let engine;
   try {
@@ -116,7 +118,7 @@ export async function push(options: PushOptions): Promise<PushResult> {
   });
   const current = await client.json<{ state?: { local?: { name?: string } } }>('GET', '/v2/local/target-state');
   const state = localTargetState(current.state?.local?.name ?? address.host, project, release, commit, env);
-  await client.json('POST', '/v2/local/target-state', state);
+  await client.json('POST', `/v2/local/target-state${options.force ? '?force=true' : ''}`, state);
   emit({ kind: 'device', message: `Release ${commit} sent; waiting for the device to apply it` });
   const services = await waitForRelease(client, project, release, commit, options.applyTimeoutMs ?? 120_000, options.signal);
   return { device: address.host, deviceType: info.deviceType, arch: info.arch, commit, release, services };

@@ -1,0 +1,66 @@
+/** `skiff device info|restart|purge`: one call each over the device API. */
+import { SkiffError } from '../cli/errors.js';
+import { DeviceClient, parseDeviceAddress } from './client.js';
+
+export interface DeviceSummary {
+  address: string;
+  deviceType: string;
+  arch: string;
+  version: string;
+  status: string;
+  release: string | null;
+  services: Array<{ service: string; status: string; containerId: string }>;
+}
+
+async function connect(device: string): Promise<DeviceClient> {
+  const client = new DeviceClient(parseDeviceAddress(device));
+  await client.check();
+  return client;
+}
+
+/** The app the device runs (local mode has one). */
+async function appId(client: DeviceClient): Promise<number> {
+  const t = await client.json<{ state?: { local?: { apps?: Record<string, unknown> } } }>('GET', '/v2/local/target-state');
+  const id = Object.keys(t.state?.local?.apps ?? {})[0];
+  if (!id) throw new SkiffError('deviceRefused', 'the device runs no release yet', { hint: "push one first with 'skiff push <device>'" });
+  return Number(id);
+}
+
+export async function deviceInfo(device: string): Promise<DeviceSummary> {
+  const client = await connect(device);
+  const info = await client.check();
+  const status = await client.json<{ appState?: string; release?: string | null; containers?: Array<{ serviceName: string; status: string; containerId: string }> }>('GET', '/v2/state/status');
+  return {
+    address: `${client.address.host}:${client.address.port}`,
+    deviceType: info.deviceType,
+    arch: info.arch,
+    version: info.version,
+    status: status.appState ?? 'unknown',
+    release: status.release ?? null,
+    services: (status.containers ?? []).map((c) => ({ service: c.serviceName, status: c.status, containerId: c.containerId.slice(0, 12) })).sort((a, b) => a.service.localeCompare(b.service)),
+  };
+}
+
+export async function restart(device: string, services: string[]): Promise<{ restarted: string[] }> {
+  const client = await connect(device);
+  const id = await appId(client);
+  if (services.length === 0) {
+    await client.request('POST', '/v1/restart', { appId: id }).then(async (r) => {
+      if (!r.ok) throw new SkiffError('deviceRefused', `the device refused to restart: ${await r.text()}`);
+    });
+    return { restarted: ['*'] };
+  }
+  for (const s of services) {
+    const res = await client.request('POST', `/v2/applications/${id}/restart-service`, { serviceName: s });
+    if (res.status === 404) throw new SkiffError('usage', `the device runs no service '${s}'`, { hint: "'skiff device info <device>' lists them" });
+    if (!res.ok) throw new SkiffError('deviceRefused', `the device refused to restart '${s}': ${await res.text()}`);
+  }
+  return { restarted: services };
+}
+
+export async function purge(device: string): Promise<{ purged: number }> {
+  const client = await connect(device);
+  const id = await appId(client);
+  await client.json('POST', '/v1/purge', { appId: id }, 120_000);
+  return { purged: id };
+}

@@ -274,14 +274,15 @@ describe('device: agent, push, logs', function () {
   });
 
   it('a lost database is rebuilt from the containers, which keep running untouched', async () => {
-    const before = (await docker.listContainers({ filters: { label: [`io.skiff.agent=${agent.uuid}`] } })).map((c) => c.Id).sort();
+    await eventually(async () => (await status(agent.url)).appState === 'applied' && (await docker.listContainers({ filters: { label: [`io.skiff.agent=${agent.uuid}`] } })).length === 3, 30_000, 'a settled device');
+    const before = (await docker.listContainers({ all: true, filters: { label: [`io.skiff.agent=${agent.uuid}`] } })).map((c) => c.Id).sort();
     await agent.kill('SIGTERM');
     for (const f of ['agent.sqlite', 'agent.sqlite-wal', 'agent.sqlite-shm']) rmSync(path.join(agent.dataDir, f), { force: true });
     agent = await startAgent({ dataDir: agent.dataDir, port: agent.port, enginePort: agent.enginePort });
     agents.push(agent);
     await eventually(async () => /Recovered the target state/.test(agent.output()), 20_000, 'recovery');
     await new Promise((res) => setTimeout(res, 2000));
-    const after = (await docker.listContainers({ filters: { label: [`io.skiff.agent=${agent.uuid}`] } })).map((c) => c.Id).sort();
+    const after = (await docker.listContainers({ all: true, filters: { label: [`io.skiff.agent=${agent.uuid}`] } })).map((c) => c.Id).sort();
     assert.deepEqual(after, before);
     const target = (await (await fetch(`${agent.url}/v2/local/target-state`)).json()) as { state: { local: { apps: Record<string, { services: Record<string, { serviceName: string }> }> } } };
     assert.deepEqual(Object.values(target.state.local.apps['1']!.services).map((x) => x.serviceName).sort(), ['cfg', 'web', 'worker']);

@@ -306,6 +306,28 @@ describe('device: agent, push, logs', function () {
     assert.equal((await done).code, 0);
   });
 
+  it('two pushes at once: the device ends up on one release, and the other push says so', async () => {
+    writeFileSync(path.join(project, 'web/index.html'), 'web v6\n');
+    const first = startCli(pushArgs(project));
+    const other = makeProject({ 'docker-compose.yml': readCompose(project), 'web/Dockerfile': require_text(path.join(project, 'web/Dockerfile')), 'web/index.html': 'web v7\n', 'worker/Dockerfile': require_text(path.join(project, 'worker/Dockerfile')), 'cfg/Dockerfile': require_text(path.join(project, 'cfg/Dockerfile')) }, `dev${RUN}`);
+    const second = startCli(pushArgs(other));
+    const [a, b] = await Promise.all([first.done, second.done]);
+    // Usually the later push replaces the earlier one before it is confirmed (exit 10 for it);
+    // if the first finished before the second was sent, both succeed. Never a mix.
+    assert.ok([a.code, b.code].includes(0), `${a.stderr}\n${b.stderr}`);
+    for (const r of [a, b]) {
+      if (r.code !== 0) {
+        assert.equal(r.code, 10, r.stderr);
+        assert.match(r.stderr, /was replaced by release \w+, pushed to the device meanwhile/);
+      }
+    }
+    await eventually(async () => (await status(agent.url)).appState === 'applied', 30_000, 'a settled device');
+    const containers = await docker.listContainers({ filters: { label: [`io.skiff.agent=${agent.uuid}`] } });
+    assert.equal(containers.length, 3);
+    assert.equal(new Set(containers.map((c) => c.Labels['io.skiff.commit'])).size, 1, 'all services from one release');
+    assert.match(await (await fetch(`http://127.0.0.1:${webPort}/`)).text(), /^web v[67]\n$/);
+  });
+
   it('push says clearly when the device is unreachable (exit 8) or not a device (exit 9)', async () => {
     const closed = await freePort();
     const r = await runCli(['push', `127.0.0.1:${closed}`, '--source', project, '--detached']);

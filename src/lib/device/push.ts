@@ -137,6 +137,12 @@ async function waitForRelease(client: DeviceClient, project: ProjectSpec, releas
   let last: StatusJson = {};
   while (Date.now() < deadline && !signal?.aborted) {
     last = await client.json<StatusJson>('GET', '/v2/state/status');
+    // Two pushes at once: the device runs the newer one only, and this push says so.
+    const target = await client.json<{ state?: { local?: { apps?: Record<string, { commit?: string }> } } }>('GET', '/v2/local/target-state');
+    const now = Object.values(target.state?.local?.apps ?? {})[0]?.commit;
+    if (now !== undefined && now !== commit && last.failedRelease?.commit !== commit) {
+      throw new SkiffError('releaseFailed', `release ${commit} was replaced by release ${now}, pushed to the device meanwhile`, { hint: 'the device runs the newer release; push again if yours should win' });
+    }
     if (last.failedRelease?.commit === commit) {
       throw new SkiffError('releaseFailed', `the device could not run release ${commit}: ${last.failedRelease.reason}; it went back to the previous release`, { hint: "see 'skiff logs <device>' for why" });
     }

@@ -6,14 +6,14 @@
 // The agent must listen on 127.0.0.1:48484 with the engine API on 2375, because balena-cli's
 // local push cannot be told other ports; the script refuses to start if either is taken.
 
-import { appendFileSync, rmSync } from 'node:fs';
+import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   REPO_ROOT, ensureSkiffBuilt, ensureBalena, balenaEnv, log, median, printComparison, fmtSec,
 } from './lib.mjs';
 import {
-  startAgent, portIsFree, ensureBaseImage, copyProject, runSkiff, runCmd, engine, deviceStatus,
+  startAgent, portIsFree, freePort, ensureBaseImage, copyProject, runSkiff, runCmd, engine, deviceStatus,
   imageIds, imagesTagged, cleanupAgentObjects, removeImages, withCleanup, sleep,
 } from './agent-lib.mjs';
 
@@ -95,6 +95,10 @@ await withCleanup(async (onCleanup) => {
   const before = await imageIds();
   const project = copyProject(join(REPO_ROOT, 'examples', 'multi-service'));
   onCleanup(() => project.remove());
+  // web publishes 8080:80; other sessions on this engine may hold 8080, so the copy uses a free port.
+  const composePath = join(project.dir, 'docker-compose.yml');
+  const hostPort = await freePort();
+  writeFileSync(composePath, readFileSync(composePath, 'utf8').replace('"8080:80"', `"${hostPort}:80"`));
   const made = new Set();
   const collectImages = async () => {
     for (const i of await imagesTagged([`${project.name}_`, 'local_'])) if (!before.has(i.Id)) made.add(i.Id);
@@ -147,6 +151,8 @@ await withCleanup(async (onCleanup) => {
   const recreated = (tool) => median(results[tool].map((r) => r.recreated));
   console.log(`\ncontainers replaced per push (median): skiff ${recreated('skiff')}, balena ${recreated('balena')}`
     + ` (skiff tags every push's images with its release id; balena retags local_<service>:latest, so only changed services move).`);
+  console.log('Most of each figure is the engine stopping the old containers: the agent stops with a 10 s timeout and'
+    + ' busybox httpd / sh as PID 1 ignore SIGTERM, so the old release waits out the timeout (same for both CLIs).');
   console.log(`'applied' includes the agent's ${GRACE} s rollback grace for both; balena push --detached exits once the target is set, before the device applies it.`);
   const ratioApplied = med('skiff', 'appliedMs') / med('balena', 'appliedMs');
   console.log(`target (skiff no slower than balena to applied): ${ratioApplied <= 1 ? 'met' : 'NOT met'} (${ratioApplied.toFixed(2)}x)`);

@@ -328,6 +328,23 @@ describe('device: agent, push, logs', function () {
     assert.match(await (await fetch(`http://127.0.0.1:${webPort}/`)).text(), /^web v[67]\n$/);
   });
 
+  it('device ssh runs a command in a service (exit status kept) and a script piped in', async () => {
+    const r = await runCli(['device', 'ssh', `127.0.0.1:${agent.port}`, 'worker', '--dockerPort', String(agent.enginePort), '--command', 'echo in $BALENA_SERVICE_NAME; echo oops >&2; exit 3']);
+    assert.equal(r.code, 3, r.stderr);
+    assert.equal(r.stdout, 'in worker\n');
+    assert.match(r.stderr, /oops/);
+    const piped = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+      const { child, done } = startCli(['device', 'ssh', `127.0.0.1:${agent.port}`, 'web', '--dockerPort', String(agent.enginePort)], { stdin: 'pipe' });
+      child.stdin?.end('cat /www/index.html; exit 5\n');
+      void done.then((x) => resolve({ code: x.code, stdout: x.stdout }));
+    });
+    assert.equal(piped.code, 5);
+    assert.match(piped.stdout, /^web v/);
+    const noService = await runCli(['device', 'ssh', `127.0.0.1:${agent.port}`, '--dockerPort', String(agent.enginePort), '--command', 'true']);
+    assert.equal(noService.code, 2);
+    assert.match(noService.stderr, /name the service to open a shell in\. Services: /);
+  });
+
   it('push says clearly when the device is unreachable (exit 8) or not a device (exit 9)', async () => {
     const closed = await freePort();
     const r = await runCli(['push', `127.0.0.1:${closed}`, '--source', project, '--detached']);

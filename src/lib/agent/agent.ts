@@ -263,8 +263,10 @@ export class Agent {
   }
 
   /**
-   * Removes images pushed for releases other than the running one and the one before it
-   * (`io.skiff.release` label), so a device's disk does not fill up push after push.
+   * Removes the images of this agent's older releases (only images it ran itself, and only those
+   * built by a push: `io.skiff.release` label), keeping the running release's and the previous
+   * one's, so a device's disk does not fill up push after push. Another agent's images or a
+   * developer's own builds on the same engine are never touched.
    */
   private async pruneImages(): Promise<void> {
     const keep = new Set<string>();
@@ -273,12 +275,16 @@ export class Agent {
       if (!json) continue;
       for (const img of targetImages(parseLocalTargetState(json, this.ctx.deviceName))) keep.add(img.includes(':') ? img : `${img}:latest`);
     }
+    const known = new Set<string>(JSON.parse(this.store.getValue('knownImages') ?? '[]') as string[]);
+    for (const img of keep) known.add(img);
     const images = await this.ctx.docker.listImages({ filters: { label: ['io.skiff.release'] } });
     for (const img of images) {
       const tags = img.RepoTags ?? [];
-      if (tags.length === 0 || tags.some((t) => keep.has(t))) continue;
-      await this.ctx.docker.getImage(img.Id).remove({ force: false }).catch(() => {}); // in use by something else: leave it
+      if (tags.length === 0 || tags.some((t) => keep.has(t)) || !tags.every((t) => known.has(t))) continue;
+      await this.ctx.docker.getImage(img.Id).remove({ force: false }).catch(() => {}); // still in use: leave it
+      for (const t of tags) known.delete(t);
     }
+    this.store.setValue('knownImages', JSON.stringify([...known]));
   }
 
   private brokenServices(current: CurrentState): string[] {

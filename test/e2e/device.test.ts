@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { runCli, startCli } from '../support/cli.js';
@@ -360,6 +361,17 @@ describe('device: agent, push, logs', function () {
     const r = await runCli(['push', `127.0.0.1:${agent.port}`, '--source', project, '--dockerPort', String(closed), '--detached']);
     assert.equal(r.code, 4, r.stderr);
     assert.match(r.stderr, /the device must expose its engine to build on it\. Run the agent in development mode/);
+  });
+
+  it('survives a restart of the engine: the release runs again and the agent reports it applied', async function () {
+    if (process.getuid?.() !== 0) this.skip(); // restarting dockerd needs root
+    await eventually(async () => (await status(agent.url)).appState === 'applied', 30_000, 'a settled device');
+    execFileSync('pkill', ['-x', 'dockerd']);
+    await eventually(async () => !(await docker.ping().then(() => true).catch(() => false)), 30_000, 'the engine to stop');
+    execFileSync('bash', ['scripts/setup-host.sh'], { stdio: 'ignore' });
+    await eventually(async () => (await fetch(`http://127.0.0.1:${webPort}/`).then((r) => r.text()).catch(() => '')).startsWith('web v'), 60_000, 'the web service after the restart');
+    await eventually(async () => (await status(agent.url)).appState === 'applied', 60_000, 'the agent to report applied again');
+    assert.match(agent.output(), /Lost the engine event stream; reconnecting/);
   });
 
   it('outside development mode every call but /ping needs the API key', async () => {

@@ -39,6 +39,7 @@ export class Agent {
   private failures = 0;
   private lastCurrent?: CurrentState;
   private readonly stopped = new Set<string>();
+  private endBackoff?: () => void;
   /** Bumped on every new target, so a confirmation in progress knows it is stale. */
   private targetVersion = 0;
   /** Steps ran since the last confirmed release: watch it before calling it applied. */
@@ -65,7 +66,7 @@ export class Agent {
 
   /** A fresh look at the engine (the loop's last snapshot can be seconds old). */
   async freshState(): Promise<CurrentState> {
-    this.lastCurrent = await snapshot(this.ctx);
+    this.lastCurrent = await withTimeout(snapshot(this.ctx), 10_000, 'the engine did not answer within 10 s');
     return this.lastCurrent;
   }
 
@@ -92,6 +93,7 @@ export class Agent {
   wake(): void {
     if (this.running) {
       this.again = true;
+      this.endBackoff?.(); // something changed (a new target, the engine is back): retry now
       return;
     }
     this.running = this.loop().finally(() => {
@@ -134,9 +136,10 @@ export class Agent {
       let current: CurrentState;
       let steps: Step[];
       try {
-        current = await snapshot(this.ctx);
+        // An engine that is starting up accepts connections before it answers: never wait forever.
+        current = await withTimeout(snapshot(this.ctx), 20_000, 'the engine did not answer within 20 s');
         this.lastCurrent = current;
-        await this.followLogs(current);
+        this.followLogs(current); // never let a slow log attach hold up the loop
         // A new release whose service keeps crashing never settles: roll back instead of retrying forever.
         const broken = this.unconfirmed ? this.brokenServices(current) : [];
         if (broken.length > 0) {
@@ -158,10 +161,10 @@ export class Agent {
           continue;
         }
         if (this.unconfirmed) await this.confirmRelease();
-        if (this.status !== 'Failed') {
-          this.status = 'Idle';
-          this.lastError = undefined;
-        }
+        // Nothing left to do: whatever failed before (an engine restart, a rolled-back release,
+        // reported in failedRelease) is behind us.
+        this.status = 'Idle';
+        this.lastError = undefined;
         return;
       }
       this.unconfirmed = true;
@@ -232,7 +235,11 @@ export class Agent {
     this.lastError = (err as Error).message;
     this.logs.system(`Failed to apply the target state: ${this.lastError}`, true);
     const delay = Math.min(this.options.maxBackoffMs ?? 30_000, 250 * 2 ** Math.min(this.failures, 10));
-    await sleep(delay, this.abort.signal);
+    await new Promise<void>((resolve) => {
+      this.endBackoff = resolve;
+      void sleep(delay, this.abort.signal).then(resolve);
+    });
+    this.endBackoff = undefined;
   }
 
   /**
@@ -328,12 +335,12 @@ export class Agent {
     this.again = true;
   }
 
-  private async followLogs(current: CurrentState): Promise<void> {
+  private followLogs(current: CurrentState): void {
     const live = new Set<string>();
     for (const c of current.containers) {
       if (c.state !== 'running') continue;
       live.add(c.containerId);
-      await this.logs.follow(this.ctx.docker, c).catch(() => {});
+      void this.logs.follow(this.ctx.docker, c).catch(() => {});
     }
     this.logs.prune(live);
   }
@@ -352,6 +359,15 @@ function normalise(target: TargetState): TargetState {
       };
     }),
   };
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+    timer.unref();
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

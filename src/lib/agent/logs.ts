@@ -48,9 +48,23 @@ export class LogBuffer {
   /** Follows a container's output from now on (once per container id). */
   async follow(docker: Dockerode, container: { containerId: string; serviceName: string; serviceId: number; appId: number; startedAt?: string }): Promise<void> {
     if (this.attached.has(container.containerId)) return;
+    // Claim the container before the first await, so two loop rounds never follow it twice.
+    let stopped = false;
+    this.attached.set(container.containerId, () => { stopped = true; });
     const c = docker.getContainer(container.containerId);
-    const info = await c.inspect();
-    const stream = (await c.logs({ follow: true, stdout: true, stderr: true, timestamps: true, tail: 500, since: container.startedAt ? Math.floor(Date.parse(container.startedAt) / 1000) : Math.floor(Date.now() / 1000) - 1 })) as NodeJS.ReadableStream & { destroy?: () => void };
+    let info: Awaited<ReturnType<typeof c.inspect>>;
+    let stream: NodeJS.ReadableStream & { destroy?: () => void };
+    try {
+      info = await c.inspect();
+      stream = (await c.logs({ follow: true, stdout: true, stderr: true, timestamps: true, tail: 500, since: container.startedAt ? Math.floor(Date.parse(container.startedAt) / 1000) : Math.floor(Date.now() / 1000) - 1 })) as NodeJS.ReadableStream & { destroy?: () => void };
+    } catch (err) {
+      this.attached.delete(container.containerId);
+      throw err;
+    }
+    if (stopped) {
+      stream.destroy?.();
+      return;
+    }
     const emitLines = (isStdErr: boolean) => {
       let partial = '';
       return (chunk: Buffer) => {

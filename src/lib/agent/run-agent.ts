@@ -96,8 +96,10 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
       clearInterval(timer);
       stopEvents();
       agent.stop();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      // Log streams and keep-alive sockets would hold close() open forever: cut them first.
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();
+      await closed;
       if (proxy) await new Promise<void>((resolve) => proxy.close(() => resolve()));
       store.close();
     },
@@ -136,8 +138,10 @@ function watchEngine(agent: Agent, ctx: EngineContext): () => void {
   const connect = async (): Promise<void> => {
     while (!stopped) {
       try {
-        const stream = (await ctx.docker.getEvents({ filters: { type: ['container'], label: [`${LABEL.agent}=${ctx.uuid}`] } })) as NodeJS.ReadableStream & { destroy?: () => void };
+        const stream = (await Promise.race([ctx.docker.getEvents({ filters: { type: ['container'], label: [`${LABEL.agent}=${ctx.uuid}`] } }),
+          new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer')), 10_000).unref())])) as NodeJS.ReadableStream & { destroy?: () => void };
         current = stream;
+        agent.wake(); // connected (again): the engine may have restarted containers meanwhile
         stream.on('data', () => agent.wake());
         await new Promise<void>((resolve) => { stream.on('end', resolve); stream.on('error', resolve); stream.on('close', resolve); });
         if (!stopped) agent.logs.system('Lost the engine event stream; reconnecting', true);
@@ -145,7 +149,6 @@ function watchEngine(agent: Agent, ctx: EngineContext): () => void {
         // engine down: try again shortly
       }
       await new Promise((r) => setTimeout(r, 1000));
-      agent.wake();
     }
   };
   void connect();

@@ -140,7 +140,12 @@ async function waitForRelease(client: DeviceClient, project: ProjectSpec, releas
     // Two pushes at once: the device runs the newer one only, and this push says so.
     const target = await client.json<{ state?: { local?: { apps?: Record<string, { commit?: string }> } } }>('GET', '/v2/local/target-state');
     const now = Object.values(target.state?.local?.apps ?? {})[0]?.commit;
-    if (now !== undefined && now !== commit && last.failedRelease?.commit !== commit) {
+    if (now !== undefined && now !== commit) {
+      // Either our release was rolled back (the target went back to the previous one) or another push replaced it.
+      const again = await client.json<StatusJson>('GET', '/v2/state/status');
+      if (again.failedRelease?.commit === commit) {
+        throw new SkiffError('releaseFailed', `the device could not run release ${commit}: ${again.failedRelease.reason}; it went back to the previous release`, { hint: "see 'skiff logs <device>' for why" });
+      }
       throw new SkiffError('releaseFailed', `release ${commit} was replaced by release ${now}, pushed to the device meanwhile`, { hint: 'the device runs the newer release; push again if yours should win' });
     }
     if (last.failedRelease?.commit === commit) {

@@ -24,7 +24,7 @@ If a build fails, nothing is sent and the device keeps running its current relea
     nocache: Flags.boolean({ char: 'c', description: "Don't use the layer cache." }),
     pull: Flags.boolean({ description: 'Pull base images again.' }),
     'multi-dockerignore': Flags.boolean({ char: 'G', description: 'Each service uses the .dockerignore in its own build context.' }),
-    nolive: Flags.boolean({ description: "Don't watch the project for changes (live updates are not implemented yet: this is always on)." }),
+    nolive: Flags.boolean({ description: "Don't sync changes to the device while streaming logs. (Live updates are not implemented yet, so push never watches files; the flag is accepted for balena compatibility.)" }),
     'noparent-check': Flags.boolean({ description: "Don't fail when the parent folder has a docker-compose.yml but the source has none." }),
     projectName: Flags.string({ char: 'n', description: 'Name prefix for the images (default: the folder name).' }),
     dockerHost: Flags.string({ description: "The device's engine address (default: the device's address)." }),

@@ -30,6 +30,7 @@ function fixture(version: string, extra: Record<string, string> = {}): string {
         '  worker:',
         '    build: ./worker',
         '    volumes: ["counter:/data"]',
+        '    stop_grace_period: 2s',
         '    environment:',
         `      VERSION: "${version}"`,
         '  cfg:',
@@ -95,7 +96,9 @@ describe('device: agent, push, logs', function () {
     const containers = await docker.listContainers({ filters: { label: [`io.skiff.agent=${agent.uuid}`] } });
     assert.equal(containers.length, 3);
     const worker = containers.find((c) => c.Labels['io.balena.service-name'] === 'worker');
-    const env = (await docker.getContainer(worker!.Id).inspect()).Config.Env;
+    const workerInfo = await docker.getContainer(worker!.Id).inspect();
+    assert.equal((workerInfo.Config as { StopTimeout?: number }).StopTimeout, 2, 'stop_grace_period becomes the engine stop timeout');
+    const env = workerInfo.Config.Env;
     assert.ok(env.includes('VERSION=v1'));
     assert.ok(env.includes(`BALENA_DEVICE_UUID=${agent.uuid}`));
     assert.ok(env.includes('BALENA_SERVICE_NAME=worker'));

@@ -199,6 +199,8 @@ export function containerSpec(ctx: EngineContext, app: TargetApp, service: Targe
     ...(c.user ? { User: c.user } : {}),
     ...(c.hostname ? { Hostname: c.hostname } : {}),
     ...(c.stopSignal ? { StopSignal: c.stopSignal } : {}),
+    // The engine's own stop uses this, so a kill honours the service's stop_grace_period.
+    ...(c.stopGracePeriodSeconds !== undefined ? { StopTimeout: Math.ceil(c.stopGracePeriodSeconds) } : {}),
     ...(hc ? { Healthcheck: { Test: hc.test, Interval: ns(hc.intervalSeconds), Timeout: ns(hc.timeoutSeconds), Retries: hc.retries, StartPeriod: ns(hc.startPeriodSeconds) } } : {}),
     HostConfig: {
       Binds: [
@@ -266,7 +268,7 @@ export async function execute(ctx: EngineContext, step: Step, current: CurrentSt
     case 'kill': {
       const c = docker.getContainer(step.container.containerId);
       log(`${step.action === 'kill' ? 'Killing' : 'Stopping'} service '${step.container.serviceName}'`);
-      await c.stop({ t: 10 }).catch((err: { statusCode?: number }) => {
+      await c.stop().catch((err: { statusCode?: number }) => { // the container's StopTimeout (stop_grace_period, else 10 s)
         if (err.statusCode !== 304) throw err; // 304: already stopped
       });
       log(`${step.action === 'kill' ? 'Killed' : 'Stopped'} service '${step.container.serviceName}'`);

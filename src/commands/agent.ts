@@ -63,6 +63,9 @@ State lives in --data-dir (config.json in balenaOS's format, and an SQLite datab
     unsubscribe();
     out.info('Agent stopping (containers keep running)');
     await running.stop();
+    // Everything is closed; if a stray engine connection still holds the event loop, don't hang a
+    // service manager's stop: leave after a moment (the timer itself never keeps the process up).
+    setTimeout(() => process.exit(0), 2000).unref();
     // Under --json the one JSON document was printed at start; the agent runs until stopped.
     return this.jsonEnabled() ? undefined : started;
   }

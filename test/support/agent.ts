@@ -57,7 +57,11 @@ export async function startAgent(options: { dataDir?: string; port?: number; eng
       if (child.exitCode !== null || child.signalCode !== null) return;
       const done = new Promise((r) => child.once('close', r));
       child.kill(signal);
+      // An agent that does not stop within 15 s is a failure of the test, not a hang of the suite.
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
       await done;
+      clearTimeout(timer);
+      if (signal === 'SIGTERM' && child.signalCode === 'SIGKILL') throw new Error(`agent did not stop on SIGTERM: ${out.slice(-2000)}`);
     },
   };
 }

@@ -79,8 +79,9 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     throw new SkiffError('error', `cannot listen on ${options.listenAddress}:${config.listenPort} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { hint: 'pick another --listen-port, or stop what uses it' });
   }
   let proxy: net.Server | undefined;
+  const proxySockets = new Set<net.Socket>();
   if (config.developmentMode && options.enginePort > 0 && ctx.engineSocket) {
-    proxy = await engineProxy(ctx.engineSocket, options.listenAddress, options.enginePort).catch((err: NodeJS.ErrnoException) => {
+    proxy = await engineProxy(ctx.engineSocket, options.listenAddress, options.enginePort, proxySockets).catch((err: NodeJS.ErrnoException) => {
       agent.logs.system(`Engine API not exposed on port ${options.enginePort}: ${err.code ?? err.message}`, true);
       return undefined;
     });
@@ -100,7 +101,11 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();
       await closed;
-      if (proxy) await new Promise<void>((resolve) => proxy.close(() => resolve()));
+      if (proxy) {
+        const proxyClosed = new Promise<void>((resolve) => proxy.close(() => resolve()));
+        for (const socket of proxySockets) socket.destroy();
+        await proxyClosed;
+      }
       store.close();
     },
   };
@@ -117,9 +122,13 @@ async function bridgeGateway(docker: EngineContext['docker']): Promise<string> {
 }
 
 /** A plain TCP proxy from address:port to the engine's unix socket (development mode only). */
-function engineProxy(socket: string, address: string, port: number): Promise<net.Server> {
+function engineProxy(socket: string, address: string, port: number, open: Set<net.Socket>): Promise<net.Server> {
   const server = net.createServer((client) => {
     const upstream = net.connect(socket);
+    open.add(client);
+    open.add(upstream);
+    client.on('close', () => open.delete(client));
+    upstream.on('close', () => open.delete(upstream));
     client.pipe(upstream).pipe(client);
     const close = () => { client.destroy(); upstream.destroy(); };
     client.on('error', close);
@@ -140,6 +149,10 @@ function watchEngine(agent: Agent, ctx: EngineContext): () => void {
       try {
         const stream = (await Promise.race([ctx.docker.getEvents({ filters: { type: ['container'], label: [`${LABEL.agent}=${ctx.uuid}`] } }),
           new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer')), 10_000).unref())])) as NodeJS.ReadableStream & { destroy?: () => void };
+        if (stopped) {
+          stream.destroy?.(); // stopped while connecting: don't leave the stream holding the process
+          return;
+        }
         current = stream;
         agent.wake(); // connected (again): the engine may have restarted containers meanwhile
         stream.on('data', () => agent.wake());

@@ -4,7 +4,7 @@
  * new one does not come up.
  */
 import type { EngineContext } from './engine-state.js';
-import { execute, snapshot, targetFromContainers } from './engine-state.js';
+import { execute, removeAppVolumes, snapshot, targetFromContainers } from './engine-state.js';
 import { LogBuffer } from './logs.js';
 import type { CurrentState, Step, TargetApp, TargetState } from './model.js';
 import { plan, serviceConfigHash } from './plan.js';
@@ -187,7 +187,6 @@ export class Agent {
 
   /** Removes an app's containers and volumes, then installs it again with empty volumes (`POST /v1/purge`). */
   async purgeApp(appId: number): Promise<void> {
-    const { removeAppVolumes } = await import('./engine-state.js');
     const current = await snapshot(this.ctx);
     this.logs.system(`Purging data for app ${appId}`);
     await Promise.all(current.containers.filter((c) => c.appId === appId).map((c) => this.ctx.docker.getContainer(c.containerId).remove({ force: true })));

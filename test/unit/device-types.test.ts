@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { DEVICE_TYPES, archFromDocker, findDeviceType, parseArch, platformString, resolveTarget } from '../../src/lib/device-types/device-types.js';
-import { closest, editDistance } from '../../src/lib/device-types/suggest.js';
+import { closest, editDistance } from '../../src/lib/cli/suggest.js';
 import { SkiffError } from '../../src/lib/cli/errors.js';
 
 describe('device types', () => {

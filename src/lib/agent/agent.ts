@@ -66,7 +66,7 @@ export class Agent {
 
   /** A fresh look at the engine (the loop's last snapshot can be seconds old). */
   async freshState(): Promise<CurrentState> {
-    this.lastCurrent = await withTimeout(snapshot(this.ctx), 10_000, 'the engine did not answer within 10 s');
+    this.lastCurrent = await snapshot(this.ctx, 10_000);
     return this.lastCurrent;
   }
 
@@ -136,8 +136,7 @@ export class Agent {
       let current: CurrentState;
       let steps: Step[];
       try {
-        // An engine that is starting up accepts connections before it answers: never wait forever.
-        current = await withTimeout(snapshot(this.ctx), 20_000, 'the engine did not answer within 20 s');
+        current = await snapshot(this.ctx);
         this.lastCurrent = current;
         this.followLogs(current); // never let a slow log attach hold up the loop
         // A new release whose service keeps crashing never settles: roll back instead of retrying forever.
@@ -358,15 +357,6 @@ function normalise(target: TargetState): TargetState {
       };
     }),
   };
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-    timer.unref();
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -56,7 +56,7 @@ function containerStatus(state: string): string {
   return state === 'running' ? 'Running' : state === 'exited' ? 'Exited' : state === 'created' ? 'Installed' : state.charAt(0).toUpperCase() + state.slice(1);
 }
 
-export function routes(opts: ApiOptions): Record<string, Handler> {
+function routes(opts: ApiOptions): Record<string, Handler> {
   const { agent } = opts;
   return {
     'GET /ping': () => ({ text: 'OK' }),
@@ -153,8 +153,15 @@ export function routes(opts: ApiOptions): Record<string, Handler> {
 
 const SERVICE_ACTION = /^\/v2\/applications\/(\d+)\/(restart-service|stop-service|start-service)$/;
 
-/** Runs one request through the router (no socket): used by the server and by tests. */
-export async function handle(opts: ApiOptions, method: string, url: string, headers: http.IncomingHttpHeaders, body: unknown): Promise<Reply & { status?: number }> {
+export type RequestHandler = (method: string, url: string, headers: http.IncomingHttpHeaders, body: unknown) => Promise<Reply & { status?: number }>;
+
+/** The router, built once: runs one request without a socket (the server uses it; so can tests). */
+export function createHandler(opts: ApiOptions): RequestHandler {
+  const table = routes(opts);
+  return (method, url, headers, body) => handle(opts, table, method, url, headers, body);
+}
+
+async function handle(opts: ApiOptions, table: Record<string, Handler>, method: string, url: string, headers: http.IncomingHttpHeaders, body: unknown): Promise<Reply & { status?: number }> {
   const u = new URL(url, 'http://device');
   const req: Request = { method, path: u.pathname.replace(/\/+$/, '') || '/', query: u.searchParams, headers, body };
   try {
@@ -167,7 +174,7 @@ export async function handle(opts: ApiOptions, method: string, url: string, head
       if (!found) throw new HttpError(404, `service '${service}' not found`);
       return { text: 'OK' };
     }
-    const handler = routes(opts)[`${method} ${req.path}`];
+    const handler = table[`${method} ${req.path}`];
     if (!handler) throw new HttpError(404, `${method} ${req.path} not found`);
     return await handler(req);
   } catch (err) {
@@ -178,6 +185,7 @@ export async function handle(opts: ApiOptions, method: string, url: string, head
 
 /** Starts the HTTP server. */
 export function serve(opts: ApiOptions, address: string): Promise<http.Server> {
+  const handle = createHandler(opts);
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -192,7 +200,7 @@ export function serve(opts: ApiOptions, address: string): Promise<http.Server> {
           return;
         }
       }
-      void handle(opts, req.method ?? 'GET', req.url ?? '/', req.headers, body).then((reply) => {
+      void handle(req.method ?? 'GET', req.url ?? '/', req.headers, body).then((reply) => {
         if ('stream' in reply) return reply.stream(res);
         const status = reply.status ?? 200;
         if (reply.json !== undefined) res.writeHead(status, { 'Content-Type': 'application/json' }).end(JSON.stringify(reply.json));

@@ -2,7 +2,7 @@
  * What the agent reads from and does to the engine: the snapshot (current state) and the executors
  * of plan steps. All I/O of the reconciliation loop lives here; plan.ts stays pure.
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type Dockerode from 'dockerode';
 import type { CurrentContainer, CurrentState, Step, TargetApp, TargetService } from './model.js';
@@ -42,7 +42,20 @@ const short = (uuid: string) => uuid.slice(0, 7);
 export const volumeName = (ctx: EngineContext, appId: number, name: string) => `${short(ctx.uuid)}_${appId}_${name}`;
 export const networkName = (ctx: EngineContext, appId: number, name: string) => `${short(ctx.uuid)}_${appId}_${name}`;
 
-export async function snapshot(ctx: EngineContext): Promise<CurrentState> {
+/**
+ * What the engine runs for this agent. An engine that is starting up accepts connections before
+ * it answers, so a snapshot gives up after `timeoutMs` instead of holding its caller forever.
+ */
+export async function snapshot(ctx: EngineContext, timeoutMs = 20_000): Promise<CurrentState> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the engine did not answer within ${timeoutMs / 1000} s`)), timeoutMs);
+    timer.unref();
+  });
+  return Promise.race([readState(ctx), timeout]).finally(() => clearTimeout(timer));
+}
+
+async function readState(ctx: EngineContext): Promise<CurrentState> {
   const [containers, images, volumes, networks] = await Promise.all([
     ctx.docker.listContainers({ all: true, filters: { label: [`${LABEL.agent}=${ctx.uuid}`] } }),
     ctx.docker.listImages(),
@@ -83,7 +96,6 @@ export async function snapshot(ctx: EngineContext): Promise<CurrentState> {
   };
   const locked = new Set<number>();
   if (existsSync(ctx.locksDir)) {
-    const { readdirSync } = await import('node:fs');
     for (const app of readdirSync(ctx.locksDir)) {
       const appDir = path.join(ctx.locksDir, app);
       for (const svc of readdirSync(appDir)) {
@@ -135,13 +147,12 @@ function portBindings(ports: string[]): { exposed: Record<string, object>; bindi
     const host = parts.pop();
     const ip = parts.pop();
     const [cFrom, cTo = cFrom] = container.split('-').map(Number);
-    const [hFrom, hTo] = host ? host.split('-').map(Number) : [undefined, undefined];
+    const hFrom = host ? Number(host.split('-')[0]) : undefined;
     for (let i = 0; cFrom !== undefined && cTo !== undefined && cFrom + i <= cTo; i++) {
       const key = `${cFrom + i}/${proto}`;
       exposed[key] = {};
       if (hFrom !== undefined) {
-        const hp = hTo !== undefined ? hFrom + i : hFrom + i;
-        (bindings[key] ??= []).push({ ...(ip ? { HostIp: ip.replace(/^\[|\]$/g, '') } : {}), HostPort: String(hp) });
+        (bindings[key] ??= []).push({ ...(ip ? { HostIp: ip.replace(/^\[|\]$/g, '') } : {}), HostPort: String(hFrom + i) });
       }
     }
   }
@@ -212,7 +223,6 @@ export function containerSpec(ctx: EngineContext, app: TargetApp, service: Targe
         `${lockDir}:/tmp/resin`,
         ...features.binds,
       ],
-      ...(c.volumes.some((v) => !v.includes(':')) ? {} : {}),
       Tmpfs: Object.fromEntries(c.tmpfs.map((t) => [t, ''])),
       PortBindings: bindings,
       RestartPolicy: { Name: restart[0] ?? 'always', ...(restart[1] ? { MaximumRetryCount: Number(restart[1]) } : {}) },

@@ -69,7 +69,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     engineSocket: engine.address.startsWith('unix://') ? engine.address.slice('unix://'.length) : '/var/run/docker.sock',
   };
   const agent = new Agent(ctx, store, { rollbackGraceMs: options.rollbackGraceMs });
-  if (store.recreated) agent.logs.system('Agent state was missing or unreadable; recovered from the engine');
+  if (store.recreated) agent.logs.system('The agent database was corrupt: started a new one (the old file is kept as agent.sqlite.corrupt-*)', true);
   agent.logs.system(`Agent starting (device ${config.uuid.slice(0, 7)}, ${target.deviceType.slug}, ${target.arch})`);
   let server: http.Server;
   try {

@@ -1,10 +1,11 @@
 /**
- * The agent's durable state in SQLite: device identity, the target state (as posted), and a log
- * of applied releases. Every write is one transaction, so a `kill -9` leaves either the old or the
- * new row, never half of one. A missing or corrupt database is recreated empty; the engine's
- * container labels are the source of truth for what runs, so nothing running is touched.
+ * The agent's durable state in SQLite: the target state (as posted), a few values (the previous
+ * target, the applied commit, the images it ran) and a log of applied releases. Every write is one
+ * transaction, so a `kill -9` leaves either the old or the new row, never half of one. A corrupt
+ * database is set aside and a new one started; the engine's container labels are the source of
+ * truth for what runs, so nothing running is touched.
  */
-import { existsSync, mkdirSync, renameSync } from 'node:fs';
+import { mkdirSync, renameSync } from 'node:fs';
 import path from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
 
@@ -20,8 +21,7 @@ export interface AgentStore {
   getValue(key: string): string | undefined;
   setValue(key: string, value: string): void;
   recordApplied(commit: string, status: 'applied' | 'rolled-back' | 'failed', detail: string): void;
-  history(limit: number): Array<{ commit: string; status: string; detail: string; at: string }>;
-  /** True when the database had to be recreated on open (it was missing or corrupt). */
+  /** True when the database was corrupt and had to be recreated (the broken file is kept aside). */
   readonly recreated: boolean;
   close(): void;
 }
@@ -41,8 +41,7 @@ export async function openStore(dataDir: string): Promise<AgentStore> {
   }
   mkdirSync(dataDir, { recursive: true });
   const file = path.join(dataDir, 'agent.sqlite');
-  const existed = existsSync(file);
-  let recreated = !existed;
+  let recreated = false;
   let db: BetterSqlite3.Database;
   try {
     db = new Database(file);
@@ -69,7 +68,6 @@ export async function openStore(dataDir: string): Promise<AgentStore> {
   const getTarget = db.prepare<[], { json: string; updated_at: string }>('SELECT json, updated_at FROM target WHERE id = 1');
   const putTarget = db.prepare('INSERT INTO target (id, json, updated_at) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at');
   const addApplied = db.prepare('INSERT INTO applied (commit_id, status, detail, at) VALUES (?, ?, ?, ?)');
-  const listApplied = db.prepare<[number], { commit_id: string; status: string; detail: string; at: string }>('SELECT commit_id, status, detail, at FROM applied ORDER BY id DESC LIMIT ?');
   return {
     recreated,
     getTarget() {
@@ -87,9 +85,6 @@ export async function openStore(dataDir: string): Promise<AgentStore> {
     },
     recordApplied(commit, status, detail) {
       addApplied.run(commit, status, detail, new Date().toISOString());
-    },
-    history(limit) {
-      return listApplied.all(limit).map((r) => ({ commit: r.commit_id, status: r.status, detail: r.detail, at: r.at }));
     },
     close() {
       db.close();

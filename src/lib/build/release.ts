@@ -325,22 +325,19 @@ function checkEmulation(prepared: PreparedService[], options: ReleaseBuildOption
 
 async function checkBaseImages(prepared: PreparedService[], options: ReleaseBuildOptions, platform: string): Promise<void> {
   if (options.pull) return; // the engine pulls every base itself
-  const seen = new Map<string, Promise<unknown>>();
-  const checks: Array<Promise<unknown>> = [];
+  const checks = new Map<string, Promise<unknown>>();
   for (const p of prepared) {
     for (const base of p.facts?.baseImages ?? []) {
       const key = `${base.image}@${base.platform ?? platform}`;
-      if (seen.has(key)) continue;
-      const check = ensureImage(options.engine, base.image, base.platform ?? platform, {
+      if (checks.has(key)) continue;
+      checks.set(key, ensureImage(options.engine, base.image, base.platform ?? platform, {
         service: p.spec.name,
         where: p.dockerfile ? `${path.relative(options.project.dir, path.join(p.spec.build?.context ?? '', p.dockerfile.pathRel))}:${base.line}` : undefined,
         signal: options.signal,
-      });
-      seen.set(key, check);
-      checks.push(check);
+      }));
     }
   }
-  const settled = await Promise.allSettled(checks);
+  const settled = await Promise.allSettled(checks.values());
   const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
   if (failed) throw failed.reason;
 }

@@ -3,7 +3,7 @@
  * Slugs are balena's, so `--deviceType raspberrypi4-64` means the same in both tools.
  */
 import { SkiffError } from '../cli/errors.js';
-import { closest } from './suggest.js';
+import { closest } from '../cli/suggest.js';
 
 /** balena's architecture names. */
 export type Arch = 'rpi' | 'armv7hf' | 'aarch64' | 'amd64' | 'i386';

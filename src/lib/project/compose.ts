@@ -8,7 +8,11 @@ import path from 'node:path';
 import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, visit } from 'yaml';
 import type { Document, Pair, YAMLMap } from 'yaml';
 import { SkiffError } from '../cli/errors.js';
+import { closest as closestName } from '../cli/suggest.js';
 import type { BuildSpec, ProjectWarning, ServiceSpec } from './types.js';
+
+/** Did-you-mean for compose keys: only near misses (two edits at most). */
+const closest = (word: string, candidates: readonly string[]) => closestName(word, candidates, 2);
 
 /** What {@link parseCompose} returns; the caller adds the project name and folder. */
 export interface ComposeParseResult {
@@ -317,30 +321,6 @@ function topLevelMap(root: Record<string, unknown>, key: 'volumes' | 'networks',
     result[name] = value ?? {};
   }
   return result;
-}
-
-/** Levenshtein distance, for "did you mean" on typos. */
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      cur[j] = Math.min((prev[j] ?? 0) + 1, (cur[j - 1] ?? 0) + 1, (prev[j - 1] ?? 0) + cost);
-    }
-    prev = cur;
-  }
-  return prev[b.length] ?? 0;
-}
-
-function closest(word: string, candidates: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestDistance = 3;
-  for (const c of candidates) {
-    const d = editDistance(word, c);
-    if (d < bestDistance) [best, bestDistance] = [c, d];
-  }
-  return best;
 }
 
 // ---------------------------------------------------------------------------------------------

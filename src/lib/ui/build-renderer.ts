@@ -92,11 +92,8 @@ export class BuildRenderer {
 
   /** With logs shown, status is a line; with logs hidden on a TTY, a spinner counts what is left. */
   private status(line: string): void {
-    if (this.options.showLogs || !this.out.terminal.stderrIsTTY) {
-      this.out.info(line);
-      return;
-    }
     this.out.info(line);
+    if (this.options.showLogs || !this.out.terminal.stderrIsTTY) return;
     const text = this.running.size > 0 ? `Building ${[...this.running].join(', ')} (${this.done} done)` : '';
     if (!text) return this.stop();
     if (this.spinner) this.spinner.update(text);

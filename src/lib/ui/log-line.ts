@@ -1,8 +1,7 @@
 /** One device log line for people: time, a coloured `[service]` (or `[system]`) prefix, the message. */
 import type { ChalkInstance } from 'chalk';
 import type { DeviceLogEntry } from '../device/logs.js';
-
-const COLOURS = ['cyan', 'magenta', 'green', 'yellow', 'blue', 'redBright'] as const;
+import { SERVICE_COLOURS as COLOURS } from './prefix.js';
 
 export function logLineFormatter(chalk: ChalkInstance): (e: DeviceLogEntry) => string {
   const colours = new Map<string, (typeof COLOURS)[number]>();

@@ -15,8 +15,11 @@ export function editDistance(a: string, b: string): number {
   return prev[b.length] ?? 0;
 }
 
-/** The candidate closest to `input`, if it is close enough to be a likely typo. */
-export function closest(input: string, candidates: readonly string[]): string | undefined {
+/**
+ * The candidate closest to `input`, if it is close enough to be a likely typo: within
+ * `maxDistance` edits (default: 2, or a third of the input's length for long names).
+ */
+export function closest(input: string, candidates: readonly string[], maxDistance?: number): string | undefined {
   const needle = input.toLowerCase();
   let best: string | undefined;
   let bestScore = Number.POSITIVE_INFINITY;
@@ -27,6 +30,6 @@ export function closest(input: string, candidates: readonly string[]): string | 
       bestScore = d;
     }
   }
-  const limit = Math.max(2, Math.floor(needle.length / 3));
+  const limit = maxDistance ?? Math.max(2, Math.floor(needle.length / 3));
   return bestScore <= limit ? best : undefined;
 }

@@ -7,10 +7,23 @@ const file = 'oclif.manifest.json';
 const committed = readFileSync(file, 'utf8');
 execFileSync('npx', ['oclif', 'manifest'], { stdio: ['ignore', 'ignore', 'inherit'] });
 const fresh = readFileSync(file, 'utf8');
-const normalise = (text) => JSON.stringify(JSON.parse(text).commands);
+// Key order is not meaningful (it follows the file system's directory order, which differs between
+// machines), so compare with keys sorted at every level.
+const sorted = (value) => {
+  if (Array.isArray(value)) return value.map(sorted);
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.keys(value).sort().map((key) => [key, sorted(value[key])]));
+  }
+  return value;
+};
+const normalise = (text) => JSON.stringify(sorted(JSON.parse(text).commands));
 if (normalise(committed) !== normalise(fresh)) {
   writeFileSync(file, committed);
-  console.error(`${file} is stale: run 'npm run prepare-cli' and commit ${file}.`);
+  const before = JSON.parse(committed).commands;
+  const after = JSON.parse(fresh).commands;
+  const ids = [...new Set([...Object.keys(before), ...Object.keys(after)])];
+  const changed = ids.filter((id) => JSON.stringify(sorted(before[id])) !== JSON.stringify(sorted(after[id])));
+  console.error(`${file} is stale (${changed.join(', ')}): run 'npm run prepare-cli' and commit ${file}.`);
   process.exit(1);
 }
 writeFileSync(file, committed);

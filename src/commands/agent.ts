@@ -23,7 +23,7 @@ State lives in --data-dir (config.json in balenaOS's format, and an SQLite datab
     'DOCKER_HOST=unix:///var/run/balena-engine.sock <%= config.bin %> agent --no-development-mode',
   ];
   static override flags = {
-    'data-dir': Flags.string({ description: 'Folder for config.json and the agent database.', default: process.env.SKIFF_AGENT_DATA ?? '/var/lib/skiff-agent' }),
+    'data-dir': Flags.string({ description: 'Folder for config.json and the agent database.', env: 'SKIFF_AGENT_DATA', default: '/var/lib/skiff-agent' }),
     config: Flags.string({ description: 'config.json to use (default: <data-dir>/config.json).' }),
     'listen-address': Flags.string({ description: 'Address for the device API (and the engine API in development mode).', default: '0.0.0.0' }),
     'listen-port': Flags.integer({ description: 'Port for the device API (default: config.json listenPort, else 48484).', min: 1, max: 65535 }),

@@ -16,6 +16,8 @@ export default class AgentCommand extends SkiffCommand<AgentStarted | undefined>
 
 In development mode (the default for a new device) the API is open and the engine's API is also served on port 2375, like a balenaOS development image. Otherwise every call but /ping needs the device API key from config.json (Authorization: Bearer <key>, or ?apikey=).
 
+The agent advertises itself over mDNS (service _skiff._tcp, on the interfaces the device API listens on) so 'skiff scan' finds it; --no-advertise turns that off.
+
 State lives in --data-dir (config.json in balenaOS's format, and an SQLite database). The agent can be killed at any moment: started again, it carries on from what the engine runs.`;
   static override examples = [
     '<%= config.bin %> agent',
@@ -31,6 +33,7 @@ State lives in --data-dir (config.json in balenaOS's format, and an SQLite datab
     'device-type': Flags.string({ description: 'Device type to report (default: config.json deviceType, else from the engine\'s architecture).' }),
     'development-mode': Flags.boolean({ description: 'Open local-mode API and engine API (default for a new device).', allowNo: true }),
     'rollback-grace': Flags.integer({ description: 'Seconds a new release must stay up before it counts as applied.', default: 10, min: 0 }),
+    advertise: Flags.boolean({ description: "Answer mDNS queries so 'skiff scan' finds this device on the LAN.", allowNo: true, default: true }),
     ...engineFlags,
   };
 
@@ -47,6 +50,7 @@ State lives in --data-dir (config.json in balenaOS's format, and an SQLite datab
       deviceType: flags['device-type'],
       developmentMode: flags['development-mode'],
       rollbackGraceMs: flags['rollback-grace'] * 1000,
+      advertise: flags.advertise,
       engine: { docker: flags.docker, dockerHost: flags.dockerHost, dockerPort: flags.dockerPort, ca: flags.ca, cert: flags.cert, key: flags.key },
     });
     const { config } = running;

@@ -29,22 +29,38 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startAgent(options: { dataDir?: string; port?: number; enginePort?: number; args?: string[] } = {}): Promise<TestAgent> {
+export interface StartAgentOptions {
+  dataDir?: string;
+  port?: number;
+  enginePort?: number;
+  args?: string[];
+  /** Default 127.0.0.1. */
+  listenAddress?: string;
+  /**
+   * A command to run the agent under, e.g. ['ip', 'netns', 'exec', 'ns1']. This process may not
+   * reach the agent then, so readiness is the agent saying it serves the API, not a ping.
+   */
+  wrap?: string[];
+}
+
+export async function startAgent(options: StartAgentOptions = {}): Promise<TestAgent> {
   const dataDir = options.dataDir ?? mkdtempSync(path.join(os.tmpdir(), 'skiff-agent-'));
   const port = options.port ?? (await freePort());
   const enginePort = options.enginePort ?? (await freePort());
-  const child = spawn(process.execPath, [BIN, 'agent', '--data-dir', dataDir, '--listen-address', '127.0.0.1', '--listen-port', String(port), '--engine-port', String(enginePort), '--rollback-grace', '2', ...(options.args ?? [])], {
+  const listenAddress = options.listenAddress ?? '127.0.0.1';
+  const [command, ...prefix] = [...(options.wrap ?? []), process.execPath];
+  const child = spawn(command!, [...prefix, BIN, 'agent', '--data-dir', dataDir, '--listen-address', listenAddress, '--listen-port', String(port), '--engine-port', String(enginePort), '--rollback-grace', '2', ...(options.args ?? [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, NO_COLOR: '1' },
   });
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://${listenAddress === '0.0.0.0' ? '127.0.0.1' : listenAddress}:${port}`;
   const deadline = Date.now() + 15_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`agent exited: ${out}`);
-    const ok = await fetch(`${url}/ping`).then((r) => r.ok).catch(() => false);
+    const ok = options.wrap ? /serving the device API/.test(out) : await fetch(`${url}/ping`).then((r) => r.ok).catch(() => false);
     if (ok) break;
     if (Date.now() > deadline) throw new Error(`agent did not answer: ${out}`);
     await new Promise((r) => setTimeout(r, 100));

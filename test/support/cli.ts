@@ -13,8 +13,16 @@ export interface CliResult {
   stderr: string;
 }
 
-export function startCli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; stdin?: 'ignore' | 'pipe' } = {}): { child: ChildProcess; done: Promise<CliResult> } {
-  const child = spawn(process.execPath, [BIN, ...args], {
+export interface CliOptions {
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  /** A command to run the CLI under, e.g. ['ip', 'netns', 'exec', 'ns1']. */
+  wrap?: string[];
+}
+
+export function startCli(args: string[], options: CliOptions & { stdin?: 'ignore' | 'pipe' } = {}): { child: ChildProcess; done: Promise<CliResult> } {
+  const [command, ...prefix] = [...(options.wrap ?? []), process.execPath];
+  const child = spawn(command!, [...prefix, BIN, ...args], {
     cwd: options.cwd ?? ROOT,
     env: { ...process.env, NO_COLOR: '1', CI: '', ...options.env },
     stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'],
@@ -27,6 +35,6 @@ export function startCli(args: string[], options: { cwd?: string; env?: NodeJS.P
   return { child, done };
 }
 
-export function runCli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
+export function runCli(args: string[], options: CliOptions = {}): Promise<CliResult> {
   return startCli(args, options).done;
 }

@@ -9,11 +9,12 @@ import { resolveTarget } from '../device-types/device-types.js';
 import { connectEngine, type EngineFlags } from '../docker/engine.js';
 import { SkiffError } from '../cli/errors.js';
 import { Agent } from './agent.js';
-import { serve } from './api.js';
+import { AGENT_VERSION, serve } from './api.js';
 import { ConfigError, loadDeviceConfig, type DeviceConfig } from './config.js';
 import type { EngineContext } from './engine-state.js';
 import { LABEL } from './engine-state.js';
 import { openStore } from './store.js';
+import { advertiseAgent } from '../discovery/advertise.js';
 
 export interface RunAgentOptions {
   dataDir: string;
@@ -26,6 +27,8 @@ export interface RunAgentOptions {
   developmentMode?: boolean;
   engine: EngineFlags;
   rollbackGraceMs?: number;
+  /** Answer mDNS queries so 'skiff scan' finds the device (default true). */
+  advertise?: boolean;
 }
 
 export interface RunningAgent {
@@ -86,6 +89,11 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
       return undefined;
     });
   }
+  const advertiser = options.advertise === false ? undefined : await advertiseAgent({
+    uuid: config.uuid, deviceType: target.deviceType.slug, arch: target.arch, version: AGENT_VERSION, apiPort: config.listenPort, name: ctx.deviceName,
+    interfaces: ['0.0.0.0', '::'].includes(options.listenAddress) ? undefined : [options.listenAddress], // advertise where the API listens
+    onWarning: (message) => agent.logs.system(message, true),
+  });
   const stopEvents = watchEngine(agent, ctx);
   const timer = setInterval(() => agent.wake(), 10_000); // catches what events missed (e.g. an engine restart)
   agent.wake();
@@ -94,6 +102,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     config,
     apiUrl: `http://${options.listenAddress === '0.0.0.0' ? '127.0.0.1' : options.listenAddress}:${config.listenPort}`,
     async stop() {
+      await advertiser?.stop();
       clearInterval(timer);
       stopEvents();
       agent.stop();

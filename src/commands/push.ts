@@ -1,7 +1,7 @@
 import process from 'node:process';
 import { Args, Flags } from '@oclif/core';
 import { SkiffCommand } from '../lib/cli/base-command.js';
-import type { PushResult } from '../lib/device/push.js';
+import type { PushResult, PushSession } from '../lib/device/push.js';
 
 export default class Push extends SkiffCommand<PushResult> {
   static override summary = 'Build a project on a device and run it there, then show its logs.';
@@ -24,7 +24,7 @@ If a build fails, nothing is sent and the device keeps running its current relea
     nocache: Flags.boolean({ char: 'c', description: "Don't use the layer cache." }),
     pull: Flags.boolean({ description: 'Pull base images again.' }),
     'multi-dockerignore': Flags.boolean({ char: 'G', description: 'Each service uses the .dockerignore in its own build context.' }),
-    nolive: Flags.boolean({ description: "Don't sync changes to the device while streaming logs. (Live updates are not implemented yet, so push never watches files; the flag is accepted for balena compatibility.)" }),
+    nolive: Flags.boolean({ description: "Don't watch the project for changes while streaming logs (live updates: a saved file is synced into its service's container, which restarts; a change a RUN step or the Dockerfile depends on rebuilds that service alone)." }),
     'noparent-check': Flags.boolean({ description: "Don't fail when the parent folder has a docker-compose.yml but the source has none." }),
     projectName: Flags.string({ char: 'n', description: 'Name prefix for the images (default: the folder name).' }),
     dockerHost: Flags.string({ description: "The device's engine address (default: the device's address)." }),
@@ -34,14 +34,16 @@ If a build fails, nothing is sent and the device keeps running its current relea
   async run(): Promise<PushResult> {
     const { args, flags } = await this.parse(Push);
     const out = await this.output();
-    const [{ push }, { BuildRenderer }, { table }] = await Promise.all([import('../lib/device/push.js'), import('../lib/ui/build-renderer.js'), import('../lib/ui/format.js')]);
-    const renderer = new BuildRenderer(out, { showLogs: !this.jsonEnabled() });
+    const [{ openPushSession, deploy }, { BuildRenderer }, { table }] = await Promise.all([import('../lib/device/push.js'), import('../lib/ui/build-renderer.js'), import('../lib/ui/format.js')]);
+    // Build output goes to the current renderer: the push's, then one for live rebuilds.
+    let renderer = new BuildRenderer(out, { showLogs: !this.jsonEnabled() });
     const controller = new AbortController();
     const onSignal = () => controller.abort();
     process.once('SIGINT', onSignal);
     let result: PushResult;
+    let session: PushSession;
     try {
-      result = await push({
+      session = await openPushSession({
         device: args.device,
         source: flags.source,
         env: flags.env,
@@ -62,6 +64,7 @@ If a build fails, nothing is sent and the device keeps running its current relea
           }
         },
       });
+      result = await deploy(session);
     } finally {
       renderer.stop();
       process.off('SIGINT', onSignal);
@@ -69,20 +72,35 @@ If a build fails, nothing is sent and the device keeps running its current relea
     out.result(table(['SERVICE', 'IMAGE', 'STATUS'], result.services.map((s) => [s.service, s.image, s.status]), (h) => out.chalk.bold(h)));
     out.info(out.chalk.green(`Release ${result.commit} runs on ${result.device} (${result.deviceType}).`));
     if (!flags.detached && !this.jsonEnabled()) {
-      const [{ DeviceClient, parseDeviceAddress }, { streamLogs }, { logLineFormatter }] = await Promise.all([
-        import('../lib/device/client.js'), import('../lib/device/logs.js'), import('../lib/ui/log-line.js'),
+      const [{ DeviceClient, parseDeviceAddress }, { streamLogs }, { logLineFormatter }, { watchAndUpdate }] = await Promise.all([
+        import('../lib/device/client.js'), import('../lib/device/logs.js'), import('../lib/ui/log-line.js'), import('../lib/device/live.js'),
       ]);
-      out.info(out.chalk.dim('Streaming device logs (Ctrl-C to stop; the release keeps running)...'));
+      const live = !flags.nolive;
+      out.info(out.chalk.dim(`Streaming device logs${live ? ' and watching for changes' : ''} (Ctrl-C to stop; the release keeps running)...`));
       const format = logLineFormatter(out.chalk);
-      const logs = new AbortController();
-      const stop = () => logs.abort();
+      const stopped = new AbortController();
+      const stop = () => stopped.abort();
       process.once('SIGINT', stop);
-      await streamLogs(new DeviceClient(parseDeviceAddress(args.device)), {
-        follow: true, services: flags.service, system: flags.system, signal: logs.signal,
-        onEntry: (e) => process.stdout.write(`${format(e)}\n`),
-        onReconnect: (n, reason) => out.info(out.chalk.yellow(`Log stream dropped (${reason}); reconnecting (attempt ${n})...`)),
-      });
+      process.once('SIGTERM', stop);
+      renderer = new BuildRenderer(out, { showLogs: true });
+      await Promise.all([
+        streamLogs(new DeviceClient(parseDeviceAddress(args.device)), {
+          follow: true, services: flags.service, system: flags.system, signal: stopped.signal,
+          onEntry: (e) => process.stdout.write(`${format(e)}\n`),
+          onReconnect: (n, reason) => out.info(out.chalk.yellow(`Log stream dropped (${reason}); reconnecting (attempt ${n})...`)),
+        }),
+        live && watchAndUpdate(session, {
+          signal: stopped.signal,
+          onEvent: (e) => {
+            if (e.kind === 'live') out.info(`${out.chalk.cyan('[Live]')} ${e.message}`);
+            else if (e.kind === 'live-error') out.info(`${out.chalk.cyan('[Live]')} ${out.chalk.red(e.message)}`);
+            else out.info(`${out.chalk.cyan('[Live]')} ${out.chalk.dim(`done in ${e.seconds.toFixed(2)} s`)}`);
+          },
+        }),
+      ]);
+      renderer.stop();
       process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
     }
     return result;
   }

@@ -46,20 +46,28 @@ export class DeviceClient {
     return { ...(this.apiKey ? { Authorization: `Bearer ${this.apiKey}` } : {}), ...(json ? { 'Content-Type': 'application/json' } : {}) };
   }
 
+  /**
+   * `timeoutMs` bounds the wait for the response's headers only: a log stream's body may last for
+   * hours. (fetch's own signal would also cut the body off.)
+   */
   async request(method: string, path: string, body?: unknown, timeoutMs = 10_000): Promise<Response> {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), timeoutMs);
     try {
       return await fetch(`${this.address.url}${path}`, {
         method,
         headers: this.headers(body !== undefined),
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-        signal: AbortSignal.timeout(timeoutMs),
+        signal: controller.signal,
       });
     } catch (err) {
       const cause = (err as { cause?: { code?: string } }).cause;
-      const reason = (err as Error).name === 'TimeoutError' ? `no answer within ${timeoutMs / 1000} s` : cause?.code ?? (err as Error).message;
+      const reason = controller.signal.aborted ? `no answer within ${timeoutMs / 1000} s` : cause?.code ?? (err as Error).message;
       throw new SkiffError('deviceUnreachable', `cannot reach the device at ${this.address.host}:${this.address.port} (${reason})`, {
         hint: 'check the address, that the device is on, and that its agent (skiff agent) or supervisor runs',
       });
+    } finally {
+      clearTimeout(timer);
     }
   }
 

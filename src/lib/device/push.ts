@@ -4,12 +4,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { SkiffError } from '../cli/errors.js';
-import { resolveTarget } from '../device-types/device-types.js';
-import { connectEngine } from '../docker/engine.js';
+import { resolveTarget, type BuildTarget } from '../device-types/device-types.js';
+import { connectEngine, type Engine } from '../docker/engine.js';
 import { buildRelease, type BuildEvent, type ReleaseManifest } from '../build/release.js';
 import { loadProject } from '../project/project.js';
 import type { ProjectSpec } from '../project/types.js';
-import { DeviceClient, parseDeviceAddress } from './client.js';
+import { DeviceClient, parseDeviceAddress, type DeviceInfo } from './client.js';
 
 export interface PushOptions {
   device: string;
@@ -91,7 +91,23 @@ export function localTargetState(deviceName: string, project: ProjectSpec, relea
   };
 }
 
-export async function push(options: PushOptions): Promise<PushResult> {
+/** A device the project is pushed to: what a push, and the live updates after it, work with. */
+export interface PushSession {
+  options: PushOptions;
+  project: ProjectSpec;
+  client: DeviceClient;
+  engine: Engine;
+  info: DeviceInfo;
+  target: BuildTarget;
+  env: Record<string, Record<string, string>>;
+  deviceName: string;
+  /** The release the device runs (set after the first deploy). */
+  release?: ReleaseManifest;
+  commit?: string;
+}
+
+/** Checks the project and the device, and connects to the device's engine. */
+export async function openPushSession(options: PushOptions): Promise<PushSession> {
   const emit = options.onEvent ?? (() => {});
   const project = await loadProject(options.source, { projectName: options.projectName?.toLowerCase(), noParentCheck: options.noParentCheck });
   for (const w of project.warnings) emit({ kind: 'warning', message: w.where ? `${w.where}: ${w.message}` : w.message });
@@ -110,18 +126,39 @@ export async function push(options: PushOptions): Promise<PushResult> {
     }
     throw err;
   }
-  // Each push gets its own image tag, so the release it replaces keeps its images to roll back to.
-  const commit = randomBytes(6).toString('hex');
-  const release = await buildRelease({
-    project, target, engine, tag: commit, nocache: options.nocache, pull: options.pull, multiDockerignore: options.multiDockerignore,
-    signal: options.signal, onEvent: options.onEvent, labels: { 'io.skiff.release': commit },
-  });
   const current = await client.json<{ state?: { local?: { name?: string } } }>('GET', '/v2/local/target-state');
-  const state = localTargetState(current.state?.local?.name ?? address.host, project, release, commit, env);
+  return { options, project, client, engine, info, target, env, deviceName: current.state?.local?.name ?? address.host };
+}
+
+/**
+ * Builds `services` (default: all) on the device's engine and makes the device run them, the
+ * other services staying on the images they run. Each deploy gets its own image tag and commit,
+ * so the release it replaces keeps its images to roll back to.
+ */
+export async function deploy(session: PushSession, services?: string[], signal = session.options.signal): Promise<PushResult> {
+  const { options, project, client } = session;
+  const emit = options.onEvent ?? (() => {});
+  const commit = randomBytes(6).toString('hex');
+  const only = services ? { ...project, services: project.services.filter((s) => services.includes(s.name)) } : project;
+  const built = await buildRelease({
+    project: only, target: session.target, engine: session.engine, tag: commit, nocache: options.nocache, pull: options.pull, multiDockerignore: options.multiDockerignore,
+    signal, onEvent: options.onEvent, labels: { 'io.skiff.release': commit },
+  });
+  const previous = session.release;
+  const release: ReleaseManifest = previous && services
+    ? { ...built, services: project.services.map((s) => built.services.find((b) => b.service === s.name) ?? previous.services.find((p) => p.service === s.name)).filter((s) => s !== undefined) }
+    : built;
+  const state = localTargetState(session.deviceName, project, release, commit, session.env);
   await client.json('POST', `/v2/local/target-state${options.force ? '?force=true' : ''}`, state);
   emit({ kind: 'device', message: `Release ${commit} sent; waiting for the device to apply it` });
-  const services = await waitForRelease(client, project, release, commit, options.applyTimeoutMs ?? 120_000, options.signal);
-  return { device: address.host, deviceType: info.deviceType, arch: info.arch, commit, release, services };
+  const running = await waitForRelease(client, project, release, commit, options.applyTimeoutMs ?? 120_000, signal);
+  session.release = release;
+  session.commit = commit;
+  return { device: client.address.host, deviceType: session.info.deviceType, arch: session.info.arch, commit, release, services: running };
+}
+
+export async function push(options: PushOptions): Promise<PushResult> {
+  return deploy(await openPushSession(options));
 }
 
 interface StatusJson {

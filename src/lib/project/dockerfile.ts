@@ -107,7 +107,7 @@ export interface DockerfileFacts {
  * missing emulation is reported up front instead of after a long upload.
  */
 export function dockerfileFacts(contents: string, buildArgs: Record<string, string>): DockerfileFacts {
-  const logical = joinContinuations(contents);
+  const logical = logicalLines(contents);
   const args: Record<string, string> = {};
   const stages = new Set<string>();
   const baseImages: DockerfileFacts['baseImages'] = [];
@@ -142,27 +142,28 @@ export function dockerfileFacts(contents: string, buildArgs: Record<string, stri
   return { baseImages, hasRun };
 }
 
-function joinContinuations(contents: string): Array<{ text: string; line: number }> {
+/** A Dockerfile's instructions with continuation lines joined, each with its first line number (1-based). */
+export function logicalLines(contents: string): Array<{ text: string; line: number }> {
   const out: Array<{ text: string; line: number }> = [];
-  const lines = contents.split(/\r?\n/);
   let buf = '';
   let start = 0;
-  lines.forEach((raw, i) => {
-    if (buf === '' && /^\s*#/.test(raw)) return;
+  contents.split(/\r?\n/).forEach((raw, i) => {
+    if (/^\s*#/.test(raw)) return; // comments, also inside a continued instruction
     if (buf === '') start = i + 1;
     if (/\\\s*$/.test(raw)) {
-      buf += raw.replace(/\\\s*$/, ' ');
+      buf += `${raw.replace(/\\\s*$/, '')} `;
       return;
     }
     buf += raw;
-    out.push({ text: buf, line: start });
+    if (buf.trim()) out.push({ text: buf, line: start });
     buf = '';
   });
-  if (buf) out.push({ text: buf, line: start });
+  if (buf.trim()) out.push({ text: buf, line: start });
   return out;
 }
 
-function substituteArgs(s: string, args: Record<string, string>): string {
+/** `$VAR`, `${VAR}` and `${VAR:-default}` from the given values. */
+export function substituteArgs(s: string, args: Record<string, string>): string {
   return s.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (_m, a?: string, def?: string, b?: string) => {
     const name = a ?? b ?? '';
     const v = args[name];
@@ -170,7 +171,7 @@ function substituteArgs(s: string, args: Record<string, string>): string {
   });
 }
 
-function unquote(s: string): string {
+export function unquote(s: string): string {
   return s.replace(/^"(.*)"$/, '$1').replace(/^'(.*)'$/, '$1');
 }
 

@@ -6,7 +6,7 @@
 import type { RemoteInfo } from 'node:dgram';
 import type { MdnsPacket } from 'multicast-dns';
 import { multicastInterfaces, onSubnet, openLink, type Ipv4Interface, type MdnsLink } from './mdns-link.js';
-import { LEGACY_TTL, MDNS_PORT, agentRecords, allRecords, answerQuery, withTtl, type AgentIdentity } from './records.js';
+import { LEGACY_TTL, agentRecords, allRecords, answerQuery, withTtl, type AgentIdentity } from './records.js';
 
 export interface AdvertiseOptions {
   uuid: string;
@@ -34,7 +34,7 @@ export interface Advertiser {
 }
 
 /** How often to look for interfaces that came up (DHCP after boot) or went away. */
-const RESCAN_MS = 10_000;
+const RESCAN_MS = 5000;
 /** RFC 6762 §6: shared records (our PTR) are answered after a random 20–120 ms. */
 const SHARED_DELAY_MS = [20, 120] as const;
 
@@ -57,7 +57,11 @@ export async function advertiseAgent(options: AdvertiseOptions): Promise<Adverti
     name: options.name ?? `skiff-${short}`,
     hostname: options.hostname ?? short,
   };
+  const warned = new Set<string>();
   const warn = (message: string) => {
+    // The interface scan repeats every few seconds: say each thing once, not every time.
+    if (warned.has(message)) return;
+    warned.add(message);
     try {
       options.onWarning?.(message);
     } catch {
@@ -101,7 +105,7 @@ export async function advertiseAgent(options: AdvertiseOptions): Promise<Adverti
     if (stopped || !onSubnet(rinfo.address, link.iface)) return;
     const reply = answerQuery(packet.questions ?? [], agentRecords(id, link.iface.address));
     if (!reply) return;
-    if (rinfo.port !== MDNS_PORT) {
+    if (rinfo.port !== link.port) {
       // A one-shot querier (RFC 6762 §6.7): answer it directly, echoing its id and question.
       void send(link, { id: packet.id, questions: packet.questions, answers: withTtl(reply.answers, LEGACY_TTL, false), additionals: withTtl(reply.additionals, LEGACY_TTL, false) }, rinfo);
       return;

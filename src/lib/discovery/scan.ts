@@ -61,7 +61,12 @@ const BROWSE: MdnsQuestion[] = [
  * const devices = await scanDevices({ timeoutMs: 4000 });
  */
 export async function scanDevices(options: ScanOptions): Promise<FoundDevice[]> {
-  const warn = options.onWarning ?? (() => {});
+  const warned = new Set<string>();
+  const warn = (message: string) => {
+    if (warned.has(message)) return; // a query repeats, and so would its send error
+    warned.add(message);
+    options.onWarning?.(message);
+  };
   const ifaces = multicastInterfaces(options.interfaces);
   if (ifaces.length === 0) {
     warn(options.interfaces?.length ? `none of ${options.interfaces.join(', ')} is an IPv4 interface here` : 'no network interface that can multicast is up');
@@ -99,7 +104,11 @@ export async function scanDevices(options: ScanOptions): Promise<FoundDevice[]> 
   const apiTimeoutMs = options.apiTimeoutMs ?? 2000;
   const found = options.enrich === false
     ? seen.map((s): FoundDevice => ({ ...s, api: 'unreachable' }))
-    : await Promise.all(seen.map((s) => enrich(s, apiTimeoutMs)));
+    : await Promise.all(seen.map((s) => Promise.race([
+      enrich(s, apiTimeoutMs),
+      // The client's timeout covers the headers; a device that never finishes its body must not hold the scan.
+      new Promise<FoundDevice>((resolve) => setTimeout(() => resolve({ ...s, api: 'unreachable' }), apiTimeoutMs * 2).unref()),
+    ])));
   return found.sort((a, b) => compareAddresses(a.address, b.address) || a.apiPort - b.apiPort);
 }
 

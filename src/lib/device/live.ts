@@ -49,8 +49,12 @@ const HASHED_MAX_BYTES = 1024 * 1024;
 /** Files at the project root whose change means a new project model: push everything again. */
 const PROJECT_FILES = ['docker-compose.yml', 'docker-compose.yaml', 'compose.yaml', 'compose.yml', 'balena.yml', 'balena.yaml', 'skiff.yml', 'skiff.yaml'];
 
-/** How long a live restart lets the service stop before it is killed, unless it set stop_grace_period. */
-const LIVE_STOP_SECONDS = 1;
+/**
+ * How long a live restart lets the service stop before it is killed, unless it set
+ * stop_grace_period: none. A process running as PID 1 ignores SIGTERM unless it handles it (node,
+ * python and busybox servers don't), so waiting would only add the timeout to every save.
+ */
+const LIVE_STOP_SECONDS = 0;
 
 /** Watches until `signal` aborts. Resolves when the watcher is closed. */
 export async function watchAndUpdate(session: PushSession, options: LiveOptions): Promise<void> {

@@ -180,6 +180,20 @@ describe('device: agent, push, logs', function () {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('a release whose service fails its healthcheck is rolled back; the previous one keeps running', async () => {
+    const before = await status(agent.url);
+    const compose = readCompose(project).replace('    build: ./web\n', '    build: ./web\n    healthcheck:\n      test: ["CMD", "false"]\n      interval: 200ms\n      timeout: 1s\n      retries: 1\n');
+    assert.match(compose, /healthcheck/);
+    const dir = makeProject({ 'docker-compose.yml': compose, 'web/Dockerfile': `FROM ${BASE_AMD64}\nCMD ["sh", "-c", "${LOOP('echo unhealthy web')}"]\n`, 'worker/Dockerfile': `FROM ${BASE_AMD64}\nCMD ["sh", "-c", "${LOOP('echo worker')}"]\n`, 'cfg/Dockerfile': `FROM ${BASE_AMD64}\nCMD ["sh", "-c", "${LOOP('echo cfg')}"]\n` }, `dev${RUN}`);
+    const r = await runCli(pushArgs(dir));
+    assert.equal(r.code, 10, r.stderr);
+    assert.match(r.stderr, /Error: the device could not run release \w+: service 'web' turned unhealthy \(its healthcheck failed\); it went back to the previous release/);
+    await eventually(async () => (await status(agent.url)).appState === 'applied', 60_000, 'the previous release to be back');
+    assert.equal((await status(agent.url)).release, before.release);
+    assert.equal(await (await fetch(`http://127.0.0.1:${webPort}/`)).text(), 'web v2\n');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it('a build that fails on the device sends nothing: the device keeps its release (exit 5)', async () => {
     const before = await status(agent.url);
     const dir = makeProject({ Dockerfile: `FROM ${BASE_AMD64}\nRUN exit 7\n` }, `dev${RUN}`);

@@ -142,7 +142,7 @@ export class Agent {
         // A new release whose service keeps crashing never settles: roll back instead of retrying forever.
         const broken = this.unconfirmed ? this.brokenServices(current) : [];
         if (broken.length > 0) {
-          await this.rollback(`${broken.join(', ')} did not stay up`);
+          await this.rollback(broken.join(', '));
           continue;
         }
         steps = plan(current, this.withStopped(this.target), { force: this.force });
@@ -253,7 +253,7 @@ export class Agent {
       const current = await snapshot(this.ctx);
       const broken = this.brokenServices(current);
       if (broken.length > 0) {
-        await this.rollback(`${broken.join(', ')} did not stay up`);
+        await this.rollback(broken.join(', '));
         return;
       }
       if (this.targetVersion !== version) return; // a newer target arrived
@@ -305,7 +305,8 @@ export class Agent {
         if (!c) continue;
         const exitedBadly = (c.state === 'exited' || c.state === 'dead') && (c.exitCode ?? 0) !== 0;
         const restarting = c.state === 'restarting';
-        if (exitedBadly || restarting || c.health === 'unhealthy') out.push(`service '${s.serviceName}'`);
+        if (c.health === 'unhealthy') out.push(`service '${s.serviceName}' turned unhealthy (its healthcheck failed)`);
+        else if (exitedBadly || restarting) out.push(`service '${s.serviceName}' did not stay up`);
       }
     }
     return out;

@@ -41,6 +41,8 @@ export interface StartAgentOptions {
    * reach the agent then, so readiness is the agent saying it serves the API, not a ping.
    */
   wrap?: string[];
+  /** Extra environment for the agent process (e.g. NODE_DEBUG). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export async function startAgent(options: StartAgentOptions = {}): Promise<TestAgent> {
@@ -51,7 +53,7 @@ export async function startAgent(options: StartAgentOptions = {}): Promise<TestA
   const [command, ...prefix] = [...(options.wrap ?? []), process.execPath];
   const child = spawn(command!, [...prefix, BIN, 'agent', '--data-dir', dataDir, '--listen-address', listenAddress, '--listen-port', String(port), '--engine-port', String(enginePort), '--rollback-grace', '2', ...(options.args ?? [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NO_COLOR: '1' },
+    env: { ...process.env, NO_COLOR: '1', ...options.env },
   });
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));

@@ -4,7 +4,7 @@
  */
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import type Dockerode from 'dockerode';
+import type { ContainerCreateSpec, EngineClient } from '../docker/engine-lite.js';
 import type { CurrentContainer, CurrentState, Step, TargetApp, TargetService } from './model.js';
 import { serviceConfigHash } from './plan.js';
 
@@ -23,7 +23,7 @@ export const LABEL = {
 
 /** Who the agent is and where things go: passed to every executor (no module singletons). */
 export interface EngineContext {
-  docker: Dockerode;
+  docker: EngineClient;
   /** Device uuid; labels every object this agent owns. */
   uuid: string;
   deviceType: string;
@@ -160,7 +160,7 @@ function portBindings(ports: string[]): { exposed: Record<string, object>; bindi
 }
 
 /** The engine's container spec for a target service. */
-export function containerSpec(ctx: EngineContext, app: TargetApp, service: TargetService, engineImageId: string): Dockerode.ContainerCreateOptions {
+export function containerSpec(ctx: EngineContext, app: TargetApp, service: TargetService, engineImageId: string): ContainerCreateSpec {
   const c = service.config;
   const hash = serviceConfigHash(app, service, engineImageId);
   const features = featureBinds(ctx, c.labels);
@@ -251,8 +251,7 @@ export async function execute(ctx: EngineContext, step: Step, current: CurrentSt
       if (current.images[step.image]) return;
       log(`Downloading image '${step.image}'`);
       try {
-        const stream = await docker.pull(step.image);
-        await new Promise<void>((resolve, reject) => docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(err) : resolve())));
+        await docker.pull(step.image);
       } catch (err) {
         throw new Error(`image '${step.image}' is not on the engine and could not be pulled: ${(err as Error).message}`);
       }

@@ -2,8 +2,8 @@
  * Device logs: every managed container's stdout/stderr plus the agent's own system messages, in a
  * bounded in-memory buffer that the device API streams (`GET /v2/local/logs`).
  */
-import { PassThrough } from 'node:stream';
-import type Dockerode from 'dockerode';
+import type { Readable } from 'node:stream';
+import type { EngineClient, LogFrame } from '../docker/engine-lite.js';
 
 /** One log line, in the shape balena's local-mode log stream uses. */
 export interface LogEntry {
@@ -46,23 +46,22 @@ export class LogBuffer {
   }
 
   /** Follows a container's output from now on (once per container id). */
-  async follow(docker: Dockerode, container: { containerId: string; serviceName: string; serviceId: number; appId: number; startedAt?: string }): Promise<void> {
+  async follow(docker: EngineClient, container: { containerId: string; serviceName: string; serviceId: number; appId: number; startedAt?: string }): Promise<void> {
     if (this.attached.has(container.containerId)) return;
     // Claim the container before the first await, so two loop rounds never follow it twice.
     let stopped = false;
     this.attached.set(container.containerId, () => { stopped = true; });
     const c = docker.getContainer(container.containerId);
-    let info: Awaited<ReturnType<typeof c.inspect>>;
-    let stream: NodeJS.ReadableStream & { destroy?: () => void };
+    let stream: Readable;
     try {
-      info = await c.inspect();
-      stream = (await c.logs({ follow: true, stdout: true, stderr: true, timestamps: true, tail: 500, since: container.startedAt ? Math.floor(Date.parse(container.startedAt) / 1000) : Math.floor(Date.now() / 1000) - 1 })) as NodeJS.ReadableStream & { destroy?: () => void };
+      const info = await c.inspect();
+      stream = await c.logs({ follow: true, stdout: true, stderr: true, timestamps: true, tail: 500, since: container.startedAt ? Math.floor(Date.parse(container.startedAt) / 1000) : Math.floor(Date.now() / 1000) - 1, tty: info.Config.Tty });
     } catch (err) {
       this.attached.delete(container.containerId);
       throw err;
     }
     if (stopped) {
-      stream.destroy?.();
+      stream.destroy();
       return;
     }
     const emitLines = (isStdErr: boolean) => {
@@ -78,16 +77,10 @@ export class LogBuffer {
         }
       };
     };
-    if (info.Config.Tty) {
-      stream.on('data', emitLines(false));
-    } else {
-      const out = new PassThrough();
-      const err = new PassThrough();
-      out.on('data', emitLines(false));
-      err.on('data', emitLines(true));
-      docker.modem.demuxStream(stream, out, err);
-    }
-    const stop = () => stream.destroy?.();
+    const stdout = emitLines(false);
+    const stderr = emitLines(true);
+    stream.on('data', (frame: LogFrame) => (frame.stream === 'stderr' ? stderr(frame.data) : stdout(frame.data)));
+    const stop = () => stream.destroy();
     this.attached.set(container.containerId, stop);
     stream.on('end', () => this.attached.delete(container.containerId));
     stream.on('error', () => this.attached.delete(container.containerId));

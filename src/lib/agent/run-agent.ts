@@ -6,7 +6,8 @@ import net from 'node:net';
 import path from 'node:path';
 import type http from 'node:http';
 import { resolveTarget } from '../device-types/device-types.js';
-import { connectEngine, type EngineFlags } from '../docker/engine.js';
+import type { EngineFlags } from '../docker/engine.js';
+import { connectLiteEngine } from '../docker/engine-lite.js';
 import { SkiffError } from '../cli/errors.js';
 import { Agent } from './agent.js';
 import { AGENT_VERSION, serve } from './api.js';
@@ -39,7 +40,7 @@ export interface RunningAgent {
 }
 
 export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> {
-  const engine = await connectEngine(options.engine);
+  const engine = await connectLiteEngine(options.engine);
   const configFile = options.configFile ?? path.join(options.dataDir, 'config.json');
   const defaultType = options.deviceType ?? resolveTarget({ defaultArch: engine.arch ?? 'amd64' }).deviceType.slug;
   let config: DeviceConfig;

@@ -1,6 +1,7 @@
 /**
  * The Docker (Moby / balenaEngine) engine we build on: where it is, whether it answers, and what it
- * runs on. Everything that talks to an engine gets an `Engine` from `connectEngine`.
+ * runs on. The CLI's commands get an `Engine` (dockerode) from `connectEngine`; the device agent uses
+ * the smaller client in engine-lite.ts, and both check the engine the same way (`probeEngine`).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import process from 'node:process';
@@ -19,8 +20,8 @@ export interface EngineFlags {
   key?: string;
 }
 
-export interface Engine {
-  docker: Dockerode;
+/** What connecting learns about an engine, whichever client talks to it. */
+export interface EngineFacts {
   /** Human description of where the engine is: `unix:///var/run/docker.sock`, `tcp://10.0.0.2:2375`. */
   address: string;
   /** True when the engine runs on this machine (so binfmt_misc here is what its containers use). */
@@ -35,7 +36,12 @@ export interface Engine {
   cpus: number;
 }
 
-interface ConnectionOptions {
+export interface Engine extends EngineFacts {
+  docker: Dockerode;
+}
+
+/** Where and how to reach an engine: a unix socket, or host and port (TLS when protocol is https). */
+export interface ConnectionOptions {
   socketPath?: string;
   host?: string;
   port?: number;
@@ -43,7 +49,6 @@ interface ConnectionOptions {
   ca?: Buffer;
   cert?: Buffer;
   key?: Buffer;
-  timeout?: number;
 }
 
 /** Works out the connection from flags, then DOCKER_HOST, then the default socket. */
@@ -110,14 +115,19 @@ function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\./.test(host);
 }
 
+/** The calls {@link probeEngine} makes, so any client can be checked the same way. */
+export interface EngineProbe {
+  ping(signal: AbortSignal): Promise<unknown>;
+  info(): Promise<{ Architecture?: string; NCPU?: number; ServerVersion?: string }>;
+  version(): Promise<{ Version?: string; ApiVersion?: string; Components?: Array<{ Name?: string }> }>;
+}
+
 /**
- * Connects and checks the engine answers (5 s), so every command fails the same clear way when
- * there is no engine.
+ * Checks the engine answers (5 s) and reads what it is, so every command (and the agent) fails the
+ * same clear way when there is no engine.
  */
-export async function connectEngine(flags: EngineFlags, env: NodeJS.ProcessEnv = process.env): Promise<Engine> {
-  const { options, address, local } = connectionOptions(flags, env);
-  const { default: Docker } = await import('dockerode');
-  const docker = new Docker(options);
+export async function probeEngine(probe: EngineProbe, connection: ReturnType<typeof connectionOptions>): Promise<EngineFacts> {
+  const { options, address, local } = connection;
   const unreachable = (reason: string) => {
     const socketHint = options.socketPath && !existsSync(options.socketPath)
       ? 'start the engine (sudo systemctl start docker, or sudo dockerd &)'
@@ -128,17 +138,17 @@ export async function connectEngine(flags: EngineFlags, env: NodeJS.ProcessEnv =
         : 'check the address and port, and that the engine listens on TCP there (balenaOS development images use port 2375)',
     });
   };
-  let info: { Architecture?: string; NCPU?: number; ServerVersion?: string };
-  let version: { Version?: string; ApiVersion?: string; Components?: Array<{ Name?: string }> };
+  let info: Awaited<ReturnType<EngineProbe['info']>>;
+  let version: Awaited<ReturnType<EngineProbe['version']>>;
   try {
     const ac = new AbortController();
     const timer = setTimeout(() => ac.abort(), 5000);
     try {
-      await (docker as unknown as { ping(o: { abortSignal: AbortSignal }): Promise<unknown> }).ping({ abortSignal: ac.signal });
+      await probe.ping(ac.signal);
     } finally {
       clearTimeout(timer);
     }
-    [info, version] = await Promise.all([docker.info(), docker.version()]);
+    [info, version] = await Promise.all([probe.info(), probe.version()]);
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { statusCode?: number; reason?: string };
     const reason = e.name === 'AbortError' ? 'no answer within 5 s' : e.code ?? (e.statusCode ? `HTTP ${e.statusCode}` : e.message);
@@ -147,7 +157,6 @@ export async function connectEngine(flags: EngineFlags, env: NodeJS.ProcessEnv =
   const machineArch = info.Architecture ?? 'unknown';
   const components = version.Components ?? [];
   return {
-    docker,
     address,
     local,
     version: version.Version ?? info.ServerVersion ?? 'unknown',
@@ -157,4 +166,17 @@ export async function connectEngine(flags: EngineFlags, env: NodeJS.ProcessEnv =
     machineArch,
     cpus: info.NCPU ?? 1,
   };
+}
+
+/** Connects with dockerode (the CLI's builds, pushes, logs and ssh) and checks the engine answers. */
+export async function connectEngine(flags: EngineFlags, env: NodeJS.ProcessEnv = process.env): Promise<Engine> {
+  const connection = connectionOptions(flags, env);
+  const { default: Docker } = await import('dockerode');
+  const docker = new Docker(connection.options);
+  const facts = await probeEngine({
+    ping: (signal) => (docker as unknown as { ping(o: { abortSignal: AbortSignal }): Promise<unknown> }).ping({ abortSignal: signal }),
+    info: () => docker.info(),
+    version: () => docker.version(),
+  }, connection);
+  return { ...facts, docker };
 }

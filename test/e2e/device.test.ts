@@ -400,6 +400,34 @@ describe('device: agent, push, logs', function () {
     assert.equal((await fetch(`${locked.url}/v2/version`, { headers: { Authorization: `Bearer ${key}` } })).status, 200);
     assert.equal((await fetch(`${locked.url}/v2/version?apikey=${key}`)).status, 200);
   });
+
+  it('hand-over: the new container runs beside the old one until it writes handover-complete', async () => {
+    const relay = (version: string, takeOver: boolean) => makeProject({
+      'docker-compose.yml': [
+        "version: '2.1'",
+        'services:',
+        '  relay:',
+        '    build: .',
+        '    labels:',
+        '      io.balena.update.strategy: hand-over',
+        '      io.balena.update.handover-timeout: "60000"',
+        '',
+      ].join('\n'),
+      Dockerfile: `FROM ${BASE_AMD64}\nCMD ["sh", "-c", "${LOOP(`echo relay ${version}${takeOver ? '; sleep 3; touch /tmp/balena/handover-complete' : ''}`)}"]\n`,
+    }, `dev${RUN}`);
+    const relays = async () => (await docker.listContainers({ filters: { label: [`io.skiff.agent=${agent.uuid}`, 'io.balena.service-name=relay'] } })).map((c) => c.Id);
+    const running = async () => (await relays()).length;
+    const v1 = relay('v1', false);
+    assert.equal((await runCli(pushArgs(v1))).code, 0);
+    const [old] = await relays();
+    const v2 = startCli(pushArgs(relay('v2', true)));
+    await eventually(async () => (await running()) === 2, 60_000, 'old and new relay running side by side');
+    const r = await v2.done;
+    assert.equal(r.code, 0, r.stderr);
+    const left = await relays();
+    assert.equal(left.length, 1);
+    assert.notEqual(left[0], old, 'the old container is the one that went');
+  });
 });
 
 function require_text(file: string): string {

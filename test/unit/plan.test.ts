@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { plan, serviceConfigHash, updateStrategy, UPDATE_STRATEGY_LABEL } from '../../src/lib/agent/plan.js';
+import { handoverTimeoutMs, plan, serviceConfigHash, updateStrategy, UPDATE_STRATEGY_LABEL } from '../../src/lib/agent/plan.js';
 import type { PlanOptions } from '../../src/lib/agent/plan.js';
 import type {
   CurrentContainer,
@@ -480,6 +480,47 @@ describe('agent plan', () => {
       const old = container(a, s, images, { configHash: 'old' });
       const fresh = container(a, s, images, { state: 'created' });
       assert.deepEqual(plan(state({ images, containers: [old, fresh] }), target(a)), [{ action: 'start', container: fresh }]);
+    });
+
+    describe('hand-over with a clock', () => {
+      const T0 = Date.parse('2026-01-01T00:00:00Z');
+      const setup = (labels: Record<string, string> = {}) => {
+        const s = svc('web', { strategy: 'hand-over', config: { labels } });
+        const a = app(1, [s]);
+        const images = imagesOf(a);
+        const old = container(a, s, images, { configHash: 'old' });
+        const fresh = container(a, s, images, { state: 'running', startedAt: new Date(T0).toISOString() });
+        return { a, images, old, fresh };
+      };
+
+      it('keeps the old container while the new one has not taken over, and says why', () => {
+        const { a, images, old, fresh } = setup();
+        const steps = plan(state({ images, containers: [old, fresh] }), target(a), { now: T0 + 5_000 });
+        assert.deepEqual(steps, [{ action: 'noop', reason: "waiting for service 'web' to take over from its old container (hand-over)" }]);
+      });
+
+      it('retires the old container once the new one wrote handover-complete', () => {
+        const { a, images, old, fresh } = setup();
+        const steps = plan(state({ images, containers: [old, fresh], handoverComplete: ['1/web'] }), target(a), { now: T0 + 5_000 });
+        assert.deepEqual(actions(steps), ['kill']);
+      });
+
+      it('retires the old container after the default 60 s hand-over timeout', () => {
+        const { a, images, old, fresh } = setup();
+        assert.deepEqual(actions(plan(state({ images, containers: [old, fresh] }), target(a), { now: T0 + 59_000 })), ['noop']);
+        assert.deepEqual(actions(plan(state({ images, containers: [old, fresh] }), target(a), { now: T0 + 60_000 })), ['kill']);
+      });
+
+      it('honours io.balena.update.handover-timeout (milliseconds)', () => {
+        const { a, images, old, fresh } = setup({ 'io.balena.update.handover-timeout': '2000' });
+        assert.deepEqual(actions(plan(state({ images, containers: [old, fresh] }), target(a), { now: T0 + 1_000 })), ['noop']);
+        assert.deepEqual(actions(plan(state({ images, containers: [old, fresh] }), target(a), { now: T0 + 2_000 })), ['kill']);
+      });
+
+      it('an invalid timeout label falls back to 60 s', () => {
+        const { a } = setup({ 'io.balena.update.handover-timeout': 'soon' });
+        assert.equal(handoverTimeoutMs(a.services[0]!), 60_000);
+      });
     });
 
     it('hand-over: a stopped old container is removed without waiting', () => {

@@ -145,7 +145,7 @@ export class Agent {
           await this.rollback(broken.join(', '));
           continue;
         }
-        steps = plan(current, this.withStopped(this.target), { force: this.force });
+        steps = plan(current, this.withStopped(this.target), { force: this.force, now: Date.now() });
       } catch (err) {
         await this.failed(err);
         continue;

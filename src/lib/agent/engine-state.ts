@@ -2,7 +2,7 @@
  * What the agent reads from and does to the engine: the snapshot (current state) and the executors
  * of plan steps. All I/O of the reconciliation loop lives here; plan.ts stays pure.
  */
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { ContainerCreateSpec, EngineClient } from '../docker/engine-lite.js';
 import type { CurrentContainer, CurrentState, Step, TargetApp, TargetService } from './model.js';
@@ -55,6 +55,9 @@ export async function snapshot(ctx: EngineContext, timeoutMs = 20_000): Promise<
   return Promise.race([readState(ctx), timeout]).finally(() => clearTimeout(timer));
 }
 
+/** What a hand-over's new container writes in its lock folder (/tmp/balena) once it has taken over (balena's names). */
+export const HANDOVER_FILES = ['handover-complete', 'resin-kill-me'];
+
 async function readState(ctx: EngineContext): Promise<CurrentState> {
   const [containers, images, volumes, networks] = await Promise.all([
     ctx.docker.listContainers({ all: true, filters: { label: [`${LABEL.agent}=${ctx.uuid}`] } }),
@@ -95,11 +98,13 @@ async function readState(ctx: EngineContext): Promise<CurrentState> {
     return { appId: Number(rest.slice(0, idx)), name: rest.slice(idx + 1) };
   };
   const locked = new Set<number>();
+  const handoverComplete: string[] = [];
   if (existsSync(ctx.locksDir)) {
     for (const app of readdirSync(ctx.locksDir)) {
       const appDir = path.join(ctx.locksDir, app);
       for (const svc of readdirSync(appDir)) {
         if (existsSync(path.join(appDir, svc, 'updates.lock')) || existsSync(path.join(appDir, svc, 'resin-updates.lock'))) locked.add(Number(app));
+        if (HANDOVER_FILES.some((f) => existsSync(path.join(appDir, svc, f)))) handoverComplete.push(`${app}/${svc}`);
       }
     }
   }
@@ -109,6 +114,7 @@ async function readState(ctx: EngineContext): Promise<CurrentState> {
     volumes: (volumes.Volumes ?? []).filter((v) => v.Name.startsWith(prefix)).map((v) => parseName(v.Name)),
     networks: networks.filter((n) => n.Name.startsWith(prefix)).map((n) => parseName(n.Name)),
     locked: [...locked],
+    handoverComplete,
   };
 }
 
@@ -289,6 +295,8 @@ export async function execute(ctx: EngineContext, step: Step, current: CurrentSt
     case 'create': {
       const engineImageId = current.images[step.service.config.image] ?? '';
       log(`Installing service '${step.service.serviceName}'`);
+      // A hand-over is signalled by the new container: anything left from the last one is stale.
+      for (const f of HANDOVER_FILES) rmSync(path.join(ctx.locksDir, String(step.app.appId), step.service.serviceName, f), { force: true });
       await docker.createContainer(containerSpec(ctx, step.app, step.service, engineImageId));
       log(`Installed service '${step.service.serviceName}'`);
       return;

@@ -102,6 +102,8 @@ export interface CurrentState {
   networks: Array<{ appId: number; name: string }>;
   /** appIds whose services hold an update lock file. */
   locked: number[];
+  /** `<appId>/<serviceName>` of services whose new container wrote `handover-complete` in its lock folder. */
+  handoverComplete?: string[];
 }
 
 /** One thing to do. The planner returns these; executors.ts runs them. */

@@ -19,6 +19,21 @@ import type {
 export interface PlanOptions {
   /** Override update locks (a forced update): disruptive steps go ahead even if the app holds a lock. */
   force?: boolean;
+  /**
+   * The time (ms since the epoch), for the hand-over timeout. Without it the planner has no clock
+   * and a hand-over completes as soon as the new container runs.
+   */
+  now?: number;
+}
+
+/** The label with a hand-over's timeout in milliseconds, as balena's supervisor reads it. */
+export const HANDOVER_TIMEOUT_LABEL = 'io.balena.update.handover-timeout';
+const DEFAULT_HANDOVER_TIMEOUT_MS = 60_000;
+
+/** A service's hand-over timeout (ms) from its label; missing or invalid gives balena's 60 s. */
+export function handoverTimeoutMs(service: TargetService): number {
+  const v = Number(service.config.labels[HANDOVER_TIMEOUT_LABEL]);
+  return Number.isFinite(v) && v >= 0 ? v : DEFAULT_HANDOVER_TIMEOUT_MS;
 }
 
 /** The label that selects a service's {@link UpdateStrategy}. */
@@ -174,11 +189,26 @@ function replaceSteps(app: TargetApp, view: ServiceView, canCreate: boolean): St
   }
 }
 
+/**
+ * hand-over: the old container serves until the new one runs and says it has taken over (writes
+ * `handover-complete` in its lock folder) or the service's hand-over timeout has passed since it
+ * started; or at once when the service is not meant to run.
+ */
+function handedOver(app: TargetApp, view: ServiceView, keep: CurrentContainer, current: CurrentState, now: number | undefined): boolean {
+  if (view.strategy !== 'hand-over' || !view.service.running) return true;
+  if (keep.state !== 'running') return false;
+  if (now === undefined) return true;
+  if (current.handoverComplete?.includes(`${app.appId}/${view.service.serviceName}`)) return true;
+  const started = keep.startedAt ? Date.parse(keep.startedAt) : NaN;
+  return Number.isFinite(started) && now - started >= handoverTimeoutMs(view.service);
+}
+
 /** Steps for a service that has its up-to-date container: run state, and retiring the rest. */
-function keptSteps(view: ServiceView, keep: CurrentContainer, canStart: boolean): Step[] {
+function keptSteps(view: ServiceView, keep: CurrentContainer, canStart: boolean, handedOver: boolean): Step[] {
   const steps = runStateSteps(view, keep, canStart);
-  // hand-over: the old container serves until the new one runs (or is not meant to run at all).
-  const handedOver = view.strategy !== 'hand-over' || keep.state === 'running' || !view.service.running;
+  if (!handedOver && keep.state === 'running' && view.old.some(isActive)) {
+    steps.push({ action: 'noop', reason: `waiting for service '${view.service.serviceName}' to take over from its old container (hand-over)` });
+  }
   for (const c of view.old) {
     // Stopped leftovers can always go; active ones wait for the hand-over.
     if (!isActive(c) || handedOver) {
@@ -190,14 +220,14 @@ function keptSteps(view: ServiceView, keep: CurrentContainer, canStart: boolean)
 }
 
 /** All steps for one target app (locks not yet applied). */
-function appSteps(app: TargetApp, current: CurrentState): Step[] {
+function appSteps(app: TargetApp, current: CurrentState, now: number | undefined): Step[] {
   const steps = resourceSteps(app, current);
   const resourcesReady = steps.length === 0;
   const views = new Map(app.services.map((s) => [s.serviceName, viewService(app, s, current)] as const));
   for (const view of views.values()) {
     // A container is neither created nor started while its app's volumes/networks are missing.
     const ready = resourcesReady && dependenciesMet(view, views);
-    if (view.keep) steps.push(...keptSteps(view, view.keep, ready));
+    if (view.keep) steps.push(...keptSteps(view, view.keep, ready, handedOver(app, view, view.keep, current, now)));
     else steps.push(...replaceSteps(app, view, ready));
   }
   // Containers of services the release no longer has.
@@ -337,7 +367,7 @@ export function plan(current: CurrentState, target: TargetState, options: PlanOp
   const add = (appId: number, appStepList: Step[]): void => {
     for (const step of applyLock(appId, appStepList, current, options)) steps.push({ appId, step });
   };
-  for (const app of target.apps) add(app.appId, appSteps(app, current));
+  for (const app of target.apps) add(app.appId, appSteps(app, current, options.now));
   const goneIds = new Set([...current.containers, ...current.volumes, ...current.networks].map((x) => x.appId).filter((id) => !targetIds.has(id)));
   for (const appId of goneIds) add(appId, removedAppSteps(appId, current));
   return dedupeFetches(sortSteps(steps, target));

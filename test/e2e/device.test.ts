@@ -401,6 +401,20 @@ describe('device: agent, push, logs', function () {
     assert.equal((await fetch(`${locked.url}/v2/version?apikey=${key}`)).status, 200);
   });
 
+  it('delete-then-download deletes the old release\'s image once its container is gone', async () => {
+    const project1 = (version: string) => makeProject({
+      'docker-compose.yml': "version: '2.1'\nservices:\n  lean:\n    build: .\n    labels:\n      io.balena.update.strategy: delete-then-download\n",
+      Dockerfile: `FROM ${BASE_AMD64}\nENV V=${version}\nCMD ["sh", "-c", "${LOOP('echo lean')}"]\n`,
+    }, `dev${RUN}`);
+    assert.equal((await runCli(pushArgs(project1('v1')))).code, 0);
+    const [first] = await docker.listContainers({ filters: { label: [`io.skiff.agent=${agent.uuid}`, 'io.balena.service-name=lean'] } });
+    assert.ok(first);
+    const r = await runCli(pushArgs(project1('v2')));
+    assert.equal(r.code, 0, r.stderr);
+    await assert.rejects(docker.getImage(first.ImageID).inspect(), /no such image/i);
+    assert.match(agent.output(), /Deleted the old image of service 'lean'/);
+  });
+
   it('hand-over: the new container runs beside the old one until it writes handover-complete', async () => {
     const relay = (version: string, takeOver: boolean) => makeProject({
       'docker-compose.yml': [

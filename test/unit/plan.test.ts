@@ -482,6 +482,17 @@ describe('agent plan', () => {
       assert.deepEqual(plan(state({ images, containers: [old, fresh] }), target(a)), [{ action: 'start', container: fresh }]);
     });
 
+    it('delete-then-download deletes the old image with the old container; kill-then-download keeps it', () => {
+      for (const strategy of ['delete-then-download', 'kill-then-download'] as const) {
+        const s = svc('web', { strategy });
+        const a = app(1, [s]);
+        const images = imagesOf(a);
+        const old = container(a, s, images, { configHash: 'old', imageId: 'sha256:old', state: 'exited' });
+        const steps = plan(state({ images, containers: [old] }), target(a));
+        assert.deepEqual(steps, [{ action: 'remove', container: old, ...(strategy === 'delete-then-download' ? { deleteImage: true } : {}) }]);
+      }
+    });
+
     describe('hand-over with a clock', () => {
       const T0 = Date.parse('2026-01-01T00:00:00Z');
       const setup = (labels: Record<string, string> = {}) => {

@@ -291,6 +291,13 @@ export async function execute(ctx: EngineContext, step: Step, current: CurrentSt
     }
     case 'remove':
       await docker.getContainer(step.container.containerId).remove({ force: true, v: false });
+      if (step.deleteImage && !current.containers.some((c) => c.containerId !== step.container.containerId && c.imageId === step.container.imageId)) {
+        // The engine refuses while any container (ours or not) still uses it: then it stays.
+        await docker.getImage(step.container.imageId).remove({ force: false }).then(
+          () => log(`Deleted the old image of service '${step.container.serviceName}'`),
+          () => {},
+        );
+      }
       return;
     case 'create': {
       const engineImageId = current.images[step.service.config.image] ?? '';

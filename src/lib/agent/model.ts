@@ -115,7 +115,8 @@ export type Step =
   | { action: 'removeNetwork'; appId: number; name: string }
   | { action: 'stop'; container: CurrentContainer }
   | { action: 'kill'; container: CurrentContainer }
-  | { action: 'remove'; container: CurrentContainer }
+  /** `deleteImage`: also delete the container's image unless another container uses it (delete-then-download). */
+  | { action: 'remove'; container: CurrentContainer; deleteImage?: boolean }
   | { action: 'create'; app: TargetApp; service: TargetService }
   | { action: 'start'; container: CurrentContainer }
   | { action: 'takeLock'; appId: number; services: string[] }

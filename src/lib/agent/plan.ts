@@ -100,10 +100,10 @@ function keepOrder(a: CurrentContainer, b: CurrentContainer): number {
 }
 
 /** Step to get rid of a container this round: kill it if active, remove it if stopped; nothing while the engine removes it. */
-function retire(c: CurrentContainer): Step | undefined {
+function retire(c: CurrentContainer, deleteImage = false): Step | undefined {
   if (isActive(c)) return { action: 'kill', container: c };
   if (c.state === 'removing') return undefined;
-  return { action: 'remove', container: c };
+  return { action: 'remove', container: c, ...(deleteImage ? { deleteImage: true } : {}) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -168,7 +168,8 @@ function replaceSteps(app: TargetApp, view: ServiceView, canCreate: boolean): St
   const { service, strategy, engineImageId, old } = view;
   const fetch: Step = { action: 'fetch', appId: app.appId, serviceName: service.serviceName, image: service.config.image };
   const create: Step = { action: 'create', app, service };
-  const retireOld = old.map(retire).filter((s): s is Step => s !== undefined);
+  // delete-then-download also deletes the old image (when nothing else uses it) before the download: for devices short of space.
+  const retireOld = old.map((c) => retire(c, strategy === 'delete-then-download' && c.imageId !== engineImageId)).filter((s): s is Step => s !== undefined);
   const hasImage = engineImageId !== undefined;
   switch (strategy) {
     case 'kill-then-download':
@@ -246,7 +247,7 @@ function appSteps(app: TargetApp, current: CurrentState, now: number | undefined
  */
 function removedAppSteps(appId: number, current: CurrentState): Step[] {
   const containers = current.containers.filter((c) => c.appId === appId);
-  if (containers.length > 0) return containers.map(retire).filter((s): s is Step => s !== undefined);
+  if (containers.length > 0) return containers.map((c) => retire(c)).filter((s): s is Step => s !== undefined);
   return [
     ...current.networks.filter((n) => n.appId === appId).map((n): Step => ({ action: 'removeNetwork', appId, name: n.name })),
     ...current.volumes.filter((v) => v.appId === appId).map((v): Step => ({ action: 'removeVolume', appId, name: v.name })),

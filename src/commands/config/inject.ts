@@ -1,0 +1,22 @@
+import { Args, Flags } from '@oclif/core';
+import { SkiffCommand } from '../../lib/cli/base-command.js';
+import type { BalenaConfig } from '../../lib/os/config.js';
+
+export default class ConfigInject extends SkiffCommand<BalenaConfig> {
+  static override summary = 'Replace the config.json of a balenaOS image or drive with a file.';
+  static override examples = ['<%= config.bin %> config inject config.json --drive balena.img', '<%= config.bin %> config inject my/config.json --drive /dev/sdb'];
+  static override args = {
+    file: Args.string({ description: 'The config.json file to write.', required: true }),
+  };
+  static override flags = {
+    drive: Flags.string({ char: 'd', description: 'OS image file or drive (e.g. balena.img, /dev/sdb).', required: true }),
+  };
+
+  async run(): Promise<BalenaConfig> {
+    const { args, flags } = await this.parse(ConfigInject);
+    const { injectTargetConfig, readConfigFile } = await import('../../lib/os/config.js');
+    const { config } = await injectTargetConfig(flags.drive, await readConfigFile(args.file));
+    (await this.output()).info(`Wrote ${args.file} to ${flags.drive} as config.json`);
+    return config;
+  }
+}

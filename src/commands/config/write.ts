@@ -1,0 +1,28 @@
+import { Args, Flags } from '@oclif/core';
+import { SkiffCommand } from '../../lib/cli/base-command.js';
+import type { BalenaConfig } from '../../lib/os/config.js';
+
+export default class ConfigWrite extends SkiffCommand<BalenaConfig> {
+  static override summary = 'Set one key of the config.json of a balenaOS image or drive.';
+  static override description = `Dotted keys set nested fields, creating missing objects (os.network.connectivity.interval). Values are strings, as balena-cli writes them, except for fields that hold booleans, numbers or lists (developmentMode, persistentLogging, listenPort, os.sshKeys, or whatever type the key already has): those are converted, and a value that does not convert is an error.`;
+  static override examples = [
+    '<%= config.bin %> config write --drive balena.img hostname kiosk-1',
+    '<%= config.bin %> config write --drive /dev/sdb persistentLogging true',
+    '<%= config.bin %> config write --drive balena.img os.network.connectivity.interval 300',
+  ];
+  static override args = {
+    key: Args.string({ description: 'Key to set; dots separate nested fields.', required: true }),
+    value: Args.string({ description: 'Value to set.', required: true }),
+  };
+  static override flags = {
+    drive: Flags.string({ char: 'd', description: 'OS image file or drive (e.g. balena.img, /dev/sdb).', required: true }),
+  };
+
+  async run(): Promise<BalenaConfig> {
+    const { args, flags } = await this.parse(ConfigWrite);
+    const { writeTargetConfigValue } = await import('../../lib/os/config.js');
+    const { config } = await writeTargetConfigValue(flags.drive, args.key, args.value);
+    (await this.output()).info(`Set ${args.key} in ${flags.drive}`);
+    return config;
+  }
+}

@@ -97,19 +97,120 @@ export function parseConfigJson(text: string, where: string): BalenaConfig {
   try {
     value = JSON.parse(text);
   } catch (err) {
-    const message = (err as Error).message;
-    const at = /position (\d+)/.exec(message);
-    const offset = at ? Number(at[1]) : text.length;
-    const before = text.slice(0, offset).split('\n');
+    // Node's messages do not always carry a position: find it with our own scan.
+    const found = jsonErrorAt(text) ?? { offset: text.length, reason: (err as Error).message };
+    const before = text.slice(0, found.offset).split('\n');
     const line = before.length;
     const col = (before.at(-1)?.length ?? 0) + 1;
-    const reason = message.replace(/ in JSON at position \d+.*$/s, '').replace(/^JSON\.parse: /, '');
-    throw new SkiffError('usage', `invalid JSON: ${reason}`, { where: `${where}:${line}:${col}` });
+    throw new SkiffError('usage', `invalid JSON: ${found.reason}`, { where: `${where}:${line}:${col}` });
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new SkiffError('usage', 'config.json must hold a JSON object', { where });
   }
   return value as BalenaConfig;
+}
+
+/** Where (offset) and why JSON text is invalid; undefined when it is valid. */
+export function jsonErrorAt(text: string): { offset: number; reason: string } | undefined {
+  let i = 0;
+  const fail = (reason: string): never => {
+    throw { offset: i, reason };
+  };
+  const space = () => {
+    while (i < text.length && ' \t\n\r'.includes(text[i] ?? '')) i++;
+  };
+  const describe = () => (i >= text.length ? 'unexpected end of input' : `unexpected '${text[i]}'`);
+  const literal = (word: string) => {
+    if (text.startsWith(word, i)) i += word.length;
+    else fail(describe());
+  };
+  const string = () => {
+    i++;
+    while (i < text.length && text[i] !== '"') {
+      const ch = text.charCodeAt(i);
+      if (ch < 0x20) fail('control character in string');
+      if (text[i] === '\\') {
+        i++;
+        if (text[i] === 'u') {
+          if (!/^[0-9a-fA-F]{4}$/.test(text.slice(i + 1, i + 5))) fail('invalid \\u escape');
+          i += 4;
+        } else if (!'"\\/bfnrt'.includes(text[i] ?? 'x')) fail('invalid escape');
+      }
+      i++;
+    }
+    if (i >= text.length) fail('unterminated string');
+    i++;
+  };
+  const value = (): void => {
+    space();
+    const ch = text[i];
+    if (ch === '{') {
+      i++;
+      space();
+      if (text[i] === '}') {
+        i++;
+        return;
+      }
+      for (;;) {
+        space();
+        if (text[i] !== '"') fail(`expected a property name in double quotes, found ${describe().replace('unexpected ', '')}`);
+        string();
+        space();
+        if (text[i] !== ':') fail(`expected ':' after the property name, found ${describe().replace('unexpected ', '')}`);
+        i++;
+        value();
+        space();
+        if (text[i] === ',') {
+          i++;
+          continue;
+        }
+        if (text[i] === '}') {
+          i++;
+          return;
+        }
+        fail(`expected ',' or '}', found ${describe().replace('unexpected ', '')}`);
+      }
+    }
+    if (ch === '[') {
+      i++;
+      space();
+      if (text[i] === ']') {
+        i++;
+        return;
+      }
+      for (;;) {
+        value();
+        space();
+        if (text[i] === ',') {
+          i++;
+          continue;
+        }
+        if (text[i] === ']') {
+          i++;
+          return;
+        }
+        fail(`expected ',' or ']', found ${describe().replace('unexpected ', '')}`);
+      }
+    }
+    if (ch === '"') return string();
+    if (ch === 't') return literal('true');
+    if (ch === 'f') return literal('false');
+    if (ch === 'n') return literal('null');
+    const number = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/.exec(text.slice(i));
+    if (number) {
+      i += number[0].length;
+      return;
+    }
+    fail(describe());
+  };
+  try {
+    value();
+    space();
+    if (i < text.length) fail(`unexpected '${text[i]}' after the JSON value`);
+    return undefined;
+  } catch (err) {
+    return err as { offset: number; reason: string };
+  }
 }
 
 /** Reads a config.json file given on the command line. */

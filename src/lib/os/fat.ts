@@ -591,11 +591,7 @@ export class FatFs {
       const run = findFreeRun(dir.bytes, slots);
       start = run >= 0 ? run : firstNew;
     }
-    const checksum = shortNameChecksum(plan.short);
-    plan.long.forEach((entry, i) => {
-      entry.writeUInt8(checksum, 13);
-      entry.copy(dir.bytes, (start + i) * ENTRY);
-    });
+    plan.long.forEach((entry, i) => entry.copy(dir.bytes, (start + i) * ENTRY));
     const at = (start + plan.long.length) * ENTRY;
     writeShortEntry(dir.bytes, at, plan.short, e.attr, e.cluster, e.size, plan.caseFlags, new Date());
     await this.writeDirSlots(dir, start, slots);
@@ -807,11 +803,13 @@ export function planName(name: string, taken: Set<string>): { short: Buffer; cas
   }
   if (!short) throw new FatError('noSpace', `no free short name for '${name}'`);
   const count = Math.ceil(name.length / 13);
+  const checksum = shortNameChecksum(short);
   const long: Buffer[] = [];
   for (let ord = count; ord >= 1; ord--) {
     const entry = Buffer.alloc(ENTRY);
     entry[0] = ord | (ord === count ? 0x40 : 0);
     entry[11] = ATTR_LFN;
+    entry[13] = checksum;
     LFN_OFFSETS.forEach((o, i) => {
       const index = (ord - 1) * 13 + i;
       const code = index < name.length ? name.charCodeAt(index) : index === name.length ? 0x0000 : 0xffff;

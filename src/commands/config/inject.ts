@@ -1,5 +1,6 @@
-import { Args, Flags } from '@oclif/core';
+import { Args } from '@oclif/core';
 import { SkiffCommand } from '../../lib/cli/base-command.js';
+import { driveFlag } from '../../lib/os/config-flags.js';
 import type { BalenaConfig } from '../../lib/os/config.js';
 
 export default class ConfigInject extends SkiffCommand<BalenaConfig> {
@@ -9,7 +10,7 @@ export default class ConfigInject extends SkiffCommand<BalenaConfig> {
     file: Args.string({ description: 'The config.json file to write.', required: true }),
   };
   static override flags = {
-    drive: Flags.string({ char: 'd', description: 'OS image file or drive (e.g. balena.img, /dev/sdb).', required: true }),
+    drive: driveFlag,
   };
 
   async run(): Promise<BalenaConfig> {

@@ -1,12 +1,12 @@
-import { Flags } from '@oclif/core';
 import { SkiffCommand } from '../../lib/cli/base-command.js';
+import { driveFlag } from '../../lib/os/config-flags.js';
 import type { BalenaConfig } from '../../lib/os/config.js';
 
 export default class ConfigRead extends SkiffCommand<BalenaConfig> {
   static override summary = 'Print the config.json of a balenaOS image or drive.';
   static override examples = ['<%= config.bin %> config read --drive balena.img', '<%= config.bin %> config read --drive /dev/sdb --json'];
   static override flags = {
-    drive: Flags.string({ char: 'd', description: 'OS image file or drive (e.g. balena.img, /dev/sdb).', required: true }),
+    drive: driveFlag,
   };
 
   async run(): Promise<BalenaConfig> {

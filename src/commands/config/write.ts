@@ -1,5 +1,6 @@
-import { Args, Flags } from '@oclif/core';
+import { Args } from '@oclif/core';
 import { SkiffCommand } from '../../lib/cli/base-command.js';
+import { driveFlag } from '../../lib/os/config-flags.js';
 import type { BalenaConfig } from '../../lib/os/config.js';
 
 export default class ConfigWrite extends SkiffCommand<BalenaConfig> {
@@ -15,7 +16,7 @@ export default class ConfigWrite extends SkiffCommand<BalenaConfig> {
     value: Args.string({ description: 'Value to set.', required: true }),
   };
   static override flags = {
-    drive: Flags.string({ char: 'd', description: 'OS image file or drive (e.g. balena.img, /dev/sdb).', required: true }),
+    drive: driveFlag,
   };
 
   async run(): Promise<BalenaConfig> {

@@ -49,3 +49,6 @@ export async function optionsFromFlags(flags: ConfigFlagValues, sshKeys: string[
     apiEndpoint: flags['api-endpoint'],
   };
 }
+
+/** The image or drive the `config` commands work on (balena-cli's --drive). */
+export const driveFlag = Flags.string({ char: 'd', description: 'OS image file or drive (e.g. balena.img, /dev/sdb).', required: true });

@@ -141,57 +141,40 @@ export function jsonErrorAt(text: string): { offset: number; reason: string } | 
     if (i >= text.length) fail('unterminated string');
     i++;
   };
+  const found = () => describe().replace('unexpected ', '');
+  /** `{…}` or `[…]`: items separated by commas up to `close`. */
+  const sequence = (close: string, item: () => void) => {
+    i++;
+    space();
+    if (text[i] === close) {
+      i++;
+      return;
+    }
+    for (;;) {
+      item();
+      space();
+      if (text[i] === close) {
+        i++;
+        return;
+      }
+      if (text[i] !== ',') fail(`expected ',' or '${close}', found ${found()}`);
+      i++;
+    }
+  };
+  const member = () => {
+    space();
+    if (text[i] !== '"') fail(`expected a property name in double quotes, found ${found()}`);
+    string();
+    space();
+    if (text[i] !== ':') fail(`expected ':' after the property name, found ${found()}`);
+    i++;
+    value();
+  };
   const value = (): void => {
     space();
     const ch = text[i];
-    if (ch === '{') {
-      i++;
-      space();
-      if (text[i] === '}') {
-        i++;
-        return;
-      }
-      for (;;) {
-        space();
-        if (text[i] !== '"') fail(`expected a property name in double quotes, found ${describe().replace('unexpected ', '')}`);
-        string();
-        space();
-        if (text[i] !== ':') fail(`expected ':' after the property name, found ${describe().replace('unexpected ', '')}`);
-        i++;
-        value();
-        space();
-        if (text[i] === ',') {
-          i++;
-          continue;
-        }
-        if (text[i] === '}') {
-          i++;
-          return;
-        }
-        fail(`expected ',' or '}', found ${describe().replace('unexpected ', '')}`);
-      }
-    }
-    if (ch === '[') {
-      i++;
-      space();
-      if (text[i] === ']') {
-        i++;
-        return;
-      }
-      for (;;) {
-        value();
-        space();
-        if (text[i] === ',') {
-          i++;
-          continue;
-        }
-        if (text[i] === ']') {
-          i++;
-          return;
-        }
-        fail(`expected ',' or ']', found ${describe().replace('unexpected ', '')}`);
-      }
-    }
+    if (ch === '{') return sequence('}', member);
+    if (ch === '[') return sequence(']', value);
     if (ch === '"') return string();
     if (ch === 't') return literal('true');
     if (ch === 'f') return literal('false');

@@ -47,7 +47,7 @@ describe('agent: its engine client', () => {
     }
   });
 
-  it('runs without dockerode, docker-modem, ssh2 or gRPC', async () => {
+  it('runs without dockerode, docker-modem, ssh2, gRPC or oclif (started directly)', async () => {
     // NODE_DEBUG=module traces every CommonJS module Node loads; dockerode and its dependencies are CommonJS.
     const agent = await startAgent({ env: { NODE_DEBUG: 'module' } });
     agents.push(agent);
@@ -55,9 +55,18 @@ describe('agent: its engine client', () => {
     await eventually(async () => (await status(agent.url)).appState === 'applied', 30_000, 'the agent to settle');
     const trace = agent.output();
     assert.match(trace, /node_modules\/better-sqlite3\//, 'the trace lists the CommonJS packages the agent loads');
-    for (const name of ['dockerode', 'docker-modem', 'ssh2', '@grpc']) {
+    for (const name of ['dockerode', 'docker-modem', 'ssh2', '@grpc', '@oclif/core']) {
       assert.doesNotMatch(trace, new RegExp(`node_modules/${name}/`), `the agent loaded ${name}`);
     }
+  });
+
+  it('with --json it starts through oclif and prints one JSON document first', async () => {
+    const agent = await startAgent({ args: ['--json'] });
+    agents.push(agent);
+    const first = JSON.parse(agent.output().split('\n')[0] ?? '') as { status: string; result: { uuid: string; developmentMode: boolean } };
+    assert.equal(first.status, 'ok');
+    assert.equal(first.result.uuid, agent.uuid);
+    assert.equal(first.result.developmentMode, true);
   });
 
   it('loses its engine (event stream cut, socket gone) and carries on once it is back', async () => {

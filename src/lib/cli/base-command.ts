@@ -4,7 +4,8 @@
  */
 import process from 'node:process';
 import { Command, Flags } from '@oclif/core';
-import { ExitCode, SkiffError, isSkiffError } from './errors.js';
+import { SkiffError } from './errors.js';
+import { describeError, exitCodeOf, renderError } from './report.js';
 import { createOutput, type Output } from '../ui/output.js';
 import { terminalInfo } from '../ui/terminal.js';
 
@@ -70,50 +71,8 @@ export abstract class SkiffCommand<T = unknown> extends Command {
 
   private async renderError(err: Error): Promise<string> {
     const { chalk } = await this.output();
-    const lines: string[] = [];
-    if (isSkiffError(err)) {
-      for (const d of err.details) lines.push(chalk.dim(d));
-      lines.push(`${chalk.red('Error:')} ${err.toLine()}`);
-      if (this.debugEnabled && err.stack) lines.push(chalk.dim(err.stack));
-      return lines.join('\n');
-    }
-    if (isParseError(err)) {
-      const id = this.id ? ` ${this.id.replaceAll(':', ' ')}` : '';
-      return `${chalk.red('Error:')} ${firstLine(err.message)} See 'skiff${id} --help'.`;
-    }
-    lines.push(`${chalk.red('Error:')} unexpected failure: ${firstLine(err.message)}`);
-    lines.push(this.debugEnabled && err.stack ? chalk.dim(err.stack) : chalk.dim('This is a bug in skiff. Run again with --debug for the stack trace and report it.'));
-    return lines.join('\n');
+    return renderError(err, chalk, { debug: this.debugEnabled, commandId: this.id });
   }
 }
 
-function firstLine(s: string): string {
-  const line = (s.split('\n').find((l) => l.trim() !== '') ?? s).trim();
-  return /[.!?]$/.test(line) ? line : `${line}.`;
-}
-
-/** oclif's own flag/argument errors carry exit 2. */
-function isParseError(err: unknown): boolean {
-  const e = err as { oclif?: { exit?: number }; constructor?: { name?: string } };
-  return e?.oclif?.exit === 2 || /Error$/.test(e?.constructor?.name ?? '') && (e.constructor?.name ?? '').includes('Flag');
-}
-
-export function exitCodeOf(err: unknown): number {
-  if (isSkiffError(err)) return err.exitCode;
-  if (isParseError(err)) return ExitCode.usage;
-  return ExitCode.internal;
-}
-
-function describeError(err: unknown, debug: boolean): Record<string, unknown> {
-  if (isSkiffError(err)) return err.toJSON();
-  const e = err as Error;
-  if (isParseError(e)) return { code: 'usage', exitCode: ExitCode.usage, message: firstLine(e.message) };
-  return {
-    code: 'internal',
-    exitCode: ExitCode.internal,
-    message: e?.message ?? String(err),
-    ...(debug && e?.stack ? { stack: e.stack } : {}),
-  };
-}
-
-export { SkiffError };
+export { SkiffError, exitCodeOf };

@@ -1,0 +1,48 @@
+/**
+ * `skiff agent` after its flags are parsed: start the agent, print what it serves and its system
+ * messages, run until SIGINT/SIGTERM, stop cleanly. Shared by the oclif command and the direct start.
+ */
+import type { EngineFlags } from '../docker/engine.js';
+import type { Output } from '../ui/output.js';
+import type { AgentFlagValues } from './options.js';
+
+export interface AgentStarted {
+  uuid: string;
+  deviceType: string;
+  api: string;
+  developmentMode: boolean;
+}
+
+export async function serveAgent(flags: AgentFlagValues, engine: EngineFlags, out: Output, onStarted?: (started: AgentStarted) => void): Promise<AgentStarted> {
+  const { runAgent } = await import('./run-agent.js');
+  const running = await runAgent({
+    dataDir: flags['data-dir'],
+    configFile: flags.config,
+    listenAddress: flags['listen-address'],
+    listenPort: flags['listen-port'],
+    enginePort: flags['engine-port'],
+    deviceType: flags['device-type'],
+    developmentMode: flags['development-mode'],
+    rollbackGraceMs: flags['rollback-grace'] * 1000,
+    advertise: flags.advertise,
+    engine,
+  });
+  const { config } = running;
+  const started: AgentStarted = { uuid: config.uuid, deviceType: config.deviceType, api: running.apiUrl, developmentMode: config.developmentMode };
+  onStarted?.(started);
+  out.info(`Agent ${config.uuid.slice(0, 7)} (${config.deviceType}) serving the device API on ${flags['listen-address']}:${config.listenPort}${config.developmentMode ? ` and the engine API on port ${flags['engine-port']} (development mode)` : ''}`);
+  const unsubscribe = running.agent.logs.subscribe((e) => {
+    if (e.isSystem) out.info(`${new Date(e.timestamp).toISOString()} ${e.message}`);
+  });
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  unsubscribe();
+  out.info('Agent stopping (containers keep running)');
+  await running.stop();
+  // Everything is closed; if a stray engine connection still holds the event loop, don't hang a
+  // service manager's stop: leave after a moment (the timer itself never keeps the process up).
+  setTimeout(() => process.exit(0), 2000).unref();
+  return started;
+}

@@ -12,7 +12,7 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       // Startup is a budget: heavy modules are imported inside the function that needs them.
       'no-restricted-imports': ['error', {
-        paths: ['dockerode', 'simple-git', 'tar-fs', 'ora', 'inquirer', 'yaml', '@balena/dockerignore', 'multicast-dns'].map((name) => ({
+        paths: ['dockerode', 'simple-git', 'tar-fs', 'ora', 'inquirer', 'yaml', '@balena/dockerignore', 'multicast-dns', 'xz-decompress', 'fzstd', 'xxhash-wasm', 'unbzip2-stream', 'yauzl'].map((name) => ({
           name,
           message: 'Import heavy modules lazily (await import()) inside the function that needs them; type-only imports are fine.',
           allowTypeImports: true,

@@ -1,0 +1,125 @@
+import process from 'node:process';
+import { Args, Flags } from '@oclif/core';
+import { SkiffCommand } from '../../lib/cli/base-command.js';
+import { SkiffError } from '../../lib/cli/errors.js';
+import { isInteractive } from '../../lib/ui/terminal.js';
+import type { FlashResult } from '../../lib/os/flash.js';
+import type { Target } from '../../lib/os/drives.js';
+
+/** Test seam: a byte offset to change on every target between writing and verifying. */
+const TEST_CORRUPT_ENV = 'SKIFF_TEST_CORRUPT_BEFORE_VERIFY';
+
+export default class OsFlash extends SkiffCommand<FlashResult> {
+  static override summary = 'Write an OS image to SD cards, USB sticks or image files, and verify it.';
+  static override description = `The image is a local file or an http(s) URL: raw (.img, .raw, .iso) or compressed (.gz, .xz, .zst, .bz2, or a .zip holding one image), told by its content and decompressed as it is written. Several --drive flags write several drives from one read of the image.
+
+System drives (holding the mounted root, /boot or swap, or skiff itself) are refused, as are read-only and too-small drives. Mounted partitions of the drive are unmounted first. A .bmap file next to the image limits writing to the blocks that hold data. After writing, the drives are read back and compared (skip with --no-verify).
+
+Without --drive, a terminal offers the removable drives to pick from ('skiff util available-drives' lists them); elsewhere --drive and --yes are required.`;
+  static override examples = [
+    '<%= config.bin %> os flash balena.img.zip',
+    '<%= config.bin %> os flash skiff-rpi4.img.xz --drive /dev/sdb --yes',
+    '<%= config.bin %> os flash https://example.com/os.img.zst -d /dev/sdb -d /dev/sdc -y',
+    '<%= config.bin %> os flash os.img --drive out.img --no-verify --json',
+  ];
+  static override args = {
+    image: Args.string({ description: 'Image file or http(s) URL (.img, .raw, .iso, .zip, .gz, .xz, .zst, .bz2).', required: true }),
+  };
+  static override flags = {
+    drive: Flags.string({ char: 'd', description: 'Drive to write (a device such as /dev/sdb, or an image file); repeat for several.', multiple: true }),
+    yes: Flags.boolean({ char: 'y', description: "Don't ask for confirmation." }),
+    verify: Flags.boolean({ description: 'Read the drives back and compare them with the image.', default: true, allowNo: true }),
+    bmap: Flags.string({ description: 'Block map (bmaptool format) of the image; default: a .bmap file next to it.' }),
+  };
+
+  async run(): Promise<FlashResult> {
+    const { args, flags } = await this.parse(OsFlash);
+    const interactive = isInteractive();
+    if (!interactive && (!flags.drive?.length || !flags.yes)) {
+      const missing = [...(flags.drive?.length ? [] : ['--drive']), ...(flags.yes ? [] : ['--yes'])];
+      throw new SkiffError('notInteractive', `flashing erases the drive: without a terminal, pass ${missing.join(' and ')}`, { hint: "'skiff util available-drives' lists the drives" });
+    }
+    const out = await this.output();
+    const [{ openImageSource }, drives, { formatBytes }] = await Promise.all([import('../../lib/os/source.js'), import('../../lib/os/drives.js'), import('../../lib/ui/format.js')]);
+    const controller = new AbortController();
+    const source = await openImageSource(args.image, { signal: controller.signal });
+
+    const paths = flags.drive?.length ? flags.drive : [await pickDrive(drives, formatBytes)];
+    const targets: Target[] = [];
+    for (const p of [...new Set(paths)]) targets.push(await drives.inspectTarget(p));
+    const label = (t: Target) => (t.kind === 'file' ? `${t.path} (file)` : drives.driveLabel({ device: t.path, size: t.size ?? 0, ...(t.model ? { model: t.model } : {}) }, formatBytes));
+    if (!flags.yes) {
+      const { confirm } = await import('../../lib/ui/prompt.js');
+      const what = targets.map(label).join(', ');
+      if (!(await confirm(`Erase ${what} and write ${args.image} to it?`))) throw new SkiffError('interrupted', 'flash cancelled; nothing was written');
+    }
+    for (const t of targets) {
+      if (t.kind !== 'block' || t.mountpoints.length === 0) continue;
+      const unmounted = await drives.unmountTarget(t);
+      if (unmounted.length > 0) out.info(`Unmounted ${unmounted.join(', ')} on ${t.path}`);
+    }
+
+    const bmapFile = flags.bmap ?? source.bmapPath;
+    const bmap = bmapFile ? { file: bmapFile, map: await (await import('../../lib/os/bmap.js')).readBmap(bmapFile) } : undefined;
+    const [{ flashImage }, { FlashProgressRenderer }] = await Promise.all([import('../../lib/os/flash.js'), import('../../lib/ui/progress.js')]);
+    const renderer = new FlashProgressRenderer(out);
+    out.info(`Writing ${source.entryName ? `${source.entryName} from ` : ''}${args.image} (${source.format}${source.size !== undefined ? `, ${formatBytes(source.size)}` : ''}${bmap ? `, ${formatBytes(bmap.map.mappedBytes)} mapped by ${bmap.file}` : ''}) to ${targets.map(label).join(', ')}`);
+    let interrupts = 0;
+    const onSignal = () => {
+      interrupts++;
+      if (interrupts > 1) process.exit(130);
+      renderer.finishLine();
+      out.info('Stopping (Ctrl-C again to quit at once)...');
+      controller.abort(new Error('interrupted'));
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    try {
+      const corruptAt = process.env[TEST_CORRUPT_ENV];
+      const result = await flashImage({
+        source,
+        targets,
+        verify: flags.verify,
+        ...(bmap ? { bmap } : {}),
+        signal: controller.signal,
+        onProgress: (p) => renderer.update(p),
+        reopen: () => openImageSource(args.image),
+        ...(corruptAt ? { beforeVerify: (ts: Target[]) => corruptForTest(ts, Number(corruptAt)) } : {}),
+      });
+      renderer.finishLine();
+      const rate = `${(result.throughput / 1048576).toFixed(1)} MB/s`;
+      const verified = result.drives.every((d) => d.verified) ? `, verified in ${result.verifySeconds?.toFixed(1)}s` : ' (not verified)';
+      out.result(`Flashed ${formatBytes(result.size)} to ${result.drives.map((d) => d.drive).join(', ')} in ${result.writeSeconds.toFixed(1)}s (${rate})${verified}. sha256 ${result.checksum.value}`);
+      return result;
+    } finally {
+      renderer.finishLine();
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  }
+}
+
+async function pickDrive(drives: typeof import('../../lib/os/drives.js'), formatBytes: (n: number) => string): Promise<string> {
+  const available = await drives.availableDrives();
+  if (available.length === 0) throw new SkiffError('error', 'no removable drive found', { hint: 'insert an SD card or USB stick, or name a drive or image file with --drive' });
+  const { default: inquirer } = await import('inquirer');
+  const choices = available.map((d) => ({ name: `${drives.driveLabel(d, formatBytes)}${d.mountpoints.length ? `  mounted on ${d.mountpoints.join(', ')}` : ''}`, value: d.device }));
+  const answer = await inquirer.prompt([{ type: 'select', name: 'drive', message: 'Drive to erase and write', choices }]);
+  return answer.drive as string;
+}
+
+async function corruptForTest(targets: Target[], offset: number): Promise<void> {
+  const { open } = await import('node:fs/promises');
+  for (const t of targets) {
+    const handle = await open(t.resolved, 'r+');
+    try {
+      const b = Buffer.alloc(1);
+      await handle.read(b, 0, 1, offset);
+      b.writeUInt8(b.readUInt8(0) ^ 0xff, 0);
+      await handle.write(b, 0, 1, offset);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+}

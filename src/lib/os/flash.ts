@@ -7,7 +7,8 @@
 import { createHash, type Hash } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { SkiffError } from '../cli/errors.js';
 import type { Bmap, BmapRange } from './bmap.js';
@@ -128,8 +129,19 @@ class DriveWriter {
       }
       this.written += length;
     } catch (err) {
-      this.failure ??= { offset: position, error: err as NodeJS.ErrnoException };
+      this.failure ??= { offset: position, error: await this.explain(err as NodeJS.ErrnoException) };
     }
+  }
+
+  /**
+   * A card pulled from a reader often leaves its device node with a size of 0, so writes fail as
+   * if past the end (ENOSPC): a size that shrank since we started means the media went away.
+   */
+  private async explain(err: NodeJS.ErrnoException): Promise<NodeJS.ErrnoException> {
+    if (this.target.kind !== 'block' || GONE.has(err.code ?? '')) return err;
+    const now = Number(await readFile(`/sys/class/block/${path.basename(this.target.resolved)}/size`, 'utf8').catch(() => 'NaN')) * 512;
+    if (Number.isNaN(now) || now >= (this.target.size ?? 0)) return err;
+    return Object.assign(new Error(`media removed (size now ${now} bytes)`), { code: 'ENOMEDIUM', cause: err });
   }
 
   /** Sets a regular file's final length; flushes to the device and drops its cached blocks. */
@@ -139,7 +151,7 @@ class DriveWriter {
       if (this.target.kind === 'file') await this.handle.truncate(size);
       await this.handle.sync();
     } catch (err) {
-      this.failure ??= { offset: size, error: err as NodeJS.ErrnoException };
+      this.failure ??= { offset: size, error: await this.explain(err as NodeJS.ErrnoException) };
     }
   }
 
@@ -334,6 +346,7 @@ export async function flashImage(options: FlashOptions): Promise<FlashResult> {
     await options.beforeVerify?.(ok.map((w) => w.target));
     const expect = bmap && ranges ? { ranges: bmap.ranges, digests: ranges.digests } : { ranges: [{ start: 0, end: total }], digests: [checksum] };
     const verifyTotal = expect.ranges.reduce((n, r) => n + r.end - r.start, 0);
+    progress({ phase: 'verifying', bytes: 0, total: verifyTotal }, true);
     const done = new Map<DriveWriter, number>();
     const results = await Promise.all(ok.map(async (w) => {
       const bad = await verifyTarget(w.target, expect, signal, (n) => {

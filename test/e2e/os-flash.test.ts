@@ -1,0 +1,274 @@
+/**
+ * `skiff os flash` and `skiff util available-drives` as a user runs them, against image files and
+ * real loop devices (tests run as root). Fixture images are made here with sfdisk, mkfs.vfat and
+ * mke2fs. Every loop device made here is detached in after(), even on failure.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { runCli, startCli } from '../support/cli.js';
+
+const MiB = 1 << 20;
+const sh = (cmd: string, cwd?: string) => execFileSync('sh', ['-c', cmd], { cwd, encoding: 'utf8' }).trim();
+
+/** The first n bytes of a file or device, read-only. */
+function head(file: string, n: number): Buffer {
+  const fd = openSync(file, 'r');
+  try {
+    const b = Buffer.alloc(n);
+    const got = readSync(fd, b, 0, n, 0);
+    return b.subarray(0, got);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const errorLines = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('Error:'));
+
+describe('skiff os flash (the binary, real loop devices)', function () {
+  this.timeout(120000);
+  let dir: string;
+  let image: Buffer;
+  let imagePath: string;
+  const loops: string[] = [];
+
+  function loop(file: string, size: number, readOnly = false): string {
+    sh(`truncate -s ${size} ${file}`);
+    const dev = sh(`losetup -f --show ${readOnly ? '-r ' : ''}${file}`);
+    loops.push(dev);
+    return dev;
+  }
+
+  before(function () {
+    if (process.getuid?.() !== 0) this.skip();
+    dir = mkdtempSync(path.join(tmpdir(), 'skiff-flash-'));
+    // A 48 MiB MBR image: a FAT boot partition and an ext4 root, as balenaOS lays them out.
+    imagePath = path.join(dir, 'os.img');
+    sh('truncate -s 48M os.img && printf "2048,32768,c,*\\n34816,,83\\n" | sfdisk -q os.img', dir);
+    sh('mkfs.vfat -C -n RESIN-BOOT boot.part 16384 >/dev/null && echo hello > hello.txt && mcopy -i boot.part hello.txt ::hello.txt', dir);
+    sh('truncate -s 14M root.part && mke2fs -q -F -t ext4 -L resin-rootA root.part && head -c 3M /dev/urandom > noise', dir);
+    sh('dd if=boot.part of=os.img bs=512 seek=2048 conv=notrunc status=none && dd if=root.part of=os.img bs=512 seek=34816 conv=notrunc status=none && dd if=noise of=os.img bs=1M seek=40 conv=notrunc status=none', dir);
+    // A GPT image too.
+    sh('truncate -s 24M gpt.img && printf "label: gpt\\n,8M,U\\n,\\n" | sfdisk -q gpt.img && mkfs.vfat --offset 2048 gpt.img 8192 >/dev/null', dir);
+    image = readFileSync(imagePath);
+    sh('gzip -k os.img && xz -k -T1 os.img && zstd -q os.img && bzip2 -k os.img && zip -q os.zip os.img', dir);
+    sh('cp os.img.xz truncated.img.xz && truncate -s -200000 truncated.img.xz', dir);
+  });
+
+  after(() => {
+    for (const dev of loops) spawnSync('losetup', ['-d', dev]);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('flashes an image file to a loop device and verifies it; --json gives the result', async () => {
+    const dev = loop(path.join(dir, 't1.bin'), 64 * MiB);
+    const r = await runCli(['os', 'flash', imagePath, '--drive', dev, '--yes', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout) as { status: string; result: { size: number; bytesWritten: number; throughput: number; checksum: { algorithm: string; value: string }; drives: Array<{ drive: string; verified: boolean }> } };
+    assert.equal(doc.status, 'ok');
+    assert.equal(doc.result.size, image.length);
+    assert.equal(doc.result.checksum.value, createHash('sha256').update(image).digest('hex'));
+    assert.deepEqual(doc.result.drives.map((d) => [d.drive, d.verified]), [[dev, true]]);
+    assert.ok(doc.result.throughput > 0);
+    assert.ok(head(dev, image.length).equals(image), 'the loop device holds the image');
+    assert.equal(r.stderr, '', 'nothing on stderr under --json');
+  });
+
+  it('flashes a GPT image to a file, with progress lines and a summary', async () => {
+    const gpt = path.join(dir, 'gpt.img');
+    const out = path.join(dir, 'gpt-copy.img');
+    const r = await runCli(['os', 'flash', gpt, '-d', out, '-y']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(readFileSync(out).equals(readFileSync(gpt)));
+    assert.match(r.stderr, /^Writing .*gpt\.img \(raw, 24\.0 MB\) to .*gpt-copy\.img \(file\)/m);
+    assert.match(r.stderr, /Verifying/);
+    assert.match(r.stdout, /Flashed 24\.0 MB to .*gpt-copy\.img in [\d.]+s \([\d.]+ MB\/s\), verified in [\d.]+s\. sha256 [0-9a-f]{64}/);
+  });
+
+  for (const file of ['os.img.gz', 'os.img.xz', 'os.img.zst', 'os.img.bz2', 'os.zip']) {
+    it(`flashes ${file} (decompressed as it streams) to a file and a loop device at once`, async () => {
+      const dev = loop(path.join(dir, `t-${file}.bin`), 64 * MiB);
+      const out = path.join(dir, `copy-${file}.img`);
+      const r = await runCli(['os', 'flash', path.join(dir, file), '--drive', dev, '--drive', out, '--yes']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(readFileSync(out).equals(image), 'file target equals the image');
+      assert.ok(head(dev, image.length).equals(image), 'loop target holds the image');
+    });
+  }
+
+  it('flashes from an http URL', async () => {
+    const server = createServer((_req, res) => res.writeHead(200, { 'content-length': String(image.length) }).end(image));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const out = path.join(dir, 'from-url.img');
+      const r = await runCli(['os', 'flash', `http://127.0.0.1:${(server.address() as AddressInfo).port}/os.img`, '-d', out, '-y']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(readFileSync(out).equals(image));
+    } finally {
+      server.close();
+    }
+  });
+
+  it('writes only the ranges of a .bmap next to the image', async () => {
+    const bmapDir = mkdtempSync(path.join(dir, 'bmap-'));
+    const img = path.join(bmapDir, 'sparse.img');
+    // 16 MiB: data in blocks 0-3 and 1024 (4 KiB blocks), zeros elsewhere.
+    const data = Buffer.alloc(16 * MiB);
+    data.fill(0xa5, 0, 4 * 4096);
+    data.fill(0x5a, 1024 * 4096, 1025 * 4096);
+    writeFileSync(img, data);
+    const sum = (from: number, to: number) => createHash('sha256').update(data.subarray(from, to)).digest('hex');
+    writeFileSync(path.join(bmapDir, 'sparse.bmap'), `<?xml version="1.0" ?>\n<bmap version="2.0">\n  <ImageSize> ${data.length} </ImageSize>\n  <BlockSize> 4096 </BlockSize>\n  <BlocksCount> 4096 </BlocksCount>\n  <MappedBlocksCount> 5 </MappedBlocksCount>\n  <ChecksumType> sha256 </ChecksumType>\n  <BlockMap>\n    <Range chksum="${sum(0, 16384)}"> 0-3 </Range>\n    <Range chksum="${sum(1024 * 4096, 1025 * 4096)}"> 1024 </Range>\n  </BlockMap>\n</bmap>\n`);
+    const backing = path.join(dir, 'bmap-target.bin');
+    writeFileSync(backing, Buffer.alloc(16 * MiB, 0xee)); // old data outside the ranges stays
+    const dev = loop(backing, 16 * MiB);
+    const r = await runCli(['os', 'flash', img, '-d', dev, '-y', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout) as { result: { bytesWritten: number; bmap: { mappedBytes: number } } };
+    assert.equal(doc.result.bytesWritten, 5 * 4096);
+    assert.equal(doc.result.bmap.mappedBytes, 5 * 4096);
+    const after = head(dev, 16 * MiB);
+    assert.ok(after.subarray(0, 16384).equals(data.subarray(0, 16384)));
+    assert.ok(after.subarray(1024 * 4096, 1025 * 4096).equals(data.subarray(1024 * 4096, 1025 * 4096)));
+    assert.equal(after[20000], 0xee, 'an unmapped block was not written');
+  });
+
+  it('refuses this machine\'s root disk and writes nothing to it', async () => {
+    const source = sh('findmnt -n -o SOURCE /').replace(/\[.*\]$/, '');
+    if (!source.startsWith('/dev/')) return; // an overlay root (a container): no disk to test against
+    const parent = sh(`lsblk -n -o PKNAME ${source} | head -1`);
+    const disk = parent ? `/dev/${parent}` : source;
+    // Read-only hash of its first MiBs; some sandboxes forbid even opening the disk (then the
+    // kernel would refuse a write too, and the refusal message shows skiff never tried).
+    const hash = () => { try { return createHash('sha256').update(head(disk, 4 * MiB)).digest('hex'); } catch (err) { if ((err as NodeJS.ErrnoException).code === 'EPERM') return 'unreadable'; throw err; } };
+    const before = hash();
+    const r = await runCli(['os', 'flash', imagePath, '--drive', disk, '--yes']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.deepEqual(errorLines(r.stderr), [errorLines(r.stderr)[0]]);
+    assert.match(r.stderr, /refusing to write .*: it is a system drive \(.*mounted root file system/);
+    assert.equal(hash(), before, 'the root disk is unchanged');
+    const list = JSON.parse((await runCli(['util', 'available-drives', '--json'])).stdout) as { result: Array<{ device: string }> };
+    assert.ok(!list.result.some((d) => d.device === disk), 'the root disk is not offered');
+  });
+
+  it('refuses a too-small drive and a read-only one before writing a byte', async () => {
+    const small = loop(path.join(dir, 'small.bin'), 8 * MiB);
+    const r = await runCli(['os', 'flash', path.join(dir, 'os.img.xz'), '-d', small, '-y']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /Error: .* is too small: 8388608 bytes, the image needs 50331648/);
+    assert.ok(head(small, 8 * MiB).equals(Buffer.alloc(8 * MiB)), 'nothing written');
+    // A compressed stream without a size (bzip2): the partition table tells.
+    const r2 = await runCli(['os', 'flash', path.join(dir, 'os.img.bz2'), '-d', small, '-y']);
+    assert.match(r2.stderr, /too small: .*\(from its partition table\)/);
+
+    const roFile = path.join(dir, 'ro.bin');
+    const ro = loop(roFile, 64 * MiB, true);
+    const r3 = await runCli(['os', 'flash', imagePath, '-d', ro, '-y']);
+    assert.equal(r3.code, 1);
+    assert.match(r3.stderr, /Error: .* is read-only/);
+    assert.equal(errorLines(r3.stderr).length, 1);
+  });
+
+  it('bad sources: truncated archive, zip with several images, missing file', async () => {
+    const out = path.join(dir, 'bad-out.img');
+    const t = await runCli(['os', 'flash', path.join(dir, 'truncated.img.xz'), '-d', out, '-y']);
+    assert.equal(t.code, 1);
+    assert.match(t.stderr, /Error: .*truncated\.img\.xz is corrupt or truncated \(xz: unexpected end of data\)/);
+    assert.equal(errorLines(t.stderr).length, 1);
+    assert.doesNotMatch(t.stderr, /\n\s+at /, 'no stack trace');
+    sh('cp os.img a.img && cp os.img b.img && zip -q two.zip a.img b.img', dir);
+    const z = await runCli(['os', 'flash', path.join(dir, 'two.zip'), '-d', out, '-y']);
+    assert.equal(z.code, 2);
+    assert.match(z.stderr, /holds 2 images \(a\.img, b\.img\)/);
+    const m = await runCli(['os', 'flash', path.join(dir, 'nope.img'), '-d', out, '-y']);
+    assert.equal(m.code, 2);
+    assert.match(m.stderr, /image .*nope\.img does not exist/);
+  });
+
+  it('names the first bad offset when verification fails', async () => {
+    const dev = loop(path.join(dir, 'verify.bin'), 64 * MiB);
+    const r = await runCli(['os', 'flash', path.join(dir, 'os.img.gz'), '-d', dev, '-y'], { env: { SKIFF_TEST_CORRUPT_BEFORE_VERIFY: '20000000' } });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /Error: verification of .* failed: it differs from the image at offset 20000000/);
+  });
+
+  it('without a terminal, needs --drive and --yes (exit 6)', async () => {
+    const none = await runCli(['os', 'flash', imagePath]);
+    assert.equal(none.code, 6);
+    assert.match(none.stderr, /pass --drive and --yes/);
+    const noYes = await runCli(['os', 'flash', imagePath, '--drive', path.join(dir, 'x.img')]);
+    assert.equal(noYes.code, 6);
+    assert.match(noYes.stderr, /pass --yes/);
+    assert.equal(errorLines(noYes.stderr).length, 1);
+  });
+
+  it('lists loop devices in util available-drives, with backing file and size', async () => {
+    const dev = loop(path.join(dir, 'listed.bin'), 32 * MiB);
+    const r = await runCli(['util', 'available-drives', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const drive = (JSON.parse(r.stdout) as { result: Array<{ device: string; size: number; backingFile?: string; mountpoints: string[] }> }).result.find((d) => d.device === dev);
+    assert.ok(drive, `${dev} listed`);
+    assert.equal(drive.size, 32 * MiB);
+    assert.equal(drive.backingFile, path.join(dir, 'listed.bin'));
+    const table = await runCli(['util', 'available-drives']);
+    assert.match(table.stdout, new RegExp(`${dev}\\s+32\\.0 MB\\s+loop: `));
+  });
+
+  describe('interrupted writes (a slow http source)', () => {
+    let server: Server;
+    let url: string;
+    const big = Buffer.alloc(64 * MiB, 0x42);
+    before(async () => {
+      // Sends 256 KiB every 50 ms (about 5 MB/s): a write that takes several seconds.
+      server = createServer((_req, res) => {
+        res.writeHead(200, { 'content-length': String(big.length) });
+        let at = 0;
+        const timer = setInterval(() => {
+          if (res.destroyed || at >= big.length) {
+            clearInterval(timer);
+            res.end();
+            return;
+          }
+          res.write(big.subarray(at, at + 256 * 1024));
+          at += 256 * 1024;
+        }, 50);
+        res.on('close', () => clearInterval(timer));
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/big.img`;
+    });
+    after(() => {
+      server.closeAllConnections();
+      server.close();
+    });
+
+    it('Ctrl-C stops, says the drive is incomplete, exits 130', async () => {
+      const dev = loop(path.join(dir, 'ctrlc.bin'), 80 * MiB);
+      const { child, done } = startCli(['os', 'flash', url, '-d', dev, '-y']);
+      await new Promise((r) => setTimeout(r, 2500));
+      child.kill('SIGINT');
+      const r = await done;
+      assert.equal(r.code, 130, r.stderr);
+      assert.match(r.stderr, /Error: interrupted: .* is incomplete \(\d+ of 67108864 bytes written\)/);
+    });
+
+    it('a drive that vanishes mid-write: stops, says it is incomplete, exits non-zero', async () => {
+      // A card pulled from a reader leaves the device node with a size of 0; a loop device whose
+      // backing file is emptied and whose capacity is re-read does the same.
+      const backing = path.join(dir, 'vanish.bin');
+      const dev = loop(backing, 80 * MiB);
+      const { child, done } = startCli(['os', 'flash', url, '-d', dev, '-y']);
+      await new Promise((r) => setTimeout(r, 2500));
+      sh(`truncate -s 0 ${backing} && losetup -c ${dev}`);
+      const r = await Promise.race([done, new Promise<never>((_, rej) => setTimeout(() => { child.kill('SIGKILL'); rej(new Error('flash did not stop')); }, 60000))]);
+      assert.notEqual(r.code, 0, r.stderr);
+      assert.match(r.stderr, /Error: writing .* failed at offset \d+ \((EIO|ENXIO|ENODEV|ENOMEDIUM)[^)]*\); the drive is incomplete/);
+      assert.equal(errorLines(r.stderr).length, 1);
+    });
+  });
+});

@@ -45,6 +45,8 @@ interface FileStamp {
 }
 
 const HASHED_MAX_BYTES = 1024 * 1024;
+/** Hashing stops once this much has been read, so a huge project does not stall the start. */
+const HASHED_TOTAL_BYTES = 64 * 1024 * 1024;
 
 /** Files at the project root whose change means a new project model: push everything again. */
 const PROJECT_FILES = ['docker-compose.yml', 'docker-compose.yaml', 'compose.yaml', 'compose.yml', 'balena.yml', 'balena.yaml', 'skiff.yml', 'skiff.yaml'];
@@ -59,7 +61,12 @@ const LIVE_STOP_SECONDS = 0;
 /** Watches until `signal` aborts. Resolves when the watcher is closed. */
 export async function watchAndUpdate(session: PushSession, options: LiveOptions): Promise<void> {
   const live = new LiveUpdater(session, options);
-  await live.start();
+  try {
+    await live.start();
+  } catch (err) {
+    options.onEvent({ kind: 'live-error', message: `Live updates are off: ${message(err)}` });
+    return;
+  }
   await new Promise<void>((resolve) => {
     if (options.signal.aborted) resolve();
     options.signal.addEventListener('abort', () => resolve(), { once: true });
@@ -76,6 +83,7 @@ class LiveUpdater {
   private firstChangeAt = 0;
   private timer?: NodeJS.Timeout;
   private running = false;
+  private hashedBytes = 0;
 
   constructor(private readonly session: PushSession, private readonly options: LiveOptions) {}
 
@@ -121,16 +129,19 @@ class LiveUpdater {
       const abs = path.join(dir, e.name);
       if (e.name === '.git' || this.rootRules?.ignores(abs)) continue;
       if (e.isDirectory()) this.snapshot(abs);
-      else if (e.isFile()) this.stamp(abs);
+      else if (e.isFile()) this.stamp(abs, true);
     }
   }
 
-  private stamp(abs: string): FileStamp | undefined {
+  private stamp(abs: string, initial = false): FileStamp | undefined {
     try {
       const st = statSync(abs);
       if (!st.isFile()) return undefined;
       const stamp: FileStamp = { size: st.size, mtimeMs: st.mtimeMs };
-      if (st.size <= HASHED_MAX_BYTES) stamp.hash = createHash('sha1').update(readFileSync(abs)).digest('hex');
+      if (st.size <= HASHED_MAX_BYTES && (!initial || this.hashedBytes + st.size <= HASHED_TOTAL_BYTES)) {
+        if (initial) this.hashedBytes += st.size;
+        stamp.hash = createHash('sha1').update(readFileSync(abs)).digest('hex');
+      }
       this.stamps.set(abs, stamp);
       return stamp;
     } catch {

@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { runCli, startCli } from '../support/cli.js';
+import { fsckFat, fsckProblems, makeDisk, mread, mwrite } from '../support/os-images.js';
 
 const MiB = 1 << 20;
 const sh = (cmd: string, cwd?: string) => execFileSync('sh', ['-c', cmd], { cwd, encoding: 'utf8' }).trim();
@@ -67,12 +68,12 @@ describe('skiff os flash (the binary, real loop devices)', function () {
 
   it('flashes an image file to a loop device and verifies it; --json gives the result', async () => {
     const dev = loop(path.join(dir, 't1.bin'), 64 * MiB);
-    const r = await runCli(['os', 'flash', imagePath, '--drive', dev, '--yes', '--json']);
+    const r = await runCli(['os', 'flash', imagePath, '--drive', dev, '--yes', '--json', '--checksum', 'sha256']);
     assert.equal(r.code, 0, r.stderr);
     const doc = JSON.parse(r.stdout) as { status: string; result: { size: number; bytesWritten: number; throughput: number; checksum: { algorithm: string; value: string }; drives: Array<{ drive: string; verified: boolean }> } };
     assert.equal(doc.status, 'ok');
     assert.equal(doc.result.size, image.length);
-    assert.equal(doc.result.checksum.value, createHash('sha256').update(image).digest('hex'));
+    assert.deepEqual(doc.result.checksum, { algorithm: 'sha256', value: createHash('sha256').update(image).digest('hex') });
     assert.deepEqual(doc.result.drives.map((d) => [d.drive, d.verified]), [[dev, true]]);
     assert.ok(doc.result.throughput > 0);
     assert.ok(head(dev, image.length).equals(image), 'the loop device holds the image');
@@ -87,14 +88,20 @@ describe('skiff os flash (the binary, real loop devices)', function () {
     assert.ok(readFileSync(out).equals(readFileSync(gpt)));
     assert.match(r.stderr, /^Writing .*gpt\.img \(raw, 24\.0 MB\) to .*gpt-copy\.img \(file\)/m);
     assert.match(r.stderr, /Verifying/);
-    assert.match(r.stdout, /Flashed 24\.0 MB to .*gpt-copy\.img in [\d.]+s \([\d.]+ MB\/s\), verified in [\d.]+s\. sha256 [0-9a-f]{64}/);
+    // XXH64 by default, as xxhsum -H64 prints it.
+    const { create64 } = await (await import('xxhash-wasm')).default();
+    const xxh64 = create64().update(readFileSync(gpt)).digest().toString(16).padStart(16, '0');
+    assert.match(r.stdout, new RegExp(`Flashed 24\\.0 MB to .*gpt-copy\\.img in [\\d.]+s \\([\\d.]+ MB/s\\), verified in [\\d.]+s\\. xxh64 ${xxh64}\n$`));
   });
 
-  for (const file of ['os.img.gz', 'os.img.xz', 'os.img.zst', 'os.img.bz2', 'os.zip']) {
-    it(`flashes ${file} (decompressed as it streams) to a file and a loop device at once`, async () => {
-      const dev = loop(path.join(dir, `t-${file}.bin`), 64 * MiB);
-      const out = path.join(dir, `copy-${file}.img`);
-      const r = await runCli(['os', 'flash', path.join(dir, file), '--drive', dev, '--drive', out, '--yes']);
+  // Each compressed format through the system tool (zstd, xz, bzip2) and through the built-in decoder.
+  for (const [file, env] of ['os.img.gz', 'os.img.xz', 'os.img.zst', 'os.img.bz2', 'os.zip'].flatMap((f) => [[f, '1'], [f, '0']] as const)) {
+    it(`flashes ${file} (decompressed as it streams${env === '0' ? ', built-in decoder' : ''}) to a file and a loop device at once`, async () => {
+      const dev = loop(path.join(dir, `t-${file}-${env}.bin`), 64 * MiB);
+      const out = path.join(dir, `copy-${file}-${env}.img`);
+      const r = await runCli(['os', 'flash', path.join(dir, file), '--drive', dev, '--drive', out, '--yes', '--debug'], { env: { SKIFF_SYSTEM_DECOMPRESSORS: env } });
+      if (env === '0' || file.endsWith('.gz') || file.endsWith('.zip')) assert.doesNotMatch(r.stderr, /Decompressing with .*system tool/);
+      else assert.match(r.stderr, /Decompressing with \/\S+\/(zstd|xz|l?bzip2) -dc .*\(system tool; SKIFF_SYSTEM_DECOMPRESSORS=0 uses/);
       assert.equal(r.code, 0, r.stderr);
       assert.ok(readFileSync(out).equals(image), 'file target equals the image');
       assert.ok(head(dev, image.length).equals(image), 'loop target holds the image');
@@ -138,6 +145,32 @@ describe('skiff os flash (the binary, real loop devices)', function () {
     assert.equal(after[20000], 0xee, 'an unmapped block was not written');
   });
 
+  it('configures an image, flashes it, and reads the config back from the loop device', async () => {
+    // A balenaOS-like image: FAT32 resin-boot with a config.json, and an ext4 root.
+    const img = path.join(dir, 'configured.img');
+    const [boot] = makeDisk(img, 'mbr', [{ sizeMiB: 40, fs: { fat: 32, label: 'resin-boot' } }, { sizeMiB: 8, fs: 'ext4' }]);
+    assert.ok(boot);
+    mwrite(img, boot.offset, 'config.json', '{"deviceType":"raspberrypi4-64","uuid":"0123abcd"}', dir);
+    const c = await runCli(['os', 'configure', img, '--fleet', 'myfleet', '--hostname', 'kiosk-9', '--config-network', 'wifi', '--config-wifi-ssid', 'Home Net', '--config-wifi-key', 'password123']);
+    assert.equal(c.code, 0, c.stderr);
+
+    const dev = loop(path.join(dir, 'configured.bin'), 64 * MiB);
+    const f = await runCli(['os', 'flash', img, '-d', dev, '-y']);
+    assert.equal(f.code, 0, f.stderr);
+    assert.match(f.stdout, /verified in/);
+
+    const read = await runCli(['config', 'read', '--drive', dev, '--json']);
+    assert.equal(read.code, 0, read.stderr);
+    const config = (JSON.parse(read.stdout) as { result: Record<string, unknown> }).result;
+    assert.deepEqual([config.deviceType, config.uuid, config.applicationName, config.hostname], ['raspberrypi4-64', '0123abcd', 'myfleet', 'kiosk-9']);
+    // Debian's mtools and fsck.fat read the boot partition on the device the same way.
+    assert.deepEqual(JSON.parse(mread(dev, boot.offset, 'config.json')), config);
+    assert.match(mread(dev, boot.offset, 'system-connections/resin-wifi'), /ssid=Home Net\n[\s\S]*psk=password123\n/);
+    const { status, output } = fsckFat(dev, boot.offset, boot.size);
+    assert.deepEqual(fsckProblems(output), [], output);
+    assert.equal(status, 0, output);
+  });
+
   it('refuses this machine\'s root disk and writes nothing to it', async () => {
     const source = sh('findmnt -n -o SOURCE /').replace(/\[.*\]$/, '');
     if (!source.startsWith('/dev/')) return; // an overlay root (a container): no disk to test against
@@ -176,11 +209,13 @@ describe('skiff os flash (the binary, real loop devices)', function () {
 
   it('bad sources: truncated archive, zip with several images, missing file', async () => {
     const out = path.join(dir, 'bad-out.img');
-    const t = await runCli(['os', 'flash', path.join(dir, 'truncated.img.xz'), '-d', out, '-y']);
-    assert.equal(t.code, 1);
-    assert.match(t.stderr, /Error: .*truncated\.img\.xz is corrupt or truncated \(xz: unexpected end of data\)/);
-    assert.equal(errorLines(t.stderr).length, 1);
-    assert.doesNotMatch(t.stderr, /\n\s+at /, 'no stack trace');
+    for (const [env, detail] of [['1', 'unexpected end of input'], ['0', 'unexpected end of data']]) {
+      const t = await runCli(['os', 'flash', path.join(dir, 'truncated.img.xz'), '-d', out, '-y'], { env: { SKIFF_SYSTEM_DECOMPRESSORS: env } });
+      assert.equal(t.code, 1);
+      assert.match(t.stderr, new RegExp(`Error: .*truncated\\.img\\.xz is corrupt or truncated \\(xz: ${detail}\\)`));
+      assert.equal(errorLines(t.stderr).length, 1);
+      assert.doesNotMatch(t.stderr, /\n\s+at /, 'no stack trace');
+    }
     sh('cp os.img a.img && cp os.img b.img && zip -q two.zip a.img b.img', dir);
     const z = await runCli(['os', 'flash', path.join(dir, 'two.zip'), '-d', out, '-y']);
     assert.equal(z.code, 2);
@@ -195,6 +230,10 @@ describe('skiff os flash (the binary, real loop devices)', function () {
     const r = await runCli(['os', 'flash', path.join(dir, 'os.img.gz'), '-d', dev, '-y'], { env: { SKIFF_TEST_CORRUPT_BEFORE_VERIFY: '20000000' } });
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /Error: verification of .* failed: it differs from the image at offset 20000000/);
+    // A raw image file: the bad block is read again from the file itself.
+    const raw = await runCli(['os', 'flash', imagePath, '-d', dev, '-y'], { env: { SKIFF_TEST_CORRUPT_BEFORE_VERIFY: '30000001' } });
+    assert.equal(raw.code, 1, raw.stderr);
+    assert.match(raw.stderr, /Error: verification of .* failed: it differs from the image at offset 30000001/);
   });
 
   it('without a terminal, needs --drive and --yes (exit 6)', async () => {

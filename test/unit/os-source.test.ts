@@ -11,6 +11,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import process from 'node:process';
 import { detectFormat, openImageSource, sourceError, zstdFrameContentSize } from '../../src/lib/os/source.js';
 import { parseBmap } from '../../src/lib/os/bmap.js';
 import { partitionTableEnd } from '../../src/lib/os/flash.js';
@@ -67,16 +68,51 @@ describe('os image sources', function () {
     assert.equal(detectFormat(Buffer.alloc(512)), 'raw');
   });
 
-  const formats: Array<[string, string, boolean]> = [
-    ['os.img', 'raw', true], ['os.img.gz', 'gzip', true], ['os.img.xz', 'xz', true], ['os.img.zst', 'zstd', true],
-    ['os.img.bz2', 'bzip2', false], ['one.zip', 'zip', true], ['plain.bin', 'raw', true],
-  ];
-  for (const [file, format, sized] of formats) {
-    it(`${file}: ${format}, streamed back byte for byte${sized ? ', size known up front' : ''}`, async () => {
-      const r = await readAll(path.join(dir, file));
-      assert.equal(r.format, format);
-      if (sized) assert.equal(r.size, image.length);
-      assert.ok(r.data.equals(image), 'decompressed bytes equal the image');
+  // Every decoding test runs twice: through the system tools (zstd, xz, bzip2) when installed, and
+  // through the built-in decoders they stand in for.
+  for (const [name, env] of [['system decompressors', '1'], ['built-in decoders', '0']] as const) {
+    describe(name, () => {
+      let saved: string | undefined;
+      before(() => {
+        saved = process.env.SKIFF_SYSTEM_DECOMPRESSORS;
+        process.env.SKIFF_SYSTEM_DECOMPRESSORS = env;
+      });
+      after(() => {
+        if (saved === undefined) delete process.env.SKIFF_SYSTEM_DECOMPRESSORS;
+        else process.env.SKIFF_SYSTEM_DECOMPRESSORS = saved;
+      });
+
+      it('names its decoder', async () => {
+        const decoder = await (await openImageSource(path.join(dir, 'os.img.zst'))).decoderName();
+        if (env === '0') assert.equal(decoder, 'fzstd');
+        else assert.match(decoder, /zstd -dc .*\(system tool; SKIFF_SYSTEM_DECOMPRESSORS=0 uses fzstd\)|^fzstd$/);
+      });
+
+      const formats: Array<[string, string, boolean]> = [
+        ['os.img', 'raw', true], ['os.img.gz', 'gzip', true], ['os.img.xz', 'xz', true], ['os.img.zst', 'zstd', true],
+        ['os.img.bz2', 'bzip2', false], ['one.zip', 'zip', true], ['plain.bin', 'raw', true],
+      ];
+      for (const [file, format, sized] of formats) {
+        it(`${file}: ${format}, streamed back byte for byte${sized ? ', size known up front' : ''}`, async () => {
+          const r = await readAll(path.join(dir, file));
+          assert.equal(r.format, format);
+          if (sized) assert.equal(r.size, image.length);
+          assert.ok(r.data.equals(image), 'decompressed bytes equal the image');
+        });
+      }
+
+      for (const ext of ['gz', 'xz', 'zst', 'bz2']) {
+        for (const kind of ['truncated', 'corrupt']) {
+          it(`${kind} .${ext} is reported as one line`, async () => {
+            await assert.rejects(readAll(path.join(dir, `${kind}.img.${ext}`)), (err: SkiffError) => {
+              assert.ok(err instanceof SkiffError);
+              assert.match(err.toLine(), /is corrupt or truncated \(\w+: [^\n]+\)\. Download the image again\.$/);
+              assert.doesNotMatch(err.toLine(), /monkey|get_next_output|undefined/);
+              return true;
+            });
+          });
+        }
+      }
     });
   }
 
@@ -86,19 +122,6 @@ describe('os image sources', function () {
     assert.equal(r.format, 'xz');
     assert.ok(r.data.equals(image));
   });
-
-  for (const ext of ['gz', 'xz', 'zst', 'bz2']) {
-    for (const kind of ['truncated', 'corrupt']) {
-      it(`${kind} .${ext} is reported as one line`, async () => {
-        await assert.rejects(readAll(path.join(dir, `${kind}.img.${ext}`)), (err: SkiffError) => {
-          assert.ok(err instanceof SkiffError);
-          assert.match(err.toLine(), /is corrupt or truncated \(\w+: [^\n]+\)\. Download the image again\.$/);
-          assert.doesNotMatch(err.toLine(), /monkey|get_next_output|undefined/);
-          return true;
-        });
-      });
-    }
-  }
 
   it('a truncated or corrupt zip is reported', async () => {
     await assert.rejects(readAll(path.join(dir, 'truncated.zip')), /truncated.zip is corrupt or truncated \(zip: /);

@@ -1,18 +1,24 @@
 /**
  * Writes one image to one or more drives from a single read of the source: 4 MiB writes at
- * explicit offsets, a few in flight, a SHA-256 of the image computed on the way, a flush to the
- * device before success, then (by default) a read-back that must hash the same. A regular file
- * made new skips its zero blocks (it reads back zeros anyway); a bmap limits writing to its ranges.
+ * explicit offsets through the page cache, a few in flight, flushed to the device as writing goes
+ * on and once more at the end (like `dd conv=fsync`, but without the long wait at the end). A raw
+ * image file is read straight into the block buffers; a compressed one is decompressed as a
+ * stream. On the way, each block's XXH64 is kept for the read-back check, and a SHA-256 of the
+ * whole image is computed on a worker thread for the result. A regular file made new skips its
+ * zero blocks (it reads back zeros anyway); a bmap limits reading (of a raw image) and writing to
+ * its ranges.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { SkiffError } from '../cli/errors.js';
 import type { Bmap, BmapRange } from './bmap.js';
 import type { Target } from './drives.js';
+import { ImageHasher, sharedBlock } from './image-hash.js';
 import { sourceError, type ImageSource } from './source.js';
 
 const run = promisify(execFile);
@@ -21,6 +27,17 @@ const run = promisify(execFile);
 export const BLOCK_SIZE = 4 << 20;
 /** Blocks being written at once. */
 const IN_FLIGHT = 4;
+/** Blocks read ahead from a raw image file. */
+const READ_AHEAD = 2;
+/**
+ * Written bytes after which a flush starts in the background, and the most that may wait in the
+ * page cache unflushed before writing waits for the flush: the device works while the image is
+ * still being read, the final flush is short, and progress shows what reached the device.
+ */
+const FLUSH_EVERY = 128 << 20;
+const MAX_UNFLUSHED = 4 * FLUSH_EVERY;
+/** Blocks read back at once while verifying. */
+const VERIFY_IN_FLIGHT = 4;
 const PROGRESS_INTERVAL_MS = 200;
 /** Errors that mean the drive went away (card pulled, reader unplugged). */
 const GONE = new Set(['EIO', 'ENODEV', 'ENXIO', 'ENOMEDIUM', 'ESHUTDOWN']);
@@ -58,15 +75,27 @@ export interface FlashResult {
   verifySeconds?: number;
   /** Image bytes per second while writing (including the final flush). */
   throughput: number;
-  checksum: { algorithm: 'sha256'; value: string };
+  /**
+   * Checksum of the whole image: XXH64 (what `xxhsum -H64` prints) unless SHA-256 was asked for.
+   * Absent when a bmap limited reading to the mapped ranges of a raw image (the rest was never read).
+   */
+  checksum?: { algorithm: ImageChecksum; value: string };
   bmap?: { file: string; mappedBytes: number };
   drives: DriveResult[];
 }
+
+/**
+ * XXH64 costs next to nothing (12 GB/s); SHA-256 (2 GB/s, on a worker thread) is for comparing
+ * with a published digest, and slows writing down where the CPU is also busy copying the blocks.
+ */
+export type ImageChecksum = 'xxh64' | 'sha256';
 
 export interface FlashOptions {
   source: ImageSource;
   targets: Target[];
   verify: boolean;
+  /** The result's checksum of the whole image (default xxh64). */
+  checksum?: ImageChecksum;
   bmap?: { file: string; map: Bmap };
   signal?: AbortSignal;
   onProgress?: (p: FlashProgress) => void;
@@ -103,6 +132,9 @@ export function partitionTableEnd(head: Buffer): number | undefined {
 class DriveWriter {
   written = 0;
   failure?: { offset: number; error: NodeJS.ErrnoException };
+  /** Bytes written since the last flush started. */
+  private unflushed = 0;
+  private flushing?: Promise<void>;
   private constructor(readonly target: Target, readonly handle: FileHandle, readonly skipZeros: boolean) {}
 
   static async open(target: Target): Promise<DriveWriter> {
@@ -128,9 +160,24 @@ class DriveWriter {
         done += bytesWritten;
       }
       this.written += length;
+      this.unflushed += length;
     } catch (err) {
       this.failure ??= { offset: position, error: await this.explain(err as NodeJS.ErrnoException) };
     }
+    await this.flushSoon();
+  }
+
+  /** Starts a flush in the background once enough is written; waits for it when too much waits. */
+  private async flushSoon(): Promise<void> {
+    if (this.flushing && this.unflushed >= MAX_UNFLUSHED) await this.flushing;
+    if (this.flushing || this.failure || this.unflushed < FLUSH_EVERY) return;
+    this.unflushed = 0;
+    const at = this.written;
+    this.flushing = this.handle.datasync()
+      .catch(async (err: unknown) => {
+        this.failure ??= { offset: at, error: await this.explain(err as NodeJS.ErrnoException) };
+      })
+      .finally(() => (this.flushing = undefined));
   }
 
   /**
@@ -146,6 +193,7 @@ class DriveWriter {
 
   /** Sets a regular file's final length; flushes to the device and drops its cached blocks. */
   async finish(size: number): Promise<void> {
+    await this.flushing;
     if (this.failure) return;
     try {
       if (this.target.kind === 'file') await this.handle.truncate(size);
@@ -155,10 +203,10 @@ class DriveWriter {
     }
   }
 
-  async close(): Promise<void> {
+  async close(beforeVerify = false): Promise<void> {
     await this.handle.close().catch(() => {});
     // So the read-back comes from the device, not from the page cache (needs root; harmless if it fails).
-    if (this.target.kind === 'block') await run('blockdev', ['--flushbufs', this.target.resolved]).catch(() => {});
+    if (beforeVerify && this.target.kind === 'block') await run('blockdev', ['--flushbufs', this.target.resolved]).catch(() => {});
   }
 }
 
@@ -174,24 +222,61 @@ function failureError(w: DriveWriter, total: number | undefined): SkiffError {
   });
 }
 
-/** Blocks of the image, in order; a block's buffer is reused once released. */
-class BlockReader {
-  private readonly pool: Buffer[] = [];
+interface Block {
+  buf: Buffer;
+  length: number;
+  /** Where the block's bytes go in the image. */
+  offset: number;
+}
+
+/** Blocks of the image, in order of offset; a block's buffer is reused once released. */
+interface BlockSource {
+  next(): Promise<Block | undefined>;
+  release(buf: Buffer): void;
+  close(): void;
+}
+
+/** Block buffers, shared with the hashing thread; allocated as needed, then reused. */
+class BufferPool {
+  private readonly free: Buffer[] = [];
+  take(): Buffer {
+    return this.free.pop() ?? sharedBlock(BLOCK_SIZE);
+  }
+  give(b: Buffer): void {
+    this.free.push(b);
+  }
+}
+
+/** A decompressed stream cut into full blocks (its chunks copied in). */
+class StreamBlocks implements BlockSource {
   private pending?: Buffer;
   private pendingOffset = 0;
-  constructor(private readonly chunks: AsyncIterator<Buffer>) {}
+  private offset = 0;
+  private readonly chunks: AsyncIterator<Buffer>;
+  /** The first chunk, asked for at once: a stream's iterator listens only from its first next(). */
+  private primed?: Promise<IteratorResult<Buffer>>;
+  constructor(private readonly stream: Readable, private readonly pool: BufferPool) {
+    this.chunks = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    this.primed = this.chunks.next();
+    this.primed.catch(() => {});
+  }
 
   release(b: Buffer): void {
-    this.pool.push(b);
+    this.pool.give(b);
+  }
+
+  close(): void {
+    this.stream.destroy();
   }
 
   /** The next block (shorter only at the end), or undefined at the end. */
-  async next(): Promise<{ buf: Buffer; length: number } | undefined> {
-    const buf = this.pool.pop() ?? Buffer.allocUnsafeSlow(BLOCK_SIZE);
+  async next(): Promise<Block | undefined> {
+    const buf = this.pool.take();
     let length = 0;
     while (length < BLOCK_SIZE) {
       if (!this.pending) {
-        const r = await this.chunks.next();
+        const r = await (this.primed ?? this.chunks.next());
+        this.primed = undefined;
         if (r.done) break;
         this.pending = r.value;
         this.pendingOffset = 0;
@@ -205,8 +290,66 @@ class BlockReader {
       this.release(buf);
       return undefined;
     }
-    return { buf, length };
+    const offset = this.offset;
+    this.offset += length;
+    return { buf, length, offset };
   }
+}
+
+/**
+ * A raw image file read at offsets straight into the block buffers, a few blocks ahead: no stream,
+ * no copy. With ranges (a bmap's), only those bytes are read.
+ */
+class FileBlocks implements BlockSource {
+  private readonly pieces: Array<{ offset: number; length: number }> = [];
+  private readonly ahead: Array<Promise<Block | undefined>> = [];
+  private index = 0;
+  private constructor(private readonly handle: FileHandle, private readonly pool: BufferPool, ranges: Array<{ start: number; end: number }>) {
+    for (const r of ranges) {
+      for (let at = r.start; at < r.end; at += BLOCK_SIZE) this.pieces.push({ offset: at, length: Math.min(BLOCK_SIZE, r.end - at) });
+    }
+  }
+
+  static async open(file: string, pool: BufferPool, ranges?: Array<{ start: number; end: number }>): Promise<FileBlocks> {
+    const handle = await open(file, 'r');
+    const size = (await handle.stat()).size;
+    return new FileBlocks(handle, pool, ranges ?? [{ start: 0, end: size }]);
+  }
+
+  release(b: Buffer): void {
+    this.pool.give(b);
+  }
+
+  close(): void {
+    // Reads still under way finish into buffers nobody takes; the handle closes after them.
+    void Promise.allSettled(this.ahead).then(() => this.handle.close()).catch(() => {});
+  }
+
+  next(): Promise<Block | undefined> {
+    while (this.ahead.length <= READ_AHEAD && this.index < this.pieces.length) {
+      const piece = this.pieces[this.index++];
+      if (piece) this.ahead.push(this.read(piece.offset, piece.length));
+    }
+    return this.ahead.shift() ?? Promise.resolve(undefined);
+  }
+
+  private async read(offset: number, length: number): Promise<Block> {
+    const buf = this.pool.take();
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.handle.read(buf, done, length - done, offset + done);
+      if (bytesRead === 0) throw new Error(`the file ended at ${offset + done} bytes`);
+      done += bytesRead;
+    }
+    return { buf, length, offset };
+  }
+}
+
+/** Where a block was written, and its XXH64: what the read-back must match. */
+interface Piece {
+  start: number;
+  end: number;
+  hash: bigint;
 }
 
 /** Per-range digests of the bytes at bmap ranges, as they stream by. */
@@ -250,85 +393,111 @@ export async function flashImage(options: FlashOptions): Promise<FlashResult> {
     options.onProgress({ ...p, compressed });
   };
 
-  const stream = await source.open(signal);
-  const reader = new BlockReader(stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>);
-  const readBlock = () => reader.next().catch((err: unknown) => {
-    if (signal?.aborted) throw interrupted(writers, total);
+  const bmapFile = options.bmap?.file ?? 'the bmap';
+  if (bmap && source.size !== undefined && source.size !== bmap.imageSize) {
+    throw new SkiffError('usage', `${bmapFile} is for an image of ${bmap.imageSize} bytes, but the image has ${source.size}`, { hint: 'use the bmap made for this image, or remove it' });
+  }
+  // A raw image file is read at offsets: with a bmap, only its ranges (the first block always,
+  // for the size check: a bmap with no range at 0 would leave nothing to check).
+  const mappedOnly = Boolean(bmap && source.file);
+  const pool = new BufferPool();
+  const { h64Raw, create64 } = await (await import('xxhash-wasm')).default();
+  // A stream counts its bytes from a 'data' listener, so it flows once opened: read it at once.
+  const reader: BlockSource = await (source.file
+    ? FileBlocks.open(source.file, pool, mappedOnly && bmap ? bmap.ranges : undefined)
+    : source.open(signal).then((stream) => new StreamBlocks(stream, pool))
+  ).catch((err: unknown) => {
     throw sourceError(source, err);
   });
   let writers: DriveWriter[] = [];
   let total = bmap?.imageSize ?? source.size;
+  const readBlock = () => reader.next().catch((err: unknown) => {
+    if (signal?.aborted) throw interrupted(writers, total);
+    throw sourceError(source, err);
+  });
 
   // The first block comes before anything is opened for writing: the size checks need it.
-  const first = await readBlock();
-  const needed = total ?? (first ? partitionTableEnd(first.buf.subarray(0, first.length)) : undefined);
+  const first = await readBlock().catch((err: unknown) => {
+    reader.close();
+    throw err;
+  });
+  const needed = total ?? (first && first.offset === 0 ? partitionTableEnd(first.buf.subarray(0, first.length)) : undefined);
   for (const t of targets) {
     if (t.kind === 'block' && t.size !== undefined && needed !== undefined && t.size < needed) {
-      stream.destroy();
+      reader.close();
       throw new SkiffError('error', `${t.path} is too small: ${t.size} bytes, the image needs ${needed}${total === undefined ? ' (from its partition table)' : ''}`, { hint: 'use a larger drive' });
     }
-  }
-  const bmapFile = options.bmap?.file ?? 'the bmap';
-  if (bmap && source.size !== undefined && source.size !== bmap.imageSize) {
-    stream.destroy();
-    throw new SkiffError('usage', `${bmapFile} is for an image of ${bmap.imageSize} bytes, but the image has ${source.size}`, { hint: 'use the bmap made for this image, or remove it' });
   }
 
   try {
     writers = await Promise.all(targets.map((t) => DriveWriter.open(t)));
   } catch (err) {
-    stream.destroy();
+    reader.close();
     throw err;
   }
+  // The whole image's checksum, unless only the mapped ranges are read.
+  const algorithm = options.checksum ?? 'xxh64';
+  const imageHash = mappedOnly || algorithm !== 'sha256' ? undefined : new ImageHasher();
+  const imageXxh = mappedOnly || algorithm !== 'xxh64' ? undefined : create64();
   const zero = Buffer.alloc(BLOCK_SIZE);
-  const imageHash = createHash('sha256');
   const ranges = bmap ? new RangeHasher(bmap.ranges) : undefined;
-  const inFlight: Array<Promise<void>> = [];
-  let offset = 0;
+  const pieces: Piece[] = [];
+  const inFlight: Array<Promise<unknown>> = [];
+  const progressTotal = mappedOnly && bmap ? bmap.mappedBytes : total;
+  let end = 0;
+  let read = 0;
 
   try {
     for (let block = first; block; block = await readBlock()) {
       if (signal?.aborted) throw interrupted(writers, total);
-      const { buf, length } = block;
-      const at = offset;
-      imageHash.update(buf.subarray(0, length));
+      const { buf, length, offset: at } = block;
+      const hashed = imageHash?.update(buf, length);
+      imageXxh?.update(buf.subarray(0, length));
       const live = writers.filter((w) => !w.failure);
-      if (live.length === 0) break;
-      const writes: Array<Promise<void>> = [];
+      if (live.length === 0) {
+        reader.release(buf);
+        break;
+      }
+      const writes: Array<Promise<unknown>> = hashed ? [hashed] : [];
       if (ranges) {
         ranges.feed(buf, length, at, (from, to) => {
+          if (options.verify) pieces.push({ start: at + from, end: at + to, hash: h64Raw(buf.subarray(from, to)) });
           for (const w of live) writes.push(w.write(buf.subarray(from, to), to - from, at + from));
         });
       } else {
+        if (options.verify) pieces.push({ start: at, end: at + length, hash: h64Raw(buf.subarray(0, length)) });
         const isZero = live.some((w) => w.skipZeros) && buf.subarray(0, length).equals(zero.subarray(0, length));
         for (const w of live) if (!(isZero && w.skipZeros)) writes.push(w.write(buf, length, at));
       }
-      offset += length;
-      const done = Promise.all(writes).then(() => reader.release(buf));
-      inFlight.push(done);
+      end = at + length;
+      read += length;
+      inFlight.push(Promise.all(writes).then(() => reader.release(buf)));
       if (inFlight.length >= IN_FLIGHT) await inFlight.shift();
-      progress({ phase: 'writing', bytes: offset, ...(total !== undefined ? { total } : {}), sourceBytes: source.bytesRead(), ...(source.compressedSize !== undefined ? { sourceTotal: source.compressedSize } : {}) });
+      progress({ phase: 'writing', bytes: mappedOnly ? read : end, ...(progressTotal !== undefined ? { total: progressTotal } : {}), sourceBytes: source.bytesRead(), ...(source.compressedSize !== undefined ? { sourceTotal: source.compressedSize } : {}) });
     }
     await Promise.all(inFlight);
     if (signal?.aborted) throw interrupted(writers, total);
-    if (total !== undefined && offset < total && writers.some((w) => !w.failure)) {
-      throw sourceError(source, new Error(`the image ended after ${offset} of ${total} bytes`));
+    if (!mappedOnly && total !== undefined && end < total && writers.some((w) => !w.failure)) {
+      throw sourceError(source, new Error(`the image ended after ${end} of ${total} bytes`));
     }
-    total = offset;
-    progress({ phase: 'flushing', bytes: offset, total }, true);
-    await Promise.all(writers.map((w) => w.finish(bmap?.imageSize ?? offset)));
+    if (!mappedOnly) total = end;
+    total ??= end;
+    progress({ phase: 'flushing', bytes: total, total }, true);
+    await Promise.all(writers.map((w) => w.finish(bmap?.imageSize ?? end)));
   } catch (err) {
     await Promise.allSettled(inFlight);
-    stream.destroy();
+    reader.close();
+    imageHash?.close();
     await Promise.all(writers.map((w) => w.close()));
     if (err instanceof SkiffError && err.code !== 'interrupted' && !targets.every((t) => t.created)) {
       throw new SkiffError(err.code, `${err.message.replace(/\.$/, '')}; ${targets.map((t) => t.path).join(', ')} ${targets.length === 1 ? 'is' : 'are'} incomplete`, { ...(err.hint ? { hint: err.hint } : {}), cause: err });
     }
     throw err;
   }
-  await Promise.all(writers.map((w) => w.close()));
+  reader.close();
+  const [sha256] = await Promise.all([imageHash?.digest().finally(() => imageHash.close()), ...writers.map((w) => w.close(options.verify))]);
+  const checksum = sha256 ?? imageXxh?.digest().toString(16).padStart(16, '0');
   const writeSeconds = (performance.now() - started) / 1000;
-  const checksum = imageHash.digest('hex');
 
   if (bmap && ranges) {
     const bad = bmap.ranges.find((r, i) => r.checksum && bmap.checksumType === 'sha256' && r.checksum !== ranges.digests[i]);
@@ -344,12 +513,11 @@ export async function flashImage(options: FlashOptions): Promise<FlashResult> {
   if (options.verify && ok.length > 0) {
     const verifyStart = performance.now();
     await options.beforeVerify?.(ok.map((w) => w.target));
-    const expect = bmap && ranges ? { ranges: bmap.ranges, digests: ranges.digests } : { ranges: [{ start: 0, end: total }], digests: [checksum] };
-    const verifyTotal = expect.ranges.reduce((n, r) => n + r.end - r.start, 0);
+    const verifyTotal = pieces.reduce((n, p) => n + p.end - p.start, 0);
     progress({ phase: 'verifying', bytes: 0, total: verifyTotal }, true);
     const done = new Map<DriveWriter, number>();
     const results = await Promise.all(ok.map(async (w) => {
-      const bad = await verifyTarget(w.target, expect, signal, (n) => {
+      const bad = await verifyTarget(w.target, pieces, h64Raw, signal, (n) => {
         done.set(w, n);
         progress({ phase: 'verifying', bytes: Math.min(...ok.map((x) => done.get(x) ?? 0)), total: verifyTotal });
       });
@@ -362,7 +530,7 @@ export async function flashImage(options: FlashOptions): Promise<FlashResult> {
         verified.add(w);
         continue;
       }
-      const exact = await firstDifference(options.reopen, w.target, bad).catch(() => undefined);
+      const exact = await firstDifference(source, options.reopen, w.target, bad).catch(() => undefined);
       const where = exact !== undefined ? `at offset ${exact}` : `in bytes ${bad.start}-${bad.end - 1}`;
       failed.push(w);
       w.failure = { offset: exact ?? bad.start, error: Object.assign(new Error('verification failed'), { code: 'EVERIFY' }) };
@@ -391,7 +559,7 @@ export async function flashImage(options: FlashOptions): Promise<FlashResult> {
     writeSeconds,
     ...(verifySeconds !== undefined ? { verifySeconds } : {}),
     throughput: writeSeconds > 0 ? total / writeSeconds : 0,
-    checksum: { algorithm: 'sha256', value: checksum },
+    ...(checksum !== undefined ? { checksum: { algorithm, value: checksum } } : {}),
     ...(options.bmap ? { bmap: { file: options.bmap.file, mappedBytes: options.bmap.map.mappedBytes } } : {}),
     drives: writers.map((w) => ({ drive: w.target.path, bytesWritten: w.written, verified: verified.has(w) })),
   };
@@ -406,58 +574,87 @@ function interrupted(writers: DriveWriter[], total: number | undefined): SkiffEr
 }
 
 /**
- * Reads the target back over the given ranges and hashes each; returns the first range whose
- * digest differs, or undefined when all match.
+ * Reads the target back, a few blocks at a time, and compares each piece's XXH64 with the one
+ * taken while writing; returns the first piece that differs, or undefined when all match.
  */
-async function verifyTarget(target: Target, expect: { ranges: Array<{ start: number; end: number }>; digests: string[] }, signal: AbortSignal | undefined, onBytes: (n: number) => void): Promise<{ start: number; end: number } | undefined> {
+async function verifyTarget(target: Target, pieces: Piece[], h64: (b: Uint8Array) => bigint, signal: AbortSignal | undefined, onBytes: (n: number) => void): Promise<Piece | undefined> {
   const handle = await open(target.resolved, 'r');
-  const buf = Buffer.allocUnsafeSlow(BLOCK_SIZE);
+  const free: Buffer[] = [];
+  const readPiece = async (p: Piece): Promise<{ buf: Buffer; length: number }> => {
+    const buf = free.pop() ?? Buffer.allocUnsafeSlow(BLOCK_SIZE);
+    let length = 0;
+    while (length < p.end - p.start) {
+      const { bytesRead } = await handle.read(buf, length, p.end - p.start - length, p.start + length);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+    }
+    return { buf, length };
+  };
+  const ahead: Array<Promise<{ buf: Buffer; length: number }>> = [];
+  let next = 0;
   let done = 0;
   try {
-    for (const [i, r] of expect.ranges.entries()) {
-      const hash = createHash('sha256');
-      for (let pos = r.start; pos < r.end;) {
-        if (signal?.aborted) return undefined;
-        const want = Math.min(BLOCK_SIZE, r.end - pos);
-        const { bytesRead } = await handle.read(buf, 0, want, pos);
-        if (bytesRead === 0) return r;
-        hash.update(buf.subarray(0, bytesRead));
-        pos += bytesRead;
-        done += bytesRead;
-        onBytes(done);
+    for (const p of pieces) {
+      while (ahead.length < VERIFY_IN_FLIGHT && next < pieces.length) {
+        const q = pieces[next++];
+        if (q) ahead.push(readPiece(q));
       }
-      if (hash.digest('hex') !== expect.digests[i]) return r;
+      const got = await ahead.shift();
+      if (!got || signal?.aborted) return undefined;
+      const same = got.length === p.end - p.start && h64(got.buf.subarray(0, got.length)) === p.hash;
+      free.push(got.buf);
+      if (!same) return p;
+      done += got.length;
+      onBytes(done);
     }
     return undefined;
   } finally {
+    await Promise.allSettled(ahead);
     await handle.close();
   }
 }
 
 /** The first byte offset in `range` where the target differs from the image (reads the image again). */
-async function firstDifference(reopen: FlashOptions['reopen'], target: Target, range: { start: number; end: number }): Promise<number | undefined> {
-  if (!reopen) return undefined;
-  const source = await reopen();
-  const stream = await source.open();
+async function firstDifference(source: ImageSource, reopen: FlashOptions['reopen'], target: Target, range: { start: number; end: number }): Promise<number | undefined> {
   const handle = await open(target.resolved, 'r');
-  try {
-    let pos = 0;
-    const theirs = Buffer.allocUnsafeSlow(BLOCK_SIZE);
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      const end = pos + chunk.length;
-      if (end > range.start) {
-        const from = Math.max(range.start, pos);
-        const to = Math.min(range.end, end);
-        const { bytesRead } = await handle.read(theirs, 0, to - from, from);
-        const ours = chunk.subarray(from - pos, to - pos);
-        for (let i = 0; i < to - from; i++) if (i >= bytesRead || ours[i] !== theirs[i]) return from + i;
-      }
-      pos = end;
-      if (pos >= range.end) break;
-    }
+  const theirs = Buffer.allocUnsafeSlow(BLOCK_SIZE);
+  const compare = async (ours: Buffer, at: number): Promise<number | undefined> => {
+    const { bytesRead } = await handle.read(theirs, 0, ours.length, at);
+    for (let i = 0; i < ours.length; i++) if (i >= bytesRead || ours[i] !== theirs[i]) return at + i;
     return undefined;
+  };
+  try {
+    if (source.file) {
+      // A raw image file: read the same bytes of it.
+      const image = await open(source.file, 'r');
+      try {
+        const ours = Buffer.allocUnsafeSlow(range.end - range.start);
+        await image.read(ours, 0, ours.length, range.start);
+        return await compare(ours, range.start);
+      } finally {
+        await image.close();
+      }
+    }
+    if (!reopen) return undefined;
+    const stream = await (await reopen()).open();
+    try {
+      let pos = 0;
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        const end = pos + chunk.length;
+        if (end > range.start) {
+          const from = Math.max(range.start, pos);
+          const to = Math.min(range.end, end);
+          const at = await compare(chunk.subarray(from - pos, to - pos), from);
+          if (at !== undefined) return at;
+        }
+        pos = end;
+        if (pos >= range.end) break;
+      }
+      return undefined;
+    } finally {
+      stream.destroy();
+    }
   } finally {
-    stream.destroy();
     await handle.close();
   }
 }

@@ -98,12 +98,12 @@ function loopOn(file, size) {
 }
 
 /** Median wall time of each command, skiff and the peer alternating, caches dropped before each. */
-async function compare(name, skiffArgs, peerScript) {
+async function compare(name, skiffArgs, peerScript, skiffEnv = {}) {
   const ours = [];
   const theirs = [];
   for (let i = 0; i < runs; i++) {
     dropCaches();
-    const a = await measureOnce(process.execPath, [skiff, ...skiffArgs]);
+    const a = await measureOnce(process.execPath, [skiff, ...skiffArgs], { env: { ...process.env, ...skiffEnv } });
     if (a.code !== 0) throw new Error(`skiff ${skiffArgs.join(' ')} failed: ${a.stderr}`);
     dropCaches();
     const b = await measureOnce('sh', ['-c', peerScript]);
@@ -137,6 +137,8 @@ const flash = (img, ...extra) => ['os', 'flash', img, '--drive', target, '--yes'
 const raw = add('1 GiB raw, no verify', await compare('raw', flash(image, '--no-verify'), `dd if=${image} of=${target} bs=4M conv=fsync status=none`), size);
 add('1 GiB from .xz', await compare('xz', flash(`${image}.xz`, '--no-verify'), dd(`xz -dc ${image}.xz`)), size);
 add('1 GiB from .zst', await compare('zst', flash(`${image}.zst`, '--no-verify'), dd(`zstd -dc ${image}.zst`)), size);
+// skiff without the system zstd: its built-in decoder (fzstd), the fallback where zstd is not installed.
+add('1 GiB from .zst, built-in decoder', await compare('zst-builtin', flash(`${image}.zst`, '--no-verify'), dd(`zstd -dc ${image}.zst`), { SKIFF_SYSTEM_DECOMPRESSORS: '0' }), size);
 rows.push({ measure: '1 GiB raw, write + verify (time)', ...(await compare('verify', flash(image), `dd if=${image} of=${target} bs=4M conv=fsync status=none && cmp -n ${size} ${image} ${target}`)), fmt: fmtSec });
 
 // bmap: a mostly empty 4 GiB image; bmaptool makes the map when Debian's bmap-tools is there.

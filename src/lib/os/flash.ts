@@ -247,18 +247,37 @@ class BufferPool {
   }
 }
 
-/** A decompressed stream cut into full blocks (its chunks copied in). */
+/**
+ * A decompressed stream cut into full blocks (its chunks copied in). Chunks are pulled with read()
+ * while the stream has them buffered, not through an async iterator: a pipe from a decompressor
+ * gives 64 KiB chunks, and a promise for each of them cost more than the copying.
+ */
 class StreamBlocks implements BlockSource {
   private pending?: Buffer;
   private pendingOffset = 0;
   private offset = 0;
-  private readonly chunks: AsyncIterator<Buffer>;
-  /** The first chunk, asked for at once: a stream's iterator listens only from its first next(). */
-  private primed?: Promise<IteratorResult<Buffer>>;
+  private ended = false;
+  private error?: unknown;
+  private wake?: () => void;
   constructor(private readonly stream: Readable, private readonly pool: BufferPool) {
-    this.chunks = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-    this.primed = this.chunks.next();
-    this.primed.catch(() => {});
+    const poke = () => {
+      const wake = this.wake;
+      this.wake = undefined;
+      wake?.();
+    };
+    stream.on('readable', poke);
+    stream.once('end', () => {
+      this.ended = true;
+      poke();
+    });
+    stream.once('error', (err) => {
+      this.error ??= err;
+      poke();
+    });
+    stream.once('close', () => {
+      if (!this.ended) this.error ??= new Error('the stream closed before its end');
+      poke();
+    });
   }
 
   release(b: Buffer): void {
@@ -273,18 +292,27 @@ class StreamBlocks implements BlockSource {
   async next(): Promise<Block | undefined> {
     const buf = this.pool.take();
     let length = 0;
-    while (length < BLOCK_SIZE) {
-      if (!this.pending) {
-        const r = await (this.primed ?? this.chunks.next());
-        this.primed = undefined;
-        if (r.done) break;
-        this.pending = r.value;
-        this.pendingOffset = 0;
+    try {
+      while (length < BLOCK_SIZE) {
+        if (!this.pending) {
+          const chunk = this.stream.read() as Buffer | null;
+          if (chunk === null) {
+            if (this.error) throw this.error;
+            if (this.ended) break;
+            await new Promise<void>((resolve) => (this.wake = resolve));
+            continue;
+          }
+          this.pending = chunk;
+          this.pendingOffset = 0;
+        }
+        const n = this.pending.copy(buf, length, this.pendingOffset);
+        length += n;
+        this.pendingOffset += n;
+        if (this.pendingOffset >= this.pending.length) this.pending = undefined;
       }
-      const n = this.pending.copy(buf, length, this.pendingOffset);
-      length += n;
-      this.pendingOffset += n;
-      if (this.pendingOffset >= this.pending.length) this.pending = undefined;
+    } catch (err) {
+      this.release(buf);
+      throw err;
     }
     if (length === 0) {
       this.release(buf);
@@ -402,7 +430,7 @@ export async function flashImage(options: FlashOptions): Promise<FlashResult> {
   const mappedOnly = Boolean(bmap && source.file);
   const pool = new BufferPool();
   const { h64Raw, create64 } = await (await import('xxhash-wasm')).default();
-  // A stream counts its bytes from a 'data' listener, so it flows once opened: read it at once.
+  // A stream may count its bytes from a 'data' listener, so it flows once opened: listen at once.
   const reader: BlockSource = await (source.file
     ? FileBlocks.open(source.file, pool, mappedOnly && bmap ? bmap.ranges : undefined)
     : source.open(signal).then((stream) => new StreamBlocks(stream, pool))

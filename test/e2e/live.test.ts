@@ -77,7 +77,7 @@ describe('push: live updates', function () {
     const before = await containerIds();
     edit('web/index.html', () => 'web v2\n');
     await eventually(async () => (await web()) === 'web v2\n', 30_000, 'the new page to be served');
-    assert.match(output, /\[Live\] web: synced web\/index\.html → \/www\/index\.html; restarted the service/);
+    await waitOutput(/\[Live\] web: synced web\/index\.html → \/www\/index\.html; restarted the service\n\[Live\] done in/, 'the sync to be reported');
     assert.deepEqual(await containerIds(), before, 'a sync keeps every container');
   });
 

@@ -160,6 +160,9 @@ export class Agent {
           continue;
         }
         if (this.unconfirmed) await this.confirmRelease();
+        // A new target that changed no container (same images and settings, a new commit) is
+        // applied as it stands: nothing new has to prove it stays up.
+        else if (this.target.apps.map((a) => a.commit).join(',') !== (this.appliedCommit ?? '')) await this.confirmRelease(0);
         // Nothing left to do: whatever failed before (an engine restart, a rolled-back release,
         // reported in failedRelease) is behind us.
         this.status = 'Idle';
@@ -244,8 +247,7 @@ export class Agent {
    * After the containers are in place: watch them for the grace period. A service that exits or
    * turns unhealthy means the release failed: bring the previous one back.
    */
-  private async confirmRelease(): Promise<void> {
-    const grace = this.options.rollbackGraceMs ?? 10_000;
+  private async confirmRelease(grace = this.options.rollbackGraceMs ?? 10_000): Promise<void> {
     const commit = this.target.apps.map((a) => a.commit).join(',');
     const deadline = Date.now() + grace;
     const version = this.targetVersion;

@@ -209,7 +209,7 @@ export function containerSpec(ctx: EngineContext, app: TargetApp, service: Targe
       [LABEL.commit]: app.commit,
       [LABEL.releaseId]: app.releaseId,
       [LABEL.configHash]: hash,
-      [LABEL.target]: JSON.stringify({ app: { name: app.name, commit: app.commit, releaseId: app.releaseId, volumes: app.volumes, networks: app.networks }, service: service.raw ?? {} }),
+      [LABEL.target]: JSON.stringify({ app: { name: app.name, commit: app.commit, releaseId: app.releaseId, volumes: app.volumes, networks: app.networks, services: app.services.map((s) => s.serviceName) }, service: service.raw ?? {} }),
     },
     ExposedPorts: exposed,
     ...(c.workingDir ? { WorkingDir: c.workingDir } : {}),
@@ -335,10 +335,13 @@ export async function removeAppVolumes(ctx: EngineContext, current: CurrentState
  */
 export async function targetFromContainers(ctx: EngineContext): Promise<unknown> {
   const containers = await ctx.docker.listContainers({ all: true, filters: { label: [`${LABEL.agent}=${ctx.uuid}`] } });
-  const apps: Record<string, { name: string; commit: string; releaseId: string; volumes: unknown; networks: unknown; services: Record<string, unknown> }> = {};
+  type AppMeta = { name: string; commit: string; releaseId: string; volumes: unknown; networks: unknown; services?: string[] };
+  const apps: Record<string, { meta: AppMeta; services: Map<string, { id: string; raw: Record<string, unknown> }> }> = {};
+  // Oldest first: the newest container's release describes the app. A service whose image did not
+  // change keeps its container from an older release, so each service takes its newest container.
   for (const c of [...containers].sort((a, b) => a.Created - b.Created)) {
     const l = c.Labels ?? {};
-    let meta: { app?: { name: string; commit: string; releaseId: string; volumes: unknown; networks: unknown }; service?: Record<string, unknown> };
+    let meta: { app?: AppMeta; service?: Record<string, unknown> };
     try {
       meta = JSON.parse(l[LABEL.target] ?? '') as typeof meta;
     } catch {
@@ -346,10 +349,18 @@ export async function targetFromContainers(ctx: EngineContext): Promise<unknown>
     }
     if (!meta.app || !meta.service) continue;
     const appId = l[LABEL.appId] ?? '1';
-    const app = (apps[appId] ??= { ...meta.app, services: {} });
-    if (meta.app.commit !== app.commit) Object.assign(app, meta.app, { services: {} }); // a newer release wins
-    app.services[l[LABEL.serviceId] ?? String(Object.keys(app.services).length + 1)] = meta.service;
+    const app = (apps[appId] ??= { meta: meta.app, services: new Map() });
+    app.meta = meta.app;
+    const name = l[LABEL.serviceName] ?? '';
+    app.services.set(name, { id: l[LABEL.serviceId] ?? String(app.services.size + 1), raw: meta.service });
   }
   if (Object.keys(apps).length === 0) return undefined;
-  return { local: { name: ctx.deviceName, config: {}, apps }, dependent: { apps: {}, devices: {} } };
+  const out: Record<string, unknown> = {};
+  for (const [appId, { meta, services }] of Object.entries(apps)) {
+    // The release's own service list, where the label has one, leaves out services it removed.
+    const names = meta.services ?? [...services.keys()];
+    const { services: _list, ...app } = meta;
+    out[appId] = { ...app, services: Object.fromEntries(names.flatMap((n) => { const s = services.get(n); return s ? [[s.id, s.raw]] : []; })) };
+  }
+  return { local: { name: ctx.deviceName, config: {}, apps: out }, dependent: { apps: {}, devices: {} } };
 }

@@ -142,8 +142,11 @@ export async function deploy(session: PushSession, services?: string[], signal =
   const only = services ? { ...project, services: project.services.filter((s) => services.includes(s.name)) } : project;
   const built = await buildRelease({
     project: only, target: session.target, engine: session.engine, tag: commit, nocache: options.nocache, pull: options.pull, multiDockerignore: options.multiDockerignore,
-    signal, onEvent: options.onEvent, labels: { 'io.skiff.release': commit },
+    // The label marks images a push built (the agent prunes old ones by it). Its value is the same
+    // on every push, so a service whose sources did not change builds to the very same image.
+    signal, onEvent: options.onEvent, labels: { 'io.skiff.release': 'local' },
   });
+  await keepUnchangedImages(session, built);
   const previous = session.release;
   const release: ReleaseManifest = previous && services
     ? { ...built, services: project.services.map((s) => built.services.find((b) => b.service === s.name) ?? previous.services.find((p) => p.service === s.name)).filter((s) => s !== undefined) }
@@ -155,6 +158,29 @@ export async function deploy(session: PushSession, services?: string[], signal =
   session.release = release;
   session.commit = commit;
   return { device: client.address.host, deviceType: session.info.deviceType, arch: session.info.arch, commit, release, services: running };
+}
+
+/**
+ * A service whose new image is the image the device runs already keeps its current image name, so
+ * the agent leaves its container alone (only changed services restart, as with balena push). The
+ * new tag is dropped again (the image stays under its old name).
+ */
+async function keepUnchangedImages(session: PushSession, built: ReleaseManifest): Promise<void> {
+  type Target = { state?: { local?: { apps?: Record<string, { services?: Record<string, { serviceName?: string; image?: string }> }> } } };
+  const target = await session.client.json<Target>('GET', '/v2/local/target-state');
+  const running = new Map<string, string>();
+  for (const app of Object.values(target.state?.local?.apps ?? {})) {
+    for (const s of Object.values(app.services ?? {})) if (s.serviceName && s.image) running.set(s.serviceName, s.image);
+  }
+  const docker = session.engine.docker;
+  built.services = await Promise.all(built.services.map(async (s) => {
+    const current = running.get(s.service);
+    if (s.source !== 'build' || !current || current === s.image) return s;
+    const id = await docker.getImage(current).inspect().then((i) => i.Id, () => undefined);
+    if (id !== s.imageId) return s;
+    await docker.getImage(s.image).remove({ noprune: true }).catch(() => {}); // only the new tag goes
+    return { ...s, image: current };
+  }));
 }
 
 export async function push(options: PushOptions): Promise<PushResult> {

@@ -150,7 +150,7 @@ await withCleanup(async (onCleanup) => {
   ]);
   const recreated = (tool) => median(results[tool].map((r) => r.recreated));
   console.log(`\ncontainers replaced per push (median): skiff ${recreated('skiff')}, balena ${recreated('balena')}`
-    + ` (skiff tags every push's images with its release id; balena retags local_<service>:latest, so only changed services move).`);
+    + ' (both leave unchanged services running: skiff keeps their image names, balena retags local_<service>:latest).');
   console.log('Most of each figure is the engine stopping the old containers: the agent stops with a 10 s timeout and'
     + ' busybox httpd / sh as PID 1 ignore SIGTERM, so the old release waits out the timeout (same for both CLIs).');
   console.log(`'applied' includes the agent's ${GRACE} s rollback grace for both; balena push --detached exits once the target is set, before the device applies it.`);

@@ -13,6 +13,8 @@ export default class OsFlash extends SkiffCommand<FlashResult> {
   static override summary = 'Write an OS image to SD cards, USB sticks or image files, and verify it.';
   static override description = `The image is a local file or an http(s) URL: raw (.img, .raw, .iso) or compressed (.gz, .xz, .zst, .bz2, or a .zip holding one image), told by its content and decompressed as it is written. Several --drive flags write several drives from one read of the image.
 
+Compressed images go through the system's zstd, xz or bzip2 (lbzip2 if there) when installed, several times faster than the built-in decoders used otherwise; SKIFF_SYSTEM_DECOMPRESSORS=0 keeps to the built-in ones, and --debug says which is used. The result's checksum is the image's XXH64 (as 'xxhsum -H64' prints it); --checksum sha256 gives its SHA-256 instead, at some cost in speed.
+
 System drives (holding the mounted root, /boot or swap, or skiff itself) are refused, as are read-only and too-small drives. Mounted partitions of the drive are unmounted first. A .bmap file next to the image limits writing to the blocks that hold data. After writing, the drives are read back and compared (skip with --no-verify).
 
 Without --drive, a terminal offers the removable drives to pick from ('skiff util available-drives' lists them); elsewhere --drive and --yes are required.`;

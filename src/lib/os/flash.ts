@@ -425,8 +425,8 @@ export async function flashImage(options: FlashOptions): Promise<FlashResult> {
   if (bmap && source.size !== undefined && source.size !== bmap.imageSize) {
     throw new SkiffError('usage', `${bmapFile} is for an image of ${bmap.imageSize} bytes, but the image has ${source.size}`, { hint: 'use the bmap made for this image, or remove it' });
   }
-  // A raw image file is read at offsets: with a bmap, only its ranges (the first block always,
-  // for the size check: a bmap with no range at 0 would leave nothing to check).
+  // A raw image file is read at offsets, and with a bmap only its ranges (the bmap's image size,
+  // checked against the file's above, then stands for the size the drive needs).
   const mappedOnly = Boolean(bmap && source.file);
   const pool = new BufferPool();
   const { h64Raw, create64 } = await (await import('xxhash-wasm')).default();

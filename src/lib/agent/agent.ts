@@ -89,11 +89,15 @@ export class Agent {
     this.wake();
   }
 
-  /** Starts (or re-runs) the loop; one runner at a time. */
-  wake(): void {
+  /**
+   * Starts (or re-runs) the loop; one runner at a time. `retryNow` cuts a failure's backoff short:
+   * for a new target, a user's action, or the engine coming back, not for every engine event (an
+   * engine going down sends a burst of them).
+   */
+  wake(retryNow = true): void {
     if (this.running) {
       this.again = true;
-      this.endBackoff?.(); // something changed (a new target, the engine is back): retry now
+      if (retryNow) this.endBackoff?.();
       return;
     }
     this.running = this.loop().finally(() => {

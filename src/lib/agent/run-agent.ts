@@ -96,7 +96,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     onWarning: (message) => agent.logs.system(message, true),
   });
   const stopEvents = watchEngine(agent, ctx);
-  const timer = setInterval(() => agent.wake(), 10_000); // catches what events missed (e.g. an engine restart)
+  const timer = setInterval(() => agent.wake(false), 10_000); // catches what events missed (e.g. an engine restart)
   agent.wake();
   return {
     agent,
@@ -165,7 +165,7 @@ function watchEngine(agent: Agent, ctx: EngineContext): () => void {
         }
         current = stream;
         agent.wake(); // connected (again): the engine may have restarted containers meanwhile
-        stream.on('data', () => agent.wake());
+        stream.on('data', () => agent.wake(false));
         await new Promise<void>((resolve) => { stream.on('end', resolve); stream.on('error', resolve); stream.on('close', resolve); });
         if (!stopped) agent.logs.system('Lost the engine event stream; reconnecting', true);
       } catch {

@@ -4,7 +4,7 @@
 // works even when the agent has died.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -198,6 +198,30 @@ export function copyProject(src, prefix = 'skiffbench') {
   const dir = join(parent, name);
   if (src) cpSync(src, dir, { recursive: true });
   return { dir, name, remove: () => rmSync(parent, { recursive: true, force: true }) };
+}
+
+/** balena-cli's local push can't be told other ports: the agent must take these two. */
+export const BALENA_API_PORT = 48484;
+export const BALENA_ENGINE_PORT = 2375;
+
+/** Fails unless 127.0.0.1 has balena's device API and engine ports free for our agent. */
+export async function requireBalenaPorts() {
+  for (const p of [BALENA_API_PORT, BALENA_ENGINE_PORT]) {
+    if (!(await portIsFree(p))) throw new Error(`127.0.0.1:${p} is in use; balena push needs the agent on ${BALENA_API_PORT} (engine ${BALENA_ENGINE_PORT}). Stop whatever listens there first.`);
+  }
+}
+
+/**
+ * examples/multi-service copied to a temp folder with a unique name (skiff names images after the
+ * folder). web publishes 8080:80; other sessions on this engine may hold 8080, so the copy
+ * publishes a free port instead. Returns copyProject's result plus `hostPort`.
+ */
+export async function copyExampleProject() {
+  const project = copyProject(join(REPO_ROOT, 'examples', 'multi-service'));
+  const hostPort = await freePort();
+  const composePath = join(project.dir, 'docker-compose.yml');
+  writeFileSync(composePath, readFileSync(composePath, 'utf8').replace('"8080:80"', `"${hostPort}:80"`));
+  return { ...project, hostPort };
 }
 
 /** Runs `skiff <args>` to completion; resolves { code, stdout, stderr, ms }. */

@@ -8,11 +8,13 @@
 // local push cannot be told other ports; the script refuses to start if either is taken.
 
 import { spawn } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { REPO_ROOT, SKIFF_BIN, ensureSkiffBuilt, ensureBalena, balenaEnv, log, median, printComparison, fmtSec } from './lib.mjs';
-import { startAgent, portIsFree, freePort, ensureBaseImage, copyProject, cleanupAgentObjects, withCleanup, sleep, waitFor } from './agent-lib.mjs';
+import {
+  startAgent, ensureBaseImage, copyExampleProject, requireBalenaPorts, BALENA_API_PORT, BALENA_ENGINE_PORT, cleanupAgentObjects, withCleanup, sleep, waitFor,
+} from './agent-lib.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -25,8 +27,8 @@ if (values.help) {
   process.exit(0);
 }
 const RUNS = Number.parseInt(values.runs, 10);
-const API_PORT = 48484;
-const ENGINE_PORT = 2375;
+const API_PORT = BALENA_API_PORT;
+const ENGINE_PORT = BALENA_ENGINE_PORT;
 
 /** A push that keeps running (logs + live updates); its output is kept for diagnosis. */
 function startPush(cmd, args, env) {
@@ -52,14 +54,10 @@ await withCleanup(async (onCleanup) => {
   ensureSkiffBuilt();
   const balena = ensureBalena();
   ensureBaseImage();
-  for (const p of [API_PORT, ENGINE_PORT]) {
-    if (!(await portIsFree(p))) throw new Error(`127.0.0.1:${p} is in use; balena push needs the agent on ${API_PORT} (engine ${ENGINE_PORT}). Stop whatever listens there first.`);
-  }
-  const project = copyProject(join(REPO_ROOT, 'examples', 'multi-service'));
+  await requireBalenaPorts();
+  const project = await copyExampleProject();
+  const { hostPort } = project;
   onCleanup(() => project.remove());
-  const hostPort = await freePort();
-  const composePath = join(project.dir, 'docker-compose.yml');
-  writeFileSync(composePath, readFileSync(composePath, 'utf8').replace('"8080:80"', `"${hostPort}:80"`));
   // The web service's page is written by its start script, so new content answers only once the
   // new code runs (the service restarted), not merely when the file lands in the container.
   writeFileSync(join(project.dir, 'web', 'Dockerfile'), 'FROM busybox:1.36\nCOPY server.sh /server.sh\nEXPOSE 80\nCMD ["sh", "/server.sh"]\n');

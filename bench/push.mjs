@@ -6,14 +6,14 @@
 // The agent must listen on 127.0.0.1:48484 with the engine API on 2375, because balena-cli's
 // local push cannot be told other ports; the script refuses to start if either is taken.
 
-import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
-  REPO_ROOT, ensureSkiffBuilt, ensureBalena, balenaEnv, log, median, printComparison, fmtSec,
+  ensureSkiffBuilt, ensureBalena, balenaEnv, log, median, printComparison, fmtSec,
 } from './lib.mjs';
 import {
-  startAgent, portIsFree, freePort, ensureBaseImage, copyProject, runSkiff, runCmd, engine, deviceStatus,
+  startAgent, ensureBaseImage, copyExampleProject, requireBalenaPorts, BALENA_API_PORT, BALENA_ENGINE_PORT, runSkiff, runCmd, engine, deviceStatus,
   imageIds, imagesTagged, cleanupAgentObjects, removeImages, withCleanup, sleep,
 } from './agent-lib.mjs';
 
@@ -30,8 +30,8 @@ if (values.help) {
 }
 const RUNS = Number.parseInt(values.runs, 10);
 const GRACE = Number.parseInt(values['rollback-grace'], 10);
-const API_PORT = 48484;
-const ENGINE_PORT = 2375;
+const API_PORT = BALENA_API_PORT;
+const ENGINE_PORT = BALENA_ENGINE_PORT;
 const SERVICES = ['web', 'worker', 'cfg'];
 const q = (f) => encodeURIComponent(JSON.stringify(f));
 
@@ -89,16 +89,10 @@ await withCleanup(async (onCleanup) => {
   ensureSkiffBuilt();
   const balena = ensureBalena();
   ensureBaseImage();
-  for (const p of [API_PORT, ENGINE_PORT]) {
-    if (!(await portIsFree(p))) throw new Error(`127.0.0.1:${p} is in use; balena push needs the agent on ${API_PORT} (engine ${ENGINE_PORT}). Stop whatever listens there first.`);
-  }
+  await requireBalenaPorts();
   const before = await imageIds();
-  const project = copyProject(join(REPO_ROOT, 'examples', 'multi-service'));
+  const project = await copyExampleProject();
   onCleanup(() => project.remove());
-  // web publishes 8080:80; other sessions on this engine may hold 8080, so the copy uses a free port.
-  const composePath = join(project.dir, 'docker-compose.yml');
-  const hostPort = await freePort();
-  writeFileSync(composePath, readFileSync(composePath, 'utf8').replace('"8080:80"', `"${hostPort}:80"`));
   const made = new Set();
   const collectImages = async () => {
     for (const i of await imagesTagged([`${project.name}_`, 'local_'])) if (!before.has(i.Id)) made.add(i.Id);

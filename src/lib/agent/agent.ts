@@ -89,6 +89,11 @@ export class Agent {
     this.wake();
   }
 
+  /** The target's release, as the device reports it (apps' commits, comma-separated). */
+  private get targetCommit(): string {
+    return this.target.apps.map((a) => a.commit).join(',');
+  }
+
   /**
    * Starts (or re-runs) the loop; one runner at a time. `retryNow` cuts a failure's backoff short:
    * for a new target, a user's action, or the engine coming back, not for every engine event (an
@@ -166,7 +171,7 @@ export class Agent {
         if (this.unconfirmed) await this.confirmRelease();
         // A new target that changed no container (same images and settings, a new commit) is
         // applied as it stands: nothing new has to prove it stays up.
-        else if (this.target.apps.map((a) => a.commit).join(',') !== (this.appliedCommit ?? '')) await this.confirmRelease(0);
+        else if (this.targetCommit !== (this.appliedCommit ?? '')) await this.confirmRelease(0);
         // Nothing left to do: whatever failed before (an engine restart, a rolled-back release,
         // reported in failedRelease) is behind us.
         this.status = 'Idle';
@@ -252,7 +257,7 @@ export class Agent {
    * turns unhealthy means the release failed: bring the previous one back.
    */
   private async confirmRelease(grace = this.options.rollbackGraceMs ?? 10_000): Promise<void> {
-    const commit = this.target.apps.map((a) => a.commit).join(',');
+    const commit = this.targetCommit;
     const deadline = Date.now() + grace;
     const version = this.targetVersion;
     while (Date.now() < deadline && !this.abort.signal.aborted) {
@@ -320,7 +325,7 @@ export class Agent {
 
   private async rollback(reason: string): Promise<void> {
     const previous = this.store.getValue('previousTarget');
-    const commit = this.target.apps.map((a) => a.commit).join(',');
+    const commit = this.targetCommit;
     this.store.recordApplied(commit, 'rolled-back', reason);
     this.failedRelease = { commit, reason };
     this.logs.system(`Release ${commit || '(none)'} failed: ${reason}; rolling back to the previous release`, true);

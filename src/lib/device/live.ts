@@ -9,6 +9,7 @@ import { watch, type FSWatcher, readFileSync, statSync, readdirSync } from 'node
 import path from 'node:path';
 import { durationSeconds } from '../agent/target-state.js';
 import { SkiffError } from '../cli/errors.js';
+import { firstLine } from '../cli/report.js';
 import { buildArgsFor, loadBuildSettings } from '../project/balena-yml.js';
 import { loadIgnoreRules, type IgnoreRules } from '../project/build-context.js';
 import { resolveDockerfile } from '../project/dockerfile.js';
@@ -299,9 +300,7 @@ class LiveUpdater {
 
 /** One sentence (or two, with the hint) ending in a full stop. */
 function message(err: unknown): string {
-  if (err instanceof SkiffError) return err.toLine();
-  const text = (err as Error).message;
-  return /[.!?]$/.test(text) ? text : `${text}.`;
+  return err instanceof SkiffError ? err.toLine() : firstLine((err as Error).message);
 }
 
 /** Whether `dest` is a folder in the container (the engine's archive stat). */

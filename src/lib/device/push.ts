@@ -132,8 +132,8 @@ export async function openPushSession(options: PushOptions): Promise<PushSession
 
 /**
  * Builds `services` (default: all) on the device's engine and makes the device run them, the
- * other services staying on the images they run. Each deploy gets its own image tag and commit,
- * so the release it replaces keeps its images to roll back to.
+ * other services staying on the images they run. Each deploy gets its own commit, and a changed
+ * service its own image tag, so the release it replaces keeps its images to roll back to.
  */
 export async function deploy(session: PushSession, services?: string[], signal = session.options.signal): Promise<PushResult> {
   const { options, project, client } = session;

@@ -70,14 +70,31 @@ describe('skiff os flash (the binary, real loop devices)', function () {
     const dev = loop(path.join(dir, 't1.bin'), 64 * MiB);
     const r = await runCli(['os', 'flash', imagePath, '--drive', dev, '--yes', '--json', '--checksum', 'sha256']);
     assert.equal(r.code, 0, r.stderr);
-    const doc = JSON.parse(r.stdout) as { status: string; result: { size: number; bytesWritten: number; throughput: number; checksum: { algorithm: string; value: string }; drives: Array<{ drive: string; verified: boolean }> } };
+    const doc = JSON.parse(r.stdout) as { status: string; result: { size: number; bytesWritten: number; throughput: number; checksum: { algorithm: string; value: string }; drives: Array<{ drive: string; direct: boolean; verified: boolean }> } };
     assert.equal(doc.status, 'ok');
     assert.equal(doc.result.size, image.length);
     assert.deepEqual(doc.result.checksum, { algorithm: 'sha256', value: createHash('sha256').update(image).digest('hex') });
-    assert.deepEqual(doc.result.drives.map((d) => [d.drive, d.verified]), [[dev, true]]);
+    assert.deepEqual(doc.result.drives.map((d) => [d.drive, d.direct, d.verified]), [[dev, true, true]], 'written with direct I/O, and verified');
     assert.ok(doc.result.throughput > 0);
     assert.ok(head(dev, image.length).equals(image), 'the loop device holds the image');
     assert.equal(r.stderr, '', 'nothing on stderr under --json');
+  });
+
+  it('writes an image whose end is no whole sector: direct I/O for the blocks, the page cache for the tail', async () => {
+    // 9 MiB + 300 bytes: two full 4 MiB blocks, then 1 MiB + 300 bytes; over a device whose old
+    // bytes are cached in the page cache, which must not win over what was written around it.
+    const odd = Buffer.concat([image.subarray(0, 9 * MiB), Buffer.from('x'.repeat(300))]);
+    const oddPath = path.join(dir, 'odd.img');
+    writeFileSync(oddPath, odd);
+    const dev = loop(path.join(dir, 't-odd.bin'), 16 * MiB);
+    sh(`head -c ${10 * MiB} /dev/urandom | dd of=${dev} bs=1M status=none && cat ${dev} > /dev/null`);
+    const r = await runCli(['os', 'flash', oddPath, '--drive', dev, '--yes', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout) as { result: { size: number; drives: Array<{ direct: boolean; verified: boolean }> } };
+    assert.equal(doc.result.size, odd.length);
+    assert.deepEqual(doc.result.drives.map((d) => [d.direct, d.verified]), [[true, true]]);
+    sh(`blockdev --flushbufs ${dev}`);
+    assert.ok(head(dev, odd.length).equals(odd), 'the device holds every byte, the tail included');
   });
 
   it('flashes a GPT image to a file, with progress lines and a summary', async () => {
@@ -103,6 +120,7 @@ describe('skiff os flash (the binary, real loop devices)', function () {
       if (env === '0' || file.endsWith('.gz') || file.endsWith('.zip')) assert.doesNotMatch(r.stderr, /Decompressing with .*system tool/);
       else assert.match(r.stderr, /Decompressing with \/\S+\/(zstd|xz|l?bzip2) -dc .*\(system tool; SKIFF_SYSTEM_DECOMPRESSORS=0 uses/);
       assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, new RegExp(`${dev}: direct I/O`), 'the loop device is written around the page cache');
       assert.ok(readFileSync(out).equals(image), 'file target equals the image');
       assert.ok(head(dev, image.length).equals(image), 'loop target holds the image');
     });

@@ -93,6 +93,7 @@ Without --drive, a terminal offers the removable drives to pick from ('skiff uti
         ...(corruptAt ? { beforeVerify: (ts: Target[]) => corruptForTest(ts, Number(corruptAt)) } : {}),
       });
       renderer.finishLine();
+      if (this.debugEnabled) for (const d of result.drives) out.info(`${d.drive}: ${d.direct ? 'direct I/O' : 'written through the page cache'}`);
       const rate = `${(result.throughput / 1048576).toFixed(1)} MB/s`;
       const verified = result.drives.every((d) => d.verified) ? `, verified in ${result.verifySeconds?.toFixed(1)}s` : ' (not verified)';
       out.result(`Flashed ${formatBytes(result.size)} to ${result.drives.map((d) => d.drive).join(', ')} in ${result.writeSeconds.toFixed(1)}s (${rate})${verified}.${result.checksum ? ` ${result.checksum.algorithm} ${result.checksum.value}` : ''}`);

@@ -1,7 +1,9 @@
 /**
  * Writes one image to one or more drives from a single read of the source: 4 MiB writes at
- * explicit offsets through the page cache, a few in flight, flushed to the device as writing goes
- * on and once more at the end (like `dd conv=fsync`, but without the long wait at the end). A raw
+ * explicit offsets, a few in flight, straight to a block device (O_DIRECT, see direct-io.ts) and
+ * flushed from its cache at the end. A regular file, or a device that takes no direct I/O, is
+ * written through the page cache, flushed as writing goes on and once more at the end (like
+ * `dd conv=fsync`, but without the long wait at the end). A raw
  * image file is read straight into the block buffers; a compressed one is decompressed as a
  * stream. On the way, each block's XXH64 is kept for the read-back check, and a SHA-256 of the
  * whole image is computed on a worker thread for the result. A regular file made new skips its
@@ -17,8 +19,9 @@ import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { SkiffError } from '../cli/errors.js';
 import type { Bmap, BmapRange } from './bmap.js';
+import { DirectIo, type DirectTarget } from './direct-io.js';
 import type { Target } from './drives.js';
-import { ImageHasher, sharedBlock } from './image-hash.js';
+import { ImageHasher } from './image-hash.js';
 import { sourceError, type ImageSource } from './source.js';
 
 const run = promisify(execFile);
@@ -60,6 +63,8 @@ export interface DriveResult {
   drive: string;
   /** Bytes written to it (skipped zero blocks and unmapped blocks not counted). */
   bytesWritten: number;
+  /** Written around the page cache (O_DIRECT), as block devices are where they allow it. */
+  direct: boolean;
   verified: boolean;
 }
 
@@ -132,22 +137,27 @@ export function partitionTableEnd(head: Buffer): number | undefined {
 class DriveWriter {
   written = 0;
   failure?: { offset: number; error: NodeJS.ErrnoException };
-  /** Bytes written since the last flush started. */
+  /** Bytes written through the page cache since the last flush started. */
   private unflushed = 0;
   private flushing?: Promise<void>;
-  private constructor(readonly target: Target, readonly handle: FileHandle, readonly skipZeros: boolean) {}
+  /** For a direct handle: a second, buffered one, for writes direct I/O can't take (a short tail). */
+  private buffered?: Promise<FileHandle>;
+  private constructor(readonly target: Target, readonly handle: FileHandle, readonly skipZeros: boolean, readonly direct?: DirectTarget) {}
 
-  static async open(target: Target): Promise<DriveWriter> {
+  static async open(target: Target, direct?: DirectTarget): Promise<DriveWriter> {
     // O_EXCL on a block device: the kernel refuses if anything (a mount, another writer) holds it.
     const flags = target.kind === 'block' ? constants.O_WRONLY | constants.O_EXCL : constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC;
-    const handle = await open(target.resolved, flags, 0o644).catch((err: NodeJS.ErrnoException) => {
+    const opened = (f: number) => open(target.resolved, f, 0o644).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'EBUSY') throw new SkiffError('error', `${target.path} is busy: something still uses it`, { hint: 'close the programs using it, or unmount it, and try again' });
       if (err.code === 'EROFS' || err.code === 'EACCES' || err.code === 'EPERM') {
         throw new SkiffError('error', `cannot write ${target.path}: ${err.code === 'EROFS' ? 'it is read-only' : 'permission denied'}`, { hint: err.code === 'EROFS' ? undefined : 'run as root (sudo) to write a drive' });
       }
+      if (err.code === 'EINVAL' && f & constants.O_DIRECT) return undefined;
       throw new SkiffError('error', `cannot open ${target.path}: ${err.code ?? err.message}`);
     });
-    return new DriveWriter(target, handle, target.kind === 'file');
+    const handle = direct ? await opened(flags | constants.O_DIRECT) : undefined;
+    if (handle) return new DriveWriter(target, handle, false, direct);
+    return new DriveWriter(target, (await opened(flags)) as FileHandle, target.kind === 'file');
   }
 
   async write(buf: Buffer, length: number, position: number): Promise<void> {
@@ -155,16 +165,32 @@ class DriveWriter {
     try {
       let done = 0;
       while (done < length) {
-        const { bytesWritten } = await this.handle.write(buf, done, length - done, position + done);
-        if (bytesWritten === 0) throw Object.assign(new Error('no space left'), { code: 'ENOSPC' });
-        done += bytesWritten;
+        const at = position + done;
+        const left = length - done;
+        const direct = this.direct && at % this.direct.sectorSize === 0 && left % this.direct.sectorSize === 0;
+        let handle = direct ? this.handle : await this.bufferedHandle();
+        const wrote = await handle.write(buf, done, left, at).catch(async (err: NodeJS.ErrnoException) => {
+          // A buffer the device would not take directly after all: through the page cache then.
+          if (!direct || err.code !== 'EINVAL') throw err;
+          handle = await this.bufferedHandle();
+          return handle.write(buf, done, left, at);
+        });
+        if (wrote.bytesWritten === 0) throw Object.assign(new Error('no space left'), { code: 'ENOSPC' });
+        done += wrote.bytesWritten;
+        if (handle !== this.handle || !this.direct) this.unflushed += wrote.bytesWritten;
       }
       this.written += length;
-      this.unflushed += length;
     } catch (err) {
       this.failure ??= { offset: position, error: await this.explain(err as NodeJS.ErrnoException) };
     }
     await this.flushSoon();
+  }
+
+  /** The direct handle's buffered twin (the direct one itself when writing through the page cache). */
+  private bufferedHandle(): Promise<FileHandle> {
+    if (!this.direct) return Promise.resolve(this.handle);
+    this.buffered ??= open(this.target.resolved, constants.O_WRONLY);
+    return this.buffered;
   }
 
   /** Starts a flush in the background once enough is written; waits for it when too much waits. */
@@ -173,7 +199,7 @@ class DriveWriter {
     if (this.flushing || this.failure || this.unflushed < FLUSH_EVERY) return;
     this.unflushed = 0;
     const at = this.written;
-    this.flushing = this.handle.datasync()
+    this.flushing = (this.buffered ?? Promise.resolve(this.handle)).then((h) => h.datasync())
       .catch(async (err: unknown) => {
         this.failure ??= { offset: at, error: await this.explain(err as NodeJS.ErrnoException) };
       })
@@ -197,7 +223,8 @@ class DriveWriter {
     if (this.failure) return;
     try {
       if (this.target.kind === 'file') await this.handle.truncate(size);
-      await this.handle.sync();
+      // On a block device either handle's fsync writes out the page cache and flushes the device's cache.
+      await (this.buffered ?? Promise.resolve(this.handle)).then((h) => h.sync());
     } catch (err) {
       this.failure ??= { offset: size, error: await this.explain(err as NodeJS.ErrnoException) };
     }
@@ -205,6 +232,7 @@ class DriveWriter {
 
   async close(beforeVerify = false): Promise<void> {
     await this.handle.close().catch(() => {});
+    await this.buffered?.then((h) => h.close()).catch(() => {});
     // So the read-back comes from the device, not from the page cache (needs root; harmless if it fails).
     if (beforeVerify && this.target.kind === 'block') await run('blockdev', ['--flushbufs', this.target.resolved]).catch(() => {});
   }
@@ -236,11 +264,12 @@ interface BlockSource {
   close(): void;
 }
 
-/** Block buffers, shared with the hashing thread; allocated as needed, then reused. */
+/** Block buffers, shared with the hashing thread and aligned for direct I/O; allocated as needed, then reused. */
 class BufferPool {
   private readonly free: Buffer[] = [];
+  constructor(private readonly direct: DirectIo) {}
   take(): Buffer {
-    return this.free.pop() ?? sharedBlock(BLOCK_SIZE);
+    return this.free.pop() ?? this.direct.allocate(BLOCK_SIZE);
   }
   give(b: Buffer): void {
     this.free.push(b);
@@ -409,7 +438,7 @@ class RangeHasher {
 
 /** Writes the image to every target; throws a SkiffError naming the drive and what is left of it. */
 export async function flashImage(options: FlashOptions): Promise<FlashResult> {
-  const { source, targets, signal } = options;
+  const { source, targets } = options;
   const bmap = options.bmap?.map;
   const started = performance.now();
   const compressed = source.format !== 'raw';
@@ -425,10 +454,22 @@ export async function flashImage(options: FlashOptions): Promise<FlashResult> {
   if (bmap && source.size !== undefined && source.size !== bmap.imageSize) {
     throw new SkiffError('usage', `${bmapFile} is for an image of ${bmap.imageSize} bytes, but the image has ${source.size}`, { hint: 'use the bmap made for this image, or remove it' });
   }
+  const direct = await DirectIo.open(targets);
+  try {
+    return await flashWith(options, direct, started, progress);
+  } finally {
+    direct.close();
+  }
+}
+
+async function flashWith(options: FlashOptions, direct: DirectIo, started: number, progress: (p: Omit<FlashProgress, 'compressed'>, force?: boolean) => void): Promise<FlashResult> {
+  const { source, targets, signal } = options;
+  const bmap = options.bmap?.map;
+  const bmapFile = options.bmap?.file ?? 'the bmap';
   // A raw image file is read at offsets, and with a bmap only its ranges (the bmap's image size,
-  // checked against the file's above, then stands for the size the drive needs).
+  // checked against the file's, then stands for the size the drive needs).
   const mappedOnly = Boolean(bmap && source.file);
-  const pool = new BufferPool();
+  const pool = new BufferPool(direct);
   const { h64Raw, create64 } = await (await import('xxhash-wasm')).default();
   // A stream may count its bytes from a 'data' listener, so it flows once opened: listen at once.
   const reader: BlockSource = await (source.file
@@ -458,7 +499,7 @@ export async function flashImage(options: FlashOptions): Promise<FlashResult> {
   }
 
   try {
-    writers = await Promise.all(targets.map((t) => DriveWriter.open(t)));
+    writers = await Promise.all(targets.map((t) => DriveWriter.open(t, direct.for(t))));
   } catch (err) {
     reader.close();
     throw err;
@@ -545,7 +586,7 @@ export async function flashImage(options: FlashOptions): Promise<FlashResult> {
     progress({ phase: 'verifying', bytes: 0, total: verifyTotal }, true);
     const done = new Map<DriveWriter, number>();
     const results = await Promise.all(ok.map(async (w) => {
-      const bad = await verifyTarget(w.target, pieces, h64Raw, signal, (n) => {
+      const bad = await verifyTarget(w.target, direct.for(w.target), pool, pieces, h64Raw, signal, (n) => {
         done.set(w, n);
         progress({ phase: 'verifying', bytes: Math.min(...ok.map((x) => done.get(x) ?? 0)), total: verifyTotal });
       });
@@ -589,7 +630,7 @@ export async function flashImage(options: FlashOptions): Promise<FlashResult> {
     throughput: writeSeconds > 0 ? total / writeSeconds : 0,
     ...(checksum !== undefined ? { checksum: { algorithm, value: checksum } } : {}),
     ...(options.bmap ? { bmap: { file: options.bmap.file, mappedBytes: options.bmap.map.mappedBytes } } : {}),
-    drives: writers.map((w) => ({ drive: w.target.path, bytesWritten: w.written, verified: verified.has(w) })),
+    drives: writers.map((w) => ({ drive: w.target.path, bytesWritten: w.written, direct: w.direct !== undefined, verified: verified.has(w) })),
   };
 }
 
@@ -605,14 +646,21 @@ function interrupted(writers: DriveWriter[], total: number | undefined): SkiffEr
  * Reads the target back, a few blocks at a time, and compares each piece's XXH64 with the one
  * taken while writing; returns the first piece that differs, or undefined when all match.
  */
-async function verifyTarget(target: Target, pieces: Piece[], h64: (b: Uint8Array) => bigint, signal: AbortSignal | undefined, onBytes: (n: number) => void): Promise<Piece | undefined> {
+async function verifyTarget(target: Target, direct: DirectTarget | undefined, pool: BufferPool, pieces: Piece[], h64: (b: Uint8Array) => bigint, signal: AbortSignal | undefined, onBytes: (n: number) => void): Promise<Piece | undefined> {
   const handle = await open(target.resolved, 'r');
-  const free: Buffer[] = [];
+  // Read straight from the device where it allows, past whatever the page cache holds.
+  const directHandle = direct ? await open(target.resolved, constants.O_RDONLY | constants.O_DIRECT).catch(() => undefined) : undefined;
   const readPiece = async (p: Piece): Promise<{ buf: Buffer; length: number }> => {
-    const buf = free.pop() ?? Buffer.allocUnsafeSlow(BLOCK_SIZE);
+    const buf = pool.take();
     let length = 0;
     while (length < p.end - p.start) {
-      const { bytesRead } = await handle.read(buf, length, p.end - p.start - length, p.start + length);
+      const at = p.start + length;
+      const left = p.end - p.start - length;
+      const h = directHandle && direct && at % direct.sectorSize === 0 && left % direct.sectorSize === 0 ? directHandle : handle;
+      const { bytesRead } = await h.read(buf, length, left, at).catch((err: NodeJS.ErrnoException) => {
+        if (h === handle || err.code !== 'EINVAL') throw err;
+        return handle.read(buf, length, left, at);
+      });
       if (bytesRead === 0) break;
       length += bytesRead;
     }
@@ -630,7 +678,7 @@ async function verifyTarget(target: Target, pieces: Piece[], h64: (b: Uint8Array
       const got = await ahead.shift();
       if (!got || signal?.aborted) return undefined;
       const same = got.length === p.end - p.start && h64(got.buf.subarray(0, got.length)) === p.hash;
-      free.push(got.buf);
+      pool.give(got.buf);
       if (!same) return p;
       done += got.length;
       onBytes(done);
@@ -639,6 +687,7 @@ async function verifyTarget(target: Target, pieces: Piece[], h64: (b: Uint8Array
   } finally {
     await Promise.allSettled(ahead);
     await handle.close();
+    await directHandle?.close();
   }
 }
 

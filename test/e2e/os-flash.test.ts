@@ -4,7 +4,7 @@
  * mke2fs. Every loop device made here is detached in after(), even on failure.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { runCli, startCli } from '../support/cli.js';
+import { KEYS, startTty } from '../support/tty.js';
 import { fsckFat, fsckProblems, makeDisk, mread, mwrite } from '../support/os-images.js';
 
 const MiB = 1 << 20;
@@ -38,9 +39,9 @@ describe('skiff os flash (the binary, real loop devices)', function () {
   let imagePath: string;
   const loops: string[] = [];
 
-  function loop(file: string, size: number, readOnly = false): string {
+  function loop(file: string, size: number, readOnly = false, partitions = false): string {
     sh(`truncate -s ${size} ${file}`);
-    const dev = sh(`losetup -f --show ${readOnly ? '-r ' : ''}${file}`);
+    const dev = sh(`losetup -f --show ${readOnly ? '-r ' : ''}${partitions ? '-P ' : ''}${file}`);
     loops.push(dev);
     return dev;
   }
@@ -262,6 +263,96 @@ describe('skiff os flash (the binary, real loop devices)', function () {
     assert.equal(noYes.code, 6);
     assert.match(noYes.stderr, /pass --yes/);
     assert.equal(errorLines(noYes.stderr).length, 1);
+  });
+
+  describe('on a terminal (a pseudo-terminal made by script(1))', () => {
+    it('without --drive: offers the removable drives, asks naming the drive and its size, then writes', async () => {
+      const dev = loop(path.join(dir, 'picked.bin'), 56 * MiB);
+      const listed = JSON.parse((await runCli(['util', 'available-drives', '--json'])).stdout) as { result: Array<{ device: string }> };
+      const index = listed.result.findIndex((d) => d.device === dev);
+      assert.ok(index >= 0, `${dev} is offered`);
+      const tty = startTty(['os', 'flash', imagePath, '--no-verify']);
+      await tty.waitFor(/Drive to erase and write[\s\S]*loop on /);
+      tty.send(KEYS.DOWN.repeat(index));
+      // The list pages: the drive shows once the cursor is on it.
+      await tty.waitFor(new RegExp(`❯ ${dev} \\(loop on ${path.join(dir, 'picked.bin')}, 56\\.0 MB\\)`));
+      tty.send(KEYS.ENTER);
+      const asked = await tty.waitFor(/Erase .* and write .* to it\? \[y\/N\]/);
+      assert.match(asked, new RegExp(`Erase ${dev} \\(loop on [^,]+, 56\\.0 MB\\) and write ${imagePath} to it\\?`));
+      tty.send('y\r');
+      assert.equal(await tty.done, 0, tty.output());
+      assert.match(tty.output(), new RegExp(`Flashed 48\\.0 MB to ${dev} in `));
+      assert.ok(head(dev, image.length).equals(image), 'the picked drive holds the image');
+    });
+
+    it('answering no to the confirmation, or Ctrl-C at it or at the list, writes nothing (exit 130)', async () => {
+      const dev = loop(path.join(dir, 'declined.bin'), 56 * MiB);
+      for (const [args, prompt, keys] of [
+        [['--drive', dev], /\[y\/N\] $/, 'n\r'],
+        [['--drive', dev], /\[y\/N\] $/, KEYS.CTRL_C],
+        [[], /navigate/, KEYS.CTRL_C],
+      ] as const) {
+        const tty = startTty(['os', 'flash', imagePath, ...args]);
+        await tty.waitFor(prompt);
+        tty.send(keys);
+        assert.equal(await tty.done, 130, tty.output());
+        assert.deepEqual(errorLines(tty.output()), ['Error: flash cancelled; nothing was written.'], tty.output());
+      }
+      assert.ok(head(dev, 56 * MiB).equals(Buffer.alloc(56 * MiB)), 'the drive is untouched');
+    });
+  });
+
+  describe('a drive with mounted partitions', () => {
+    let mnt: string;
+    beforeEach(() => {
+      mnt = mkdtempSync(path.join(dir, 'mnt-'));
+    });
+    afterEach(() => {
+      spawnSync('umount', [mnt]);
+    });
+
+    /**
+     * A loop device holding the image, with its root partition (ext4; this kernel has no vfat)
+     * mounted. Here losetup -P does not make the kernel read the partition table, so partx adds
+     * the partitions; devtmpfs makes their nodes a moment later.
+     */
+    async function mountedDrive(name: string): Promise<string> {
+      const file = path.join(dir, name);
+      writeFileSync(file, image);
+      const dev = loop(file, 64 * MiB, false, true);
+      const part = `${dev}p2`;
+      spawnSync('partx', ['-a', dev]);
+      for (let i = 0; i < 100 && spawnSync('test', ['-b', part]).status !== 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      sh(`mount ${part} ${mnt}`);
+      return dev;
+    }
+
+    it('unmounts them first, says so, then writes', async () => {
+      const dev = await mountedDrive('mounted.bin');
+      const gpt = readFileSync(path.join(dir, 'gpt.img'));
+      const r = await runCli(['os', 'flash', path.join(dir, 'gpt.img'), '--drive', dev, '--yes']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, new RegExp(`^Unmounted ${mnt} on ${dev}$`, 'm'));
+      assert.equal(spawnSync('findmnt', [mnt]).status, 1, 'no longer mounted');
+      assert.ok(head(dev, gpt.length).equals(gpt), 'the drive holds the new image');
+    });
+
+    it('one that cannot be unmounted (in use) stops before writing, naming it', async () => {
+      const dev = await mountedDrive('busy.bin');
+      const user = spawn('sleep', ['60'], { cwd: mnt, stdio: 'ignore' });
+      try {
+        const r = await runCli(['os', 'flash', path.join(dir, 'gpt.img'), '--drive', dev, '--yes']);
+        assert.equal(r.code, 1, r.stderr);
+        assert.deepEqual(errorLines(r.stderr), [`Error: cannot unmount ${mnt} on ${dev}: target is busy. Close the programs using it (lsof +f -- ${mnt}) and try again.`]);
+        assert.equal(spawnSync('findmnt', [mnt]).status, 0, 'still mounted');
+        // Up to the mounted partition (mounting it wrote to it): the MBR and the boot partition.
+        const before = 34816 * 512;
+        assert.ok(head(dev, before).equals(image.subarray(0, before)), 'the drive is untouched');
+      } finally {
+        user.kill();
+        await new Promise((resolve) => user.once('exit', resolve));
+      }
+    });
   });
 
   it('lists loop devices in util available-drives, with backing file and size', async () => {

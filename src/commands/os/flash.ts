@@ -2,6 +2,7 @@ import process from 'node:process';
 import { Args, Flags } from '@oclif/core';
 import { SkiffCommand } from '../../lib/cli/base-command.js';
 import { SkiffError } from '../../lib/cli/errors.js';
+import { isPromptCancel } from '../../lib/cli/report.js';
 import { isInteractive } from '../../lib/ui/terminal.js';
 import type { FlashResult } from '../../lib/os/flash.js';
 import type { Target } from '../../lib/os/drives.js';
@@ -46,16 +47,20 @@ Without --drive, a terminal offers the removable drives to pick from ('skiff uti
     const out = await this.output();
     const [{ openImageSource }, drives, { formatBytes }] = await Promise.all([import('../../lib/os/source.js'), import('../../lib/os/drives.js'), import('../../lib/ui/format.js')]);
     const controller = new AbortController();
-    const source = await openImageSource(args.image, { signal: controller.signal });
-
-    const paths = flags.drive?.length ? flags.drive : [await pickDrive(drives, formatBytes)];
-    const targets: Target[] = [];
-    for (const p of [...new Set(paths)]) targets.push(await drives.inspectTarget(p));
-    const label = (t: Target) => (t.kind === 'file' ? `${t.path} (file)` : drives.driveLabel({ device: t.path, size: t.size ?? 0, ...(t.model ? { model: t.model } : {}) }, formatBytes));
+    // The image and the named drives are looked at side by side; a bad image is reported first.
+    const opening = openImageSource(args.image, { signal: controller.signal });
+    const inspecting = flags.drive?.length ? Promise.all([...new Set(flags.drive)].map((p) => drives.inspectTarget(p))) : undefined;
+    inspecting?.catch(() => {});
+    const source = await opening;
+    const cancelled = (err: unknown) => {
+      throw isPromptCancel(err) ? new SkiffError('interrupted', 'flash cancelled; nothing was written') : err;
+    };
+    const targets: Target[] = inspecting ? await inspecting : [await drives.inspectTarget(await pickDrive(drives, formatBytes).catch(cancelled))];
+    const label = (t: Target) => (t.kind === 'file' ? `${t.path} (file)` : drives.driveLabel({ device: t.path, size: t.size ?? 0, ...(t.model ? { model: t.model } : {}), ...(t.backingFile ? { backingFile: t.backingFile } : {}) }, formatBytes));
     if (!flags.yes) {
       const { confirm } = await import('../../lib/ui/prompt.js');
       const what = targets.map(label).join(', ');
-      if (!(await confirm(`Erase ${what} and write ${args.image} to it?`))) throw new SkiffError('interrupted', 'flash cancelled; nothing was written');
+      if (!(await confirm(`Erase ${what} and write ${args.image} to it?`).catch(cancelled))) throw new SkiffError('interrupted', 'flash cancelled; nothing was written');
     }
     for (const t of targets) {
       if (t.kind !== 'block' || t.mountpoints.length === 0) continue;

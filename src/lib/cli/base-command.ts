@@ -5,7 +5,7 @@
 import process from 'node:process';
 import { Command, Flags } from '@oclif/core';
 import { SkiffError } from './errors.js';
-import { describeError, exitCodeOf, renderError } from './report.js';
+import { describeError, exitCodeOf, renderError, userFacing } from './report.js';
 import { createOutput, type Output } from '../ui/output.js';
 import { terminalInfo } from '../ui/terminal.js';
 
@@ -55,7 +55,8 @@ export abstract class SkiffCommand<T = unknown> extends Command {
     return { status: 'error', error: describeError(err, this.debugEnabled), warnings: this.warnings };
   }
 
-  protected override async catch(err: Error & { oclif?: { exit?: number } }): Promise<never> {
+  protected override async catch(thrown: Error & { oclif?: { exit?: number } }): Promise<never> {
+    const err = userFacing(thrown);
     const code = exitCodeOf(err);
     if (this.jsonEnabled()) {
       this.logJson(this.toErrorJson(err));

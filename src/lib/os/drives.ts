@@ -190,6 +190,8 @@ export interface Target {
   /** Bytes the target holds; undefined for a regular file (it grows). */
   size?: number;
   model?: string;
+  /** For a loop device: the file behind it. */
+  backingFile?: string;
   readOnly: boolean;
   /** Mount points of the target and its partitions (unmounted before writing). */
   mountpoints: string[];
@@ -215,8 +217,10 @@ export async function inspectTarget(given: string, lister: DriveLister = driveLi
   if (!st.isBlockDevice()) throw new SkiffError('usage', `${given} is neither a block device nor a regular file`);
 
   const id = majMin(st.rdev);
-  const drives = await lister.list();
-  const { stdout } = await run('lsblk', ['-J', '-b', '-o', 'PATH,MAJ:MIN,MOUNTPOINTS', '-s', resolved]).catch(() => ({ stdout: '{"blockdevices":[]}' }));
+  const [drives, { stdout }] = await Promise.all([
+    lister.list(),
+    run('lsblk', ['-J', '-b', '-o', 'PATH,MAJ:MIN,MOUNTPOINTS', '-s', resolved]).catch(() => ({ stdout: '{"blockdevices":[]}' })),
+  ]);
   // -s lists the target with its ancestors: a partition of a system drive is as much a system drive.
   const ancestors = flattenPaths((JSON.parse(stdout) as { blockdevices: LsblkNode[] }).blockdevices);
   const drive = drives.find((d) => d.device === resolved) ?? drives.find((d) => ancestors.includes(d.device));
@@ -229,7 +233,7 @@ export async function inspectTarget(given: string, lister: DriveLister = driveLi
   const readOnly = (await readFile(`${sys}/ro`, 'utf8').catch(() => '0')).trim() === '1';
   if (readOnly) throw new SkiffError('error', `${given} is read-only`, { hint: 'check the card\'s lock switch, or detach and attach the loop device without -r' });
   const mountpoints = drive?.device === resolved ? drive.mountpoints : await mountpointsOf(resolved);
-  return { path: given, resolved, kind: 'block', size, ...(drive?.model ? { model: drive.model } : {}), readOnly, mountpoints, created: false };
+  return { path: given, resolved, kind: 'block', size, ...(drive?.model ? { model: drive.model } : {}), ...(drive?.device === resolved && drive.backingFile ? { backingFile: drive.backingFile } : {}), readOnly, mountpoints, created: false };
 }
 
 function flattenPaths(nodes: LsblkNode[]): string[] {
@@ -246,7 +250,7 @@ export async function unmountTarget(target: Target): Promise<string[]> {
   const points = [...new Set(target.mountpoints.filter((m) => m !== '[SWAP]'))].sort((a, b) => b.length - a.length);
   for (const point of points) {
     await run('umount', [point]).catch((err: NodeJS.ErrnoException & { stderr?: string }) => {
-      const why = (err.stderr ?? err.message).trim().split('\n')[0];
+      const why = (err.stderr ?? err.message).trim().split('\n')[0]?.replace(`umount: ${point}: `, '').replace(/\.$/, '');
       throw new SkiffError('error', `cannot unmount ${point} on ${target.path}: ${why}`, { hint: 'close the programs using it (lsof +f -- ' + point + ') and try again' });
     });
   }

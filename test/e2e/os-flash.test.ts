@@ -281,6 +281,8 @@ describe('skiff os flash (the binary, real loop devices)', function () {
       assert.match(asked, new RegExp(`Erase ${dev} \\(loop on [^,]+, 56\\.0 MB\\) and write ${imagePath} to it\\?`));
       tty.send('y\r');
       assert.equal(await tty.done, 0, tty.output());
+      assert.match(tty.output(), /[█░]{30} Writing +\d+% /, 'a progress bar, not plain lines');
+      assert.match(tty.output(), /[█░]{30} Flushing +100% /);
       assert.match(tty.output(), new RegExp(`Flashed 48\\.0 MB to ${dev} in `));
       assert.ok(head(dev, image.length).equals(image), 'the picked drive holds the image');
     });

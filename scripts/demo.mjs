@@ -2,7 +2,7 @@
 // machine's engine (a "virtual device"), push examples/multi-service to it, and show its logs.
 // Ctrl-C stops the log stream and the agent; the example's containers are removed.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +32,8 @@ const cleanup = () => {
   }
 };
 process.on('SIGINT', () => { cleanup(); process.exit(0); });
+// The agent's data folder goes too, unless SKIFF_DEMO_DATA named one to keep.
+process.on('exit', () => { if (!process.env.SKIFF_DEMO_DATA) rmSync(dataDir, { recursive: true, force: true }); });
 for (let i = 0; i < 100; i++) {
   const ok = await fetch(`http://127.0.0.1:${port}/ping`).then((r) => r.ok).catch(() => false);
   if (ok) break;

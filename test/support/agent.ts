@@ -1,11 +1,11 @@
 /** The real agent as a subprocess on 127.0.0.1, with its own data dir, ports and uuid. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { BIN } from './cli.js';
 import { docker } from './engine.js';
+import { scratchDir } from './tmp.js';
 
 export interface TestAgent {
   port: number;
@@ -46,7 +46,7 @@ export interface StartAgentOptions {
 }
 
 export async function startAgent(options: StartAgentOptions = {}): Promise<TestAgent> {
-  const dataDir = options.dataDir ?? mkdtempSync(path.join(os.tmpdir(), 'skiff-agent-'));
+  const dataDir = options.dataDir ?? scratchDir('skiff-agent-');
   const port = options.port ?? (await freePort());
   const enginePort = options.enginePort ?? (await freePort());
   const listenAddress = options.listenAddress ?? '127.0.0.1';

@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import Docker from 'dockerode';
+import { scratchDir } from './tmp.js';
 
 export const TEST_LABEL = 'io.skiff.test';
 export const CACHE = process.env.SKIFF_TEST_CACHE ?? '/var/cache/skiff-test';
@@ -81,7 +82,7 @@ export async function cleanupImages(filter: { label: string }): Promise<void> {
 
 /** A temp project folder from a map of relative path → contents. */
 export function makeProject(files: Record<string, string>, name?: string): string {
-  const parent = mkdtempSync(path.join(os.tmpdir(), 'skiff-proj-'));
+  const parent = scratchDir('skiff-proj-');
   const dir = name ? path.join(parent, name) : parent;
   mkdirSync(dir, { recursive: true });
   for (const [rel, text] of Object.entries(files)) {

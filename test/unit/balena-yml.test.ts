@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { buildArgsFor, loadBuildSettings } from '../../src/lib/project/balena-yml.js';
 import type { SkiffError } from '../../src/lib/cli/errors.js';
+import { scratchDir } from '../support/tmp.js';
 
 function project(file: string, text: string): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'skiff-yml-'));
+  const dir = scratchDir('skiff-yml-');
   mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
   writeFileSync(path.join(dir, file), text);
   return dir;
@@ -30,7 +30,7 @@ describe('balena.yml / skiff.yml', () => {
   });
 
   it('is empty without a file', async () => {
-    const s = await loadBuildSettings(mkdtempSync(path.join(os.tmpdir(), 'skiff-yml-')));
+    const s = await loadBuildSettings(scratchDir('skiff-yml-'));
     assert.deepEqual(s.globalVariables, {});
     assert.equal(s.file, undefined);
   });

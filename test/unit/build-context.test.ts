@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { loadIgnoreRules, packContext } from '../../src/lib/project/build-context.js';
 import type { ResolvedDockerfile } from '../../src/lib/project/dockerfile.js';
 import type { SkiffError } from '../../src/lib/cli/errors.js';
+import { scratchDir } from '../support/tmp.js';
 
 function tree(files: Record<string, string>): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'skiff-ctx-'));
+  const dir = scratchDir('skiff-ctx-');
   for (const [rel, text] of Object.entries(files)) {
     mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
     writeFileSync(path.join(dir, rel), text);
@@ -18,7 +18,7 @@ function tree(files: Record<string, string>): string {
 
 async function unpack(dir: string, dockerfile: ResolvedDockerfile, base = dir): Promise<string> {
   const rules = await loadIgnoreRules(base);
-  const out = mkdtempSync(path.join(os.tmpdir(), 'skiff-out-'));
+  const out = scratchDir('skiff-out-');
   const tar = await import('tar-fs');
   await pipeline(await packContext({ contextDir: dir, rules, dockerfile, displayBase: base, service: 'main' }), tar.extract(out));
   return out;

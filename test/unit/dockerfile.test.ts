@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { dockerfileFacts, processTemplate, resolveDockerfile, templateVariables } from '../../src/lib/project/dockerfile.js';
 import { resolveTarget } from '../../src/lib/device-types/device-types.js';
 import type { SkiffError } from '../../src/lib/cli/errors.js';
+import { scratchDir } from '../support/tmp.js';
 
 function dirWith(files: Record<string, string>): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'skiff-df-'));
+  const dir = scratchDir('skiff-df-');
   for (const [name, text] of Object.entries(files)) writeFileSync(path.join(dir, name), text);
   return dir;
 }

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { runCli, type CliResult } from '../support/cli.js';
+import { KEYS, startTty } from '../support/tty.js';
 import { fsckFat, fsckProblems, makeDisk, makeFatImage, mlist, mread, mwrite, run, tempDir } from '../support/os-images.js';
 
 const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
@@ -166,6 +167,32 @@ describe('skiff os configure / config (the binary)', function () {
     const { image, boot } = balenaImage('built.img');
     assert.equal((await runCli(['os', 'configure', image, '--config', out])).code, 0);
     assert.match(mread(image, boot.offset, 'system-connections/resin-wifi'), /ssid=lab\n[\s\S]*psk=labpassword/);
+  });
+
+  it('os build-config on a terminal: asks each answer (inquirer), writes the config; Ctrl-C is exit 130', async () => {
+    const out = file('asked.json');
+    const tty = startTty(['os', 'build-config', '-o', out]);
+    for (const [question, keys] of [
+      [/Device type/, KEYS.DOWN.repeat(4) + KEYS.ENTER], // Raspberry Pi 4 (64-bit OS)
+      [/Fleet name/, 'f1\r'],
+      [/Network/, KEYS.DOWN + KEYS.ENTER],
+      [/WiFi SSID/, 'lab\r'],
+      [/WiFi passphrase/, 'labpassword\r'],
+      [/Development mode/, 'y\r'],
+    ] as const) {
+      await tty.waitFor(question);
+      tty.send(keys);
+    }
+    assert.equal(await tty.done, 0, tty.output());
+    assert.doesNotMatch(tty.output(), /labpassword/, 'the passphrase is masked');
+    assert.deepEqual(JSON.parse(readFileSync(out, 'utf8')), { applicationName: 'f1', deviceType: 'raspberrypi4-64', developmentMode: true, listenPort: 48484, wifiSsid: 'lab', wifiKey: 'labpassword' });
+
+    const quit = startTty(['os', 'build-config', '-o', file('never.json')]);
+    await quit.waitFor(/Device type/);
+    quit.send(KEYS.CTRL_C);
+    assert.equal(await quit.done, 130, quit.output());
+    assert.match(quit.output(), /^Error: cancelled at the prompt \(Ctrl-C\)\.$/m);
+    assert.throws(() => readFileSync(file('never.json')), /ENOENT/);
   });
 
   describe('bad input: one line, non-zero exit, the image untouched', () => {

@@ -5,8 +5,8 @@
  * written through the page cache, flushed as writing goes on and once more at the end (like
  * `dd conv=fsync`, but without the long wait at the end). A raw
  * image file is read straight into the block buffers; a compressed one is decompressed as a
- * stream. On the way, each block's XXH64 is kept for the read-back check, and a SHA-256 of the
- * whole image is computed on a worker thread for the result. A regular file made new skips its
+ * stream. On the way, each block's XXH64 is kept for the read-back check, and the whole image's
+ * checksum is computed for the result (XXH64, or SHA-256 on a worker thread). A regular file made new skips its
  * zero blocks (it reads back zeros anyway); a bmap limits reading (of a raw image) and writing to
  * its ranges.
  */

@@ -104,6 +104,15 @@ try {
     { measure: 'config read', skiff: read.rss, peer: ok(balenaRead)?.rss, fmt: fmtMB },
   ]);
   if (why) console.log(`\nNOTE: no balena figure for os configure: ${why}. config inject/read are the offline operations both CLIs have on the same image.`);
+
+  // Not a figure, a check: balena-cli reads the config.json skiff wrote (its own FAT code, not ours).
+  if (balena) {
+    sh(skiff, ['os', 'configure', ours, '--device-type', 'raspberrypi4-64', '--fleet', 'bench', '--hostname', 'bench-2', '--dev', '--initial-device-name', 'pi-one']);
+    const theirView = JSON.parse(spawnSync(balena, ['config', 'read', '--drive', ours, '--json'], { env, encoding: 'utf8' }).stdout);
+    const ourView = JSON.parse(spawnSync(skiff, ['config', 'read', '--drive', ours, '--json'], { encoding: 'utf8' }).stdout).result;
+    const same = JSON.stringify(theirView) === JSON.stringify(ourView);
+    console.log(`\ninterop: 'balena config read' of the image skiff configured ${same ? 'gives the same config.json' : `DIFFERS: ${JSON.stringify(theirView)}`}`);
+  }
 } finally {
   cleanup();
 }

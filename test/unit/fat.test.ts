@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { BufferDevice, FatError, FatFs, planName, shortNameChecksum } from '../../src/lib/os/fat.js';
+import { BufferDevice, FatError, FatFs, planName, shortNameChecksum, type BlockDevice } from '../../src/lib/os/fat.js';
 import { FileDevice } from '../../src/lib/os/partitions.js';
 import { fsckFat, fsckProblems, makeFatImage, mlist, mread, mwrite, run, tempDir } from '../support/os-images.js';
 
@@ -152,6 +152,83 @@ describe('FAT file system (fat.ts)', () => {
     assert.equal(info.readUInt32LE(488) * fs.clusterSize, fs.freeBytes);
     writeFileSync(image, buffer);
     assertClean(image);
+  });
+
+  describe('cut off at any point (a killed process, a pulled card)', () => {
+    /**
+     * Records every write, in epochs cut by sync(): after a crash a drive holds every earlier
+     * epoch, plus any part of the one under way (the kernel and the card may reorder writes
+     * between flushes). The file system code and the images are real; only the crash is made up.
+     */
+    class RecordingDevice implements BlockDevice {
+      readonly epochs: Array<Array<{ offset: number; data: Buffer }>> = [[]];
+      constructor(private readonly inner: BufferDevice) {}
+      get size(): number {
+        return this.inner.size;
+      }
+      read(offset: number, length: number): Promise<Buffer> {
+        return this.inner.read(offset, length);
+      }
+      async write(offset: number, data: Buffer): Promise<void> {
+        this.epochs.at(-1)?.push({ offset, data: Buffer.from(data) });
+        await this.inner.write(offset, data);
+      }
+      async sync(): Promise<void> {
+        if (this.epochs.at(-1)?.length) this.epochs.push([]);
+      }
+    }
+
+    /**
+     * fsck.fat's complaints a cut-off write may leave, none of which loses a file: clusters marked
+     * used that no file names, a stale free count, and the FAT copies out of step (the first is
+     * the one used, by fsck as by Linux and mtools, and every file is checked through it below).
+     * (fsck.fat follows each with "Auto-correcting", and -n with "Leaving filesystem unchanged".)
+     */
+    const harmless = (line: string) => /unused clusters|free cluster summary|lost clusters|Reclaimed|FATs differ but appear to be intact|Using first FAT|^\s*Auto-correcting|^Leaving filesystem unchanged/i.test(line);
+
+    for (const fat of [12, 16, 32] as const) {
+      it(`FAT${fat}: replacing config.json and adding system-connections/resin-wifi leaves the old or the new file, never a broken one`, async () => {
+        const image = path.join(tmp.dir, `crash-${fat}.img`);
+        makeFatImage(image, { fat, sizeMiB: SIZES[fat], label: 'resin-boot', clusterSectors: 1 });
+        const oldConfig = `{"deviceType":"raspberrypi4-64","old":"${'o'.repeat(1500)}"}`;
+        mwrite(image, 0, 'config.json', oldConfig, tmp.dir);
+        const original = readFileSync(image);
+        const newConfig = `{"deviceType":"raspberrypi4-64","hostname":"new","pad":"${'n'.repeat(3000)}"}`;
+        const wifi = '[connection]\nid=resin-wifi\ntype=wifi\n';
+
+        const device = new RecordingDevice(new BufferDevice(Buffer.from(original)));
+        const fs = await FatFs.open(device);
+        await fs.writeFile('config.json', Buffer.from(newConfig));
+        await fs.mkdir('system-connections', { recursive: true });
+        await fs.writeFile('system-connections/resin-wifi', Buffer.from(wifi));
+        await fs.flush();
+        await device.sync();
+
+        const epochs = device.epochs.filter((e) => e.length > 0);
+        assert.ok(epochs.length >= 4, `the writes are ordered by flushes (${epochs.length} epochs)`);
+        const crashImage = path.join(tmp.dir, `crash-${fat}-cut.img`);
+        let cases = 0;
+        for (let e = 0; e < epochs.length; e++) {
+          const epoch = epochs[e] ?? [];
+          // Every subset of the epoch under way (all of them while small, else every prefix).
+          const subsets = epoch.length <= 8 ? Array.from({ length: 1 << epoch.length }, (_, m) => epoch.filter((_w, i) => m & (1 << i))) : epoch.map((_w, i) => epoch.slice(0, i));
+          for (const landed of subsets) {
+            const disk = Buffer.from(original);
+            for (const w of [...epochs.slice(0, e).flat(), ...landed]) w.data.copy(disk, w.offset);
+            writeFileSync(crashImage, disk);
+            cases++;
+            const what = `cut in epoch ${e + 1} of ${epochs.length} with ${landed.length} of its ${epoch.length} writes`;
+            const fsck = fsckFat(crashImage).output;
+            assert.deepEqual(fsckProblems(fsck).filter((l) => !harmless(l)), [], `${what}: fsck.fat -n says\n${fsck}`);
+            const config = mread(crashImage, 0, 'config.json');
+            assert.ok(config === oldConfig || config === newConfig, `${what}: config.json is neither the old nor the new one`);
+            const names = mlist(crashImage, 0).includes('system-connections') ? mlist(crashImage, 0, 'system-connections') : [];
+            if (names.includes('system-connections/resin-wifi')) assert.equal(mread(crashImage, 0, 'system-connections/resin-wifi'), wifi, what);
+          }
+        }
+        assert.ok(cases > epochs.length);
+      });
+    }
   });
 
   it('plans names as VFAT does: 8.3 with case flags when it fits, else long entries with a checksummed alias', () => {

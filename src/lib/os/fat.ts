@@ -16,6 +16,8 @@ export interface BlockDevice {
   readonly size: number;
   read(offset: number, length: number): Promise<Buffer>;
   write(offset: number, data: Buffer): Promise<void>;
+  /** Makes what was written durable before what follows (fsync); absent where there is nothing to flush. */
+  sync?(): Promise<void>;
 }
 
 /** A BlockDevice in memory (tests, and small images read whole). */
@@ -47,6 +49,7 @@ export function rangeOf(device: BlockDevice, offset: number, size: number): Bloc
       check(at, data.length);
       return device.write(offset + at, data);
     },
+    ...(device.sync ? { sync: () => device.sync?.() ?? Promise.resolve() } : {}),
   };
 }
 
@@ -311,11 +314,12 @@ export class FatFs {
     if (count + growth > available) {
       throw new FatError('noSpace', `no space for ${path}`, { free: available * this.clusterSize, needed: (count + growth) * this.clusterSize });
     }
-    // New clusters first, so the old content stays intact until the entry points elsewhere.
+    // New clusters first, so the old content stays intact until the entry points elsewhere (the
+    // old ones are taken only when nothing else is free).
     const clusters = this.allocate(count, old);
     await this.writeClusters(clusters, data);
-    const reused = new Set(clusters);
-    for (const c of old) if (!reused.has(c)) this.release(c);
+    // The new chain is in the FATs before the entry points at it; the old one is freed after.
+    await this.commit();
     const first = clusters[0] ?? 0;
     if (existing) {
       const at = existing.slot * ENTRY;
@@ -326,6 +330,11 @@ export class FatFs {
       await this.writeDirSlots(dir, existing.slot, 1);
     } else {
       await this.addEntry(dir, name, { attr: ATTR_ARCHIVE, cluster: first, size: data.length });
+    }
+    const reused = new Set(clusters);
+    if (old.some((c) => !reused.has(c))) {
+      await this.device.sync?.();
+      for (const c of old) if (!reused.has(c)) this.release(c);
     }
   }
 
@@ -355,6 +364,7 @@ export class FatFs {
       const parentCluster = ref.kind === 'chain' && ref.cluster !== this.geometry.rootCluster ? ref.cluster : 0;
       writeShortEntry(body, ENTRY, Buffer.from('..         ', 'latin1'), ATTR_DIRECTORY, parentCluster, 0, 0, now);
       await this.writeClusters([cluster], body);
+      await this.commit();
       await this.addEntry(dir, part, { attr: ATTR_DIRECTORY, cluster, size: 0 });
       ref = { kind: 'chain', cluster };
     }
@@ -379,6 +389,18 @@ export class FatFs {
     for (let s = entry.firstSlot; s <= entry.slot; s++) dir.bytes[s * ENTRY] = 0xe5;
     await this.writeDirSlots(dir, entry.firstSlot, entry.slot - entry.firstSlot + 1);
     return true;
+  }
+
+  /**
+   * Data written so far, then the FATs, made durable in that order: the step before a directory
+   * entry points at new clusters. With it, a write cut off at any point (Ctrl-C, a pulled card)
+   * leaves either the old file or the new one, and at worst clusters marked used that no entry
+   * names, which fsck frees.
+   */
+  private async commit(): Promise<void> {
+    await this.device.sync?.();
+    await this.flush();
+    await this.device.sync?.();
   }
 
   /** Writes the changed part of the FAT to every copy, and FAT32's FSInfo. Call after writes. */
@@ -584,6 +606,8 @@ export class FatFs {
       const added = this.allocate(extra, []);
       this.set(last, added[0] ?? this.endOfChain);
       await this.writeClusters(added, Buffer.alloc(0));
+      // Zeroed clusters (the directory's end) join its chain on disk before entries go in them.
+      await this.commit();
       const firstNew = dir.bytes.length / ENTRY;
       dir.bytes = Buffer.concat([dir.bytes, Buffer.alloc(extra * this.clusterSize)]);
       dir.clusters.push(...added);

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { runCli, startCli } from '../support/cli.js';
 import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, makeProject } from '../support/engine.js';
@@ -405,6 +406,23 @@ describe('device: agent, push, logs', function () {
     const key = (JSON.parse(require_text(path.join(locked.dataDir, 'config.json'))) as { deviceApiKey: string }).deviceApiKey;
     assert.equal((await fetch(`${locked.url}/v2/version`, { headers: { Authorization: `Bearer ${key}` } })).status, 200);
     assert.equal((await fetch(`${locked.url}/v2/version?apikey=${key}`)).status, 200);
+  });
+
+  it('prints start-up problems: an engine port in use is named on the agent\'s output, and the API still serves', async () => {
+    const busy = net.createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (busy.address() as net.AddressInfo).port;
+      const a = await startAgent({ enginePort: port });
+      agents.push(a);
+      const lines = a.output().split('\n');
+      const starting = lines.findIndex((l) => /Agent starting \(device /.test(l));
+      const problem = lines.findIndex((l) => l.includes(`Engine API not exposed on port ${port}: EADDRINUSE`));
+      assert.ok(starting >= 0 && problem > starting, `the start-up messages, in order, on the agent's output:\n${a.output()}`);
+      assert.equal((await fetch(`${a.url}/ping`)).status, 200);
+    } finally {
+      busy.close();
+    }
   });
 
   it('delete-then-download deletes the old release\'s image once its container is gone', async () => {

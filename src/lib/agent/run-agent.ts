@@ -30,6 +30,8 @@ export interface RunAgentOptions {
   rollbackGraceMs?: number;
   /** Answer mDNS queries so 'skiff scan' finds the device (default true). */
   advertise?: boolean;
+  /** Each system message (the agent's own, not a container's), from the first one during start-up. */
+  onSystemMessage?: (entry: { timestamp: number; message: string }) => void;
 }
 
 export interface RunningAgent {
@@ -73,12 +75,15 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     engineSocket: engine.address.startsWith('unix://') ? engine.address.slice('unix://'.length) : '/var/run/docker.sock',
   };
   const agent = new Agent(ctx, store, { rollbackGraceMs: options.rollbackGraceMs });
+  const onSystem = options.onSystemMessage;
+  const unsubscribe = onSystem ? agent.logs.subscribe((e) => e.isSystem && onSystem(e)) : undefined;
   if (store.recreated) agent.logs.system('The agent database was corrupt: started a new one (the old file is kept as agent.sqlite.corrupt-*)', true);
   agent.logs.system(`Agent starting (device ${config.uuid.slice(0, 7)}, ${target.deviceType.slug}, ${target.arch})`);
   let server: http.Server;
   try {
     server = await serve({ agent, developmentMode: config.developmentMode, apiKey: config.deviceApiKey, deviceType: target.deviceType.slug, arch: target.arch, listenPort: config.listenPort }, options.listenAddress);
   } catch (err) {
+    unsubscribe?.();
     store.close();
     throw new SkiffError('error', `cannot listen on ${options.listenAddress}:${config.listenPort} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { hint: 'pick another --listen-port, or stop what uses it' });
   }
@@ -116,6 +121,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
         for (const socket of proxySockets) socket.destroy();
         await proxyClosed;
       }
+      unsubscribe?.();
       store.close();
     },
   };

@@ -26,19 +26,17 @@ export async function serveAgent(flags: AgentFlagValues, engine: EngineFlags, ou
     rollbackGraceMs: flags['rollback-grace'] * 1000,
     advertise: flags.advertise,
     engine,
+    // From the first message on: start-up problems (a corrupt database, a port in use) show too.
+    onSystemMessage: (e) => out.info(`${new Date(e.timestamp).toISOString()} ${e.message}`),
   });
   const { config } = running;
   const started: AgentStarted = { uuid: config.uuid, deviceType: config.deviceType, api: running.apiUrl, developmentMode: config.developmentMode };
   onStarted?.(started);
   out.info(`Agent ${config.uuid.slice(0, 7)} (${config.deviceType}) serving the device API on ${flags['listen-address']}:${config.listenPort}${config.developmentMode ? ` and the engine API on port ${flags['engine-port']} (development mode)` : ''}`);
-  const unsubscribe = running.agent.logs.subscribe((e) => {
-    if (e.isSystem) out.info(`${new Date(e.timestamp).toISOString()} ${e.message}`);
-  });
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
-  unsubscribe();
   out.info('Agent stopping (containers keep running)');
   await running.stop();
   // Everything is closed; if a stray engine connection still holds the event loop, don't hang a

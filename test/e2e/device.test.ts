@@ -298,10 +298,11 @@ describe('device: agent, push, logs', function () {
     await eventually(async () => (await status(agent.url)).appState === 'applied' && (await docker.listContainers({ filters: { label: [`io.skiff.agent=${agent.uuid}`] } })).length === 3, 30_000, 'a settled device');
     const before = (await docker.listContainers({ all: true, filters: { label: [`io.skiff.agent=${agent.uuid}`] } })).map((c) => c.Id).sort();
     await agent.kill('SIGTERM');
-    for (const f of ['agent.sqlite', 'agent.sqlite-wal', 'agent.sqlite-shm']) rmSync(path.join(agent.dataDir, f), { force: true });
+    // The database and its target.json copy: only the containers are left to tell.
+    for (const f of ['agent.sqlite', 'agent.sqlite-wal', 'agent.sqlite-shm', 'target.json']) rmSync(path.join(agent.dataDir, f), { force: true });
     agent = await startAgent({ dataDir: agent.dataDir, port: agent.port, enginePort: agent.enginePort });
     agents.push(agent);
-    await eventually(async () => /Recovered the target state/.test(agent.output()), 20_000, 'recovery');
+    await eventually(async () => /Recovered the target state from the running containers/.test(agent.output()), 20_000, 'recovery');
     await new Promise((res) => setTimeout(res, 2000));
     const after = (await docker.listContainers({ all: true, filters: { label: [`io.skiff.agent=${agent.uuid}`] } })).map((c) => c.Id).sort();
     assert.deepEqual(after, before);
@@ -437,6 +438,36 @@ describe('device: agent, push, logs', function () {
     assert.equal(r.code, 0, r.stderr);
     await assert.rejects(docker.getImage(first.ImageID).inspect(), /no such image/i);
     assert.match(agent.output(), /Deleted the old image of service 'lean'/);
+  });
+
+  it('a lost database mid-apply: target.json still knows the release removed a service, so it stays removed', async () => {
+    const pair = (services: string[]) => makeProject({
+      'docker-compose.yml': `version: '2.1'\nservices:\n${services.map((s) => `  ${s}:\n    build: ./${s}\n`).join('')}`,
+      ...Object.fromEntries(services.map((s) => [`${s}/Dockerfile`, `FROM ${BASE_AMD64}\nCMD ["sh", "-c", "${LOOP(`echo ${s}`)}"]\n`])),
+    }, `dev${RUN}`);
+    const named = async (name: string) => docker.listContainers({ all: true, filters: { label: [`io.skiff.agent=${agent.uuid}`, `io.balena.service-name=${name}`] } });
+    assert.equal((await runCli(pushArgs(pair(['keep', 'gone'])))).code, 0);
+    // The next release only removes 'gone' (keep's container stays); a lock holds the removal.
+    const lock = path.join(agent.dataDir, 'locks', '1', 'gone', 'updates.lock');
+    mkdirSync(path.dirname(lock), { recursive: true });
+    writeFileSync(lock, '');
+    try {
+      const push = startCli(pushArgs(pair(['keep'])));
+      await eventually(async () => /update lock held/.test(JSON.stringify(await status(agent.url))), 60_000, 'the removal to wait on the lock');
+      await agent.kill('SIGKILL');
+      await push.done;
+      for (const f of ['agent.sqlite', 'agent.sqlite-wal', 'agent.sqlite-shm']) rmSync(path.join(agent.dataDir, f), { force: true });
+      agent = await startAgent({ dataDir: agent.dataDir, port: agent.port, enginePort: agent.enginePort });
+      agents.push(agent);
+      await eventually(async () => /Recovered the target state from target\.json/.test(agent.output()), 20_000, 'recovery from target.json');
+      const target = (await (await fetch(`${agent.url}/v2/local/target-state`)).json()) as { state: { local: { apps: Record<string, { services: Record<string, { serviceName: string }> }> } } };
+      assert.deepEqual(Object.values(target.state.local.apps['1']!.services).map((x) => x.serviceName), ['keep']);
+      assert.equal((await named('gone')).length, 1, 'still there while the lock is held');
+    } finally {
+      rmSync(lock, { force: true });
+    }
+    await eventually(async () => (await named('gone')).length === 0, 60_000, "'gone' to be removed once the lock is released");
+    assert.equal((await named('keep')).length, 1);
   });
 
   it('hand-over: the new container runs beside the old one until it writes handover-complete', async () => {

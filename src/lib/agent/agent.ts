@@ -47,10 +47,13 @@ export class Agent {
 
   /** No target was stored (new device, or a lost database): adopt what runs before changing anything. */
   private adopting: boolean;
+  /** The database had no target but target.json did (a lost or corrupt database): said once at start. */
+  private recoveredFromFile: boolean;
 
   constructor(readonly ctx: EngineContext, private readonly store: AgentStore, private readonly options: AgentOptions = {}) {
     const stored = store.getTarget();
     this.adopting = !stored;
+    this.recoveredFromFile = stored?.from === 'file';
     this.targetJson = stored?.json ?? EMPTY_TARGET(ctx.deviceName);
     this.target = normalise(parseLocalTargetState(this.targetJson, ctx.deviceName));
     this.appliedCommit = store.getValue('appliedCommit');
@@ -126,6 +129,11 @@ export class Agent {
 
   private async loop(): Promise<void> {
     const signal = this.abort.signal;
+    if (this.recoveredFromFile) {
+      this.recoveredFromFile = false;
+      this.store.setTarget(this.targetJson);
+      this.logs.system('Recovered the target state from target.json (the database had none)');
+    }
     if (this.adopting) {
       this.adopting = false;
       const recovered = await targetFromContainers(this.ctx).catch(() => undefined);

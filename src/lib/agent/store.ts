@@ -4,8 +4,12 @@
  * transaction, so a `kill -9` leaves either the old or the new row, never half of one. A corrupt
  * database is set aside and a new one started; the engine's container labels are the source of
  * truth for what runs, so nothing running is touched.
+ *
+ * The target is also kept in target.json beside the database (replaced whole, by rename), so a
+ * lost or corrupt database still knows the last target exactly: the containers alone can't tell
+ * a release that only removed a service (the others keep their containers from the release before).
  */
-import { mkdirSync, renameSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
 
@@ -13,6 +17,8 @@ export interface StoredTarget {
   /** The JSON body as posted (balena local-mode shape). */
   json: unknown;
   updatedAt: string;
+  /** Where it was read: the database, or target.json when the database had none. */
+  from: 'database' | 'file';
 }
 
 export interface AgentStore {
@@ -66,16 +72,19 @@ export async function openStore(dataDir: string): Promise<AgentStore> {
   const getKv = db.prepare<[string], { value: string }>('SELECT value FROM kv WHERE key = ?');
   const putKv = db.prepare('INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value');
   const getTarget = db.prepare<[], { json: string; updated_at: string }>('SELECT json, updated_at FROM target WHERE id = 1');
+  const mirror = path.join(dataDir, 'target.json');
   const putTarget = db.prepare('INSERT INTO target (id, json, updated_at) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET json = excluded.json, updated_at = excluded.updated_at');
   const addApplied = db.prepare('INSERT INTO applied (commit_id, status, detail, at) VALUES (?, ?, ?, ?)');
   return {
     recreated,
     getTarget() {
       const row = getTarget.get();
-      return row ? { json: JSON.parse(row.json) as unknown, updatedAt: row.updated_at } : undefined;
+      return row ? { json: JSON.parse(row.json) as unknown, updatedAt: row.updated_at, from: 'database' } : readMirror(mirror);
     },
     setTarget(json) {
-      putTarget.run(JSON.stringify(json), new Date().toISOString());
+      const updatedAt = new Date().toISOString();
+      putTarget.run(JSON.stringify(json), updatedAt);
+      writeMirror(mirror, { json, updatedAt });
     },
     getValue(key) {
       return getKv.get(key)?.value;
@@ -90,4 +99,28 @@ export async function openStore(dataDir: string): Promise<AgentStore> {
       db.close();
     },
   };
+}
+
+/** target.json, when it is there and whole. */
+function readMirror(file: string): StoredTarget | undefined {
+  try {
+    const doc = JSON.parse(readFileSync(file, 'utf8')) as { json?: unknown; updatedAt?: unknown };
+    if (doc.json === undefined || typeof doc.updatedAt !== 'string') return undefined;
+    return { json: doc.json, updatedAt: doc.updatedAt, from: 'file' };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Replaces target.json whole: written beside it, flushed, then renamed over it. */
+function writeMirror(file: string, doc: { json: unknown; updatedAt: string }): void {
+  const temp = `${file}.tmp`;
+  const fd = openSync(temp, 'w', 0o600);
+  try {
+    writeSync(fd, JSON.stringify(doc));
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(temp, file);
 }

@@ -15,7 +15,7 @@ In development mode (the default for a new device) the API is open and the engin
 
 The agent advertises itself over mDNS (service _skiff._tcp, on the interfaces the device API listens on) so 'skiff scan' finds it; --no-advertise turns that off.
 
-State lives in --data-dir (config.json in balenaOS's format, and an SQLite database). The agent can be killed at any moment: started again, it carries on from what the engine runs.`;
+State lives in --data-dir (config.json in balenaOS's format, an SQLite database, and a copy of the target in target.json). The agent can be killed at any moment: started again, it carries on from what the engine runs.`;
   static override examples = [
     '<%= config.bin %> agent',
     '<%= config.bin %> agent --listen-address 127.0.0.1 --listen-port 48484 --data-dir ./device-a',

@@ -9,7 +9,7 @@
  * lost or corrupt database still knows the last target exactly: the containers alone can't tell
  * a release that only removed a service (the others keep their containers from the release before).
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
 
@@ -84,7 +84,13 @@ export async function openStore(dataDir: string): Promise<AgentStore> {
     setTarget(json) {
       const updatedAt = new Date().toISOString();
       putTarget.run(JSON.stringify(json), updatedAt);
-      writeMirror(mirror, { json, updatedAt });
+      try {
+        writeMirror(mirror, { json, updatedAt });
+      } catch {
+        // A copy that could not be replaced (a full disk) must not outlive its target: without it,
+        // a lost database falls back on the containers' labels.
+        rmSync(mirror, { force: true });
+      }
     },
     getValue(key) {
       return getKv.get(key)?.value;

@@ -10,23 +10,13 @@
 import { spawn } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
-import { REPO_ROOT, SKIFF_BIN, ensureSkiffBuilt, ensureBalena, balenaEnv, log, median, printComparison, fmtSec } from './lib.mjs';
+import { REPO_ROOT, SKIFF_BIN, ensureSkiffBuilt, ensureBalena, balenaEnv, log, median, parseBenchArgs, printComparison, fmtSec } from './lib.mjs';
 import {
   startAgent, ensureBaseImage, copyExampleProject, requireBalenaPorts, BALENA_API_PORT, BALENA_ENGINE_PORT, cleanupAgentObjects, withCleanup, sleep, waitFor,
 } from './agent-lib.mjs';
 
-const { values } = parseArgs({
-  options: {
-    runs: { type: 'string', default: '7' },
-    help: { type: 'boolean', short: 'h', default: false },
-  },
-});
-if (values.help) {
-  console.log('options: --runs N (saves per CLI, default 7)');
-  process.exit(0);
-}
-const RUNS = Number.parseInt(values.runs, 10);
+// --runs N: saves per CLI (default 7).
+const { runs: RUNS } = parseBenchArgs();
 const API_PORT = BALENA_API_PORT;
 const ENGINE_PORT = BALENA_ENGINE_PORT;
 

@@ -3,8 +3,8 @@
  * fsck.fat to read them back: the tests check our FAT code against the reference implementations.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, openSync, readSync, closeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync, openSync, readSync, closeSync } from 'node:fs';
+import { tempDir } from './tmp.js';
 import path from 'node:path';
 
 export const MiB = 1024 * 1024;
@@ -13,11 +13,7 @@ export function run(cmd: string, args: string[], input?: string): string {
   return execFileSync(cmd, args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'] });
 }
 
-/** A temp folder and its removal (call it in after()). */
-export function tempDir(prefix = 'skiff-os-'): { dir: string; remove: () => void } {
-  const dir = mkdtempSync(path.join(tmpdir(), prefix));
-  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
-}
+export { tempDir } from './tmp.js';
 
 /** A bare FAT file system image (no partition table). */
 export function makeFatImage(file: string, options: { fat: 12 | 16 | 32; sizeMiB: number; label?: string; clusterSectors?: number }): void {

@@ -14,3 +14,15 @@ export function scratchDir(prefix: string): string {
   made.add(dir);
   return dir;
 }
+
+/** A scratch folder with its removal, for a test that cleans up in after() (exit removes it anyway). */
+export function tempDir(prefix = 'skiff-os-'): { dir: string; remove: () => void } {
+  const dir = scratchDir(prefix);
+  return {
+    dir,
+    remove: () => {
+      rmSync(dir, { recursive: true, force: true });
+      made.delete(dir);
+    },
+  };
+}

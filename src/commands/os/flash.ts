@@ -9,6 +9,8 @@ import type { Target } from '../../lib/os/drives.js';
 
 /** Test seam: a byte offset to change on every target between writing and verifying. */
 const TEST_CORRUPT_ENV = 'SKIFF_TEST_CORRUPT_BEFORE_VERIFY';
+/** Said when the user declines or leaves a prompt. */
+const CANCELLED = 'flash cancelled; nothing was written';
 
 export default class OsFlash extends SkiffCommand<FlashResult> {
   static override summary = 'Write an OS image to SD cards, USB sticks or image files, and verify it.';
@@ -53,14 +55,14 @@ Without --drive, a terminal offers the removable drives to pick from ('skiff uti
     inspecting?.catch(() => {});
     const source = await opening;
     const cancelled = (err: unknown) => {
-      throw isPromptCancel(err) ? new SkiffError('interrupted', 'flash cancelled; nothing was written') : err;
+      throw isPromptCancel(err) ? new SkiffError('interrupted', CANCELLED) : err;
     };
     const targets: Target[] = inspecting ? await inspecting : [await drives.inspectTarget(await pickDrive(drives, formatBytes).catch(cancelled))];
     const label = (t: Target) => (t.kind === 'file' ? `${t.path} (file)` : drives.driveLabel({ device: t.path, size: t.size ?? 0, ...(t.model ? { model: t.model } : {}), ...(t.backingFile ? { backingFile: t.backingFile } : {}) }, formatBytes));
     if (!flags.yes) {
       const { confirm } = await import('../../lib/ui/prompt.js');
       const what = targets.map(label).join(', ');
-      if (!(await confirm(`Erase ${what} and write ${args.image} to it?`).catch(cancelled))) throw new SkiffError('interrupted', 'flash cancelled; nothing was written');
+      if (!(await confirm(`Erase ${what} and write ${args.image} to it?`).catch(cancelled))) throw new SkiffError('interrupted', CANCELLED);
     }
     for (const t of targets) {
       if (t.kind !== 'block' || t.mountpoints.length === 0) continue;

@@ -33,6 +33,11 @@ export interface DirectTarget {
   sectorSize: number;
 }
 
+/** Whether bytes at `offset`, `length` long, can go direct: a direct target, whole sectors. */
+export function fitsDirect(target: DirectTarget | undefined, offset: number, length: number): target is DirectTarget {
+  return target !== undefined && offset % target.sectorSize === 0 && length % target.sectorSize === 0;
+}
+
 /** Block buffers for direct I/O to some targets (and plain ones for the rest). */
 export class DirectIo {
   private constructor(

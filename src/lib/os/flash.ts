@@ -19,7 +19,7 @@ import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { SkiffError } from '../cli/errors.js';
 import type { Bmap, BmapRange } from './bmap.js';
-import { DirectIo, type DirectTarget } from './direct-io.js';
+import { DirectIo, fitsDirect, type DirectTarget } from './direct-io.js';
 import type { Target } from './drives.js';
 import { ImageHasher } from './image-hash.js';
 import { sourceError, type ImageSource } from './source.js';
@@ -167,7 +167,7 @@ class DriveWriter {
       while (done < length) {
         const at = position + done;
         const left = length - done;
-        const direct = this.direct && at % this.direct.sectorSize === 0 && left % this.direct.sectorSize === 0;
+        const direct = fitsDirect(this.direct, at, left);
         let handle = direct ? this.handle : await this.bufferedHandle();
         const wrote = await handle.write(buf, done, left, at).catch(async (err: NodeJS.ErrnoException) => {
           // A buffer the device would not take directly after all: through the page cache then.
@@ -193,13 +193,21 @@ class DriveWriter {
     return this.buffered;
   }
 
+  /**
+   * The handle to flush: the buffered one when there is one (on a block device either handle's
+   * fsync writes out the page cache and flushes the device's cache).
+   */
+  private syncHandle(): Promise<FileHandle> {
+    return this.buffered ?? Promise.resolve(this.handle);
+  }
+
   /** Starts a flush in the background once enough is written; waits for it when too much waits. */
   private async flushSoon(): Promise<void> {
     if (this.flushing && this.unflushed >= MAX_UNFLUSHED) await this.flushing;
     if (this.flushing || this.failure || this.unflushed < FLUSH_EVERY) return;
     this.unflushed = 0;
     const at = this.written;
-    this.flushing = (this.buffered ?? Promise.resolve(this.handle)).then((h) => h.datasync())
+    this.flushing = this.syncHandle().then((h) => h.datasync())
       .catch(async (err: unknown) => {
         this.failure ??= { offset: at, error: await this.explain(err as NodeJS.ErrnoException) };
       })
@@ -223,8 +231,7 @@ class DriveWriter {
     if (this.failure) return;
     try {
       if (this.target.kind === 'file') await this.handle.truncate(size);
-      // On a block device either handle's fsync writes out the page cache and flushes the device's cache.
-      await (this.buffered ?? Promise.resolve(this.handle)).then((h) => h.sync());
+      await (await this.syncHandle()).sync();
     } catch (err) {
       this.failure ??= { offset: size, error: await this.explain(err as NodeJS.ErrnoException) };
     }
@@ -438,7 +445,16 @@ class RangeHasher {
 
 /** Writes the image to every target; throws a SkiffError naming the drive and what is left of it. */
 export async function flashImage(options: FlashOptions): Promise<FlashResult> {
-  const { source, targets } = options;
+  const direct = await DirectIo.open(options.targets);
+  try {
+    return await flashWith(options, direct);
+  } finally {
+    direct.close();
+  }
+}
+
+async function flashWith(options: FlashOptions, direct: DirectIo): Promise<FlashResult> {
+  const { source, targets, signal } = options;
   const bmap = options.bmap?.map;
   const started = performance.now();
   const compressed = source.format !== 'raw';
@@ -454,20 +470,8 @@ export async function flashImage(options: FlashOptions): Promise<FlashResult> {
   if (bmap && source.size !== undefined && source.size !== bmap.imageSize) {
     throw new SkiffError('usage', `${bmapFile} is for an image of ${bmap.imageSize} bytes, but the image has ${source.size}`, { hint: 'use the bmap made for this image, or remove it' });
   }
-  const direct = await DirectIo.open(targets);
-  try {
-    return await flashWith(options, direct, started, progress);
-  } finally {
-    direct.close();
-  }
-}
-
-async function flashWith(options: FlashOptions, direct: DirectIo, started: number, progress: (p: Omit<FlashProgress, 'compressed'>, force?: boolean) => void): Promise<FlashResult> {
-  const { source, targets, signal } = options;
-  const bmap = options.bmap?.map;
-  const bmapFile = options.bmap?.file ?? 'the bmap';
   // A raw image file is read at offsets, and with a bmap only its ranges (the bmap's image size,
-  // checked against the file's, then stands for the size the drive needs).
+  // checked against the file's above, then stands for the size the drive needs).
   const mappedOnly = Boolean(bmap && source.file);
   const pool = new BufferPool(direct);
   const { h64Raw, create64 } = await (await import('xxhash-wasm')).default();
@@ -656,7 +660,7 @@ async function verifyTarget(target: Target, direct: DirectTarget | undefined, po
     while (length < p.end - p.start) {
       const at = p.start + length;
       const left = p.end - p.start - length;
-      const h = directHandle && direct && at % direct.sectorSize === 0 && left % direct.sectorSize === 0 ? directHandle : handle;
+      const h = directHandle && fitsDirect(direct, at, left) ? directHandle : handle;
       const { bytesRead } = await h.read(buf, length, left, at).catch((err: NodeJS.ErrnoException) => {
         if (h === handle || err.code !== 'EINVAL') throw err;
         return handle.read(buf, length, left, at);

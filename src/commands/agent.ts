@@ -1,9 +1,9 @@
 import process from 'node:process';
 import { Flags, type Interfaces } from '@oclif/core';
-import { SkiffCommand } from '../lib/cli/base-command.js';
-import { engineFlags } from '../lib/cli/flags.js';
+import { SkiffCommand } from '../cli/base-command.js';
+import { engineFlags } from '../cli/flags.js';
 import { AGENT_OPTIONS, type AgentFlagValues, type AgentOptionSpec } from '../lib/agent/options.js';
-import type { AgentStarted } from '../lib/agent/serve.js';
+import type { AgentStarted } from '../agent/serve.js';
 
 export type { AgentStarted };
 
@@ -29,7 +29,7 @@ State lives in --data-dir (config.json in balenaOS's format, an SQLite database,
   async run(): Promise<AgentStarted | undefined> {
     const { flags } = await this.parse(AgentCommand);
     const out = await this.output();
-    const { serveAgent } = await import('../lib/agent/serve.js');
+    const { serveAgent } = await import('../agent/serve.js');
     const engine = { docker: flags.docker, dockerHost: flags.dockerHost, dockerPort: flags.dockerPort, ca: flags.ca, cert: flags.cert, key: flags.key };
     const started = await serveAgent(flags as unknown as AgentFlagValues, engine, out, (s) => {
       if (this.jsonEnabled()) process.stdout.write(`${JSON.stringify({ status: 'ok', result: s, warnings: [] })}\n`);

@@ -1,8 +1,8 @@
 import process from 'node:process';
 import { Args, Flags } from '@oclif/core';
-import { SkiffCommand } from '../lib/cli/base-command.js';
-import { engineFlags, parseKeyValues } from '../lib/cli/flags.js';
-import type { ReleaseManifest } from '../lib/build/release.js';
+import { SkiffCommand } from '../cli/base-command.js';
+import { engineFlags, parseKeyValues } from '../cli/flags.js';
+import type { ReleaseManifest } from '../lib/builder/release.js';
 
 export default class Build extends SkiffCommand<ReleaseManifest> {
   static override summary = 'Build a project into a release for a device type, on a local or remote Docker engine.';
@@ -44,7 +44,7 @@ The project's .dockerignore applies to every service; with --multi-dockerignore 
   async run(): Promise<ReleaseManifest> {
     const { args, flags } = await this.parse(Build);
     const out = await this.output();
-    const [{ buildProject }, { BuildRenderer }] = await Promise.all([import('../lib/build/build-project.js'), import('../lib/ui/build-renderer.js')]);
+    const [{ buildProject }, { BuildRenderer }] = await Promise.all([import('../lib/builder/build-project.js'), import('../ui/build-renderer.js')]);
     const renderer = new BuildRenderer(out, { showLogs: this.jsonEnabled() ? flags.logs : !flags.nologs });
     const controller = new AbortController();
     let interrupts = 0;

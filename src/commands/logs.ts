@@ -1,6 +1,6 @@
 import process from 'node:process';
 import { Args, Flags } from '@oclif/core';
-import { SkiffCommand } from '../lib/cli/base-command.js';
+import { SkiffCommand } from '../cli/base-command.js';
 
 export default class Logs extends SkiffCommand<void> {
   static override summary = "Show a device's logs; with --tail, follow them.";
@@ -18,7 +18,7 @@ export default class Logs extends SkiffCommand<void> {
     const { args, flags } = await this.parse(Logs);
     const out = await this.output();
     const [{ DeviceClient, parseDeviceAddress }, { streamLogs }, { logLineFormatter }] = await Promise.all([
-      import('../lib/device/client.js'), import('../lib/device/logs.js'), import('../lib/ui/log-line.js'),
+      import('../lib/device/client.js'), import('../lib/device/logs.js'), import('../ui/log-line.js'),
     ]);
     const client = new DeviceClient(parseDeviceAddress(args.device));
     await client.check();

@@ -1,6 +1,6 @@
 import process from 'node:process';
 import { Args, Flags } from '@oclif/core';
-import { SkiffCommand } from '../lib/cli/base-command.js';
+import { SkiffCommand } from '../cli/base-command.js';
 import type { PushResult, PushSession } from '../lib/device/push.js';
 
 export default class Push extends SkiffCommand<PushResult> {
@@ -34,7 +34,7 @@ If a build fails, nothing is sent and the device keeps running its current relea
   async run(): Promise<PushResult> {
     const { args, flags } = await this.parse(Push);
     const out = await this.output();
-    const [{ openPushSession, deploy }, { BuildRenderer }, { table }] = await Promise.all([import('../lib/device/push.js'), import('../lib/ui/build-renderer.js'), import('../lib/ui/format.js')]);
+    const [{ openPushSession, deploy }, { BuildRenderer }, { table }] = await Promise.all([import('../lib/device/push.js'), import('../ui/build-renderer.js'), import('../ui/format.js')]);
     // Build output goes to the current renderer: the push's, then one for live rebuilds.
     let renderer = new BuildRenderer(out, { showLogs: !this.jsonEnabled() });
     const controller = new AbortController();
@@ -73,7 +73,7 @@ If a build fails, nothing is sent and the device keeps running its current relea
     out.info(out.chalk.green(`Release ${result.commit} runs on ${result.device} (${result.deviceType}).`));
     if (!flags.detached && !this.jsonEnabled()) {
       const [{ DeviceClient, parseDeviceAddress }, { streamLogs }, { logLineFormatter }, { watchAndUpdate }] = await Promise.all([
-        import('../lib/device/client.js'), import('../lib/device/logs.js'), import('../lib/ui/log-line.js'), import('../lib/device/live.js'),
+        import('../lib/device/client.js'), import('../lib/device/logs.js'), import('../ui/log-line.js'), import('../lib/device/live.js'),
       ]);
       const live = !flags.nolive;
       out.info(out.chalk.dim(`Streaming device logs${live ? ' and watching for changes' : ''} (Ctrl-C to stop; the release keeps running)...`));

@@ -1,5 +1,5 @@
 import { Flags } from '@oclif/core';
-import { SkiffCommand, SkiffError } from '../lib/cli/base-command.js';
+import { SkiffCommand, SkiffError } from '../cli/base-command.js';
 import type { FoundDevice } from '../lib/discovery/scan.js';
 
 export default class Scan extends SkiffCommand<FoundDevice[]> {
@@ -32,7 +32,7 @@ Multicast must reach this computer: the device on the same network (not across a
       return devices;
     }
     if (!this.jsonEnabled()) {
-      const { table } = await import('../lib/ui/format.js');
+      const { table } = await import('../ui/format.js');
       const dash = (v: string | null) => v ?? '-';
       const header = ['ADDRESS', 'HOSTNAME', 'DEVICE TYPE', 'ARCH', 'VERSION', 'KIND', ...(flags.verbose ? ['NAME', 'UUID', 'API'] : [])];
       const rows = devices.map((d) => [d.address, dash(d.hostname), dash(d.deviceType), dash(d.arch), dash(d.version), d.kind,

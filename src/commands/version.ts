@@ -1,6 +1,6 @@
 import process from 'node:process';
 import { Flags } from '@oclif/core';
-import { SkiffCommand } from '../lib/cli/base-command.js';
+import { SkiffCommand } from '../cli/base-command.js';
 
 export interface VersionInfo {
   version: string;

@@ -6,9 +6,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { buildProject } from '../../src/lib/build/build-project.js';
-import type { BuildEvent } from '../../src/lib/build/release.js';
-import { SkiffError } from '../../src/lib/cli/errors.js';
+import { buildProject } from '../../src/lib/builder/build-project.js';
+import type { BuildEvent } from '../../src/lib/builder/release.js';
+import { SkiffError } from '../../src/lib/errors/errors.js';
 import { BASE_AMD64, BASE_ARM64, cleanupImages, docker, ensureBaseImages, makeProject, runInImage } from '../support/engine.js';
 
 const RUN_ID = randomBytes(3).toString('hex');

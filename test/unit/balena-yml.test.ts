@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { buildArgsFor, loadBuildSettings } from '../../src/lib/project/balena-yml.js';
-import type { SkiffError } from '../../src/lib/cli/errors.js';
+import type { SkiffError } from '../../src/lib/errors/errors.js';
 import { scratchDir } from '../support/tmp.js';
 
 function project(file: string, text: string): string {

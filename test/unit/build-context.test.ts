@@ -4,7 +4,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { loadIgnoreRules, packContext } from '../../src/lib/project/build-context.js';
 import type { ResolvedDockerfile } from '../../src/lib/project/dockerfile.js';
-import type { SkiffError } from '../../src/lib/cli/errors.js';
+import type { SkiffError } from '../../src/lib/errors/errors.js';
 import { scratchDir } from '../support/tmp.js';
 
 function tree(files: Record<string, string>): string {

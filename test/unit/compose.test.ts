@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseCompose } from '../../src/lib/project/compose.js';
 import type { ComposeParseResult } from '../../src/lib/project/compose.js';
-import { SkiffError } from '../../src/lib/cli/errors.js';
+import { SkiffError } from '../../src/lib/errors/errors.js';
 
 // One project folder for all cases: web/, api/ (with docker/), a file, and a sibling outside it.
 const root = mkdtempSync(path.join(os.tmpdir(), 'skiff-compose-'));

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { DEVICE_TYPES, archFromDocker, findDeviceType, parseArch, platformString, resolveTarget } from '../../src/lib/device-types/device-types.js';
-import { closest, editDistance } from '../../src/lib/cli/suggest.js';
-import { SkiffError } from '../../src/lib/cli/errors.js';
+import { closest, editDistance } from '../../src/lib/text/suggest.js';
+import { SkiffError } from '../../src/lib/errors/errors.js';
 
 describe('device types', () => {
   it('knows at least 15 boards, each with a unique slug', () => {

@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { dockerfileFacts, processTemplate, resolveDockerfile, templateVariables } from '../../src/lib/project/dockerfile.js';
 import { resolveTarget } from '../../src/lib/device-types/device-types.js';
-import type { SkiffError } from '../../src/lib/cli/errors.js';
+import type { SkiffError } from '../../src/lib/errors/errors.js';
 import { scratchDir } from '../support/tmp.js';
 
 function dirWith(files: Record<string, string>): string {

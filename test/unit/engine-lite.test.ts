@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { ExitCode } from '../../src/lib/cli/errors.js';
+import { ExitCode } from '../../src/lib/errors/errors.js';
 import {
   EngineError, connectLiteEngine, demuxFrames, followPull, jsonLines, splitReference,
   type EngineClient, type EngineEvent, type LogFrame, type PullProgress,

@@ -1,6 +1,6 @@
 /** The config.json model: merging, network files, dotted keys, and the errors users see. */
 import assert from 'node:assert/strict';
-import { SkiffError } from '../../src/lib/cli/errors.js';
+import { SkiffError } from '../../src/lib/errors/errors.js';
 import { buildConfig, canonicalDeviceType, mergeConfig, networkOf, parseConfigJson, parseOsRelease, setConfigValue, validateHostname, wifiConnection } from '../../src/lib/os/config.js';
 
 const usage = (pattern: RegExp) => (e: unknown) => e instanceof SkiffError && e.code === 'usage' && pattern.test(e.toLine());

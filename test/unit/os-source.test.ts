@@ -15,7 +15,7 @@ import process from 'node:process';
 import { detectFormat, openImageSource, sourceError, zstdFrameContentSize } from '../../src/lib/os/source.js';
 import { parseBmap } from '../../src/lib/os/bmap.js';
 import { partitionTableEnd } from '../../src/lib/os/flash.js';
-import { SkiffError } from '../../src/lib/cli/errors.js';
+import { SkiffError } from '../../src/lib/errors/errors.js';
 
 async function readAll(location: string): Promise<{ format: string; size?: number; data: Buffer }> {
   const source = await openImageSource(location);

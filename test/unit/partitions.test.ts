@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { SkiffError } from '../../src/lib/cli/errors.js';
+import { SkiffError } from '../../src/lib/errors/errors.js';
 import { FileDevice, findBootPartition, readPartitionTable } from '../../src/lib/os/partitions.js';
 import { makeDisk, makeFatImage, tempDir } from '../support/os-images.js';
 

@@ -1,6 +1,6 @@
 import { Args } from '@oclif/core';
-import { SkiffCommand } from '../../lib/cli/base-command.js';
-import { driveFlag } from '../../lib/os/config-flags.js';
+import { SkiffCommand } from '../../cli/base-command.js';
+import { driveFlag } from '../../cli/config-flags.js';
 import type { BalenaConfig } from '../../lib/os/config.js';
 
 export default class ConfigInject extends SkiffCommand<BalenaConfig> {

@@ -1,5 +1,5 @@
-import { SkiffCommand } from '../../lib/cli/base-command.js';
-import { driveFlag } from '../../lib/os/config-flags.js';
+import { SkiffCommand } from '../../cli/base-command.js';
+import { driveFlag } from '../../cli/config-flags.js';
 import type { BalenaConfig } from '../../lib/os/config.js';
 
 export default class ConfigRead extends SkiffCommand<BalenaConfig> {

@@ -1,5 +1,5 @@
 import { Args } from '@oclif/core';
-import { SkiffCommand } from '../../lib/cli/base-command.js';
+import { SkiffCommand } from '../../cli/base-command.js';
 import type { DeviceSummary } from '../../lib/device/actions.js';
 
 export default class DeviceInfo extends SkiffCommand<DeviceSummary> {
@@ -13,7 +13,7 @@ export default class DeviceInfo extends SkiffCommand<DeviceSummary> {
     const info = await deviceInfo(args.device);
     if (!this.jsonEnabled()) {
       const out = await this.output();
-      const { table } = await import('../../lib/ui/format.js');
+      const { table } = await import('../../ui/format.js');
       out.result(`${info.address}  ${info.deviceType} (${info.arch})  device API ${info.version}  ${info.status}  release ${info.release ?? '-'}`);
       if (info.services.length > 0) out.result(table(['SERVICE', 'STATUS', 'CONTAINER'], info.services.map((s) => [s.service, s.status, s.containerId]), (h) => out.chalk.bold(h)));
     }

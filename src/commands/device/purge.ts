@@ -1,7 +1,7 @@
 import { Args, Flags } from '@oclif/core';
-import { SkiffCommand } from '../../lib/cli/base-command.js';
-import { SkiffError } from '../../lib/cli/errors.js';
-import { isInteractive } from '../../lib/ui/terminal.js';
+import { SkiffCommand } from '../../cli/base-command.js';
+import { SkiffError } from '../../lib/errors/errors.js';
+import { isInteractive } from '../../ui/terminal.js';
 
 export default class DevicePurge extends SkiffCommand<{ purged: number }> {
   static override summary = "Delete the data in a device's named volumes, then start its services again.";
@@ -14,7 +14,7 @@ export default class DevicePurge extends SkiffCommand<{ purged: number }> {
     const { args, flags } = await this.parse(DevicePurge);
     if (!flags.yes) {
       if (!isInteractive()) throw new SkiffError('notInteractive', `purging ${args.device} deletes its data and needs confirmation`, { hint: 'pass --yes' });
-      const { confirm } = await import('../../lib/ui/prompt.js');
+      const { confirm } = await import('../../ui/prompt.js');
       if (!(await confirm(`Delete all data in the volumes of ${args.device}?`))) throw new SkiffError('interrupted', 'purge cancelled; nothing was deleted');
     }
     const { purge } = await import('../../lib/device/actions.js');

@@ -1,5 +1,5 @@
 import { Args, Flags } from '@oclif/core';
-import { SkiffCommand } from '../../lib/cli/base-command.js';
+import { SkiffCommand } from '../../cli/base-command.js';
 
 export default class DeviceRestart extends SkiffCommand<{ restarted: string[] }> {
   static override summary = "Restart a device's services (all of them, or those named with --service).";

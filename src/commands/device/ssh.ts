@@ -1,6 +1,6 @@
 import process from 'node:process';
 import { Args, Flags } from '@oclif/core';
-import { SkiffCommand } from '../../lib/cli/base-command.js';
+import { SkiffCommand } from '../../cli/base-command.js';
 
 export default class DeviceSsh extends SkiffCommand<{ exitCode: number }> {
   static override summary = "Open a shell in a service's container on a device, or run one command there.";

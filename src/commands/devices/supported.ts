@@ -1,4 +1,4 @@
-import { SkiffCommand } from '../../lib/cli/base-command.js';
+import { SkiffCommand } from '../../cli/base-command.js';
 import { ARCHES, DEVICE_TYPES, platformString } from '../../lib/device-types/device-types.js';
 
 export interface SupportedDeviceType {
@@ -19,7 +19,7 @@ export default class DevicesSupported extends SkiffCommand<SupportedDeviceType[]
     const list = DEVICE_TYPES.map((d) => ({ slug: d.slug, name: d.name, arch: d.arch, platform: platformString(ARCHES[d.arch].platform), aliases: d.aliases ?? [] }));
     if (!this.jsonEnabled()) {
       const out = await this.output();
-      const { table } = await import('../../lib/ui/format.js');
+      const { table } = await import('../../ui/format.js');
       out.result(table(['SLUG', 'NAME', 'ARCH', 'PLATFORM'], list.map((d) => [d.slug, d.name, d.arch, d.platform]), (h) => out.chalk.bold(h)));
     }
     return list;

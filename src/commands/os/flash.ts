@@ -1,9 +1,9 @@
 import process from 'node:process';
 import { Args, Flags } from '@oclif/core';
-import { SkiffCommand } from '../../lib/cli/base-command.js';
-import { SkiffError } from '../../lib/cli/errors.js';
-import { isPromptCancel } from '../../lib/cli/report.js';
-import { isInteractive } from '../../lib/ui/terminal.js';
+import { SkiffCommand } from '../../cli/base-command.js';
+import { SkiffError } from '../../lib/errors/errors.js';
+import { isPromptCancel } from '../../cli/report.js';
+import { isInteractive } from '../../ui/terminal.js';
 import type { FlashResult } from '../../lib/os/flash.js';
 import type { Target } from '../../lib/os/drives.js';
 
@@ -47,7 +47,7 @@ Without --drive, a terminal offers the removable drives to pick from ('skiff uti
       throw new SkiffError('notInteractive', `flashing erases the drive: without a terminal, pass ${missing.join(' and ')}`, { hint: "'skiff util available-drives' lists the drives" });
     }
     const out = await this.output();
-    const [{ openImageSource }, drives, { formatBytes }] = await Promise.all([import('../../lib/os/source.js'), import('../../lib/os/drives.js'), import('../../lib/ui/format.js')]);
+    const [{ openImageSource }, drives, { formatBytes }] = await Promise.all([import('../../lib/os/source.js'), import('../../lib/os/drives.js'), import('../../ui/format.js')]);
     const controller = new AbortController();
     // The image and the named drives are looked at side by side; a bad image is reported first.
     const opening = openImageSource(args.image, { signal: controller.signal });
@@ -60,7 +60,7 @@ Without --drive, a terminal offers the removable drives to pick from ('skiff uti
     const targets: Target[] = inspecting ? await inspecting : [await drives.inspectTarget(await pickDrive(drives, formatBytes).catch(cancelled))];
     const label = (t: Target) => (t.kind === 'file' ? `${t.path} (file)` : drives.driveLabel({ device: t.path, size: t.size ?? 0, ...(t.model ? { model: t.model } : {}), ...(t.backingFile ? { backingFile: t.backingFile } : {}) }, formatBytes));
     if (!flags.yes) {
-      const { confirm } = await import('../../lib/ui/prompt.js');
+      const { confirm } = await import('../../ui/prompt.js');
       const what = targets.map(label).join(', ');
       if (!(await confirm(`Erase ${what} and write ${args.image} to it?`).catch(cancelled))) throw new SkiffError('interrupted', CANCELLED);
     }
@@ -72,7 +72,7 @@ Without --drive, a terminal offers the removable drives to pick from ('skiff uti
 
     const bmapFile = flags.bmap ?? source.bmapPath;
     const bmap = bmapFile ? { file: bmapFile, map: await (await import('../../lib/os/bmap.js')).readBmap(bmapFile) } : undefined;
-    const [{ flashImage }, { FlashProgressRenderer }] = await Promise.all([import('../../lib/os/flash.js'), import('../../lib/ui/progress.js')]);
+    const [{ flashImage }, { FlashProgressRenderer }] = await Promise.all([import('../../lib/os/flash.js'), import('../../ui/progress.js')]);
     const renderer = new FlashProgressRenderer(out);
     out.info(`Writing ${source.entryName ? `${source.entryName} from ` : ''}${args.image} (${source.format}${source.size !== undefined ? `, ${formatBytes(source.size)}` : ''}${bmap ? `, ${formatBytes(bmap.map.mappedBytes)} mapped by ${bmap.file}` : ''}) to ${targets.map(label).join(', ')}`);
     if (this.debugEnabled && source.format !== 'raw') out.info(`Decompressing with ${await source.decoderName()}`);

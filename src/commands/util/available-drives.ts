@@ -1,4 +1,4 @@
-import { SkiffCommand } from '../../lib/cli/base-command.js';
+import { SkiffCommand } from '../../cli/base-command.js';
 import type { Drive } from '../../lib/os/drives.js';
 
 export default class UtilAvailableDrives extends SkiffCommand<Drive[]> {
@@ -8,7 +8,7 @@ export default class UtilAvailableDrives extends SkiffCommand<Drive[]> {
 
   async run(): Promise<Drive[]> {
     await this.parse(UtilAvailableDrives);
-    const [{ availableDrives }, { formatBytes, table }] = await Promise.all([import('../../lib/os/drives.js'), import('../../lib/ui/format.js')]);
+    const [{ availableDrives }, { formatBytes, table }] = await Promise.all([import('../../lib/os/drives.js'), import('../../ui/format.js')]);
     const drives = await availableDrives();
     const out = await this.output();
     if (drives.length === 0) {

@@ -8,7 +8,7 @@ import type http from 'node:http';
 import { resolveTarget } from '../device-types/device-types.js';
 import type { EngineFlags } from '../docker/engine.js';
 import { connectLiteEngine } from '../docker/engine-lite.js';
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 import { Agent } from './agent.js';
 import { AGENT_VERSION, serve } from './api.js';
 import { ConfigError, loadDeviceConfig, type DeviceConfig } from './config.js';

@@ -2,8 +2,8 @@
  * Device types Skiff knows offline: slug (balena's), name, balena architecture and Docker platform.
  * Slugs are balena's, so `--deviceType raspberrypi4-64` means the same in both tools.
  */
-import { SkiffError } from '../cli/errors.js';
-import { closest } from '../cli/suggest.js';
+import { SkiffError } from '../errors/errors.js';
+import { closest } from '../text/suggest.js';
 
 /** balena's architecture names. */
 export type Arch = 'rpi' | 'armv7hf' | 'aarch64' | 'amd64' | 'i386';

@@ -1,5 +1,5 @@
 /** `skiff device info|restart|purge`: one call each over the device API. */
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 import { DeviceClient, parseDeviceAddress } from './client.js';
 
 export interface DeviceSummary {

@@ -1,7 +1,7 @@
 /**
  * Talking to a device's API (our agent, or a balenaOS device's supervisor in local mode).
  */
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 
 export const DEVICE_API_PORT = 48484;
 /** Local mode needs supervisor 7.21.4 or later (balena-cli checks the same). */

@@ -1,7 +1,7 @@
 /**
  * Reading a device's log stream (`GET /v2/local/logs`, newline-delimited JSON), with reconnects.
  */
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 import type { DeviceClient } from './client.js';
 
 export interface DeviceLogEntry {

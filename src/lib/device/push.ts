@@ -3,10 +3,10 @@
  * target state, wait until the release runs (or is rolled back).
  */
 import { randomBytes } from 'node:crypto';
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 import { resolveTarget, type BuildTarget } from '../device-types/device-types.js';
 import { connectEngine, type Engine } from '../docker/engine.js';
-import { buildRelease, type BuildEvent, type ReleaseManifest } from '../build/release.js';
+import { buildRelease, type BuildEvent, type ReleaseManifest } from '../builder/release.js';
 import { loadProject } from '../project/project.js';
 import type { ProjectSpec } from '../project/types.js';
 import { DeviceClient, parseDeviceAddress, type DeviceInfo } from './client.js';

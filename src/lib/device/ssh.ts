@@ -4,7 +4,7 @@
  */
 import process from 'node:process';
 import { PassThrough } from 'node:stream';
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 import { connectEngine } from '../docker/engine.js';
 import { DeviceClient, parseDeviceAddress } from './client.js';
 

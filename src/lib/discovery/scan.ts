@@ -4,7 +4,7 @@
  */
 import type { MdnsQuestion, MdnsRecord, SrvData } from 'multicast-dns';
 import { DEVICE_API_PORT, DeviceClient, parseDeviceAddress } from '../device/client.js';
-import { isSkiffError } from '../cli/errors.js';
+import { isSkiffError } from '../errors/errors.js';
 import { multicastInterfaces, onSubnet, openLink, type MdnsLink } from './mdns-link.js';
 import { BALENA_SSH_SERVICE, BALENA_SUBTYPE, SKIFF_SERVICE, decodeTxt } from './records.js';
 

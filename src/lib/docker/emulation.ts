@@ -7,7 +7,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import process from 'node:process';
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 import { ARCHES, type Arch } from '../device-types/device-types.js';
 
 const BINFMT = '/proc/sys/fs/binfmt_misc';

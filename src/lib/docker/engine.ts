@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import process from 'node:process';
 import type Dockerode from 'dockerode';
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 import { archFromDocker, type Arch } from '../device-types/device-types.js';
 
 /** The flags balena-cli uses for choosing an engine. */

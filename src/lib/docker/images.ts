@@ -3,7 +3,7 @@
  * so a missing base image is one clear message instead of a failed build step.
  */
 import type { Readable } from 'node:stream';
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 import type { Engine } from './engine.js';
 
 export interface LocalImage {

@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 
 export interface BmapRange {
   /** Byte offsets, end exclusive. */

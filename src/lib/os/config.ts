@@ -6,8 +6,8 @@
 import { readFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { realpath } from 'node:fs/promises';
-import { SkiffError } from '../cli/errors.js';
-import { closest } from '../cli/suggest.js';
+import { SkiffError } from '../errors/errors.js';
+import { closest } from '../text/suggest.js';
 import { DEVICE_TYPES, findDeviceType } from '../device-types/device-types.js';
 import { FatError } from './fat.js';
 import { FileDevice, findBootPartition, type BootPartition, type PartitionScheme } from './partitions.js';

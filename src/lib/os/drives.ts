@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import { readFile, realpath, stat } from 'node:fs/promises';
 import process from 'node:process';
 import { promisify } from 'node:util';
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 
 const run = promisify(execFile);
 

@@ -17,7 +17,7 @@ import { open, readFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 import type { Bmap, BmapRange } from './bmap.js';
 import { DirectIo, fitsDirect, type DirectTarget } from './direct-io.js';
 import type { Target } from './drives.js';

@@ -6,7 +6,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 import { FatError, FatFs, parseBootSector, rangeOf, type BlockDevice, type FatType } from './fat.js';
 
 export type PartitionScheme = 'mbr' | 'gpt' | 'none';

@@ -11,7 +11,7 @@ import { constants as fsConstants, createReadStream } from 'node:fs';
 import path from 'node:path';
 import process from 'node:process';
 import { PassThrough, Readable, Transform, pipeline, type Duplex } from 'node:stream';
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 
 export type ImageFormat = 'raw' | 'gzip' | 'xz' | 'zstd' | 'bzip2' | 'zip';
 

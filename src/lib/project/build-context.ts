@@ -6,7 +6,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import type { Ignore } from '@balena/dockerignore';
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 import type { ResolvedDockerfile } from './dockerfile.js';
 
 /** Paths never sent, whatever .dockerignore says. */

@@ -7,8 +7,8 @@ import path from 'node:path';
 // eslint-disable-next-line no-restricted-imports -- compose.ts is itself loaded lazily
 import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, visit } from 'yaml';
 import type { Document, Pair, YAMLMap } from 'yaml';
-import { SkiffError } from '../cli/errors.js';
-import { closest as closestName } from '../cli/suggest.js';
+import { SkiffError } from '../errors/errors.js';
+import { closest as closestName } from '../text/suggest.js';
 import type { BuildSpec, ProjectWarning, ServiceSpec } from './types.js';
 
 /** Did-you-mean for compose keys: only near misses (two edits at most). */

@@ -4,7 +4,7 @@
  */
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 import type { ProjectSpec } from './types.js';
 
 export const COMPOSE_FILES = ['docker-compose.yml', 'docker-compose.yaml', 'compose.yaml', 'compose.yml'];

@@ -2,7 +2,7 @@
  * How a build looks: per-service prefixed log lines (coloured on a TTY), start/finish lines, a
  * spinner while services build with logs hidden, and the summary table.
  */
-import type { BuildEvent, ReleaseManifest } from '../build/release.js';
+import type { BuildEvent, ReleaseManifest } from '../lib/builder/release.js';
 import { formatBytes, formatSeconds, table } from './format.js';
 import type { Output, Spinner } from './output.js';
 import { servicePrefixer } from './prefix.js';

@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import { existsSync } from 'node:fs';
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 import { platformString, archFromDocker, type BuildTarget } from '../device-types/device-types.js';
 import type { Engine } from '../docker/engine.js';
 import { emulationStatus, emulationHint, registerEmulation } from '../docker/emulation.js';

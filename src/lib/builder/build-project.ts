@@ -2,7 +2,7 @@
  * `skiff build` as one function: read the project, pick the target, connect to the engine, build.
  */
 import { readFileSync } from 'node:fs';
-import { SkiffError } from '../cli/errors.js';
+import { SkiffError } from '../errors/errors.js';
 import { resolveTarget } from '../device-types/device-types.js';
 import { connectEngine, type EngineFlags } from '../docker/engine.js';
 import { loadProject } from '../project/project.js';

@@ -1,6 +1,6 @@
 /** Flags shared by commands, named as balena-cli names them so scripts port unchanged. */
 import { Flags } from '@oclif/core';
-import { SkiffError } from './errors.js';
+import { SkiffError } from '../lib/errors/errors.js';
 
 export const engineFlags = {
   docker: Flags.string({ char: 'P', description: 'Path to a local Docker socket (e.g. /var/run/docker.sock).', helpGroup: 'ENGINE' }),

@@ -2,9 +2,9 @@
  * `skiff agent` after its flags are parsed: start the agent, print what it serves and its system
  * messages, run until SIGINT/SIGTERM, stop cleanly. Shared by the oclif command and the direct start.
  */
-import type { EngineFlags } from '../docker/engine.js';
+import type { EngineFlags } from '../lib/docker/engine.js';
 import type { Output } from '../ui/output.js';
-import type { AgentFlagValues } from './options.js';
+import type { AgentFlagValues } from '../lib/agent/options.js';
 
 export interface AgentStarted {
   uuid: string;
@@ -14,7 +14,7 @@ export interface AgentStarted {
 }
 
 export async function serveAgent(flags: AgentFlagValues, engine: EngineFlags, out: Output, onStarted?: (started: AgentStarted) => void): Promise<AgentStarted> {
-  const { runAgent } = await import('./run-agent.js');
+  const { runAgent } = await import('../lib/agent/run-agent.js');
   const running = await runAgent({
     dataDir: flags['data-dir'],
     configFile: flags.config,

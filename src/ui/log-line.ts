@@ -1,6 +1,6 @@
 /** One device log line for people: time, a coloured `[service]` (or `[system]`) prefix, the message. */
 import type { ChalkInstance } from 'chalk';
-import type { DeviceLogEntry } from '../device/logs.js';
+import type { DeviceLogEntry } from '../lib/device/logs.js';
 import { SERVICE_COLOURS as COLOURS } from './prefix.js';
 
 export function logLineFormatter(chalk: ChalkInstance): (e: DeviceLogEntry) => string {

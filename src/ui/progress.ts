@@ -2,7 +2,7 @@
  * Progress of a long transfer (flashing a card): a redrawn bar with percent, MB/s and ETA on an
  * interactive stderr; a plain line every few seconds in CI or a pipe; nothing under --json.
  */
-import type { FlashProgress } from '../os/flash.js';
+import type { FlashProgress } from '../lib/os/flash.js';
 import { formatBytes, formatSeconds } from './format.js';
 import type { Output } from './output.js';
 

@@ -4,7 +4,7 @@
  */
 import process from 'node:process';
 import { Command, Flags } from '@oclif/core';
-import { SkiffError } from './errors.js';
+import { SkiffError } from '../lib/errors/errors.js';
 import { describeError, exitCodeOf, renderError, userFacing } from './report.js';
 import { createOutput, type Output } from '../ui/output.js';
 import { terminalInfo } from '../ui/terminal.js';

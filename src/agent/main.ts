@@ -7,7 +7,7 @@
 import { exitCodeOf, renderError } from '../cli/report.js';
 import { createOutput } from '../ui/output.js';
 import { terminalInfo } from '../ui/terminal.js';
-import { parseAgentArgv } from './options.js';
+import { parseAgentArgv } from '../lib/agent/options.js';
 import { serveAgent } from './serve.js';
 
 export async function startAgentDirectly(argv: string[]): Promise<boolean> {

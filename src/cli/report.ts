@@ -3,7 +3,8 @@
  * base command uses it, and so does the agent's direct start, which runs without oclif.
  */
 import type { ChalkInstance } from 'chalk';
-import { ExitCode, isSkiffError, SkiffError } from './errors.js';
+import { ExitCode, isSkiffError, SkiffError } from '../lib/errors/errors.js';
+import { firstLine } from '../lib/text/lines.js';
 
 /** Ctrl-C at a prompt (inquirer's ExitPromptError, readline's AbortError): the user's choice, not a bug. */
 export function isPromptCancel(err: unknown): boolean {
@@ -14,11 +15,6 @@ export function isPromptCancel(err: unknown): boolean {
 /** The error as the user should see it: a prompt left with Ctrl-C is an interruption (exit 130). */
 export function userFacing(err: Error): Error {
   return isPromptCancel(err) ? new SkiffError('interrupted', 'cancelled at the prompt (Ctrl-C)') : err;
-}
-
-export function firstLine(s: string): string {
-  const line = (s.split('\n').find((l) => l.trim() !== '') ?? s).trim();
-  return /[.!?]$/.test(line) ? line : `${line}.`;
 }
 
 /** oclif's parse errors put the reason on the lines after 'Parsing --flag': keep it, on one line. */

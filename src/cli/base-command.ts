@@ -41,6 +41,29 @@ export abstract class SkiffCommand<T = unknown> extends Command {
     return this.outputInstance;
   }
 
+  /**
+   * Runs `work` with a signal that Ctrl-C (SIGINT) or SIGTERM aborts, so the command winds down
+   * through its own code: the first signal calls `onCancel` (say "stopping…") and aborts; the
+   * handlers are then removed, so a second Ctrl-C ends the process the default way at once.
+   */
+  protected async cancellable<R>(work: (signal: AbortSignal) => Promise<R>, onCancel?: () => void): Promise<R> {
+    const controller = new AbortController();
+    const onSignal = () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      onCancel?.();
+      controller.abort(new Error('interrupted'));
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    try {
+      return await work(controller.signal);
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  }
+
   /** Records a warning: printed now for people, carried in the JSON envelope for machines. */
   protected async warnUser(text: string): Promise<void> {
     this.warnings.push(text);

@@ -1,4 +1,3 @@
-import process from 'node:process';
 import { Args, Flags } from '@oclif/core';
 import { SkiffCommand } from '../cli/base-command.js';
 import { engineFlags, parseKeyValues } from '../cli/flags.js';
@@ -46,18 +45,8 @@ The project's .dockerignore applies to every service; with --multi-dockerignore 
     const out = await this.output();
     const [{ buildProject }, { BuildRenderer }] = await Promise.all([import('../lib/builder/build-project.js'), import('../ui/build-renderer.js')]);
     const renderer = new BuildRenderer(out, { showLogs: this.jsonEnabled() ? flags.logs : !flags.nologs });
-    const controller = new AbortController();
-    let interrupts = 0;
-    const onSignal = () => {
-      interrupts++;
-      if (interrupts > 1) process.exit(130);
-      renderer.cancelling();
-      controller.abort(new Error('interrupted'));
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
     try {
-      const manifest = await buildProject({
+      const manifest = await this.cancellable((signal) => buildProject({
         source: args.source,
         arch: flags.arch,
         deviceType: flags.deviceType,
@@ -75,18 +64,16 @@ The project's .dockerignore applies to every service; with --multi-dockerignore 
         pull: flags.pull,
         squash: flags.squash,
         engine: { docker: flags.docker, dockerHost: flags.dockerHost, dockerPort: flags.dockerPort, ca: flags.ca, cert: flags.cert, key: flags.key },
-        signal: controller.signal,
+        signal,
         onEvent: (event) => {
           if (event.kind === 'warning') this.warnings.push(event.message);
           renderer.event(event);
         },
-      });
+      }), () => renderer.cancelling());
       renderer.summary(manifest);
       return manifest;
     } finally {
       renderer.stop();
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
     }
   }
 }

@@ -23,23 +23,15 @@ export default class Logs extends SkiffCommand<void> {
     const client = new DeviceClient(parseDeviceAddress(args.device));
     await client.check();
     const format = logLineFormatter(out.chalk);
-    const controller = new AbortController();
-    const stop = () => controller.abort();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-    try {
-      await streamLogs(client, {
-        follow: flags.tail,
-        services: flags.service,
-        system: flags.system,
-        maxRetry: flags['max-retry'],
-        signal: controller.signal,
-        onEntry: (e) => process.stdout.write(this.jsonEnabled() ? `${JSON.stringify(e)}\n` : `${format(e)}\n`),
-        onReconnect: (n, reason) => out.info(out.chalk.yellow(`Log stream dropped (${reason}); reconnecting (attempt ${n})...`)),
-      });
-    } finally {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-    }
+    // Ctrl-C ends following: a normal stop, not an error.
+    await this.cancellable((signal) => streamLogs(client, {
+      follow: flags.tail,
+      services: flags.service,
+      system: flags.system,
+      maxRetry: flags['max-retry'],
+      signal,
+      onEntry: (e) => process.stdout.write(this.jsonEnabled() ? `${JSON.stringify(e)}\n` : `${format(e)}\n`),
+      onReconnect: (n, reason) => out.info(out.chalk.yellow(`Log stream dropped (${reason}); reconnecting (attempt ${n})...`)),
+    }));
   }
 }

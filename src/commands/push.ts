@@ -37,37 +37,35 @@ If a build fails, nothing is sent and the device keeps running its current relea
     const [{ openPushSession, deploy }, { BuildRenderer }, { table }] = await Promise.all([import('../lib/device/push.js'), import('../ui/build-renderer.js'), import('../ui/format.js')]);
     // Build output goes to the current renderer: the push's, then one for live rebuilds.
     let renderer = new BuildRenderer(out, { showLogs: !this.jsonEnabled() });
-    const controller = new AbortController();
-    const onSignal = () => controller.abort();
-    process.once('SIGINT', onSignal);
     let result: PushResult;
     let session: PushSession;
     try {
-      session = await openPushSession({
-        device: args.device,
-        source: flags.source,
-        env: flags.env,
-        force: flags.force,
-        nocache: flags.nocache,
-        pull: flags.pull,
-        multiDockerignore: flags['multi-dockerignore'],
-        noParentCheck: flags['noparent-check'],
-        projectName: flags.projectName,
-        dockerHost: flags.dockerHost,
-        dockerPort: flags.dockerPort,
-        signal: controller.signal,
-        onEvent: (e) => {
-          if (e.kind === 'device') out.info(out.chalk.dim(e.message));
-          else {
-            if (e.kind === 'warning') this.warnings.push(e.message);
-            renderer.event(e);
-          }
-        },
+      [session, result] = await this.cancellable(async (signal) => {
+        const opened = await openPushSession({
+          device: args.device,
+          source: flags.source,
+          env: flags.env,
+          force: flags.force,
+          nocache: flags.nocache,
+          pull: flags.pull,
+          multiDockerignore: flags['multi-dockerignore'],
+          noParentCheck: flags['noparent-check'],
+          projectName: flags.projectName,
+          dockerHost: flags.dockerHost,
+          dockerPort: flags.dockerPort,
+          signal,
+          onEvent: (e) => {
+            if (e.kind === 'device') out.info(out.chalk.dim(e.message));
+            else {
+              if (e.kind === 'warning') this.warnings.push(e.message);
+              renderer.event(e);
+            }
+          },
+        });
+        return [opened, await deploy(opened)] as const;
       });
-      result = await deploy(session);
     } finally {
       renderer.stop();
-      process.off('SIGINT', onSignal);
     }
     out.result(table(['SERVICE', 'IMAGE', 'STATUS'], result.services.map((s) => [s.service, s.image, s.status]), (h) => out.chalk.bold(h)));
     out.info(out.chalk.green(`Release ${result.commit} runs on ${result.device} (${result.deviceType}).`));
@@ -78,29 +76,24 @@ If a build fails, nothing is sent and the device keeps running its current relea
       const live = !flags.nolive;
       out.info(out.chalk.dim(`Streaming device logs${live ? ' and watching for changes' : ''} (Ctrl-C to stop; the release keeps running)...`));
       const format = logLineFormatter(out.chalk);
-      const stopped = new AbortController();
-      const stop = () => stopped.abort();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
       renderer = new BuildRenderer(out, { showLogs: true });
-      await Promise.all([
+      // Ctrl-C ends following (and watching): a normal stop; the release keeps running.
+      await this.cancellable((signal) => Promise.all([
         streamLogs(new DeviceClient(parseDeviceAddress(args.device)), {
-          follow: true, services: flags.service, system: flags.system, signal: stopped.signal,
+          follow: true, services: flags.service, system: flags.system, signal,
           onEntry: (e) => process.stdout.write(`${format(e)}\n`),
           onReconnect: (n, reason) => out.info(out.chalk.yellow(`Log stream dropped (${reason}); reconnecting (attempt ${n})...`)),
         }),
         live && watchAndUpdate(session, {
-          signal: stopped.signal,
+          signal,
           onEvent: (e) => {
             if (e.kind === 'live') out.info(`${out.chalk.cyan('[Live]')} ${e.message}`);
             else if (e.kind === 'live-error') out.info(`${out.chalk.cyan('[Live]')} ${out.chalk.red(e.message)}`);
             else out.info(`${out.chalk.cyan('[Live]')} ${out.chalk.dim(`done in ${e.seconds.toFixed(2)} s`)}`);
           },
         }),
-      ]);
+      ]));
       renderer.stop();
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
     }
     return result;
   }

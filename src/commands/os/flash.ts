@@ -76,28 +76,22 @@ Without --drive, a terminal offers the removable drives to pick from ('skiff uti
     const renderer = new FlashProgressRenderer(out);
     out.info(`Writing ${source.entryName ? `${source.entryName} from ` : ''}${args.image} (${source.format}${source.size !== undefined ? `, ${formatBytes(source.size)}` : ''}${bmap ? `, ${formatBytes(bmap.map.mappedBytes)} mapped by ${bmap.file}` : ''}) to ${targets.map(label).join(', ')}`);
     if (this.debugEnabled && source.format !== 'raw') out.info(`Decompressing with ${await source.decoderName()}`);
-    let interrupts = 0;
-    const onSignal = () => {
-      interrupts++;
-      if (interrupts > 1) process.exit(130);
-      renderer.finishLine();
-      out.info('Stopping (Ctrl-C again to quit at once)...');
-      controller.abort(new Error('interrupted'));
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
     try {
       const corruptAt = process.env[TEST_CORRUPT_ENV];
-      const result = await flashImage({
+      const result = await this.cancellable((signal) => flashImage({
         source,
         targets,
         verify: flags.verify,
         checksum: flags.checksum === 'sha256' ? 'sha256' : 'xxh64',
         ...(bmap ? { bmap } : {}),
-        signal: controller.signal,
+        signal,
         onProgress: (p) => renderer.update(p),
         reopen: () => openImageSource(args.image),
         ...(corruptAt ? { beforeVerify: (ts: Target[]) => corruptForTest(ts, Number(corruptAt)) } : {}),
+      }), () => {
+        controller.abort(new Error('interrupted')); // a download still under way stops too
+        renderer.finishLine();
+        out.info('Stopping (Ctrl-C again to quit at once)...');
       });
       renderer.finishLine();
       if (this.debugEnabled) for (const d of result.drives) out.info(`${d.drive}: ${d.direct ? 'direct I/O' : 'written through the page cache'}`);
@@ -107,8 +101,6 @@ Without --drive, a terminal offers the removable drives to pick from ('skiff uti
       return result;
     } finally {
       renderer.finishLine();
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
     }
   }
 }

@@ -124,7 +124,10 @@ export function parseCompose(text: string, file: string, projectDir: string, env
     const message = firstError.code === 'DUPLICATE_KEY'
       ? `duplicate key '${(/^[^:\n]*/.exec(text.slice(firstError.pos[0]))?.[0] ?? '').trim().replace(/^["']|["']$/g, '')}'`
       : firstError.message.split('\n')[0] ?? 'syntax error';
-    throw new SkiffError('project', `invalid YAML: ${message}`, { where: `${rel}:${line}`, hint: firstError.code === 'DUPLICATE_KEY' ? 'keep one of the keys' : 'fix the syntax' });
+    // `{` and `}` end a plain value inside [ ] or { }, so an unquoted ${VAR} there breaks the YAML itself.
+    const braceInFlow = /\[[^\]\n]*\$\{|\{[^}\n]*\$\{/.test(text.split('\n')[line - 1] ?? '');
+    const hint = firstError.code === 'DUPLICATE_KEY' ? 'keep one of the keys' : braceInFlow ? 'quote values with ${…} inside [ ] or { }, e.g. ["MODE=${MODE:-prod}"]' : 'fix the syntax';
+    throw new SkiffError('project', `invalid YAML: ${message}`, { where: `${rel}:${line}`, hint });
   }
   for (const w of doc.warnings) at.warnings.push({ message: w.message.split('\n')[0] ?? w.message, where: `${rel}:${lineCounter.linePos(w.pos[0]).line}` });
   substituteDocument(doc, (name) => (Object.hasOwn(env, name) ? env[name] : undefined), { error: (p, message, hint) => at.error(p, message, hint), warn: (p, message) => at.warn(p, message) });

@@ -138,8 +138,9 @@ describe('parseCompose with variables', () => {
         { message: 'variable MISSING is not set; using an empty string', where: 'docker-compose.yml:5' },
       ]);
     });
-    it('is then validated like any value: an empty published port is refused', () => {
-      rejects(web('image: x', 'ports: ["${PORT}:80"]'), {}, /invalid port ':80' in service 'web': empty published port/, 'docker-compose.yml:4');
+    it('is then validated like any value, and the error names the unset variable below it', () => {
+      const err = rejects(web('image: x', 'ports: ["${PORT}:80"]'), {}, /invalid port ':80' in service 'web': empty published port/, 'docker-compose.yml:4');
+      assert.deepEqual(err.details, ['docker-compose.yml:4: variable PORT is not set; using an empty string']);
     });
   });
 

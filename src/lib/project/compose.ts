@@ -130,7 +130,14 @@ export function parseCompose(text: string, file: string, projectDir: string, env
     throw new SkiffError('project', `invalid YAML: ${message}`, { where: `${rel}:${line}`, hint });
   }
   for (const w of doc.warnings) at.warnings.push({ message: w.message.split('\n')[0] ?? w.message, where: `${rel}:${lineCounter.linePos(w.pos[0]).line}` });
-  substituteDocument(doc, (name) => (Object.hasOwn(env, name) ? env[name] : undefined), { error: (p, message, hint) => at.error(p, message, hint), warn: (p, message) => at.warn(p, message) });
+  substituteDocument(doc, (name) => (Object.hasOwn(env, name) ? env[name] : undefined), {
+    error: (p, message, hint) => at.error(p, message, hint),
+    // An unset variable often explains the error that follows (`ports: [":80"]`), so errors carry it too.
+    warn: (p, message) => {
+      at.warn(p, message);
+      at.notes.push(`${at.where(p)}: ${message}`);
+    },
+  });
 
   let root: unknown;
   try {
@@ -192,6 +199,8 @@ interface Context {
 /** Maps a path of keys/indices to the line of its key in the source, following aliases and merge keys. */
 class Locator {
   readonly warnings: ProjectWarning[] = [];
+  /** Lines every error carries below its own (see SkiffError details). */
+  readonly notes: string[] = [];
 
   constructor(
     private readonly doc: Document,
@@ -210,7 +219,7 @@ class Locator {
   }
 
   error(p: Path, message: string, hint?: string): SkiffError {
-    return new SkiffError('project', message, { where: this.where(p), ...(hint ? { hint } : {}) });
+    return new SkiffError('project', message, { where: this.where(p), ...(hint ? { hint } : {}), ...(this.notes.length > 0 ? { details: [...this.notes] } : {}) });
   }
 
   warn(p: Path, message: string): void {

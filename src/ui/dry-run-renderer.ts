@@ -6,6 +6,7 @@
 import type { ResolvedBuild, ResolvedService } from '../lib/builder/build-project.js';
 import type { Output } from './output.js';
 
+/** Prints a {@link ResolvedBuild} for a person: the summary line on stderr, the YAML on stdout. */
 export async function renderDryRun(out: Output, resolved: ResolvedBuild): Promise<void> {
   const { stringify } = await import('yaml');
   const { chalk } = out;

@@ -75,7 +75,7 @@ describe('parseCompose with variables', () => {
 
   describe('invalid substitution syntax', () => {
     const bad: Array<[string, RegExp, string]> = [
-      ['image: "app:${TAG"', /invalid variable substitution at column 5: '\$\{TAG' is not closed of 'app:\$\{TAG'/, 'docker-compose.yml:3'],
+      ['image: "app:${TAG"', /^invalid variable substitution in 'app:\$\{TAG' at column 5: '\$\{TAG' is not closed$/, 'docker-compose.yml:3'],
       ['image: "app:${}"', /'\$\{\}' names no variable/, 'docker-compose.yml:3'],
       ['image: "${TAG:latest}"', /unexpected ':' after the name/, 'docker-compose.yml:3'],
       ['image: "${ TAG}"', /cannot start a variable name/, 'docker-compose.yml:3'],

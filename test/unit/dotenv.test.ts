@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseDotenv, readDotenv, type DotenvResult } from '../../src/lib/project/dotenv.js';
 import { SkiffError } from '../../src/lib/errors/errors.js';
@@ -156,7 +156,7 @@ describe('.env (compose dotenv rules)', () => {
       ['a single quote closed by a double', "KEY='value\"", /unterminated quoted value/, '.env:1'],
       ['text after the closing quote', 'A="x" B=y', /unexpected 'B=y' after the quoted value of A/, '.env:1'],
       ['a required variable', 'A=1\nB=${NEED:?set NEED first}\n', /required variable NEED is missing a value: set NEED first/, '.env:2'],
-      ['bad substitution syntax', '\n\nB=${oops\n', /invalid variable substitution at column 1: '\$\{oops' is not closed/, '.env:3'],
+      ['bad substitution syntax', '\n\nB=${oops\n', /invalid variable substitution in '\$\{oops' at column 1: '\$\{oops' is not closed/, '.env:3'],
       ['bad syntax in double quotes', 'B="${}"', /names no variable/, '.env:1'],
       ['an error after a multi-line value', "# c\nfoo=\"\n  a\n  multiline\n  value\n\"\nINVALID LINE\nzot=qix", /contains a space/, '.env:7'],
     ];
@@ -166,6 +166,11 @@ describe('.env (compose dotenv rules)', () => {
   });
 
   describe('readDotenv', () => {
+    it('refuses a .env that is not a readable file', () => {
+      const dir = scratchDir('skiff-dotenv-');
+      mkdirSync(path.join(dir, '.env'));
+      assert.throws(() => readDotenv(dir, none), (err: unknown) => err instanceof SkiffError && err.code === 'project' && err.where === '.env' && /cannot read \.env/.test(err.message));
+    });
     it('reads the .env of the project folder', () => {
       const dir = scratchDir('skiff-dotenv-');
       writeFileSync(path.join(dir, '.env'), 'A=1\n');

@@ -194,6 +194,7 @@ describe('interpolate (compose variable substitution)', () => {
         assert.match(p.message, message);
         assert.equal(p.column, column);
         assert.match(describeProblem(p), new RegExp(`^invalid variable substitution at column ${column}: `));
+        assert.ok(describeProblem(p, template).startsWith(`invalid variable substitution in '${template}' at column ${column}: `));
       });
     }
 

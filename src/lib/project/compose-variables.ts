@@ -82,7 +82,7 @@ export function substituteDocument(doc: Document, env: Lookup, report: Substitut
       const { problem } = result;
       throw problem.kind === 'required'
         ? report.error(path, describeProblem(problem), `set ${problem.variable} in the environment or in the project's .env file`)
-        : report.error(path, `${describeProblem(problem)} of '${text}'`, 'write a literal $ as $$');
+        : report.error(path, describeProblem(problem, text), 'write a literal $ as $$');
     }
     for (const name of result.unset) {
       if (warned.has(name)) continue;

@@ -10,6 +10,7 @@ import { SkiffError } from '../errors/errors.js';
 import { describeProblem, interpolate, type Lookup } from './interpolate.js';
 import type { ProjectWarning } from './types.js';
 
+/** What a `.env` sets, and what deserves a warning (variables it uses that are not set, ignored names). */
 export interface DotenvResult {
   /** The variables the file sets, in file order. */
   values: Record<string, string>;
@@ -20,7 +21,13 @@ export interface DotenvResult {
 export function readDotenv(projectDir: string, environment: Lookup): DotenvResult & { file?: string } {
   const file = path.join(projectDir, '.env');
   if (!existsSync(file)) return { values: {}, warnings: [] };
-  return { file, ...parseDotenv(readFileSync(file, 'utf8'), environment) };
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new SkiffError('project', `cannot read .env: ${(err as Error).message}`, { where: '.env', hint: 'make .env a readable file, or remove it' });
+  }
+  return { file, ...parseDotenv(text, environment) };
 }
 
 const NAME_CHAR = /[\p{L}\p{N}_.\-[\]]/u;
@@ -45,7 +52,7 @@ export function parseDotenv(text: string, environment: Lookup, label = '.env'): 
 
   const substitute = (value: string, at: number): string => {
     const result = interpolate(value, lookup);
-    if (!result.ok) throw fail(at, describeProblem(result.problem), result.problem.kind === 'invalid' ? 'write a literal $ as $$' : undefined);
+    if (!result.ok) throw fail(at, describeProblem(result.problem, value), result.problem.kind === 'invalid' ? 'write a literal $ as $$' : undefined);
     for (const name of result.unset) {
       if (warned.has(name)) continue;
       warned.add(name);

@@ -14,6 +14,7 @@ export type TemplateProblem =
   | { kind: 'invalid'; column: number; message: string }
   | { kind: 'required'; column: number; variable: string; message: string };
 
+/** The resolved text and the variables it used that were not set, or the first problem found. */
 export type InterpolateResult =
   | { ok: true; value: string; unset: string[] }
   | { ok: false; problem: TemplateProblem };
@@ -68,10 +69,13 @@ export function hasExpression(template: string): boolean {
   }
 }
 
-/** One line describing a problem, e.g. `required variable TOKEN is missing a value: set it`. */
-export function describeProblem(problem: TemplateProblem): string {
+/**
+ * One line describing a problem, e.g. `required variable TOKEN is missing a value: set it`, or
+ * `invalid variable substitution in 'app:${TAG' at column 5: '${TAG' is not closed` given the text.
+ */
+export function describeProblem(problem: TemplateProblem, template?: string): string {
   if (problem.kind === 'required') return `required variable ${problem.variable} is missing a value${problem.message ? `: ${problem.message}` : ''}`;
-  return `invalid variable substitution at column ${problem.column}: ${problem.message}`;
+  return `invalid variable substitution${template === undefined ? '' : ` in '${template}'`} at column ${problem.column}: ${problem.message}`;
 }
 
 function parse(s: string): Part[] {

@@ -131,6 +131,16 @@ describe('skiff build --dry-run', () => {
     assert.deepEqual(r.stdout.match(/\$\{\w+/g), ['${NOT_SUBSTITUTED', '${NOT_SUBSTITUTED'], 'only the balena.yml global (relay and ui), which is not substituted, shows a ${…}');
   });
 
+  it('says which .dockerignore applies, as the build packs it, with and without --multi-dockerignore', async () => {
+    const dir = makeProject({ ...files, '.dockerignore': 'node_modules\n', 'ui/.dockerignore': '*.log\n' });
+    const shared = envelope(await runCli(['build', dir, '--dry-run', '--json', '-d', 'intel-nuc'], { env: DEAD_ENGINE }));
+    assert.deepEqual(shared.result?.services.map((s) => s.build?.dockerignore), ['.dockerignore', '.dockerignore', undefined]);
+    assert.deepEqual(shared.warnings, ["ui/.dockerignore is not used; the project's root .dockerignore applies to every service unless you pass --multi-dockerignore"]);
+    const own = envelope(await runCli(['build', dir, '--dry-run', '--json', '-d', 'intel-nuc', '--multi-dockerignore'], { env: DEAD_ENGINE }));
+    assert.deepEqual(own.result?.services.map((s) => s.build?.dockerignore), [undefined, 'ui/.dockerignore', undefined]);
+    assert.deepEqual(own.warnings, []);
+  });
+
   it("resolves for this machine's architecture when no device type is given", async () => {
     const r = await runCli(['build', makeProject(files), '--dry-run', '--json'], { env: DEAD_ENGINE });
     assert.equal(r.code, 0, r.stderr);

@@ -1,20 +1,24 @@
 import { Args, Flags } from '@oclif/core';
 import { SkiffCommand } from '../cli/base-command.js';
 import { engineFlags, parseKeyValues } from '../cli/flags.js';
+import type { ResolveBuildOptions, ResolvedBuild } from '../lib/builder/build-project.js';
 import type { ReleaseManifest } from '../lib/builder/release.js';
 
-export default class Build extends SkiffCommand<ReleaseManifest> {
+export default class Build extends SkiffCommand<ReleaseManifest | ResolvedBuild> {
   static override summary = 'Build a project into a release for a device type, on a local or remote Docker engine.';
   static override description = `Builds every service of the project in [source] (a folder with docker-compose.yml, or a single Dockerfile / Dockerfile.template) for one device type or architecture, in parallel, on a Docker engine. Images are tagged <project>_<service>:<tag>, as balena does.
 
 Dockerfiles are chosen the balena way (Dockerfile.<deviceType>, Dockerfile.<arch>, Dockerfile.template, Dockerfile) and templates get %%BALENA_MACHINE_NAME%% and %%BALENA_ARCH%%. balena.yml build-variables become build args. Building for another architecture runs RUN steps under qemu emulation (see --emulated).
 
-The project's .dockerignore applies to every service; with --multi-dockerignore each service uses the one in its own build context. .git is never sent.`;
+The project's .dockerignore applies to every service; with --multi-dockerignore each service uses the one in its own build context. .git is never sent.
+
+The compose file's \${VAR}, \${VAR:-default} and the other compose forms are filled in from the environment and the project's .env before anything is checked. --dry-run prints the project as skiff reads it (services after substitution, image tags, the Dockerfile each service uses and why, build args) and builds nothing, as 'docker compose config' does.`;
   static override examples = [
     '<%= config.bin %> build --deviceType raspberrypi4-64',
     '<%= config.bin %> build ./myproject --arch aarch64 --emulated',
     '<%= config.bin %> build --deviceType intel-nuc --tag v1.2 --json > release.json',
     '<%= config.bin %> build --deviceType raspberrypi3 --dockerHost 192.168.1.23 --dockerPort 2375',
+    '<%= config.bin %> build --deviceType raspberrypi4-64 --dry-run',
   ];
   static override args = {
     source: Args.string({ description: 'Project folder (default: the current folder).', default: '.' }),
@@ -37,29 +41,41 @@ The project's .dockerignore applies to every service; with --multi-dockerignore 
     nocache: Flags.boolean({ description: "Don't use the layer cache." }),
     pull: Flags.boolean({ description: 'Pull base images again even if they are on the engine.' }),
     squash: Flags.boolean({ description: 'Squash the new layers into one (needs an engine with experimental features).' }),
+    'dry-run': Flags.boolean({ description: 'Print the project as it would be built (variables substituted, Dockerfiles chosen, build args) and build nothing; Docker is not contacted.' }),
     ...engineFlags,
   };
 
-  async run(): Promise<ReleaseManifest> {
+  async run(): Promise<ReleaseManifest | ResolvedBuild> {
     const { args, flags } = await this.parse(Build);
     const out = await this.output();
+    // What the project reads as: shared by the dry run and the build, so the two cannot disagree.
+    const reading = {
+      source: args.source,
+      arch: flags.arch,
+      deviceType: flags.deviceType,
+      dockerfile: flags.dockerfile,
+      multiDockerignore: flags['multi-dockerignore'],
+      noParentCheck: flags['noparent-check'],
+      projectName: flags.projectName,
+      tag: flags.tag,
+      buildArgs: parseKeyValues(flags.buildArg, 'buildArg'),
+      cacheFrom: flags['cache-from']?.split(',').map((s) => s.trim()).filter(Boolean) ?? [],
+    } satisfies ResolveBuildOptions;
+    if (flags['dry-run']) {
+      const [{ resolveBuild }, { renderDryRun }] = await Promise.all([import('../lib/builder/build-project.js'), import('../ui/dry-run-renderer.js')]);
+      const resolved = await resolveBuild(reading);
+      for (const w of resolved.warnings) await this.warnUser(w);
+      await renderDryRun(out, resolved);
+      return resolved;
+    }
     const [{ buildProject }, { BuildRenderer }] = await Promise.all([import('../lib/builder/build-project.js'), import('../ui/build-renderer.js')]);
     const renderer = new BuildRenderer(out, { showLogs: this.jsonEnabled() ? flags.logs : !flags.nologs });
     try {
       const manifest = await this.cancellable((signal) => buildProject({
-        source: args.source,
-        arch: flags.arch,
-        deviceType: flags.deviceType,
+        ...reading,
         emulated: flags.emulated,
-        dockerfile: flags.dockerfile,
-        multiDockerignore: flags['multi-dockerignore'],
-        noParentCheck: flags['noparent-check'],
         registrySecrets: flags['registry-secrets'],
         noConvertEol: flags['noconvert-eol'],
-        projectName: flags.projectName,
-        tag: flags.tag,
-        buildArgs: parseKeyValues(flags.buildArg, 'buildArg'),
-        cacheFrom: flags['cache-from']?.split(',').map((s) => s.trim()).filter(Boolean) ?? [],
         nocache: flags.nocache,
         pull: flags.pull,
         squash: flags.squash,

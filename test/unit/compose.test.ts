@@ -769,28 +769,39 @@ describe('parseCompose', () => {
   });
 
   describe('variable substitution', () => {
-    it('keeps ${VAR} as text and warns once per key', () => {
-      const r = parse(web(
-        'image: "repo/app:${TAG:-latest}"',
-        'environment:',
-        '  A: $HOME',
-        '  B: "${B}"',
-        'ports: ["${PORT}:80"]',
-        'volumes: ["${VOL}:/data"]',
-        'privileged: ${PRIV}',
-        'mem_limit: ${MEM}',
-        'restart: ${RESTART:-always}',
-        'labels: [cost=$$5]',
-      ));
+    // The full set of cases is in compose-interpolation.test.ts; this checks the old exemptions are gone.
+    it('resolves ${VAR} before validation and no longer warns that devices do not substitute', () => {
+      const env = { TAG: 'v2', B: 'b', PORT: '8080', VOL: 'data', PRIV: 'true', MEM: '512m' };
+      const r = parseCompose(y(
+        'services:',
+        '  web:',
+        '    image: "repo/app:${TAG:-latest}"',
+        '    environment:',
+        '      A: $B',
+        '      B: "${B}"',
+        '    ports: ["${PORT}:80"]',
+        '    volumes: ["${VOL}:/data"]',
+        '    privileged: ${PRIV}',
+        '    mem_limit: ${MEM}',
+        '    restart: ${RESTART:-always}',
+        '    labels: [cost=$$5]',
+        'volumes:',
+        '  data:',
+      ), file, dir, env);
       const c = r.services[0]?.config;
-      assert.equal(r.services[0]?.image, 'repo/app:${TAG:-latest}');
-      assert.deepEqual(c?.environment, { A: '$HOME', B: '${B}' });
-      assert.deepEqual(c?.ports, ['${PORT}:80']);
-      assert.deepEqual(c?.volumes, ['${VOL}:/data']);
-      assert.equal(c?.privileged, '${PRIV}');
-      assert.deepEqual(c?.labels, { cost: '$$5' }, '$$ is an escape, not a variable');
-      assert.deepEqual(r.warnings.map((w) => w.where), [3, 5, 7, 8, 9, 10, 11].map((n) => `docker-compose.yml:${n}`));
-      assert.match(r.warnings[0]?.message ?? '', /'image' in service 'web' uses variable substitution, which devices do not do; the text is used as is/);
+      assert.equal(r.services[0]?.image, 'repo/app:v2');
+      assert.deepEqual(c?.environment, { A: 'b', B: 'b' });
+      assert.deepEqual(c?.ports, ['8080:80']);
+      assert.deepEqual(c?.volumes, ['data:/data']);
+      assert.equal(c?.privileged, true);
+      assert.equal(c?.mem_limit, '512m');
+      assert.equal(c?.restart, 'always');
+      assert.deepEqual(c?.labels, { cost: '$5' }, '$$ is the escape for a literal $');
+      assert.deepEqual(r.warnings, []);
+    });
+
+    it('validates the substituted value: an unresolvable port is refused at its line', () => {
+      rejects(web('image: x', 'ports: ["${PORT}:80"]'), /invalid port ':80' in service 'web': empty published port/, 'docker-compose.yml:4');
     });
   });
 

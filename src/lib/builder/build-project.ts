@@ -1,12 +1,17 @@
 /**
  * `skiff build` as one function: read the project, pick the target, connect to the engine, build.
+ * {@link resolveBuild} is the same reading without the engine: what `skiff build --dry-run` shows.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import process from 'node:process';
 import { SkiffError } from '../errors/errors.js';
-import { resolveTarget } from '../device-types/device-types.js';
+import { platformString, resolveTarget, type Arch } from '../device-types/device-types.js';
 import { connectEngine, type EngineFlags } from '../docker/engine.js';
+import { buildArgsFor, loadBuildSettings } from '../project/balena-yml.js';
+import { dockerfileFacts, resolveDockerfile, type ResolvedDockerfile } from '../project/dockerfile.js';
 import { loadProject } from '../project/project.js';
-import { buildRelease, type BuildEvent, type ReleaseManifest } from './release.js';
+import { buildRelease, imageName, type BuildEvent, type ReleaseManifest } from './release.js';
 
 export interface BuildProjectOptions {
   source: string;
@@ -94,4 +99,145 @@ async function readRegistrySecrets(file: string): Promise<Record<string, { usern
     out[host] = { username: cred.username, password: cred.password };
   }
   return out;
+}
+
+/** What {@link resolveBuild} needs: the build's own options, minus the engine and everything that runs. */
+export type ResolveBuildOptions = Pick<BuildProjectOptions, 'source' | 'arch' | 'deviceType' | 'dockerfile' | 'multiDockerignore' | 'noParentCheck' | 'projectName' | 'tag' | 'buildArgs' | 'cacheFrom'> & {
+  /** The variables the compose file reads, over the project's .env; defaults to the process environment. */
+  environment?: NodeJS.ProcessEnv;
+};
+
+/** One service as a build would make it. Paths are relative to the project folder. */
+export interface ResolvedService {
+  name: string;
+  /** The tag a build gives it (`<project>_<service>:<tag>`), or the compose `image` of a service that does not build. */
+  image: string;
+  source: 'build' | 'image';
+  build?: {
+    context: string;
+    dockerfile: string;
+    /** Which of balena's rules chose the Dockerfile (device type, architecture, template, plain, or named in compose). */
+    rule: ResolvedDockerfile['kind'];
+    /** The rule in words, e.g. "Dockerfile.raspberrypi4-64: the device type's own". */
+    chosenBecause: string;
+    /** Whether %%BALENA_MACHINE_NAME%% and the other template variables were filled in. */
+    template: boolean;
+    /** balena.yml build-variables, then compose build.args, then --buildArg. */
+    args: Record<string, string>;
+    target?: string;
+    labels: Record<string, string>;
+    cacheFrom: string[];
+    /** The base images FROM names, after build args; the engine would need them. */
+    baseImages: string[];
+    /** The .dockerignore that applies, if any. */
+    dockerignore?: string;
+  };
+  /** The compose settings after substitution and validation: what the device runs. */
+  config: Record<string, unknown>;
+}
+
+/** The project as `skiff build` reads it, without building: `skiff build --dry-run`. */
+export interface ResolvedBuild {
+  project: string;
+  source: string;
+  /** The compose file, relative to the project folder; absent for a single-Dockerfile project. */
+  composeFile?: string;
+  deviceType: string;
+  arch: string;
+  platform: string;
+  /** 'flags' when --deviceType/--arch chose the target; otherwise this machine's architecture (a build uses the engine's). */
+  targetFrom: 'flags' | 'this machine';
+  tag: string;
+  services: ResolvedService[];
+  volumes: Record<string, Record<string, unknown>>;
+  networks: Record<string, Record<string, unknown>>;
+  warnings: string[];
+}
+
+// Node's names for the machine's architecture, as ours.
+const HOST_ARCH: Partial<Record<NodeJS.Architecture, Arch>> = { x64: 'amd64', arm64: 'aarch64', arm: 'armv7hf', ia32: 'i386' };
+
+const RULES = {
+  'device-type': (file: string) => `${file}: the device type's own`,
+  arch: (file: string) => `${file}: the architecture's own (no Dockerfile for the device type)`,
+  template: (file: string) => `${file}: no Dockerfile for the device type or the architecture`,
+  dockerfile: (file: string) => `${file}: no device type, architecture or template variant`,
+  explicit: (file: string) => `${file}: named by build.dockerfile (or --dockerfile)`,
+} satisfies Record<ResolvedDockerfile['kind'], (file: string) => string>;
+
+/**
+ * Reads the project exactly as {@link buildProject} would — variables substituted, compose
+ * validated, balena.yml read, each service's Dockerfile chosen and templated, build args merged —
+ * and returns it without connecting to Docker, as `docker compose config` does.
+ *
+ * @throws SkiffError('project') for what would stop the build before it starts (a required
+ *   variable, an invalid compose file, a missing Dockerfile, an unknown %%VAR%%), and 'usage' for bad flags
+ */
+export async function resolveBuild(options: ResolveBuildOptions): Promise<ResolvedBuild> {
+  const project = await loadProject(options.source, {
+    projectName: options.projectName?.toLowerCase(),
+    dockerfile: options.dockerfile,
+    noParentCheck: options.noParentCheck,
+    ...(options.environment ? { environment: options.environment } : {}),
+  });
+  const warnings = project.warnings.map((w) => (w.where ? `${w.where}: ${w.message}` : w.message));
+  const fromFlags = options.arch !== undefined || options.deviceType !== undefined;
+  const target = resolveTarget(fromFlags ? { arch: options.arch, deviceType: options.deviceType } : { defaultArch: HOST_ARCH[process.arch] ?? 'amd64' });
+  const tag = options.tag ?? 'latest';
+  const settings = await loadBuildSettings(project.dir);
+  warnings.push(...settings.warnings.map((w) => (w.where ? `${w.where}: ${w.message}` : w.message)));
+  if (settings.secrets.global.length > 0 || Object.values(settings.secrets.services).some((list) => list.length > 0)) {
+    throw new SkiffError('project', `build-secrets in ${path.basename(settings.file ?? 'balena.yml')} are not supported yet`, { hint: 'pass the values as build-variables for now' });
+  }
+  const rel = (p: string): string => path.relative(project.dir, p).split(path.sep).join('/') || '.';
+  const rootIgnore = path.join(project.dir, '.dockerignore');
+
+  const services = project.services.map((spec): ResolvedService => {
+    if (!spec.build) return { name: spec.name, image: spec.image ?? '', source: 'image', config: spec.config };
+    const dockerfile = resolveDockerfile(spec.build.context, spec.build.dockerfile, target, project.dir);
+    const file = rel(path.join(spec.build.context, dockerfile.pathRel));
+    const args = buildArgsFor(spec.name, settings, spec.build.args, options.buildArgs ?? {});
+    // As the build packs it: the root's .dockerignore, or with --multi-dockerignore the context's own.
+    const ownIgnore = path.join(spec.build.context, '.dockerignore');
+    const separate = spec.build.context !== project.dir;
+    if (separate && !options.multiDockerignore && existsSync(ownIgnore)) {
+      warnings.push(`${rel(ownIgnore)} is not used; the project's root .dockerignore applies to every service unless you pass --multi-dockerignore`);
+    }
+    const ignoreFile = separate && options.multiDockerignore ? ownIgnore : rootIgnore;
+    const ignore = existsSync(ignoreFile) ? ignoreFile : undefined;
+    return {
+      name: spec.name,
+      image: imageName(project.name, spec.name, tag),
+      source: 'build',
+      build: {
+        context: spec.build.contextRel,
+        dockerfile: file,
+        rule: dockerfile.kind,
+        chosenBecause: RULES[dockerfile.kind](file),
+        template: dockerfile.kind === 'explicit' ? dockerfile.pathRel.endsWith('.template') : dockerfile.kind !== 'dockerfile',
+        args,
+        ...(spec.build.target !== undefined ? { target: spec.build.target } : {}),
+        labels: spec.build.labels,
+        cacheFrom: [...spec.build.cacheFrom, ...(options.cacheFrom ?? [])],
+        baseImages: dockerfileFacts(dockerfile.contents, args).baseImages.map((b) => b.image),
+        ...(ignore ? { dockerignore: rel(ignore) } : {}),
+      },
+      config: spec.config,
+    };
+  });
+
+  return {
+    project: project.name,
+    source: project.dir,
+    ...(project.composeFile ? { composeFile: rel(project.composeFile) } : {}),
+    deviceType: target.deviceType.slug,
+    arch: target.arch,
+    platform: platformString(target.platform),
+    targetFrom: fromFlags ? 'flags' : 'this machine',
+    tag,
+    services,
+    volumes: project.volumes,
+    networks: project.networks,
+    warnings,
+  };
 }

@@ -9,6 +9,7 @@ import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, visit } fr
 import type { Document, Pair, YAMLMap } from 'yaml';
 import { SkiffError } from '../errors/errors.js';
 import { closest as closestName } from '../text/suggest.js';
+import { substituteDocument } from './compose-variables.js';
 import type { BuildSpec, ProjectWarning, ServiceSpec } from './types.js';
 
 /** Did-you-mean for compose keys: only near misses (two edits at most). */
@@ -102,12 +103,15 @@ const BUILD_KEYS = ['context', 'dockerfile', 'args', 'target', 'labels', 'cache_
  * @param text - the compose file's content
  * @param file - its absolute path; errors name it relative to `projectDir`, e.g. `docker-compose.yml:12`
  * @param projectDir - the absolute project folder; build contexts must stay inside it
+ * @param env - the variables `${VAR}` reads (process environment over the project's `.env`, see
+ *   loadProject); substitution happens before validation, so every check sees the resolved values
  * @returns services with normalised `config` (environment, labels and build args as string maps;
  *   ports and volumes as strings; depends_on as a list), the top-level volumes and networks, and
- *   warnings (unknown keys, ignored settings, unsubstituted `${VAR}`s)
- * @throws SkiffError('project') for invalid YAML and for anything that cannot build or run on a device
+ *   warnings (unknown keys, ignored settings, variables that are not set)
+ * @throws SkiffError('project') for invalid YAML, a required variable that is unset, bad `${…}`
+ *   syntax, and anything that cannot build or run on a device
  */
-export function parseCompose(text: string, file: string, projectDir: string): ComposeParseResult {
+export function parseCompose(text: string, file: string, projectDir: string, env: Readonly<Record<string, string>> = {}): ComposeParseResult {
   const rel = path.relative(projectDir, file).split(path.sep).join('/') || path.basename(file);
   const lineCounter = new LineCounter();
   // Compose files share settings with `<<: *anchor`, a YAML 1.1 feature: enable it explicitly.
@@ -120,9 +124,20 @@ export function parseCompose(text: string, file: string, projectDir: string): Co
     const message = firstError.code === 'DUPLICATE_KEY'
       ? `duplicate key '${(/^[^:\n]*/.exec(text.slice(firstError.pos[0]))?.[0] ?? '').trim().replace(/^["']|["']$/g, '')}'`
       : firstError.message.split('\n')[0] ?? 'syntax error';
-    throw new SkiffError('project', `invalid YAML: ${message}`, { where: `${rel}:${line}`, hint: firstError.code === 'DUPLICATE_KEY' ? 'keep one of the keys' : 'fix the syntax' });
+    // `{` and `}` end a plain value inside [ ] or { }, so an unquoted ${VAR} there breaks the YAML itself.
+    const braceInFlow = /\[[^\]\n]*\$\{|\{[^}\n]*\$\{/.test(text.split('\n')[line - 1] ?? '');
+    const hint = firstError.code === 'DUPLICATE_KEY' ? 'keep one of the keys' : braceInFlow ? 'quote values with ${…} inside [ ] or { }, e.g. ["MODE=${MODE:-prod}"]' : 'fix the syntax';
+    throw new SkiffError('project', `invalid YAML: ${message}`, { where: `${rel}:${line}`, hint });
   }
   for (const w of doc.warnings) at.warnings.push({ message: w.message.split('\n')[0] ?? w.message, where: `${rel}:${lineCounter.linePos(w.pos[0]).line}` });
+  substituteDocument(doc, (name) => (Object.hasOwn(env, name) ? env[name] : undefined), {
+    error: (p, message, hint) => at.error(p, message, hint),
+    // An unset variable often explains the error that follows (`ports: [":80"]`), so errors carry it too.
+    warn: (p, message) => {
+      at.warn(p, message);
+      at.notes.push(`${at.where(p)}: ${message}`);
+    },
+  });
 
   let root: unknown;
   try {
@@ -184,6 +199,8 @@ interface Context {
 /** Maps a path of keys/indices to the line of its key in the source, following aliases and merge keys. */
 class Locator {
   readonly warnings: ProjectWarning[] = [];
+  /** Lines every error carries below its own (see SkiffError details). */
+  readonly notes: string[] = [];
 
   constructor(
     private readonly doc: Document,
@@ -202,7 +219,7 @@ class Locator {
   }
 
   error(p: Path, message: string, hint?: string): SkiffError {
-    return new SkiffError('project', message, { where: this.where(p), ...(hint ? { hint } : {}) });
+    return new SkiffError('project', message, { where: this.where(p), ...(hint ? { hint } : {}), ...(this.notes.length > 0 ? { details: [...this.notes] } : {}) });
   }
 
   warn(p: Path, message: string): void {
@@ -289,27 +306,6 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** `${VAR}` / `$VAR` (but not the `$$` escape): devices do no substitution, so it stays literal. */
-function hasVariable(s: string): boolean {
-  return /(^|[^$])\$(\{|[A-Za-z_])/.test(s);
-}
-
-function firstVariable(v: unknown, p: Path): Path | undefined {
-  if (typeof v === 'string') return hasVariable(v) ? p : undefined;
-  if (Array.isArray(v)) {
-    for (const [i, item] of v.entries()) {
-      const found = firstVariable(item, [...p, i]);
-      if (found) return found;
-    }
-  } else if (isRecord(v)) {
-    for (const [k, item] of Object.entries(v)) {
-      const found = hasVariable(k) ? [...p, k] : firstVariable(item, [...p, k]);
-      if (found) return found;
-    }
-  }
-  return undefined;
-}
-
 function topLevelMap(root: Record<string, unknown>, key: 'volumes' | 'networks', at: Locator): Record<string, Record<string, unknown>> {
   const raw = root[key];
   const result: Record<string, Record<string, unknown>> = {};
@@ -354,7 +350,7 @@ const SERVICE_KEYS: Record<string, Normaliser> = {
   tmpfs: (v, f) => {
     const mounts = strOrList(v, f);
     mounts.forEach((m, i) => {
-      if (!m.startsWith('/') && !hasVariable(m)) throw f.fail(`tmpfs mount '${m}' in service '${f.service}' must be an absolute path`, undefined, Array.isArray(v) ? [i] : []);
+      if (!m.startsWith('/')) throw f.fail(`tmpfs mount '${m}' in service '${f.service}' must be an absolute path`, undefined, Array.isArray(v) ? [i] : []);
     });
     return mounts;
   },
@@ -367,7 +363,7 @@ const SERVICE_KEYS: Record<string, Normaliser> = {
   device_cgroup_rules: stringList,
   restart: (v, f) => {
     const s = str(v, f);
-    if (!RESTART_RE.test(s) && !hasVariable(s)) throw f.fail(`invalid restart policy '${s}' in service '${f.service}'`, 'use no, always, on-failure[:N] or unless-stopped');
+    if (!RESTART_RE.test(s)) throw f.fail(`invalid restart policy '${s}' in service '${f.service}'`, 'use no, always, on-failure[:N] or unless-stopped');
     return s;
   },
   depends_on: dependsOn,
@@ -385,7 +381,7 @@ const SERVICE_KEYS: Record<string, Normaliser> = {
   cpu_quota: int,
   cpuset: (v, f) => scalarString(v, f),
   cpus: (v, f) => {
-    const n = typeof v === 'string' && !hasVariable(v) && v.trim() !== '' ? Number(v) : v;
+    const n = typeof v === 'string' && v.trim() !== '' ? Number(v) : v;
     if (typeof n === 'string') return n;
     if (typeof n !== 'number' || !Number.isFinite(n) || n < 0) throw f.fail(`'cpus' in service '${f.service}' must be a number such as 0.5`);
     return n;
@@ -403,7 +399,7 @@ const SERVICE_KEYS: Record<string, Normaliser> = {
   ipc: str,
   pid: (v, f) => {
     const s = str(v, f);
-    if (s !== 'host' && !hasVariable(s)) throw f.fail(`pid '${s}' in service '${f.service}' is not supported on devices`, "use pid: host, or remove it");
+    if (s !== 'host') throw f.fail(`pid '${s}' in service '${f.service}' is not supported on devices`, "use pid: host, or remove it");
     return s;
   },
   init: bool,
@@ -451,8 +447,6 @@ function parseService(name: string, raw: unknown, ctx: Context): ServiceSpec {
       at.warn(p, `unknown key '${key}' in service '${name}'${guess ? ` (did you mean '${guess}'?)` : ''}; it is ignored`);
       continue;
     }
-    const variable = firstVariable(value, p);
-    if (variable) at.warn(variable, `'${key}' in service '${name}' uses variable substitution, which devices do not do; the text is used as is`);
     const field: Field = { ctx, service: name, key, path: p, fail: (message, hint, sub = []) => at.error([...p, ...sub], message, hint) };
     if (key === 'build') build = parseBuild(value, field);
     else if (key === 'volumes') [config.volumes, extraTmpfs] = parseVolumes(value, field);
@@ -487,25 +481,23 @@ function scalarString(v: unknown, f: Field, sub: Path = []): string {
 
 function bool(v: unknown, f: Field): boolean | string {
   if (typeof v === 'boolean') return v;
-  if (typeof v === 'string' && hasVariable(v)) return v;
   throw f.fail(`'${f.key}' in service '${f.service}' must be true or false`, typeof v === 'string' ? `write ${f.key}: true or ${f.key}: false (YAML 1.2 reads '${v}' as text)` : undefined);
 }
 
 function int(v: unknown, f: Field): number | string {
   if (typeof v === 'number' && Number.isInteger(v)) return v;
-  if (typeof v === 'string' && hasVariable(v)) return v;
   throw f.fail(`'${f.key}' in service '${f.service}' must be a whole number`);
 }
 
 function size(v: unknown, f: Field): number | string {
   if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return v;
-  if (typeof v === 'string' && (SIZE_RE.test(v.trim()) || hasVariable(v))) return v;
+  if (typeof v === 'string' && SIZE_RE.test(v.trim())) return v;
   throw f.fail(`'${f.key}' in service '${f.service}' must be a size such as 512m or 1g`);
 }
 
 function duration(v: unknown, f: Field): number | string {
   if (typeof v === 'number' && v >= 0) return v;
-  if (typeof v === 'string' && (DURATION_RE.test(v) || hasVariable(v))) return v;
+  if (typeof v === 'string' && DURATION_RE.test(v)) return v;
   throw f.fail(`'${f.key}' in service '${f.service}' must be a duration such as 10s or 1m30s`);
 }
 
@@ -597,7 +589,7 @@ function ports(v: unknown, f: Field): string[] {
     if (isRecord(item)) return longPort(item, f, i);
     if (typeof item === 'number') item = String(item);
     if (typeof item !== 'string') throw f.fail(`ports of service '${f.service}' must be strings such as "8080:80"`, undefined, [i]);
-    const problem = hasVariable(item) ? undefined : portProblem(item);
+    const problem = portProblem(item);
     if (problem) throw f.fail(`invalid port '${item}' in service '${f.service}': ${problem}`, 'use [host_ip:][published:]target[/tcp|udp], ports 1-65535', [i]);
     return item;
   });
@@ -672,7 +664,6 @@ function isIPv4(s: string): boolean {
 function exposeSpec(item: unknown, f: Field, i: number): string {
   const spec = typeof item === 'number' ? String(item) : item;
   if (typeof spec !== 'string') throw f.fail(`expose of service '${f.service}' must list ports`, undefined, [i]);
-  if (hasVariable(spec)) return spec;
   const m = /^([^/]+)(?:\/(tcp|udp|sctp))?$/.exec(spec);
   const problem = m ? portRange(m[1] ?? '') : 'unknown protocol';
   if (typeof problem === 'string') throw f.fail(`invalid exposed port '${spec}' in service '${f.service}': ${problem}`, 'use port[/tcp|udp], ports 1-65535', [i]);
@@ -698,7 +689,6 @@ function parseVolumes(v: unknown, f: Field): [string[], string[]] {
 }
 
 function shortVolume(spec: string, f: Field, i: number): string {
-  if (hasVariable(spec)) return spec;
   const parts = spec.split(':');
   const [source = '', target, mode] = parts;
   if (parts.length === 1) {
@@ -768,7 +758,7 @@ function serviceNetworks(v: unknown, f: Field): string[] | Record<string, Record
 
 function networkMode(v: unknown, f: Field): string {
   const mode = str(v, f);
-  if (['host', 'bridge', 'none'].includes(mode) || hasVariable(mode)) return mode;
+  if (['host', 'bridge', 'none'].includes(mode)) return mode;
   if (mode.startsWith('service:')) {
     const other = mode.slice('service:'.length);
     if (!f.ctx.serviceNames.has(other)) throw f.fail(`network_mode of service '${f.service}' names unknown service '${other}'`);

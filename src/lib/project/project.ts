@@ -4,6 +4,7 @@
  */
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
+import process from 'node:process';
 import { SkiffError } from '../errors/errors.js';
 import type { ProjectSpec } from './types.js';
 
@@ -16,6 +17,8 @@ export interface LoadProjectOptions {
   dockerfile?: string;
   /** Skip the check for a compose file in the parent folder. */
   noParentCheck?: boolean;
+  /** The variables compose substitutes, over the project's `.env`; defaults to the process environment. */
+  environment?: NodeJS.ProcessEnv;
 }
 
 export function findComposeFile(dir: string): string | undefined {
@@ -54,9 +57,15 @@ export async function loadProject(source: string, options: LoadProjectOptions = 
     if (options.dockerfile) {
       throw new SkiffError('usage', '--dockerfile applies to single-Dockerfile projects only', { hint: `set build.dockerfile in ${path.basename(composeFile)} instead` });
     }
-    const { parseCompose } = await import('./compose.js');
-    const parsed = parseCompose(readFileSync(composeFile, 'utf8'), composeFile, dir);
-    return { name, dir, composeFile, ...parsed };
+    const [{ parseCompose }, { readDotenv }] = await Promise.all([import('./compose.js'), import('./dotenv.js')]);
+    // Compose's precedence: the process environment wins over the .env in the project folder.
+    const environment = options.environment ?? process.env;
+    const fromShell = (key: string): string | undefined => (Object.hasOwn(environment, key) ? environment[key] : undefined);
+    const dotenv = readDotenv(dir, fromShell);
+    const env: Record<string, string> = { ...dotenv.values };
+    for (const [key, value] of Object.entries(environment)) if (value !== undefined) env[key] = value;
+    const parsed = parseCompose(readFileSync(composeFile, 'utf8'), composeFile, dir, env);
+    return { name, dir, composeFile, ...parsed, warnings: [...dotenv.warnings, ...parsed.warnings] };
   }
   const hasDockerfile = options.dockerfile
     ? existsSync(path.join(dir, options.dockerfile))

@@ -1,11 +1,12 @@
 /** The config.json model: merging, network files, dotted keys, and the errors users see. */
 import assert from 'node:assert/strict';
 import { SkiffError } from '../../src/lib/errors/errors.js';
-import { buildConfig, canonicalDeviceType, mergeConfig, networkOf, parseConfigJson, parseOsRelease, setConfigValue, validateHostname, wifiConnection } from '../../src/lib/os/config.js';
+import { buildConfig, canonicalDeviceType, mergeConfig, networkOf, parseConfigJson, parseOsRelease, setConfigValue, validateHostname } from '../../src/lib/os/config-json.js';
+import { wifiConnection } from '../../src/lib/os/network-connections.js';
 
 const usage = (pattern: RegExp) => (e: unknown) => e instanceof SkiffError && e.code === 'usage' && pattern.test(e.toLine());
 
-describe('balenaOS config.json (os/config.ts)', () => {
+describe('balenaOS config.json (os/config-json.ts, os/network-connections.ts)', () => {
   it('merges: the image first, then --config, then flags; fields not given are kept', () => {
     const existing = { deviceType: 'raspberrypi3', uuid: 'abc123', hostname: 'old', os: { sshKeys: ['ssh-ed25519 AAAA one'], udevRules: { '56': 'x' } } };
     const merged = mergeConfig(existing, {

@@ -1,7 +1,7 @@
 import { Args } from '@oclif/core';
 import { SkiffCommand } from '../../cli/base-command.js';
 import { driveFlag } from '../../cli/config-flags.js';
-import type { BalenaConfig } from '../../lib/os/config.js';
+import type { BalenaConfig } from '../../lib/os/config-json.js';
 
 export default class ConfigWrite extends SkiffCommand<BalenaConfig> {
   static override summary = 'Set one key of the config.json of a balenaOS image or drive.';

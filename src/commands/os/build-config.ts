@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { Flags } from '@oclif/core';
 import { SkiffCommand, SkiffError } from '../../cli/base-command.js';
 import { configFlags } from '../../cli/config-flags.js';
-import type { BalenaConfig } from '../../lib/os/config.js';
+import type { BalenaConfig } from '../../lib/os/config-json.js';
 
 export default class OsBuildConfig extends SkiffCommand<BalenaConfig> {
   static override summary = 'Build a config.json for `os configure --config`, by asking or from flags.';
@@ -31,7 +31,7 @@ export default class OsBuildConfig extends SkiffCommand<BalenaConfig> {
       ].filter((f): f is string => f !== undefined);
       if (missing.length > 0) throw new SkiffError('notInteractive', `not a terminal, so nothing can be asked: give ${missing.join(', ')}`);
     }
-    const [{ buildConfig, readSshKeys }, { optionsFromFlags }] = await Promise.all([import('../../lib/os/config.js'), import('../../cli/config-flags.js')]);
+    const [{ buildConfig, readSshKeys }, { optionsFromFlags }] = await Promise.all([import('../../lib/os/config-json.js'), import('../../cli/config-flags.js')]);
     const config = buildConfig(await optionsFromFlags(flags, await readSshKeys(flags['ssh-key'] ?? [])));
     const text = `${JSON.stringify(config, null, 2)}\n`;
     if (flags.output === undefined) {

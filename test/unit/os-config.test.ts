@@ -48,6 +48,8 @@ describe('balenaOS config.json (os/config-json.ts, os/network-connections.ts)', 
     assert.equal(networkOf({}), undefined);
     assert.throws(() => networkOf({ network: 'wifi' }), usage(/needs its SSID.*--config-wifi-ssid/));
     assert.throws(() => networkOf({ network: 'wifi', wifiSsid: 'x', wifiKey: 'short' }), usage(/8 to 63 characters/));
+    assert.throws(() => networkOf({ base: { wifiSsid: 42 as unknown as string } }), usage(/^wifiSsid in --config must be a string, not 42\./));
+    assert.throws(() => networkOf({ base: { wifiSsid: 'a', wifiKey: ['x'] as unknown as string } }), usage(/wifiKey in --config must be a string, not \["x"\]/));
   });
 
   it('writes a NetworkManager keyfile; a template keeps its other settings; an open network has no security', () => {

@@ -260,8 +260,8 @@ export function mergeConfig(existing: BalenaConfig, options: ConfigureOptions): 
 
 /** The network the options ask for: the flag, else WiFi when an SSID is given (flag or --config). */
 export function networkOf(options: ConfigureOptions): { type: NetworkType; ssid?: string; key?: string } | undefined {
-  const ssid = options.wifiSsid ?? options.base?.wifiSsid;
-  const key = options.wifiKey ?? options.base?.wifiKey;
+  const ssid = textField('wifiSsid', options.wifiSsid ?? options.base?.wifiSsid);
+  const key = textField('wifiKey', options.wifiKey ?? options.base?.wifiKey);
   const type = options.network ?? (ssid !== undefined ? 'wifi' : undefined);
   if (type === undefined) return undefined;
   if (type === 'ethernet') return { type };
@@ -269,6 +269,12 @@ export function networkOf(options: ConfigureOptions): { type: NetworkType; ssid?
   validateSsid(ssid);
   if (key !== undefined && key !== '') validateWifiKey(key);
   return { type, ssid, ...(key ? { key } : {}) };
+}
+
+/** A string field of --config's file, which may hold anything under that name. */
+function textField(name: string, value: unknown): string | undefined {
+  if (value === undefined || typeof value === 'string') return value;
+  throw new SkiffError('usage', `${name} in --config must be a string, not ${JSON.stringify(value)}`);
 }
 
 /** Fields whose type balenaOS relies on: `config write` converts the value to it. */

@@ -134,6 +134,9 @@ describe('config write never replaces a value of another type (setConfigValue)',
     assert.deepEqual(setConfigValue(config, 'n.x', 'y').n, { x: 'y' });
     assert.equal(setConfigValue(config, 'n', 'y').n, 'y');
     assert.equal(setConfigValue({ listenPort: 1 }, 'listenPort', '2').listenPort, 2);
+    // Numeric segments name object fields, as in balena-cli: udevRules stays a dictionary.
+    assert.deepEqual(setConfigValue({ os: { udevRules: { '56': 'a' } } }, 'os.udevRules.101', 'b').os, { udevRules: { '56': 'a', '101': 'b' } });
+    assert.deepEqual(setConfigValue({}, 'os.udevRules.101', 'b').os, { udevRules: { '101': 'b' } });
     assert.deepEqual(config, { hostname: 'a', os: { network: {} }, n: null });
   });
 });

@@ -306,10 +306,12 @@ const REPLACE_HINT = "'skiff config read' shows the file; 'skiff config inject' 
  * become objects and the value is a string, except for fields that are booleans, numbers or
  * lists (known ones, or the type the key already holds), whose value is converted.
  *
- * Unlike balena-cli (lodash `set`, which replaces whatever is in the way), a value of another type
- * is never replaced: a key under a field that is not an object (`hostname.sub` over a string
- * hostname), an object replaced by a value, or a field whose stored type differs from the one
- * balenaOS reads it as, is a usage error naming the key and both types. A `null` counts as unset.
+ * balena-cli (lodash `setWith`) silently drops such a write or replaces what is in the way,
+ * depending on the value found there; here a value of another type is never replaced: a key under
+ * a field that is not an object (`hostname.sub` over a string hostname), an object replaced by a
+ * value, or a field whose stored type differs from the one balenaOS reads it as, is a usage error
+ * naming the key and both types. A `null` counts as unset. Numeric segments (`os.udevRules.101`)
+ * name object fields, as in balena-cli, never list items.
  *
  * @example setConfigValue({ os: {} }, 'os.network.connectivity.interval', '300')
  *   // → { os: { network: { connectivity: { interval: '300' } } } }

@@ -337,6 +337,13 @@ describe('config write / os configure rules (the binary)', function () {
     mounts.push(point);
     // (No hash here: ext4 itself updates its superblock while mounted.)
     oneLineError(await runCli(['config', 'write', '--drive', dev, 'hostname', 'x']), 1, new RegExp(`^Error: ${dev} is mounted at ${point}\\. Unmount it first`));
+    // Even with a mount table that shows nothing, the kernel's exclusive open refuses it.
+    const emptyTable = file('empty-mountinfo');
+    writeFileSync(emptyTable, '');
+    await assert.rejects(
+      withBootPartition(dev, 'write', () => Promise.resolve(), { mountinfo: emptyTable, sysBlock: '/sys/dev/block' }),
+      (e: unknown) => e instanceof SkiffError && new RegExp(`^${dev} is busy \\(mounted or in use\\)\\. Unmount its partitions first\\.$`).test(e.toLine()),
+    );
     run('umount', [point]);
     mounts.pop();
 

@@ -2,7 +2,8 @@
  * The boot partition of an image file or a drive, opened for reading or writing: found (see
  * partitions.ts), its files read and written through our FAT code, flushed and synced after a
  * write. A drive is written only when the kernel's mount table shows none of its partitions
- * mounted; when that cannot be told, it is not written at all.
+ * mounted (when that cannot be told, it is not written at all) and the kernel grants it to us
+ * exclusively (see FileDevice.open).
  */
 import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';

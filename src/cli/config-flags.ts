@@ -1,6 +1,6 @@
 /** The configuration flags `os configure` and `os build-config` share, named as balena-cli names them. */
 import { Flags } from '@oclif/core';
-import type { ConfigureOptions, NetworkType } from '../lib/os/config.js';
+import type { ConfigureOptions, NetworkType } from '../lib/os/config-json.js';
 
 export const configFlags = {
   fleet: Flags.string({ char: 'f', description: 'Fleet name (config.json applicationName), or its numeric id (applicationId).' }),
@@ -33,7 +33,7 @@ type ConfigFlagValues = {
 
 /** The flags as ConfigureOptions, validated (device type, hostname); SSH keys are read by the caller. */
 export async function optionsFromFlags(flags: ConfigFlagValues, sshKeys: string[]): Promise<ConfigureOptions> {
-  const { canonicalDeviceType, validateHostname } = await import('../lib/os/config.js');
+  const { canonicalDeviceType, validateHostname } = await import('../lib/os/config-json.js');
   return {
     fleet: flags.fleet,
     deviceType: flags['device-type'] === undefined ? undefined : canonicalDeviceType(flags['device-type']),

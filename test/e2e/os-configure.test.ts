@@ -5,9 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { SkiffError } from '../../src/lib/errors/errors.js';
+import { withBootPartition } from '../../src/lib/os/boot-partition.js';
 import { runCli, type CliResult } from '../support/cli.js';
+import { readWithGlib } from '../support/keyfile.js';
 import { KEYS, startTty } from '../support/tty.js';
 import { fsckFat, fsckProblems, makeDisk, makeFatImage, mlist, mread, mwrite, run, tempDir } from '../support/os-images.js';
 
@@ -250,5 +253,115 @@ describe('skiff os configure / config (the binary)', function () {
     assert.ok(Number(needed) > Number(free), r.stderr);
     assert.equal(sha(image), before);
     assertClean(image, { offset: 0, size: readFileSync(image).length });
+  });
+});
+
+/**
+ * The rules `config write` and `os configure` keep: a value of another type is never replaced, the
+ * WiFi file reads back (with GLib) exactly as typed, and a drive that is mounted, or whose mounts
+ * cannot be told, is not written. Each refusal leaves the image byte for byte as it was.
+ */
+describe('config write / os configure rules (the binary)', function () {
+  this.timeout(60_000);
+  const tmp = tempDir('skiff-os-rules-');
+  const loops: string[] = [];
+  const mounts: string[] = [];
+  after(() => {
+    for (const [cmd, args] of [...mounts.map((m) => ['umount', [m]] as const), ...loops.map((d) => ['losetup', ['-d', d]] as const)]) {
+      try {
+        run(cmd, [...args]);
+      } catch {
+        // already gone
+      }
+    }
+    tmp.remove();
+  });
+  const file = (name: string) => path.join(tmp.dir, name);
+
+  /** A balenaOS-like image: FAT32 resin-boot holding config.json, then an ext4 partition. */
+  function image(name: string, config: Record<string, unknown>): { image: string; boot: { offset: number; size: number } } {
+    const img = file(name);
+    const [boot] = makeDisk(img, 'mbr', [{ sizeMiB: 40, fs: { fat: 32, label: 'resin-boot' } }, { sizeMiB: 4, fs: 'ext4' }]);
+    if (!boot) throw new Error('no boot partition made');
+    mwrite(img, boot.offset, 'config.json', JSON.stringify(config), tmp.dir);
+    mwrite(img, boot.offset, 'device-type.json', '{"slug":"raspberrypi4-64"}', tmp.dir);
+    return { image: img, boot };
+  }
+
+  it('config write refuses to replace a value of another type, at any depth; the image is byte-identical', async () => {
+    const { image: img } = image('types.img', { hostname: 'kiosk', listenPort: '48484', os: { sshKeys: ['ssh-ed25519 AAAA k'], network: { connectivity: 'off' } } });
+    const before = sha(img);
+    const cases: Array<[string, string, RegExp]> = [
+      ['hostname.sub', 'x', /^Error: cannot set hostname\.sub: hostname holds a string, not an object\. /],
+      ['os.network.connectivity.interval', '300', /^Error: cannot set os\.network\.connectivity\.interval: os\.network\.connectivity holds a string, not an object\. /],
+      ['os.sshKeys.0', 'x', /^Error: cannot set os\.sshKeys\.0: os\.sshKeys holds a list, not an object\. /],
+      ['os', 'x', /^Error: cannot set os: it holds an object, which a string would replace\. /],
+      ['listenPort', '1234', /^Error: cannot set listenPort: it holds a string, and balenaOS reads it as a number\. /],
+    ];
+    for (const [key, value, pattern] of cases) {
+      oneLineError(await runCli(['config', 'write', '--drive', img, key, value]), 2, pattern);
+      assert.equal(sha(img), before, `${key}: the image is untouched`);
+    }
+    // The same type is still written.
+    const ok = await runCli(['config', 'write', '--drive', img, 'hostname', 'kiosk-2']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal((JSON.parse((await runCli(['config', 'read', '-d', img])).stdout) as { hostname: string }).hostname, 'kiosk-2');
+  });
+
+  it('os configure writes the WiFi file so that GLib reads back the SSID and key exactly as typed', async () => {
+    const { image: img, boot } = image('wifi.img', { deviceType: 'raspberrypi4-64' });
+    const ssid = 'C:\\new\\stuff';
+    const key = ' C:\\new\\stuff; #1 ';
+    const r = await runCli(['os', 'configure', img, '--config-network', 'wifi', '--config-wifi-ssid', ssid, '--config-wifi-key', key]);
+    assert.equal(r.code, 0, r.stderr);
+    const [read] = readWithGlib([mread(img, boot.offset, 'system-connections/resin-wifi')]);
+    assert.deepEqual(read, { ssid, psk: key });
+    // A key NetworkManager cannot take is refused before anything is written.
+    const before = sha(img);
+    oneLineError(await runCli(['os', 'configure', img, '--config-wifi-ssid', ssid, '--config-wifi-key', 'pass\nword1']), 2, /^Error: the WiFi key holds a control character/);
+    oneLineError(await runCli(['os', 'configure', img, '--config-wifi-ssid', 'x'.repeat(33)]), 2, /^Error: the WiFi SSID must be 1 to 32 bytes, not 33\./);
+    assert.equal(sha(img), before);
+  });
+
+  it('a mounted drive is refused naming the mount; one whose mounts cannot be told is refused too', async () => {
+    // The kernel here mounts ext4 but not vfat, and makes no partition nodes for loop devices: a
+    // whole loop device holding ext4 stands for a mounted card.
+    const disk = file('mounted.img');
+    run('truncate', ['-s', '16M', disk]);
+    run('mke2fs', ['-q', '-F', '-t', 'ext4', disk]);
+    const dev = run('losetup', ['-f', '--show', disk]).trim();
+    loops.push(dev);
+    const point = file('mnt');
+    mkdirSync(point);
+    run('mount', [dev, point]);
+    mounts.push(point);
+    // (No hash here: ext4 itself updates its superblock while mounted.)
+    oneLineError(await runCli(['config', 'write', '--drive', dev, 'hostname', 'x']), 1, new RegExp(`^Error: ${dev} is mounted at ${point}\\. Unmount it first`));
+    // Even with a mount table that shows nothing, the kernel's exclusive open refuses it.
+    const emptyTable = file('empty-mountinfo');
+    writeFileSync(emptyTable, '');
+    await assert.rejects(
+      withBootPartition(dev, 'write', () => Promise.resolve(), { mountinfo: emptyTable, sysBlock: '/sys/dev/block' }),
+      (e: unknown) => e instanceof SkiffError && new RegExp(`^${dev} is busy \\(mounted or in use\\)\\. Unmount its partitions first\\.$`).test(e.toLine()),
+    );
+    run('umount', [point]);
+    mounts.pop();
+
+    // An unmounted drive whose mount table cannot be read: refused, not written.
+    const { image: img } = image('untold.img', { hostname: 'a' });
+    const card = run('losetup', ['-f', '--show', img]).trim();
+    loops.push(card);
+    const imageBefore = sha(img);
+    await assert.rejects(
+      withBootPartition(card, 'write', () => Promise.resolve(), { mountinfo: file('no-such-mountinfo'), sysBlock: '/sys/dev/block' }),
+      (e: unknown) => e instanceof SkiffError && new RegExp(`^cannot tell whether ${card} is mounted \\(.*no-such-mountinfo: ENOENT\\), so it is left untouched\\.`).test(e.toLine()),
+    );
+    await assert.rejects(
+      withBootPartition(card, 'write', () => Promise.resolve(), { mountinfo: '/proc/self/mountinfo', sysBlock: file('no-sys') }),
+      /cannot tell whether .* is mounted \(.*no-sys: ENOENT\)/,
+    );
+    assert.equal(sha(img), imageBefore);
+    // With the real tables it is written.
+    assert.equal((await runCli(['config', 'write', '--drive', card, 'hostname', 'b'])).code, 0);
   });
 });

@@ -1,11 +1,12 @@
 /** The config.json model: merging, network files, dotted keys, and the errors users see. */
 import assert from 'node:assert/strict';
 import { SkiffError } from '../../src/lib/errors/errors.js';
-import { buildConfig, canonicalDeviceType, mergeConfig, networkOf, parseConfigJson, parseOsRelease, setConfigValue, validateHostname, wifiConnection } from '../../src/lib/os/config.js';
+import { buildConfig, canonicalDeviceType, mergeConfig, networkOf, parseConfigJson, parseOsRelease, setConfigValue, validateHostname } from '../../src/lib/os/config-json.js';
+import { wifiConnection } from '../../src/lib/os/network-connections.js';
 
 const usage = (pattern: RegExp) => (e: unknown) => e instanceof SkiffError && e.code === 'usage' && pattern.test(e.toLine());
 
-describe('balenaOS config.json (os/config.ts)', () => {
+describe('balenaOS config.json (os/config-json.ts, os/network-connections.ts)', () => {
   it('merges: the image first, then --config, then flags; fields not given are kept', () => {
     const existing = { deviceType: 'raspberrypi3', uuid: 'abc123', hostname: 'old', os: { sshKeys: ['ssh-ed25519 AAAA one'], udevRules: { '56': 'x' } } };
     const merged = mergeConfig(existing, {
@@ -47,6 +48,8 @@ describe('balenaOS config.json (os/config.ts)', () => {
     assert.equal(networkOf({}), undefined);
     assert.throws(() => networkOf({ network: 'wifi' }), usage(/needs its SSID.*--config-wifi-ssid/));
     assert.throws(() => networkOf({ network: 'wifi', wifiSsid: 'x', wifiKey: 'short' }), usage(/8 to 63 characters/));
+    assert.throws(() => networkOf({ base: { wifiSsid: 42 as unknown as string } }), usage(/^wifiSsid in --config must be a string, not 42\./));
+    assert.throws(() => networkOf({ base: { wifiSsid: 'a', wifiKey: ['x'] as unknown as string } }), usage(/wifiKey in --config must be a string, not \["x"\]/));
   });
 
   it('writes a NetworkManager keyfile; a template keeps its other settings; an open network has no security', () => {
@@ -96,5 +99,44 @@ describe('balenaOS config.json (os/config.ts)', () => {
     assert.throws(() => validateHostname('-bad'), usage(/not a valid hostname/));
     assert.throws(() => validateHostname('a.b'), usage(/not a valid hostname/));
     assert.deepEqual(parseOsRelease('NAME="balenaOS"\nVERSION="6.0.13"\nVERSION_ID=6.0.13\n'), { NAME: 'balenaOS', VERSION: '6.0.13', VERSION_ID: '6.0.13' });
+  });
+});
+
+describe('config write never replaces a value of another type (setConfigValue)', () => {
+  const refused = (config: Record<string, unknown>, key: string, value: string, pattern: RegExp) =>
+    assert.throws(() => setConfigValue(config, key, value), usage(pattern), `${key}=${value} over ${JSON.stringify(config)}`);
+
+  it('a key under a value that is not an object: refused, naming the key and both types, at any depth', () => {
+    refused({ hostname: 'kiosk' }, 'hostname.sub', 'x', /^cannot set hostname\.sub: hostname holds a string, not an object\./);
+    refused({ listenPort: 48484 }, 'listenPort.x', 'x', /cannot set listenPort\.x: listenPort holds a number, not an object/);
+    refused({ developmentMode: true }, 'developmentMode.a.b', 'x', /developmentMode holds a boolean, not an object/);
+    refused({ os: { sshKeys: ['k'] } }, 'os.sshKeys.0', 'x', /cannot set os\.sshKeys\.0: os\.sshKeys holds a list, not an object/);
+    refused({ os: { network: { connectivity: 'off' } } }, 'os.network.connectivity.interval', '300', /os\.network\.connectivity holds a string, not an object/);
+  });
+
+  it('an object replaced by a value: refused', () => {
+    refused({ os: { sshKeys: [] } }, 'os', 'x', /^cannot set os: it holds an object, which a string would replace\./);
+    refused({ a: { b: { c: 1 } } }, 'a.b', '2', /cannot set a\.b: it holds an object/);
+  });
+
+  it('a field holding another type than balenaOS reads it as: refused, not converted over', () => {
+    refused({ listenPort: '48484' }, 'listenPort', '1234', /cannot set listenPort: it holds a string, and balenaOS reads it as a number/);
+    refused({ developmentMode: 'yes' }, 'developmentMode', 'true', /it holds a string, and balenaOS reads it as a boolean/);
+    refused({ os: { sshKeys: 'ssh-ed25519 AAAA k' } }, 'os.sshKeys', 'x', /it holds a string, and balenaOS reads it as a list/);
+    refused({ custom: 5 }, 'custom', 'five', /custom is a number, not 'five'/);
+    refused({ flag: false }, 'flag', 'maybe', /flag is true or false, not 'maybe'/);
+  });
+
+  it('the same type, a missing key or a null (unset) is written; the input object is never changed', () => {
+    const config = { hostname: 'a', os: { network: {} }, n: null };
+    assert.equal(setConfigValue(config, 'hostname', 'b').hostname, 'b');
+    assert.deepEqual(setConfigValue(config, 'os.network.connectivity.interval', '300').os, { network: { connectivity: { interval: '300' } } });
+    assert.deepEqual(setConfigValue(config, 'n.x', 'y').n, { x: 'y' });
+    assert.equal(setConfigValue(config, 'n', 'y').n, 'y');
+    assert.equal(setConfigValue({ listenPort: 1 }, 'listenPort', '2').listenPort, 2);
+    // Numeric segments name object fields, as in balena-cli: udevRules stays a dictionary.
+    assert.deepEqual(setConfigValue({ os: { udevRules: { '56': 'a' } } }, 'os.udevRules.101', 'b').os, { udevRules: { '56': 'a', '101': 'b' } });
+    assert.deepEqual(setConfigValue({}, 'os.udevRules.101', 'b').os, { udevRules: { '101': 'b' } });
+    assert.deepEqual(config, { hostname: 'a', os: { network: {} }, n: null });
   });
 });

@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import process from 'node:process';
-import { detectFormat, openImageSource, sourceError, zstdFrameContentSize } from '../../src/lib/os/source.js';
+import { detectFormat, isArchiveMetadata, openImageSource, sourceError, zstdFrameContentSize } from '../../src/lib/os/source.js';
 import { parseBmap } from '../../src/lib/os/bmap.js';
 import { partitionTableEnd } from '../../src/lib/os/flash.js';
 import { SkiffError } from '../../src/lib/errors/errors.js';
@@ -230,5 +230,54 @@ describe('os image sources', function () {
       assert.ok(end !== undefined && end > (47 << 20) && end <= 48 << 20, String(end));
       assert.equal(partitionTableEnd(Buffer.alloc(4096)), undefined);
     });
+  });
+});
+
+describe('a zip made on macOS (Finder adds __MACOSX/ and .DS_Store)', function () {
+  this.timeout(60000);
+  let dir: string;
+  let image: Buffer;
+  const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { cwd: dir });
+
+  before(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'skiff-maczip-'));
+    image = randomBytes(1 << 20);
+    // What Finder's "Compress" stores: the file, and in __MACOSX/ an AppleDouble file (magic
+    // 0x00051607) with its extended attributes, under the same name with ._ in front.
+    const appleDouble = Buffer.concat([Buffer.from([0x00, 0x05, 0x16, 0x07, 0x00, 0x02, 0x00, 0x00]), Buffer.alloc(4000, 0x41)]);
+    mkdirSync(path.join(dir, 'mac/__MACOSX/images'), { recursive: true });
+    mkdirSync(path.join(dir, 'mac/images'), { recursive: true });
+    writeFileSync(path.join(dir, 'mac/disk.img'), image);
+    writeFileSync(path.join(dir, 'mac/__MACOSX/._disk.img'), appleDouble);
+    writeFileSync(path.join(dir, 'mac/.DS_Store'), Buffer.alloc(6148, 1));
+    writeFileSync(path.join(dir, 'mac/images/disk.img'), image);
+    writeFileSync(path.join(dir, 'mac/images/._disk.img'), appleDouble);
+    writeFileSync(path.join(dir, 'mac/__MACOSX/images/._disk.img'), appleDouble);
+    sh('cd mac && zip -q ../finder.zip disk.img __MACOSX/._disk.img .DS_Store');
+    // Folders stored as entries too, and an AppleDouble file beside the image (as ditto leaves it).
+    sh('cd mac && zip -q ../folder.zip images/ images/disk.img images/._disk.img __MACOSX/ __MACOSX/images/ __MACOSX/images/._disk.img');
+    sh('cd mac && zip -q ../only-metadata.zip __MACOSX/._disk.img .DS_Store');
+  });
+
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('flashes disk.img: __MACOSX/, ._ files, .DS_Store and directories are no images', async () => {
+    assert.match(execFileSync('unzip', ['-l', path.join(dir, 'finder.zip')], { encoding: 'utf8' }), /__MACOSX\/\._disk\.img/, 'the fixture holds the metadata entry');
+    for (const [zip, entry] of [['finder.zip', 'disk.img'], ['folder.zip', 'images/disk.img']] as const) {
+      const source = await openImageSource(path.join(dir, zip));
+      assert.equal(source.entryName, entry, zip);
+      assert.equal(source.size, image.length);
+      const { data } = await readAll(path.join(dir, zip));
+      assert.ok(data.equals(image), `${zip}: the image, byte for byte`);
+    }
+  });
+
+  it('a zip holding only metadata holds no files', async () => {
+    await assert.rejects(openImageSource(path.join(dir, 'only-metadata.zip')), /only-metadata\.zip holds no files; it must hold exactly one image/);
+  });
+
+  it('tells metadata entries from files', () => {
+    for (const name of ['__MACOSX/', '__MACOSX/._disk.img', '__MACOSX/a/._b.img', '._disk.img', 'a/._disk.img', '.DS_Store', 'a/.DS_Store', 'dir/']) assert.ok(isArchiveMetadata(name), name);
+    for (const name of ['disk.img', 'a/disk.img', 'MACOSX/disk.img', '_disk.img', 'a._disk.img', '.hidden.img']) assert.ok(!isArchiveMetadata(name), name);
   });
 });

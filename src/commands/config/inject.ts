@@ -1,7 +1,7 @@
 import { Args } from '@oclif/core';
 import { SkiffCommand } from '../../cli/base-command.js';
 import { driveFlag } from '../../cli/config-flags.js';
-import type { BalenaConfig } from '../../lib/os/config.js';
+import type { BalenaConfig } from '../../lib/os/config-json.js';
 
 export default class ConfigInject extends SkiffCommand<BalenaConfig> {
   static override summary = 'Replace the config.json of a balenaOS image or drive with a file.';
@@ -15,7 +15,7 @@ export default class ConfigInject extends SkiffCommand<BalenaConfig> {
 
   async run(): Promise<BalenaConfig> {
     const { args, flags } = await this.parse(ConfigInject);
-    const { injectTargetConfig, readConfigFile } = await import('../../lib/os/config.js');
+    const [{ injectTargetConfig }, { readConfigFile }] = await Promise.all([import('../../lib/os/config.js'), import('../../lib/os/config-json.js')]);
     const { config } = await injectTargetConfig(flags.drive, await readConfigFile(args.file));
     (await this.output()).info(`Wrote ${args.file} to ${flags.drive} as config.json`);
     return config;

@@ -1,6 +1,6 @@
 import { SkiffCommand } from '../../cli/base-command.js';
 import { driveFlag } from '../../cli/config-flags.js';
-import type { BalenaConfig } from '../../lib/os/config.js';
+import type { BalenaConfig } from '../../lib/os/config-json.js';
 
 export default class ConfigRead extends SkiffCommand<BalenaConfig> {
   static override summary = 'Print the config.json of a balenaOS image or drive.';

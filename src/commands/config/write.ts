@@ -1,11 +1,11 @@
 import { Args } from '@oclif/core';
 import { SkiffCommand } from '../../cli/base-command.js';
 import { driveFlag } from '../../cli/config-flags.js';
-import type { BalenaConfig } from '../../lib/os/config.js';
+import type { BalenaConfig } from '../../lib/os/config-json.js';
 
 export default class ConfigWrite extends SkiffCommand<BalenaConfig> {
   static override summary = 'Set one key of the config.json of a balenaOS image or drive.';
-  static override description = `Dotted keys set nested fields, creating missing objects (os.network.connectivity.interval). Values are strings, as balena-cli writes them, except for fields that hold booleans, numbers or lists (developmentMode, persistentLogging, listenPort, os.sshKeys, or whatever type the key already has): those are converted, and a value that does not convert is an error.`;
+  static override description = `Dotted keys set nested fields, creating missing objects (os.network.connectivity.interval). Values are strings, as balena-cli writes them, except for fields that hold booleans, numbers or lists (developmentMode, persistentLogging, listenPort, os.sshKeys, or whatever type the key already has): those are converted, and a value that does not convert is an error. A value of another type is never replaced: a key under a field that is no object (hostname.sub over a string hostname), a value over an object, or a field stored as another type than balenaOS reads is refused, and the image is left as it was.`;
   static override examples = [
     '<%= config.bin %> config write --drive balena.img hostname kiosk-1',
     '<%= config.bin %> config write --drive /dev/sdb persistentLogging true',

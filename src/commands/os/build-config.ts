@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { Flags } from '@oclif/core';
 import { SkiffCommand, SkiffError } from '../../cli/base-command.js';
 import { configFlags } from '../../cli/config-flags.js';
-import type { BalenaConfig } from '../../lib/os/config.js';
+import type { BalenaConfig } from '../../lib/os/config-json.js';
 
 export default class OsBuildConfig extends SkiffCommand<BalenaConfig> {
   static override summary = 'Build a config.json for `os configure --config`, by asking or from flags.';
@@ -31,7 +31,7 @@ export default class OsBuildConfig extends SkiffCommand<BalenaConfig> {
       ].filter((f): f is string => f !== undefined);
       if (missing.length > 0) throw new SkiffError('notInteractive', `not a terminal, so nothing can be asked: give ${missing.join(', ')}`);
     }
-    const [{ buildConfig, readSshKeys }, { optionsFromFlags }] = await Promise.all([import('../../lib/os/config.js'), import('../../cli/config-flags.js')]);
+    const [{ buildConfig, readSshKeys }, { optionsFromFlags }] = await Promise.all([import('../../lib/os/config-json.js'), import('../../cli/config-flags.js')]);
     const config = buildConfig(await optionsFromFlags(flags, await readSshKeys(flags['ssh-key'] ?? [])));
     const text = `${JSON.stringify(config, null, 2)}\n`;
     if (flags.output === undefined) {
@@ -57,32 +57,31 @@ interface Asked {
   dev?: boolean;
 }
 
-/** Asks (inquirer, on the terminal) for each answer no flag gave. */
+/** Asks (on the terminal) for each answer no flag gave. */
 async function askMissing(flags: Asked): Promise<Asked> {
-  const [{ default: inquirer }, { DEVICE_TYPES }] = await Promise.all([import('inquirer'), import('../../lib/device-types/device-types.js')]);
+  const [prompt, { DEVICE_TYPES }] = await Promise.all([import('../../ui/prompt.js'), import('../../lib/device-types/device-types.js')]);
   const answers: Asked = {};
   if (flags['device-type'] === undefined) {
-    const choices = DEVICE_TYPES.map((d) => ({ name: `${d.name} (${d.slug})`, value: d.slug }));
-    answers['device-type'] = (await inquirer.prompt([{ type: 'select', name: 'value', message: 'Device type', choices, pageSize: 12 }])).value as string;
+    answers['device-type'] = await prompt.select('Device type', DEVICE_TYPES.map((d) => ({ name: `${d.name} (${d.slug})`, value: d.slug })), { pageSize: 12 });
   }
   if (flags.fleet === undefined) {
-    const fleet = ((await inquirer.prompt([{ type: 'input', name: 'value', message: 'Fleet name (empty for none)' }])).value as string).trim();
+    const fleet = (await prompt.input('Fleet name (empty for none)')).trim();
     if (fleet !== '') answers.fleet = fleet;
   }
   let network = flags['config-network'] ?? (flags['config-wifi-ssid'] === undefined ? undefined : 'wifi');
   if (network === undefined) {
-    network = (await inquirer.prompt([{ type: 'select', name: 'value', message: 'Network', choices: ['ethernet', 'wifi'] }])).value as string;
+    network = await prompt.select('Network', [{ name: 'ethernet', value: 'ethernet' }, { name: 'wifi', value: 'wifi' }]);
     answers['config-network'] = network;
   }
   if (network === 'wifi' && flags['config-wifi-ssid'] === undefined) {
-    answers['config-wifi-ssid'] = (await inquirer.prompt([{ type: 'input', name: 'value', message: 'WiFi SSID', validate: (v: string) => v.trim() !== '' || 'the SSID cannot be empty' }])).value as string;
+    answers['config-wifi-ssid'] = await prompt.input('WiFi SSID', { validate: (v) => v.trim() !== '' || 'the SSID cannot be empty' });
   }
   if (network === 'wifi' && flags['config-wifi-key'] === undefined) {
-    const key = (await inquirer.prompt([{ type: 'password', name: 'value', message: 'WiFi passphrase (empty for an open network)', mask: '*' }])).value as string;
+    const key = await prompt.password('WiFi passphrase (empty for an open network)');
     if (key !== '') answers['config-wifi-key'] = key;
   }
   if (flags.dev === undefined) {
-    answers.dev = (await inquirer.prompt([{ type: 'confirm', name: 'value', message: 'Development mode (open root SSH, engine on port 2375)?', default: false }])).value as boolean;
+    answers.dev = await prompt.confirm('Development mode (open root SSH, engine on port 2375)?');
   }
   return answers;
 }

@@ -23,7 +23,7 @@ The boot partition is the FAT partition labelled resin-boot, balena-boot or skif
 
   async run(): Promise<ConfigureResult> {
     const { args, flags } = await this.parse(OsConfigure);
-    const [{ configureTarget, readConfigFile, readSshKeys }, { optionsFromFlags }] = await Promise.all([import('../../lib/os/config.js'), import('../../cli/config-flags.js')]);
+    const [{ configureTarget }, { readConfigFile, readSshKeys }, { optionsFromFlags }] = await Promise.all([import('../../lib/os/config.js'), import('../../lib/os/config-json.js'), import('../../cli/config-flags.js')]);
     const options = await optionsFromFlags(flags, await readSshKeys(flags['ssh-key'] ?? []));
     if (flags.config !== undefined) options.base = await readConfigFile(flags.config);
     const result = await configureTarget(args.target, options);

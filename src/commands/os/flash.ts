@@ -1,4 +1,3 @@
-import process from 'node:process';
 import { Args, Flags } from '@oclif/core';
 import { SkiffCommand } from '../../cli/base-command.js';
 import { SkiffError } from '../../lib/errors/errors.js';
@@ -7,8 +6,6 @@ import { isInteractive } from '../../ui/terminal.js';
 import type { FlashResult } from '../../lib/os/flash.js';
 import type { Target } from '../../lib/os/drives.js';
 
-/** Test seam: a byte offset to change on every target between writing and verifying. */
-const TEST_CORRUPT_ENV = 'SKIFF_TEST_CORRUPT_BEFORE_VERIFY';
 /** Said when the user declines or leaves a prompt. */
 const CANCELLED = 'flash cancelled; nothing was written';
 
@@ -47,37 +44,32 @@ Without --drive, a terminal offers the removable drives to pick from ('skiff uti
       throw new SkiffError('notInteractive', `flashing erases the drive: without a terminal, pass ${missing.join(' and ')}`, { hint: "'skiff util available-drives' lists the drives" });
     }
     const out = await this.output();
-    const [{ openImageSource }, drives, { formatBytes }] = await Promise.all([import('../../lib/os/source.js'), import('../../lib/os/drives.js'), import('../../ui/format.js')]);
+    const [plans, drives, { openImageSource }, { formatBytes }] = await Promise.all([import('../../lib/os/flash-plan.js'), import('../../lib/os/drives.js'), import('../../lib/os/source.js'), import('../../ui/format.js')]);
     const controller = new AbortController();
-    // The image and the named drives are looked at side by side; a bad image is reported first.
-    const opening = openImageSource(args.image, { signal: controller.signal });
-    const inspecting = flags.drive?.length ? Promise.all([...new Set(flags.drive)].map((p) => drives.inspectTarget(p))) : undefined;
-    inspecting?.catch(() => {});
-    const source = await opening;
+    const inspection = await plans.inspectFlash({ image: args.image, drives: flags.drive ?? [], signal: controller.signal });
     const cancelled = (err: unknown) => {
       throw isPromptCancel(err) ? new SkiffError('interrupted', CANCELLED) : err;
     };
-    const targets: Target[] = inspecting ? await inspecting : [await drives.inspectTarget(await pickDrive(drives, formatBytes).catch(cancelled))];
-    const label = (t: Target) => (t.kind === 'file' ? `${t.path} (file)` : drives.driveLabel({ device: t.path, size: t.size ?? 0, ...(t.model ? { model: t.model } : {}), ...(t.backingFile ? { backingFile: t.backingFile } : {}) }, formatBytes));
-    if (!flags.yes) {
-      const { confirm } = await import('../../ui/prompt.js');
-      const what = targets.map(label).join(', ');
-      if (!(await confirm(`Erase ${what} and write ${args.image} to it?`).catch(cancelled))) throw new SkiffError('interrupted', CANCELLED);
+    const prompt = await import('../../ui/prompt.js');
+    if (inspection.targets.length === 0) {
+      const offered = await plans.offerDrives();
+      const choices = offered.map((d) => ({ name: `${drives.driveLabel(d, formatBytes)}${d.mountpoints.length ? `  mounted on ${d.mountpoints.join(', ')}` : ''}`, value: d.device }));
+      const picked = await prompt.select('Drive to erase and write', choices).catch(cancelled);
+      inspection.targets.push(await drives.inspectTarget(picked));
     }
-    for (const t of targets) {
-      if (t.kind !== 'block' || t.mountpoints.length === 0) continue;
-      const unmounted = await drives.unmountTarget(t);
-      if (unmounted.length > 0) out.info(`Unmounted ${unmounted.join(', ')} on ${t.path}`);
+    const label = (t: Target) => drives.targetLabel(t, formatBytes);
+    if (!flags.yes && !(await prompt.confirm(`Erase ${inspection.targets.map(label).join(', ')} and write ${args.image} to it?`).catch(cancelled))) {
+      throw new SkiffError('interrupted', CANCELLED);
     }
+    const plan = await plans.prepareFlash(inspection, flags.bmap === undefined ? {} : { bmap: flags.bmap });
+    for (const { target, points } of plan.unmounted) out.info(`Unmounted ${points.join(', ')} on ${target.path}`);
 
-    const bmapFile = flags.bmap ?? source.bmapPath;
-    const bmap = bmapFile ? { file: bmapFile, map: await (await import('../../lib/os/bmap.js')).readBmap(bmapFile) } : undefined;
+    const { source, targets, bmap } = plan;
     const [{ flashImage }, { FlashProgressRenderer }] = await Promise.all([import('../../lib/os/flash.js'), import('../../ui/progress.js')]);
     const renderer = new FlashProgressRenderer(out);
     out.info(`Writing ${source.entryName ? `${source.entryName} from ` : ''}${args.image} (${source.format}${source.size !== undefined ? `, ${formatBytes(source.size)}` : ''}${bmap ? `, ${formatBytes(bmap.map.mappedBytes)} mapped by ${bmap.file}` : ''}) to ${targets.map(label).join(', ')}`);
     if (this.debugEnabled && source.format !== 'raw') out.info(`Decompressing with ${await source.decoderName()}`);
     try {
-      const corruptAt = process.env[TEST_CORRUPT_ENV];
       const result = await this.cancellable((signal) => flashImage({
         source,
         targets,
@@ -87,7 +79,6 @@ Without --drive, a terminal offers the removable drives to pick from ('skiff uti
         signal,
         onProgress: (p) => renderer.update(p),
         reopen: () => openImageSource(args.image),
-        ...(corruptAt ? { beforeVerify: (ts: Target[]) => corruptForTest(ts, Number(corruptAt)) } : {}),
       }), () => {
         controller.abort(new Error('interrupted')); // a download still under way stops too
         renderer.finishLine();
@@ -101,31 +92,6 @@ Without --drive, a terminal offers the removable drives to pick from ('skiff uti
       return result;
     } finally {
       renderer.finishLine();
-    }
-  }
-}
-
-async function pickDrive(drives: typeof import('../../lib/os/drives.js'), formatBytes: (n: number) => string): Promise<string> {
-  const available = await drives.availableDrives();
-  if (available.length === 0) throw new SkiffError('error', 'no removable drive found', { hint: 'insert an SD card or USB stick, or name a drive or image file with --drive' });
-  const { default: inquirer } = await import('inquirer');
-  const choices = available.map((d) => ({ name: `${drives.driveLabel(d, formatBytes)}${d.mountpoints.length ? `  mounted on ${d.mountpoints.join(', ')}` : ''}`, value: d.device }));
-  const answer = await inquirer.prompt([{ type: 'select', name: 'drive', message: 'Drive to erase and write', choices }]);
-  return answer.drive as string;
-}
-
-async function corruptForTest(targets: Target[], offset: number): Promise<void> {
-  const { open } = await import('node:fs/promises');
-  for (const t of targets) {
-    const handle = await open(t.resolved, 'r+');
-    try {
-      const b = Buffer.alloc(1);
-      await handle.read(b, 0, 1, offset);
-      b.writeUInt8(b.readUInt8(0) ^ 0xff, 0);
-      await handle.write(b, 0, 1, offset);
-      await handle.sync();
-    } finally {
-      await handle.close();
     }
   }
 }

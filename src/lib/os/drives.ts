@@ -256,3 +256,9 @@ export async function unmountTarget(target: Target): Promise<string[]> {
   }
   return points;
 }
+
+/** A target as a person recognises it: a drive's {@link driveLabel}, or `out.img (file)`. */
+export function targetLabel(t: Target, formatSize: (n: number) => string): string {
+  if (t.kind === 'file') return `${t.path} (file)`;
+  return driveLabel({ device: t.path, size: t.size ?? 0, ...(t.model ? { model: t.model } : {}), ...(t.backingFile ? { backingFile: t.backingFile } : {}) }, formatSize);
+}

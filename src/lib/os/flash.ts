@@ -103,9 +103,12 @@ export interface FlashOptions {
   checksum?: ImageChecksum;
   bmap?: { file: string; map: Bmap };
   signal?: AbortSignal;
+  /**
+   * Called as work goes on (at most every 200 ms), and once at the start of each phase: the
+   * `verifying` call with 0 bytes comes after the drives are written, flushed and closed, before
+   * the first byte is read back.
+   */
   onProgress?: (p: FlashProgress) => void;
-  /** Runs between writing and verifying (tests use it to change the target). */
-  beforeVerify?: (targets: Target[]) => Promise<void>;
   /** Opens the image again, to find where a drive that failed verification differs from it. */
   reopen?: () => Promise<ImageSource>;
 }
@@ -585,7 +588,6 @@ async function flashWith(options: FlashOptions, direct: DirectIo): Promise<Flash
   const verified = new Set<DriveWriter>();
   if (options.verify && ok.length > 0) {
     const verifyStart = performance.now();
-    await options.beforeVerify?.(ok.map((w) => w.target));
     const verifyTotal = pieces.reduce((n, p) => n + p.end - p.start, 0);
     progress({ phase: 'verifying', bytes: 0, total: verifyTotal }, true);
     const done = new Map<DriveWriter, number>();

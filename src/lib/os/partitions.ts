@@ -3,8 +3,9 @@
  * at offset 0) of an image file or a block device, and the boot partition balenaOS keeps its
  * configuration in. Reads at offsets only: no mount, no root for an image file.
  */
-import { open, type FileHandle } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
+import { constants, readFileSync } from 'node:fs';
+import { open, stat, type FileHandle } from 'node:fs/promises';
+import process from 'node:process';
 import path from 'node:path';
 import { SkiffError } from '../errors/errors.js';
 import { FatError, FatFs, parseBootSector, rangeOf, type BlockDevice, type FatType } from './fat.js';
@@ -44,7 +45,10 @@ export class FileDevice implements BlockDevice {
   static async open(file: string, options: { write?: boolean } = {}): Promise<FileDevice> {
     let handle: FileHandle;
     try {
-      handle = await open(file, options.write ? 'r+' : 'r');
+      // Written, a Linux block device is opened exclusively: the kernel then refuses it (EBUSY)
+      // while it or one of its partitions is mounted or used as swap, whatever the mount table says.
+      const exclusive = options.write && process.platform === 'linux' && (await stat(file).then((s) => s.isBlockDevice(), () => false));
+      handle = await open(file, options.write ? constants.O_RDWR | (exclusive ? constants.O_EXCL : 0) : constants.O_RDONLY);
     } catch (err) {
       throw openError(file, err, options.write === true);
     }

@@ -495,6 +495,16 @@ async function xzIndexSize(read: (n: number, from?: number) => Promise<Buffer>, 
 
 // ---------------------------------------------------------------- zip
 
+/**
+ * Entries that are no file of the archive's content: directories, and what macOS's Finder adds
+ * when it compresses (`__MACOSX/` with an AppleDouble `._NAME` of each file's resource fork and
+ * extended attributes, `.DS_Store` folder settings). `._disk.img` is no image.
+ */
+export function isArchiveMetadata(name: string): boolean {
+  const base = name.split('/').filter(Boolean).at(-1) ?? '';
+  return name.endsWith('/') || name.startsWith('__MACOSX/') || base.startsWith('._') || base === '.DS_Store';
+}
+
 async function openZipEntry(file: string, location: string): Promise<{ name: string; size: number; open: () => Promise<Readable> }> {
   const yauzl = await import('yauzl');
   const zip = await yauzl.openPromise(file, { lazyEntries: true, autoClose: false }).catch((err: Error) => {
@@ -504,7 +514,7 @@ async function openZipEntry(file: string, location: string): Promise<{ name: str
   try {
     await new Promise<void>((resolve, reject) => {
       zip.on('entry', (entry: import('yauzl').Entry) => {
-        if (!entry.fileName.endsWith('/')) files.push(entry);
+        if (!isArchiveMetadata(entry.fileName)) files.push(entry);
         zip.readEntry();
       });
       zip.once('end', resolve);

@@ -103,9 +103,9 @@ export type ServiceKey = keyof ServiceJson;
 // ---------------------------------------------------------------------------------------------
 // The typed model
 
-/** The engine's healthcheck, durations in seconds. `test: ['NONE']` disables the image's own. */
+/** The engine's healthcheck, durations in seconds. `test: ['NONE']` disables the image's own; no test keeps it. */
 export interface Healthcheck {
-  test: string[];
+  test?: string[];
   intervalSeconds?: number;
   timeoutSeconds?: number;
   retries?: number;
@@ -322,24 +322,25 @@ function stringOrList(v: unknown, f: FieldContext): string[] {
  * A list of `NAME=value` (or bare `NAME`) or a mapping → a string map. Null and bare names become
  * '': the device has no shell environment to take the value from.
  */
-export function stringMap(v: unknown, f: FieldContext, options: { namesRequired?: boolean } = {}): Record<string, string> {
+export function stringMap(v: unknown, f: FieldContext, options: { namesRequired?: boolean; at?: Path } = {}): Record<string, string> {
   const out: Record<string, string> = {};
+  const at = options.at ?? [];
   if (Array.isArray(v)) {
     v.forEach((item, i) => {
-      if (typeof item !== 'string') fail(f, `${what(f)}: list items must be strings of the form NAME=value`, undefined, [i]);
+      if (typeof item !== 'string') fail(f, `${what(f)}: list items must be strings of the form NAME=value`, undefined, [...at, i]);
       const eq = item.indexOf('=');
       const name = eq < 0 ? item : item.slice(0, eq);
-      if (!name.trim()) fail(f, `${what(f)}: '${item}' has no name before '='`, undefined, [i]);
+      if (!name.trim()) fail(f, `${what(f)}: '${item}' has no name before '='`, undefined, [...at, i]);
       out[name] = eq < 0 ? '' : item.slice(eq + 1);
     });
     return out;
   }
-  if (!isRecord(v)) return fail(f, `${what(f)} must be a mapping or a list of NAME=value`);
+  if (!isRecord(v)) return fail(f, `${what(f)} must be a mapping or a list of NAME=value`, undefined, at);
   for (const [name, value] of Object.entries(v)) {
-    if (options.namesRequired && !name.trim()) fail(f, `${what(f)}: empty variable name`);
+    if (options.namesRequired && !name.trim()) fail(f, `${what(f)}: empty variable name`, undefined, at);
     if (value === null || value === undefined) out[name] = '';
     else if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') out[name] = String(value);
-    else fail(f, `${what(f)}: the value of '${name}' must be a string, number or boolean`, undefined, [name]);
+    else fail(f, `${what(f)}: the value of '${name}' must be a string, number or boolean`, undefined, [...at, name]);
   }
   return out;
 }
@@ -427,14 +428,13 @@ function healthcheck(v: unknown, f: FieldContext): Healthcheck {
     : typeof v.test === 'string' ? ['CMD-SHELL', v.test]
       : Array.isArray(v.test) && v.test.every((t) => typeof t === 'string') ? v.test as string[]
         : fail(f, `healthcheck test in service '${f.service}' must be a string or a list of strings`, undefined, ['test']);
-  if (test === undefined) return fail(f, `healthcheck of service '${f.service}' needs a test`, 'add test: ["CMD", ...], or disable: true', []);
   const sub = (key: string): FieldContext => ({ ...f, key: `healthcheck.${key}` });
   const time = (key: string) => (v[key] === undefined ? undefined : seconds(v[key], sub(key), [key]));
   if (v.retries !== undefined && (typeof v.retries !== 'number' || !Number.isInteger(v.retries) || v.retries < 0)) {
     fail(f, `healthcheck retries in service '${f.service}' must be a whole number`, undefined, ['retries']);
   }
   return {
-    test,
+    ...(test !== undefined ? { test } : {}),
     ...(time('interval') !== undefined ? { intervalSeconds: time('interval') } : {}),
     ...(time('timeout') !== undefined ? { timeoutSeconds: time('timeout') } : {}),
     ...(v.retries !== undefined ? { retries: v.retries as number } : {}),
@@ -471,7 +471,7 @@ function logging(v: unknown, f: FieldContext): NonNullable<ServiceConfig['loggin
   if (!isRecord(v)) return fail(f, `${what(f)} must be a mapping`);
   for (const key of Object.keys(v)) if (key !== 'driver' && key !== 'options') fail(f, `logging.${key} in service '${f.service}' is not supported`, 'use driver and options', [key]);
   const driver = v.driver === undefined ? undefined : str(v.driver, f, ['driver']);
-  const options = v.options === undefined || v.options === null ? {} : stringMap(v.options, { ...f, key: 'logging.options' });
+  const options = v.options === undefined || v.options === null ? {} : stringMap(v.options, { ...f, key: 'logging.options' }, { at: ['options'] });
   return { ...(driver !== undefined ? { driver } : {}), options };
 }
 
@@ -536,7 +536,12 @@ const FIELD_RULES = {
       return spec;
     }),
   }),
-  volumes: (v, f) => ({ volumes: list(v, f, (item, i) => volume(str(item, f, [i]), f, i)) }),
+  volumes: (v, f) => ({
+    volumes: list(v, f, (item, i) => {
+      if (typeof item !== 'string') return fail(f, `volumes of service '${f.service}' must be strings such as data:/data`, undefined, [i]);
+      return volume(item, f, i);
+    }),
+  }),
   tmpfs: (v, f) => ({
     tmpfs: stringOrList(v, f).map((m, i) => {
       if (!m.startsWith('/')) fail(f, `tmpfs mount '${m}' in service '${f.service}' must be an absolute path`, undefined, Array.isArray(v) ? [i] : []);
@@ -631,8 +636,20 @@ export function checkServiceKey(key: string, value: unknown, service: string): P
   return FIELD_RULES[key](value, f);
 }
 
-/** Settings the engine would refuse together, or that would silently do nothing. */
-function checkCombination(c: ServiceConfig, service: string): void {
+/** A service with nothing set: what each absent key means. */
+export function emptyServiceConfig(): ServiceConfig {
+  return {
+    image: '', environment: {}, labels: {}, ports: [], volumes: [], tmpfs: [], networks: [], restart: 'always',
+    privileged: false, capAdd: [], capDrop: [], devices: [], dependsOn: [],
+  };
+}
+
+/**
+ * Settings the engine would refuse together, or that would do nothing.
+ *
+ * @throws ServiceConfigError naming the key to change
+ */
+export function checkServiceCombination(c: ServiceConfig, service: string): void {
   const f = (key: string) => ({ key, service });
   if (c.nanoCpus !== undefined && c.cpuQuotaMicroseconds !== undefined) {
     fail(f('cpu_quota'), `service '${service}' sets both cpus and cpu_quota`, 'keep one of them (cpus: 0.5 is cpu_quota: 50000)');
@@ -656,15 +673,12 @@ function checkCombination(c: ServiceConfig, service: string): void {
  * @throws ServiceConfigError naming the first key that is wrong, refused or unknown
  */
 export function parseServiceConfig(json: Record<string, unknown>, service: string, meta: ReadonlySet<string> = new Set()): ServiceConfig {
-  const config: ServiceConfig = {
-    image: '', environment: {}, labels: {}, ports: [], volumes: [], tmpfs: [], networks: [], restart: 'always',
-    privileged: false, capAdd: [], capDrop: [], devices: [], dependsOn: [],
-  };
+  const config = emptyServiceConfig();
   for (const [key, value] of Object.entries(json)) {
     if (meta.has(key) || key.startsWith('x-') || value === undefined || value === null) continue;
     Object.assign(config, checkServiceKey(key, value, service));
   }
   if (!config.image) fail({ key: 'image', service }, `service '${service}' needs an image`);
-  checkCombination(config, service);
+  checkServiceCombination(config, service);
   return config;
 }

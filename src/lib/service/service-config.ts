@@ -247,10 +247,11 @@ export const REFUSED_SERVICE_KEYS: Readonly<Record<string, string>> = {
 // ---------------------------------------------------------------------------------------------
 // Per-key rules
 
-/** The key being read and its service, for messages. */
+/** The key being read and its service. `label` names a part of the key's value in messages (`healthcheck.interval`). */
 export interface FieldContext {
   key: string;
   service: string;
+  label?: string;
 }
 
 type Path = ReadonlyArray<string | number>;
@@ -259,7 +260,7 @@ function fail(f: FieldContext, message: string, hint?: string, path: Path = []):
   throw new ServiceConfigError(f.key, path, message, hint);
 }
 
-const what = (f: FieldContext) => `'${f.key}' in service '${f.service}'`;
+const what = (f: FieldContext) => `'${f.label ?? f.key}' in service '${f.service}'`;
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -384,7 +385,7 @@ function networks(v: unknown, f: FieldContext): Pick<ServiceConfig, 'networks' |
         if (key !== 'aliases') {
           fail(f, `network setting '${key}' of service '${f.service}' is not supported on devices`, 'the device assigns addresses itself; only aliases can be set', [name, key]);
         }
-        aliases = list(value, { ...f, key: 'aliases' }, (a, i) => {
+        aliases = list(value, { ...f, label: 'aliases' }, (a, i) => {
           const alias = str(a, f, [name, key, i]);
           if (!NAME_RE.test(alias)) fail(f, `invalid alias '${alias}' in service '${f.service}'`, undefined, [name, key, i]);
           return alias;
@@ -428,7 +429,7 @@ function healthcheck(v: unknown, f: FieldContext): Healthcheck {
     : typeof v.test === 'string' ? ['CMD-SHELL', v.test]
       : Array.isArray(v.test) && v.test.every((t) => typeof t === 'string') ? v.test as string[]
         : fail(f, `healthcheck test in service '${f.service}' must be a string or a list of strings`, undefined, ['test']);
-  const sub = (key: string): FieldContext => ({ ...f, key: `healthcheck.${key}` });
+  const sub = (key: string): FieldContext => ({ ...f, label: `healthcheck.${key}` });
   const time = (key: string) => (v[key] === undefined ? undefined : seconds(v[key], sub(key), [key]));
   if (v.retries !== undefined && (typeof v.retries !== 'number' || !Number.isInteger(v.retries) || v.retries < 0)) {
     fail(f, `healthcheck retries in service '${f.service}' must be a whole number`, undefined, ['retries']);
@@ -471,7 +472,7 @@ function logging(v: unknown, f: FieldContext): NonNullable<ServiceConfig['loggin
   if (!isRecord(v)) return fail(f, `${what(f)} must be a mapping`);
   for (const key of Object.keys(v)) if (key !== 'driver' && key !== 'options') fail(f, `logging.${key} in service '${f.service}' is not supported`, 'use driver and options', [key]);
   const driver = v.driver === undefined ? undefined : str(v.driver, f, ['driver']);
-  const options = v.options === undefined || v.options === null ? {} : stringMap(v.options, { ...f, key: 'logging.options' }, { at: ['options'] });
+  const options = v.options === undefined || v.options === null ? {} : stringMap(v.options, { ...f, label: 'logging.options' }, { at: ['options'] });
   return { ...(driver !== undefined ? { driver } : {}), options };
 }
 

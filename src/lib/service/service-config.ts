@@ -619,6 +619,7 @@ const FIELD_RULES = {
 /** Every key a release may carry. */
 export const SERVICE_KEYS = Object.keys(FIELD_RULES) as ServiceKey[];
 
+/** Whether a release may carry `key` (compose's snake_case name). */
 export function isServiceKey(key: string): key is ServiceKey {
   return Object.hasOwn(FIELD_RULES, key);
 }

@@ -37,11 +37,13 @@ export function durationSeconds(v: unknown): number | Problem {
   return matched === v ? total : 'must be a duration such as 10s or 1m30s';
 }
 
+/** Dotted IPv4, each part 0-255: `10.0.0.2`. */
 export function isIPv4(s: string): boolean {
   const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
   return m !== null && m.slice(1).every((octet) => Number(octet) <= 255);
 }
 
+/** The shape of an IPv6 address (hex groups, at most one `::`), without brackets: `::1`. */
 export function isIPv6(s: string): boolean {
   return /^[0-9a-fA-F:.]+$/.test(s) && s.includes(':') && (s.match(/::/g) ?? []).length <= 1;
 }

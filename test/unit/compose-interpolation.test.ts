@@ -15,7 +15,7 @@ const y = (...lines: string[]): string => `${lines.join('\n')}\n`;
 /** One service `web` whose settings are the given lines (from line 3 on). */
 const web = (...lines: string[]): string => y('services:', '  web:', ...lines.map((l) => `    ${l}`));
 const parse = (text: string, env: Record<string, string> = {}): ComposeParseResult => parseCompose(text, file, dir, env);
-const config = (text: string, env: Record<string, string> = {}): Record<string, unknown> => parse(text, env).services[0]?.config ?? {};
+const config = (text: string, env: Record<string, string> = {}): Record<string, unknown> => ({ ...parse(text, env).services[0]?.config });
 
 function rejects(text: string, env: Record<string, string>, message: RegExp, where: string, hint?: RegExp): SkiffError {
   let caught: SkiffError | undefined;

@@ -37,7 +37,7 @@ function rejects(text: string, message: RegExp, where: string, hint?: RegExp): v
 const config = (text: string, service = 'web'): Record<string, unknown> => {
   const s = parse(text).services.find((x) => x.name === service);
   assert.ok(s, `service ${service}`);
-  return s.config;
+  return { ...s.config };
 };
 
 describe('parseCompose', () => {
@@ -308,7 +308,7 @@ describe('parseCompose', () => {
         'entrypoint: /init',
         'expose: [80, "53/udp"]',
         'tmpfs: /run',
-        'network_mode: host',
+        'network_mode: bridge',
         'cap_add: [SYS_ADMIN]',
         'cap_drop: [NET_RAW]',
         'devices: ["/dev/ttyUSB0:/dev/ttyUSB0"]',
@@ -324,7 +324,6 @@ describe('parseCompose', () => {
         'mem_limit: 1g',
         'mem_reservation: 536870912',
         'cpu_shares: 512',
-        'cpu_quota: 50000',
         'cpuset: "0-1"',
         'cpus: "1.5"',
         'pids_limit: 100',
@@ -356,7 +355,7 @@ describe('parseCompose', () => {
         entrypoint: '/init',
         expose: ['80', '53/udp'],
         tmpfs: ['/run'],
-        network_mode: 'host',
+        network_mode: 'bridge',
         cap_add: ['SYS_ADMIN'],
         cap_drop: ['NET_RAW'],
         devices: ['/dev/ttyUSB0:/dev/ttyUSB0'],
@@ -372,7 +371,6 @@ describe('parseCompose', () => {
         mem_limit: '1g',
         mem_reservation: 536870912,
         cpu_shares: 512,
-        cpu_quota: 50000,
         cpuset: '0-1',
         cpus: 1.5,
         pids_limit: 100,
@@ -420,6 +418,28 @@ describe('parseCompose', () => {
       ['tmpfs: [run]', /tmpfs mount 'run' .* absolute path/],
       ['logging: journald', /'logging' .* mapping/],
       ['sysctls: { a: { b: 1 } }', /the value of 'a' must be a string/],
+      // What the device's engine would refuse or drop, refused here at its line.
+      ['mem_limit: 1m', /'mem_limit' .* at least 6m/],
+      ['cpu_shares: 1', /'cpu_shares' .* between 2 and 262144/],
+      ['cpu_quota: 10', /'cpu_quota' .* at least 1000/],
+      ['cpus: 0', /'cpus' .* number/],
+      ['cpuset: "0,a"', /'cpuset' .* must look like 0-1,3/],
+      ['pids_limit: -2', /'pids_limit' .* -1 \(no limit\) or more/],
+      ['ipc: "service:db"', /ipc 'service:db' in service 'web' is not supported on devices/],
+      ['userns_mode: private', /userns_mode 'private' .* not supported/],
+      ['extra_hosts: ["db:nowhere"]', /invalid extra_hosts entry .* 'nowhere' in 'db:nowhere' is not an IP address/],
+      ['extra_hosts: ["10.0.0.1"]', /invalid extra_hosts entry/],
+      ['mac_address: 02:42', /'mac_address' .* must look like/],
+      ['working_dir: app', /'working_dir' .* absolute path/],
+      ['stop_signal: TERM', /'stop_signal' .* must look like SIGTERM/],
+      ['devices: [ttyUSB0]', /invalid devices entry 'ttyUSB0' .* host path must be absolute/],
+      ['device_cgroup_rules: ["c 188 rmw"]', /invalid device_cgroup_rules entry/],
+      ['ulimits: { nofile: { soft: 2048, hard: 1024 } }', /soft 2048 is above hard 1024/],
+      ['ulimits: { NoFile: 1 }', /unknown ulimit 'NoFile'/],
+      ['sysctls: [somaxconn=1]', /'somaxconn' .* is not a sysctl name/],
+      ['healthcheck: { test: [CMD, "true"], start_interval: 1s }', /healthcheck.start_interval .* not supported/],
+      ['logging: { driver: local, format: x }', /logging.format .* not supported/],
+      ['hostname: "my box"', /'hostname' .* host name/],
     ];
     it('rejects an empty image', () => rejects(web('restart: always', 'image: ""'), /invalid image name ''/, 'docker-compose.yml:4'));
     it('rejects an image that is not a string', () => rejects(web('restart: always', 'image: [x]'), /'image' in service 'web' must be a string/, 'docker-compose.yml:4'));
@@ -427,6 +447,25 @@ describe('parseCompose', () => {
     for (const [line, message] of badValues) {
       it(`rejects '${line}'`, () => rejects(web('image: x', line), message, 'docker-compose.yml:4'));
     }
+
+    const combinations: Array<[string[], RegExp, string]> = [
+      [['cpus: 0.5', 'cpu_quota: 50000'], /sets both cpus and cpu_quota/, 'docker-compose.yml:5'],
+      [['mem_limit: 64m', 'mem_reservation: 128m'], /mem_reservation of service 'web' is above its mem_limit/, 'docker-compose.yml:5'],
+      [['network_mode: host', 'sysctls: { net.core.somaxconn: 1024 }'], /sets net.\* sysctls but uses the host's network/, 'docker-compose.yml:5'],
+    ];
+    for (const [lines, message, where] of combinations) {
+      it(`rejects ${lines.join(' with ')}`, () => rejects(web('image: x', ...lines), message, where));
+    }
+
+    it('reports a bad item at its own line', () => {
+      rejects(web('image: x', 'extra_hosts:', '  - db:10.0.0.2', '  - cache:x'), /'x' in 'cache:x' is not an IP address/, 'docker-compose.yml:6');
+      rejects(web('image: x', 'ulimits:', '  nofile: 1024', '  nproc: { soft: 2 }'), /ulimit 'nproc'/, 'docker-compose.yml:6');
+      rejects(web('image: x', 'logging:', '  driver: local', '  options:', '    max-size: [1]'), /the value of 'max-size'/, 'docker-compose.yml:7');
+    });
+
+    it('carries extra_hosts as host:ip, whichever form compose used', () => {
+      assert.deepEqual(config(web('image: x', 'extra_hosts: ["a=10.0.0.1", "b:::1", "c:host-gateway"]')).extra_hosts, ['a:10.0.0.1', 'b:::1', 'c:host-gateway']);
+    });
 
     const restarts: Array<[string, boolean]> = [
       ['no', true], ['"no"', true], ['always', true], ['on-failure', true], ['on-failure:5', true], ['unless-stopped', true],
@@ -718,9 +757,6 @@ describe('parseCompose', () => {
       ), /dependency cycle: a -> b -> c -> a/, 'docker-compose.yml:10', /remove one/);
     });
 
-    it('rejects a cycle through network_mode: service:', () => {
-      rejects(y('services:', '  a:', '    image: x', '    network_mode: "service:b"', '  b:', '    image: x', '    depends_on: [a]'), /dependency cycle: a -> b -> a/, 'docker-compose.yml:7');
-    });
 
     it('accepts a diamond', () => {
       const r = parse(y('services:', '  a: { image: x, depends_on: [b, c] }', '  b: { image: x, depends_on: [d] }', '  c: { image: x, depends_on: [d] }', '  d: { image: x }'));
@@ -731,15 +767,16 @@ describe('parseCompose', () => {
   describe('networks', () => {
     const net = (...lines: string[]): string => y('services:', '  db:', '    image: x', '  web:', '    image: x', ...lines.map((l) => `    ${l}`), 'networks:', '  front:', '  back: { driver: bridge }');
 
-    it('accepts declared networks and default as a list', () => assert.deepEqual(config(net('networks: [front, default]')).networks, ['front', 'default']));
-    it('accepts the mapping form', () => {
-      assert.deepEqual(config(net('networks:', '  back:', '    aliases: [api]', '  front:')).networks, { back: { aliases: ['api'] }, front: {} });
+    it('accepts a declared network as a list', () => assert.deepEqual(config(net('networks: [front]')).networks, ['front']));
+    it('accepts the mapping form with aliases', () => {
+      assert.deepEqual(config(net('networks:', '  back:', '    aliases: [api]')).networks, { back: { aliases: ['api'] } });
+      assert.deepEqual(config(net('networks:', '  back:')).networks, { back: {} });
     });
 
     const modes: Array<[string, RegExp | null]> = [
-      ['host', null], ['bridge', null], ['none', null], ['"service:db"', null],
-      ['"service:cache"', /network_mode of service 'web' names unknown service 'cache'/],
-      ['"service:web"', /cannot share its own network/],
+      ['host', null], ['bridge', null], ['none', null],
+      // The agent creates a container before it knows the other service's container: refused, not dropped.
+      ['"service:db"', /network_mode 'service:db' is not supported on devices/],
       ['"container:abc"', /network_mode 'container:abc' is not supported on devices/],
       ['front', /network_mode 'front' is not supported/],
     ];
@@ -752,8 +789,13 @@ describe('parseCompose', () => {
     }
 
     const errors: Array<[string[], RegExp, string]> = [
-      [['networks: [front, middle]'], /network 'middle' used by service 'web' is not declared in the top-level networks/, 'docker-compose.yml:6'],
-      [['networks:', '  - front', '  - middle'], /network 'middle'/, 'docker-compose.yml:8'],
+      [['networks: [middle]'], /network 'middle' used by service 'web' is not declared in the top-level networks/, 'docker-compose.yml:6'],
+      [['networks:', '  - middle'], /network 'middle'/, 'docker-compose.yml:7'],
+      // The engine (API 1.41) attaches a new container to one network: a second would be dropped.
+      [['networks:', '  - front', '  - back'], /service 'web' joins 2 networks; a device attaches each service to one/, 'docker-compose.yml:8'],
+      [['networks: [front, default]'], /joins 2 networks/, 'docker-compose.yml:6'],
+      [['networks:', '  front:', '    ipv4_address: 172.16.0.9'], /network setting 'ipv4_address' of service 'web' is not supported on devices/, 'docker-compose.yml:8'],
+      [['networks:', '  front:', '    aliases: ["bad alias"]'], /invalid alias 'bad alias'/, 'docker-compose.yml:8'],
       [['networks:', '  middle:', '    aliases: [x]'], /network 'middle'/, 'docker-compose.yml:7'],
       [['networks:', '  front: alias'], /settings of network 'front' .* must be a mapping/, 'docker-compose.yml:7'],
       [['networks: front'], /must be a list of names or a mapping/, 'docker-compose.yml:6'],

@@ -40,7 +40,6 @@ function svc(serviceName: string, opts: SvcOptions = {}): TargetService {
       capDrop: [],
       devices: [],
       dependsOn: [],
-      extra: {},
       ...config,
       labels,
     },
@@ -349,7 +348,7 @@ describe('agent plan', () => {
       ['appId', () => serviceConfigHash({ ...a, appId: 2 }, s, 'sha256:x')],
       ['serviceName', () => serviceConfigHash(a, { ...s, serviceName: 'api' }, 'sha256:x')],
       ['array order (command)', () => serviceConfigHash(a, { ...s, config: { ...s.config, command: ['b', 'a'] } }, 'sha256:x')],
-      ['extra', () => serviceConfigHash(a, { ...s, config: { ...s.config, extra: { shm_size: '1g' } } }, 'sha256:x')],
+      ['a resource limit (mem_limit)', () => serviceConfigHash(a, { ...s, config: { ...s.config, memLimitBytes: 64 * 1024 ** 2 } }, 'sha256:x')],
     ];
     for (const [what, hash] of changes) it(`changes with ${what}`, () => assert.notEqual(hash(), base));
   });

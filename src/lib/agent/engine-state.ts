@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { ContainerCreateSpec, EngineClient } from '../docker/engine-lite.js';
 import type { CurrentContainer, CurrentState, Step, TargetApp, TargetService } from './model.js';
 import { serviceConfigHash } from './plan.js';
+import { parsePort } from '../service/values.js';
 
 export const LABEL = {
   agent: 'io.skiff.agent',
@@ -143,24 +144,31 @@ function featureBinds(ctx: EngineContext, labels: Record<string, string>): { bin
   return { binds: binds.filter((b) => existsSync(b.split(':')[0] ?? '')), env };
 }
 
-function portBindings(ports: string[]): { exposed: Record<string, object>; bindings: Record<string, Array<{ HostIp?: string; HostPort: string }>> } {
+type PortBindings = NonNullable<NonNullable<ContainerCreateSpec['HostConfig']>['PortBindings']>;
+
+/**
+ * Published ports and exposed ones. A port without a published part is published on the same
+ * host port (`"4000"` → host 4000), as balena's supervisor does: exposing it alone would leave it
+ * unreachable from outside the device.
+ */
+function portBindings(ports: string[], expose: string[]): { exposed: Record<string, object>; bindings: PortBindings } {
   const exposed: Record<string, object> = {};
-  const bindings: Record<string, Array<{ HostIp?: string; HostPort: string }>> = {};
+  const bindings: PortBindings = {};
   for (const p of ports) {
-    const [spec, proto = 'tcp'] = p.split('/');
-    const parts = (spec ?? '').split(':');
-    const container = parts.pop() ?? '';
-    const host = parts.pop();
-    const ip = parts.pop();
-    const [cFrom, cTo = cFrom] = container.split('-').map(Number);
-    const hFrom = host ? Number(host.split('-')[0]) : undefined;
-    for (let i = 0; cFrom !== undefined && cTo !== undefined && cFrom + i <= cTo; i++) {
-      const key = `${cFrom + i}/${proto}`;
+    const spec = parsePort(p);
+    if (typeof spec === 'string') continue; // target-state.ts refused it already
+    const [from, to] = spec.target;
+    const hostFrom = spec.published?.[0] ?? from;
+    for (let i = 0; from + i <= to; i++) {
+      const key = `${from + i}/${spec.protocol}`;
       exposed[key] = {};
-      if (hFrom !== undefined) {
-        (bindings[key] ??= []).push({ ...(ip ? { HostIp: ip.replace(/^\[|\]$/g, '') } : {}), HostPort: String(hFrom + i) });
-      }
+      (bindings[key] ??= []).push({ ...(spec.hostIp ? { HostIp: spec.hostIp } : {}), HostPort: String(hostFrom + i) });
     }
+  }
+  for (const e of expose) {
+    const [range = '', proto = 'tcp'] = e.split('/');
+    const [from = 0, to = from] = range.split('-').map(Number);
+    for (let port = from; port <= to; port++) exposed[`${port}/${proto}`] = {};
   }
   return { exposed, bindings };
 }
@@ -186,18 +194,16 @@ export function containerSpec(ctx: EngineContext, app: TargetApp, service: Targe
   };
   const lockDir = path.join(ctx.locksDir, String(app.appId), service.serviceName);
   mkdirSync(lockDir, { recursive: true });
-  const { exposed, bindings } = portBindings(c.ports);
-  const networkMode = c.networkMode === 'host' || c.networkMode === 'none' || c.networkMode === 'bridge'
-    ? c.networkMode
-    : networkName(ctx, app.appId, c.networks[0] ?? 'default');
+  const { exposed, bindings } = portBindings(c.ports, c.expose ?? []);
+  const networkMode = c.networkMode ?? networkName(ctx, app.appId, c.networks[0] ?? 'default');
   const restart = c.restart.split(':');
   const hc = c.healthcheck;
   const ns = (s?: number) => (s === undefined ? undefined : Math.round(s * 1e9));
+  // Only the keys the release sets: an absent one keeps the engine's (or the image's) default.
+  const defined = <T extends object>(o: T): T => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
   return {
     name: `${service.serviceName}_${hash.slice(0, 8)}_${short(ctx.uuid)}`,
     Image: c.image,
-    ...(c.command ? { Cmd: c.command } : {}),
-    ...(c.entrypoint ? { Entrypoint: c.entrypoint } : {}),
     Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
     Labels: {
       ...c.labels,
@@ -212,13 +218,21 @@ export function containerSpec(ctx: EngineContext, app: TargetApp, service: Targe
       [LABEL.target]: JSON.stringify({ app: { name: app.name, commit: app.commit, releaseId: app.releaseId, volumes: app.volumes, networks: app.networks, services: app.services.map((s) => s.serviceName) }, service: service.raw ?? {} }),
     },
     ExposedPorts: exposed,
-    ...(c.workingDir ? { WorkingDir: c.workingDir } : {}),
-    ...(c.user ? { User: c.user } : {}),
-    ...(c.hostname ? { Hostname: c.hostname } : {}),
-    ...(c.stopSignal ? { StopSignal: c.stopSignal } : {}),
-    // The engine's own stop uses this, so a kill honours the service's stop_grace_period.
-    ...(c.stopGracePeriodSeconds !== undefined ? { StopTimeout: Math.ceil(c.stopGracePeriodSeconds) } : {}),
-    ...(hc ? { Healthcheck: { Test: hc.test, Interval: ns(hc.intervalSeconds), Timeout: ns(hc.timeoutSeconds), Retries: hc.retries, StartPeriod: ns(hc.startPeriodSeconds) } } : {}),
+    ...defined({
+      Cmd: c.command,
+      Entrypoint: c.entrypoint,
+      WorkingDir: c.workingDir,
+      User: c.user,
+      Hostname: c.hostname,
+      Domainname: c.domainname,
+      MacAddress: c.macAddress,
+      Tty: c.tty,
+      OpenStdin: c.stdinOpen,
+      StopSignal: c.stopSignal,
+      // The engine's own stop uses this, so a kill honours the service's stop_grace_period.
+      StopTimeout: c.stopGracePeriodSeconds === undefined ? undefined : Math.ceil(c.stopGracePeriodSeconds),
+      Healthcheck: hc ? { Test: hc.test, Interval: ns(hc.intervalSeconds), Timeout: ns(hc.timeoutSeconds), Retries: hc.retries, StartPeriod: ns(hc.startPeriodSeconds) } : undefined,
+    }),
     HostConfig: {
       Binds: [
         ...c.volumes.filter((v) => v.includes(':')).map((v) => {
@@ -229,7 +243,10 @@ export function containerSpec(ctx: EngineContext, app: TargetApp, service: Targe
         `${lockDir}:/tmp/resin`,
         ...features.binds,
       ],
-      Tmpfs: Object.fromEntries(c.tmpfs.map((t) => [t, ''])),
+      Tmpfs: Object.fromEntries(c.tmpfs.map((t) => {
+        const colon = t.indexOf(':');
+        return colon < 0 ? [t, ''] : [t.slice(0, colon), t.slice(colon + 1)];
+      })),
       PortBindings: bindings,
       RestartPolicy: { Name: restart[0] ?? 'always', ...(restart[1] ? { MaximumRetryCount: Number(restart[1]) } : {}) },
       Privileged: c.privileged,
@@ -240,9 +257,38 @@ export function containerSpec(ctx: EngineContext, app: TargetApp, service: Targe
         return { PathOnHost: host ?? '', PathInContainer: container ?? '', CgroupPermissions: perms };
       }),
       NetworkMode: networkMode,
+      ...defined({
+        DeviceCgroupRules: c.deviceCgroupRules,
+        Memory: c.memLimitBytes,
+        MemoryReservation: c.memReservationBytes,
+        ShmSize: c.shmSizeBytes,
+        NanoCpus: c.nanoCpus,
+        CpuShares: c.cpuShares,
+        CpuQuota: c.cpuQuotaMicroseconds,
+        CpusetCpus: c.cpuset,
+        PidsLimit: c.pidsLimit,
+        CgroupParent: c.cgroupParent,
+        Sysctls: c.sysctls,
+        Ulimits: c.ulimits && Object.entries(c.ulimits).map(([Name, { soft, hard }]) => ({ Name, Soft: soft, Hard: hard })),
+        Dns: c.dns,
+        DnsSearch: c.dnsSearch,
+        DnsOptions: c.dnsOptions,
+        ExtraHosts: c.extraHosts,
+        ReadonlyRootfs: c.readOnly,
+        SecurityOpt: c.securityOpt,
+        IpcMode: c.ipc,
+        PidMode: c.pid,
+        Init: c.init,
+        OomKillDisable: c.oomKillDisable,
+        OomScoreAdj: c.oomScoreAdj,
+        GroupAdd: c.groupAdd,
+        LogConfig: c.logging && { Type: c.logging.driver ?? '', Config: c.logging.options },
+        Runtime: c.runtime,
+        UsernsMode: c.usernsMode,
+      }),
     },
     ...(networkMode.startsWith(short(ctx.uuid))
-      ? { NetworkingConfig: { EndpointsConfig: { [networkMode]: { Aliases: [service.serviceName] } } } }
+      ? { NetworkingConfig: { EndpointsConfig: { [networkMode]: { Aliases: [service.serviceName, ...(c.networkAliases ?? [])] } } } }
       : {}),
   };
 }

@@ -3,47 +3,13 @@
  * The balena local-mode JSON (`/v2/local/target-state`) is parsed into it by target-state.ts;
  * snapshot.ts reads the current state from the engine; plan.ts compares the two.
  */
+import type { ServiceConfig } from '../service/service-config.js';
 
 /** `io.balena.update.strategy` values. */
 export type UpdateStrategy = 'download-then-kill' | 'kill-then-download' | 'delete-then-download' | 'hand-over';
 
-/** A service's container settings: the compose fields the device honours, normalised. */
-export interface ServiceConfig {
-  image: string;
-  command?: string[];
-  entrypoint?: string[];
-  environment: Record<string, string>;
-  labels: Record<string, string>;
-  /** `[ip:]host:container[/proto]` strings. */
-  ports: string[];
-  /** `name:/path[:ro]` (named volumes only). */
-  volumes: string[];
-  tmpfs: string[];
-  networks: string[];
-  networkMode?: string;
-  restart: 'no' | 'always' | 'on-failure' | 'unless-stopped' | string;
-  privileged: boolean;
-  capAdd: string[];
-  capDrop: string[];
-  devices: string[];
-  dependsOn: string[];
-  workingDir?: string;
-  user?: string;
-  hostname?: string;
-  stopSignal?: string;
-  stopGracePeriodSeconds?: number;
-  healthcheck?: Healthcheck;
-  /** Everything else the compose file said, passed through to container creation where it maps. */
-  extra: Record<string, unknown>;
-}
-
-export interface Healthcheck {
-  test: string[];
-  intervalSeconds?: number;
-  timeoutSeconds?: number;
-  retries?: number;
-  startPeriodSeconds?: number;
-}
+/** A service's container settings: one type from the project model to the container (src/lib/service). */
+export type { Healthcheck, ServiceConfig } from '../service/service-config.js';
 
 export interface TargetService {
   serviceId: number;

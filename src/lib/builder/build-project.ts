@@ -11,6 +11,7 @@ import { connectEngine, type EngineFlags } from '../docker/engine.js';
 import { buildArgsFor, loadBuildSettings } from '../project/balena-yml.js';
 import { dockerfileFacts, resolveDockerfile, type ResolvedDockerfile } from '../project/dockerfile.js';
 import { loadProject } from '../project/project.js';
+import type { ServiceJson } from '../service/service-config.js';
 import { buildRelease, imageName, type BuildEvent, type ReleaseManifest } from './release.js';
 
 export interface BuildProjectOptions {
@@ -133,7 +134,7 @@ export interface ResolvedService {
     dockerignore?: string;
   };
   /** The compose settings after substitution and validation: what the device runs. */
-  config: Record<string, unknown>;
+  config: ServiceJson;
 }
 
 /** The project as `skiff build` reads it, without building: `skiff build --dry-run`. */

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { watch, type FSWatcher, readFileSync, statSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { durationSeconds } from '../agent/target-state.js';
+import { durationSeconds } from '../service/values.js';
 import { SkiffError } from '../errors/errors.js';
 import { firstLine } from '../text/lines.js';
 import { buildArgsFor, loadBuildSettings } from '../project/balena-yml.js';
@@ -257,8 +257,8 @@ class LiveUpdater {
       });
       await container.putArchive(archive, { path: '/' });
       const spec = project.services.find((s) => s.name === service);
-      const grace = durationSeconds(spec?.config.stop_grace_period, 'stop_grace_period');
-      await container.restart({ t: Math.ceil(grace ?? LIVE_STOP_SECONDS) });
+      const grace = spec?.config.stop_grace_period === undefined ? LIVE_STOP_SECONDS : durationSeconds(spec.config.stop_grace_period);
+      await container.restart({ t: Math.ceil(typeof grace === 'number' ? grace : LIVE_STOP_SECONDS) });
       const list = entries.map((e) => `${path.relative(project.dir, e.abs)} → ${e.dest}`).join(', ');
       this.options.onEvent({ kind: 'live', message: `${service}: synced ${list}; restarted the service` });
       this.options.onEvent({ kind: 'live-done', action: 'sync', services: [service], seconds: (Date.now() - started) / 1000 });

@@ -9,6 +9,7 @@ import { connectEngine, type Engine } from '../docker/engine.js';
 import { buildRelease, type BuildEvent, type ReleaseManifest } from '../builder/release.js';
 import { loadProject } from '../project/project.js';
 import type { ProjectSpec } from '../project/types.js';
+import type { LocalServiceJson, LocalTargetStateJson } from '../agent/target-state.js';
 import { DeviceClient, parseDeviceAddress, type DeviceInfo } from './client.js';
 
 export interface PushOptions {
@@ -56,15 +57,14 @@ export function parseEnvFlags(values: string[], services: string[]): Record<stri
 }
 
 /** The local-mode target state for a built release, in the shape balena-cli sends. */
-export function localTargetState(deviceName: string, project: ProjectSpec, release: ReleaseManifest, commit: string, env: Record<string, Record<string, string>>): unknown {
-  const services: Record<string, unknown> = {};
+export function localTargetState(deviceName: string, project: ProjectSpec, release: ReleaseManifest, commit: string, env: Record<string, Record<string, string>>): LocalTargetStateJson {
+  const services: Record<string, LocalServiceJson> = {};
   project.services.forEach((s, i) => {
     const built = release.services.find((r) => r.service === s.name);
-    const config = s.config as Record<string, unknown>;
     services[String(i + 1)] = {
-      ...config,
-      environment: { ...((config.environment as Record<string, string> | undefined) ?? {}), ...(env[s.name] ?? {}) },
-      labels: (config.labels as Record<string, string> | undefined) ?? {},
+      ...s.config,
+      environment: { ...(s.config.environment ?? {}), ...(env[s.name] ?? {}) },
+      labels: s.config.labels ?? {},
       imageId: i + 1,
       serviceName: s.name,
       serviceId: i + 1,

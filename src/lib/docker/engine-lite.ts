@@ -131,7 +131,7 @@ export interface LogsOptions {
   tty: boolean;
 }
 
-/** The subset of the engine's container spec the agent sets (`POST /containers/create`). */
+/** The subset of the engine's container spec the agent sets (`POST /containers/create`, API 1.41). */
 export interface ContainerCreateSpec {
   /** The container's name (sent as a query parameter, as the engine wants it). */
   name?: string;
@@ -140,11 +140,16 @@ export interface ContainerCreateSpec {
   Entrypoint?: string[];
   Env?: string[];
   Labels?: Labels;
+  /** `port/proto` → {}. */
   ExposedPorts?: Record<string, object>;
   WorkingDir?: string;
   User?: string;
   Hostname?: string;
+  Domainname?: string;
+  /** `02:42:ac:11:00:02`. */
+  MacAddress?: string;
   Tty?: boolean;
+  OpenStdin?: boolean;
   StopSignal?: string;
   /** Seconds. */
   StopTimeout?: number;
@@ -152,6 +157,7 @@ export interface ContainerCreateSpec {
   Healthcheck?: { Test?: string[]; Interval?: number; Timeout?: number; Retries?: number; StartPeriod?: number };
   HostConfig?: {
     Binds?: string[];
+    /** Mount path → mount options (`size=64m`), '' for the defaults. */
     Tmpfs?: Record<string, string>;
     PortBindings?: Record<string, Array<{ HostIp?: string; HostPort: string }>>;
     RestartPolicy?: { Name: string; MaximumRetryCount?: number };
@@ -159,8 +165,44 @@ export interface ContainerCreateSpec {
     CapAdd?: string[];
     CapDrop?: string[];
     Devices?: Array<{ PathOnHost: string; PathInContainer: string; CgroupPermissions: string }>;
+    DeviceCgroupRules?: string[];
     NetworkMode?: string;
     AutoRemove?: boolean;
+    /** Bytes. */
+    Memory?: number;
+    /** Bytes. */
+    MemoryReservation?: number;
+    /** Bytes of /dev/shm. */
+    ShmSize?: number;
+    /** CPU limit in 1e-9 CPUs. */
+    NanoCpus?: number;
+    /** Relative weight (default 1024). */
+    CpuShares?: number;
+    /** Microseconds per CPU period. */
+    CpuQuota?: number;
+    /** `0-1,3`. */
+    CpusetCpus?: string;
+    /** -1 for no limit. */
+    PidsLimit?: number;
+    CgroupParent?: string;
+    Sysctls?: Record<string, string>;
+    Ulimits?: Array<{ Name: string; Soft: number; Hard: number }>;
+    Dns?: string[];
+    DnsSearch?: string[];
+    DnsOptions?: string[];
+    /** `host:ip`. */
+    ExtraHosts?: string[];
+    ReadonlyRootfs?: boolean;
+    SecurityOpt?: string[];
+    IpcMode?: string;
+    PidMode?: string;
+    Init?: boolean;
+    OomKillDisable?: boolean;
+    OomScoreAdj?: number;
+    GroupAdd?: string[];
+    LogConfig?: { Type: string; Config: Record<string, string> };
+    Runtime?: string;
+    UsernsMode?: string;
   };
   NetworkingConfig?: { EndpointsConfig: Record<string, { Aliases?: string[] }> };
 }

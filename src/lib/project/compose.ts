@@ -10,6 +10,11 @@ import type { Document, Pair, YAMLMap } from 'yaml';
 import { SkiffError } from '../errors/errors.js';
 import { closest as closestName } from '../text/suggest.js';
 import { substituteDocument } from './compose-variables.js';
+import {
+  checkServiceCombination, checkServiceKey, emptyServiceConfig, isServiceKey, REFUSED_SERVICE_KEYS, SERVICE_KEYS, ServiceConfigError, stringMap,
+  type ServiceConfig, type ServiceJson, type ServiceKey,
+} from '../service/service-config.js';
+import { parsePort } from '../service/values.js';
 import type { BuildSpec, ProjectWarning, ServiceSpec } from './types.js';
 
 /** Did-you-mean for compose keys: only near misses (two edits at most). */
@@ -28,53 +33,12 @@ export interface ComposeParseResult {
 type Path = ReadonlyArray<string | number>;
 
 const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
-const RESTART_RE = /^(no|always|unless-stopped|on-failure(:\d+)?)$/;
-const SIZE_RE = /^\d+(\.\d+)?\s*([bkmgt]b?)?$/i;
-const DURATION_RE = /^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/;
 // Docker's remote-context forms; `name.git#ref` is how compose names a branch of a repository.
 const GIT_RE = /^(https?:\/\/|git@|git:\/\/|ssh:\/\/|github\.com\/)|\.git#/i;
 const TOP_LEVEL_KEYS = ['version', 'services', 'volumes', 'networks'];
 
-// Compose keys a device cannot honour, each with what to do instead. Erroring beats silently
-// shipping a release that behaves differently on the device than under docker compose.
-const DROP = 'remove it; the device supervisor does not apply it';
-const UNSUPPORTED_SERVICE_KEYS: Record<string, string> = {
-  deploy: 'use restart, mem_limit, cpus and the other service keys instead',
-  links: 'services reach each other by service name on their shared network; remove it',
-  external_links: 'services reach each other by service name on their shared network; remove it',
-  secrets: 'use build secrets in balena.yml, or environment variables',
-  configs: 'copy the file into the image, or use environment variables',
-  container_name: 'the device supervisor names containers itself; remove it',
-  credential_spec: 'remove it; it applies to Windows containers only',
-  isolation: 'remove it; it applies to Windows containers only',
-  env_file: 'the device never sees the file; list the variables under environment instead',
-  volumes_from: 'share a named volume instead',
-  volume_driver: 'set the driver on the top-level volume instead',
-  scale: 'a device runs one container per service; define another service instead',
-  extends: 'copy the settings into the service, or share them with a YAML anchor (x-common: &common, then <<: *common)',
-  profiles: 'a device runs every service; remove the services it should not run',
-  platform: 'the device type decides the platform; remove it',
-  pull_policy: 'the device always uses the images in the release; remove it',
-  gpus: 'use devices and the io.balena.features.* labels instead',
-  blkio_config: DROP,
-  cpu_count: DROP,
-  cpu_percent: DROP,
-  cpu_period: DROP,
-  cpu_rt_period: DROP,
-  cpu_rt_runtime: DROP,
-  memswap_limit: DROP,
-  mem_swappiness: DROP,
-  storage_opt: DROP,
-  cgroup: DROP,
-  uts: DROP,
-  attach: DROP,
-  annotations: DROP,
-  label_file: 'the device never sees the file; list the labels under labels instead',
-  develop: DROP,
-  post_start: DROP,
-  pre_stop: DROP,
-  use_api_socket: 'use the io.balena.features.balena-socket label instead',
-};
+// Keys a device refuses, with what to do instead: the device's own list (the agent refuses them too).
+const UNSUPPORTED_SERVICE_KEYS = REFUSED_SERVICE_KEYS;
 
 const UNSUPPORTED_BUILD_KEYS: Record<string, string> = {
   network: 'builds use the default network; remove it',
@@ -321,9 +285,10 @@ function topLevelMap(root: Record<string, unknown>, key: 'volumes' | 'networks',
 
 // ---------------------------------------------------------------------------------------------
 // Services
-
-/** Checks one key's value and returns its normalised form (what goes into `config`). */
-type Normaliser = (value: unknown, field: Field) => unknown;
+//
+// Each key's value is checked by the device's own rules (src/lib/service), so what compose accepts
+// the device honours; this file adds what only the project knows (declared volumes, networks and
+// services, the long syntaxes, build) and turns every problem into an error at its line.
 
 interface Field {
   ctx: Context;
@@ -333,96 +298,40 @@ interface Field {
   fail(message: string, hint?: string, sub?: Path): SkiffError;
 }
 
-const SERVICE_KEYS: Record<string, Normaliser> = {
-  build: (v) => v, // handled by parseBuild
-  image: (v, f) => {
-    const image = str(v, f);
-    if (!image.trim() || /\s/.test(image)) throw f.fail(`invalid image name '${image}' in service '${f.service}'`);
-    return image;
-  },
-  command: command,
-  entrypoint: command,
-  environment: (v, f) => dict(v, f, true),
-  labels: (v, f) => dict(v, f, false),
-  ports: ports,
-  expose: (v, f) => list(v, f, (item, i) => exposeSpec(item, f, i)),
-  volumes: (v) => v, // handled by parseVolumes, which also moves tmpfs mounts into tmpfs
-  tmpfs: (v, f) => {
-    const mounts = strOrList(v, f);
-    mounts.forEach((m, i) => {
-      if (!m.startsWith('/')) throw f.fail(`tmpfs mount '${m}' in service '${f.service}' must be an absolute path`, undefined, Array.isArray(v) ? [i] : []);
-    });
-    return mounts;
-  },
-  networks: serviceNetworks,
-  network_mode: networkMode,
-  privileged: bool,
-  cap_add: stringList,
-  cap_drop: stringList,
-  devices: stringList,
-  device_cgroup_rules: stringList,
-  restart: (v, f) => {
-    const s = str(v, f);
-    if (!RESTART_RE.test(s)) throw f.fail(`invalid restart policy '${s}' in service '${f.service}'`, 'use no, always, on-failure[:N] or unless-stopped');
-    return s;
-  },
-  depends_on: dependsOn,
-  healthcheck: healthcheck,
-  stop_signal: str,
-  stop_grace_period: duration,
-  working_dir: str,
-  user: (v, f) => scalarString(v, f),
-  sysctls: (v, f) => dict(v, f, false),
-  ulimits: ulimits,
-  shm_size: size,
-  mem_limit: size,
-  mem_reservation: size,
-  cpu_shares: int,
-  cpu_quota: int,
-  cpuset: (v, f) => scalarString(v, f),
-  cpus: (v, f) => {
-    const n = typeof v === 'string' && v.trim() !== '' ? Number(v) : v;
-    if (typeof n === 'string') return n;
-    if (typeof n !== 'number' || !Number.isFinite(n) || n < 0) throw f.fail(`'cpus' in service '${f.service}' must be a number such as 0.5`);
-    return n;
-  },
-  pids_limit: int,
-  cgroup_parent: str,
-  dns: strOrList,
-  dns_search: strOrList,
-  dns_opt: stringList,
-  extra_hosts: extraHosts,
-  hostname: str,
-  domainname: str,
-  read_only: bool,
-  security_opt: stringList,
-  ipc: str,
-  pid: (v, f) => {
-    const s = str(v, f);
-    if (s !== 'host') throw f.fail(`pid '${s}' in service '${f.service}' is not supported on devices`, "use pid: host, or remove it");
-    return s;
-  },
-  init: bool,
-  oom_kill_disable: bool,
-  oom_score_adj: (v, f) => {
-    const n = int(v, f);
-    if (typeof n === 'number' && (n < -1000 || n > 1000)) throw f.fail(`'oom_score_adj' in service '${f.service}' must be between -1000 and 1000`);
-    return n;
-  },
-  stdin_open: bool,
-  tty: bool,
-  group_add: (v, f) => list(v, f, (item, i) => scalarString(item, f, [i])),
-  mac_address: str,
-  logging: (v, f) => {
-    const m = record(v, f);
-    if (m.driver !== undefined) str(m.driver, f, ['driver']);
-    if (m.options !== undefined && m.options !== null) {
-      return { ...m, options: dict(m.options, { ...f, key: 'logging.options', fail: (msg, hint, sub = []) => f.fail(msg, hint, ['options', ...sub]) }, false) };
-    }
-    return m;
-  },
-  runtime: str,
-  userns_mode: str,
+/** Runs a check of the shared service rules, reporting its problem at the line it names. */
+function located<T>(f: Field, check: () => T): T {
+  try {
+    return check();
+  } catch (err) {
+    if (err instanceof ServiceConfigError) throw f.fail(err.message, err.hint, err.path);
+    throw err;
+  }
+}
+
+/**
+ * Compose forms the release carries in another shape (the wire form of {@link ServiceJson}),
+ * from the value as written and what the shared rules read from it. Keys not listed travel as
+ * written.
+ */
+const WIRE_FORM: { [K in ServiceKey]?: (raw: unknown, read: Partial<ServiceConfig>) => ServiceJson[K] } = {
+  command: (raw, read) => (typeof raw === 'string' ? raw : read.command),
+  entrypoint: (raw, read) => (typeof raw === 'string' ? raw : read.entrypoint),
+  environment: (_, read) => read.environment,
+  labels: (_, read) => read.labels,
+  ports: (_, read) => read.ports,
+  expose: (_, read) => read.expose,
+  volumes: (_, read) => read.volumes,
+  tmpfs: (_, read) => read.tmpfs,
+  networks: (raw) => (isRecord(raw) ? Object.fromEntries(Object.entries(raw).map(([n, s]) => [n, isRecord(s) ? s : {}])) : raw as string[]),
+  depends_on: (_, read) => read.dependsOn,
+  user: (_, read) => read.user,
+  group_add: (_, read) => read.groupAdd,
+  sysctls: (_, read) => read.sysctls,
+  extra_hosts: (_, read) => read.extraHosts,
+  dns: (_, read) => read.dns,
+  dns_search: (_, read) => read.dnsSearch,
+  cpus: (_, read) => (read.nanoCpus ?? 0) / 1e9,
+  logging: (_, read) => read.logging,
 };
 
 function parseService(name: string, raw: unknown, ctx: Context): ServiceSpec {
@@ -433,168 +342,77 @@ function parseService(name: string, raw: unknown, ctx: Context): ServiceSpec {
   if (raw !== null && raw !== undefined && !isRecord(raw)) throw at.error(base, `service '${name}' must be a mapping of settings`);
   const settings: Record<string, unknown> = isRecord(raw) ? raw : {};
 
+  // Filled key by key, with values already substituted (parseCompose) and checked by the device's rules.
   const config: Record<string, unknown> = {};
+  const read = emptyServiceConfig();
   let build: BuildSpec | undefined;
   let extraTmpfs: string[] = [];
   for (const [key, value] of Object.entries(settings)) {
     const p = [...base, key];
     if (key.startsWith('x-')) continue;
-    const unsupported = UNSUPPORTED_SERVICE_KEYS[key];
-    if (unsupported !== undefined) throw at.error(p, `'${key}' in service '${name}' is not supported on devices`, unsupported);
-    const normalise = SERVICE_KEYS[key];
-    if (!normalise) {
-      const guess = closest(key, Object.keys(SERVICE_KEYS));
+    const field: Field = { ctx, service: name, key, path: p, fail: (message, hint, sub = []) => at.error([...p, ...sub], message, hint) };
+    if (key === 'build') {
+      build = parseBuild(value, field);
+      continue;
+    }
+    if (!isServiceKey(key) && REFUSED_SERVICE_KEYS[key] === undefined) {
+      const guess = closest(key, [...SERVICE_KEYS, 'build']);
       at.warn(p, `unknown key '${key}' in service '${name}'${guess ? ` (did you mean '${guess}'?)` : ''}; it is ignored`);
       continue;
     }
-    const field: Field = { ctx, service: name, key, path: p, fail: (message, hint, sub = []) => at.error([...p, ...sub], message, hint) };
-    if (key === 'build') build = parseBuild(value, field);
-    else if (key === 'volumes') [config.volumes, extraTmpfs] = parseVolumes(value, field);
-    else config[key] = normalise(value, field);
+    let wire = value;
+    if (key === 'volumes') [wire, extraTmpfs] = parseVolumes(value, field);
+    else if (key === 'ports' && Array.isArray(value)) wire = value.map((item, i) => (isRecord(item) ? longPort(item, field, i) : item));
+    const fields = located(field, () => checkServiceKey(key, wire, name));
+    Object.assign(read, fields);
+    const form = WIRE_FORM[key as ServiceKey];
+    config[key] = form ? form(wire, fields) : wire;
+    if (key === 'volumes') read.volumes.forEach((v, i) => checkDeclared(v, field, i));
+    if (key === 'networks') for (const n of read.networks) checkNetwork(n, field, Array.isArray(value) ? [read.networks.indexOf(n)] : [n]);
+    if (key === 'depends_on') dependsOn(value, field);
   }
-  if (extraTmpfs.length > 0) config.tmpfs = [...((config.tmpfs as string[] | undefined) ?? []), ...extraTmpfs];
+  if (extraTmpfs.length > 0) {
+    config.tmpfs = [...((config.tmpfs as string[] | undefined) ?? []), ...extraTmpfs];
+    read.tmpfs = config.tmpfs as string[];
+  }
+  try {
+    checkServiceCombination(read, name);
+  } catch (err) {
+    if (err instanceof ServiceConfigError) throw at.error([...base, err.key, ...err.path], err.message, err.hint);
+    throw err;
+  }
 
   const image = config.image as string | undefined;
   if (!build && image === undefined) throw at.error(base, `service '${name}' has neither build nor image`, 'add build: <folder> or image: <name>');
-  if (config.network_mode !== undefined && config.networks !== undefined) {
-    throw at.error([...base, 'network_mode'], `service '${name}' sets both network_mode and networks`, 'keep one of them');
-  }
   if (config.network_mode === 'host' && config.ports !== undefined) {
     at.warn([...base, 'ports'], `ports of service '${name}' have no effect with network_mode: host`);
   }
-  return { name, ...(build ? { build } : {}), ...(image !== undefined ? { image } : {}), config, ...(line !== undefined ? { line } : {}) };
+  // The values were checked key by key above against the types of ServiceJson.
+  const wireConfig = config as ServiceJson;
+  return { name, ...(build ? { build } : {}), ...(image !== undefined ? { image } : {}), config: wireConfig, ...(line !== undefined ? { line } : {}) };
 }
 
-// --- scalar and list helpers -----------------------------------------------------------------
+// --- scalar and list helpers (build keys) ------------------------------------------------------
 
 function str(v: unknown, f: Field, sub: Path = []): string {
   if (typeof v !== 'string') throw f.fail(`'${f.key}' in service '${f.service}' must be a string`, undefined, sub);
   return v;
 }
 
-/** Numbers and booleans become their string form (YAML reads `user: 1000` as a number). */
-function scalarString(v: unknown, f: Field, sub: Path = []): string {
-  if (typeof v === 'string') return v;
-  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
-  throw f.fail(`'${f.key}' in service '${f.service}' must be a string`, undefined, sub);
-}
-
-function bool(v: unknown, f: Field): boolean | string {
-  if (typeof v === 'boolean') return v;
-  throw f.fail(`'${f.key}' in service '${f.service}' must be true or false`, typeof v === 'string' ? `write ${f.key}: true or ${f.key}: false (YAML 1.2 reads '${v}' as text)` : undefined);
-}
-
-function int(v: unknown, f: Field): number | string {
-  if (typeof v === 'number' && Number.isInteger(v)) return v;
-  throw f.fail(`'${f.key}' in service '${f.service}' must be a whole number`);
-}
-
-function size(v: unknown, f: Field): number | string {
-  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return v;
-  if (typeof v === 'string' && SIZE_RE.test(v.trim())) return v;
-  throw f.fail(`'${f.key}' in service '${f.service}' must be a size such as 512m or 1g`);
-}
-
-function duration(v: unknown, f: Field): number | string {
-  if (typeof v === 'number' && v >= 0) return v;
-  if (typeof v === 'string' && DURATION_RE.test(v)) return v;
-  throw f.fail(`'${f.key}' in service '${f.service}' must be a duration such as 10s or 1m30s`);
-}
-
-function record(v: unknown, f: Field): Record<string, unknown> {
-  if (!isRecord(v)) throw f.fail(`'${f.key}' in service '${f.service}' must be a mapping`);
-  return v;
-}
-
-function list<T>(v: unknown, f: Field, each: (item: unknown, i: number) => T): T[] {
-  if (!Array.isArray(v)) throw f.fail(`'${f.key}' in service '${f.service}' must be a list`);
-  return v.map(each);
-}
-
-function stringList(v: unknown, f: Field): string[] {
-  return list(v, f, (item, i) => str(item, f, [i]));
-}
-
 function strOrList(v: unknown, f: Field): string[] {
   if (typeof v === 'string') return [v];
   if (!Array.isArray(v)) throw f.fail(`'${f.key}' in service '${f.service}' must be a string or a list of strings`);
-  return stringList(v, f);
+  return v.map((item, i) => str(item, f, [i]));
 }
 
-function command(v: unknown, f: Field): string | string[] {
-  if (typeof v === 'string') return v;
-  if (Array.isArray(v)) return v.map((item, i) => scalarString(item, f, [i]));
-  throw f.fail(`'${f.key}' in service '${f.service}' must be a string or a list`);
-}
-
-/**
- * A list of `K=V` (or bare `K`) or a mapping, as a string map. Null and bare keys become '':
- * the device has no shell environment to take the value from.
- */
-function dict(v: unknown, f: Pick<Field, 'key' | 'service' | 'fail'>, isEnvironment: boolean): Record<string, string> {
-  const result: Record<string, string> = {};
-  const what = `'${f.key}' in service '${f.service}'`;
-  if (Array.isArray(v)) {
-    v.forEach((item, i) => {
-      if (typeof item !== 'string') throw f.fail(`${what}: list items must be strings of the form NAME=value`, undefined, [i]);
-      const eq = item.indexOf('=');
-      const key = eq < 0 ? item : item.slice(0, eq);
-      if (!key.trim()) throw f.fail(`${what}: '${item}' has no name before '='`, undefined, [i]);
-      result[key] = eq < 0 ? '' : item.slice(eq + 1);
-    });
-    return result;
-  }
-  if (!isRecord(v)) throw f.fail(`${what} must be a mapping or a list of NAME=value`);
-  for (const [key, value] of Object.entries(v)) {
-    if (isEnvironment && !key.trim()) throw f.fail(`${what}: empty variable name`);
-    if (value === null || value === undefined) result[key] = '';
-    else if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') result[key] = String(value);
-    else throw f.fail(`${what}: the value of '${key}' must be a string, number or boolean`, undefined, [key]);
-  }
-  return result;
-}
-
-function ulimits(v: unknown, f: Field): Record<string, unknown> {
-  const m = record(v, f);
-  for (const [name, limit] of Object.entries(m)) {
-    const ok = typeof limit === 'number' ? Number.isInteger(limit)
-      : isRecord(limit) && Number.isInteger(limit.soft) && Number.isInteger(limit.hard);
-    if (!ok) throw f.fail(`ulimit '${name}' in service '${f.service}' must be a number or { soft, hard }`, undefined, [name]);
-  }
-  return m;
-}
-
-function extraHosts(v: unknown, f: Field): string[] {
-  if (isRecord(v)) return Object.entries(v).map(([host, ip]) => `${host}:${scalarString(ip, f, [host])}`);
-  return stringList(v, f);
-}
-
-function healthcheck(v: unknown, f: Field): Record<string, unknown> {
-  const m = record(v, f);
-  if (m.test !== undefined && typeof m.test !== 'string' && !(Array.isArray(m.test) && m.test.every((t) => typeof t === 'string'))) {
-    throw f.fail(`healthcheck test in service '${f.service}' must be a string or a list of strings`, undefined, ['test']);
-  }
-  for (const key of ['interval', 'timeout', 'start_period', 'start_interval']) {
-    if (m[key] !== undefined) duration(m[key], { ...f, key: `healthcheck.${key}`, fail: (msg, hint) => f.fail(msg, hint, [key]) });
-  }
-  if (m.retries !== undefined && !Number.isInteger(m.retries)) throw f.fail(`healthcheck retries in service '${f.service}' must be a whole number`, undefined, ['retries']);
-  if (m.disable !== undefined && typeof m.disable !== 'boolean') throw f.fail(`healthcheck disable in service '${f.service}' must be true or false`, undefined, ['disable']);
-  return m;
+/** A list of `K=V` (or bare `K`) or a mapping, as a string map, read by the device's rules. */
+function dict(v: unknown, f: Field, namesRequired: boolean): Record<string, string> {
+  return located(f, () => stringMap(v, { key: f.key, service: f.service }, { namesRequired }));
 }
 
 // --- ports -------------------------------------------------------------------------------------
 
-function ports(v: unknown, f: Field): string[] {
-  return list(v, f, (item, i) => {
-    if (isRecord(item)) return longPort(item, f, i);
-    if (typeof item === 'number') item = String(item);
-    if (typeof item !== 'string') throw f.fail(`ports of service '${f.service}' must be strings such as "8080:80"`, undefined, [i]);
-    const problem = portProblem(item);
-    if (problem) throw f.fail(`invalid port '${item}' in service '${f.service}': ${problem}`, 'use [host_ip:][published:]target[/tcp|udp], ports 1-65535', [i]);
-    return item;
-  });
-}
-
+/** The long syntax (`{ target, published, protocol, host_ip }`) as the short one the device reads. */
 function longPort(p: Record<string, unknown>, f: Field, i: number): string {
   const fail = (message: string): SkiffError => f.fail(`invalid port in service '${f.service}': ${message}`, 'use target, and optionally published, protocol and host_ip', [i]);
   const target = p.target;
@@ -604,69 +422,8 @@ function longPort(p: Record<string, unknown>, f: Field, i: number): string {
   const parts = [p.host_ip, p.published, target].map((x) => (x === undefined || x === null ? undefined : String(x)));
   const [hostIp, published] = parts;
   const spec = `${hostIp !== undefined ? `${hostIp.includes(':') ? `[${hostIp}]` : hostIp}:${published ?? ''}:` : published !== undefined ? `${published}:` : ''}${String(target)}${protocol === 'tcp' ? '' : `/${protocol}`}`;
-  const problem = portProblem(spec);
-  if (problem) throw fail(problem);
-  return spec;
-}
-
-/** Why a short-syntax port is invalid, or undefined if it is fine. */
-function portProblem(spec: string): string | undefined {
-  let rest = spec;
-  const slash = rest.lastIndexOf('/');
-  if (slash >= 0) {
-    const protocol = rest.slice(slash + 1);
-    if (!['tcp', 'udp', 'sctp'].includes(protocol)) return `unknown protocol '${protocol}'`;
-    rest = rest.slice(0, slash);
-  }
-  let ip: string | undefined;
-  if (rest.startsWith('[')) {
-    const close = rest.indexOf(']:');
-    if (close < 0) return 'an IPv6 address needs the form [address]:published:target';
-    ip = rest.slice(1, close);
-    rest = rest.slice(close + 2);
-    if (!/^[0-9a-fA-F:.]+$/.test(ip) || !ip.includes(':')) return `invalid IPv6 address '${ip}'`;
-  }
-  const parts = rest.split(':');
-  if (ip === undefined && parts.length === 3) {
-    ip = parts.shift();
-    if (!isIPv4(ip ?? '')) return `invalid host IP '${ip ?? ''}'`;
-  }
-  if (parts.length > 2 || (ip !== undefined && parts.length !== 2)) return 'too many colons';
-  const target = parts.pop() ?? '';
-  const published = parts.pop();
-  const targetRange = portRange(target);
-  if (typeof targetRange === 'string') return targetRange;
-  if (published !== undefined && published !== '') {
-    const publishedRange = portRange(published);
-    if (typeof publishedRange === 'string') return publishedRange;
-    if (targetRange[1] > targetRange[0] && publishedRange[1] - publishedRange[0] !== targetRange[1] - targetRange[0]) return 'the published and target ranges differ in size';
-  } else if (published === '' && ip === undefined) {
-    return 'empty published port';
-  }
-  return undefined;
-}
-
-function portRange(s: string): [number, number] | string {
-  const m = /^(\d+)(?:-(\d+))?$/.exec(s);
-  if (!m) return `'${s}' is not a port number`;
-  const low = Number(m[1]);
-  const high = m[2] === undefined ? low : Number(m[2]);
-  for (const n of [low, high]) if (n < 1 || n > 65535) return `port ${n} is out of range (1-65535)`;
-  if (high < low) return `range '${s}' is backwards`;
-  return [low, high];
-}
-
-function isIPv4(s: string): boolean {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
-  return m !== null && m.slice(1).every((octet) => Number(octet) <= 255);
-}
-
-function exposeSpec(item: unknown, f: Field, i: number): string {
-  const spec = typeof item === 'number' ? String(item) : item;
-  if (typeof spec !== 'string') throw f.fail(`expose of service '${f.service}' must list ports`, undefined, [i]);
-  const m = /^([^/]+)(?:\/(tcp|udp|sctp))?$/.exec(spec);
-  const problem = m ? portRange(m[1] ?? '') : 'unknown protocol';
-  if (typeof problem === 'string') throw f.fail(`invalid exposed port '${spec}' in service '${f.service}': ${problem}`, 'use port[/tcp|udp], ports 1-65535', [i]);
+  const port = parsePort(spec);
+  if (typeof port === 'string') throw fail(port);
   return spec;
 }
 
@@ -674,38 +431,28 @@ function exposeSpec(item: unknown, f: Field, i: number): string {
 
 const BIND_HINT = 'use a named volume, or the io.balena.features.* labels for host access';
 
-/** Returns the volume strings and the tmpfs mounts declared with the long syntax. */
-function parseVolumes(v: unknown, f: Field): [string[], string[]] {
+/** The volume strings (long syntax as short) and the tmpfs mounts declared with the long syntax. */
+function parseVolumes(v: unknown, f: Field): [unknown, string[]] {
+  if (!Array.isArray(v)) return [v, []]; // the shared rules say what is wrong
   const tmpfs: string[] = [];
-  const volumes: string[] = [];
-  list(v, f, (item, i) => {
-    if (typeof item === 'string') volumes.push(shortVolume(item, f, i));
-    else if (isRecord(item)) {
+  const volumes: unknown[] = [];
+  v.forEach((item, i) => {
+    if (isRecord(item)) {
       const mount = longVolume(item, f, i);
       (mount.tmpfs ? tmpfs : volumes).push(mount.spec);
-    } else throw f.fail(`volumes of service '${f.service}' must be strings such as data:/data`, undefined, [i]);
+    } else {
+      volumes.push(item);
+    }
   });
   return [volumes, tmpfs];
 }
 
-function shortVolume(spec: string, f: Field, i: number): string {
-  const parts = spec.split(':');
-  const [source = '', target, mode] = parts;
-  if (parts.length === 1) {
-    if (!source.startsWith('/')) throw f.fail(`volume '${spec}' in service '${f.service}' needs a target path`, 'write name:/path/in/container', [i]);
-    return spec;
+/** A named volume (`name:/path`) must be one of the project's volumes. */
+function checkDeclared(spec: string, f: Field, i: number): void {
+  const [source = '', target] = spec.split(':');
+  if (target !== undefined && !(source in f.ctx.volumes)) {
+    throw f.fail(`volume '${source}' used by service '${f.service}' is not declared in the top-level volumes`, `add '${source}:' under the top-level volumes key`, [i]);
   }
-  if (/^[/.~]/.test(source)) throw f.fail(`bind mounts are not supported on devices: '${spec}'`, BIND_HINT, [i]);
-  if (parts.length > 3) throw f.fail(`invalid volume '${spec}' in service '${f.service}'`, 'write name:/path[:ro]', [i]);
-  if (mode !== undefined && mode !== 'ro' && mode !== 'rw') throw f.fail(`invalid volume mode '${mode}' in '${spec}'`, 'use ro or rw', [i]);
-  return namedVolume(source, target ?? '', mode === 'ro', spec, f, i);
-}
-
-function namedVolume(source: string, target: string, readOnly: boolean, spec: string, f: Field, i: number): string {
-  if (!NAME_RE.test(source)) throw f.fail(`invalid volume name '${source}' in '${spec}'`, 'use letters, digits, "_", "." and "-"', [i]);
-  if (!(source in f.ctx.volumes)) throw f.fail(`volume '${source}' used by service '${f.service}' is not declared in the top-level volumes`, `add '${source}:' under the top-level volumes key`, [i]);
-  if (!target.startsWith('/')) throw f.fail(`the target of volume '${spec}' must be an absolute path`, undefined, [i]);
-  return `${source}:${target}${readOnly ? ':ro' : ''}`;
 }
 
 function longVolume(m: Record<string, unknown>, f: Field, i: number): { spec: string; tmpfs: boolean } {
@@ -727,7 +474,7 @@ function longVolume(m: Record<string, unknown>, f: Field, i: number): { spec: st
   }
   if (typeof source !== 'string') throw f.fail(`volume source in service '${f.service}' must be a volume name`, undefined, [i]);
   if (/^[/.~]/.test(source)) throw f.fail(`bind mounts are not supported on devices: '${described}'`, BIND_HINT, [i]);
-  return { spec: namedVolume(source, target, readOnly, described, f, i), tmpfs: false };
+  return { spec: `${source}:${target}${readOnly ? ':ro' : ''}`, tmpfs: false };
 }
 
 // --- networks and dependencies -----------------------------------------------------------------
@@ -738,46 +485,17 @@ function checkNetwork(name: string, f: Field, sub: Path): void {
   }
 }
 
-function serviceNetworks(v: unknown, f: Field): string[] | Record<string, Record<string, unknown>> {
-  if (Array.isArray(v)) {
-    return v.map((item, i) => {
-      const name = str(item, f, [i]);
-      checkNetwork(name, f, [i]);
-      return name;
-    });
-  }
-  if (!isRecord(v)) throw f.fail(`'networks' in service '${f.service}' must be a list of names or a mapping`);
-  const result: Record<string, Record<string, unknown>> = {};
-  for (const [name, settings] of Object.entries(v)) {
-    checkNetwork(name, f, [name]);
-    if (settings !== null && settings !== undefined && !isRecord(settings)) throw f.fail(`the settings of network '${name}' in service '${f.service}' must be a mapping`, undefined, [name]);
-    result[name] = settings ?? {};
-  }
-  return result;
-}
-
-function networkMode(v: unknown, f: Field): string {
-  const mode = str(v, f);
-  if (['host', 'bridge', 'none'].includes(mode)) return mode;
-  if (mode.startsWith('service:')) {
-    const other = mode.slice('service:'.length);
-    if (!f.ctx.serviceNames.has(other)) throw f.fail(`network_mode of service '${f.service}' names unknown service '${other}'`);
-    if (other === f.service) throw f.fail(`service '${f.service}' cannot share its own network`);
-    return mode;
-  }
-  if (mode.startsWith('container:')) throw f.fail(`network_mode '${mode}' is not supported on devices`, 'use service:<name> to share the network of another service');
-  throw f.fail(`network_mode '${mode}' is not supported on devices`, 'use host, bridge, none or service:<name>, or list the network under networks');
-}
-
-function dependsOn(v: unknown, f: Field): string[] {
-  const check = (name: string, sub: Path): string => {
+/** Checks the services named exist; warns about the conditions a device treats as service_started. */
+function dependsOn(v: unknown, f: Field): void {
+  const check = (name: string, sub: Path): void => {
     if (!f.ctx.serviceNames.has(name)) throw f.fail(`service '${f.service}' depends on unknown service '${name}'`, undefined, sub);
     if (name === f.service) throw f.fail(`service '${f.service}' depends on itself`, undefined, sub);
-    return name;
   };
-  if (Array.isArray(v)) return v.map((item, i) => check(str(item, f, [i]), [i]));
-  if (!isRecord(v)) throw f.fail(`'depends_on' in service '${f.service}' must be a list of service names or a mapping`);
-  return Object.entries(v).map(([name, settings]) => {
+  if (Array.isArray(v)) {
+    v.forEach((name, i) => check(String(name), [i]));
+    return;
+  }
+  for (const [name, settings] of Object.entries(v as Record<string, unknown>)) {
     check(name, [name]);
     const condition = isRecord(settings) ? settings.condition : undefined;
     if (condition === 'service_healthy' || condition === 'service_completed_successfully') {
@@ -785,8 +503,7 @@ function dependsOn(v: unknown, f: Field): string[] {
     } else if (condition !== undefined && condition !== 'service_started') {
       throw f.fail(`unknown depends_on condition '${String(condition)}'`, 'use service_started', [name, 'condition']);
     }
-    return name;
-  });
+  }
 }
 
 /** Dependency cycles (depends_on and network_mode: service:x) would leave services never starting. */

@@ -2,6 +2,7 @@
  * The project model: what `skiff build` (and later `push`/`deploy`) reads from a project folder.
  * Paths are absolute unless the name ends in `Rel`.
  */
+import type { ServiceJson } from '../service/service-config.js';
 
 /** A problem that does not stop the build, with where it was found (`docker-compose.yml:7`). */
 export interface ProjectWarning {
@@ -30,11 +31,11 @@ export interface ServiceSpec {
   /** `image:` from compose: the image to use (no build) or, with build, ignored for tagging. */
   image?: string;
   /**
-   * The service's compose fields after validation and normalisation (environment and labels as
-   * maps, ports and volumes as strings, `build` removed). This is what a device's target state
-   * carries later.
+   * The service's compose keys after validation by the device's own rules and normalisation
+   * (environment and labels as maps, ports and volumes as strings, `build` removed): what the
+   * device's target state carries, and the agent reads with the same parser.
    */
-  config: Record<string, unknown>;
+  config: ServiceJson;
   /** 1-based line where the service is defined. */
   line?: number;
 }

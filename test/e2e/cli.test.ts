@@ -8,6 +8,7 @@ import { writeFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { runCli, startCli } from '../support/cli.js';
 import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, makeProject } from '../support/engine.js';
+import { isRoot, requireOrSkip } from '../support/prerequisites.js';
 
 const RUN_ID = randomBytes(3).toString('hex');
 
@@ -190,9 +191,9 @@ describe('skiff (the binary)', function () {
 
     it('reports missing emulation with what to do (exit 7), and --emulated registers it', async function () {
       const entry = '/proc/sys/fs/binfmt_misc/qemu-aarch64';
-      if (process.getuid?.() !== 0) this.skip(); // registering emulation needs root
+      requireOrSkip(this, isRoot(), 'root (registering emulation)');
       const { ensureBaseImages: ensure } = await import('../support/engine.js');
-      if (!(await ensure()).arm64) this.skip();
+      requireOrSkip(this, (await ensure()).arm64, 'the arm64 busybox base image (run scripts/setup-host.sh)');
       await docker.getImage('skiff-test/busybox:arm64').tag({ repo: 'skiff-test/busybox', tag: 'aarch64' });
       const { dir } = project({ Dockerfile: 'FROM skiff-test/busybox:aarch64\nRUN uname -m > /m\n' }, 'emu');
       try {

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { runCli, startCli } from '../support/cli.js';
 import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, makeProject } from '../support/engine.js';
 import { cleanupAgent, eventually, freePort, startAgent, status, type TestAgent } from '../support/agent.js';
+import { isRoot, requireOrSkip } from '../support/prerequisites.js';
 
 const RUN = randomBytes(3).toString('hex');
 
@@ -389,7 +390,7 @@ describe('device: agent, push, logs', function () {
   });
 
   it('survives a restart of the engine: the release runs again and the agent reports it applied', async function () {
-    if (process.getuid?.() !== 0) this.skip(); // restarting dockerd needs root
+    requireOrSkip(this, isRoot(), 'root (restarting dockerd)');
     await eventually(async () => (await status(agent.url)).appState === 'applied', 30_000, 'a settled device');
     execFileSync('pkill', ['-x', 'dockerd']);
     await eventually(async () => !(await docker.ping().then(() => true).catch(() => false)), 30_000, 'the engine to stop');

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { runCli, startCli } from '../support/cli.js';
 import { KEYS, startTty } from '../support/tty.js';
 import { fsckFat, fsckProblems, makeDisk, mread, mwrite } from '../support/os-images.js';
+import { isRoot, requireOrSkip } from '../support/prerequisites.js';
 
 const MiB = 1 << 20;
 const sh = (cmd: string, cwd?: string) => execFileSync('sh', ['-c', cmd], { cwd, encoding: 'utf8' }).trim();
@@ -47,7 +48,7 @@ describe('skiff os flash (the binary, real loop devices)', function () {
   }
 
   before(function () {
-    if (process.getuid?.() !== 0) this.skip();
+    requireOrSkip(this, isRoot(), 'root (flashing loop devices needs losetup)');
     dir = mkdtempSync(path.join(tmpdir(), 'skiff-flash-'));
     // A 48 MiB MBR image: a FAT boot partition and an ext4 root, as balenaOS lays them out.
     imagePath = path.join(dir, 'os.img');

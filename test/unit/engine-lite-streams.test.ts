@@ -1,7 +1,7 @@
-/** The agent's engine client, offline: frame demuxing, JSON lines, pull progress and references. */
+/** The agent's engine client, offline: frame demuxing, JSON lines, pull progress, references, gateways. */
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
-import { demuxFrames, followPull, jsonLines, splitReference, type LogFrame, type PullProgress } from '../../src/lib/docker/engine-lite.js';
+import { demuxFrames, followPull, jsonLines, networkGateway, splitReference, type LogFrame, type PullProgress } from '../../src/lib/docker/engine-lite.js';
 
 /** Pushes `chunks` through `transform` and collects what comes out. */
 async function through<T>(transform: NodeJS.ReadWriteStream, chunks: Buffer[]): Promise<T[]> {
@@ -72,5 +72,28 @@ describe('engine-lite: streams', () => {
     assert.deepEqual(splitReference('localhost:5000/app'), { name: 'localhost:5000/app', tag: 'latest' });
     assert.deepEqual(splitReference('localhost:5000/app:v2'), { name: 'localhost:5000/app', tag: 'v2' });
     assert.deepEqual(splitReference('app@sha256:0123'), { name: 'app', tag: 'sha256:0123' });
+  });
+});
+
+describe('engine-lite: a network\'s gateway', () => {
+  const ipam = (...Config: Array<{ Subnet?: string; Gateway?: string }>) => ({ IPAM: { Config } });
+
+  it('is the one the engine gives', () => {
+    assert.equal(networkGateway(ipam({ Subnet: '172.17.0.0/16', Gateway: '172.17.0.1' })), '172.17.0.1');
+    assert.equal(networkGateway(ipam({ Subnet: 'fd00::/64', Gateway: 'fd00::1' }, { Subnet: '10.1.2.0/24', Gateway: '10.1.2.254' })), '10.1.2.254');
+  });
+
+  it('without one (the default bridge on a fresh machine), the first address of the subnet, as the engine\'s IPAM gives it', () => {
+    assert.equal(networkGateway(ipam({ Subnet: '172.17.0.0/16' })), '172.17.0.1');
+    assert.equal(networkGateway(ipam({ Subnet: '192.168.203.64/26' })), '192.168.203.65');
+    assert.equal(networkGateway(ipam({ Subnet: '10.200.0.0/8' })), '10.0.0.1');
+    assert.equal(networkGateway(ipam({ Subnet: 'fd00::/64' }, { Subnet: '172.18.0.0/16' })), '172.18.0.1');
+  });
+
+  it('none when there is no IPv4 subnet to tell', () => {
+    assert.equal(networkGateway({ IPAM: { Config: null } }), undefined);
+    assert.equal(networkGateway(ipam()), undefined);
+    assert.equal(networkGateway(ipam({ Subnet: 'fd00::/64' })), undefined);
+    assert.equal(networkGateway(ipam({ Subnet: '10.0.0.1/32' })), undefined);
   });
 });

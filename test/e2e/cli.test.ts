@@ -9,6 +9,7 @@ import path from 'node:path';
 import { runCli, startCli } from '../support/cli.js';
 import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, makeProject } from '../support/engine.js';
 import { isRoot, requireOrSkip } from '../support/prerequisites.js';
+import { waitFor } from '../support/wait.js';
 
 const RUN_ID = randomBytes(3).toString('hex');
 
@@ -178,14 +179,12 @@ describe('skiff (the binary)', function () {
       assert.equal(r.code, 130, r.stderr);
       assert.match(r.stderr, /Cancelling the builds/);
       assert.match(r.stderr, /Error: build cancelled/);
-      // The engine removes the RUN containers once the request is gone; give it a moment.
-      let stray: string[] = [];
-      for (let i = 0; i < 20; i++) {
-        stray = (await docker.listContainers({ all: true })).map((c) => c.Id).filter((id) => !before.has(id));
-        if (stray.length === 0) break;
-        await new Promise((res) => setTimeout(res, 250));
-      }
-      assert.deepEqual(stray, []);
+      // The engine removes the RUN containers once the request is gone.
+      await waitFor(async () => {
+        const stray = (await docker.listContainers({ all: true })).map((c) => c.Id).filter((id) => !before.has(id));
+        if (stray.length > 0) throw new Error(`containers left: ${stray.join(', ')}`);
+        return true;
+      }, "the engine to remove the cancelled build's RUN containers", 5000);
       assert.equal(await docker.getImage(`${name}_a`).inspect().catch(() => undefined), undefined);
     });
 

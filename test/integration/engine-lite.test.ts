@@ -15,6 +15,7 @@ import path from 'node:path';
 import { ExitCode } from '../../src/lib/errors/errors.js';
 import { EngineError, connectLiteEngine, networkGateway, type EngineClient, type EngineEvent, type LogFrame } from '../../src/lib/docker/engine-lite.js';
 import { BASE_AMD64, TEST_LABEL, cleanupImages, ensureBaseImages } from '../support/engine.js';
+import { waitFor } from '../support/wait.js';
 
 function joined(frames: LogFrame[], stream: LogFrame['stream']): string {
   return Buffer.concat(frames.filter((f) => f.stream === stream).map((f) => f.data)).toString('utf8');
@@ -75,15 +76,13 @@ describe('engine-lite: against the real engine', function () {
 
     // 2000 interleaved lines on each stream: many frames per chunk and frames cut between chunks.
     const expected = (prefix: string) => Array.from({ length: 2000 }, (_, i) => `${prefix} ${i}\n`).join('');
-    let frames: LogFrame[] = [];
-    for (let tries = 0; tries < 50; tries++) {
+    const frames = await waitFor(async () => {
       const logs = await c.logs({ stdout: true, stderr: true, tty: false });
-      frames = [];
-      logs.on('data', (f: LogFrame) => frames.push(f));
+      const got: LogFrame[] = [];
+      logs.on('data', (f: LogFrame) => got.push(f));
       await new Promise((resolve, reject) => logs.on('end', resolve).on('error', reject));
-      if (joined(frames, 'stdout').length >= expected('out').length && joined(frames, 'stderr').length >= expected('err').length) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+      return joined(got, 'stdout').length >= expected('out').length && joined(got, 'stderr').length >= expected('err').length && got;
+    }, 'the container to have written all its lines', 10_000);
     assert.equal(joined(frames, 'stdout'), expected('out'));
     assert.equal(joined(frames, 'stderr'), expected('err'));
 

@@ -1,6 +1,6 @@
 // Memory of the skiff agent process: idle with examples/multi-service running, and peak during an apply.
 //
-//   node bench/agent-footprint.mjs [--seconds S]
+//   node bench/agent-footprint.mjs [--runs N] [--seconds S]
 //
 // Idle: VmRSS from /proc/<pid>/status, sampled every 500 ms for S seconds (default 10) after the
 // release is applied and a 3 s settle; the median is reported. Peak: VmHWM (the kernel's
@@ -9,24 +9,16 @@
 
 import { readFileSync, rmSync, appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
-import { REPO_ROOT, ensureSkiffBuilt, log, median, printTable, fmtMB } from './lib.mjs';
+import { REPO_ROOT, ensureSkiffBuilt, log, median, parseBenchArgs, printTable, fmtMB } from './lib.mjs';
 import {
   startAgent, ensureBaseImage, copyProject, runSkiff, imageIds, imagesTagged, cleanupAgentObjects,
   removeImages, withCleanup, sleep, freePort, deviceStatus, waitFor,
 } from './agent-lib.mjs';
 
-const { values } = parseArgs({
-  options: {
-    seconds: { type: 'string', default: '10' },
-    help: { type: 'boolean', short: 'h', default: false },
-  },
+const { runs: RUNS, seconds: SECONDS } = parseBenchArgs({
+  runs: { default: 1, help: 'pushes applied after the first before the peak is read' },
+  options: { seconds: { default: 10, min: 1, help: 'idle sampling time in seconds' } },
 });
-if (values.help) {
-  console.log('options: --seconds S (idle sampling time, default 10)');
-  process.exit(0);
-}
-const SECONDS = Number.parseInt(values.seconds, 10);
 
 function procStatus(pid) {
   const text = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -71,9 +63,11 @@ await withCleanup(async (onCleanup) => {
   }
   const idle = median(samples);
 
-  appendFileSync(join(project.dir, 'web', 'index.html'), `<!-- footprint edit ${Date.now()} -->\n`);
-  log('pushing release 2 (web/index.html changed)');
-  await push();
+  for (let run = 1; run <= RUNS; run++) {
+    appendFileSync(join(project.dir, 'web', 'index.html'), `<!-- footprint edit ${Date.now()} -->\n`);
+    log(`pushing release ${run + 1} of ${RUNS + 1} (web/index.html changed)`);
+    await push();
+  }
   const afterApply = procStatus(agent.pid);
 
   console.log(`\nskiff agent (Node ${process.version}, pid ${agent.pid}) memory, examples/multi-service (3 services) on this machine's engine.`);
@@ -82,8 +76,8 @@ await withCleanup(async (onCleanup) => {
     [`VmRSS idle, 3 services running (median of ${samples.length} samples over ${SECONDS} s)`, fmtMB(idle)],
     ['VmRSS idle min / max', `${fmtMB(Math.min(...samples))} / ${fmtMB(Math.max(...samples))}`],
     ['VmHWM after the first push (build + apply)', fmtMB(afterFirst.hwm)],
-    ['VmHWM after a second push applied (peak so far)', fmtMB(afterApply.hwm)],
-    ['VmRSS right after the second apply', fmtMB(afterApply.rss)],
+    [`VmHWM after ${RUNS} more push(es) applied (peak so far)`, fmtMB(afterApply.hwm)],
+    ['VmRSS right after the last apply', fmtMB(afterApply.rss)],
   ]);
   console.log('balena supervisor: 128-200 MB resident is the figure reported in the issue, not measured here.');
   console.log(`target (idle under 60 MB): ${idle < 60 ? 'met' : 'NOT met'}`);

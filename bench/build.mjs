@@ -14,7 +14,7 @@ import {
   fmtSec, fmtMB, fmtRatio, ratio, sh, log,
 } from './lib.mjs';
 
-const opts = parseBenchArgs();
+const opts = parseBenchArgs({ runs: { default: 7, help: 'measured builds per case' }, options: { warmup: { default: 1, help: 'unmeasured warm-up runs before them' } } });
 ensureSkiffBuilt();
 const balena = ensureBalena();
 // The fixture builds FROM busybox:1.36: make it locally when no registry is reachable.

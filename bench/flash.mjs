@@ -9,7 +9,7 @@ import {
   MB, ensureSkiffBuilt, fmtSec, log, measureOnce, median, parseBenchArgs, printComparison, sh,
 } from './lib.mjs';
 
-const { runs } = parseBenchArgs();
+const { runs } = parseBenchArgs({ runs: { default: 7, help: 'measured flashes per case and tool' } });
 const WORK = process.env.SKIFF_BENCH_FLASH_DIR || '/var/tmp/skiff-bench-flash';
 /** Memory-backed copies for the RAM case: no disk, so what is left is each tool's own cost. */
 const RAM = process.env.SKIFF_BENCH_FLASH_RAM_DIR || '/dev/shm/skiff-bench-flash';

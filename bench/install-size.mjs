@@ -11,8 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   REPO_ROOT, ensureSkiffBuilt, ensureBalena, balenaNodeModules, diskUsageBytes, sh, log,
-  printComparison, fmtMB, fmtRatio, ratio, MB,
+  parseBenchArgs, printComparison, fmtMB, fmtRatio, ratio, MB,
 } from './lib.mjs';
+
+parseBenchArgs({ runs: null, measuresOnce: 'sizes on disk do not vary between runs' });
 
 const TARGET_RATIO = 0.1; // under a tenth of balena's
 

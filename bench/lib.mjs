@@ -12,6 +12,7 @@
 //              a pipe open cannot stretch the measured time.
 //   runs       one unmeasured warm-up run (fills the page cache and Node's compile cache), then
 //              N measured runs (default 7, `--runs N`, `--warmup N`); we report the median.
+//              Every script takes `--runs N` and `--help` (parseBenchArgs).
 //   units      MB = 2^20 bytes throughout (RSS KiB / 1024; du bytes / 1048576).
 
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
@@ -34,24 +35,59 @@ const GNU_TIME = '/usr/bin/time';
 
 // ---------------------------------------------------------------- command line
 
-/** `--runs N` (default 7) and `--warmup N` (default 1); unknown flags are an error. */
-export function parseBenchArgs(argv = process.argv.slice(2)) {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      runs: { type: 'string', default: '7' },
-      warmup: { type: 'string', default: '1' },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
+/**
+ * A bench script's options, declared in one place: `--runs N` (what a run is, and how many by
+ * default, is the script's to say), `--help`, and the script's own whole-number options. An unknown
+ * option or a bad value is one line on stderr and exit 2, never a stack trace.
+ *
+ *   const { runs, seconds } = parseBenchArgs({
+ *     runs: { default: 1, help: 'pushes measured after the first' },
+ *     options: { seconds: { default: 10, min: 1, help: 'idle sampling time' } },
+ *   });
+ *
+ * `runs: null` says a script measures once (`--runs` is then refused, saying why). Option names
+ * come back in camelCase (`--rollback-grace` is `rollbackGrace`).
+ */
+export function parseBenchArgs(spec = {}, argv = process.argv.slice(2)) {
+  const script = basename(process.argv[1] ?? 'bench');
+  const fail = (message) => {
+    process.stderr.write(`${script}: ${message}\n`);
+    process.exit(2);
+  };
+  const declared = {
+    ...(spec.runs === null ? {} : { runs: { default: 7, min: 1, help: 'measured runs', ...spec.runs } }),
+    ...spec.options,
+  };
+  const known = [...Object.keys(declared), 'help'].map((n) => `--${n}`).join(', ');
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: { ...Object.fromEntries(Object.keys(declared).map((n) => [n, { type: 'string' }])), help: { type: 'boolean', short: 'h' } },
+    }));
+  } catch (err) {
+    const option = /'(--?[\w-]+)/.exec(err.message)?.[1] ?? '';
+    if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && option === '--runs' && spec.runs === null) fail(`--runs does not apply: ${script} measures once${spec.measuresOnce ? ` (${spec.measuresOnce})` : ''}`);
+    if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') fail(`unknown option ${option} (known: ${known})`);
+    if (err.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') fail(`no arguments are taken, only options (known: ${known})`);
+    if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') fail(option === '--help' || option === '-h' ? '--help takes no value' : `${option} needs a value`);
+    fail(err.message);
+  }
   if (values.help) {
-    console.log('options: --runs N (measured runs, default 7)  --warmup N (unmeasured runs, default 1)');
+    console.log(`usage: node bench/${script}${Object.keys(declared).map((n) => ` [--${n} N]`).join('')}`);
+    for (const [name, o] of Object.entries(declared)) console.log(`  --${name} N  ${o.help} (default ${o.default})`);
     process.exit(0);
   }
-  const runs = Number.parseInt(values.runs, 10);
-  const warmup = Number.parseInt(values.warmup, 10);
-  if (!(runs >= 1) || !(warmup >= 0)) throw new Error('--runs must be >= 1 and --warmup >= 0');
-  return { runs, warmup };
+  const out = {};
+  for (const [name, o] of Object.entries(declared)) {
+    const raw = values[name];
+    const n = raw === undefined ? o.default : /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
+    if (!(n >= (o.min ?? 0))) fail(`--${name} takes a whole number of at least ${o.min ?? 0}, not '${raw}'`);
+    out[name.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = n;
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- small utilities

@@ -16,7 +16,7 @@ import {
 } from './agent-lib.mjs';
 
 // --runs N: saves per CLI (default 7).
-const { runs: RUNS } = parseBenchArgs();
+const { runs: RUNS } = parseBenchArgs({ runs: { default: 7, help: 'measured saves per CLI, after one warm-up save' } });
 const API_PORT = BALENA_API_PORT;
 const ENGINE_PORT = BALENA_ENGINE_PORT;
 

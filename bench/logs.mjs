@@ -1,6 +1,6 @@
 // Log latency: from a container writing a line to `skiff logs <device> --tail --json` printing it.
 //
-//   node bench/logs.mjs [--lines N]
+//   node bench/logs.mjs [--runs N]   (N log lines measured, default 50)
 //
 // A one-service project prints `tick <n>` every 200 ms. The script follows the device's logs with
 // `skiff logs … --tail --json` as a subprocess and, for each line, takes the time it reached our
@@ -10,24 +10,14 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
-import { SKIFF_BIN, ensureSkiffBuilt, log, median, printTable } from './lib.mjs';
+import { SKIFF_BIN, ensureSkiffBuilt, log, median, parseBenchArgs, printTable } from './lib.mjs';
 import {
   startAgent, ensureBaseImage, copyProject, runSkiff, imageIds, imagesTagged, cleanupAgentObjects,
   removeImages, withCleanup, percentile, sleep,
 } from './agent-lib.mjs';
 
-const { values } = parseArgs({
-  options: {
-    lines: { type: 'string', default: '50' },
-    help: { type: 'boolean', short: 'h', default: false },
-  },
-});
-if (values.help) {
-  console.log('options: --lines N (log lines to measure, default 50)');
-  process.exit(0);
-}
-const LINES = Number.parseInt(values.lines, 10);
+// Each line is one run: its latency is one sample.
+const { runs: LINES } = parseBenchArgs({ runs: { default: 50, help: 'log lines measured' } });
 
 await withCleanup(async (onCleanup) => {
   ensureSkiffBuilt();

@@ -20,7 +20,7 @@ import {
   printComparison, fmtSec, fmtMB, rssMethodInUse, log, sh,
 } from './lib.mjs';
 
-const opts = parseBenchArgs();
+const opts = parseBenchArgs({ runs: { default: 7, help: 'measured runs of each command' }, options: { warmup: { default: 1, help: 'unmeasured warm-up runs before them' } } });
 const skiff = ensureSkiffBuilt();
 rssMethodInUse();
 

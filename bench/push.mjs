@@ -8,28 +8,18 @@
 
 import { appendFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import {
-  ensureSkiffBuilt, ensureBalena, balenaEnv, log, median, printComparison, fmtSec,
+  ensureSkiffBuilt, ensureBalena, balenaEnv, log, median, parseBenchArgs, printComparison, fmtSec,
 } from './lib.mjs';
 import {
   startAgent, ensureBaseImage, copyExampleProject, requireBalenaPorts, BALENA_API_PORT, BALENA_ENGINE_PORT, runSkiff, runCmd, engine, deviceStatus,
   imageIds, imagesTagged, cleanupAgentObjects, removeImages, withCleanup, sleep,
 } from './agent-lib.mjs';
 
-const { values } = parseArgs({
-  options: {
-    runs: { type: 'string', default: '5' },
-    'rollback-grace': { type: 'string', default: '2' },
-    help: { type: 'boolean', short: 'h', default: false },
-  },
+const { runs: RUNS, rollbackGrace: GRACE } = parseBenchArgs({
+  runs: { default: 5, help: 'measured pushes per CLI, after one warm-up push' },
+  options: { 'rollback-grace': { default: 2, help: "seconds, the agent's --rollback-grace" } },
 });
-if (values.help) {
-  console.log('options: --runs N (measured pushes per CLI, default 5)  --rollback-grace S (agent flag, default 2)');
-  process.exit(0);
-}
-const RUNS = Number.parseInt(values.runs, 10);
-const GRACE = Number.parseInt(values['rollback-grace'], 10);
 const API_PORT = BALENA_API_PORT;
 const ENGINE_PORT = BALENA_ENGINE_PORT;
 const SERVICES = ['web', 'worker', 'cfg'];

@@ -17,7 +17,7 @@ const TARGET_WALL_RATIO = 1.15; // skiff within 15% of the bare oclif CLI
 const TARGET_RSS_MB = 65;
 const REFERENCE = { balena: { wall: 1.05, rss: 100 }, bare: { wall: 0.32, rss: 56 } };
 
-const opts = parseBenchArgs();
+const opts = parseBenchArgs({ runs: { default: 7, help: 'measured runs of each command' }, options: { warmup: { default: 1, help: 'unmeasured warm-up runs before them' } } });
 const staged = skiffForStartup();
 const skiff = staged.bin;
 const bare = ensureBareOclif();

@@ -8,6 +8,8 @@ import { writeFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { runCli, startCli } from '../support/cli.js';
 import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, makeProject } from '../support/engine.js';
+import { isRoot, requireOrSkip } from '../support/prerequisites.js';
+import { waitFor } from '../support/wait.js';
 
 const RUN_ID = randomBytes(3).toString('hex');
 
@@ -177,22 +179,20 @@ describe('skiff (the binary)', function () {
       assert.equal(r.code, 130, r.stderr);
       assert.match(r.stderr, /Cancelling the builds/);
       assert.match(r.stderr, /Error: build cancelled/);
-      // The engine removes the RUN containers once the request is gone; give it a moment.
-      let stray: string[] = [];
-      for (let i = 0; i < 20; i++) {
-        stray = (await docker.listContainers({ all: true })).map((c) => c.Id).filter((id) => !before.has(id));
-        if (stray.length === 0) break;
-        await new Promise((res) => setTimeout(res, 250));
-      }
-      assert.deepEqual(stray, []);
+      // The engine removes the RUN containers once the request is gone.
+      await waitFor(async () => {
+        const stray = (await docker.listContainers({ all: true })).map((c) => c.Id).filter((id) => !before.has(id));
+        if (stray.length > 0) throw new Error(`containers left: ${stray.join(', ')}`);
+        return true;
+      }, "the engine to remove the cancelled build's RUN containers", 5000);
       assert.equal(await docker.getImage(`${name}_a`).inspect().catch(() => undefined), undefined);
     });
 
     it('reports missing emulation with what to do (exit 7), and --emulated registers it', async function () {
       const entry = '/proc/sys/fs/binfmt_misc/qemu-aarch64';
-      if (process.getuid?.() !== 0) this.skip(); // registering emulation needs root
+      requireOrSkip(this, isRoot(), 'root (registering emulation)');
       const { ensureBaseImages: ensure } = await import('../support/engine.js');
-      if (!(await ensure()).arm64) this.skip();
+      requireOrSkip(this, (await ensure()).arm64, 'the arm64 busybox base image (run scripts/setup-host.sh)');
       await docker.getImage('skiff-test/busybox:arm64').tag({ repo: 'skiff-test/busybox', tag: 'aarch64' });
       const { dir } = project({ Dockerfile: 'FROM skiff-test/busybox:aarch64\nRUN uname -m > /m\n' }, 'emu');
       try {

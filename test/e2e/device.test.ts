@@ -11,6 +11,7 @@ import path from 'node:path';
 import { runCli, startCli } from '../support/cli.js';
 import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, makeProject } from '../support/engine.js';
 import { cleanupAgent, eventually, freePort, startAgent, status, type TestAgent } from '../support/agent.js';
+import { isRoot, requireOrSkip } from '../support/prerequisites.js';
 
 const RUN = randomBytes(3).toString('hex');
 
@@ -138,8 +139,8 @@ describe('device: agent, push, logs', function () {
     assert.notEqual(ids(after, 'worker'), ids(before, 'worker'));
     assert.equal(ids(after, 'cfg'), ids(before, 'cfg'), 'cfg did not change: its container keeps running');
     assert.match(r.stdout, /cfg\s+dev\w+_cfg:[0-9a-f]{12}\s+Running/);
-    const logs = await runCli(['logs', `127.0.0.1:${agent.port}`, '--service', 'worker']);
-    assert.match(logs.stdout, /worker v2 run 2/, 'the counter in the named volume survived the release');
+    // The agent attaches to a new container's output a moment after starting it (with its whole log).
+    await eventually(async () => /worker v2 run 2/.test((await runCli(['logs', `127.0.0.1:${agent.port}`, '--service', 'worker'])).stdout), 20_000, 'the counter in the named volume to have survived the release (worker v2 run 2)');
   });
 
   const badTargets: Array<[string, (t: Record<string, unknown>) => void, RegExp]> = [
@@ -274,7 +275,16 @@ describe('device: agent, push, logs', function () {
     // stop-service keeps the service stopped (the loop does not start it again) until start-service.
     const stop = await fetch(`${agent.url}/v2/applications/1/stop-service`, { method: 'POST', body: JSON.stringify({ serviceName: 'cfg' }) });
     assert.equal(stop.status, 200);
-    await new Promise((res) => setTimeout(res, 1500));
+    await eventually(async () => (await status(agent.url)).containers.find((c) => c.serviceName === 'cfg')?.status === 'Exited', 20_000, 'cfg to stop');
+    // Make the loop run a round after the stop, and see it end: take web away; once the agent has
+    // put it back, that round also planned cfg (and would have started it).
+    const webId = (await status(agent.url)).containers.find((c) => c.serviceName === 'web')?.containerId ?? '';
+    await docker.getContainer(webId).remove({ force: true });
+    await eventually(async () => {
+      const s = await status(agent.url);
+      const w = s.containers.find((c) => c.serviceName === 'web');
+      return s.appState === 'applied' && w?.status === 'Running' && w.containerId !== webId;
+    }, 30_000, 'the agent to put web back');
     assert.equal((await status(agent.url)).containers.find((c) => c.serviceName === 'cfg')?.status, 'Exited');
     await fetch(`${agent.url}/v2/applications/1/start-service`, { method: 'POST', body: JSON.stringify({ serviceName: 'cfg' }) });
     await eventually(async () => (await status(agent.url)).containers.find((c) => c.serviceName === 'cfg')?.status === 'Running', 20_000, 'cfg to run again');
@@ -303,7 +313,8 @@ describe('device: agent, push, logs', function () {
     agent = await startAgent({ dataDir: agent.dataDir, port: agent.port, enginePort: agent.enginePort });
     agents.push(agent);
     await eventually(async () => /Recovered the target state from the running containers/.test(agent.output()), 20_000, 'recovery');
-    await new Promise((res) => setTimeout(res, 2000));
+    // The database had no applied release: the loop's first round over the recovered target sets it.
+    await eventually(async () => { const s = await status(agent.url); return s.appState === 'applied' && s.release !== null; }, 30_000, 'the first round over the recovered target');
     const after = (await docker.listContainers({ all: true, filters: { label: [`io.skiff.agent=${agent.uuid}`] } })).map((c) => c.Id).sort();
     assert.deepEqual(after, before);
     const target = (await (await fetch(`${agent.url}/v2/local/target-state`)).json()) as { state: { local: { apps: Record<string, { services: Record<string, { serviceName: string }> }> } } };
@@ -389,7 +400,7 @@ describe('device: agent, push, logs', function () {
   });
 
   it('survives a restart of the engine: the release runs again and the agent reports it applied', async function () {
-    if (process.getuid?.() !== 0) this.skip(); // restarting dockerd needs root
+    requireOrSkip(this, isRoot(), 'root (restarting dockerd)');
     await eventually(async () => (await status(agent.url)).appState === 'applied', 30_000, 'a settled device');
     execFileSync('pkill', ['-x', 'dockerd']);
     await eventually(async () => !(await docker.ping().then(() => true).catch(() => false)), 30_000, 'the engine to stop');

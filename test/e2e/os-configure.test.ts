@@ -13,6 +13,7 @@ import { runCli, type CliResult } from '../support/cli.js';
 import { readWithGlib } from '../support/keyfile.js';
 import { KEYS, startTty } from '../support/tty.js';
 import { fsckFat, fsckProblems, makeDisk, makeFatImage, mlist, mread, mwrite, run, tempDir } from '../support/os-images.js';
+import { requireOrSkip } from '../support/prerequisites.js';
 
 const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 
@@ -119,7 +120,7 @@ describe('skiff os configure / config (the binary)', function () {
     try {
       dev = run('losetup', ['-f', '--show', image]).trim();
     } catch (err) {
-      this.skip();
+      requireOrSkip(this, false, `a loop device (losetup failed: ${(err as Error).message.split('\n')[0]})`);
       throw err;
     }
     loops.push(dev);

@@ -14,6 +14,8 @@ import path from 'node:path';
 import { runCli, startCli } from '../support/cli.js';
 import { KEYS, startTty } from '../support/tty.js';
 import { fsckFat, fsckProblems, makeDisk, mread, mwrite } from '../support/os-images.js';
+import { isRoot, requireOrSkip } from '../support/prerequisites.js';
+import { firstByte, waitFor } from '../support/wait.js';
 
 const MiB = 1 << 20;
 const sh = (cmd: string, cwd?: string) => execFileSync('sh', ['-c', cmd], { cwd, encoding: 'utf8' }).trim();
@@ -47,7 +49,7 @@ describe('skiff os flash (the binary, real loop devices)', function () {
   }
 
   before(function () {
-    if (process.getuid?.() !== 0) this.skip();
+    requireOrSkip(this, isRoot(), 'root (flashing loop devices needs losetup)');
     dir = mkdtempSync(path.join(tmpdir(), 'skiff-flash-'));
     // A 48 MiB MBR image: a FAT boot partition and an ext4 root, as balenaOS lays them out.
     imagePath = path.join(dir, 'os.img');
@@ -313,7 +315,7 @@ describe('skiff os flash (the binary, real loop devices)', function () {
       const dev = loop(file, 64 * MiB, false, true);
       const part = `${dev}p2`;
       spawnSync('partx', ['-a', dev]);
-      for (let i = 0; i < 100 && spawnSync('test', ['-b', part]).status !== 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      await waitFor(() => spawnSync('test', ['-b', part]).status === 0, `the device node ${part}`, 5000, 20);
       sh(`mount ${part} ${mnt}`);
       return dev;
     }
@@ -389,7 +391,7 @@ describe('skiff os flash (the binary, real loop devices)', function () {
     it('Ctrl-C stops, says the drive is incomplete, exits 130', async () => {
       const dev = loop(path.join(dir, 'ctrlc.bin'), 80 * MiB);
       const { child, done } = startCli(['os', 'flash', url, '-d', dev, '-y']);
-      await new Promise((r) => setTimeout(r, 2500));
+      await waitFor(() => firstByte(dev) === 0x42, 'the flash to start writing', 30_000);
       child.kill('SIGINT');
       const r = await done;
       assert.equal(r.code, 130, r.stderr);
@@ -402,7 +404,7 @@ describe('skiff os flash (the binary, real loop devices)', function () {
       const backing = path.join(dir, 'vanish.bin');
       const dev = loop(backing, 80 * MiB);
       const { child, done } = startCli(['os', 'flash', url, '-d', dev, '-y']);
-      await new Promise((r) => setTimeout(r, 2500));
+      await waitFor(() => firstByte(dev) === 0x42, 'the flash to start writing', 30_000);
       sh(`truncate -s 0 ${backing} && losetup -c ${dev}`);
       const r = await Promise.race([done, new Promise<never>((_, rej) => setTimeout(() => { child.kill('SIGKILL'); rej(new Error('flash did not stop')); }, 60000))]);
       assert.notEqual(r.code, 0, r.stderr);

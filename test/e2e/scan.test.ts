@@ -10,6 +10,7 @@ import path from 'node:path';
 import process from 'node:process';
 import { ROOT, runCli } from '../support/cli.js';
 import { cleanupAgent, startAgent, type TestAgent } from '../support/agent.js';
+import { waitFor } from '../support/wait.js';
 import { Netns, link, netnsUnavailable } from '../support/netns.js';
 import type { FoundDevice } from '../../src/lib/discovery/scan.js';
 
@@ -116,12 +117,22 @@ describe('scan', function () {
     });
 
     it('an agent that stops says goodbye: a scan running meanwhile drops it', async () => {
-      const scan = runCli(['scan', '-t', '3', '--json'], { wrap: scanner.wrap });
-      await new Promise((r) => setTimeout(r, 1500));
-      await agent!.kill('SIGTERM');
-      const r = await scan;
-      assert.equal(r.code, 0, r.stderr);
-      assert.deepEqual(devices(r.stdout).map((d) => d.kind), ['balenaOS']);
+      // Watch the scanner's link, so the agent stops only once it has answered this scan.
+      const host = `${agent!.uuid.slice(0, 7)}.local`;
+      const watch = spawn(scanner.wrap[0]!, [...scanner.wrap.slice(1), process.execPath, '--import', 'tsx', path.join(ROOT, 'test/support/mdns-watch.ts'), '10.213.0.2', host], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+      let watched = '';
+      watch.stdout!.on('data', (d: Buffer) => (watched += d.toString()));
+      try {
+        await waitFor(() => watched.includes('ready'), 'the mDNS watcher to listen', 10_000);
+        const scan = runCli(['scan', '-t', '3', '--json'], { wrap: scanner.wrap });
+        await waitFor(() => watched.includes(`seen ${host}`), 'the agent to answer the scan', 3000);
+        await agent!.kill('SIGTERM');
+        const r = await scan;
+        assert.equal(r.code, 0, r.stderr);
+        assert.deepEqual(devices(r.stdout).map((d) => d.kind), ['balenaOS']);
+      } finally {
+        watch.kill('SIGTERM');
+      }
     });
   });
 });

@@ -10,6 +10,7 @@ import { buildProject } from '../../src/lib/builder/build-project.js';
 import type { BuildEvent } from '../../src/lib/builder/release.js';
 import { SkiffError } from '../../src/lib/errors/errors.js';
 import { BASE_AMD64, BASE_ARM64, cleanupImages, docker, ensureBaseImages, makeProject, runInImage } from '../support/engine.js';
+import { requireOrSkip } from '../support/prerequisites.js';
 
 const RUN_ID = randomBytes(3).toString('hex');
 const LABEL = `io.skiff.test.run=${RUN_ID}`;
@@ -143,7 +144,7 @@ describe('build (real engine)', function () {
   });
 
   it('builds an aarch64 image under qemu emulation: RUN steps run as aarch64, the image says arm64', async function () {
-    if (!arm64) this.skip(); // needs scripts/setup-host.sh's arm64 busybox
+    requireOrSkip(this, arm64, "the arm64 busybox base image (run scripts/setup-host.sh)");
     const name = `arm${RUN_ID}`;
     const dir = makeProject({ 'Dockerfile.template': `FROM skiff-test/busybox:%%BALENA_ARCH%%\nRUN uname -m > /built-on\n` }, name);
     // The template names the tag by balena arch; give the arm64 base that name too.

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { BIN } from './cli.js';
 import { docker } from './engine.js';
 import { scratchDir } from './tmp.js';
+import { waitFor } from './wait.js';
 
 export interface TestAgent {
   port: number;
@@ -59,14 +60,10 @@ export async function startAgent(options: StartAgentOptions = {}): Promise<TestA
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
   const url = `http://${listenAddress === '0.0.0.0' ? '127.0.0.1' : listenAddress}:${port}`;
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`agent exited: ${out}`);
-    const ok = options.wrap ? /serving the device API/.test(out) : await fetch(`${url}/ping`).then((r) => r.ok).catch(() => false);
-    if (ok) break;
-    if (Date.now() > deadline) throw new Error(`agent did not answer: ${out}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await waitFor(async () => child.exitCode !== null || (options.wrap ? /serving the device API/.test(out) : await fetch(`${url}/ping`).then((r) => r.ok).catch(() => false)), 'the agent to answer', 15_000).catch((err: Error) => {
+    throw new Error(`${err.message}; agent printed: ${out}`);
+  });
+  if (child.exitCode !== null) throw new Error(`agent exited: ${out}`);
   const uuid = (JSON.parse(readFileSync(path.join(dataDir, 'config.json'), 'utf8')) as { uuid: string }).uuid;
   return {
     port, enginePort, dataDir, uuid, child, url,
@@ -99,19 +96,7 @@ export async function status(url: string): Promise<{ appState: string; release: 
   return (await (await fetch(`${url}/v2/state/status`)).json()) as never;
 }
 
-/** Polls until `check` passes or the time is up (then throws with the last state). */
-export async function eventually<T>(check: () => Promise<T | undefined | false>, timeoutMs = 30_000, what = 'condition'): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v) return v;
-      last = v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${String(last)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
+/** waitFor with the arguments in the order the device tests use. */
+export function eventually<T>(check: () => Promise<T | undefined | false>, timeoutMs = 30_000, what = 'condition'): Promise<T> {
+  return waitFor(check, what, timeoutMs, 200);
 }

@@ -5,6 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import process from 'node:process';
+import { waitFor } from './wait.js';
 
 function ip(...args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -61,11 +62,7 @@ export async function link(a: { ns: Netns; dev: string; cidr: string }, b: { ns:
     ip('-n', end.ns.name, 'addr', 'add', end.cidr, 'dev', end.dev);
     ip('-n', end.ns.name, 'link', 'set', end.dev, 'multicast', 'on', 'up');
   }
-  const deadline = Date.now() + 10_000;
   for (const end of [a, b]) {
-    while (ip('netns', 'exec', end.ns.name, 'cat', `/sys/class/net/${end.dev}/operstate`).trim() !== 'up') {
-      if (Date.now() > deadline) throw new Error(`${end.dev} in ${end.ns.name} has no carrier`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitFor(() => ip('netns', 'exec', end.ns.name, 'cat', `/sys/class/net/${end.dev}/operstate`).trim() === 'up', `${end.dev} in ${end.ns.name} to have a carrier`, 10_000, 50);
   }
 }

@@ -7,7 +7,7 @@ import path from 'node:path';
 import type http from 'node:http';
 import { resolveTarget } from '../device-types/device-types.js';
 import type { EngineFlags } from '../docker/engine.js';
-import { connectLiteEngine } from '../docker/engine-lite.js';
+import { connectLiteEngine, networkGateway } from '../docker/engine-lite.js';
 import { SkiffError } from '../errors/errors.js';
 import { Agent } from './agent.js';
 import { AGENT_VERSION, serve } from './api.js';
@@ -131,7 +131,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
 async function bridgeGateway(docker: EngineContext['docker']): Promise<string> {
   try {
     const bridge = await docker.getNetwork('bridge').inspect();
-    return (bridge as { IPAM?: { Config?: Array<{ Gateway?: string }> } }).IPAM?.Config?.[0]?.Gateway ?? '172.17.0.1';
+    return networkGateway(bridge) ?? '172.17.0.1';
   } catch {
     return '172.17.0.1';
   }

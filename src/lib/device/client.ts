@@ -1,6 +1,7 @@
 /**
  * Talking to a device's API (our agent, or a balenaOS device's supervisor in local mode).
  */
+import { isIPv6 } from 'node:net';
 import { SkiffError } from '../errors/errors.js';
 
 export const DEVICE_API_PORT = 48484;
@@ -13,14 +14,59 @@ export interface DeviceAddress {
   url: string;
 }
 
-/** `10.0.0.2`, `mydevice.local`, `127.0.0.1:48485`, `[::1]:48484` */
+const ADDRESS_HINT = 'give an IPv4 address, a hostname or an IPv6 address in brackets, optionally with :port (e.g. 192.168.1.23, mydevice.local, [fe80::1]:48484)';
+
+/** Why `host` is not an IPv4 address or an RFC 1123 hostname, or undefined when it is one. */
+function hostProblem(host: string): string | undefined {
+  if (host === '') return 'the host is empty';
+  // All digits and dots: meant as an IPv4 address (a hostname's last label is never all digits).
+  if (/^[\d.]+$/.test(host)) {
+    const octets = host.split('.');
+    if (octets.length !== 4 || !octets.every((o) => /^(0|[1-9]\d{0,2})$/.test(o) && Number(o) <= 255)) {
+      return 'an IPv4 address is four numbers from 0 to 255 separated by dots';
+    }
+    return undefined;
+  }
+  const name = host.endsWith('.') ? host.slice(0, -1) : host;
+  if (name.length > 253) return 'a hostname has at most 253 characters';
+  for (const label of name.split('.')) {
+    if (!/^[a-z\d]([a-z\d-]{0,61}[a-z\d])?$/i.test(label)) {
+      return label === '' ? 'a hostname has no empty parts' : `'${label}' is not a hostname label (letters, digits and inner hyphens, at most 63)`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * `10.0.0.2`, `mydevice.local`, `127.0.0.1:48485`, `[::1]:48484`. Anything else is a usage error
+ * saying why, before any connection is tried (so `10.0.0.0.1` is invalid, not unreachable).
+ */
 export function parseDeviceAddress(input: string): DeviceAddress {
-  const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(input.trim());
-  if (!m?.[1]) throw new SkiffError('usage', `'${input}' is not a device address`, { hint: 'give an IP address or hostname, optionally with :port' });
-  const port = m[2] ? Number(m[2]) : DEVICE_API_PORT;
-  if (port < 1 || port > 65535) throw new SkiffError('usage', `port ${port} is out of range`);
-  const host = m[1].replace(/^\[|\]$/g, '');
-  return { host, port, url: `http://${host.includes(':') ? `[${host}]` : host}:${port}` };
+  const text = input.trim();
+  const invalid = (why: string) => new SkiffError('usage', `invalid device address '${input}': ${why}`, { hint: ADDRESS_HINT });
+  let host: string;
+  let portText: string | undefined;
+  const scheme = /^([a-z][a-z\d+.-]*):\/\//i.exec(text);
+  if (scheme) throw invalid(`give the address without ${scheme[1]}://`);
+  const bracketed = /^\[([^\]]*)\](?::(.*))?$/.exec(text);
+  if (bracketed) {
+    host = bracketed[1] ?? '';
+    portText = bracketed[2];
+    if (!isIPv6(host)) throw invalid(`'${host}' in brackets is not an IPv6 address`);
+  } else {
+    const colons = text.split(':').length - 1;
+    if (colons > 1) throw invalid(isIPv6(text) ? `an IPv6 address goes in brackets: [${text}]` : 'too many colons');
+    [host = '', portText] = text.split(':');
+    const problem = hostProblem(host);
+    if (problem) throw invalid(problem);
+  }
+  let port = DEVICE_API_PORT;
+  if (portText !== undefined) {
+    port = /^\d{1,5}$/.test(portText) ? Number(portText) : Number.NaN;
+    if (!(port >= 1 && port <= 65535)) throw invalid(`the port '${portText}' is not a number from 1 to 65535`);
+  }
+  // A zone (fe80::1%eth0) is written %25 in a URL.
+  return { host, port, url: `http://${host.includes(':') ? `[${host.replace('%', '%25')}]` : host}:${port}` };
 }
 
 export function compareVersions(a: string, b: string): number {

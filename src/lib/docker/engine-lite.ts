@@ -93,6 +93,25 @@ export interface NetworkSummary {
   IPAM: { Config: Array<{ Subnet?: string; Gateway?: string }> | null };
 }
 
+/**
+ * A network's IPv4 gateway. The engine leaves `Gateway` out of the default bridge's IPAM config
+ * when it made the bridge interface itself (dockerd's first start on a machine: no docker0 with an
+ * address yet, so it records only the pool; after a restart it reads the gateway off docker0). Its
+ * IPAM gives the bridge the pool's first address all the same, so that is the gateway then.
+ * Undefined without an IPv4 subnet or gateway.
+ */
+export function networkGateway(network: Pick<NetworkSummary, 'IPAM'>): string | undefined {
+  const v4 = (network.IPAM.Config ?? []).filter((c) => !(c.Subnet ?? c.Gateway ?? ':').includes(':'));
+  const given = v4.find((c) => c.Gateway)?.Gateway;
+  if (given) return given;
+  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)\/(\d+)$/.exec(v4.find((c) => c.Subnet)?.Subnet ?? '');
+  const bits = Number(m?.[5]);
+  if (!m || bits > 30) return undefined;
+  const address = m.slice(1, 5).reduce((n, octet) => n * 256 + Number(octet), 0);
+  const first = address - (address % 2 ** (32 - bits)) + 1;
+  return [24, 16, 8, 0].map((shift) => Math.floor(first / 2 ** shift) % 256).join('.');
+}
+
 export interface EngineEvent {
   Type: string;
   Action: string;

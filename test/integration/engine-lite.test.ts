@@ -1,6 +1,7 @@
 /**
- * The agent's engine client: stream parsing on its own, then every call the agent makes against
- * the real engine (/var/run/docker.sock), with the status codes and messages agent code relies on.
+ * The agent's engine client against the real engine (/var/run/docker.sock): every call the agent
+ * makes, with the status codes and messages agent code relies on. (Stream parsing on its own is in
+ * test/unit/engine-lite-streams.test.ts.)
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -11,85 +12,14 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
 import { ExitCode } from '../../src/lib/errors/errors.js';
-import {
-  EngineError, connectLiteEngine, demuxFrames, followPull, jsonLines, splitReference,
-  type EngineClient, type EngineEvent, type LogFrame, type PullProgress,
-} from '../../src/lib/docker/engine-lite.js';
+import { EngineError, connectLiteEngine, networkGateway, type EngineClient, type EngineEvent, type LogFrame } from '../../src/lib/docker/engine-lite.js';
 import { BASE_AMD64, TEST_LABEL, cleanupImages, ensureBaseImages } from '../support/engine.js';
-
-/** Pushes `chunks` through `transform` and collects what comes out. */
-async function through<T>(transform: NodeJS.ReadWriteStream, chunks: Buffer[]): Promise<T[]> {
-  const out: T[] = [];
-  transform.on('data', (item: T) => out.push(item));
-  const ended = new Promise<void>((resolve, reject) => {
-    transform.on('end', resolve);
-    transform.on('error', reject);
-  });
-  for (const c of chunks) transform.write(c);
-  transform.end();
-  await ended;
-  return out;
-}
-
-function frame(type: number, text: string): Buffer {
-  const payload = Buffer.from(text);
-  const header = Buffer.alloc(8);
-  header[0] = type;
-  header.writeUInt32BE(payload.length, 4);
-  return Buffer.concat([header, payload]);
-}
-
-/** Every byte boundary: the frames arrive one byte at a time. */
-const bytes = (b: Buffer) => [...b].map((x) => Buffer.from([x]));
+import { waitFor } from '../support/wait.js';
 
 function joined(frames: LogFrame[], stream: LogFrame['stream']): string {
   return Buffer.concat(frames.filter((f) => f.stream === stream).map((f) => f.data)).toString('utf8');
 }
-
-describe('engine-lite: streams', () => {
-  it('demuxes stdout and stderr frames, split anywhere or several to a chunk', async () => {
-    const wire = Buffer.concat([frame(1, 'out one\n'), frame(2, 'err one\n'), frame(1, ''), frame(1, 'out two\n'), frame(2, 'é\n')]);
-    for (const chunks of [[wire], bytes(wire), [wire.subarray(0, 5), wire.subarray(5, 21), wire.subarray(21)]]) {
-      const frames = await through<LogFrame>(demuxFrames(), chunks);
-      assert.equal(joined(frames, 'stdout'), 'out one\nout two\n');
-      assert.equal(joined(frames, 'stderr'), 'err one\né\n');
-      assert.ok(frames.every((f) => f.data.length > 0), 'empty frames are dropped');
-    }
-  });
-
-  it('passes bytes that are not frames through as stdout', async () => {
-    const frames = await through<LogFrame>(demuxFrames(), [Buffer.from('hello from a tty\r\n'), Buffer.from('more\r\n')]);
-    assert.equal(joined(frames, 'stdout'), 'hello from a tty\r\nmore\r\n');
-  });
-
-  it('parses JSON lines split across chunks (a UTF-8 character too), skipping blank lines', async () => {
-    const wire = Buffer.from('{"a":1}\n\n{"b":"ü"}\r\n{"c":3}');
-    const cut = wire.indexOf(Buffer.from('ü')) + 1; // inside the two bytes of ü
-    const items = await through<unknown>(jsonLines(), [wire.subarray(0, 3), wire.subarray(3, cut), wire.subarray(cut)]);
-    assert.deepEqual(items, [{ a: 1 }, { b: 'ü' }, { c: 3 }]);
-  });
-
-  it('a pull fails on its first error line, and succeeds when the stream ends cleanly', async () => {
-    const seen: PullProgress[] = [];
-    await followPull(Readable.from([{ status: 'Pulling from library/busybox' }, { status: 'Download complete', id: 'abc' }]), (p) => seen.push(p));
-    assert.equal(seen.length, 2);
-    await assert.rejects(
-      followPull(Readable.from([{ status: 'Pulling' }, { errorDetail: { message: 'manifest unknown' }, error: 'manifest unknown' }, { status: 'never read' }])),
-      /^Error: manifest unknown$/,
-    );
-    await assert.rejects(followPull(Readable.from([{ error: 'no space left on device' }])), /no space left on device/);
-  });
-
-  it('splits references into the engine\'s fromImage and tag', () => {
-    assert.deepEqual(splitReference('busybox'), { name: 'busybox', tag: 'latest' });
-    assert.deepEqual(splitReference('busybox:1.36'), { name: 'busybox', tag: '1.36' });
-    assert.deepEqual(splitReference('localhost:5000/app'), { name: 'localhost:5000/app', tag: 'latest' });
-    assert.deepEqual(splitReference('localhost:5000/app:v2'), { name: 'localhost:5000/app', tag: 'v2' });
-    assert.deepEqual(splitReference('app@sha256:0123'), { name: 'app', tag: 'sha256:0123' });
-  });
-});
 
 describe('engine-lite: against the real engine', function () {
   const RUN = randomBytes(3).toString('hex');
@@ -146,15 +76,13 @@ describe('engine-lite: against the real engine', function () {
 
     // 2000 interleaved lines on each stream: many frames per chunk and frames cut between chunks.
     const expected = (prefix: string) => Array.from({ length: 2000 }, (_, i) => `${prefix} ${i}\n`).join('');
-    let frames: LogFrame[] = [];
-    for (let tries = 0; tries < 50; tries++) {
+    const frames = await waitFor(async () => {
       const logs = await c.logs({ stdout: true, stderr: true, tty: false });
-      frames = [];
-      logs.on('data', (f: LogFrame) => frames.push(f));
+      const got: LogFrame[] = [];
+      logs.on('data', (f: LogFrame) => got.push(f));
       await new Promise((resolve, reject) => logs.on('end', resolve).on('error', reject));
-      if (joined(frames, 'stdout').length >= expected('out').length && joined(frames, 'stderr').length >= expected('err').length) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+      return joined(got, 'stdout').length >= expected('out').length && joined(got, 'stderr').length >= expected('err').length && got;
+    }, 'the container to have written all its lines', 10_000);
     assert.equal(joined(frames, 'stdout'), expected('out'));
     assert.equal(joined(frames, 'stderr'), expected('err'));
 
@@ -222,7 +150,9 @@ describe('engine-lite: against the real engine', function () {
     assert.deepEqual((await docker.listNetworks({ filters: { label: [label] } })).map((n) => n.Id), [network.id]);
     await network.remove();
     assert.equal((await engineError(docker.getNetwork(network.id).remove())).statusCode, 404);
-    assert.match((await docker.getNetwork('bridge').inspect()).IPAM.Config?.[0]?.Gateway ?? '', /^\d+\.\d+\.\d+\.\d+$/);
+    // Not IPAM.Config[0].Gateway: the engine leaves it out until dockerd restarts on a machine
+    // where it made docker0 itself (a fresh machine), so the agent derives it (networkGateway).
+    assert.match(networkGateway(await docker.getNetwork('bridge').inspect()) ?? '', /^\d+\.\d+\.\d+\.\d+$/);
   });
 
   it('talks TLS to a remote engine when given ca, cert and key (and is refused without a client certificate)', async () => {

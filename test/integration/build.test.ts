@@ -196,13 +196,44 @@ describe('build (real engine)', function () {
     });
   });
 
-  it('refuses a .dockerignore that excludes the Dockerfile, naming the line', async () => {
-    const dir = makeProject({ Dockerfile: `FROM ${BASE_AMD64}\n`, '.dockerignore': '*.md\nDocker*\n' }, `ignoredf${RUN_ID}`);
-    await assert.rejects(build(dir).promise, (err: SkiffError) => {
-      assert.equal(err.code, 'project');
-      assert.equal(err.where, '.dockerignore:2');
-      return true;
-    });
+  it('builds with a Dockerfile that .dockerignore lists, as docker does, and COPY . does not see it', async () => {
+    const name = `ignoredf${RUN_ID}`;
+    const dir = makeProject({ Dockerfile: `FROM ${BASE_AMD64}\nCOPY . /app\n`, '.dockerignore': '*.md\nDocker*\n.dockerignore\n', 'README.md': 'r', 'app.js': 'a' }, name);
+    const m = await build(dir).promise;
+    assert.equal(m.services[0]?.dockerfile, 'Dockerfile');
+    assert.equal(await runInImage(`${name}_main`, ['ls', '-A', '/app']), 'app.js\n');
+  });
+
+  it('builds with a Dockerfile in a folder that .dockerignore lists, and COPY . sees nothing of that folder', async () => {
+    const name = `ignoredfdir${RUN_ID}`;
+    const dir = makeProject(
+      {
+        'docker-compose.yml': 'services:\n  web:\n    build:\n      context: .\n      dockerfile: docker/Dockerfile\n',
+        '.dockerignore': 'docker\n',
+        'docker/Dockerfile': `FROM ${BASE_AMD64}\nCOPY . /app\n`,
+        'docker/notes.txt': 'n',
+        'app.js': 'a',
+      },
+      name,
+    );
+    await build(dir).promise;
+    const files = (await runInImage(`${name}_web`, ['find', '/app', '-type', 'f'])).trim().split('\n').sort();
+    assert.deepEqual(files, ['/app/.dockerignore', '/app/app.js', '/app/docker-compose.yml']);
+  });
+
+  it('hides a service Dockerfile that the project root .dockerignore lists, keeping the rest of the folder', async () => {
+    const name = `ignoredfsvc${RUN_ID}`;
+    const dir = makeProject(
+      {
+        'docker-compose.yml': 'services:\n  web:\n    build: ./web\n',
+        '.dockerignore': 'web/Dockerfile\n',
+        'web/Dockerfile': `FROM ${BASE_AMD64}\nCOPY . /app\n`,
+        'web/index.html': 'i',
+      },
+      name,
+    );
+    await build(dir).promise;
+    assert.equal(await runInImage(`${name}_web`, ['ls', '-A', '/app']), 'index.html\n');
   });
 
   it('warns when a build context passes 1 GB', async function () {

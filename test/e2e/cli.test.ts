@@ -76,8 +76,8 @@ describe('skiff (the binary)', function () {
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /SERVICE\s+IMAGE\s+SIZE\s+ARCH\s+TIME\s+CACHED/);
       assert.match(r.stdout, new RegExp(`web\\s+${name}_web:latest`));
-      assert.match(r.stderr, /\[web\] Step 1\/3 : FROM/);
-      assert.match(r.stderr, /\[db\]\s+Step 2\/3 : RUN echo db/);
+      assert.match(r.stderr, /\[web\] Step 1\/\d+ : FROM/);
+      assert.match(r.stderr, /\[db\]\s+Step 2\/\d+ : RUN echo db/);
       assert.ok(!r.stderr.includes('\u001b['), 'NO_COLOR output has no escape codes');
 
       const j = await runCli(['build', dir, '--deviceType', 'intel-nuc', '--json']);
@@ -94,7 +94,7 @@ describe('skiff (the binary)', function () {
       const { dir } = project({ Dockerfile: `FROM ${BASE_AMD64}\nRUN echo quiet\n` }, 'nologs');
       const r = await runCli(['build', dir, '-d', 'intel-nuc', '--nologs']);
       assert.equal(r.code, 0, r.stderr);
-      assert.doesNotMatch(r.stderr, /Step 1\/3/);
+      assert.doesNotMatch(r.stderr, /Step 1\//);
       assert.match(r.stderr, /\[main\] done/);
     });
 

@@ -181,15 +181,14 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       'io.skiff.device-type': target.deviceType.slug,
       'io.skiff.arch': target.arch,
     };
-    // The engine turns each API label into its own LABEL step (a container each); one appended
-    // LABEL line costs one step. With a build target the last stage is not the image, so use the API.
-    const dockerfile = p.spec.build.target ? p.dockerfile : withLabels(p.dockerfile, labels);
+    // Labels go through the API (the engine adds a LABEL step for each, a fraction of a second) rather
+    // than a LABEL line added to the Dockerfile: `COPY .` would put that edited Dockerfile in the image.
     let contextBytes = 0;
     let warnedSize = false;
     const context = await packContext({
       contextDir: p.spec.build.context,
       rules: p.rules ?? rootRules,
-      dockerfile,
+      dockerfile: p.dockerfile,
       displayBase: project.dir,
       service: p.spec.name,
       onBytes: (n) => {
@@ -207,7 +206,7 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       buildArgs: p.buildArgs,
       platform,
       ...(p.spec.build.target ? { target: p.spec.build.target } : {}),
-      ...(p.spec.build.target ? { labels } : {}),
+      labels,
       cacheFrom: [...p.spec.build.cacheFrom, ...(options.cacheFrom ?? [])],
       nocache: options.nocache,
       pull: options.pull,
@@ -280,12 +279,6 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
   const commit = await gitCommit(project.dir);
   if (commit) manifest.commit = commit;
   return manifest;
-}
-
-function withLabels(dockerfile: ResolvedDockerfile, labels: Record<string, string>): ResolvedDockerfile {
-  const line = `LABEL ${Object.entries(labels).map(([k, v]) => `${JSON.stringify(k)}=${JSON.stringify(v)}`).join(' ')}`;
-  const contents = `${dockerfile.contents.replace(/\s*$/, '')}\n${line}\n`;
-  return { ...dockerfile, contents, processed: true };
 }
 
 function failureError(service: string, error: unknown): SkiffError {

@@ -249,6 +249,19 @@ describe('build (real engine)', function () {
     assert.equal(inspect.Config.Labels?.['io.skiff.test.run'], RUN_ID);
   });
 
+  it('substitutes %%BALENA_SERVICE_NAME%%, %%BALENA_APP_NAME%% and %%BALENA_RELEASE_HASH%%; the image holds the resolved template without any added line', async () => {
+    const name = `tmplnames${RUN_ID}`;
+    const template = `FROM ${BASE_AMD64}\nRUN echo "%%BALENA_SERVICE_NAME%% %%BALENA_APP_NAME%% %%BALENA_RELEASE_HASH%% %%RESIN_SERVICE_NAME%%" > /names\nCOPY . /app\n`;
+    const dir = makeProject({ 'docker-compose.yml': 'services:\n  frontend:\n    build: ./frontend\n', 'frontend/Dockerfile.template': template }, name);
+    await build(dir).promise;
+    assert.equal(await runInImage(`${name}_frontend`, ['cat', '/names']), `frontend ${name} unavailable frontend\n`, 'no release yet: unavailable, as balena-cli says');
+    const fleet = `fleet${RUN_ID}`;
+    await build(dir, { projectName: fleet }).promise;
+    assert.equal(await runInImage(`${fleet}_frontend`, ['cat', '/names']), `frontend ${fleet} unavailable frontend\n`);
+    const resolved = template.replace(/%%([A-Z_]+)%%/g, (_m, v: string) => (v === 'BALENA_APP_NAME' ? fleet : v === 'BALENA_RELEASE_HASH' ? 'unavailable' : 'frontend'));
+    assert.equal(await runInImage(`${fleet}_frontend`, ['cat', '/app/Dockerfile.template']), resolved);
+  });
+
   it('warns when a build context passes 1 GB', async function () {
     const name = `big${RUN_ID}`;
     const dir = makeProject({ Dockerfile: `FROM ${BASE_AMD64}\nCOPY small.txt /small.txt\n`, 'small.txt': 's' }, name);

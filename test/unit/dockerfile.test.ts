@@ -40,6 +40,17 @@ describe('Dockerfile resolution', () => {
     assert.equal(r.processed, true);
   });
 
+  it('substitutes every variable balena documents: service, fleet and release too, under each prefix', () => {
+    const vars = ['MACHINE_NAME', 'ARCH', 'SERVICE_NAME', 'APP_NAME', 'RELEASE_HASH'];
+    const line = (prefix: string) => vars.map((v) => `%%${prefix}${v}%%`).join(' ');
+    const dir = dirWith({ 'Dockerfile.template': `FROM x\nRUN echo ${line('BALENA_')}\nRUN echo ${line('RESIN_')}\nRUN echo ${line('SKIFF_')}\n` });
+    const expected = 'raspberrypi4-64 aarch64 frontend myfleet';
+    const local = resolveDockerfile(dir, undefined, pi4, '/', { service: 'frontend', appName: 'myfleet' });
+    assert.equal(local.contents, `FROM x\n${[1, 2, 3].map(() => `RUN echo ${expected} unavailable\n`).join('')}`, 'a local build has no release: unavailable, as balena-cli says');
+    const released = resolveDockerfile(dir, undefined, pi4, '/', { service: 'frontend', appName: 'myfleet', releaseHash: '0123abcd' });
+    assert.match(released.contents, /RUN echo raspberrypi4-64 aarch64 frontend myfleet 0123abcd\n/);
+  });
+
   it('reports an unknown %%VAR%% with file:line', () => {
     const dir = dirWith({ 'Dockerfile.template': 'FROM x\n\nRUN echo %%BALENA_NOPE%%\n' });
     assert.throws(() => resolveDockerfile(dir, undefined, pi4, dir), (err: SkiffError) => {

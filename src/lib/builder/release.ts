@@ -41,6 +41,10 @@ export interface ReleaseBuildOptions {
   onEvent?: (event: BuildEvent) => void;
   /** Extra labels put on every image (tests use them to clean up). */
   labels?: Record<string, string>;
+  /** %%BALENA_APP_NAME%%: the fleet's name; the project's name when absent. */
+  appName?: string;
+  /** %%BALENA_RELEASE_HASH%%; `unavailable` when absent, as in balena-cli's local builds. */
+  releaseHash?: string;
 }
 
 export type BuildEvent =
@@ -124,7 +128,8 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       prepared.push({ spec, image: spec.image ?? '', buildArgs: {} });
       continue;
     }
-    let dockerfile = resolveDockerfile(spec.build.context, spec.build.dockerfile, target, project.dir);
+    const names = { service: spec.name, appName: options.appName ?? project.name, ...(options.releaseHash ? { releaseHash: options.releaseHash } : {}) };
+    let dockerfile = resolveDockerfile(spec.build.context, spec.build.dockerfile, target, project.dir, names);
     if (!options.noConvertEol && dockerfile.contents.includes('\r\n')) {
       dockerfile = { ...dockerfile, contents: dockerfile.contents.replace(/\r\n/g, '\n'), processed: true };
     }

@@ -262,6 +262,29 @@ describe('build (real engine)', function () {
     assert.equal(await runInImage(`${fleet}_frontend`, ['cat', '/app/Dockerfile.template']), resolved);
   });
 
+  it('sets BuildKit\'s automatic platform args without the unconsumed-args warning; a user build arg wins and is still warned about', async () => {
+    const name = `platargs${RUN_ID}`;
+    const dir = makeProject({ Dockerfile: `FROM ${BASE_AMD64}\nARG TARGETPLATFORM\nARG BUILDARCH\nARG TARGETVARIANT\nRUN echo "$TARGETPLATFORM $BUILDARCH [$TARGETVARIANT]" > /platform\n` }, name);
+    const quiet = build(dir);
+    await quiet.promise;
+    assert.equal(await runInImage(`${name}_main`, ['cat', '/platform']), 'linux/amd64 amd64 []\n');
+    assert.ok(!quiet.events.some((e) => e.kind === 'log' && /not consumed/.test(e.line)), 'no warning about args the user never gave');
+    const own = build(dir, { buildArgs: { TARGETVARIANT: 'mine', UNUSED: '1' } });
+    await own.promise;
+    assert.equal(await runInImage(`${name}_main`, ['cat', '/platform']), 'linux/amd64 amd64 [mine]\n');
+    const warnings = own.events.filter((e): e is Extract<BuildEvent, { kind: 'log' }> => e.kind === 'log' && /not consumed/.test(e.line)).map((e) => e.line);
+    assert.deepEqual(warnings, ['[Warning] One or more build-args [UNUSED] were not consumed']);
+  });
+
+  it('reads TARGETARCH in an arm64 build for a Raspberry Pi 4 (emulated), as a Dockerfile for docker buildx does', async () => {
+    assert.ok(arm64, `the arm64 busybox base is missing: run scripts/setup-host.sh (it caches ${BASE_ARM64}'s busybox)`);
+    const name = `targetarch${RUN_ID}`;
+    const dir = makeProject({ Dockerfile: `FROM ${BASE_ARM64}\nARG TARGETARCH\nRUN echo $TARGETARCH > /arch\n` }, name);
+    const m = await build(dir, { deviceType: 'raspberrypi4-64' }).promise;
+    assert.equal(m.services[0]?.architecture, 'arm64');
+    assert.equal(await runInImage(`${name}_main`, ['cat', '/arch'], 'linux/arm64'), 'arm64\n');
+  });
+
   it('warns when a build context passes 1 GB', async function () {
     const name = `big${RUN_ID}`;
     const dir = makeProject({ Dockerfile: `FROM ${BASE_AMD64}\nCOPY small.txt /small.txt\n`, 'small.txt': 's' }, name);

@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { existsSync } from 'node:fs';
 import { SkiffError } from '../errors/errors.js';
-import { platformString, archFromDocker, type BuildTarget } from '../device-types/device-types.js';
+import { ARCHES, AUTOMATIC_PLATFORM_ARGS, automaticPlatformArgs, platformString, archFromDocker, type BuildTarget } from '../device-types/device-types.js';
 import type { Engine } from '../docker/engine.js';
 import { emulationStatus, emulationHint, registerEmulation } from '../docker/emulation.js';
 import { buildImage, ImageBuildError } from '../docker/image-build.js';
@@ -99,6 +99,8 @@ interface PreparedService {
   facts?: DockerfileFacts;
   rules?: IgnoreRules;
   buildArgs: Record<string, string>;
+  /** Automatic build args the user did not set themselves. */
+  quietBuildArgs: string[];
 }
 
 export function imageName(project: string, service: string, tag = 'latest'): string {
@@ -122,10 +124,13 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
   }
 
   const rootRules = await loadIgnoreRules(project.dir);
+  // BuildKit's automatic platform args, which Dockerfiles written for buildx read; BUILD* is the engine.
+  const enginePlatform = options.engine.arch ? ARCHES[options.engine.arch].platform : target.platform;
+  const platformArgs = automaticPlatformArgs(target.platform, enginePlatform);
   const prepared: PreparedService[] = [];
   for (const spec of project.services) {
     if (!spec.build) {
-      prepared.push({ spec, image: spec.image ?? '', buildArgs: {} });
+      prepared.push({ spec, image: spec.image ?? '', buildArgs: {}, quietBuildArgs: [] });
       continue;
     }
     const names = { service: spec.name, appName: options.appName ?? project.name, ...(options.releaseHash ? { releaseHash: options.releaseHash } : {}) };
@@ -133,7 +138,9 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
     if (!options.noConvertEol && dockerfile.contents.includes('\r\n')) {
       dockerfile = { ...dockerfile, contents: dockerfile.contents.replace(/\r\n/g, '\n'), processed: true };
     }
-    const buildArgs = buildArgsFor(spec.name, settings, spec.build.args, options.buildArgs ?? {});
+    const userArgs = buildArgsFor(spec.name, settings, spec.build.args, options.buildArgs ?? {});
+    const buildArgs = { ...platformArgs, ...userArgs };
+    const quietBuildArgs = AUTOMATIC_PLATFORM_ARGS.filter((name) => !(name in userArgs));
     let rules = rootRules;
     const ownIgnore = path.join(spec.build.context, '.dockerignore');
     if (spec.build.context !== project.dir && existsSync(ownIgnore)) {
@@ -147,6 +154,7 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       facts: dockerfileFacts(dockerfile.contents, buildArgs),
       rules,
       buildArgs,
+      quietBuildArgs,
     });
   }
 
@@ -209,6 +217,7 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       tag: p.image,
       dockerfile: p.dockerfile.pathRel,
       buildArgs: p.buildArgs,
+      quietBuildArgs: p.quietBuildArgs,
       platform,
       ...(p.spec.build.target ? { target: p.spec.build.target } : {}),
       labels,

@@ -154,3 +154,27 @@ export function archFromDocker(architecture: string, variant?: string): Arch | u
     default: return undefined;
   }
 }
+
+/** The build arguments BuildKit sets on every build, by name. */
+export const AUTOMATIC_PLATFORM_ARGS = ['TARGETPLATFORM', 'TARGETOS', 'TARGETARCH', 'TARGETVARIANT', 'BUILDPLATFORM', 'BUILDOS', 'BUILDARCH', 'BUILDVARIANT'] as const;
+
+/**
+ * BuildKit's automatic platform arguments (`ARG TARGETARCH` in a Dockerfile written for buildx),
+ * which the classic builder does not set: TARGET* from the device's platform, BUILD* from the
+ * engine's. Variants are empty where buildx leaves them empty (arm64, amd64, 386).
+ * @example automaticPlatformArgs(ARCHES.armv7hf.platform, ARCHES.amd64.platform).TARGETPLATFORM === 'linux/arm/v7'
+ */
+export function automaticPlatformArgs(target: Platform, build: Platform): Record<(typeof AUTOMATIC_PLATFORM_ARGS)[number], string> {
+  const variant = (p: Platform) => (p.architecture === 'arm' ? (p.variant ?? '') : '');
+  const full = (p: Platform) => `${p.os}/${p.architecture}${variant(p) ? `/${variant(p)}` : ''}`;
+  return {
+    TARGETPLATFORM: full(target),
+    TARGETOS: target.os,
+    TARGETARCH: target.architecture,
+    TARGETVARIANT: variant(target),
+    BUILDPLATFORM: full(build),
+    BUILDOS: build.os,
+    BUILDARCH: build.architecture,
+    BUILDVARIANT: variant(build),
+  };
+}

@@ -144,7 +144,8 @@ export function dockerfileFacts(contents: string, buildArgs: Record<string, stri
       let platform: string | undefined;
       while (parts[0]?.startsWith('--')) {
         const flag = parts.shift() ?? '';
-        if (flag.startsWith('--platform=')) platform = flag.slice('--platform='.length);
+        // `--platform=$BUILDPLATFORM` takes its value from an ARG before the first FROM, as the image does.
+        if (flag.startsWith('--platform=')) platform = substituteArgs(flag.slice('--platform='.length), args) || undefined;
       }
       const image = substituteArgs(parts[0] ?? '', args);
       const alias = parts[1]?.toUpperCase() === 'AS' ? parts[2] : undefined;

@@ -285,6 +285,38 @@ describe('build (real engine)', function () {
     assert.equal(await runInImage(`${name}_main`, ['cat', '/arch'], 'linux/arm64'), 'arm64\n');
   });
 
+  it('builds a context outside the project folder (a monorepo), with that context\'s own .dockerignore', async () => {
+    const deploy = `deploy${RUN_ID}`;
+    const mono = makeProject(
+      {
+        [`${deploy}/docker-compose.yml`]: 'services:\n  web:\n    build:\n      context: ../\n      dockerfile: app/Dockerfile\n',
+        // The project's own .dockerignore covers the project folder only; the context's applies.
+        [`${deploy}/.dockerignore`]: 'app\n',
+        '.dockerignore': 'secret.txt\n',
+        'secret.txt': 's',
+        'app/Dockerfile': `FROM ${BASE_AMD64}\nCOPY . /src\n`,
+        'app/main.js': 'm',
+        'lib/shared.js': 'l',
+      },
+      `mono${RUN_ID}`,
+    );
+    const m = await build(path.join(mono, deploy)).promise;
+    assert.equal(m.services[0]?.dockerfile, '../app/Dockerfile');
+    const listing = await runInImage(`${deploy}_web`, ['find', '/src', '-type', 'f']);
+    assert.deepEqual(listing.trim().split('\n').sort(), ['/src/.dockerignore', '/src/app/Dockerfile', '/src/app/main.js', `/src/${deploy}/.dockerignore`, `/src/${deploy}/docker-compose.yml`, '/src/lib/shared.js']);
+  });
+
+  it('names a build context that does not exist in one line with file:line', async () => {
+    const dir = makeProject({ 'docker-compose.yml': 'services:\n  web:\n    build:\n      context: ../nope\n' }, `nocontext${RUN_ID}`);
+    await assert.rejects(build(dir).promise, (err: SkiffError) => {
+      assert.equal(err.code, 'project');
+      assert.equal(err.where, 'docker-compose.yml:4');
+      assert.equal(err.toLine().split('\n').length, 1);
+      assert.match(err.toLine(), /build context '\.\.\/nope' of service 'web' does not exist/);
+      return true;
+    });
+  });
+
   it('warns when a build context passes 1 GB', async function () {
     const name = `big${RUN_ID}`;
     const dir = makeProject({ Dockerfile: `FROM ${BASE_AMD64}\nCOPY small.txt /small.txt\n`, 'small.txt': 's' }, name);

@@ -143,7 +143,10 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
     const quietBuildArgs = AUTOMATIC_PLATFORM_ARGS.filter((name) => !(name in userArgs));
     let rules = rootRules;
     const ownIgnore = path.join(spec.build.context, '.dockerignore');
-    if (spec.build.context !== project.dir && existsSync(ownIgnore)) {
+    const outside = path.relative(project.dir, spec.build.context).startsWith('..');
+    // A context outside the project folder has its own .dockerignore, as with docker compose.
+    if (outside) rules = await loadIgnoreRules(spec.build.context);
+    else if (spec.build.context !== project.dir && existsSync(ownIgnore)) {
       if (options.multiDockerignore) rules = await loadIgnoreRules(spec.build.context);
       else emit({ kind: 'warning', message: `${path.relative(project.dir, ownIgnore)} is not used; the project's root .dockerignore applies to every service unless you pass --multi-dockerignore` });
     }

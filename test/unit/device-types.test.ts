@@ -12,6 +12,12 @@ describe('device types', () => {
     assert.ok(DEVICE_TYPES.every((d) => !d.discontinued));
   });
 
+  it('lists the common boards first (lists and the build-config prompt), the rest by slug', () => {
+    assert.deepEqual(DEVICE_TYPES.slice(0, 5).map((d) => d.slug), ['raspberry-pi', 'raspberry-pi2', 'raspberrypi3', 'raspberrypi3-64', 'raspberrypi4-64']);
+    const rest = DEVICE_TYPES.slice(16).map((d) => d.slug);
+    assert.deepEqual(rest, [...rest].sort());
+  });
+
   it('gives each slug and alias to one device type only', () => {
     assert.equal(new Set(ALL_DEVICE_TYPES.map((d) => d.slug)).size, ALL_DEVICE_TYPES.length);
     const names = ALL_DEVICE_TYPES.flatMap((d) => [d.slug, ...(d.aliases ?? [])]);

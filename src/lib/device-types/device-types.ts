@@ -61,8 +61,22 @@ function withSkiffAliases(list: readonly DeviceType[]): DeviceType[] {
   });
 }
 
+/** The boards most people have, first in lists and prompts; the others follow by slug. */
+const COMMON_FIRST = [
+  'raspberry-pi', 'raspberry-pi2', 'raspberrypi3', 'raspberrypi3-64', 'raspberrypi4-64', 'raspberrypi5', 'raspberrypi0-2w-64', 'raspberrypicm4-ioboard',
+  'beaglebone-black', 'jetson-nano', 'jetson-orin-nano-devkit-nvme', 'jetson-agx-orin-devkit', 'intel-nuc', 'genericx86-64-ext', 'generic-aarch64', 'generic-amd64',
+];
+
+function commonFirst(list: readonly DeviceType[]): DeviceType[] {
+  const rank = (d: DeviceType) => {
+    const i = COMMON_FIRST.indexOf(d.slug);
+    return i < 0 ? COMMON_FIRST.length : i;
+  };
+  return [...list].sort((a, b) => rank(a) - rank(b) || a.slug.localeCompare(b.slug));
+}
+
 /** The device types balena supports today: what `skiff devices supported` lists. */
-export const DEVICE_TYPES: readonly DeviceType[] = withSkiffAliases(CURRENT_DEVICE_TYPES);
+export const DEVICE_TYPES: readonly DeviceType[] = commonFirst(withSkiffAliases(CURRENT_DEVICE_TYPES));
 
 /** Every device type Skiff builds for: today's, then the discontinued ones existing fleets may still use. */
 export const ALL_DEVICE_TYPES: readonly DeviceType[] = [...DEVICE_TYPES, ...withSkiffAliases(DISCONTINUED_DEVICE_TYPES).map((d) => ({ ...d, discontinued: true }))];

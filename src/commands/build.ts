@@ -8,9 +8,9 @@ export default class Build extends SkiffCommand<ReleaseManifest | ResolvedBuild>
   static override summary = 'Build a project into a release for a device type, on a local or remote Docker engine.';
   static override description = `Builds every service of the project in [source] (a folder with docker-compose.yml, or a single Dockerfile / Dockerfile.template) for one device type or architecture, in parallel, on a Docker engine. Images are tagged <project>_<service>:<tag>, as balena does.
 
-Dockerfiles are chosen the balena way (Dockerfile.<deviceType>, Dockerfile.<arch>, Dockerfile.template, Dockerfile) and templates get %%BALENA_MACHINE_NAME%% and %%BALENA_ARCH%%. balena.yml build-variables become build args. Building for another architecture runs RUN steps under qemu emulation (see --emulated).
+Dockerfiles are chosen the balena way (Dockerfile.<deviceType>, Dockerfile.<arch>, Dockerfile.template, Dockerfile) and templates get %%BALENA_MACHINE_NAME%%, %%BALENA_ARCH%%, %%BALENA_SERVICE_NAME%%, %%BALENA_APP_NAME%% and %%BALENA_RELEASE_HASH%%. balena.yml build-variables become build args, and every build gets BuildKit's automatic platform args (TARGETARCH, TARGETPLATFORM, BUILDPLATFORM…) as buildx sets them. Building for another architecture runs RUN steps under qemu emulation (see --emulated).
 
-The project's .dockerignore applies to every service; with --multi-dockerignore each service uses the one in its own build context. .git is never sent.
+The project's .dockerignore applies to every service in the project folder; with --multi-dockerignore each service uses the one in its own build context (or none), and a build context outside the project folder always uses its own. A Dockerfile the .dockerignore lists is still built, as docker does; COPY does not see it. .git is never sent.
 
 The compose file's \${VAR}, \${VAR:-default} and the other compose forms are filled in from the environment and the project's .env before anything is checked. --dry-run prints the project as skiff reads it (services after substitution, image tags, the Dockerfile each service uses and why, build args) and builds nothing, as 'docker compose config' does.`;
   static override examples = [

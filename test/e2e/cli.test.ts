@@ -78,8 +78,8 @@ describe('skiff (the binary)', function () {
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /SERVICE\s+IMAGE\s+SIZE\s+ARCH\s+TIME\s+CACHED/);
       assert.match(r.stdout, new RegExp(`web\\s+${name}_web:latest`));
-      assert.match(r.stderr, /\[web\] Step 1\/3 : FROM/);
-      assert.match(r.stderr, /\[db\]\s+Step 2\/3 : RUN echo db/);
+      assert.match(r.stderr, /\[web\] Step 1\/\d+ : FROM/);
+      assert.match(r.stderr, /\[db\]\s+Step 2\/\d+ : RUN echo db/);
       assert.ok(!r.stderr.includes('\u001b['), 'NO_COLOR output has no escape codes');
 
       const j = await runCli(['build', dir, '--deviceType', 'intel-nuc', '--json']);
@@ -96,7 +96,7 @@ describe('skiff (the binary)', function () {
       const { dir } = project({ Dockerfile: `FROM ${BASE_AMD64}\nRUN echo quiet\n` }, 'nologs');
       const r = await runCli(['build', dir, '-d', 'intel-nuc', '--nologs']);
       assert.equal(r.code, 0, r.stderr);
-      assert.doesNotMatch(r.stderr, /Step 1\/3/);
+      assert.doesNotMatch(r.stderr, /Step 1\//);
       assert.match(r.stderr, /\[main\] done/);
     });
 
@@ -109,7 +109,7 @@ describe('skiff (the binary)', function () {
       { name: 'template with an unknown %%VAR%%', files: { 'Dockerfile.template': 'FROM x\nRUN echo %%BALENA_COLOUR%%\n' }, code: 3, message: /Dockerfile\.template:2: unknown template variable %%BALENA_COLOUR%%/ },
       { name: 'unknown device type (suggests)', files: { Dockerfile: 'FROM x\n' }, args: ['--deviceType', 'raspbery-pi4-64'], code: 2, message: /unknown device type 'raspbery-pi4-64'\. Did you mean 'raspberrypi4-64'/ },
       { name: 'arch and device type that disagree', files: { Dockerfile: 'FROM x\n' }, args: ['--deviceType', 'raspberrypi3', '--arch', 'amd64'], code: 2, message: /--arch amd64 does not match device type 'raspberrypi3', which is armv7hf/ },
-      { name: '.dockerignore that excludes the Dockerfile', files: { Dockerfile: `FROM ${BASE_AMD64}\n`, '.dockerignore': 'Dockerfile\n' }, code: 3, message: /\.dockerignore:1: \.dockerignore excludes 'Dockerfile'/ },
+      { name: 'build context that does not exist', files: { 'docker-compose.yml': 'services:\n  web:\n    build:\n      context: ../nope\n' }, code: 3, message: /docker-compose\.yml:4: build context '\.\.\/nope' of service 'web' does not exist/ },
       { name: 'FROM image that does not exist and cannot be pulled', files: { Dockerfile: 'FROM skiff-test/missing:9\n' }, code: 5, message: /Dockerfile:1: service 'main': image 'skiff-test\/missing:9' is not on the engine and could not be pulled/ },
       { name: 'build failure', files: { Dockerfile: `FROM ${BASE_AMD64}\nRUN echo boom-line && false\n` }, code: 5, message: /service 'main' failed to build/ },
     ];

@@ -4,7 +4,6 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { loadIgnoreRules, packContext } from '../../src/lib/project/build-context.js';
 import type { ResolvedDockerfile } from '../../src/lib/project/dockerfile.js';
-import type { SkiffError } from '../../src/lib/errors/errors.js';
 import { scratchDir } from '../support/tmp.js';
 
 function tree(files: Record<string, string>): string {
@@ -59,14 +58,36 @@ describe('build context', () => {
     assert.equal(readFileSync(path.join(out, 'Dockerfile.template'), 'utf8'), 'FROM aarch64\n');
   });
 
-  it('refuses a .dockerignore that excludes the Dockerfile, naming the line', async () => {
-    const dir = tree({ Dockerfile: 'FROM x\n', '.dockerignore': '*.md\n\nDocker*\n' });
-    await assert.rejects(unpack(dir, plain), (err: SkiffError) => {
-      assert.equal(err.code, 'project');
-      assert.equal(err.where, '.dockerignore:3');
-      assert.match(err.hint ?? '', /!Dockerfile/);
-      return true;
-    });
+  it('sends a Dockerfile that .dockerignore excludes, with the .dockerignore the engine reads to hide it from COPY', async () => {
+    const dir = tree({ Dockerfile: 'FROM x\n', '.dockerignore': '*.md\n\nDocker*\n.dockerignore\n', 'a.md': 'x', 'app.js': 'a' });
+    const out = await unpack(dir, plain);
+    assert.equal(readFileSync(path.join(out, 'Dockerfile'), 'utf8'), 'FROM x\n');
+    assert.equal(readFileSync(path.join(out, '.dockerignore'), 'utf8'), '*.md\n\nDocker*\n.dockerignore\n', 'the user\'s own file, even though it excludes itself');
+    assert.ok(!existsSync(path.join(out, 'a.md')));
+    assert.ok(existsSync(path.join(out, 'app.js')));
+  });
+
+  it('sends an excluded Dockerfile inside an excluded folder, and nothing else from that folder', async () => {
+    const dir = tree({ 'docker/Dockerfile': 'FROM x\n', 'docker/notes.txt': 'n', '.dockerignore': 'docker\n' });
+    const out = await unpack(dir, { ...plain, pathRel: 'docker/Dockerfile' });
+    assert.ok(existsSync(path.join(out, 'docker/Dockerfile')));
+    assert.ok(!existsSync(path.join(out, 'docker/notes.txt')));
+  });
+
+  it('when the project root .dockerignore excludes a service Dockerfile, puts a .dockerignore naming it at the context root', async () => {
+    const root = tree({ '.dockerignore': 'svc/Dockerfile\n', 'svc/Dockerfile': 'FROM x\n', 'svc/ok.txt': 'o' });
+    const out = await unpack(path.join(root, 'svc'), plain, root);
+    assert.equal(readFileSync(path.join(out, 'Dockerfile'), 'utf8'), 'FROM x\n');
+    assert.equal(readFileSync(path.join(out, '.dockerignore'), 'utf8'), '.dockerignore\nDockerfile\n');
+    assert.ok(existsSync(path.join(out, 'ok.txt')));
+  });
+
+  it('sends an included Dockerfile byte for byte and no .dockerignore of its own making', async () => {
+    const bytes = 'FROM x\r\n# no newline at the end';
+    const dir = tree({ Dockerfile: bytes, 'app.js': 'a' });
+    const out = await unpack(dir, { ...plain, contents: bytes });
+    assert.equal(readFileSync(path.join(out, 'Dockerfile'), 'utf8'), bytes);
+    assert.ok(!existsSync(path.join(out, '.dockerignore')));
   });
 
   it('accepts a Dockerfile that a later exception brings back', async () => {

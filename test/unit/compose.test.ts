@@ -535,10 +535,9 @@ describe('parseCompose', () => {
     }
 
     const errors: Array<[string, string[], RegExp, string, RegExp?]> = [
-      ['a context above the project', ['build: ..'], /outside the project folder/, 'docker-compose.yml:3'],
-      ['a context escaping through a subfolder', ['build: web/../../outside'], /outside the project folder/, 'docker-compose.yml:3'],
-      ['an absolute context outside the project', [`build: ${path.join(root, 'outside')}`], /outside the project folder/, 'docker-compose.yml:3'],
       ['a missing context folder', ['build:', '  context: ./nope'], /build context '.\/nope' of service 'web' does not exist/, 'docker-compose.yml:4', /create the folder/],
+      ['a missing context folder outside the project', ['build: ../nope'], /build context '..\/nope' of service 'web' does not exist/, 'docker-compose.yml:3', /create the folder/],
+      ['a missing context folder outside the project (mapping)', ['build:', '  context: ../nope', '  dockerfile: app/Dockerfile'], /build context '..\/nope' of service 'web' does not exist/, 'docker-compose.yml:4'],
       ['a context that is a file', ['build: notes.txt'], /is not a folder/, 'docker-compose.yml:3'],
       ['an empty context', ['build: ""'], /must be a folder/, 'docker-compose.yml:3'],
       ['build as a list', ['build: [web]'], /'build' in service 'web' must be a folder or a mapping/, 'docker-compose.yml:3'],
@@ -557,6 +556,22 @@ describe('parseCompose', () => {
     ];
     for (const [name, lines, message, where, hint] of errors) {
       it(`rejects ${name}`, () => rejects(web(...lines), message, where, hint));
+    }
+
+    // Monorepos keep the compose file in a sub-folder and build from the repository root, as docker compose allows.
+    const outside: Array<[string, string[], string, string, string?]> = [
+      ['a context above the project', ['build: ..'], root, '..'],
+      ['a context above the project with a Dockerfile in a sub-folder', ['build:', '  context: ../', '  dockerfile: project/web/Dockerfile'], root, '..', 'project/web/Dockerfile'],
+      ['a context escaping through a subfolder', ['build: web/../../outside'], path.join(root, 'outside'), '../outside'],
+      ['an absolute context outside the project', [`build: ${path.join(root, 'outside')}`], path.join(root, 'outside'), '../outside'],
+    ];
+    for (const [name, lines, context, contextRel, dockerfile] of outside) {
+      it(`accepts ${name}`, () => {
+        const b = parse(web(...lines)).services[0]?.build;
+        assert.equal(b?.context, context);
+        assert.equal(b?.contextRel, contextRel);
+        assert.equal(b?.dockerfile, dockerfile);
+      });
     }
 
     it('does not check that the Dockerfile exists', () => {
@@ -848,7 +863,7 @@ describe('parseCompose', () => {
   });
 
   it('reports every error as a SkiffError with code project and a file:line', () => {
-    const samples = [web('image: x', 'env_file: a'), web('build: ..'), web('image: x', 'ports: ["0"]'), 'services: [\n'];
+    const samples = [web('image: x', 'env_file: a'), web('build: ../nope'), web('image: x', 'ports: ["0"]'), 'services: [\n'];
     for (const text of samples) {
       assert.throws(() => parse(text), (err: unknown) => err instanceof SkiffError && err.code === 'project' && /^docker-compose\.yml:\d+$/.test(err.where ?? ''));
     }

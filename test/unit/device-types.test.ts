@@ -1,12 +1,42 @@
+import { readFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
-import { DEVICE_TYPES, archFromDocker, findDeviceType, parseArch, platformString, resolveTarget } from '../../src/lib/device-types/device-types.js';
+import { ALL_DEVICE_TYPES, DEVICE_TYPES, archFromDocker, findDeviceType, parseArch, platformString, resolveTarget } from '../../src/lib/device-types/device-types.js';
 import { closest, editDistance } from '../../src/lib/text/suggest.js';
 import { SkiffError } from '../../src/lib/errors/errors.js';
 
 describe('device types', () => {
-  it('knows at least 15 boards, each with a unique slug', () => {
-    assert.ok(DEVICE_TYPES.length >= 15);
-    assert.equal(new Set(DEVICE_TYPES.map((d) => d.slug)).size, DEVICE_TYPES.length);
+  it('lists every device type balena supports today: 56 (47 aarch64, 4 amd64, 4 armv7hf, 1 rpi)', () => {
+    const count = (arch: string) => DEVICE_TYPES.filter((d) => d.arch === arch).length;
+    assert.equal(DEVICE_TYPES.length, 56);
+    assert.deepEqual({ aarch64: count('aarch64'), amd64: count('amd64'), armv7hf: count('armv7hf'), rpi: count('rpi') }, { aarch64: 47, amd64: 4, armv7hf: 4, rpi: 1 });
+    assert.ok(DEVICE_TYPES.every((d) => !d.discontinued));
+  });
+
+  it('lists the common boards first (lists and the build-config prompt), the rest by slug', () => {
+    assert.deepEqual(DEVICE_TYPES.slice(0, 5).map((d) => d.slug), ['raspberry-pi', 'raspberry-pi2', 'raspberrypi3', 'raspberrypi3-64', 'raspberrypi4-64']);
+    const rest = DEVICE_TYPES.slice(16).map((d) => d.slug);
+    assert.deepEqual(rest, [...rest].sort());
+  });
+
+  it('gives each slug and alias to one device type only', () => {
+    assert.equal(new Set(ALL_DEVICE_TYPES.map((d) => d.slug)).size, ALL_DEVICE_TYPES.length);
+    const names = ALL_DEVICE_TYPES.flatMap((d) => [d.slug, ...(d.aliases ?? [])]);
+    assert.deepEqual(names.filter((n, i) => names.indexOf(n) !== i), []);
+  });
+
+  it('still builds for discontinued device types, marked as such, and keeps them out of the supported list', () => {
+    for (const slug of ['fincm3', 'qemux86-64', 'intel-edison', 'orange-pi-zero', 'beaglebone-green', 'raspberrypi400-64']) {
+      const t = resolveTarget({ deviceType: slug });
+      assert.equal(t.deviceType.slug, slug);
+      assert.equal(t.deviceType.discontinued, true);
+      assert.ok(!DEVICE_TYPES.some((d) => d.slug === slug));
+    }
+  });
+
+  it('keeps the source and date of the table in its file', () => {
+    const text = readFileSync(new URL('../../src/lib/device-types/balena-device-types.ts', import.meta.url), 'utf8');
+    assert.match(text, /balena-io\/contracts, contracts\/hw\.device-type\/<slug>\/contract\.json/);
+    assert.match(text, /read 2026-11-30/);
   });
 
   const cases: Array<[string, string, string]> = [
@@ -26,6 +56,19 @@ describe('device types', () => {
     ['generic-aarch64', 'aarch64', 'linux/arm64'],
     ['qemux86-64', 'amd64', 'linux/amd64'],
     ['qemux86', 'i386', 'linux/386'],
+    // Fleets of these were refused before the table covered every current balena device type.
+    ['jetson-xavier', 'aarch64', 'linux/arm64'],
+    ['jetson-xavier-nx-devkit', 'aarch64', 'linux/arm64'],
+    ['jetson-xavier-nx-devkit-emmc', 'aarch64', 'linux/arm64'],
+    ['imx8mm-var-dart', 'aarch64', 'linux/arm64'],
+    ['imx8m-var-dart', 'aarch64', 'linux/arm64'],
+    ['iot-gate-imx8', 'aarch64', 'linux/arm64'],
+    ['iot-gate-imx8plus', 'aarch64', 'linux/arm64'],
+    ['imx8mm-lpddr4-evk', 'aarch64', 'linux/arm64'],
+    ['eg5120-imx8mp', 'aarch64', 'linux/arm64'],
+    ['var-som-mx6', 'armv7hf', 'linux/arm/v7'],
+    ['generic-amd64', 'amd64', 'linux/amd64'],
+    ['up-board', 'amd64', 'linux/amd64'],
   ];
   for (const [slug, arch, platform] of cases) {
     it(`${slug} is ${arch} (${platform})`, () => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { dockerfileFacts, processTemplate, resolveDockerfile, templateVariables } from '../../src/lib/project/dockerfile.js';
-import { resolveTarget } from '../../src/lib/device-types/device-types.js';
+import { ARCHES, automaticPlatformArgs, resolveTarget } from '../../src/lib/device-types/device-types.js';
 import type { SkiffError } from '../../src/lib/errors/errors.js';
 import { scratchDir } from '../support/tmp.js';
 
@@ -38,6 +38,17 @@ describe('Dockerfile resolution', () => {
     const r = resolveDockerfile(dir, undefined, pi4, '/');
     assert.equal(r.contents, 'FROM base-raspberrypi4-64:aarch64\nRUN echo raspberrypi4-64 aarch64 raspberrypi4-64 aarch64\n');
     assert.equal(r.processed, true);
+  });
+
+  it('substitutes every variable balena documents: service, fleet and release too, under each prefix', () => {
+    const vars = ['MACHINE_NAME', 'ARCH', 'SERVICE_NAME', 'APP_NAME', 'RELEASE_HASH'];
+    const line = (prefix: string) => vars.map((v) => `%%${prefix}${v}%%`).join(' ');
+    const dir = dirWith({ 'Dockerfile.template': `FROM x\nRUN echo ${line('BALENA_')}\nRUN echo ${line('RESIN_')}\nRUN echo ${line('SKIFF_')}\n` });
+    const expected = 'raspberrypi4-64 aarch64 frontend myfleet';
+    const local = resolveDockerfile(dir, undefined, pi4, '/', { service: 'frontend', appName: 'myfleet' });
+    assert.equal(local.contents, `FROM x\n${[1, 2, 3].map(() => `RUN echo ${expected} unavailable\n`).join('')}`, 'a local build has no release: unavailable, as balena-cli says');
+    const released = resolveDockerfile(dir, undefined, pi4, '/', { service: 'frontend', appName: 'myfleet', releaseHash: '0123abcd' });
+    assert.match(released.contents, /RUN echo raspberrypi4-64 aarch64 frontend myfleet 0123abcd\n/);
   });
 
   it('reports an unknown %%VAR%% with file:line', () => {
@@ -95,7 +106,34 @@ describe('Dockerfile facts', () => {
     assert.equal(facts.hasRun, false);
   });
 
+  it('reads FROM --platform=$BUILDPLATFORM from the automatic platform args, as buildx Dockerfiles write it', () => {
+    const facts = dockerfileFacts('ARG BUILDPLATFORM\nFROM --platform=$BUILDPLATFORM golang:1 AS build\nFROM base:1\n', automaticPlatformArgs(ARCHES.aarch64.platform, ARCHES.amd64.platform));
+    assert.deepEqual(facts.baseImages, [{ image: 'golang:1', line: 2, platform: 'linux/amd64' }, { image: 'base:1', line: 3 }]);
+  });
+
   it('detects RUN in any case', () => {
     assert.equal(dockerfileFacts('FROM a\nrun echo hi\n', {}).hasRun, true);
+  });
+});
+
+describe('automatic platform build args', () => {
+  const cases: Array<[string, Record<string, string>]> = [
+    ['raspberry-pi', { TARGETPLATFORM: 'linux/arm/v6', TARGETOS: 'linux', TARGETARCH: 'arm', TARGETVARIANT: 'v6' }],
+    ['raspberrypi3', { TARGETPLATFORM: 'linux/arm/v7', TARGETOS: 'linux', TARGETARCH: 'arm', TARGETVARIANT: 'v7' }],
+    ['raspberrypi4-64', { TARGETPLATFORM: 'linux/arm64', TARGETOS: 'linux', TARGETARCH: 'arm64', TARGETVARIANT: '' }],
+    ['intel-nuc', { TARGETPLATFORM: 'linux/amd64', TARGETOS: 'linux', TARGETARCH: 'amd64', TARGETVARIANT: '' }],
+    ['qemux86', { TARGETPLATFORM: 'linux/386', TARGETOS: 'linux', TARGETARCH: '386', TARGETVARIANT: '' }],
+  ];
+  for (const [slug, target] of cases) {
+    it(`${slug} on an amd64 engine: ${target.TARGETPLATFORM}`, () => {
+      const args = automaticPlatformArgs(resolveTarget({ deviceType: slug }).platform, ARCHES.amd64.platform);
+      assert.deepEqual(args, { ...target, BUILDPLATFORM: 'linux/amd64', BUILDOS: 'linux', BUILDARCH: 'amd64', BUILDVARIANT: '' });
+    });
+  }
+
+  it('takes BUILD* from the engine', () => {
+    const args = automaticPlatformArgs(ARCHES.amd64.platform, ARCHES.armv7hf.platform);
+    assert.equal(args.BUILDPLATFORM, 'linux/arm/v7');
+    assert.equal(args.BUILDVARIANT, 'v7');
   });
 });

@@ -6,13 +6,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import process from 'node:process';
 import { SkiffError } from '../errors/errors.js';
-import { platformString, resolveTarget, type Arch } from '../device-types/device-types.js';
+import { ARCHES, platformString, resolveTarget, type Arch } from '../device-types/device-types.js';
 import { connectEngine, type EngineFlags } from '../docker/engine.js';
-import { buildArgsFor, loadBuildSettings } from '../project/balena-yml.js';
-import { dockerfileFacts, resolveDockerfile, type ResolvedDockerfile } from '../project/dockerfile.js';
+import { loadBuildSettings } from '../project/balena-yml.js';
+import { dockerfileFacts, type ResolvedDockerfile } from '../project/dockerfile.js';
 import { loadProject } from '../project/project.js';
 import type { ServiceJson } from '../service/service-config.js';
-import { buildRelease, imageName, type BuildEvent, type ReleaseManifest } from './release.js';
+import { buildRelease, imageName, planServiceBuild, type BuildEvent, type ReleaseManifest } from './release.js';
 
 export interface BuildProjectOptions {
   source: string;
@@ -191,20 +191,16 @@ export async function resolveBuild(options: ResolveBuildOptions): Promise<Resolv
     throw new SkiffError('project', `build-secrets in ${path.basename(settings.file ?? 'balena.yml')} are not supported yet`, { hint: 'pass the values as build-variables for now' });
   }
   const rel = (p: string): string => path.relative(project.dir, p).split(path.sep).join('/') || '.';
-  const rootIgnore = path.join(project.dir, '.dockerignore');
 
   const services = project.services.map((spec): ResolvedService => {
     if (!spec.build) return { name: spec.name, image: spec.image ?? '', source: 'image', config: spec.config };
-    const dockerfile = resolveDockerfile(spec.build.context, spec.build.dockerfile, target, project.dir);
+    // The very decisions the build makes (Dockerfile, template, args, .dockerignore), with the engine taken to be this machine.
+    const plan = planServiceBuild(project, spec, spec.build, target, settings, { ...options, enginePlatform: ARCHES[HOST_ARCH[process.arch] ?? 'amd64'].platform });
+    warnings.push(...plan.warnings);
+    const { dockerfile } = plan;
     const file = rel(path.join(spec.build.context, dockerfile.pathRel));
-    const args = buildArgsFor(spec.name, settings, spec.build.args, options.buildArgs ?? {});
-    // As the build packs it: the root's .dockerignore, or with --multi-dockerignore the context's own.
-    const ownIgnore = path.join(spec.build.context, '.dockerignore');
-    const separate = spec.build.context !== project.dir;
-    if (separate && !options.multiDockerignore && existsSync(ownIgnore)) {
-      warnings.push(`${rel(ownIgnore)} is not used; the project's root .dockerignore applies to every service unless you pass --multi-dockerignore`);
-    }
-    const ignoreFile = separate && options.multiDockerignore ? ownIgnore : rootIgnore;
+    const args = plan.userArgs;
+    const ignoreFile = path.join(plan.ignoreDir, '.dockerignore');
     const ignore = existsSync(ignoreFile) ? ignoreFile : undefined;
     return {
       name: spec.name,
@@ -220,7 +216,7 @@ export async function resolveBuild(options: ResolveBuildOptions): Promise<Resolv
         ...(spec.build.target !== undefined ? { target: spec.build.target } : {}),
         labels: spec.build.labels,
         cacheFrom: [...spec.build.cacheFrom, ...(options.cacheFrom ?? [])],
-        baseImages: dockerfileFacts(dockerfile.contents, args).baseImages.map((b) => b.image),
+        baseImages: dockerfileFacts(dockerfile.contents, plan.buildArgs).baseImages.map((b) => b.image),
         ...(ignore ? { dockerignore: rel(ignore) } : {}),
       },
       config: spec.config,

@@ -5,15 +5,15 @@
 import path from 'node:path';
 import { existsSync } from 'node:fs';
 import { SkiffError } from '../errors/errors.js';
-import { platformString, archFromDocker, type BuildTarget } from '../device-types/device-types.js';
+import { ARCHES, AUTOMATIC_PLATFORM_ARGS, automaticPlatformArgs, platformString, archFromDocker, type BuildTarget, type Platform } from '../device-types/device-types.js';
 import type { Engine } from '../docker/engine.js';
 import { emulationStatus, emulationHint, registerEmulation } from '../docker/emulation.js';
 import { buildImage, ImageBuildError } from '../docker/image-build.js';
 import { ensureImage } from '../docker/images.js';
-import { buildArgsFor, loadBuildSettings } from '../project/balena-yml.js';
+import { buildArgsFor, loadBuildSettings, type BuildSettings } from '../project/balena-yml.js';
 import { loadIgnoreRules, packContext, type IgnoreRules } from '../project/build-context.js';
 import { dockerfileFacts, resolveDockerfile, type DockerfileFacts, type ResolvedDockerfile } from '../project/dockerfile.js';
-import type { ProjectSpec, ServiceSpec } from '../project/types.js';
+import type { BuildSpec, ProjectSpec, ServiceSpec } from '../project/types.js';
 
 export interface ReleaseBuildOptions {
   project: ProjectSpec;
@@ -41,6 +41,10 @@ export interface ReleaseBuildOptions {
   onEvent?: (event: BuildEvent) => void;
   /** Extra labels put on every image (tests use them to clean up). */
   labels?: Record<string, string>;
+  /** %%BALENA_APP_NAME%%: the fleet's name; the project's name when absent. */
+  appName?: string;
+  /** %%BALENA_RELEASE_HASH%%; `unavailable` when absent, as in balena-cli's local builds. */
+  releaseHash?: string;
 }
 
 export type BuildEvent =
@@ -95,10 +99,58 @@ interface PreparedService {
   facts?: DockerfileFacts;
   rules?: IgnoreRules;
   buildArgs: Record<string, string>;
+  /** Automatic build args the user did not set themselves. */
+  quietBuildArgs: string[];
 }
 
 export function imageName(project: string, service: string, tag = 'latest'): string {
   return `${project}_${service}:${tag}`.toLowerCase();
+}
+
+/** How one service is built, decided before anything runs; shared by the build and `build --dry-run`. */
+export interface ServiceBuildPlan {
+  dockerfile: ResolvedDockerfile;
+  /** balena.yml build-variables (global, then the service's), compose build.args, then --buildArg. */
+  userArgs: Record<string, string>;
+  /** What the build sends: BuildKit's automatic platform args, with the user's over them. */
+  buildArgs: Record<string, string>;
+  /** Automatic args whose "not consumed" warning is not the user's business. */
+  quietBuildArgs: string[];
+  /** The folder whose .dockerignore applies: the project's, or the context's own. */
+  ignoreDir: string;
+  /** Said to the user, e.g. a service's .dockerignore that is not used. */
+  warnings: string[];
+}
+
+/**
+ * Chooses and templates a service's Dockerfile, merges its build args and picks the .dockerignore
+ * that applies, as balena does: no I/O beyond reading the Dockerfile.
+ *
+ * @throws SkiffError('project') for a missing Dockerfile or an unknown %%VAR%% in a template
+ */
+export function planServiceBuild(
+  project: ProjectSpec, spec: ServiceSpec, build: BuildSpec, target: BuildTarget, settings: BuildSettings,
+  options: Pick<ReleaseBuildOptions, 'appName' | 'releaseHash' | 'noConvertEol' | 'buildArgs' | 'multiDockerignore'> & { enginePlatform: Platform },
+): ServiceBuildPlan {
+  const names = { service: spec.name, appName: options.appName ?? project.name, ...(options.releaseHash ? { releaseHash: options.releaseHash } : {}) };
+  let dockerfile = resolveDockerfile(build.context, build.dockerfile, target, project.dir, names);
+  if (!options.noConvertEol && dockerfile.contents.includes('\r\n')) {
+    dockerfile = { ...dockerfile, contents: dockerfile.contents.replace(/\r\n/g, '\n'), processed: true };
+  }
+  const userArgs = buildArgsFor(spec.name, settings, build.args, options.buildArgs ?? {});
+  const buildArgs = { ...automaticPlatformArgs(target.platform, options.enginePlatform), ...userArgs };
+  const quietBuildArgs = AUTOMATIC_PLATFORM_ARGS.filter((name) => !(name in userArgs));
+  const warnings: string[] = [];
+  let ignoreDir = project.dir;
+  const ownIgnore = path.join(build.context, '.dockerignore');
+  // A context outside the project folder has its own .dockerignore, as with docker compose.
+  if (path.relative(project.dir, build.context).startsWith('..')) ignoreDir = build.context;
+  // With --multi-dockerignore a service's context uses its own .dockerignore, or none, as balena-cli does.
+  else if (build.context !== project.dir && options.multiDockerignore) ignoreDir = build.context;
+  else if (build.context !== project.dir && existsSync(ownIgnore)) {
+    warnings.push(`${path.relative(project.dir, ownIgnore)} is not used; the project's root .dockerignore applies to every service unless you pass --multi-dockerignore`);
+  }
+  return { dockerfile, userArgs, buildArgs, quietBuildArgs, ignoreDir, warnings };
 }
 
 export async function buildRelease(options: ReleaseBuildOptions): Promise<ReleaseManifest> {
@@ -117,31 +169,27 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
     });
   }
 
-  const rootRules = await loadIgnoreRules(project.dir);
+  // BuildKit's automatic platform args, which Dockerfiles written for buildx read; BUILD* is the engine.
+  const enginePlatform = options.engine.arch ? ARCHES[options.engine.arch].platform : target.platform;
+  const rulesByDir = new Map<string, Promise<IgnoreRules>>();
   const prepared: PreparedService[] = [];
   for (const spec of project.services) {
     if (!spec.build) {
-      prepared.push({ spec, image: spec.image ?? '', buildArgs: {} });
+      prepared.push({ spec, image: spec.image ?? '', buildArgs: {}, quietBuildArgs: [] });
       continue;
     }
-    let dockerfile = resolveDockerfile(spec.build.context, spec.build.dockerfile, target, project.dir);
-    if (!options.noConvertEol && dockerfile.contents.includes('\r\n')) {
-      dockerfile = { ...dockerfile, contents: dockerfile.contents.replace(/\r\n/g, '\n'), processed: true };
-    }
-    const buildArgs = buildArgsFor(spec.name, settings, spec.build.args, options.buildArgs ?? {});
-    let rules = rootRules;
-    const ownIgnore = path.join(spec.build.context, '.dockerignore');
-    if (spec.build.context !== project.dir && existsSync(ownIgnore)) {
-      if (options.multiDockerignore) rules = await loadIgnoreRules(spec.build.context);
-      else emit({ kind: 'warning', message: `${path.relative(project.dir, ownIgnore)} is not used; the project's root .dockerignore applies to every service unless you pass --multi-dockerignore` });
-    }
+    const plan = planServiceBuild(project, spec, spec.build, target, settings, { ...options, enginePlatform });
+    for (const message of plan.warnings) emit({ kind: 'warning', message });
+    const rules = rulesByDir.get(plan.ignoreDir) ?? loadIgnoreRules(plan.ignoreDir);
+    rulesByDir.set(plan.ignoreDir, rules);
     prepared.push({
       spec,
       image: imageName(project.name, spec.name, tag),
-      dockerfile,
-      facts: dockerfileFacts(dockerfile.contents, buildArgs),
-      rules,
-      buildArgs,
+      dockerfile: plan.dockerfile,
+      facts: dockerfileFacts(plan.dockerfile.contents, plan.buildArgs),
+      rules: await rules,
+      buildArgs: plan.buildArgs,
+      quietBuildArgs: plan.quietBuildArgs,
     });
   }
 
@@ -163,7 +211,7 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
   const runOne = async (p: PreparedService): Promise<void> => {
     const t0 = Date.now();
     emit({ kind: 'service-start', service: p.spec.name });
-    if (!p.spec.build || !p.dockerfile) {
+    if (!p.spec.build || !p.dockerfile || !p.rules) {
       const info = await ensureImage(engine, p.image, platform, { pull: options.pull, service: p.spec.name, signal: controller.signal });
       const result: ServiceImage = {
         service: p.spec.name, image: p.image, imageId: info.id, size: info.size, architecture: info.architecture,
@@ -181,15 +229,14 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       'io.skiff.device-type': target.deviceType.slug,
       'io.skiff.arch': target.arch,
     };
-    // The engine turns each API label into its own LABEL step (a container each); one appended
-    // LABEL line costs one step. With a build target the last stage is not the image, so use the API.
-    const dockerfile = p.spec.build.target ? p.dockerfile : withLabels(p.dockerfile, labels);
+    // Labels go through the API (the engine adds a LABEL step for each, a fraction of a second) rather
+    // than a LABEL line added to the Dockerfile: `COPY .` would put that edited Dockerfile in the image.
     let contextBytes = 0;
     let warnedSize = false;
     const context = await packContext({
       contextDir: p.spec.build.context,
-      rules: p.rules ?? rootRules,
-      dockerfile,
+      rules: p.rules,
+      dockerfile: p.dockerfile,
       displayBase: project.dir,
       service: p.spec.name,
       onBytes: (n) => {
@@ -205,9 +252,10 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       tag: p.image,
       dockerfile: p.dockerfile.pathRel,
       buildArgs: p.buildArgs,
+      quietBuildArgs: p.quietBuildArgs,
       platform,
       ...(p.spec.build.target ? { target: p.spec.build.target } : {}),
-      ...(p.spec.build.target ? { labels } : {}),
+      labels,
       cacheFrom: [...p.spec.build.cacheFrom, ...(options.cacheFrom ?? [])],
       nocache: options.nocache,
       pull: options.pull,
@@ -280,12 +328,6 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
   const commit = await gitCommit(project.dir);
   if (commit) manifest.commit = commit;
   return manifest;
-}
-
-function withLabels(dockerfile: ResolvedDockerfile, labels: Record<string, string>): ResolvedDockerfile {
-  const line = `LABEL ${Object.entries(labels).map(([k, v]) => `${JSON.stringify(k)}=${JSON.stringify(v)}`).join(' ')}`;
-  const contents = `${dockerfile.contents.replace(/\s*$/, '')}\n${line}\n`;
-  return { ...dockerfile, contents, processed: true };
 }
 
 function failureError(service: string, error: unknown): SkiffError {

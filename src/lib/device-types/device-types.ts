@@ -1,8 +1,10 @@
 /**
  * Device types Skiff knows offline: slug (balena's), name, balena architecture and Docker platform.
- * Slugs are balena's, so `--deviceType raspberrypi4-64` means the same in both tools.
+ * Slugs are balena's, so `--deviceType raspberrypi4-64` means the same in both tools. The table
+ * itself, with its source and date, is in balena-device-types.ts.
  */
 import { SkiffError } from '../errors/errors.js';
+import { CURRENT_DEVICE_TYPES, DISCONTINUED_DEVICE_TYPES } from './balena-device-types.js';
 import { closest } from '../text/suggest.js';
 
 /** balena's architecture names. */
@@ -14,6 +16,8 @@ export interface DeviceType {
   arch: Arch;
   /** Other names people type for it. */
   aliases?: string[];
+  /** balena no longer supports it (no new OS releases); still accepted so existing fleets build. */
+  discontinued?: boolean;
 }
 
 export interface Platform {
@@ -30,33 +34,52 @@ export const ARCHES: Record<Arch, { platform: Platform; description: string; qem
   i386: { platform: { os: 'linux', architecture: '386' }, description: '32-bit x86' },
 };
 
-export const DEVICE_TYPES: readonly DeviceType[] = [
-  { slug: 'raspberry-pi', name: 'Raspberry Pi (v1 / Zero / Zero W)', arch: 'rpi', aliases: ['rpi', 'raspberrypi', 'raspberrypi0', 'raspberrypi-zero'] },
-  { slug: 'raspberry-pi2', name: 'Raspberry Pi 2', arch: 'armv7hf', aliases: ['raspberrypi2', 'rpi2'] },
-  { slug: 'raspberrypi3', name: 'Raspberry Pi 3', arch: 'armv7hf', aliases: ['rpi3'] },
-  { slug: 'raspberrypi3-64', name: 'Raspberry Pi 3 (64-bit OS)', arch: 'aarch64', aliases: ['rpi3-64'] },
-  { slug: 'raspberrypi4-64', name: 'Raspberry Pi 4 (64-bit OS)', arch: 'aarch64', aliases: ['rpi4', 'raspberrypi4', 'rpi4-64'] },
-  { slug: 'raspberrypi5', name: 'Raspberry Pi 5', arch: 'aarch64', aliases: ['rpi5'] },
-  { slug: 'raspberrypi0-2w-64', name: 'Raspberry Pi Zero 2 W (64-bit OS)', arch: 'aarch64', aliases: ['rpi0-2w', 'raspberrypi-zero2w'] },
-  { slug: 'raspberrypicm4-ioboard', name: 'Raspberry Pi CM4 IO Board', arch: 'aarch64', aliases: ['cm4', 'rpi-cm4'] },
-  { slug: 'raspberrypi400-64', name: 'Raspberry Pi 400', arch: 'aarch64', aliases: ['rpi400'] },
-  { slug: 'beaglebone-black', name: 'BeagleBone Black', arch: 'armv7hf', aliases: ['bbb', 'beaglebone'] },
-  { slug: 'beaglebone-green', name: 'BeagleBone Green', arch: 'armv7hf' },
-  { slug: 'jetson-nano', name: 'NVIDIA Jetson Nano', arch: 'aarch64' },
-  { slug: 'jetson-orin-nano-devkit-nvme', name: 'NVIDIA Jetson Orin Nano Devkit NVMe', arch: 'aarch64', aliases: ['jetson-orin-nano', 'jetson-orin'] },
-  { slug: 'jetson-agx-orin-devkit', name: 'NVIDIA Jetson AGX Orin Devkit', arch: 'aarch64' },
-  { slug: 'intel-nuc', name: 'Intel NUC / generic x86-64', arch: 'amd64', aliases: ['nuc'] },
-  { slug: 'genericx86-64-ext', name: 'Generic x86_64 (GPT)', arch: 'amd64', aliases: ['generic-x86-64', 'x86-64', 'x86_64'] },
-  { slug: 'generic-aarch64', name: 'Generic AARCH64', arch: 'aarch64', aliases: ['aarch64', 'arm64'] },
-  { slug: 'generic-amd64', name: 'Generic AMD64 (GPT, UEFI)', arch: 'amd64', aliases: ['amd64'] },
-  { slug: 'qemux86-64', name: 'QEMU X86 64bit', arch: 'amd64', aliases: ['qemu-x86-64', 'qemu'] },
-  { slug: 'qemux86', name: 'QEMU X86 32bit', arch: 'i386', aliases: ['qemu-x86'] },
-  { slug: 'intel-edison', name: 'Intel Edison', arch: 'i386', aliases: ['edison'] },
-  { slug: 'fincm3', name: 'Balena Fin (CM3)', arch: 'armv7hf' },
-  { slug: 'up-board', name: 'UP Board', arch: 'amd64' },
-  { slug: 'orange-pi-zero', name: 'Orange Pi Zero', arch: 'armv7hf' },
-  { slug: 'rockpi-4b-rk3399', name: 'ROCK Pi 4B', arch: 'aarch64' },
+/** Names Skiff accepts besides balena's own slugs and aliases. */
+const SKIFF_ALIASES: Record<string, string[]> = {
+  'raspberry-pi': ['rpi', 'raspberrypi0', 'raspberrypi-zero'],
+  'raspberry-pi2': ['rpi2'],
+  raspberrypi3: ['rpi3'],
+  'raspberrypi3-64': ['rpi3-64'],
+  'raspberrypi4-64': ['rpi4', 'raspberrypi4', 'rpi4-64'],
+  raspberrypi5: ['rpi5'],
+  'raspberrypi0-2w-64': ['rpi0-2w', 'raspberrypi-zero2w'],
+  'raspberrypicm4-ioboard': ['cm4', 'rpi-cm4'],
+  'raspberrypi400-64': ['rpi400'],
+  'beaglebone-black': ['bbb'],
+  'jetson-orin-nano-devkit-nvme': ['jetson-orin-nano', 'jetson-orin'],
+  'genericx86-64-ext': ['generic-x86-64', 'x86-64', 'x86_64'],
+  'generic-aarch64': ['aarch64', 'arm64'],
+  'generic-amd64': ['amd64'],
+  'qemux86-64': ['qemu-x86-64', 'qemu'],
+  qemux86: ['qemu-x86'],
+};
+
+function withSkiffAliases(list: readonly DeviceType[]): DeviceType[] {
+  return list.map((d) => {
+    const aliases = [...new Set([...(d.aliases ?? []), ...(SKIFF_ALIASES[d.slug] ?? [])])];
+    return aliases.length > 0 ? { ...d, aliases } : d;
+  });
+}
+
+/** The boards most people have, first in lists and prompts; the others follow by slug. */
+const COMMON_FIRST = [
+  'raspberry-pi', 'raspberry-pi2', 'raspberrypi3', 'raspberrypi3-64', 'raspberrypi4-64', 'raspberrypi5', 'raspberrypi0-2w-64', 'raspberrypicm4-ioboard',
+  'beaglebone-black', 'jetson-nano', 'jetson-orin-nano-devkit-nvme', 'jetson-agx-orin-devkit', 'intel-nuc', 'genericx86-64-ext', 'generic-aarch64', 'generic-amd64',
 ];
+
+function commonFirst(list: readonly DeviceType[]): DeviceType[] {
+  const rank = (d: DeviceType) => {
+    const i = COMMON_FIRST.indexOf(d.slug);
+    return i < 0 ? COMMON_FIRST.length : i;
+  };
+  return [...list].sort((a, b) => rank(a) - rank(b) || a.slug.localeCompare(b.slug));
+}
+
+/** The device types balena supports today: what `skiff devices supported` lists. */
+export const DEVICE_TYPES: readonly DeviceType[] = commonFirst(withSkiffAliases(CURRENT_DEVICE_TYPES));
+
+/** Every device type Skiff builds for: today's, then the discontinued ones existing fleets may still use. */
+export const ALL_DEVICE_TYPES: readonly DeviceType[] = [...DEVICE_TYPES, ...withSkiffAliases(DISCONTINUED_DEVICE_TYPES).map((d) => ({ ...d, discontinued: true }))];
 
 /** Accepts the architecture's common other names (`arm64`, `x86_64`, `armhf`...). */
 const ARCH_ALIASES: Record<string, Arch> = {
@@ -69,7 +92,7 @@ const ARCH_ALIASES: Record<string, Arch> = {
 
 export function findDeviceType(slug: string): DeviceType | undefined {
   const s = slug.toLowerCase();
-  return DEVICE_TYPES.find((d) => d.slug === s) ?? DEVICE_TYPES.find((d) => d.aliases?.includes(s));
+  return ALL_DEVICE_TYPES.find((d) => d.slug === s) ?? ALL_DEVICE_TYPES.find((d) => d.aliases?.includes(s));
 }
 
 export function parseArch(name: string): Arch | undefined {
@@ -115,7 +138,7 @@ export function resolveTarget(options: { deviceType?: string; arch?: string; def
   if (options.deviceType !== undefined) {
     deviceType = findDeviceType(options.deviceType);
     if (!deviceType) {
-      const names = DEVICE_TYPES.flatMap((d) => [d.slug, ...(d.aliases ?? [])]);
+      const names = ALL_DEVICE_TYPES.flatMap((d) => [d.slug, ...(d.aliases ?? [])]);
       const suggestion = closest(options.deviceType, names);
       const slug = suggestion ? findDeviceType(suggestion)?.slug : undefined;
       throw new SkiffError('usage', `unknown device type '${options.deviceType}'`, {
@@ -144,4 +167,28 @@ export function archFromDocker(architecture: string, variant?: string): Arch | u
     case 'armv6l': return 'rpi';
     default: return undefined;
   }
+}
+
+/** The build arguments BuildKit sets on every build, by name. */
+export const AUTOMATIC_PLATFORM_ARGS = ['TARGETPLATFORM', 'TARGETOS', 'TARGETARCH', 'TARGETVARIANT', 'BUILDPLATFORM', 'BUILDOS', 'BUILDARCH', 'BUILDVARIANT'] as const;
+
+/**
+ * BuildKit's automatic platform arguments (`ARG TARGETARCH` in a Dockerfile written for buildx),
+ * which the classic builder does not set: TARGET* from the device's platform, BUILD* from the
+ * engine's. Variants are empty where buildx leaves them empty (arm64, amd64, 386).
+ * @example automaticPlatformArgs(ARCHES.armv7hf.platform, ARCHES.amd64.platform).TARGETPLATFORM === 'linux/arm/v7'
+ */
+export function automaticPlatformArgs(target: Platform, build: Platform): Record<(typeof AUTOMATIC_PLATFORM_ARGS)[number], string> {
+  const variant = (p: Platform) => (p.architecture === 'arm' ? (p.variant ?? '') : '');
+  const full = (p: Platform) => `${p.os}/${p.architecture}${variant(p) ? `/${variant(p)}` : ''}`;
+  return {
+    TARGETPLATFORM: full(target),
+    TARGETOS: target.os,
+    TARGETARCH: target.architecture,
+    TARGETVARIANT: variant(target),
+    BUILDPLATFORM: full(build),
+    BUILDOS: build.os,
+    BUILDARCH: build.architecture,
+    BUILDVARIANT: variant(build),
+  };
 }

@@ -10,9 +10,9 @@ import path from 'node:path';
 import { durationSeconds } from '../service/values.js';
 import { SkiffError } from '../errors/errors.js';
 import { firstLine } from '../text/lines.js';
-import { buildArgsFor, loadBuildSettings } from '../project/balena-yml.js';
+import { planServiceBuild } from '../builder/release.js';
+import { loadBuildSettings } from '../project/balena-yml.js';
 import { loadIgnoreRules, type IgnoreRules } from '../project/build-context.js';
-import { resolveDockerfile } from '../project/dockerfile.js';
 import { loadProject } from '../project/project.js';
 import type { ServiceSpec } from '../project/types.js';
 import { copyMap, liveAction, type CopyMap } from './live-plan.js';
@@ -112,10 +112,10 @@ class LiveUpdater {
     this.services = [];
     for (const spec of project.services) {
       if (!spec.build) continue;
-      const dockerfile = resolveDockerfile(spec.build.context, spec.build.dockerfile, target, project.dir);
-      const own = this.session.options.multiDockerignore && spec.build.context !== project.dir;
-      const rules = own ? await loadIgnoreRules(spec.build.context) : this.rootRules;
-      this.services.push({ spec, context: spec.build.context, rules, map: copyMap(dockerfile.contents, buildArgsFor(spec.name, settings, spec.build.args, {})) });
+      // The build's own decisions (Dockerfile, template names, args, .dockerignore), so live updates follow what push built.
+      const plan = planServiceBuild(project, spec, spec.build, target, settings, { multiDockerignore: this.session.options.multiDockerignore, enginePlatform: target.platform });
+      const rules = plan.ignoreDir === project.dir ? this.rootRules : await loadIgnoreRules(plan.ignoreDir);
+      this.services.push({ spec, context: spec.build.context, rules, map: copyMap(plan.dockerfile.contents, plan.buildArgs) });
     }
   }
 

@@ -9,6 +9,11 @@ export interface ImageBuildRequest {
   tag: string;
   dockerfile: string;
   buildArgs: Record<string, string>;
+  /**
+   * Build args the caller adds to every build (BuildKit's automatic platform args): the classic
+   * builder's "not consumed" warning leaves them out, since most Dockerfiles don't declare them.
+   */
+  quietBuildArgs?: readonly string[];
   platform?: string;
   target?: string;
   labels?: Record<string, string>;
@@ -38,6 +43,16 @@ export class ImageBuildError extends Error {
 }
 
 const TAIL = 15;
+
+const UNCONSUMED = /^\[Warning\] One or more build-args \[([^\]]*)\] were not consumed$/;
+
+/** The classic builder's unconsumed-args warning without the `quiet` names; undefined when none are left. */
+export function withoutQuietArgs(line: string, quiet: readonly string[]): string | undefined {
+  const m = UNCONSUMED.exec(line.trim());
+  if (!m || quiet.length === 0) return line;
+  const left = (m[1] ?? '').split(/\s+/).filter((name) => name !== '' && !quiet.includes(name));
+  return left.length === 0 ? undefined : `[Warning] One or more build-args [${left.join(' ')}] were not consumed`;
+}
 
 export async function buildImage(docker: Dockerode, req: ImageBuildRequest): Promise<ImageBuildResult> {
   const options: Record<string, unknown> = {
@@ -94,7 +109,8 @@ export async function buildImage(docker: Dockerode, req: ImageBuildRequest): Pro
         if (id) imageId ??= id;
         // The engine's note that an emulated platform differs from its own: expected, and noise.
         if (/^ ---> \[Warning\] The requested image's platform/.test(line)) continue;
-        if (line.trim() !== '') pushLine(line);
+        const shown = withoutQuietArgs(line, req.quietBuildArgs ?? []);
+        if (shown !== undefined && shown.trim() !== '') pushLine(shown);
       }
     } else if (msg.status) {
       // Pull progress: only the settled lines, not every progress tick.

@@ -6,7 +6,6 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import type { Ignore } from '@balena/dockerignore';
-import { SkiffError } from '../errors/errors.js';
 import type { ResolvedDockerfile } from './dockerfile.js';
 
 /** Paths never sent, whatever .dockerignore says. */
@@ -84,24 +83,30 @@ export interface ContextStreamOptions {
 }
 
 /**
- * Packs the context. Throws before packing if .dockerignore excludes the Dockerfile itself.
+ * Packs the context. A Dockerfile that .dockerignore excludes is still sent, as docker's CLI does:
+ * the engine needs it to build, and it leaves the Dockerfile (and .dockerignore) out of what COPY
+ * sees when the .dockerignore at the root of the context excludes them. When the rules come from
+ * elsewhere (the project root's .dockerignore for a service folder), a .dockerignore naming just
+ * those two files takes that place in the tar, so the engine hides the Dockerfile all the same.
  */
 export async function packContext(options: ContextStreamOptions): Promise<Readable> {
   const { contextDir, rules, dockerfile } = options;
   const dockerfileAbs = path.join(contextDir, dockerfile.pathRel);
-  const line = rules.excludingLine(dockerfileAbs);
-  if (line !== undefined && rules.file) {
-    throw new SkiffError('project', `.dockerignore excludes '${dockerfile.pathRel}', the Dockerfile of service '${options.service}'`, {
-      where: `${path.relative(options.displayBase, rules.file)}:${line}`,
-      hint: `remove that line or add '!${dockerfile.pathRel}' below it`,
-    });
-  }
+  const dockerignoreAbs = path.join(contextDir, '.dockerignore');
+  const dockerfileIgnored = rules.ignores(dockerfileAbs);
+  const ownRules = rules.file === dockerignoreAbs;
+  // Files the tar gets whatever the rules say, read from disk unless replaced below.
+  const kept = new Set(dockerfileIgnored && ownRules ? [dockerfileAbs, dockerignoreAbs] : [dockerfileAbs]);
+  const replaceDockerignore = dockerfileIgnored && !ownRules;
   const tar = await import('tar-fs');
   const ignore = (name: string): boolean => {
     if (name === dockerfileAbs && dockerfile.processed) return true; // replaced below
+    if (name === dockerignoreAbs && replaceDockerignore) return true; // replaced below
+    if (kept.has(name)) return false;
     if (!rules.ignores(name)) return false;
     // A negated pattern can bring back a file inside an excluded folder: keep walking folders then.
-    if (rules.hasNegation) {
+    // So must a folder that holds the Dockerfile.
+    if (rules.hasNegation || dockerfileAbs.startsWith(`${name}${path.sep}`)) {
       try {
         if (statSync(name).isDirectory()) return false;
       } catch {
@@ -116,6 +121,9 @@ export async function packContext(options: ContextStreamOptions): Promise<Readab
     finish(p) {
       if (dockerfile.processed) {
         p.entry({ name: dockerfile.pathRel, mode: 0o644, mtime: new Date(0) }, dockerfile.contents);
+      }
+      if (replaceDockerignore) {
+        p.entry({ name: '.dockerignore', mode: 0o644, mtime: new Date(0) }, `.dockerignore\n${dockerfile.pathRel}\n`);
       }
       p.finalize();
     },

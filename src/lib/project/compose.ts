@@ -66,7 +66,7 @@ const BUILD_KEYS = ['context', 'dockerfile', 'args', 'target', 'labels', 'cache_
  *
  * @param text - the compose file's content
  * @param file - its absolute path; errors name it relative to `projectDir`, e.g. `docker-compose.yml:12`
- * @param projectDir - the absolute project folder; build contexts must stay inside it
+ * @param projectDir - the absolute project folder; build contexts are relative to it (and may lie outside it)
  * @param env - the variables `${VAR}` reads (process environment over the project's `.env`, see
  *   loadProject); substitution happens before validation, so every check sees the resolved values
  * @returns services with normalised `config` (environment, labels and build args as string maps;
@@ -557,11 +557,10 @@ function parseBuild(v: unknown, f: Field): BuildSpec {
   if (GIT_RE.test(contextValue)) {
     throw sub('context').fail('build contexts from git URLs are not supported; clone the repository into the project', 'then set build to its folder');
   }
+  // A context outside the project folder (`../` from a compose file in a sub-folder of a monorepo)
+  // is fine, as with docker compose; it then uses its own .dockerignore.
   const context = path.resolve(projectDir, contextValue);
   const contextRel = path.relative(projectDir, context);
-  if (contextRel.startsWith('..') || path.isAbsolute(contextRel)) {
-    throw sub('context').fail(`build context '${contextValue}' of service '${f.service}' is outside the project folder`, 'move the folder into the project');
-  }
   if (!existsSync(context)) throw sub('context').fail(`build context '${contextValue}' of service '${f.service}' does not exist`, 'create the folder or fix the path');
   if (!statSync(context).isDirectory()) throw sub('context').fail(`build context '${contextValue}' of service '${f.service}' is not a folder`);
 

@@ -18,18 +18,34 @@ export interface ResolvedDockerfile {
   kind: 'device-type' | 'arch' | 'template' | 'dockerfile' | 'explicit';
 }
 
-/** Template variables, by name without the %% markers. */
-export function templateVariables(target: BuildTarget): Record<string, string> {
-  const machine = target.deviceType.slug;
-  const arch = target.arch;
-  return {
-    BALENA_MACHINE_NAME: machine,
-    BALENA_ARCH: arch,
-    RESIN_MACHINE_NAME: machine,
-    RESIN_ARCH: arch,
-    SKIFF_MACHINE_NAME: machine,
-    SKIFF_ARCH: arch,
+/** What a template names besides the device type: the service, the fleet or project, the release. */
+export interface TemplateNames {
+  service: string;
+  /** The fleet or project name (`%%BALENA_APP_NAME%%`). */
+  appName: string;
+  /** `%%BALENA_RELEASE_HASH%%`; balena-cli's local builds say `unavailable`, as there is no release yet. */
+  releaseHash?: string;
+}
+
+/** What balena-cli substitutes for %%BALENA_RELEASE_HASH%% when a build has no release yet. */
+export const NO_RELEASE_HASH = 'unavailable';
+
+/**
+ * Template variables, by name without the %% markers: every variable balena documents, under the
+ * BALENA_ prefix, the legacy RESIN_ one and our SKIFF_ one. Without `names` only the device-type
+ * variables exist.
+ */
+export function templateVariables(target: BuildTarget, names?: TemplateNames): Record<string, string> {
+  const values: Record<string, string> = {
+    MACHINE_NAME: target.deviceType.slug,
+    ARCH: target.arch,
+    ...(names ? { SERVICE_NAME: names.service, APP_NAME: names.appName, RELEASE_HASH: names.releaseHash ?? NO_RELEASE_HASH } : {}),
   };
+  const vars: Record<string, string> = {};
+  for (const prefix of ['BALENA_', 'RESIN_', 'SKIFF_']) {
+    for (const [name, value] of Object.entries(values)) vars[`${prefix}${name}`] = value;
+  }
+  return vars;
 }
 
 const TEMPLATE_VAR = /%%([A-Z_][A-Z0-9_]*)%%/g;
@@ -61,9 +77,10 @@ export function processTemplate(text: string, vars: Record<string, string>, wher
  * @param contextDir absolute build context
  * @param explicit `build.dockerfile` from compose (relative to the context), if any
  * @param displayBase folder that `where` paths in messages are relative to (the project folder)
+ * @param names service, fleet and release for %%BALENA_SERVICE_NAME%% and the like
  */
-export function resolveDockerfile(contextDir: string, explicit: string | undefined, target: BuildTarget, displayBase: string): ResolvedDockerfile {
-  const vars = templateVariables(target);
+export function resolveDockerfile(contextDir: string, explicit: string | undefined, target: BuildTarget, displayBase: string, names?: TemplateNames): ResolvedDockerfile {
+  const vars = templateVariables(target, names);
   const show = (rel: string) => path.relative(displayBase, path.join(contextDir, rel)) || rel;
   if (explicit !== undefined) {
     const file = path.join(contextDir, explicit);
@@ -127,7 +144,8 @@ export function dockerfileFacts(contents: string, buildArgs: Record<string, stri
       let platform: string | undefined;
       while (parts[0]?.startsWith('--')) {
         const flag = parts.shift() ?? '';
-        if (flag.startsWith('--platform=')) platform = flag.slice('--platform='.length);
+        // `--platform=$BUILDPLATFORM` takes its value from an ARG before the first FROM, as the image does.
+        if (flag.startsWith('--platform=')) platform = substituteArgs(flag.slice('--platform='.length), args) || undefined;
       }
       const image = substituteArgs(parts[0] ?? '', args);
       const alias = parts[1]?.toUpperCase() === 'AS' ? parts[2] : undefined;

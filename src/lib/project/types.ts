@@ -11,9 +11,9 @@ export interface ProjectWarning {
 }
 
 export interface BuildSpec {
-  /** Absolute path of the build context (inside the project folder). */
+  /** Absolute path of the build context (inside the project folder, or outside it as in a monorepo). */
   context: string;
-  /** The context relative to the project folder, '.' for the project itself. */
+  /** The context relative to the project folder: '.' for the project itself, '../x' outside it. */
   contextRel: string;
   /** The Dockerfile named in compose, relative to the context; absent means "resolve the balena way". */
   dockerfile?: string;

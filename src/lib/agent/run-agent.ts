@@ -5,13 +5,13 @@
 import net from 'node:net';
 import path from 'node:path';
 import type http from 'node:http';
-import { resolveTarget } from '../device-types/device-types.js';
-import type { EngineFlags } from '../docker/engine.js';
-import { connectLiteEngine } from '../docker/engine-lite.js';
+import { resolveTarget, type Arch } from '../device-types/device-types.js';
+import { connectionOptions, type EngineFlags } from '../docker/engine.js';
+import { connectLiteEngine, createEngineClient, type EngineClient } from '../docker/engine-lite.js';
 import { SkiffError } from '../errors/errors.js';
 import { Agent } from './agent.js';
 import { AGENT_VERSION, serve } from './api.js';
-import { ConfigError, loadDeviceConfig, type DeviceConfig } from './config.js';
+import { ConfigError, loadDeviceConfig, tightenSecretFile, type DeviceConfig } from './config.js';
 import type { EngineContext } from './engine-state.js';
 import { LABEL } from './engine-state.js';
 import { openStore } from './store.js';
@@ -42,9 +42,15 @@ export interface RunningAgent {
 }
 
 export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> {
-  const engine = await connectLiteEngine(options.engine);
+  const engine = await connectEngine(options.engine);
   const configFile = options.configFile ?? path.join(options.dataDir, 'config.json');
-  const defaultType = options.deviceType ?? resolveTarget({ defaultArch: engine.arch ?? 'amd64' }).deviceType.slug;
+  // A new device takes its type from the engine's architecture, so it cannot start without one.
+  const defaultType = (): string => {
+    if (options.deviceType) return options.deviceType;
+    if (engine.unreachable) throw engine.unreachable;
+    return resolveTarget({ defaultArch: engine.arch ?? 'amd64' }).deviceType.slug;
+  };
+  const widened = tightenSecretFile(configFile);
   let config: DeviceConfig;
   try {
     config = loadDeviceConfig(configFile, { deviceType: defaultType, listenPort: options.listenPort, developmentMode: options.developmentMode });
@@ -79,6 +85,8 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
   const unsubscribe = onSystem ? agent.logs.subscribe((e) => e.isSystem && onSystem(e)) : undefined;
   if (store.recreated) agent.logs.system('The agent database was corrupt: started a new one (the old file is kept as agent.sqlite.corrupt-*)', true);
   agent.logs.system(`Agent starting (device ${config.uuid.slice(0, 7)}, ${target.deviceType.slug}, ${target.arch})`);
+  if (widened !== undefined) agent.logs.system(`${configFile} holds the device API key but was readable by others (mode ${widened.toString(8).padStart(4, '0')}): made it 0600`, true);
+  if (engine.unreachable) agent.logs.system(`${engine.unreachable.message}; waiting for it (nothing is changed until it answers)`, true);
   let server: http.Server;
   try {
     server = await serve({ agent, developmentMode: config.developmentMode, apiKey: config.deviceApiKey, deviceType: target.deviceType.slug, arch: target.arch, listenPort: config.listenPort }, options.listenAddress);
@@ -125,6 +133,22 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
       store.close();
     },
   };
+}
+
+/**
+ * The engine, checked; or, when it does not answer yet (a device starts its engine and the agent
+ * together), a client for where it will be: the agent serves its API meanwhile and its loop
+ * retries until the engine answers.
+ */
+async function connectEngine(flags: EngineFlags): Promise<{ docker: EngineClient; address: string; arch?: Arch; unreachable?: SkiffError }> {
+  try {
+    const engine = await connectLiteEngine(flags);
+    return { docker: engine.docker, address: engine.address, arch: engine.arch };
+  } catch (err) {
+    if (!(err instanceof SkiffError) || err.code !== 'dockerUnreachable') throw err;
+    const connection = connectionOptions(flags);
+    return { docker: createEngineClient(connection.options), address: connection.address, unreachable: err };
+  }
 }
 
 /** Containers reach the agent through the default bridge's gateway. */

@@ -1,17 +1,12 @@
 /**
  * Reading a device's log stream (`GET /v2/local/logs`, newline-delimited JSON), with reconnects.
  */
+import type { LogLine } from '../device-api/wire.js';
 import { SkiffError } from '../errors/errors.js';
 import type { DeviceClient } from './client.js';
 
-export interface DeviceLogEntry {
-  message: string;
-  timestamp: number;
-  isSystem?: boolean;
-  isStdErr?: boolean;
-  serviceName?: string;
-  serviceId?: number;
-}
+/** One entry of the device's log stream: the wire format's line, as the device sent it. */
+export type DeviceLogEntry = LogLine;
 
 export interface StreamLogsOptions {
   /** Keep following after the history (otherwise stop once the history is read). */

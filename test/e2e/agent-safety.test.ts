@@ -112,6 +112,27 @@ describe('agent safety', function () {
     assert.match(second.output(), /config\.json holds the device API key but was readable by others \(mode 0644\): made it 0600/);
   });
 
+  it('loses its engine while it watches a new release, and carries on once it is back (the process does not end)', async () => {
+    const engine = engineProxy(socketFile('watch'));
+    proxies.push(engine);
+    await engine.up();
+    // A long grace period, so the engine goes away while the release is being watched.
+    const agent = await startAgent({ env: { DOCKER_HOST: engine.address }, args: ['--rollback-grace', '600'] });
+    agents.push(agent);
+    const commit = `watch${RUN}`;
+    await postTarget(agent, release(commit, [service(1, 'web')]));
+    await eventually(async () => {
+      const s = await status(agent.url);
+      return s.appState === 'applying' && s.containers.some((c) => c.status === 'Running');
+    }, 60_000, 'the release running and watched');
+    await engine.down();
+    await eventually(async () => (await healthy(agent)) === 500, 60_000, 'the agent to notice');
+    assert.equal(agent.child.exitCode, null, `the agent ended: ${agent.output().slice(-2000)}`);
+    await engine.up();
+    await eventually(async () => (await healthy(agent)) === 200, 60_000, 'the agent to carry on');
+    assert.equal((await status(agent.url)).appState, 'applying', 'still watching the release');
+  });
+
   describe('the device API', () => {
     let agent: TestAgent;
     let engine: EngineProxy;

@@ -186,10 +186,20 @@ export class Agent {
           await sleep(1000, signal);
           continue;
         }
-        if (this.unconfirmed) await this.confirmRelease();
-        // A new target that changed no container (same images and settings, a new commit) is
-        // applied as it stands: nothing new has to prove it stays up.
-        else if (this.targetCommit !== (this.appliedCommit ?? '')) await this.confirmRelease(0);
+        try {
+          if (this.unconfirmed) {
+            this.status = 'Applying'; // watching the new release (again, after a failure) is applying it
+            this.failure = undefined;
+            await this.confirmRelease();
+          }
+          // A new target that changed no container (same images and settings, a new commit) is
+          // applied as it stands: nothing new has to prove it stays up.
+          else if (this.targetCommit !== (this.appliedCommit ?? '')) await this.confirmRelease(0);
+        } catch (err) {
+          // The engine went away while the release was watched: a rejection here would end the process.
+          await this.failed(err, await this.engineFailure());
+          continue;
+        }
         // Nothing left to do: whatever failed before (an engine restart, a rolled-back release,
         // reported in failedRelease) is behind us.
         this.status = 'Idle';

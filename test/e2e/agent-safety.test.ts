@@ -109,7 +109,7 @@ describe('agent safety', function () {
     const second = await startAgent({ dataDir: first.dataDir });
     agents.push(second);
     assert.equal(modeOf(path.join(first.dataDir, 'config.json')).toString(8), '600');
-    assert.match(second.output(), /config\.json holds the device API key but was readable by others \(mode 0644\): made it 0600/);
+    assert.match(second.output(), /config\.json holds the device API key but was open to others \(mode 0644\): made it 0600/);
   });
 
   it('loses its engine while it watches a new release, and carries on once it is back (the process does not end)', async () => {

@@ -36,7 +36,7 @@ describe('agent: secret files', () => {
     const file = path.join(scratchDir('skiff-config-'), 'config.json');
     loadDeviceConfig(file, { deviceType: () => 'intel-nuc' });
     chmodSync(file, 0o644);
-    assert.equal(tightenSecretFile(file), 0o644);
+    assert.deepEqual(tightenSecretFile(file), { done: true, from: 0o644 });
     assert.equal(modeOf(file), 0o600);
     assert.equal(tightenSecretFile(file), undefined, 'a 0600 file is left alone');
     assert.equal(tightenSecretFile(path.join(path.dirname(file), 'missing.json')), undefined);

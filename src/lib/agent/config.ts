@@ -25,19 +25,39 @@ export class ConfigError extends Error {}
 export const SECRET_FILE_MODE = 0o600;
 
 /**
- * Takes group and other access away from an existing secret file (one written by an older agent,
- * or copied in by hand). Returns the mode it had when that was wider, else undefined.
+ * Makes an open file 0600: a temp file left by a crash keeps its old mode when opened again. A file
+ * system without Unix modes (FAT, where balenaOS keeps config.json) refuses, and has its mount's
+ * modes instead: that is no reason to fail the write.
  */
-export function tightenSecretFile(file: string): number | undefined {
-  let mode: number;
+export function restrictOpenFile(fd: number): void {
   try {
-    mode = statSync(file).mode & 0o777;
+    fchmodSync(fd, SECRET_FILE_MODE);
+  } catch {
+    // no Unix modes here
+  }
+}
+
+/** What {@link tightenSecretFile} found: a file open to others, made 0600 or not (a file system without Unix modes, e.g. FAT). */
+export type Tightened = { done: true; from: number } | { done: false; from: number; reason: string };
+
+/**
+ * Takes group and other access away from an existing secret file (one written by an older agent,
+ * or copied in by hand). Undefined when there was nothing to do (no such file, or already 0600).
+ */
+export function tightenSecretFile(file: string): Tightened | undefined {
+  let from: number;
+  try {
+    from = statSync(file).mode & 0o777;
   } catch {
     return undefined; // not there (yet): it is written 0600
   }
-  if ((mode & 0o077) === 0) return undefined;
-  chmodSync(file, SECRET_FILE_MODE);
-  return mode;
+  if ((from & 0o077) === 0) return undefined;
+  try {
+    chmodSync(file, SECRET_FILE_MODE);
+    return { done: true, from };
+  } catch (err) {
+    return { done: false, from, reason: (err as NodeJS.ErrnoException).code ?? (err as Error).message };
+  }
 }
 
 /**
@@ -75,7 +95,7 @@ export function writeAtomically(file: string, text: string): void {
   const tmp = `${file}.tmp-${process.pid}`;
   const fd = openSync(tmp, 'w', SECRET_FILE_MODE);
   try {
-    fchmodSync(fd, SECRET_FILE_MODE); // a temp file left by a crash keeps its old mode otherwise
+    restrictOpenFile(fd);
     writeSync(fd, text);
     fsyncSync(fd);
   } finally {

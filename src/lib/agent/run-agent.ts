@@ -85,7 +85,10 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
   const unsubscribe = onSystem ? agent.logs.subscribe((e) => e.isSystem && onSystem(e)) : undefined;
   if (store.recreated) agent.logs.system('The agent database was corrupt: started a new one (the old file is kept as agent.sqlite.corrupt-*)', true);
   agent.logs.system(`Agent starting (device ${config.uuid.slice(0, 7)}, ${target.deviceType.slug}, ${target.arch})`);
-  if (widened !== undefined) agent.logs.system(`${configFile} holds the device API key but was readable by others (mode ${widened.toString(8).padStart(4, '0')}): made it 0600`, true);
+  if (widened) {
+    const was = `${configFile} holds the device API key but was open to others (mode ${widened.from.toString(8).padStart(4, '0')})`;
+    agent.logs.system(widened.done ? `${was}: made it 0600` : `${was} and could not be made 0600 (${widened.reason})`, true);
+  }
   if (engine.unreachable) agent.logs.system(`${engine.unreachable.message}; waiting for it (nothing is changed until it answers)`, true);
   let server: http.Server;
   try {

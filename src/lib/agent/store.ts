@@ -9,10 +9,10 @@
  * lost or corrupt database still knows the last target exactly: the containers alone can't tell
  * a release that only removed a service (the others keep their containers from the release before).
  */
-import { closeSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
-import { SECRET_FILE_MODE, tightenSecretFile } from './config.js';
+import { restrictOpenFile, SECRET_FILE_MODE, tightenSecretFile } from './config.js';
 
 export interface StoredTarget {
   /** The JSON body as posted (balena local-mode shape). */
@@ -132,7 +132,7 @@ function writeMirror(file: string, doc: { json: unknown; updatedAt: string }): v
   const temp = `${file}.tmp`;
   const fd = openSync(temp, 'w', SECRET_FILE_MODE);
   try {
-    fchmodSync(fd, SECRET_FILE_MODE); // a temp file left by a crash keeps its old mode otherwise
+    restrictOpenFile(fd);
     writeSync(fd, JSON.stringify(doc));
     fsyncSync(fd);
   } finally {

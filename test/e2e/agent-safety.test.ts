@@ -4,14 +4,15 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { cleanupAgent, eventually, freePort, startAgent, status, type TestAgent } from '../support/agent.js';
-import { BASE_AMD64, docker, ensureBaseImages } from '../support/engine.js';
+import { BASE_AMD64, docker, ensureBaseImages, TEST_LABEL } from '../support/engine.js';
 import { engineProxy, type EngineProxy } from '../support/engine-proxy.js';
+import { scratchDir } from '../support/tmp.js';
 
 const RUN = randomBytes(3).toString('hex');
 const MiB = 1024 * 1024;
@@ -98,6 +99,36 @@ describe('agent safety', function () {
     assert.deepEqual(await startedAt(first.uuid), before, 'the same containers, never restarted');
     assert.match(second.output(), /Recovered the target state from the running containers/);
     assert.equal(modeOf(path.join(first.dataDir, 'target.json')), 0o600);
+  });
+
+  it('containers whose labels give no valid target are left alone, retried, until a target is posted', async () => {
+    // A device whose database is gone and whose one container carries a target that does not parse.
+    const uuid = randomBytes(16).toString('hex');
+    const dataDir = scratchDir('skiff-agent-');
+    writeFileSync(path.join(dataDir, 'config.json'), JSON.stringify({ uuid, deviceType: 'intel-nuc', listenPort: 48484, developmentMode: true, deviceApiKey: randomBytes(16).toString('hex') }), { mode: 0o600 });
+    const bad = { ...service(1, 'web'), restart: 'sometimes' };
+    const created = await docker.createContainer({
+      Image: BASE_AMD64, Cmd: ['sh', '-c', "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"],
+      Labels: {
+        [TEST_LABEL]: 'agent-safety', 'io.skiff.agent': uuid, 'io.balena.supervised': 'true', 'io.balena.app-id': '1', 'io.balena.service-id': '1', 'io.balena.service-name': 'web',
+        'io.skiff.target': JSON.stringify({ app: { name: `bad${RUN}`, commit: 'bad', releaseId: 'bad', volumes: {}, networks: {}, services: ['web'] }, service: bad }),
+      },
+    });
+    await created.start();
+    const before = (await created.inspect()).State.StartedAt;
+    const agent = await startAgent({ dataDir });
+    agents.push(agent);
+    // Twice: the first failure was retried, and still nothing planned from the empty target.
+    await eventually(async () => (agent.output().match(/could not recover the target state from the running containers/g) ?? []).length >= 2, 30_000, 'adoption to fail twice');
+    const s = await status(agent.url);
+    assert.equal(s.appState, 'failed');
+    assert.equal(await healthy(agent), 200, 'the agent works; the containers need a target');
+    const after = await created.inspect();
+    assert.equal(after.State.Running, true);
+    assert.equal(after.State.StartedAt, before);
+
+    await postTarget(agent, release(`good${RUN}`, [service(1, 'web')]));
+    await applied(agent, `good${RUN}`, 1);
   });
 
   it('writes config.json and the database 0600, and tightens a config.json left 0644 at start', async () => {

@@ -6,6 +6,7 @@ import type {
   CurrentState,
   ServiceConfig,
   Step,
+  StepAction,
   TargetApp,
   TargetService,
   TargetState,
@@ -131,10 +132,6 @@ function describe_(s: Step): string {
       return `${s.action} ${s.container.appId}/${s.container.serviceName}`;
     case 'create':
       return `create ${s.app.appId}/${s.service.serviceName}`;
-    case 'takeLock':
-      return `takeLock ${s.appId}`;
-    case 'releaseLock':
-      return `releaseLock ${s.appId}`;
     case 'noop':
       return `noop ${s.reason}`;
   }
@@ -250,8 +247,6 @@ function applyRound(before: CurrentState, t: TargetState, steps: Step[], registr
         c.state = 'running';
         break;
       }
-      case 'takeLock':
-      case 'releaseLock':
       case 'noop':
         break;
     }
@@ -816,6 +811,36 @@ describe('agent plan', () => {
       assert.deepEqual(t, copyT);
       assert.deepEqual(cur, copyC);
     });
+  });
+
+  describe('step kinds', () => {
+    // One scenario per kind of the Step union, keyed by the kind: a kind added to the union needs a
+    // scenario here (the compiler says so), and a kind no scenario produces fails below, so the
+    // union holds exactly what the planner emits.
+    const web = svc('web', { config: { image: 'web:1' } });
+    const web2 = { ...web, config: { ...web.config, image: 'web:2' } };
+    const v1 = app(1, [web], { volumes: ['data'], networks: ['net'] });
+    const v2 = app(1, [web2], { volumes: ['data'], networks: ['net'] });
+    const stopped = app(1, [{ ...web, running: false }], { volumes: ['data'], networks: ['net'] });
+    const installed = converged(target(v1));
+    const scenarios = {
+      fetch: () => plan(installed, target(v2)),
+      createVolume: () => plan(state({ images: imagesOf(v1) }), target(v1)),
+      createNetwork: () => plan(state({ images: imagesOf(v1) }), target(v1)),
+      removeVolume: () => plan(state({ volumes: [{ appId: 1, name: 'data' }] }), target()),
+      removeNetwork: () => plan(state({ networks: [{ appId: 1, name: 'net' }] }), target()),
+      stop: () => plan(installed, target(stopped)),
+      kill: () => plan({ ...installed, images: { ...installed.images, ...imagesOf(v2) } }, target(v2)),
+      remove: () => plan(converged(target(stopped)), target()),
+      create: () => plan({ ...installed, containers: [], images: imagesOf(v1) }, target(v1)),
+      start: () => plan(converged(target(stopped)), target(v1)),
+      noop: () => plan({ ...installed, locked: [1], images: { ...installed.images, ...imagesOf(v2) } }, target(v2)),
+    } satisfies { [K in StepAction]: () => Step[] };
+    for (const [kind, scenario] of Object.entries(scenarios)) {
+      it(`the planner emits '${kind}'`, () => {
+        assert.ok(scenario().some((s) => s.action === kind), `no '${kind}' in ${desc(scenario()).join(', ')}`);
+      });
+    }
   });
 
   describe('simulated convergence (generated)', () => {

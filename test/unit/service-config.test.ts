@@ -385,6 +385,7 @@ describe('service config', () => {
     const ctx: EngineContext = {
       docker: undefined as never, uuid: 'abcdef0123456789', deviceType: 'intel-nuc', arch: 'amd64', deviceName: 'dev',
       apiAddress: 'http://127.0.0.1:48484', apiKey: 'k', locksDir: scratchDir('skiff-locks-'), engineSocket: '/var/run/docker.sock',
+      hostPaths: new Set(['/var/run/docker.sock', '/sys', '/proc']),
     };
     const spec = (json: Record<string, unknown>) => {
       const config = parse(json);

@@ -4,7 +4,7 @@
  * new one does not come up.
  */
 import type { EngineContext } from './engine-state.js';
-import { execute, removeAppVolumes, snapshot, targetFromContainers } from './engine-state.js';
+import { execute, removeAppVolumes, snapshot, stopContainer, targetFromContainers } from './engine-state.js';
 import { LogBuffer } from './logs.js';
 import type { CurrentState, Step, TargetApp, TargetState } from './model.js';
 import { plan, serviceConfigHash } from './plan.js';
@@ -12,6 +12,25 @@ import type { AgentStore } from './store.js';
 import { InvalidTargetError, parseLocalTargetState, targetImages } from './target-state.js';
 
 export type AgentStatus = 'Idle' | 'Applying' | 'Failed';
+
+/**
+ * Why the agent is Failed, as a kind decided where the failure happened (and by asking the engine
+ * whether it answers), so the device API never guesses from an error message.
+ */
+export type FailureKind =
+  /** The engine does not answer: connection refused, socket gone, or no answer in time. */
+  | 'engine-unreachable'
+  /** The engine answers, but reading what it runs failed. */
+  | 'engine-error'
+  /** The running containers' labels did not give a target to adopt; retried, nothing is changed meanwhile. */
+  | 'adoption-failed'
+  /** A step of the plan failed (an image that cannot be pulled, a port in use, …); retried with backoff. */
+  | 'step-failed'
+  /** The new release did not stay up and was rolled back (or had nothing to roll back to). */
+  | 'release-failed';
+
+/** A failure found while adopting containers, where retrying only helps once something changes. */
+class AdoptionError extends Error {}
 
 export interface AgentOptions {
   /** How long a new release must stay up (running, not unhealthy) before it counts as applied. */
@@ -26,6 +45,8 @@ export class Agent {
   readonly logs = new LogBuffer();
   status: AgentStatus = 'Idle';
   lastError?: string;
+  /** What kind of failure `lastError` describes, while the status is Failed. */
+  failure?: FailureKind;
   /** The release's commit as last applied (and confirmed up). */
   appliedCommit?: string;
   /** The last release that did not come up and was rolled back. */
@@ -50,12 +71,24 @@ export class Agent {
   /** The database had no target but target.json did (a lost or corrupt database): said once at start. */
   private recoveredFromFile: boolean;
 
+  /** Why the stored target could not be read (e.g. a key an older agent accepted): what runs is kept until a new target comes. */
+  private storedTargetProblem?: string;
+
   constructor(readonly ctx: EngineContext, private readonly store: AgentStore, private readonly options: AgentOptions = {}) {
     const stored = store.getTarget();
-    this.adopting = !stored;
     this.recoveredFromFile = stored?.from === 'file';
-    this.targetJson = stored?.json ?? EMPTY_TARGET(ctx.deviceName);
-    this.target = normalise(parseLocalTargetState(this.targetJson, ctx.deviceName));
+    let parsed: TargetState | undefined;
+    try {
+      parsed = stored ? normalise(parseLocalTargetState(stored.json, ctx.deviceName)) : undefined;
+    } catch (err) {
+      if (!(err instanceof InvalidTargetError)) throw err;
+      // Starting must not fail, and planning from an empty target would remove what runs: hold.
+      this.storedTargetProblem = err.message;
+      this.recoveredFromFile = false;
+    }
+    this.adopting = !parsed;
+    this.targetJson = parsed ? stored?.json : EMPTY_TARGET(ctx.deviceName);
+    this.target = parsed ?? normalise(parseLocalTargetState(this.targetJson, ctx.deviceName));
     this.appliedCommit = store.getValue('appliedCommit');
   }
 
@@ -85,6 +118,7 @@ export class Agent {
     this.target = parsed;
     this.force = Boolean(options.force);
     this.adopting = false;
+    this.storedTargetProblem = undefined;
     this.targetVersion++;
     this.failedRelease = undefined;
     this.failures = 0;
@@ -134,25 +168,13 @@ export class Agent {
       this.store.setTarget(this.targetJson);
       this.logs.system('Recovered the target state from target.json (the database had none)');
     }
-    if (this.adopting) {
-      this.adopting = false;
-      const recovered = await targetFromContainers(this.ctx).catch(() => undefined);
-      if (recovered) {
-        try {
-          this.target = normalise(parseLocalTargetState(recovered, this.ctx.deviceName));
-          this.targetJson = recovered;
-          this.store.setTarget(recovered);
-          this.logs.system('Recovered the target state from the running containers');
-        } catch (err) {
-          this.logs.system(`Could not recover the target state from the containers: ${(err as Error).message}`, true);
-        }
-      }
-    }
     while (!signal.aborted) {
       this.again = false;
       let current: CurrentState;
       let steps: Step[];
       try {
+        // Until what runs is adopted, the target is empty: planning from it would remove everything.
+        if (this.adopting) await this.adopt();
         current = await snapshot(this.ctx);
         this.lastCurrent = current;
         this.followLogs(current); // never let a slow log attach hold up the loop
@@ -164,7 +186,7 @@ export class Agent {
         }
         steps = plan(current, this.withStopped(this.target), { force: this.force, now: Date.now() });
       } catch (err) {
-        await this.failed(err);
+        await this.failed(err, err instanceof AdoptionError ? 'adoption-failed' : await this.engineFailure());
         continue;
       }
       const work = steps.filter((s) => s.action !== 'noop');
@@ -172,29 +194,79 @@ export class Agent {
         const waiting = steps.find((s) => s.action === 'noop');
         if (waiting?.action === 'noop') {
           this.status = 'Applying';
+          this.failure = undefined;
           this.lastError = waiting.reason;
           await sleep(1000, signal);
           continue;
         }
-        if (this.unconfirmed) await this.confirmRelease();
-        // A new target that changed no container (same images and settings, a new commit) is
-        // applied as it stands: nothing new has to prove it stays up.
-        else if (this.targetCommit !== (this.appliedCommit ?? '')) await this.confirmRelease(0);
+        try {
+          if (this.unconfirmed) {
+            this.status = 'Applying'; // watching the new release (again, after a failure) is applying it
+            this.failure = undefined;
+            await this.confirmRelease();
+          }
+          // A new target that changed no container (same images and settings, a new commit) is
+          // applied as it stands: nothing new has to prove it stays up.
+          else if (this.targetCommit !== (this.appliedCommit ?? '')) await this.confirmRelease(0);
+        } catch (err) {
+          // The engine went away while the release was watched: a rejection here would end the process.
+          await this.failed(err, await this.engineFailure());
+          continue;
+        }
         // Nothing left to do: whatever failed before (an engine restart, a rolled-back release,
         // reported in failedRelease) is behind us.
         this.status = 'Idle';
         this.lastError = undefined;
+        this.failure = undefined;
         return;
       }
       this.unconfirmed = true;
       this.status = 'Applying';
+      this.failure = undefined;
       try {
         await Promise.all(work.map((s) => execute(this.ctx, s, current, (m) => this.logs.system(m))));
         this.failures = 0;
       } catch (err) {
-        await this.failed(err);
+        await this.failed(err, (await this.engineAnswers()) ? 'step-failed' : 'engine-unreachable');
       }
     }
+  }
+
+  /**
+   * Takes the target from the containers this agent runs (no database, no target.json). Throws
+   * while the engine cannot list them, or their labels do not parse: the loop retries with
+   * backoff, and never plans from the empty target meanwhile.
+   */
+  private async adopt(): Promise<void> {
+    if (this.storedTargetProblem) {
+      throw new AdoptionError(`the stored target state is no longer valid (${this.storedTargetProblem}); the containers are kept as they run until a new target is posted`);
+    }
+    const version = this.targetVersion;
+    const recovered = await withDeadline(targetFromContainers(this.ctx), 20_000, 'the engine did not answer within 20 s');
+    if (this.targetVersion !== version) return; // a target was posted meanwhile: it wins
+    if (recovered) {
+      let target: TargetState;
+      try {
+        target = normalise(parseLocalTargetState(recovered, this.ctx.deviceName));
+      } catch (err) {
+        throw new AdoptionError(`could not recover the target state from the running containers: ${(err as Error).message}`);
+      }
+      this.target = target;
+      this.targetJson = recovered;
+      this.store.setTarget(recovered);
+      this.logs.system('Recovered the target state from the running containers');
+    }
+    this.adopting = false;
+  }
+
+  /** Whether the engine answers a ping within 5 s: what tells an unreachable engine from a failing call. */
+  private async engineAnswers(): Promise<boolean> {
+    return this.ctx.docker.ping({ signal: AbortSignal.timeout(5000) }).then(() => true, () => false);
+  }
+
+  /** The kind of a failure to read the engine's state. */
+  private async engineFailure(): Promise<FailureKind> {
+    return (await this.engineAnswers()) ? 'engine-error' : 'engine-unreachable';
   }
 
   /** Restarts every container of an app (`POST /v1/restart`). */
@@ -225,8 +297,15 @@ export class Agent {
     const current = await snapshot(this.ctx);
     const container = current.containers.find((c) => c.appId === appId && c.serviceName === serviceName);
     if (action === 'stop-service') {
+      // A stop the engine refused is the caller's failure to see (the service still runs), not a
+      // stopped service: it is only kept stopped once the container is.
+      if (container) {
+        await stopContainer(this.ctx, container).catch((err: Error) => {
+          this.logs.system(`Could not stop service '${serviceName}': ${err.message}`, true);
+          throw new Error(`could not stop service '${serviceName}': ${err.message}`);
+        });
+      }
       this.stopped.add(key);
-      if (container) await this.ctx.docker.getContainer(container.containerId).stop().catch(() => {});
       this.logs.system(`Stopped service '${serviceName}'`);
     } else if (action === 'start-service') {
       this.stopped.delete(key);
@@ -247,9 +326,10 @@ export class Agent {
     };
   }
 
-  private async failed(err: unknown): Promise<void> {
+  private async failed(err: unknown, kind: FailureKind): Promise<void> {
     this.failures++;
     this.status = 'Failed';
+    this.failure = kind;
     this.lastError = (err as Error).message;
     this.logs.system(`Failed to apply the target state: ${this.lastError}`, true);
     const delay = Math.min(this.options.maxBackoffMs ?? 30_000, 250 * 2 ** Math.min(this.failures, 10));
@@ -339,6 +419,7 @@ export class Agent {
     this.logs.system(`Release ${commit || '(none)'} failed: ${reason}; rolling back to the previous release`, true);
     if (!previous) {
       this.status = 'Failed';
+      this.failure = 'release-failed';
       this.lastError = `${reason}; no previous release to roll back to`;
       return;
     }
@@ -349,6 +430,7 @@ export class Agent {
     this.target = normalise(parseLocalTargetState(json, this.ctx.deviceName));
     this.targetVersion++;
     this.status = 'Failed';
+    this.failure = 'release-failed';
     this.lastError = `release ${commit} rolled back: ${reason}`;
     this.again = true;
   }
@@ -377,6 +459,16 @@ function normalise(target: TargetState): TargetState {
       };
     }),
   };
+}
+
+/** `work`, or a rejection with `message` once `ms` have passed (an engine that accepts connections but does not answer yet). */
+function withDeadline<T>(work: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+    timer.unref();
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -5,10 +5,40 @@
  */
 import http from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
-import type { Agent } from './agent.js';
-import { InvalidTargetError } from './target-state.js';
+import type {
+  AppActionRequest, ApplicationsStateResponse, ContainerIdResponse, DeviceInfoResponse, DeviceV1Response, FailedResponse, LogLine, PurgeResponse,
+  ServiceActionRequest, StateStatusResponse, SuccessResponse, TargetStateResponse, VersionResponse,
+} from '../device-api/wire.js';
+import type { Agent, AgentStatus, FailureKind } from './agent.js';
+import { InvalidTargetError, type LocalTargetStateJson } from './target-state.js';
 
 export const AGENT_VERSION = '17.0.0'; // the supervisor API level we speak (>= 9.7 for live push)
+
+/**
+ * The largest request body the API reads (1 MiB); beyond it the answer is 413. A target state is
+ * a few kilobytes (images are referred to by name), so this leaves room without letting one
+ * request hold the device's memory.
+ */
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+/**
+ * Which failures make the agent unhealthy (`GET /v1/healthy` answers 500), per kind: only those a
+ * restart of the agent or its engine could cure, as a watchdog would do. A release that failed, a
+ * step that keeps failing or containers that cannot be adopted are reported in the status, and
+ * the agent itself is working on them.
+ */
+const UNHEALTHY_WHEN = {
+  'engine-unreachable': true,
+  'engine-error': true,
+  'adoption-failed': false,
+  'step-failed': false,
+  'release-failed': false,
+} satisfies { [K in FailureKind]: boolean };
+
+/** The `/v1/healthy` decision: false while the agent is Failed for a kind a restart could cure. */
+export function isHealthy(status: AgentStatus, failure: FailureKind | undefined): boolean {
+  return !(status === 'Failed' && failure !== undefined && UNHEALTHY_WHEN[failure]);
+}
 
 export class HttpError extends Error {
   constructor(readonly status: number, message: string) {
@@ -48,7 +78,8 @@ function authorised(req: Request, opts: ApiOptions): boolean {
 async function appState(opts: ApiOptions) {
   const { agent } = opts;
   const current = await agent.freshState().catch(() => agent.currentState);
-  const target = agent.targetState as { local?: { apps?: Record<string, { name?: string; commit?: string; releaseId?: unknown; services?: Record<string, { serviceName?: string; imageId?: number; serviceId?: number }> }> } };
+  // The agent only keeps a target it parsed, so it has this shape.
+  const target = agent.targetState as Partial<LocalTargetStateJson>;
   return { current, apps: target.local?.apps ?? {} };
 }
 
@@ -60,10 +91,10 @@ function routes(opts: ApiOptions): Record<string, Handler> {
   const { agent } = opts;
   return {
     'GET /ping': () => ({ text: 'OK' }),
-    'GET /v1/healthy': () => ({ status: agent.status === 'Failed' && /engine/i.test(agent.lastError ?? '') ? 500 : 200, text: '' }),
-    'GET /v2/version': () => ({ json: { status: 'success', version: AGENT_VERSION } }),
-    'GET /v2/local/device-info': () => ({ json: { status: 'success', info: { arch: opts.arch, deviceType: opts.deviceType } } }),
-    'GET /v2/local/target-state': () => ({ json: { status: 'success', state: agent.targetState } }),
+    'GET /v1/healthy': () => ({ status: isHealthy(agent.status, agent.failure) ? 200 : 500, text: '' }),
+    'GET /v2/version': () => ({ json: { status: 'success', version: AGENT_VERSION } satisfies VersionResponse }),
+    'GET /v2/local/device-info': () => ({ json: { status: 'success', info: { arch: opts.arch, deviceType: opts.deviceType } } satisfies DeviceInfoResponse }),
+    'GET /v2/local/target-state': () => ({ json: { status: 'success', state: agent.targetState } satisfies TargetStateResponse }),
     'POST /v2/local/target-state': async (req) => {
       try {
         await agent.setTarget(req.body, { force: req.query.get('force') === 'true' });
@@ -71,18 +102,19 @@ function routes(opts: ApiOptions): Record<string, Handler> {
         if (err instanceof InvalidTargetError) throw new HttpError(400, err.message);
         throw err;
       }
-      return { json: { status: 'success', message: 'OK' } };
+      return { json: { status: 'success', message: 'OK' } satisfies SuccessResponse };
     },
     'GET /v2/local/logs': (req) => ({
       stream: (res) => {
+        const send = (line: LogLine) => res.write(`${JSON.stringify(line)}\n`);
         res.writeHead(200, { 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-cache' });
-        for (const e of agent.logs.history()) res.write(`${JSON.stringify(e)}\n`);
+        for (const e of agent.logs.history()) send(e);
         // ?follow=false: the history only (skiff logs without --tail).
         if (req.query.get('follow') === 'false') {
           res.end();
           return;
         }
-        const unsubscribe = agent.logs.subscribe((e) => res.write(`${JSON.stringify(e)}\n`));
+        const unsubscribe = agent.logs.subscribe(send);
         res.on('close', unsubscribe);
       },
     }),
@@ -92,9 +124,9 @@ function routes(opts: ApiOptions): Record<string, Handler> {
       if (name) {
         const c = containers.find((x) => x.serviceName === name);
         if (!c) throw new HttpError(503, `could not find service '${name}'`);
-        return { json: { status: 'success', containerId: c.containerId } };
+        return { json: { status: 'success', containerId: c.containerId } satisfies ContainerIdResponse };
       }
-      return { json: { status: 'success', services: Object.fromEntries(containers.map((c) => [c.serviceName, c.containerId])) } };
+      return { json: { status: 'success', services: Object.fromEntries(containers.map((c) => [c.serviceName, c.containerId])) } satisfies ContainerIdResponse };
     },
     'GET /v2/state/status': async () => {
       const containers = (await appState(opts)).current?.containers ?? [];
@@ -107,17 +139,18 @@ function routes(opts: ApiOptions): Record<string, Handler> {
           release: agent.appliedCommit ?? null,
           ...(agent.failedRelease ? { failedRelease: agent.failedRelease } : {}),
           ...(agent.lastError ? { error: agent.lastError } : {}),
-        },
+        } satisfies StateStatusResponse,
       };
     },
     'GET /v2/applications/state': async () => {
       const { current, apps } = await appState(opts);
-      const out: Record<string, unknown> = {};
+      const out: ApplicationsStateResponse = {};
       for (const [appId, app] of Object.entries(apps)) {
-        const services: Record<string, unknown> = {};
+        const services: ApplicationsStateResponse[string]['services'] = {};
         for (const s of Object.values(app.services ?? {})) {
-          const c = current?.containers.find((x) => x.appId === Number(appId) && x.serviceName === s.serviceName);
-          services[s.serviceName ?? ''] = { status: c ? containerStatus(c.state) : 'Downloading', releaseId: app.releaseId ?? null, downloadProgress: null };
+          const name = String(s.serviceName ?? '');
+          const c = current?.containers.find((x) => x.appId === Number(appId) && x.serviceName === name);
+          services[name] = { status: c ? containerStatus(c.state) : 'Downloading', releaseId: app.releaseId ?? null, downloadProgress: null };
         }
         out[app.name ?? appId] = { appId: Number(appId), commit: app.commit ?? '', services };
       }
@@ -134,19 +167,19 @@ function routes(opts: ApiOptions): Record<string, Handler> {
         update_pending: agent.status === 'Applying',
         update_downloaded: false,
         update_failed: agent.status === 'Failed',
-      },
+      } satisfies DeviceV1Response,
     }),
     'POST /v1/restart': async (req) => {
-      const appId = Number((req.body as { appId?: unknown } | undefined)?.appId);
+      const appId = Number((req.body as Partial<AppActionRequest> | undefined)?.appId);
       if (!Number.isInteger(appId)) throw new HttpError(400, 'appId is required');
       await agent.restartApp(appId);
       return { text: 'OK' };
     },
     'POST /v1/purge': async (req) => {
-      const appId = Number((req.body as { appId?: unknown } | undefined)?.appId);
+      const appId = Number((req.body as Partial<AppActionRequest> | undefined)?.appId);
       if (!Number.isInteger(appId)) throw new HttpError(400, 'appId is required');
       await agent.purgeApp(appId);
-      return { json: { Data: 'OK', Error: '' } };
+      return { json: { Data: 'OK', Error: '' } satisfies PurgeResponse };
     },
   };
 }
@@ -168,7 +201,7 @@ async function handle(opts: ApiOptions, table: Record<string, Handler>, method: 
     if (req.path !== '/ping' && !authorised(req, opts)) throw new HttpError(401, 'Unauthorized');
     const action = SERVICE_ACTION.exec(req.path);
     if (action && method === 'POST') {
-      const service = (body as { serviceName?: string; imageId?: number } | undefined)?.serviceName;
+      const service = (body as Partial<ServiceActionRequest> | undefined)?.serviceName;
       if (!service) throw new HttpError(400, 'serviceName is required');
       const found = await opts.agent.serviceAction(Number(action[1]), service, action[2] as 'restart-service' | 'stop-service' | 'start-service');
       if (!found) throw new HttpError(404, `service '${service}' not found`);
@@ -178,8 +211,8 @@ async function handle(opts: ApiOptions, table: Record<string, Handler>, method: 
     if (!handler) throw new HttpError(404, `${method} ${req.path} not found`);
     return await handler(req);
   } catch (err) {
-    if (err instanceof HttpError) return { status: err.status, json: { status: 'failed', message: err.message } };
-    return { status: 503, json: { status: 'failed', message: (err as Error).message } };
+    if (err instanceof HttpError) return { status: err.status, json: { status: 'failed', message: err.message } satisfies FailedResponse };
+    return { status: 503, json: { status: 'failed', message: (err as Error).message } satisfies FailedResponse };
   }
 }
 
@@ -187,16 +220,32 @@ async function handle(opts: ApiOptions, table: Record<string, Handler>, method: 
 export function serve(opts: ApiOptions, address: string): Promise<http.Server> {
   const handle = createHandler(opts);
   const server = http.createServer((req, res) => {
+    const tooLarge = () => {
+      // Answered at once; the socket closes after it, so the rest of the body is never read.
+      res.writeHead(413, { 'Content-Type': 'application/json', Connection: 'close' })
+        .end(JSON.stringify({ status: 'failed', message: `the request body is over the API's limit of ${MAX_BODY_BYTES} bytes` } satisfies FailedResponse));
+    };
+    if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) return tooLarge();
     const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY_BYTES) {
+        if (!res.headersSent) tooLarge();
+        chunks.length = 0;
+        return;
+      }
+      chunks.push(c);
+    });
     req.on('end', () => {
+      if (size > MAX_BODY_BYTES) return;
       let body: unknown;
       const text = Buffer.concat(chunks).toString('utf8');
       if (text) {
         try {
           body = JSON.parse(text);
         } catch {
-          res.writeHead(400, { 'Content-Type': 'application/json' }).end(JSON.stringify({ status: 'failed', message: 'the body is not valid JSON' }));
+          res.writeHead(400, { 'Content-Type': 'application/json' }).end(JSON.stringify({ status: 'failed', message: 'the body is not valid JSON' } satisfies FailedResponse));
           return;
         }
       }

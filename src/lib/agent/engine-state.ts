@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { ContainerCreateSpec, EngineClient } from '../docker/engine-lite.js';
-import type { CurrentContainer, CurrentState, Step, TargetApp, TargetService } from './model.js';
+import type { CurrentContainer, CurrentState, Step, StepAction, TargetApp, TargetService } from './model.js';
 import { serviceConfigHash } from './plan.js';
 import { parsePort } from '../service/values.js';
 
@@ -37,6 +37,8 @@ export interface EngineContext {
   locksDir: string;
   /** On a real device, the engine socket path to hand to services with the balena-socket feature. */
   engineSocket: string;
+  /** The host paths feature labels bind that exist on this device, read once at start ({@link existingHostPaths}), so building a container spec does no I/O. */
+  hostPaths: ReadonlySet<string>;
 }
 
 const short = (uuid: string) => uuid.slice(0, 7);
@@ -55,6 +57,9 @@ export async function snapshot(ctx: EngineContext, timeoutMs = 20_000): Promise<
   });
   return Promise.race([readState(ctx), timeout]).finally(() => clearTimeout(timer));
 }
+
+/** Host folder for a service's update lock, bound at /tmp/balena and /tmp/resin. */
+export const serviceLockDir = (ctx: EngineContext, app: TargetApp, service: TargetService): string => path.join(ctx.locksDir, String(app.appId), service.serviceName);
 
 /** What a hand-over's new container writes in its lock folder (/tmp/balena) once it has taken over (balena's names). */
 export const HANDOVER_FILES = ['handover-complete', 'resin-kill-me'];
@@ -119,6 +124,22 @@ async function readState(ctx: EngineContext): Promise<CurrentState> {
   };
 }
 
+/** The host paths each balena feature label binds (balena-supervisor's `io.balena.features.*`), by feature. */
+const FEATURE_PATHS = {
+  dbus: ['/run/dbus:/host/run/dbus'],
+  sysfs: ['/sys:/sys'],
+  procfs: ['/proc:/proc'],
+  'kernel-modules': ['/lib/modules:/lib/modules'],
+  firmware: ['/lib/firmware:/lib/firmware'],
+  'journal-logs': ['/var/log/journal:/var/log/journal:ro', '/run/log/journal:/run/log/journal:ro', '/etc/machine-id:/etc/machine-id:ro'],
+} as const;
+
+/** Which of the host paths feature labels may bind exist here (the engine refuses a bind of a missing one). Reads the disk: call once at start. */
+export function existingHostPaths(engineSocket: string): Set<string> {
+  const paths = [engineSocket, ...Object.values(FEATURE_PATHS).flat().map((b) => b.split(':')[0] ?? '')];
+  return new Set(paths.filter((p) => p !== '' && existsSync(p)));
+}
+
 /** Feature labels that grant host access, and what each binds or sets. */
 function featureBinds(ctx: EngineContext, labels: Record<string, string>): { binds: string[]; env: Record<string, string> } {
   const on = (name: string) => {
@@ -131,17 +152,12 @@ function featureBinds(ctx: EngineContext, labels: Record<string, string>): { bin
     binds.push(`${ctx.engineSocket}:/var/run/balena.sock`, `${ctx.engineSocket}:/var/run/docker.sock`);
     env.DOCKER_HOST = 'unix:///var/run/balena.sock';
   }
-  if (on('dbus')) binds.push('/run/dbus:/host/run/dbus');
-  if (on('sysfs')) binds.push('/sys:/sys');
-  if (on('procfs')) binds.push('/proc:/proc');
-  if (on('kernel-modules')) binds.push('/lib/modules:/lib/modules');
-  if (on('firmware')) binds.push('/lib/firmware:/lib/firmware');
-  if (on('journal-logs')) binds.push('/var/log/journal:/var/log/journal:ro', '/run/log/journal:/run/log/journal:ro', '/etc/machine-id:/etc/machine-id:ro');
+  for (const [feature, paths] of Object.entries(FEATURE_PATHS)) if (on(feature)) binds.push(...paths);
   if (on('supervisor-api') || on('balena-api') || on('resin-api')) {
     env.BALENA_SUPERVISOR_API_KEY = ctx.apiKey;
     env.RESIN_SUPERVISOR_API_KEY = ctx.apiKey;
   }
-  return { binds: binds.filter((b) => existsSync(b.split(':')[0] ?? '')), env };
+  return { binds: binds.filter((b) => ctx.hostPaths.has(b.split(':')[0] ?? '')), env };
 }
 
 type PortBindings = NonNullable<NonNullable<ContainerCreateSpec['HostConfig']>['PortBindings']>;
@@ -192,8 +208,7 @@ export function containerSpec(ctx: EngineContext, app: TargetApp, service: Targe
     SKIFF_APP_ID: String(app.appId), SKIFF_APP_NAME: app.name, SKIFF_SERVICE_NAME: service.serviceName,
     SKIFF_DEVICE_UUID: ctx.uuid, SKIFF_DEVICE_TYPE: ctx.deviceType, SKIFF_DEVICE_ARCH: ctx.arch, SKIFF_AGENT_ADDRESS: ctx.apiAddress,
   };
-  const lockDir = path.join(ctx.locksDir, String(app.appId), service.serviceName);
-  mkdirSync(lockDir, { recursive: true });
+  const lockDir = serviceLockDir(ctx, app, service); // made by the create executor
   const { exposed, bindings } = portBindings(c.ports, c.expose ?? []);
   const networkMode = c.networkMode ?? networkName(ctx, app.appId, c.networks[0] ?? 'default');
   const restart = c.restart.split(':');
@@ -295,77 +310,97 @@ export function containerSpec(ctx: EngineContext, app: TargetApp, service: Targe
 
 export type StepLog = (message: string) => void;
 
-/** Runs one step. Throws on failure; the loop backs off and plans again. */
-export async function execute(ctx: EngineContext, step: Step, current: CurrentState, log: StepLog): Promise<void> {
-  const { docker } = ctx;
-  switch (step.action) {
-    case 'fetch': {
-      if (current.images[step.image]) return;
-      log(`Downloading image '${step.image}'`);
-      try {
-        await docker.pull(step.image);
-      } catch (err) {
-        throw new Error(`image '${step.image}' is not on the engine and could not be pulled: ${(err as Error).message}`);
-      }
-      return;
+/** The step of one action, e.g. `StepOf<'create'>` is `{ action: 'create'; app; service }`. */
+export type StepOf<K extends StepAction> = Extract<Step, { action: K }>;
+
+/** Runs one kind of step. Throws on failure; the loop backs off and plans again. */
+export type Executor<K extends StepAction> = (ctx: EngineContext, step: StepOf<K>, current: CurrentState, log: StepLog) => Promise<void>;
+
+/** Stops a container within its StopTimeout (stop_grace_period, else 10 s); 304 means it was already stopped. */
+export async function stopContainer(ctx: EngineContext, container: CurrentContainer): Promise<void> {
+  await ctx.docker.getContainer(container.containerId).stop().catch((err: { statusCode?: number }) => {
+    if (err.statusCode !== 304) throw err;
+  });
+}
+
+/**
+ * One executor per step kind, checked by the compiler: a kind added to the Step union without an
+ * executor here does not build (a `switch` in a function returning void would let it do nothing).
+ */
+export const EXECUTORS = {
+  fetch: async ({ docker }, step, current, log) => {
+    if (current.images[step.image]) return;
+    log(`Downloading image '${step.image}'`);
+    try {
+      await docker.pull(step.image);
+    } catch (err) {
+      throw new Error(`image '${step.image}' is not on the engine and could not be pulled: ${(err as Error).message}`);
     }
-    case 'createVolume':
-      await docker.createVolume({ Name: volumeName(ctx, step.appId, step.name), Labels: { [LABEL.agent]: ctx.uuid, [LABEL.appId]: String(step.appId) } });
-      log(`Creating volume '${step.name}'`);
-      return;
-    case 'createNetwork':
-      await docker.createNetwork({ Name: networkName(ctx, step.appId, step.name), Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL.agent]: ctx.uuid, [LABEL.appId]: String(step.appId) } });
-      log(`Creating network '${step.name}'`);
-      return;
-    case 'removeVolume':
-      await docker.getVolume(volumeName(ctx, step.appId, step.name)).remove();
-      log(`Removing volume '${step.name}'`);
-      return;
-    case 'removeNetwork':
-      await docker.getNetwork(networkName(ctx, step.appId, step.name)).remove();
-      log(`Removing network '${step.name}'`);
-      return;
-    case 'stop':
-    case 'kill': {
-      const c = docker.getContainer(step.container.containerId);
-      log(`${step.action === 'kill' ? 'Killing' : 'Stopping'} service '${step.container.serviceName}'`);
-      await c.stop().catch((err: { statusCode?: number }) => { // the container's StopTimeout (stop_grace_period, else 10 s)
-        if (err.statusCode !== 304) throw err; // 304: already stopped
-      });
-      log(`${step.action === 'kill' ? 'Killed' : 'Stopped'} service '${step.container.serviceName}'`);
-      return;
+  },
+  createVolume: async (ctx, step, _current, log) => {
+    await ctx.docker.createVolume({ Name: volumeName(ctx, step.appId, step.name), Labels: { [LABEL.agent]: ctx.uuid, [LABEL.appId]: String(step.appId) } });
+    log(`Creating volume '${step.name}'`);
+  },
+  createNetwork: async (ctx, step, _current, log) => {
+    await ctx.docker.createNetwork({ Name: networkName(ctx, step.appId, step.name), Driver: 'bridge', CheckDuplicate: true, Labels: { [LABEL.agent]: ctx.uuid, [LABEL.appId]: String(step.appId) } });
+    log(`Creating network '${step.name}'`);
+  },
+  removeVolume: async (ctx, step, _current, log) => {
+    await ctx.docker.getVolume(volumeName(ctx, step.appId, step.name)).remove();
+    log(`Removing volume '${step.name}'`);
+  },
+  removeNetwork: async (ctx, step, _current, log) => {
+    await ctx.docker.getNetwork(networkName(ctx, step.appId, step.name)).remove();
+    log(`Removing network '${step.name}'`);
+  },
+  stop: async (ctx, step, _current, log) => {
+    log(`Stopping service '${step.container.serviceName}'`);
+    await stopContainer(ctx, step.container);
+    log(`Stopped service '${step.container.serviceName}'`);
+  },
+  kill: async (ctx, step, _current, log) => {
+    // A kill is the engine's stop too: the service gets its stop signal and grace period first.
+    log(`Killing service '${step.container.serviceName}'`);
+    await stopContainer(ctx, step.container);
+    log(`Killed service '${step.container.serviceName}'`);
+  },
+  remove: async ({ docker }, step, current, log) => {
+    await docker.getContainer(step.container.containerId).remove({ force: true, v: false });
+    if (step.deleteImage && !current.containers.some((c) => c.containerId !== step.container.containerId && c.imageId === step.container.imageId)) {
+      // The engine refuses while any container (ours or not) still uses it: then it stays.
+      await docker.getImage(step.container.imageId).remove({ force: false }).then(
+        () => log(`Deleted the old image of service '${step.container.serviceName}'`),
+        () => {},
+      );
     }
-    case 'remove':
-      await docker.getContainer(step.container.containerId).remove({ force: true, v: false });
-      if (step.deleteImage && !current.containers.some((c) => c.containerId !== step.container.containerId && c.imageId === step.container.imageId)) {
-        // The engine refuses while any container (ours or not) still uses it: then it stays.
-        await docker.getImage(step.container.imageId).remove({ force: false }).then(
-          () => log(`Deleted the old image of service '${step.container.serviceName}'`),
-          () => {},
-        );
-      }
-      return;
-    case 'create': {
-      const engineImageId = current.images[step.service.config.image] ?? '';
-      log(`Installing service '${step.service.serviceName}'`);
-      // A hand-over is signalled by the new container: anything left from the last one is stale.
-      for (const f of HANDOVER_FILES) rmSync(path.join(ctx.locksDir, String(step.app.appId), step.service.serviceName, f), { force: true });
-      await docker.createContainer(containerSpec(ctx, step.app, step.service, engineImageId));
-      log(`Installed service '${step.service.serviceName}'`);
-      return;
-    }
-    case 'start':
-      log(`Starting service '${step.container.serviceName}'`);
-      await docker.getContainer(step.container.containerId).start().catch((err: { statusCode?: number }) => {
-        if (err.statusCode !== 304) throw err; // already running
-      });
-      log(`Started service '${step.container.serviceName}'`);
-      return;
-    case 'takeLock':
-    case 'releaseLock':
-    case 'noop':
-      return;
-  }
+  },
+  create: async (ctx, step, current, log) => {
+    const engineImageId = current.images[step.service.config.image] ?? '';
+    log(`Installing service '${step.service.serviceName}'`);
+    const lockDir = serviceLockDir(ctx, step.app, step.service);
+    // The container binds its lock folder; made here so that building the spec stays free of I/O.
+    mkdirSync(lockDir, { recursive: true });
+    // A hand-over is signalled by the new container: anything left from the last one is stale.
+    for (const f of HANDOVER_FILES) rmSync(path.join(lockDir, f), { force: true });
+    await ctx.docker.createContainer(containerSpec(ctx, step.app, step.service, engineImageId));
+    log(`Installed service '${step.service.serviceName}'`);
+  },
+  start: async ({ docker }, step, _current, log) => {
+    log(`Starting service '${step.container.serviceName}'`);
+    await docker.getContainer(step.container.containerId).start().catch((err: { statusCode?: number }) => {
+      if (err.statusCode !== 304) throw err; // already running
+    });
+    log(`Started service '${step.container.serviceName}'`);
+  },
+  // A wait the planner reports (an update lock, a hand-over): the loop sleeps instead of running it.
+  noop: async () => {},
+} satisfies { [K in StepAction]: Executor<K> };
+
+/** Runs one step with its kind's executor. Throws on failure; the loop backs off and plans again. */
+export function execute<K extends StepAction>(ctx: EngineContext, step: StepOf<K>, current: CurrentState, log: StepLog): Promise<void> {
+  // TypeScript cannot correlate the table's entry with the step's own kind; the table's type above is the check.
+  const run = EXECUTORS[step.action as K] as Executor<K>;
+  return run(ctx, step, current, log);
 }
 
 /** Removes an app's volumes (purge); its containers must be gone. */

@@ -72,7 +72,12 @@ export interface CurrentState {
   handoverComplete?: string[];
 }
 
-/** One thing to do. The planner returns these; executors.ts runs them. */
+/**
+ * One thing to do. The planner returns these; engine-state.ts has one executor per action, and
+ * `noop` (a wait the planner reports, e.g. for an update lock) is never executed. Only what the
+ * planner emits belongs here: an executor table is checked against this union, so a kind nobody
+ * plans would be dead code the compiler insists on.
+ */
 export type Step =
   | { action: 'fetch'; appId: number; serviceName: string; image: string }
   | { action: 'createVolume'; appId: number; name: string; config: Record<string, unknown> }
@@ -85,8 +90,6 @@ export type Step =
   | { action: 'remove'; container: CurrentContainer; deleteImage?: boolean }
   | { action: 'create'; app: TargetApp; service: TargetService }
   | { action: 'start'; container: CurrentContainer }
-  | { action: 'takeLock'; appId: number; services: string[] }
-  | { action: 'releaseLock'; appId: number }
   | { action: 'noop'; reason: string };
 
 export type StepAction = Step['action'];

@@ -276,14 +276,12 @@ const RANK: Record<Step['action'], number> = {
   removeVolume: 2,
   removeNetwork: 3,
   fetch: 4,
-  takeLock: 5,
-  noop: 6,
-  kill: 7,
-  stop: 7,
-  remove: 8,
-  create: 9,
-  start: 10,
-  releaseLock: 11,
+  noop: 5,
+  kill: 6,
+  stop: 6,
+  remove: 7,
+  create: 8,
+  start: 9,
 };
 
 /** A step with the app it belongs to, so every kind (noop included) sorts by appId. */
@@ -309,9 +307,6 @@ function subKey(step: Step, serviceIds: ReadonlyMap<string, number>): [number | 
       return [step.container.serviceId, step.container.containerId];
     case 'create':
       return [step.service.serviceId, step.service.serviceName];
-    case 'takeLock':
-    case 'releaseLock':
-      return [0, ''];
     case 'noop':
       return [0, step.reason];
   }

@@ -5,15 +5,15 @@
 import net from 'node:net';
 import path from 'node:path';
 import type http from 'node:http';
-import { resolveTarget } from '../device-types/device-types.js';
-import type { EngineFlags } from '../docker/engine.js';
-import { connectLiteEngine, networkGateway } from '../docker/engine-lite.js';
+import { resolveTarget, type Arch } from '../device-types/device-types.js';
+import { connectionOptions, type EngineFlags } from '../docker/engine.js';
+import { connectLiteEngine, createEngineClient, networkGateway, type EngineClient } from '../docker/engine-lite.js';
 import { SkiffError } from '../errors/errors.js';
 import { Agent } from './agent.js';
 import { AGENT_VERSION, serve } from './api.js';
-import { ConfigError, loadDeviceConfig, type DeviceConfig } from './config.js';
+import { ConfigError, loadDeviceConfig, tightenSecretFile, type DeviceConfig } from './config.js';
 import type { EngineContext } from './engine-state.js';
-import { LABEL } from './engine-state.js';
+import { existingHostPaths, LABEL } from './engine-state.js';
 import { openStore } from './store.js';
 import { advertiseAgent } from '../discovery/advertise.js';
 
@@ -42,9 +42,15 @@ export interface RunningAgent {
 }
 
 export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> {
-  const engine = await connectLiteEngine(options.engine);
+  const engine = await connectEngine(options.engine);
   const configFile = options.configFile ?? path.join(options.dataDir, 'config.json');
-  const defaultType = options.deviceType ?? resolveTarget({ defaultArch: engine.arch ?? 'amd64' }).deviceType.slug;
+  // A new device takes its type from the engine's architecture, so it cannot start without one.
+  const defaultType = (): string => {
+    if (options.deviceType) return options.deviceType;
+    if (engine.unreachable) throw engine.unreachable;
+    return resolveTarget({ defaultArch: engine.arch ?? 'amd64' }).deviceType.slug;
+  };
+  const widened = tightenSecretFile(configFile);
   let config: DeviceConfig;
   try {
     config = loadDeviceConfig(configFile, { deviceType: defaultType, listenPort: options.listenPort, developmentMode: options.developmentMode });
@@ -63,6 +69,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     throw new SkiffError('error', (err as Error).message);
   }
   const gateway = await bridgeGateway(engine.docker);
+  const engineSocket = engine.address.startsWith('unix://') ? engine.address.slice('unix://'.length) : '/var/run/docker.sock';
   const ctx: EngineContext = {
     docker: engine.docker,
     uuid: config.uuid,
@@ -72,13 +79,19 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     apiAddress: `http://${gateway}:${config.listenPort}`,
     apiKey: config.deviceApiKey,
     locksDir: path.join(options.dataDir, 'locks'),
-    engineSocket: engine.address.startsWith('unix://') ? engine.address.slice('unix://'.length) : '/var/run/docker.sock',
+    engineSocket,
+    hostPaths: existingHostPaths(engineSocket),
   };
   const agent = new Agent(ctx, store, { rollbackGraceMs: options.rollbackGraceMs });
   const onSystem = options.onSystemMessage;
   const unsubscribe = onSystem ? agent.logs.subscribe((e) => e.isSystem && onSystem(e)) : undefined;
   if (store.recreated) agent.logs.system('The agent database was corrupt: started a new one (the old file is kept as agent.sqlite.corrupt-*)', true);
   agent.logs.system(`Agent starting (device ${config.uuid.slice(0, 7)}, ${target.deviceType.slug}, ${target.arch})`);
+  if (widened) {
+    const was = `${configFile} holds the device API key but was open to others (mode ${widened.from.toString(8).padStart(4, '0')})`;
+    agent.logs.system(widened.done ? `${was}: made it 0600` : `${was} and could not be made 0600 (${widened.reason})`, true);
+  }
+  if (engine.unreachable) agent.logs.system(`${engine.unreachable.message}; waiting for it (nothing is changed until it answers)`, true);
   let server: http.Server;
   try {
     server = await serve({ agent, developmentMode: config.developmentMode, apiKey: config.deviceApiKey, deviceType: target.deviceType.slug, arch: target.arch, listenPort: config.listenPort }, options.listenAddress);
@@ -125,6 +138,22 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
       store.close();
     },
   };
+}
+
+/**
+ * The engine, checked; or, when it does not answer yet (a device starts its engine and the agent
+ * together), a client for where it will be: the agent serves its API meanwhile and its loop
+ * retries until the engine answers.
+ */
+async function connectEngine(flags: EngineFlags): Promise<{ docker: EngineClient; address: string; arch?: Arch; unreachable?: SkiffError }> {
+  try {
+    const engine = await connectLiteEngine(flags);
+    return { docker: engine.docker, address: engine.address, arch: engine.arch };
+  } catch (err) {
+    if (!(err instanceof SkiffError) || err.code !== 'dockerUnreachable') throw err;
+    const connection = connectionOptions(flags);
+    return { docker: createEngineClient(connection.options), address: connection.address, unreachable: err };
+  }
 }
 
 /** Containers reach the agent through the default bridge's gateway. */

@@ -12,6 +12,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
+import { restrictOpenFile, SECRET_FILE_MODE, tightenSecretFile } from './config.js';
 
 export interface StoredTarget {
   /** The JSON body as posted (balena local-mode shape). */
@@ -45,12 +46,18 @@ export async function openStore(dataDir: string): Promise<AgentStore> {
   } catch (err) {
     throw new Error(`the agent needs the better-sqlite3 package, which did not install (${(err as Error).message.split('\n')[0]}); reinstall skiff with build tools (python3, make, g++) present`);
   }
-  mkdirSync(dataDir, { recursive: true });
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const file = path.join(dataDir, 'agent.sqlite');
+  // The target's environment often holds secrets: the database, its WAL and target.json are the
+  // owner's alone. SQLite gives the WAL and shared-memory files the database file's mode.
+  const tighten = (): void => {
+    for (const f of [file, `${file}-wal`, `${file}-shm`, path.join(dataDir, 'target.json')]) tightenSecretFile(f);
+  };
   let recreated = false;
   let db: BetterSqlite3.Database;
   try {
     db = new Database(file);
+    tighten();
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = FULL');
     const check = db.pragma('quick_check', { simple: true });
@@ -64,11 +71,13 @@ export async function openStore(dataDir: string): Promise<AgentStore> {
       // nothing to keep
     }
     db = new Database(file);
+    tighten();
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = FULL');
     db.exec(SCHEMA);
     recreated = true;
   }
+  tighten();
   const getKv = db.prepare<[string], { value: string }>('SELECT value FROM kv WHERE key = ?');
   const putKv = db.prepare('INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value');
   const getTarget = db.prepare<[], { json: string; updated_at: string }>('SELECT json, updated_at FROM target WHERE id = 1');
@@ -121,8 +130,9 @@ function readMirror(file: string): StoredTarget | undefined {
 /** Replaces target.json whole: written beside it, flushed, then renamed over it. */
 function writeMirror(file: string, doc: { json: unknown; updatedAt: string }): void {
   const temp = `${file}.tmp`;
-  const fd = openSync(temp, 'w', 0o600);
+  const fd = openSync(temp, 'w', SECRET_FILE_MODE);
   try {
+    restrictOpenFile(fd);
     writeSync(fd, JSON.stringify(doc));
     fsyncSync(fd);
   } finally {

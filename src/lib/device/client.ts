@@ -2,6 +2,7 @@
  * Talking to a device's API (our agent, or a balenaOS device's supervisor in local mode).
  */
 import { isIPv6 } from 'node:net';
+import type { DeviceInfoResponse, FailedResponse, Received, VersionResponse } from '../device-api/wire.js';
 import { SkiffError } from '../errors/errors.js';
 
 export const DEVICE_API_PORT = 48484;
@@ -128,7 +129,7 @@ export class DeviceClient {
       throw new SkiffError('deviceRefused', `the device answered ${method} ${path} with something that is not JSON (HTTP ${res.status})`, { hint: 'check that the address is a skiff agent or a balenaOS device' });
     }
     if (!res.ok) {
-      const message = (data as { message?: string } | undefined)?.message ?? `HTTP ${res.status}`;
+      const message = (data as Received<FailedResponse> | undefined)?.message ?? `HTTP ${res.status}`;
       throw new SkiffError('deviceRefused', `the device refused ${method} ${path}: ${message}`);
     }
     return data as T;
@@ -141,11 +142,11 @@ export class DeviceClient {
     if (!ping.ok || pong !== 'OK') {
       throw new SkiffError('deviceRefused', `${this.address.host}:${this.address.port} answered, but is not a skiff agent or balena supervisor`, { hint: 'check the address and port (the device API listens on 48484)' });
     }
-    const version = (await this.json<{ version?: string }>('GET', '/v2/version')).version ?? '0.0.0';
+    const version = (await this.json<Received<VersionResponse>>('GET', '/v2/version')).version ?? '0.0.0';
     if (compareVersions(version, MIN_LOCAL_MODE_VERSION) < 0) {
       throw new SkiffError('deviceRefused', `the device's supervisor ${version} is too old for local mode (${MIN_LOCAL_MODE_VERSION} or later is needed)`, { hint: 'update balenaOS on the device' });
     }
-    const info = await this.json<{ info?: { deviceType?: string; arch?: string } }>('GET', '/v2/local/device-info');
+    const info = await this.json<Received<DeviceInfoResponse>>('GET', '/v2/local/device-info');
     if (!info.info?.deviceType || !info.info.arch) {
       throw new SkiffError('deviceRefused', 'the device did not say its device type; is local mode enabled?', { hint: 'enable local mode on the device (balena devices local-mode, or development mode)' });
     }

@@ -1,23 +1,19 @@
 /**
  * Reading a device's log stream (`GET /v2/local/logs`, newline-delimited JSON), with reconnects.
  */
+import type { LogLine } from '../device-api/wire.js';
 import { SkiffError } from '../errors/errors.js';
 import type { DeviceClient } from './client.js';
 
 /**
- * One log entry as read from a device. Our agent always sends every field it has; a balenaOS
- * supervisor starts each stream with `{"message":"Streaming logs","isSystem":true}` (no timestamp),
- * so `timestamp` is absent when the device did not give one.
+ * One log entry as read from a device: the wire format's line ({@link LogLine}), except that a
+ * balenaOS supervisor starts each stream with `{"message":"Streaming logs","isSystem":true}` (no
+ * timestamp), so `timestamp` is absent when the device did not give one.
  */
-export interface DeviceLogEntry {
-  message: string;
+export type DeviceLogEntry = Omit<LogLine, 'timestamp'> & {
   /** Milliseconds since the epoch. */
   timestamp?: number;
-  isSystem?: boolean;
-  isStdErr?: boolean;
-  serviceName?: string;
-  serviceId?: number;
-}
+};
 
 function toTimestamp(v: unknown): number | undefined {
   if (typeof v === 'number') return Number.isFinite(v) ? v : undefined;

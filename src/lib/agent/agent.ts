@@ -9,7 +9,7 @@ import { LogBuffer } from './logs.js';
 import type { CurrentState, Step, TargetApp, TargetState } from './model.js';
 import { plan, serviceConfigHash } from './plan.js';
 import type { AgentStore } from './store.js';
-import { InvalidTargetError, parseLocalTargetState, targetImages } from './target-state.js';
+import { InvalidTargetError, parseLocalTargetState, targetImages, type LocalTargetStateJson } from './target-state.js';
 
 export type AgentStatus = 'Idle' | 'Applying' | 'Failed';
 
@@ -92,8 +92,9 @@ export class Agent {
     this.appliedCommit = store.getValue('appliedCommit');
   }
 
-  get targetState(): unknown {
-    return this.targetJson;
+  /** The target as posted; only a target that parsed is ever kept, so it has the wire shape. */
+  get targetState(): LocalTargetStateJson {
+    return this.targetJson as LocalTargetStateJson;
   }
 
   get currentState(): CurrentState | undefined {

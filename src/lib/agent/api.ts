@@ -10,7 +10,7 @@ import type {
   ServiceActionRequest, StateStatusResponse, SuccessResponse, TargetStateResponse, VersionResponse,
 } from '../device-api/wire.js';
 import type { Agent, AgentStatus, FailureKind } from './agent.js';
-import { InvalidTargetError, type LocalTargetStateJson } from './target-state.js';
+import { InvalidTargetError } from './target-state.js';
 
 export const AGENT_VERSION = '17.0.0'; // the supervisor API level we speak (>= 9.7 for live push)
 
@@ -78,9 +78,7 @@ function authorised(req: Request, opts: ApiOptions): boolean {
 async function appState(opts: ApiOptions) {
   const { agent } = opts;
   const current = await agent.freshState().catch(() => agent.currentState);
-  // The agent only keeps a target it parsed, so it has this shape.
-  const target = agent.targetState as Partial<LocalTargetStateJson>;
-  return { current, apps: target.local?.apps ?? {} };
+  return { current, apps: agent.targetState.local.apps ?? {} };
 }
 
 function containerStatus(state: string): string {

@@ -2,37 +2,10 @@
  * balena local-mode target state (the JSON of `GET/POST /v2/local/target-state`) ↔ our model.
  * Validation happens here, before anything changes: a bad target is refused whole.
  */
-import { parseServiceConfig, ServiceConfigError, type ServiceJson } from '../service/service-config.js';
+import { parseServiceConfig, ServiceConfigError } from '../service/service-config.js';
 import type { ServiceConfig, TargetApp, TargetService, TargetState } from './model.js';
 
-/** The body balena-cli POSTs: `{ local: { name, config, apps: { "<appId>": {...} } }, dependent }`. */
-export interface LocalTargetStateJson {
-  local: {
-    name?: string;
-    config?: Record<string, unknown>;
-    apps?: Record<string, LocalAppJson>;
-  };
-  dependent?: unknown;
-}
-
-export interface LocalAppJson {
-  name?: string;
-  commit?: string;
-  releaseId?: string | number;
-  services?: Record<string, LocalServiceJson>;
-  volumes?: Record<string, Record<string, unknown> | null>;
-  networks?: Record<string, Record<string, unknown> | null>;
-}
-
-/** One service of a local-mode app: its compose keys inlined, plus what the release says about it. */
-export interface LocalServiceJson extends ServiceJson {
-  serviceName: string;
-  serviceId: number;
-  imageId: number;
-  /** The image to run: a name on the device's engine (balena-cli: `local_<service>`). */
-  image: string;
-  running: boolean;
-}
+export type { LocalAppJson, LocalServiceJson, LocalTargetStateJson } from '../device-api/wire.js';
 
 /** A target the agent refuses (HTTP 400), with what is wrong. */
 export class InvalidTargetError extends Error {

@@ -8,8 +8,15 @@
  * through {@link Received}, the agent writes them whole.
  */
 
+import type { ServiceJson } from '../service/service-config.js';
+
 /** What a reader gets: any field may be missing (an older or foreign device), never of another type. */
-export type Received<T> = { [K in keyof T]?: T[K] extends object ? Received<T[K]> : T[K] };
+export type Received<T> = T extends ReadonlyArray<infer U>
+  ? Array<Received<U>>
+  : T extends object
+    // A map keyed by name (apps, services) keeps its entries; an object's fields may be missing.
+    ? string extends keyof T ? { [K in keyof T]: Received<T[K]> } : { [K in keyof T]?: Received<T[K]> }
+    : T;
 
 /** An answer that failed (any endpoint, non-2xx): `{ status: 'failed', message }` (docs/API.md, "V2 API"). */
 export interface FailedResponse {
@@ -91,11 +98,43 @@ export type ContainerIdResponse =
   | { status: 'success'; containerId: string }
   | { status: 'success'; services: Record<string, string> };
 
+/**
+ * The local-mode target state (docs/API.md, "POST /v2/local/target-state"): what `skiff push` and
+ * balena-cli POST, and what GET gives back. The body balena-cli POSTs: `{ local: { name, config, apps: { "<appId>": {...} } }, dependent }`.
+ */
+export interface LocalTargetStateJson {
+  local: {
+    name?: string;
+    config?: Record<string, unknown>;
+    apps?: Record<string, LocalAppJson>;
+  };
+  dependent?: unknown;
+}
+
+export interface LocalAppJson {
+  name?: string;
+  commit?: string;
+  releaseId?: string | number;
+  services?: Record<string, LocalServiceJson>;
+  volumes?: Record<string, Record<string, unknown> | null>;
+  networks?: Record<string, Record<string, unknown> | null>;
+}
+
+/** One service of a local-mode app: its compose keys inlined, plus what the release says about it. */
+export interface LocalServiceJson extends ServiceJson {
+  serviceName: string;
+  serviceId: number;
+  imageId: number;
+  /** The image to run: a name on the device's engine (balena-cli: `local_<service>`). */
+  image: string;
+  running: boolean;
+}
+
 /** `GET /v2/local/target-state` (docs/API.md, "GET /v2/local/target-state"): the target as posted. */
 export interface TargetStateResponse {
   status: 'success';
-  /** The local-mode target (`{ local: { name, config, apps }, dependent }`), validated by the agent when posted. */
-  state: unknown;
+  /** The local-mode target, validated by the agent when posted. */
+  state: LocalTargetStateJson;
 }
 
 /** `POST /v2/local/target-state` and the other v2 actions that succeed with a message. */

@@ -1,4 +1,5 @@
 /** `skiff device info|restart|purge`: one call each over the device API. */
+import type { Received, StateStatusResponse, TargetStateResponse } from '../device-api/wire.js';
 import { SkiffError } from '../errors/errors.js';
 import { DeviceClient, parseDeviceAddress } from './client.js';
 
@@ -20,7 +21,7 @@ async function connect(device: string): Promise<DeviceClient> {
 
 /** The app the device runs (local mode has one). */
 async function appId(client: DeviceClient): Promise<number> {
-  const t = await client.json<{ state?: { local?: { apps?: Record<string, unknown> } } }>('GET', '/v2/local/target-state');
+  const t = await client.json<Received<TargetStateResponse>>('GET', '/v2/local/target-state');
   const id = Object.keys(t.state?.local?.apps ?? {})[0];
   if (!id) throw new SkiffError('deviceRefused', 'the device runs no release yet', { hint: "push one first with 'skiff push <device>'" });
   return Number(id);
@@ -29,7 +30,7 @@ async function appId(client: DeviceClient): Promise<number> {
 export async function deviceInfo(device: string): Promise<DeviceSummary> {
   const client = await connect(device);
   const info = await client.check();
-  const status = await client.json<{ appState?: string; release?: string | null; containers?: Array<{ serviceName: string; status: string; containerId: string }> }>('GET', '/v2/state/status');
+  const status = await client.json<Received<StateStatusResponse>>('GET', '/v2/state/status');
   return {
     address: `${client.address.host}:${client.address.port}`,
     deviceType: info.deviceType,
@@ -37,7 +38,7 @@ export async function deviceInfo(device: string): Promise<DeviceSummary> {
     version: info.version,
     status: status.appState ?? 'unknown',
     release: status.release ?? null,
-    services: (status.containers ?? []).map((c) => ({ service: c.serviceName, status: c.status, containerId: c.containerId.slice(0, 12) })).sort((a, b) => a.service.localeCompare(b.service)),
+    services: (status.containers ?? []).map((c) => ({ service: c.serviceName ?? '', status: c.status ?? 'unknown', containerId: (c.containerId ?? '').slice(0, 12) })).sort((a, b) => a.service.localeCompare(b.service)),
   };
 }
 

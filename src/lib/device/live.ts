@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { watch, type FSWatcher, readFileSync, statSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { durationSeconds } from '../service/values.js';
+import type { Received, StateStatusResponse } from '../device-api/wire.js';
 import { SkiffError } from '../errors/errors.js';
 import { firstLine } from '../text/lines.js';
 import { planServiceBuild } from '../builder/release.js';
@@ -239,7 +240,7 @@ class LiveUpdater {
   private async sync(service: string, files: Array<{ abs: string; dest: string; destMayBeDir: boolean }>, started: number): Promise<void> {
     const { project, client, engine } = this.session;
     try {
-      const status = await client.json<{ containers?: Array<{ serviceName: string; containerId: string; status: string }> }>('GET', '/v2/state/status');
+      const status = await client.json<Received<StateStatusResponse>>('GET', '/v2/state/status');
       const containerId = status.containers?.find((c) => c.serviceName === service)?.containerId;
       if (!containerId) throw new SkiffError('releaseFailed', `service '${service}' has no container on the device to sync into`);
       const container = engine.docker.getContainer(containerId);

@@ -3,13 +3,13 @@
  * target state, wait until the release runs (or is rolled back).
  */
 import { randomBytes } from 'node:crypto';
+import type { LocalServiceJson, LocalTargetStateJson, Received, StateStatusResponse, TargetStateResponse } from '../device-api/wire.js';
 import { SkiffError } from '../errors/errors.js';
 import { resolveTarget, type BuildTarget } from '../device-types/device-types.js';
 import { connectEngine, type Engine } from '../docker/engine.js';
 import { buildRelease, type BuildEvent, type ReleaseManifest } from '../builder/release.js';
 import { loadProject } from '../project/project.js';
 import type { ProjectSpec } from '../project/types.js';
-import type { LocalServiceJson, LocalTargetStateJson } from '../agent/target-state.js';
 import { DeviceClient, parseDeviceAddress, type DeviceInfo } from './client.js';
 
 export interface PushOptions {
@@ -166,8 +166,7 @@ export async function deploy(session: PushSession, services?: string[], signal =
  * new tag is dropped again (the image stays under its old name).
  */
 async function keepUnchangedImages(session: PushSession, built: ReleaseManifest): Promise<void> {
-  type Target = { state?: { local?: { apps?: Record<string, { services?: Record<string, { serviceName?: string; image?: string }> }> } } };
-  const target = await session.client.json<Target>('GET', '/v2/local/target-state');
+  const target = await session.client.json<Received<TargetStateResponse>>('GET', '/v2/local/target-state');
   const running = new Map<string, string>();
   for (const app of Object.values(target.state?.local?.apps ?? {})) {
     for (const s of Object.values(app.services ?? {})) if (s.serviceName && s.image) running.set(s.serviceName, s.image);
@@ -187,13 +186,7 @@ export async function push(options: PushOptions): Promise<PushResult> {
   return deploy(await openPushSession(options));
 }
 
-interface StatusJson {
-  appState?: string;
-  release?: string | null;
-  error?: string;
-  failedRelease?: { commit: string; reason: string };
-  containers?: Array<{ serviceName: string; status: string; containerId: string }>;
-}
+type StatusJson = Received<StateStatusResponse>;
 
 async function waitForRelease(client: DeviceClient, project: ProjectSpec, release: ReleaseManifest, commit: string, timeoutMs: number, signal?: AbortSignal): Promise<PushResult['services']> {
   const deadline = Date.now() + timeoutMs;
@@ -201,7 +194,7 @@ async function waitForRelease(client: DeviceClient, project: ProjectSpec, releas
   while (Date.now() < deadline && !signal?.aborted) {
     last = await client.json<StatusJson>('GET', '/v2/state/status');
     // Two pushes at once: the device runs the newer one only, and this push says so.
-    const target = await client.json<{ state?: { local?: { apps?: Record<string, { commit?: string }> } } }>('GET', '/v2/local/target-state');
+    const target = await client.json<Received<TargetStateResponse>>('GET', '/v2/local/target-state');
     const now = Object.values(target.state?.local?.apps ?? {})[0]?.commit;
     if (now !== undefined && now !== commit) {
       // Either our release was rolled back (the target went back to the previous one) or another push replaced it.

@@ -4,6 +4,7 @@
  */
 import process from 'node:process';
 import { PassThrough } from 'node:stream';
+import type { ContainerIdResponse, Received } from '../device-api/wire.js';
 import { SkiffError } from '../errors/errors.js';
 import { connectEngine } from '../docker/engine.js';
 import { DeviceClient, parseDeviceAddress } from './client.js';
@@ -24,13 +25,14 @@ export async function ssh(o: SshOptions): Promise<number> {
   const address = parseDeviceAddress(o.device);
   const client = new DeviceClient(address);
   await client.check();
-  const ids = await client.json<{ services?: Record<string, string> }>('GET', '/v2/containerId');
-  const services = Object.keys(ids.services ?? {});
+  const ids = await client.json<Received<ContainerIdResponse>>('GET', '/v2/containerId');
+  const byService = 'services' in ids ? ids.services ?? {} : {};
+  const services = Object.keys(byService);
   const service = o.service ?? (services.length === 1 ? services[0] : undefined);
   if (!service) {
     throw new SkiffError('usage', services.length === 0 ? 'the device runs no services' : 'name the service to open a shell in', { hint: services.length ? `services: ${services.join(', ')}` : "push a release first with 'skiff push'" });
   }
-  const containerId = ids.services?.[service];
+  const containerId = byService[service];
   if (!containerId) throw new SkiffError('usage', `the device runs no service '${service}'`, { hint: `services: ${services.join(', ')}` });
   const engine = await connectEngine({ dockerHost: address.host, dockerPort: o.dockerPort ?? 2375 });
   const container = engine.docker.getContainer(containerId);

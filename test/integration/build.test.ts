@@ -250,6 +250,24 @@ describe('build (real engine)', function () {
     assert.equal(inspect.Config.Labels?.['io.skiff.test.run'], RUN_ID);
   });
 
+  it('labels the image in one step from a Dockerfile COPY never sees; with a .dockerignore COPY takes, through the API, and that file too is the user\'s', async () => {
+    const name = `dflabels${RUN_ID}`;
+    const text = `FROM ${BASE_AMD64}\nCOPY . /app\n`;
+    const hidden = build(makeProject({ Dockerfile: text, 'app.js': 'a' }, name), { nocache: true });
+    await hidden.promise;
+    assert.equal(await runInImage(`${name}_main`, ['ls', '-A', '/app']), 'Dockerfile\napp.js\n', 'neither the generated Dockerfile nor a .dockerignore in the image');
+    const steps = (events: BuildEvent[]) => events.filter((e) => e.kind === 'log' && /^Step \d+\/\d+ : LABEL/.test(e.line)).length;
+    assert.equal(steps(hidden.events), 1, 'one LABEL step for all the labels');
+    assert.equal((await docker.getImage(`${name}_main`).inspect()).Config.Labels?.['io.skiff.service'], 'main');
+
+    const ignore = '*.log\n';
+    const seen = build(makeProject({ Dockerfile: text, '.dockerignore': ignore, 'app.js': 'a', 'x.log': 'l' }, `${name}b`), { nocache: true });
+    await seen.promise;
+    assert.equal(await runInImage(`${name}b_main`, ['cat', '/app/.dockerignore']), ignore);
+    assert.equal(await runInImage(`${name}b_main`, ['cat', '/app/Dockerfile']), text);
+    assert.equal((await docker.getImage(`${name}b_main`).inspect()).Config.Labels?.['io.skiff.project'], `${name}b`);
+  });
+
   it('substitutes %%BALENA_SERVICE_NAME%%, %%BALENA_APP_NAME%% and %%BALENA_RELEASE_HASH%%; the image holds the resolved template without any added line', async () => {
     const name = `tmplnames${RUN_ID}`;
     const template = `FROM ${BASE_AMD64}\nRUN echo "%%BALENA_SERVICE_NAME%% %%BALENA_APP_NAME%% %%BALENA_RELEASE_HASH%% %%RESIN_SERVICE_NAME%%" > /names\nCOPY . /app\n`;

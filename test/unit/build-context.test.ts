@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { loadIgnoreRules, packContext } from '../../src/lib/project/build-context.js';
+import { LABELLED_DOCKERFILE, loadIgnoreRules, packContext } from '../../src/lib/project/build-context.js';
 import type { ResolvedDockerfile } from '../../src/lib/project/dockerfile.js';
 import { scratchDir } from '../support/tmp.js';
 
@@ -19,7 +19,7 @@ async function unpack(dir: string, dockerfile: ResolvedDockerfile, base = dir): 
   const rules = await loadIgnoreRules(base);
   const out = scratchDir('skiff-out-');
   const tar = await import('tar-fs');
-  await pipeline(await packContext({ contextDir: dir, rules, dockerfile, displayBase: base, service: 'main' }), tar.extract(out));
+  await pipeline((await packContext({ contextDir: dir, rules, dockerfile, displayBase: base, service: 'main' })).stream, tar.extract(out));
   return out;
 }
 
@@ -101,5 +101,54 @@ describe('build context', () => {
     const out = await unpack(path.join(root, 'svc'), plain, root);
     assert.ok(existsSync(path.join(out, 'ok.txt')));
     assert.ok(!existsSync(path.join(out, 'secret.txt')));
+  });
+});
+
+describe('build context: the labels', () => {
+  const labels = { 'io.skiff.project': 'demo', 'io.skiff.service': 'main' };
+  async function pack(dir: string, extra: { labels?: Record<string, string>; target?: string } = {}) {
+    const rules = await loadIgnoreRules(dir);
+    const out = scratchDir('skiff-out-');
+    const tar = await import('tar-fs');
+    const packed = await packContext({ contextDir: dir, rules, dockerfile: plain, displayBase: dir, service: 'main', labels, ...extra });
+    await pipeline(packed.stream, tar.extract(out));
+    return { out, packed };
+  }
+
+  it('go in one LABEL line of a Dockerfile of their own that the tar\'s .dockerignore hides from COPY (no .dockerignore on disk)', async () => {
+    const { out, packed } = await pack(tree({ Dockerfile: 'FROM x\n', 'app.js': 'a' }));
+    assert.equal(packed.dockerfile, LABELLED_DOCKERFILE);
+    assert.deepEqual(packed.apiLabels, {});
+    assert.equal(readFileSync(path.join(out, LABELLED_DOCKERFILE), 'utf8'), 'FROM x\nLABEL "io.skiff.project"="demo" "io.skiff.service"="main"\n');
+    assert.equal(readFileSync(path.join(out, '.dockerignore'), 'utf8'), `.dockerignore\n${LABELLED_DOCKERFILE}\n`);
+    assert.equal(readFileSync(path.join(out, 'Dockerfile'), 'utf8'), 'FROM x\n', "the user's Dockerfile is sent as it is");
+  });
+
+  it('go in the generated Dockerfile too when the .dockerignore excludes itself (COPY never sees either)', async () => {
+    const { out, packed } = await pack(tree({ Dockerfile: 'FROM x\n', '.dockerignore': '*.log\n.dockerignore', 'a.log': 'x' }));
+    assert.equal(packed.dockerfile, LABELLED_DOCKERFILE);
+    assert.equal(readFileSync(path.join(out, '.dockerignore'), 'utf8'), `.dockerignore\n${LABELLED_DOCKERFILE}\n`);
+    assert.ok(!existsSync(path.join(out, 'a.log')));
+  });
+
+  it('go through the build API when COPY would see the .dockerignore, which is then sent byte for byte', async () => {
+    const { out, packed } = await pack(tree({ Dockerfile: 'FROM x\n', '.dockerignore': '*.log\n' }));
+    assert.equal(packed.dockerfile, 'Dockerfile');
+    assert.deepEqual(packed.apiLabels, labels);
+    assert.equal(readFileSync(path.join(out, '.dockerignore'), 'utf8'), '*.log\n');
+    assert.ok(!existsSync(path.join(out, LABELLED_DOCKERFILE)));
+  });
+
+  it('go through the build API for a target stage (a line at the end labels the last stage only)', async () => {
+    const { packed } = await pack(tree({ Dockerfile: 'FROM x\n' }), { target: 'base' });
+    assert.equal(packed.dockerfile, 'Dockerfile');
+    assert.deepEqual(packed.apiLabels, labels);
+  });
+
+  it('leave a label with quotes, backslashes or line breaks to the build API, the others in the line', async () => {
+    const odd = { 'com.example.note': 'say "hi"\\now' };
+    const { out, packed } = await pack(tree({ Dockerfile: 'FROM x' }), { labels: { ...labels, ...odd } });
+    assert.deepEqual(packed.apiLabels, odd);
+    assert.equal(readFileSync(path.join(out, LABELLED_DOCKERFILE), 'utf8'), 'FROM x\nLABEL "io.skiff.project"="demo" "io.skiff.service"="main"\n');
   });
 });

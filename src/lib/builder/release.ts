@@ -229,8 +229,8 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       'io.skiff.device-type': target.deviceType.slug,
       'io.skiff.arch': target.arch,
     };
-    // Labels go through the API (the engine adds a LABEL step for each, a fraction of a second) rather
-    // than a LABEL line added to the Dockerfile: `COPY .` would put that edited Dockerfile in the image.
+    // The labels ride in a Dockerfile of their own the engine hides from COPY (packContext), so the
+    // image holds the user's Dockerfile and an uncached build has no LABEL step per label.
     let contextBytes = 0;
     let warnedSize = false;
     const context = await packContext({
@@ -239,6 +239,8 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       dockerfile: p.dockerfile,
       displayBase: project.dir,
       service: p.spec.name,
+      labels,
+      ...(p.spec.build.target ? { target: p.spec.build.target } : {}),
       onBytes: (n) => {
         contextBytes = n;
         if (!warnedSize && n > GB) {
@@ -248,14 +250,14 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       },
     });
     const built = await buildImage(engine.docker, {
-      context,
+      context: context.stream,
       tag: p.image,
-      dockerfile: p.dockerfile.pathRel,
+      dockerfile: context.dockerfile,
       buildArgs: p.buildArgs,
       quietBuildArgs: p.quietBuildArgs,
       platform,
       ...(p.spec.build.target ? { target: p.spec.build.target } : {}),
-      labels,
+      labels: context.apiLabels,
       cacheFrom: [...p.spec.build.cacheFrom, ...(options.cacheFrom ?? [])],
       nocache: options.nocache,
       pull: options.pull,

@@ -3,6 +3,7 @@
  * engine's API on port 2375, as balenaOS development images expose it.
  */
 import net from 'node:net';
+import { accessSync, constants, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type http from 'node:http';
 import { resolveTarget, type Arch } from '../device-types/device-types.js';
@@ -41,7 +42,27 @@ export interface RunningAgent {
   stop(): Promise<void>;
 }
 
+/**
+ * Makes the data folder (0700) and checks this user may write in it, before anything is read.
+ * @throws SkiffError('error') naming the folder and why (no permission, not a folder, read-only, a kernel file system)
+ */
+export function prepareDataDir(dir: string): void {
+  const hint = 'run the agent as root, or pass --data-dir a folder this user can write';
+  // Node's recursive mkdir never returns on some /proc paths; neither holds a device's state.
+  if (/^\/(proc|sys)(\/|$)/.test(path.resolve(dir))) throw new SkiffError('usage', `cannot keep the agent's state in ${dir}: it is a kernel file system`, { hint: 'pass --data-dir a folder on a disk' });
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    accessSync(dir, constants.W_OK);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const denied = e.code === 'EACCES' || e.code === 'EPERM';
+    const why = denied ? 'permission denied' : e.code === 'ENOTDIR' || e.code === 'EEXIST' ? 'a file is in the way (not a folder)' : e.code === 'EROFS' ? 'the file system is read-only' : e.message;
+    throw new SkiffError('error', `cannot use ${dir} for the agent's state: ${why}`, { hint: denied ? hint : 'pass --data-dir a folder this user can write' });
+  }
+}
+
 export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> {
+  prepareDataDir(options.dataDir);
   const engine = await connectEngine(options.engine);
   const configFile = options.configFile ?? path.join(options.dataDir, 'config.json');
   // A new device takes its type from the engine's architecture, so it cannot start without one.

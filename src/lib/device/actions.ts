@@ -32,7 +32,7 @@ export async function deviceInfo(device: string): Promise<DeviceSummary> {
   const info = await client.check();
   const status = await client.json<Received<StateStatusResponse>>('GET', '/v2/state/status');
   return {
-    address: `${client.address.host}:${client.address.port}`,
+    address: client.where,
     deviceType: info.deviceType,
     arch: info.arch,
     version: info.version,
@@ -42,17 +42,24 @@ export async function deviceInfo(device: string): Promise<DeviceSummary> {
   };
 }
 
+/**
+ * How long a restart may take before the device is called unreachable (ms): the device answers once
+ * the services stopped (each waits out its stop_grace_period, 10 s by default, when its process
+ * ignores SIGTERM) and started again.
+ */
+const RESTART_TIMEOUT_MS = 300_000;
+
 export async function restart(device: string, services: string[]): Promise<{ restarted: string[] }> {
   const client = await connect(device);
   const id = await appId(client);
   if (services.length === 0) {
-    await client.request('POST', '/v1/restart', { appId: id }).then(async (r) => {
+    await client.request('POST', '/v1/restart', { appId: id }, RESTART_TIMEOUT_MS).then(async (r) => {
       if (!r.ok) throw new SkiffError('deviceRefused', `the device refused to restart: ${await r.text()}`);
     });
     return { restarted: ['*'] };
   }
   for (const s of services) {
-    const res = await client.request('POST', `/v2/applications/${id}/restart-service`, { serviceName: s });
+    const res = await client.request('POST', `/v2/applications/${id}/restart-service`, { serviceName: s }, RESTART_TIMEOUT_MS);
     if (res.status === 404) throw new SkiffError('usage', `the device runs no service '${s}'`, { hint: "'skiff device info <device>' lists them" });
     if (!res.ok) throw new SkiffError('deviceRefused', `the device refused to restart '${s}': ${await res.text()}`);
   }

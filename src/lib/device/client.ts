@@ -89,6 +89,12 @@ export interface DeviceInfo {
 export class DeviceClient {
   constructor(readonly address: DeviceAddress, private readonly apiKey?: string) {}
 
+  /** `host:port` as a person types it (`[fe80::1]:48484` for IPv6). */
+  get where(): string {
+    const host = this.address.host.includes(':') ? `[${this.address.host}]` : this.address.host;
+    return `${host}:${this.address.port}`;
+  }
+
   private headers(json = false): Record<string, string> {
     return { ...(this.apiKey ? { Authorization: `Bearer ${this.apiKey}` } : {}), ...(json ? { 'Content-Type': 'application/json' } : {}) };
   }
@@ -108,9 +114,11 @@ export class DeviceClient {
         signal: controller.signal,
       });
     } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause;
-      const reason = controller.signal.aborted ? `no answer within ${timeoutMs / 1000} s` : cause?.code ?? (err as Error).message;
-      throw new SkiffError('deviceUnreachable', `cannot reach the device at ${this.address.host}:${this.address.port} (${reason})`, {
+      // undici puts the socket's error in `cause`; trying several addresses, an AggregateError of them.
+      // fetch refuses some ports itself (the Fetch standard's "bad ports"): its cause says "bad port".
+      const cause = (err as { cause?: { code?: string; message?: string; errors?: Array<{ code?: string }> } }).cause;
+      const reason = controller.signal.aborted ? `no answer within ${timeoutMs / 1000} s` : cause?.code ?? cause?.errors?.[0]?.code ?? cause?.message ?? (err as Error).message;
+      throw new SkiffError('deviceUnreachable', `cannot reach the device at ${this.where} (${reason})`, {
         hint: 'check the address, that the device is on, and that its agent (skiff agent) or supervisor runs',
       });
     } finally {
@@ -140,7 +148,7 @@ export class DeviceClient {
     const ping = await this.request('GET', '/ping', undefined, 5000);
     const pong = (await ping.text()).trim();
     if (!ping.ok || pong !== 'OK') {
-      throw new SkiffError('deviceRefused', `${this.address.host}:${this.address.port} answered, but is not a skiff agent or balena supervisor`, { hint: 'check the address and port (the device API listens on 48484)' });
+      throw new SkiffError('deviceRefused', `${this.where} answered, but is not a skiff agent or balena supervisor`, { hint: 'check the address and port (the device API listens on 48484)' });
     }
     const version = (await this.json<Received<VersionResponse>>('GET', '/v2/version')).version ?? '0.0.0';
     if (compareVersions(version, MIN_LOCAL_MODE_VERSION) < 0) {

@@ -3,6 +3,7 @@
  * target, then the project as YAML (what `docker compose config` prints, plus what skiff decides:
  * image tags, the Dockerfile and why, build args). Under --json the command returns the data instead.
  */
+import path from 'node:path';
 import type { ResolvedBuild, ResolvedService } from '../lib/builder/build-project.js';
 import type { Output } from './output.js';
 
@@ -29,7 +30,8 @@ function service(s: ResolvedService): Record<string, unknown> {
     'x-skiff-image': s.image,
     build: {
       context: b.context,
-      dockerfile: b.dockerfile,
+      // As compose reads it, relative to the context (the JSON result gives it from the project folder).
+      dockerfile: path.posix.relative(b.context, b.dockerfile),
       'x-skiff-dockerfile-rule': b.chosenBecause,
       'x-skiff-template': b.template,
       ...(Object.keys(b.args).length > 0 ? { args: b.args } : {}),

@@ -122,7 +122,7 @@ describe('skiff build --dry-run', () => {
     assert.match(r.stderr, /relay: 3 services for raspberrypi3 \(armv7hf, linux\/arm\/v7\); nothing was built/);
     assert.match(r.stdout, /^services:$/m);
     assert.match(r.stdout, /^ {4}x-skiff-image: relay_relay:latest$/m);
-    assert.match(r.stdout, /^ {6}dockerfile: relay\/Dockerfile\.template$/m);
+    assert.match(r.stdout, /^ {6}context: relay\n {6}dockerfile: Dockerfile\.template$/m, 'the dockerfile relative to its context, as compose reads it');
     assert.match(r.stdout, /^ {6}x-skiff-template: true$/m);
     assert.match(r.stdout, /^ {8}- balenalib\/armv7hf-debian$/m);
     assert.match(r.stdout, /^ {6}MODE: dev$/m, 'the environment wins over .env');

@@ -95,7 +95,8 @@ export function parseCompose(text: string, file: string, projectDir: string, env
   }
   for (const w of doc.warnings) at.warnings.push({ message: w.message.split('\n')[0] ?? w.message, where: `${rel}:${lineCounter.linePos(w.pos[0]).line}` });
   substituteDocument(doc, (name) => (Object.hasOwn(env, name) ? env[name] : undefined), {
-    error: (p, message, hint) => at.error(p, message, hint),
+    // A substitution error is about its own text: the unset variables found before it are not its cause.
+    error: (p, message, hint) => new SkiffError('project', message, { where: at.where(p), ...(hint ? { hint } : {}) }),
     // An unset variable often explains the error that follows (`ports: [":80"]`), so errors carry it too.
     warn: (p, message) => {
       at.warn(p, message);

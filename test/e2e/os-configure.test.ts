@@ -258,9 +258,10 @@ describe('skiff os configure / config (the binary)', function () {
 });
 
 /**
- * The rules `config write` and `os configure` keep: a value of another type is never replaced, the
- * WiFi file reads back (with GLib) exactly as typed, and a drive that is mounted, or whose mounts
- * cannot be told, is not written. Each refusal leaves the image byte for byte as it was.
+ * The rules `config write` and `os configure` keep: a value of another type is not replaced (a
+ * field of known type stored as another type is repaired, with a warning), the WiFi file reads
+ * back (with GLib) exactly as typed, and a drive that is mounted, or whose mounts cannot be told,
+ * is not written. Each refusal leaves the image byte for byte as it was.
  */
 describe('config write / os configure rules (the binary)', function () {
   this.timeout(60_000);
@@ -297,7 +298,8 @@ describe('config write / os configure rules (the binary)', function () {
       ['os.network.connectivity.interval', '300', /^Error: cannot set os\.network\.connectivity\.interval: os\.network\.connectivity holds a string, not an object\. /],
       ['os.sshKeys.0', 'x', /^Error: cannot set os\.sshKeys\.0: os\.sshKeys holds a list, not an object\. /],
       ['os', 'x', /^Error: cannot set os: it holds an object, which a string would replace\. /],
-      ['listenPort', '1234', /^Error: cannot set listenPort: it holds a string, and balenaOS reads it as a number\. /],
+      // A repair of the string listenPort still needs a number.
+      ['listenPort', 'http', /^Error: listenPort is a number, not 'http'\.$/],
     ];
     for (const [key, value, pattern] of cases) {
       oneLineError(await runCli(['config', 'write', '--drive', img, key, value]), 2, pattern);
@@ -307,6 +309,49 @@ describe('config write / os configure rules (the binary)', function () {
     const ok = await runCli(['config', 'write', '--drive', img, 'hostname', 'kiosk-2']);
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal((JSON.parse((await runCli(['config', 'read', '-d', img])).stdout) as { hostname: string }).hostname, 'kiosk-2');
+  });
+
+  it('config inject writes known fields of the wrong type as balena-cli does, warning of each; config write repairs them', async () => {
+    const { image: img, boot } = image('repair.img', { deviceType: 'raspberrypi4-64' });
+    // What balena-cli's config write leaves behind: every value a string.
+    const injected = file('mistyped.json');
+    writeFileSync(injected, '{"listenPort":"48484","persistentLogging":"false","os":{"sshKeys":"notalist"}}');
+    const inject = await runCli(['config', 'inject', injected, '--drive', img]);
+    assert.equal(inject.code, 0, inject.stderr);
+    assert.deepEqual(inject.stderr.trim().split('\n'), [
+      "Warning: persistentLogging holds a string, and balenaOS reads it as a boolean: 'skiff config write persistentLogging VALUE' repairs it",
+      "Warning: listenPort holds a string, and balenaOS reads it as a number: 'skiff config write listenPort VALUE' repairs it",
+      "Warning: os.sshKeys holds a string, and balenaOS reads it as a list: 'skiff config write os.sshKeys VALUE' repairs it",
+      `Wrote ${injected} to ${img} as config.json`,
+    ]);
+    assert.deepEqual(JSON.parse(mread(img, boot.offset, 'config.json')), { listenPort: '48484', persistentLogging: 'false', os: { sshKeys: 'notalist' } });
+
+    const port = await runCli(['config', 'write', '--drive', img, 'listenPort', '48485']);
+    assert.equal(port.code, 0, port.stderr);
+    assert.equal(port.stderr, `Warning: listenPort held a string; now the number balenaOS reads\nSet listenPort in ${img}\n`);
+    const logging = await runCli(['config', 'write', '--drive', img, 'persistentLogging', 'true', '--json']);
+    assert.equal(logging.code, 0, logging.stderr);
+    assert.equal(logging.stderr, '');
+    const doc = JSON.parse(logging.stdout) as { status: string; result: Record<string, unknown>; warnings: string[] };
+    assert.deepEqual([doc.status, doc.warnings], ['ok', ['persistentLogging held a string; now the boolean balenaOS reads']]);
+    assert.equal(doc.result.persistentLogging, true);
+    // Still refused, the image as it was: a key under the mistyped string.
+    const before = sha(img);
+    oneLineError(await runCli(['config', 'write', '--drive', img, 'os.sshKeys.0', 'x']), 2, /^Error: cannot set os\.sshKeys\.0: os\.sshKeys holds a string, not an object\. /);
+    assert.equal(sha(img), before);
+    const keys = await runCli(['config', 'write', '--drive', img, 'os.sshKeys', 'ssh-ed25519 AAAA k']);
+    assert.equal(keys.code, 0, keys.stderr);
+    assert.match(keys.stderr, /^Warning: os\.sshKeys held a string; now the list balenaOS reads$/m);
+
+    const read = await runCli(['config', 'read', '--drive', img, '--json']);
+    assert.equal(read.code, 0, read.stderr);
+    const config = (JSON.parse(read.stdout) as { result: Record<string, unknown> }).result;
+    assert.deepEqual(config, { listenPort: 48485, persistentLogging: true, os: { sshKeys: ['ssh-ed25519 AAAA k'] } });
+    assert.equal(typeof config.listenPort, 'number');
+    // A written again, right-typed field says nothing more.
+    const again = await runCli(['config', 'write', '--drive', img, 'listenPort', '48486', '--json']);
+    assert.deepEqual((JSON.parse(again.stdout) as { warnings: string[] }).warnings, []);
+    assertClean(img, boot);
   });
 
   it('os configure writes the WiFi file so that GLib reads back the SSID and key exactly as typed', async () => {

@@ -1,7 +1,7 @@
 /** The config.json model: merging, network files, dotted keys, and the errors users see. */
 import assert from 'node:assert/strict';
 import { SkiffError } from '../../src/lib/errors/errors.js';
-import { buildConfig, canonicalDeviceType, mergeConfig, networkOf, parseConfigJson, parseOsRelease, setConfigValue, validateHostname } from '../../src/lib/os/config-json.js';
+import { buildConfig, canonicalDeviceType, mergeConfig, mistypedFields, networkOf, parseConfigJson, parseOsRelease, setConfigValue, validateHostname } from '../../src/lib/os/config-json.js';
 import { wifiConnection } from '../../src/lib/os/network-connections.js';
 
 const usage = (pattern: RegExp) => (e: unknown) => e instanceof SkiffError && e.code === 'usage' && pattern.test(e.toLine());
@@ -68,14 +68,14 @@ describe('balenaOS config.json (os/config-json.ts, os/network-connections.ts)', 
   });
 
   it('config write: dotted keys make objects; strings as balena writes them; typed fields converted', () => {
-    const c = setConfigValue({ hostname: 'a', listenPort: 48484 }, 'os.network.connectivity.interval', '300');
+    const c = setConfigValue({ hostname: 'a', listenPort: 48484 }, 'os.network.connectivity.interval', '300').config;
     assert.deepEqual(c.os, { network: { connectivity: { interval: '300' } } });
-    assert.equal(setConfigValue({}, 'persistentLogging', 'true').persistentLogging, true);
-    assert.equal(setConfigValue({}, 'listenPort', '1234').listenPort, 1234);
-    assert.equal(setConfigValue({ custom: 5 }, 'custom', '7').custom, 7);
-    assert.deepEqual(setConfigValue({}, 'os.sshKeys', 'ssh-ed25519 AAAA k').os, { sshKeys: ['ssh-ed25519 AAAA k'] });
-    assert.deepEqual(setConfigValue({}, 'os.sshKeys', '["a","b"]').os, { sshKeys: ['a', 'b'] });
-    assert.equal(setConfigValue({ hostname: 'a' }, 'hostname', 'b').hostname, 'b');
+    assert.equal(setConfigValue({}, 'persistentLogging', 'true').config.persistentLogging, true);
+    assert.equal(setConfigValue({}, 'listenPort', '1234').config.listenPort, 1234);
+    assert.equal(setConfigValue({ custom: 5 }, 'custom', '7').config.custom, 7);
+    assert.deepEqual(setConfigValue({}, 'os.sshKeys', 'ssh-ed25519 AAAA k').config.os, { sshKeys: ['ssh-ed25519 AAAA k'] });
+    assert.deepEqual(setConfigValue({}, 'os.sshKeys', '["a","b"]').config.os, { sshKeys: ['a', 'b'] });
+    assert.equal(setConfigValue({ hostname: 'a' }, 'hostname', 'b').config.hostname, 'b');
     assert.throws(() => setConfigValue({}, 'developmentMode', 'yes'), usage(/true or false/));
     assert.throws(() => setConfigValue({}, 'listenPort', 'http'), usage(/is a number/));
     assert.throws(() => setConfigValue({}, '__proto__.x', '1'), usage(/not a valid/));
@@ -102,7 +102,9 @@ describe('balenaOS config.json (os/config-json.ts, os/network-connections.ts)', 
   });
 });
 
-describe('config write never replaces a value of another type (setConfigValue)', () => {
+describe('config write does not replace a value of another type, but repairs a known field (setConfigValue)', () => {
+  /** config.json as read from a file: any field may hold any type. */
+  const stored = (config: Record<string, unknown>) => config;
   const refused = (config: Record<string, unknown>, key: string, value: string, pattern: RegExp) =>
     assert.throws(() => setConfigValue(config, key, value), usage(pattern), `${key}=${value} over ${JSON.stringify(config)}`);
 
@@ -119,24 +121,73 @@ describe('config write never replaces a value of another type (setConfigValue)',
     refused({ a: { b: { c: 1 } } }, 'a.b', '2', /cannot set a\.b: it holds an object/);
   });
 
-  it('a field holding another type than balenaOS reads it as: refused, not converted over', () => {
-    refused({ listenPort: '48484' }, 'listenPort', '1234', /cannot set listenPort: it holds a string, and balenaOS reads it as a number/);
-    refused({ developmentMode: 'yes' }, 'developmentMode', 'true', /it holds a string, and balenaOS reads it as a boolean/);
-    refused({ os: { sshKeys: 'ssh-ed25519 AAAA k' } }, 'os.sshKeys', 'x', /it holds a string, and balenaOS reads it as a list/);
-    refused({ custom: 5 }, 'custom', 'five', /custom is a number, not 'five'/);
+  it('a field of unknown type holding another type than the value converts to: refused', () => {
+    refused({ custom: 5 }, 'custom', 'five', /^custom is a number, not 'five'\.$/);
     refused({ flag: false }, 'flag', 'maybe', /flag is true or false, not 'maybe'/);
+    refused({ custom: ['a'] }, 'custom', '["a"', /^invalid JSON value: /);
+  });
+
+  it('a field of known type stored as another type (as balena-cli writes it): repaired by a value that converts, and said', () => {
+    const repairs: Array<[string, unknown, string, unknown, string]> = [
+      ['listenPort', '48484', '48485', 48485, 'string'],
+      ['listenPort', true, '48485', 48485, 'boolean'],
+      ['listenPort', ['48484'], '1', 1, 'list'],
+      ['applicationId', '1234', '1234', 1234, 'string'],
+      ['appUpdatePollInterval', '600000', '900000', 900000, 'string'],
+      ['vpnPort', '443', '443', 443, 'string'],
+      ['persistentLogging', 'false', 'true', true, 'string'],
+      ['persistentLogging', 1, 'false', false, 'number'],
+      ['developmentMode', 'yes', 'true', true, 'string'],
+      ['localMode', 'true', 'false', false, 'string'],
+    ];
+    for (const [key, stored, value, written, held] of repairs) {
+      const reads = typeof written === 'number' ? 'number' : 'boolean';
+      const { config, repaired } = setConfigValue({ [key]: stored, hostname: 'h' }, key, value);
+      assert.deepEqual(config, { [key]: written, hostname: 'h' }, `${key}=${value} over ${JSON.stringify(stored)}`);
+      assert.deepEqual(repaired, { key, held, reads });
+    }
+    const keys = setConfigValue(stored({ os: { sshKeys: 'ssh-ed25519 AAAA k', udevRules: {} } }), 'os.sshKeys', 'ssh-ed25519 AAAA k');
+    assert.deepEqual(keys.config, { os: { sshKeys: ['ssh-ed25519 AAAA k'], udevRules: {} } });
+    assert.deepEqual(keys.repaired, { key: 'os.sshKeys', held: 'string', reads: 'list' });
+    assert.deepEqual(setConfigValue(stored({ os: { sshKeys: 7 } }), 'os.sshKeys', '["a","b"]'), { config: { os: { sshKeys: ['a', 'b'] } }, repaired: { key: 'os.sshKeys', held: 'number', reads: 'list' } });
+    // The right type, a missing field or a null repairs nothing.
+    assert.deepEqual(setConfigValue({ listenPort: 1 }, 'listenPort', '2'), { config: { listenPort: 2 } });
+    assert.deepEqual(setConfigValue({}, 'persistentLogging', 'true'), { config: { persistentLogging: true } });
+    assert.deepEqual(setConfigValue(stored({ listenPort: null }), 'listenPort', '2'), { config: { listenPort: 2 } });
+    // An unknown field keeps its stored type: a string stays a string, with no note.
+    assert.deepEqual(setConfigValue({ custom: '5' }, 'custom', '7'), { config: { custom: '7' } });
+  });
+
+  it('a repair still needs a value that converts, and never replaces an object or goes under a non-object', () => {
+    refused({ listenPort: '48484' }, 'listenPort', 'http', /^listenPort is a number, not 'http'\.$/);
+    refused({ developmentMode: 'yes' }, 'developmentMode', 'yes', /developmentMode is true or false, not 'yes'/);
+    refused({ os: { sshKeys: 'k' } }, 'os.sshKeys', '["a"', /^invalid JSON value: /);
+    refused({ listenPort: { port: 1 } }, 'listenPort', '1', /^cannot set listenPort: it holds an object, which a number would replace\./);
+    refused({ os: { sshKeys: { a: 'k' } } }, 'os.sshKeys', 'k', /^cannot set os\.sshKeys: it holds an object, which a list would replace\./);
+    refused({ os: 'x' }, 'os.sshKeys', 'k', /^cannot set os\.sshKeys: os holds a string, not an object\./);
+    refused({ listenPort: '48484' }, 'listenPort.x', '1', /^cannot set listenPort\.x: listenPort holds a string, not an object\./);
+  });
+
+  it('mistypedFields names each known field stored as another type (what config inject warns of)', () => {
+    assert.deepEqual(mistypedFields(stored({ listenPort: '48484', persistentLogging: 'false', hostname: 'h', custom: '1', os: { sshKeys: 'notalist' } })), [
+      { key: 'persistentLogging', held: 'string', reads: 'boolean' },
+      { key: 'listenPort', held: 'string', reads: 'number' },
+      { key: 'os.sshKeys', held: 'string', reads: 'list' },
+    ]);
+    assert.deepEqual(mistypedFields(stored({ listenPort: 48484, developmentMode: true, applicationId: null, os: { sshKeys: [] } })), []);
+    assert.deepEqual(mistypedFields(stored({ os: 'x' })), [], 'a field under a non-object is not looked at');
+    assert.deepEqual(mistypedFields({ vpnPort: { a: 1 } }), [{ key: 'vpnPort', held: 'object', reads: 'number' }]);
   });
 
   it('the same type, a missing key or a null (unset) is written; the input object is never changed', () => {
     const config = { hostname: 'a', os: { network: {} }, n: null };
-    assert.equal(setConfigValue(config, 'hostname', 'b').hostname, 'b');
-    assert.deepEqual(setConfigValue(config, 'os.network.connectivity.interval', '300').os, { network: { connectivity: { interval: '300' } } });
-    assert.deepEqual(setConfigValue(config, 'n.x', 'y').n, { x: 'y' });
-    assert.equal(setConfigValue(config, 'n', 'y').n, 'y');
-    assert.equal(setConfigValue({ listenPort: 1 }, 'listenPort', '2').listenPort, 2);
+    assert.equal(setConfigValue(config, 'hostname', 'b').config.hostname, 'b');
+    assert.deepEqual(setConfigValue(config, 'os.network.connectivity.interval', '300').config.os, { network: { connectivity: { interval: '300' } } });
+    assert.deepEqual(setConfigValue(config, 'n.x', 'y').config.n, { x: 'y' });
+    assert.equal(setConfigValue(config, 'n', 'y').config.n, 'y');
     // Numeric segments name object fields, as in balena-cli: udevRules stays a dictionary.
-    assert.deepEqual(setConfigValue({ os: { udevRules: { '56': 'a' } } }, 'os.udevRules.101', 'b').os, { udevRules: { '56': 'a', '101': 'b' } });
-    assert.deepEqual(setConfigValue({}, 'os.udevRules.101', 'b').os, { udevRules: { '101': 'b' } });
+    assert.deepEqual(setConfigValue({ os: { udevRules: { '56': 'a' } } }, 'os.udevRules.101', 'b').config.os, { udevRules: { '56': 'a', '101': 'b' } });
+    assert.deepEqual(setConfigValue({}, 'os.udevRules.101', 'b').config.os, { udevRules: { '101': 'b' } });
     assert.deepEqual(config, { hostname: 'a', os: { network: {} }, n: null });
   });
 });

@@ -16,7 +16,11 @@ export default class ConfigInject extends SkiffCommand<BalenaConfig> {
   async run(): Promise<BalenaConfig> {
     const { args, flags } = await this.parse(ConfigInject);
     const [{ injectTargetConfig }, { readConfigFile }] = await Promise.all([import('../../lib/os/config.js'), import('../../lib/os/config-json.js')]);
-    const { config } = await injectTargetConfig(flags.drive, await readConfigFile(args.file));
+    const { config, mistyped } = await injectTargetConfig(flags.drive, await readConfigFile(args.file));
+    // Written as given, as balena-cli does (see InjectResult): said, not refused.
+    for (const { key, held, reads } of mistyped) {
+      await this.warnUser(`${key} holds ${held === 'object' ? 'an' : 'a'} ${held}, and balenaOS reads it as a ${reads}: 'skiff config write ${key} VALUE' repairs it`);
+    }
     (await this.output()).info(`Wrote ${args.file} to ${flags.drive} as config.json`);
     return config;
   }

@@ -277,8 +277,14 @@ function textField(name: string, value: unknown): string | undefined {
   throw new SkiffError('usage', `${name} in --config must be a string, not ${JSON.stringify(value)}`);
 }
 
-/** Fields whose type balenaOS relies on: `config write` converts the value to it. */
-const TYPED_FIELDS: Record<string, 'boolean' | 'number' | 'array'> = {
+/** The types `config write` converts to for the fields balenaOS reads as other than strings. */
+export type TypedKind = 'boolean' | 'number' | 'list';
+
+/**
+ * Fields whose type balenaOS relies on (the supervisor's config schema reads them as these,
+ * os-config reads os.sshKeys as a list): `config write` converts the value to it.
+ */
+const TYPED_FIELDS: Record<string, TypedKind> = {
   developmentMode: 'boolean',
   persistentLogging: 'boolean',
   localMode: 'boolean',
@@ -286,10 +292,10 @@ const TYPED_FIELDS: Record<string, 'boolean' | 'number' | 'array'> = {
   applicationId: 'number',
   appUpdatePollInterval: 'number',
   vpnPort: 'number',
-  'os.sshKeys': 'array',
+  'os.sshKeys': 'list',
 };
 
-type JsonKind = 'string' | 'number' | 'boolean' | 'list' | 'object' | 'null';
+export type JsonKind = 'string' | TypedKind | 'object' | 'null';
 
 /** A JSON value's type, as the refusals name it. */
 function kindOf(value: unknown): JsonKind {
@@ -297,6 +303,38 @@ function kindOf(value: unknown): JsonKind {
   if (Array.isArray(value)) return 'list';
   const t = typeof value;
   return t === 'number' || t === 'boolean' || t === 'object' ? t : 'string';
+}
+
+/** A field of known type stored as another type: `config inject` warns of it, `config write` repairs it. */
+export interface Mistyped {
+  key: string;
+  /** The type stored. */
+  held: JsonKind;
+  /** The type balenaOS reads it as. */
+  reads: TypedKind;
+}
+
+/** What `config write` did: the new config.json, and the mistyped field it repaired, if any. */
+export interface ConfigValueWrite {
+  config: BalenaConfig;
+  repaired?: Mistyped;
+}
+
+/**
+ * The fields of known type that `config` holds as another type (`"listenPort": "48484"`, as
+ * balena-cli's `config write` stores every value). A `null` counts as unset; a field under a
+ * parent that is not an object is not looked at.
+ */
+export function mistypedFields(config: BalenaConfig): Mistyped[] {
+  const found: Mistyped[] = [];
+  for (const [key, reads] of Object.entries(TYPED_FIELDS)) {
+    let value: unknown = config;
+    for (const part of key.split('.')) value = kindOf(value) === 'object' ? (value as Record<string, unknown>)[part] : undefined;
+    if (value === undefined || value === null) continue;
+    const held = kindOf(value);
+    if (held !== reads) found.push({ key, held, reads });
+  }
+  return found;
 }
 
 const REPLACE_HINT = "'skiff config read' shows the file; 'skiff config inject' replaces it whole";
@@ -307,16 +345,20 @@ const REPLACE_HINT = "'skiff config read' shows the file; 'skiff config inject' 
  * lists (known ones, or the type the key already holds), whose value is converted.
  *
  * balena-cli (lodash `setWith`) silently drops such a write or replaces what is in the way,
- * depending on the value found there; here a value of another type is never replaced: a key under
- * a field that is not an object (`hostname.sub` over a string hostname), an object replaced by a
- * value, or a field whose stored type differs from the one balenaOS reads it as, is a usage error
- * naming the key and both types. A `null` counts as unset. Numeric segments (`os.udevRules.101`)
- * name object fields, as in balena-cli, never list items.
+ * depending on the value found there; here a value of another type is not replaced: a key under a
+ * field that is not an object (`hostname.sub` over a string hostname), an object replaced by a
+ * value, or, for a field of unknown type, a value that does not convert to the stored type, is a
+ * usage error naming the key and both types. The one exception is a field of known type stored as
+ * another type (`"listenPort": "48484"`): a value that converts to the type balenaOS reads repairs
+ * it, and the result says so (`repaired`). A `null` counts as unset. Numeric segments
+ * (`os.udevRules.101`) name object fields, as in balena-cli, never list items.
  *
- * @example setConfigValue({ os: {} }, 'os.network.connectivity.interval', '300')
+ * @example setConfigValue({ os: {} }, 'os.network.connectivity.interval', '300').config
  *   // → { os: { network: { connectivity: { interval: '300' } } } }
+ * @example setConfigValue({ listenPort: '48484' }, 'listenPort', '48485')
+ *   // → { config: { listenPort: 48485 }, repaired: { key: 'listenPort', held: 'string', reads: 'number' } }
  */
-export function setConfigValue(config: BalenaConfig, key: string, value: string): BalenaConfig {
+export function setConfigValue(config: BalenaConfig, key: string, value: string): ConfigValueWrite {
   const parts = key.split('.');
   if (parts.some((p) => p === '' || p === '__proto__' || p === 'constructor' || p === 'prototype')) {
     throw new SkiffError('usage', `'${key}' is not a valid config.json key`);
@@ -335,20 +377,16 @@ export function setConfigValue(config: BalenaConfig, key: string, value: string)
   const last = parts.at(-1) ?? key;
   const current = node[last];
   const held = current === undefined || current === null ? undefined : kindOf(current);
+  const reads = TYPED_FIELDS[key];
   if (held === 'object') {
-    throw new SkiffError('usage', `cannot set ${key}: it holds an object, which a ${TYPED_FIELDS[key] === 'array' ? 'list' : TYPED_FIELDS[key] ?? 'string'} would replace`, { hint: `set its fields (${key}.NAME) instead, or use 'skiff config inject'` });
+    throw new SkiffError('usage', `cannot set ${key}: it holds an object, which a ${reads ?? 'string'} would replace`, { hint: `set its fields (${key}.NAME) instead, or use 'skiff config inject'` });
   }
-  const wanted = TYPED_FIELDS[key];
-  const heldKind = held === 'list' ? 'array' : held === 'number' || held === 'boolean' ? held : held === 'string' ? 'string' : undefined;
-  if (wanted && heldKind && heldKind !== wanted) {
-    throw new SkiffError('usage', `cannot set ${key}: it holds a ${held}, and balenaOS reads it as a ${wanted === 'array' ? 'list' : wanted}`, { hint: REPLACE_HINT });
-  }
-  const kind = wanted ?? (heldKind === 'string' ? undefined : heldKind);
-  node[last] = convert(key, value, kind);
-  return next;
+  // A known field takes its known type whatever is stored; an unknown one keeps its stored type.
+  node[last] = convert(key, value, reads ?? (held === 'string' || held === 'null' ? undefined : held));
+  return { config: next, ...(reads && held && held !== reads ? { repaired: { key, held, reads } } : {}) };
 }
 
-function convert(key: string, value: string, kind: 'boolean' | 'number' | 'array' | undefined): unknown {
+function convert(key: string, value: string, kind: TypedKind | undefined): unknown {
   switch (kind) {
     case 'boolean':
       if (value === 'true' || value === 'false') return value === 'true';
@@ -356,7 +394,7 @@ function convert(key: string, value: string, kind: 'boolean' | 'number' | 'array
     case 'number':
       if (/^-?\d+(\.\d+)?$/.test(value)) return Number(value);
       throw new SkiffError('usage', `${key} is a number, not '${value}'`);
-    case 'array': {
+    case 'list': {
       if (!value.trim().startsWith('[')) return [value];
       const parsed = parseJsonValue(value);
       if (!Array.isArray(parsed)) throw new SkiffError('usage', `${key} is a list: give one value or a JSON array`);

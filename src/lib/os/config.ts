@@ -5,7 +5,7 @@
  */
 import { SkiffError } from '../errors/errors.js';
 import { ensureSpace, partitionInfo, readText, withBootPartition, type BootPartition, type BootPartitionInfo } from './boot-partition.js';
-import { CONFIG_FILE, mergeConfig, networkOf, parseConfigJson, parseOsRelease, setConfigValue, type BalenaConfig, type ConfigureOptions } from './config-json.js';
+import { CONFIG_FILE, mergeConfig, mistypedFields, networkOf, parseConfigJson, parseOsRelease, setConfigValue, type BalenaConfig, type ConfigureOptions, type Mistyped } from './config-json.js';
 import { WIFI_CONNECTION, WIFI_TEMPLATES, wifiConnection } from './network-connections.js';
 
 export type { BootPartitionInfo } from './boot-partition.js';
@@ -25,6 +25,20 @@ export interface ReadResult {
   target: string;
   partition: BootPartitionInfo;
   config: BalenaConfig;
+}
+
+export interface WriteResult extends ReadResult {
+  /** The field of known type that was stored as another type, and that this write repaired. */
+  repaired?: Mistyped;
+}
+
+export interface InjectResult extends ReadResult {
+  /**
+   * Fields of known type the file holds as another type. They are written as given: balena-cli
+   * stores every `config write` value as a string and injects any JSON object, and balenaOS's
+   * supervisor converts such strings, so refusing them would refuse files balena-cli writes.
+   */
+  mistyped: Mistyped[];
 }
 
 /**
@@ -74,20 +88,20 @@ export async function readTargetConfig(target: string): Promise<ReadResult> {
   });
 }
 
-/** Sets one (dotted) key of the config.json on an image or drive. */
-export async function writeTargetConfigValue(target: string, key: string, value: string): Promise<ReadResult> {
+/** Sets one (dotted) key of the config.json on an image or drive (see setConfigValue). */
+export async function writeTargetConfigValue(target: string, key: string, value: string): Promise<WriteResult> {
   return withBootPartition(target, 'write', async (boot) => {
-    const config = setConfigValue((await readConfigIn(boot, target, { optional: true })) ?? {}, key, value);
+    const { config, repaired } = setConfigValue((await readConfigIn(boot, target, { optional: true })) ?? {}, key, value);
     await writeConfigIn(boot, config);
-    return { target, partition: partitionInfo(boot), config };
+    return { target, partition: partitionInfo(boot), config, ...(repaired ? { repaired } : {}) };
   });
 }
 
-/** Replaces the config.json on an image or drive with `config`. */
-export async function injectTargetConfig(target: string, config: BalenaConfig): Promise<ReadResult> {
+/** Replaces the config.json on an image or drive with `config`, naming its mistyped fields. */
+export async function injectTargetConfig(target: string, config: BalenaConfig): Promise<InjectResult> {
   return withBootPartition(target, 'write', async (boot) => {
     await writeConfigIn(boot, config);
-    return { target, partition: partitionInfo(boot), config };
+    return { target, partition: partitionInfo(boot), config, mistyped: mistypedFields(config) };
   });
 }
 

@@ -89,7 +89,8 @@ function routes(opts: ApiOptions): Record<string, Handler> {
   const { agent } = opts;
   return {
     'GET /ping': () => ({ text: 'OK' }),
-    'GET /v1/healthy': () => ({ status: isHealthy(agent.status, agent.failure) ? 200 : 500, text: '' }),
+    // balena's supervisor answers with the status's text (express sendStatus): OK, Internal Server Error.
+    'GET /v1/healthy': () => (isHealthy(agent.status, agent.failure) ? { text: 'OK' } : { status: 500, text: 'Internal Server Error' }),
     'GET /v2/version': () => ({ json: { status: 'success', version: AGENT_VERSION } satisfies VersionResponse }),
     'GET /v2/local/device-info': () => ({ json: { status: 'success', info: { arch: opts.arch, deviceType: opts.deviceType } } satisfies DeviceInfoResponse }),
     'GET /v2/local/target-state': () => ({ json: { status: 'success', state: agent.targetState } satisfies TargetStateResponse }),
@@ -192,6 +193,23 @@ export function createHandler(opts: ApiOptions): RequestHandler {
   return (method, url, headers, body) => handle(opts, table, method, url, headers, body);
 }
 
+/** The service a service action names: by `serviceName`, or by `imageId` as balena's supervisor also accepts (docs/API.md). */
+function serviceNamed(opts: ApiOptions, appId: number, body: unknown): string {
+  const b = (body ?? {}) as Partial<Record<keyof ServiceActionRequest, unknown>>;
+  if (b.serviceName !== undefined) {
+    if (typeof b.serviceName !== 'string' || b.serviceName === '') throw new HttpError(400, 'serviceName must be a service name');
+    return b.serviceName;
+  }
+  if (b.imageId !== undefined) {
+    if (typeof b.imageId !== 'number' || !Number.isInteger(b.imageId)) throw new HttpError(400, 'imageId must be a whole number');
+    const services = opts.agent.targetState.local.apps?.[String(appId)]?.services ?? {};
+    const found = Object.values(services).find((s) => s.imageId === b.imageId);
+    if (!found) throw new HttpError(404, `no service with imageId ${b.imageId} in app ${appId}`);
+    return found.serviceName;
+  }
+  throw new HttpError(400, 'serviceName or imageId is required');
+}
+
 async function handle(opts: ApiOptions, table: Record<string, Handler>, method: string, url: string, headers: http.IncomingHttpHeaders, body: unknown): Promise<Reply & { status?: number }> {
   const u = new URL(url, 'http://device');
   const req: Request = { method, path: u.pathname.replace(/\/+$/, '') || '/', query: u.searchParams, headers, body };
@@ -199,8 +217,7 @@ async function handle(opts: ApiOptions, table: Record<string, Handler>, method: 
     if (req.path !== '/ping' && !authorised(req, opts)) throw new HttpError(401, 'Unauthorized');
     const action = SERVICE_ACTION.exec(req.path);
     if (action && method === 'POST') {
-      const service = (body as Partial<ServiceActionRequest> | undefined)?.serviceName;
-      if (!service) throw new HttpError(400, 'serviceName is required');
+      const service = serviceNamed(opts, Number(action[1]), body);
       const found = await opts.agent.serviceAction(Number(action[1]), service, action[2] as 'restart-service' | 'stop-service' | 'start-service');
       if (!found) throw new HttpError(404, `service '${service}' not found`);
       return { text: 'OK' };

@@ -54,6 +54,19 @@ async function startedAt(uuid: string): Promise<Record<string, string>> {
   return out;
 }
 
+/** A host port held by this process, as another program on the device would hold it. */
+async function holdPort(port: number): Promise<net.Server> {
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', resolve);
+  });
+  return server;
+}
+
+const failedTries = (agent: TestAgent): number => (agent.output().match(/Failed to apply the target state/g) ?? []).length;
+const rollbacks = (agent: TestAgent): number => (agent.output().match(/rolling back to the previous release/g) ?? []).length;
+
 const healthy = async (agent: TestAgent): Promise<number> => (await fetch(`${agent.url}/v1/healthy`)).status;
 const modeOf = (file: string): number => statSync(file).mode & 0o777;
 
@@ -182,6 +195,98 @@ describe('agent safety', function () {
     await engine.up();
     await eventually(async () => (await healthy(agent)) === 200, 60_000, 'the agent to carry on');
     assert.equal((await status(agent.url)).appState, 'applying', 'still watching the release');
+  });
+
+  it('a release whose container cannot start (a host port taken) is rolled back within seconds, says why, and a fixed release applies after', async () => {
+    const agent = await startAgent();
+    agents.push(agent);
+    const [a, b, c] = ['A', 'B', 'C'].map((x) => `port${x}${RUN}`) as [string, string, string];
+    await postTarget(agent, release(a, [service(1, 'app')]));
+    await applied(agent, a, 1);
+
+    const port = await freePort();
+    const holder = await holdPort(port);
+    try {
+      await postTarget(agent, release(b, [service(1, 'app', { ports: [`127.0.0.1:${port}:80`] })]));
+      // Three tries with backoff take a few seconds; 30 s is far below push's 120 s wait.
+      const failed = await eventually(async () => (await status(agent.url)).failedRelease, 30_000, `release ${b} to be rolled back`);
+      assert.equal(failed.commit, b);
+      assert.match(failed.reason, new RegExp(`^service 'app' could not start: .*${port}.*(address already in use|port is already allocated)`));
+      await applied(agent, a, 1);
+      const target = (await (await fetch(`${agent.url}/v2/local/target-state`)).json()) as { state: { local: { apps: Record<string, { commit: string }> } } };
+      assert.equal(target.state.local.apps['1']?.commit, a, 'the target went back to the previous release');
+      const running = await docker.listContainers({ filters: { label: [`io.skiff.agent=${agent.uuid}`] } });
+      assert.deepEqual(running.map((x) => x.Labels['io.skiff.commit']), [a], "the previous release's container runs again, alone");
+      assert.equal((await status(agent.url)).failedRelease?.commit, b, 'the failure stays reported once the previous release is back');
+    } finally {
+      holder.close();
+    }
+
+    // The port is free again: a release publishing it applies (nothing is left in a rolling-back state).
+    await postTarget(agent, release(c, [service(1, 'app', { ports: [`127.0.0.1:${port}:80`] })]));
+    await applied(agent, c, 1);
+    assert.equal((await status(agent.url)).failedRelease, undefined);
+  });
+
+  it('a release whose container needs a device the host lacks is rolled back too', async () => {
+    const agent = await startAgent();
+    agents.push(agent);
+    const [a, b] = [`devA${RUN}`, `devB${RUN}`];
+    await postTarget(agent, release(a, [service(1, 'app')]));
+    await applied(agent, a, 1);
+    const missing = `/dev/skiff-missing-${RUN}`;
+    await postTarget(agent, release(b, [service(1, 'app', { devices: [`${missing}:/dev/ttyUSB0`] })]));
+    const failed = await eventually(async () => (await status(agent.url)).failedRelease, 30_000, `release ${b} to be rolled back`);
+    assert.equal(failed.commit, b);
+    assert.match(failed.reason, new RegExp(`^service 'app' could not (be created|start): .*${missing}`));
+    await applied(agent, a, 1);
+  });
+
+  it('the first release on a device that cannot start has nothing to go back to: it is retried and reported, not rolled back', async () => {
+    const agent = await startAgent();
+    agents.push(agent);
+    const commit = `first${RUN}`;
+    const port = await freePort();
+    const holder = await holdPort(port);
+    try {
+      await postTarget(agent, release(commit, [service(1, 'app', { ports: [`127.0.0.1:${port}:80`] })]));
+      // Past the tries that roll a release back: still the same release, still trying.
+      await eventually(async () => failedTries(agent) > 4, 60_000, 'the start to fail more than four times');
+      const s = (await (await fetch(`${agent.url}/v2/state/status`)).json()) as { appState: string; error?: string; failedRelease?: unknown };
+      assert.equal(s.appState, 'failed');
+      assert.match(s.error ?? '', /^service 'app' could not start: /);
+      assert.equal(s.failedRelease, undefined);
+      assert.equal(rollbacks(agent), 0);
+    } finally {
+      holder.close();
+    }
+    await applied(agent, commit, 1);
+  });
+
+  it('a rollback whose previous release cannot start either keeps retrying the previous release, never back and forth', async () => {
+    const agent = await startAgent();
+    agents.push(agent);
+    const [a, b] = [`backA${RUN}`, `backB${RUN}`];
+    const [portA, portB] = [await freePort(), await freePort()];
+    await postTarget(agent, release(a, [service(1, 'app', { ports: [`127.0.0.1:${portA}:80`] })]));
+    await applied(agent, a, 1);
+    const holders = [await holdPort(portB)];
+    try {
+      await postTarget(agent, release(b, [service(1, 'app', { ports: [`127.0.0.1:${portB}:80`] })]));
+      // Once A's container is gone (B replaces it), something else takes A's port too.
+      await eventually(async () => (await docker.listContainers({ all: true, filters: { label: [`io.skiff.commit=${a}`] } })).length === 0, 30_000, `release ${a}'s container to go`);
+      holders.push(await eventually(() => holdPort(portA).catch(() => undefined), 10_000, `port ${portA} to be free`));
+      await eventually(async () => (await status(agent.url)).failedRelease?.commit === b, 30_000, `release ${b} to be rolled back`);
+      const triesAtRollback = failedTries(agent);
+      await eventually(async () => failedTries(agent) > triesAtRollback + 4, 60_000, `release ${a} to be retried past the rollback threshold`);
+      assert.equal(rollbacks(agent), 1, 'rolled back once');
+      const target = (await (await fetch(`${agent.url}/v2/local/target-state`)).json()) as { state: { local: { apps: Record<string, { commit: string }> } } };
+      assert.equal(target.state.local.apps['1']?.commit, a, 'the previous release stays the target');
+      assert.equal((await status(agent.url)).failedRelease?.commit, b);
+    } finally {
+      for (const h of holders) h.close();
+    }
+    await applied(agent, a, 1);
   });
 
   describe('the device API', () => {

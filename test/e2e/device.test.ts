@@ -198,6 +198,27 @@ describe('device: agent, push, logs', function () {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('a release whose service cannot start (its host port is taken) is rolled back; the previous one keeps running (exit 10)', async () => {
+    const before = await status(agent.url);
+    const held = await freePort();
+    const holder = net.createServer();
+    await new Promise<void>((resolve, reject) => holder.once('error', reject).listen(held, '127.0.0.1', resolve));
+    try {
+      const compose = readCompose(project).replace('    build: ./worker\n', `    build: ./worker\n    ports: ["127.0.0.1:${held}:80"]\n`);
+      assert.match(compose, new RegExp(`${held}:80`));
+      const dir = makeProject({ 'docker-compose.yml': compose, 'web/Dockerfile': `FROM ${BASE_AMD64}\nCMD ["sh", "-c", "${LOOP('echo web')}"]\n`, 'worker/Dockerfile': `FROM ${BASE_AMD64}\nCMD ["sh", "-c", "${LOOP('echo worker')}"]\n`, 'cfg/Dockerfile': `FROM ${BASE_AMD64}\nCMD ["sh", "-c", "${LOOP('echo cfg')}"]\n` }, `dev${RUN}`);
+      const r = await runCli(pushArgs(dir));
+      assert.equal(r.code, 10, r.stderr);
+      assert.match(r.stderr, new RegExp(`Error: the device could not run release \\w+: service 'worker' could not start: .*${held}.*; it went back to the previous release`));
+      await eventually(async () => (await status(agent.url)).appState === 'applied', 60_000, 'the previous release to be back');
+      assert.equal((await status(agent.url)).release, before.release);
+      assert.equal(await (await fetch(`http://127.0.0.1:${webPort}/`)).text(), 'web v2\n');
+      rmSync(dir, { recursive: true, force: true });
+    } finally {
+      holder.close();
+    }
+  });
+
   it('a build that fails on the device sends nothing: the device keeps its release (exit 5)', async () => {
     const before = await status(agent.url);
     const dir = makeProject({ Dockerfile: `FROM ${BASE_AMD64}\nRUN exit 7\n` }, `dev${RUN}`);

@@ -8,6 +8,7 @@ import { execute, removeAppVolumes, snapshot, stopContainer, targetFromContainer
 import { LogBuffer } from './logs.js';
 import type { CurrentState, Step, TargetApp, TargetState } from './model.js';
 import { plan, serviceConfigHash } from './plan.js';
+import { rollsBackAfterStepFailure, stepFailureMessage } from './rollback.js';
 import type { AgentStore } from './store.js';
 import { InvalidTargetError, parseLocalTargetState, targetImages, type LocalTargetStateJson } from './target-state.js';
 
@@ -31,6 +32,13 @@ export type FailureKind =
 
 /** A failure found while adopting containers, where retrying only helps once something changes. */
 class AdoptionError extends Error {}
+
+/** A step the engine refused, its message naming what the step was for (the engine's alone names no service). */
+class StepFailedError extends Error {
+  constructor(step: Step, cause: unknown) {
+    super(stepFailureMessage(step, cause), { cause });
+  }
+}
 
 export interface AgentOptions {
   /** How long a new release must stay up (running, not unhealthy) before it counts as applied. */
@@ -58,6 +66,8 @@ export class Agent {
   private readonly abort = new AbortController();
   private force = false;
   private failures = 0;
+  /** Failed rounds of steps of the current target in a row, while the engine answered: what rolls it back. */
+  private stepFailures = 0;
   private lastCurrent?: CurrentState;
   private readonly stopped = new Set<string>();
   private endBackoff?: () => void;
@@ -123,6 +133,7 @@ export class Agent {
     this.targetVersion++;
     this.failedRelease = undefined;
     this.failures = 0;
+    this.stepFailures = 0;
     this.stopped.clear();
     this.wake();
   }
@@ -224,11 +235,22 @@ export class Agent {
       this.unconfirmed = true;
       this.status = 'Applying';
       this.failure = undefined;
+      const version = this.targetVersion;
       try {
-        await Promise.all(work.map((s) => execute(this.ctx, s, current, (m) => this.logs.system(m))));
+        await Promise.all(work.map((s) => execute(this.ctx, s, current, (m) => this.logs.system(m)).catch((err: unknown) => {
+          throw new StepFailedError(s, err);
+        })));
         this.failures = 0;
+        this.stepFailures = 0;
       } catch (err) {
-        await this.failed(err, (await this.engineAnswers()) ? 'step-failed' : 'engine-unreachable');
+        const answers = await this.engineAnswers();
+        // Only the engine refusing this target's steps counts: an engine that is away, or a target
+        // replaced meanwhile, says nothing about whether the release can run.
+        if (answers && this.targetVersion === version && this.stepFailureRollsBack()) {
+          await this.rollback((err as Error).message);
+          continue;
+        }
+        await this.failed(err, answers ? 'step-failed' : 'engine-unreachable');
       }
     }
   }
@@ -412,6 +434,24 @@ export class Agent {
     return out;
   }
 
+  /** Counts a failed round of steps; true when the release should give way to the previous one. */
+  private stepFailureRollsBack(): boolean {
+    this.stepFailures++;
+    let previous: TargetState | undefined;
+    try {
+      const json = this.store.getValue('previousTarget');
+      previous = json ? normalise(parseLocalTargetState(JSON.parse(json), this.ctx.deviceName)) : undefined;
+    } catch {
+      previous = undefined; // a previous target this agent can no longer read is nothing to go back to
+    }
+    return rollsBackAfterStepFailure({
+      unconfirmed: this.unconfirmed,
+      newRelease: this.targetCommit !== (this.appliedCommit ?? ''),
+      previous,
+      consecutive: this.stepFailures,
+    });
+  }
+
   private async rollback(reason: string): Promise<void> {
     const previous = this.store.getValue('previousTarget');
     const commit = this.targetCommit;
@@ -430,6 +470,8 @@ export class Agent {
     this.targetJson = json;
     this.target = normalise(parseLocalTargetState(json, this.ctx.deviceName));
     this.targetVersion++;
+    this.failures = 0;
+    this.stepFailures = 0;
     this.status = 'Failed';
     this.failure = 'release-failed';
     this.lastError = `release ${commit} rolled back: ${reason}`;

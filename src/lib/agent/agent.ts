@@ -317,18 +317,25 @@ export class Agent {
     const app = this.target.apps.find((a) => a.appId === appId);
     if (!app?.services.some((s) => s.serviceName === serviceName)) return false;
     const key = `${appId}/${serviceName}`;
-    const current = await snapshot(this.ctx);
-    const container = current.containers.find((c) => c.appId === appId && c.serviceName === serviceName);
+    const find = async () => (await snapshot(this.ctx)).containers.find((c) => c.appId === appId && c.serviceName === serviceName);
+    const container = await find();
     if (action === 'stop-service') {
       // A stop the engine refused is the caller's failure to see (the service still runs), not a
-      // stopped service: it is only kept stopped once the container is.
-      if (container) {
-        await stopContainer(this.ctx, container).catch((err: Error) => {
-          this.logs.system(`Could not stop service '${serviceName}': ${err.message}`, true);
-          throw new Error(`could not stop service '${serviceName}': ${err.message}`);
-        });
+      // stopped service: it is only marked stopped once the container is. A start the loop planned
+      // before the mark can still land: stop again until the container stays down (the loop's next
+      // round would stop it too, but the caller is told it is stopped now).
+      const wasStopped = this.stopped.has(key);
+      try {
+        if (container) await stopContainer(this.ctx, container);
+        this.stopped.add(key);
+        for (let round = 0, c = await find(); round < 3 && c && (c.state === 'running' || c.state === 'restarting'); round++, c = await find()) {
+          await stopContainer(this.ctx, c);
+        }
+      } catch (err) {
+        if (!wasStopped) this.stopped.delete(key);
+        this.logs.system(`Could not stop service '${serviceName}': ${(err as Error).message}`, true);
+        throw new Error(`could not stop service '${serviceName}': ${(err as Error).message}`);
       }
-      this.stopped.add(key);
       this.logs.system(`Stopped service '${serviceName}'`);
     } else if (action === 'start-service') {
       this.stopped.delete(key);

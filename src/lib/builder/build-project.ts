@@ -8,9 +8,9 @@ import process from 'node:process';
 import { SkiffError } from '../errors/errors.js';
 import { ARCHES, platformString, resolveTarget, type Arch } from '../device-types/device-types.js';
 import { connectEngine, type EngineFlags } from '../docker/engine.js';
-import { loadBuildSettings } from '../project/balena-yml.js';
+import { loadBuildSettings, refuseBuildSecrets } from '../project/balena-yml.js';
 import { dockerfileFacts, type ResolvedDockerfile } from '../project/dockerfile.js';
-import { loadProject } from '../project/project.js';
+import { loadProject, warningLine } from '../project/project.js';
 import type { ServiceJson } from '../service/service-config.js';
 import { buildRelease, imageName, planServiceBuild, type BuildEvent, type ReleaseManifest } from './release.js';
 
@@ -45,7 +45,7 @@ export async function buildProject(options: BuildProjectOptions): Promise<Releas
     dockerfile: options.dockerfile,
     noParentCheck: options.noParentCheck,
   });
-  for (const w of project.warnings) emit({ kind: 'warning', message: w.where ? `${w.where}: ${w.message}` : w.message });
+  for (const w of project.warnings) emit({ kind: 'warning', message: warningLine(w) });
   // Check the flags before touching the engine, so a typo fails fast and offline.
   const chosen = options.arch !== undefined || options.deviceType !== undefined ? resolveTarget({ arch: options.arch, deviceType: options.deviceType }) : undefined;
   const registryConfig = options.registrySecrets ? await readRegistrySecrets(options.registrySecrets) : undefined;
@@ -181,21 +181,21 @@ export async function resolveBuild(options: ResolveBuildOptions): Promise<Resolv
     noParentCheck: options.noParentCheck,
     ...(options.environment ? { environment: options.environment } : {}),
   });
-  const warnings = project.warnings.map((w) => (w.where ? `${w.where}: ${w.message}` : w.message));
+  const warnings = project.warnings.map(warningLine);
   const fromFlags = options.arch !== undefined || options.deviceType !== undefined;
-  const target = resolveTarget(fromFlags ? { arch: options.arch, deviceType: options.deviceType } : { defaultArch: HOST_ARCH[process.arch] ?? 'amd64' });
+  // With no target named, and for the BUILD* args, the engine is taken to be this machine.
+  const hostArch = HOST_ARCH[process.arch] ?? 'amd64';
+  const target = resolveTarget(fromFlags ? { arch: options.arch, deviceType: options.deviceType } : { defaultArch: hostArch });
   const tag = options.tag ?? 'latest';
   const settings = await loadBuildSettings(project.dir);
-  warnings.push(...settings.warnings.map((w) => (w.where ? `${w.where}: ${w.message}` : w.message)));
-  if (settings.secrets.global.length > 0 || Object.values(settings.secrets.services).some((list) => list.length > 0)) {
-    throw new SkiffError('project', `build-secrets in ${path.basename(settings.file ?? 'balena.yml')} are not supported yet`, { hint: 'pass the values as build-variables for now' });
-  }
+  warnings.push(...settings.warnings.map(warningLine));
+  refuseBuildSecrets(settings);
   const rel = (p: string): string => path.relative(project.dir, p).split(path.sep).join('/') || '.';
 
   const services = project.services.map((spec): ResolvedService => {
     if (!spec.build) return { name: spec.name, image: spec.image ?? '', source: 'image', config: spec.config };
-    // The very decisions the build makes (Dockerfile, template, args, .dockerignore), with the engine taken to be this machine.
-    const plan = planServiceBuild(project, spec, spec.build, target, settings, { ...options, enginePlatform: ARCHES[HOST_ARCH[process.arch] ?? 'amd64'].platform });
+    // The very decisions the build makes (Dockerfile, template, args, .dockerignore).
+    const plan = planServiceBuild(project, spec, spec.build, target, settings, { ...options, enginePlatform: ARCHES[hostArch].platform });
     warnings.push(...plan.warnings);
     const { dockerfile } = plan;
     const file = rel(path.join(spec.build.context, dockerfile.pathRel));

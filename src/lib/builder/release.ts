@@ -10,7 +10,8 @@ import type { Engine } from '../docker/engine.js';
 import { emulationStatus, emulationHint, registerEmulation } from '../docker/emulation.js';
 import { buildImage, ImageBuildError } from '../docker/image-build.js';
 import { ensureImage } from '../docker/images.js';
-import { buildArgsFor, loadBuildSettings, type BuildSettings } from '../project/balena-yml.js';
+import { buildArgsFor, loadBuildSettings, refuseBuildSecrets, type BuildSettings } from '../project/balena-yml.js';
+import { warningLine } from '../project/project.js';
 import { loadIgnoreRules, packContext, type IgnoreRules } from '../project/build-context.js';
 import { dockerfileFacts, resolveDockerfile, type DockerfileFacts, type ResolvedDockerfile } from '../project/dockerfile.js';
 import type { BuildSpec, ProjectSpec, ServiceSpec } from '../project/types.js';
@@ -160,14 +161,8 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
   const tag = options.tag ?? 'latest';
   const platform = platformString(target.platform);
   const settings = await loadBuildSettings(project.dir);
-  for (const w of settings.warnings) emit({ kind: 'warning', message: w.where ? `${w.where}: ${w.message}` : w.message });
-
-  const secretsDeclared = settings.secrets.global.length > 0 || Object.values(settings.secrets.services).some((s) => s.length > 0);
-  if (secretsDeclared) {
-    throw new SkiffError('project', `build-secrets in ${path.basename(settings.file ?? 'balena.yml')} are not supported yet: a stock Docker engine's classic builder has no way to mount them`, {
-      hint: 'pass the values as build-variables for now (they are not secret in the image history), or build on balenaCloud',
-    });
-  }
+  for (const w of settings.warnings) emit({ kind: 'warning', message: warningLine(w) });
+  refuseBuildSecrets(settings);
 
   // BuildKit's automatic platform args, which Dockerfiles written for buildx read; BUILD* is the engine.
   const enginePlatform = options.engine.arch ? ARCHES[options.engine.arch].platform : target.platform;

@@ -8,7 +8,7 @@ import { SkiffError } from '../errors/errors.js';
 import { resolveTarget, type BuildTarget } from '../device-types/device-types.js';
 import { connectEngine, type Engine } from '../docker/engine.js';
 import { buildRelease, type BuildEvent, type ReleaseManifest } from '../builder/release.js';
-import { loadProject } from '../project/project.js';
+import { loadProject, warningLine } from '../project/project.js';
 import type { ProjectSpec } from '../project/types.js';
 import { DeviceClient, parseDeviceAddress, type DeviceInfo } from './client.js';
 
@@ -110,7 +110,7 @@ export interface PushSession {
 export async function openPushSession(options: PushOptions): Promise<PushSession> {
   const emit = options.onEvent ?? (() => {});
   const project = await loadProject(options.source, { projectName: options.projectName?.toLowerCase(), noParentCheck: options.noParentCheck });
-  for (const w of project.warnings) emit({ kind: 'warning', message: w.where ? `${w.where}: ${w.message}` : w.message });
+  for (const w of project.warnings) emit({ kind: 'warning', message: warningLine(w) });
   const env = parseEnvFlags(options.env ?? [], project.services.map((s) => s.name));
   const address = parseDeviceAddress(options.device);
   const client = new DeviceClient(address, options.apiKey);

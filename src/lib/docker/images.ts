@@ -43,7 +43,7 @@ export async function ensureImage(
     await pull(engine, name, platform, options.signal);
   } catch (err) {
     if (local && options.pull && samePlatform(local, platform)) return toLocal(local); // offline: keep the local copy
-    const reason = firstLine((err as { json?: { message?: string } }).json?.message ?? (err as Error).message);
+    const reason = engineWords((err as { json?: { message?: string } }).json?.message ?? (err as Error).message);
     const what = local
       ? `base image '${name}' on the engine is for ${local.Architecture}, not ${platform}, and the ${platform} one could not be pulled (${reason})`
       : `image '${name}' is not on the engine and could not be pulled (${reason})`;
@@ -62,7 +62,7 @@ function toLocal(i: { Id: string; Size: number; Architecture: string; Variant?: 
 }
 
 /** The engine's own words, without dockerode's "(HTTP code 500) server error - " wrapper. */
-function firstLine(s: string): string {
+function engineWords(s: string): string {
   return (s.split('\n')[0] ?? s).replace(/^\(HTTP code \d+\)[^-]*- /, '').trim();
 }
 

@@ -25,6 +25,18 @@ export interface SecretSpec {
 const FILES = ['skiff.yml', 'skiff.yaml', 'balena.yml', 'balena.yaml', '.balena/balena.yml', '.balena/balena.yaml'];
 
 /** Reads the first of skiff.yml, balena.yml (and their .yaml and .balena/ forms) that exists. */
+/**
+ * Stops a build that declares build-secrets, which a stock engine's classic builder cannot mount.
+ * @throws SkiffError('project') naming the file
+ */
+export function refuseBuildSecrets(settings: BuildSettings): void {
+  const declared = settings.secrets.global.length > 0 || Object.values(settings.secrets.services).some((s) => s.length > 0);
+  if (!declared) return;
+  throw new SkiffError('project', `build-secrets in ${path.basename(settings.file ?? 'balena.yml')} are not supported yet: a stock Docker engine's classic builder has no way to mount them`, {
+    hint: 'pass the values as build-variables for now (they are not secret in the image history), or build on balenaCloud',
+  });
+}
+
 export async function loadBuildSettings(projectDir: string): Promise<BuildSettings> {
   const settings: BuildSettings = { globalVariables: {}, serviceVariables: {}, secrets: { global: [], services: {} }, warnings: [] };
   const rel = FILES.find((f) => existsSync(path.join(projectDir, f)));

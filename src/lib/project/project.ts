@@ -6,7 +6,12 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import process from 'node:process';
 import { SkiffError } from '../errors/errors.js';
-import type { ProjectSpec } from './types.js';
+import type { ProjectSpec, ProjectWarning } from './types.js';
+
+/** A warning as one line: `docker-compose.yml:7: unknown key 'x'…`. */
+export function warningLine(w: ProjectWarning): string {
+  return w.where ? `${w.where}: ${w.message}` : w.message;
+}
 
 export const COMPOSE_FILES = ['docker-compose.yml', 'docker-compose.yaml', 'compose.yaml', 'compose.yml'];
 

@@ -152,3 +152,19 @@ describe('build context: the labels', () => {
     assert.equal(readFileSync(path.join(out, LABELLED_DOCKERFILE), 'utf8'), 'FROM x\nLABEL "io.skiff.project"="demo" "io.skiff.service"="main"\n');
   });
 });
+
+describe('build context: the labels and an excluded template', () => {
+  it('leave a template .dockerignore excludes out of the tar; the engine builds from the generated Dockerfile', async () => {
+    const dir = tree({ 'Dockerfile.template': 'FROM %%BALENA_ARCH%%\n', '.dockerignore': 'Dockerfile.template\n.dockerignore\n' });
+    const rules = await loadIgnoreRules(dir);
+    const out = scratchDir('skiff-out-');
+    const tar = await import('tar-fs');
+    const packed = await packContext({
+      contextDir: dir, rules, displayBase: dir, service: 'main', labels: { 'io.skiff.service': 'main' },
+      dockerfile: { pathRel: 'Dockerfile.template', contents: 'FROM aarch64\n', processed: true, kind: 'template' },
+    });
+    await pipeline(packed.stream, tar.extract(out));
+    assert.ok(!existsSync(path.join(out, 'Dockerfile.template')), 'the user excluded it from what COPY sees');
+    assert.equal(readFileSync(path.join(out, LABELLED_DOCKERFILE), 'utf8'), 'FROM aarch64\nLABEL "io.skiff.service"="main"\n');
+  });
+});

@@ -136,7 +136,8 @@ export async function packContext(options: ContextStreamOptions): Promise<Packed
     const generated = `${dockerfile.contents}${dockerfile.contents.endsWith('\n') ? '' : '\n'}${line}\n`;
     const ignoreText = userIgnore === undefined ? `.dockerignore\n${LABELLED_DOCKERFILE}\n` : `${userIgnore}${userIgnore.endsWith('\n') || userIgnore === '' ? '' : '\n'}${LABELLED_DOCKERFILE}\n`;
     const replaced = new Map<string, string>([[dockerignoreAbs, ignoreText], [path.join(contextDir, LABELLED_DOCKERFILE), generated]]);
-    if (dockerfile.processed) replaced.set(dockerfileAbs, dockerfile.contents);
+    // The user's own Dockerfile goes as any file does (the engine builds from the generated one).
+    if (dockerfile.processed && !rules.ignores(dockerfileAbs)) replaced.set(dockerfileAbs, dockerfile.contents);
     return { stream: countBytes(await packTar(contextDir, rules, new Set(), replaced), options.onBytes), dockerfile: LABELLED_DOCKERFILE, apiLabels };
   }
   const dockerfileIgnored = rules.ignores(dockerfileAbs);
@@ -162,14 +163,13 @@ async function excludesItself(text: string): Promise<boolean> {
  */
 async function packTar(contextDir: string, rules: IgnoreRules, kept: ReadonlySet<string>, replaced: ReadonlyMap<string, string>): Promise<Readable> {
   const tar = await import('tar-fs');
-  const keptDirs = [...kept, ...replaced.keys()];
   const ignore = (name: string): boolean => {
     if (replaced.has(name)) return true; // added below
     if (kept.has(name)) return false;
     if (!rules.ignores(name)) return false;
     // A negated pattern can bring back a file inside an excluded folder: keep walking folders then.
-    // So must a folder that holds a file that is kept.
-    if (rules.hasNegation || keptDirs.some((k) => k.startsWith(`${name}${path.sep}`))) {
+    // So must a folder that holds a kept file (a replaced one is added whole at the end).
+    if (rules.hasNegation || [...kept].some((k) => k.startsWith(`${name}${path.sep}`))) {
       try {
         if (statSync(name).isDirectory()) return false;
       } catch {

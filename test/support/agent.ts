@@ -84,12 +84,21 @@ export async function startAgent(options: StartAgentOptions = {}): Promise<TestA
 /** Removes everything an agent made on the engine (containers, volumes, networks). */
 export async function cleanupAgent(uuid: string): Promise<void> {
   const label = `io.skiff.agent=${uuid}`;
-  const containers = await docker.listContainers({ all: true, filters: { label: [label] } });
-  await Promise.all(containers.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => {})));
-  const volumes = (await docker.listVolumes({ filters: { label: [label] } })).Volumes ?? [];
-  await Promise.all(volumes.map((v) => docker.getVolume(v.Name).remove().catch(() => {})));
-  const networks = await docker.listNetworks({ filters: { label: [label] } });
-  await Promise.all(networks.map((n) => docker.getNetwork(n.Id).remove().catch(() => {})));
+  // Until all are gone: the engine refuses to remove a network while a container it is still tearing
+  // down holds an endpoint, and a leaked network takes one of the engine's ~30 address pools, so a
+  // long run would end with "could not find an available, non-overlapping IPv4 address pool".
+  await waitFor(async () => {
+    const containers = await docker.listContainers({ all: true, filters: { label: [label] } });
+    await Promise.all(containers.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => {})));
+    const volumes = (await docker.listVolumes({ filters: { label: [label] } })).Volumes ?? [];
+    await Promise.all(volumes.map((v) => docker.getVolume(v.Name).remove().catch(() => {})));
+    const networks = await docker.listNetworks({ filters: { label: [label] } });
+    await Promise.all(networks.map((n) => docker.getNetwork(n.Id).remove().catch(() => {})));
+    const left = (await docker.listContainers({ all: true, filters: { label: [label] } })).length
+      + ((await docker.listVolumes({ filters: { label: [label] } })).Volumes ?? []).length
+      + (await docker.listNetworks({ filters: { label: [label] } })).length;
+    return left === 0;
+  }, `agent ${uuid}'s containers, volumes and networks to be removed`, 30_000, 250);
 }
 
 export async function status(url: string): Promise<{ appState: string; release: string | null; failedRelease?: { commit: string; reason: string }; containers: Array<{ serviceName: string; status: string; containerId: string }> }> {

@@ -16,6 +16,10 @@ export const ExitCode = {
   deviceUnreachable: 8,
   deviceRefused: 9,
   releaseFailed: 10,
+  notLoggedIn: 11,
+  notFound: 12,
+  serverUnreachable: 13,
+  conflict: 14,
   internal: 70,
   interrupted: 130,
 } as const;

@@ -34,7 +34,7 @@ const errors = { 400: R.ApiError, 401: R.ApiError, 403: R.ApiError, 404: R.ApiEr
 const FleetParams = Type.Object({ fleet: R.FleetName });
 const UuidParams = Type.Object({ uuid: Type.String({ minLength: 1, maxLength: 64 }) });
 const CommitParams = Type.Object({ commit: Type.String({ minLength: 1, maxLength: 64 }) });
-const IdParams = Type.Object({ id: Type.Integer({ minimum: 1 }) });
+const IdParams = Type.Object({ id: Type.String({ pattern: '^[1-9][0-9]{0,9}$' }) });
 const auth = [{ bearer: [] as string[] }];
 
 function bearer(request: FastifyRequest): string | undefined {
@@ -51,7 +51,9 @@ export async function buildApp(ctx: ServiceContext, options: AppOptions): Promis
     bodyLimit: options.bodyLimit,
     ...(options.https ? { https: { cert: options.https.cert, key: options.https.key } } : {}),
     // Unknown fields are refused, not silently dropped (a setting nobody honours is an error).
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
+    // and nothing is coerced: a null would become 0 in an integer-or-null field. Path and query
+    // parameters are strings in the schemas.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   app.setErrorHandler((err, request, reply) => {
@@ -118,7 +120,7 @@ export async function buildApp(ctx: ServiceContext, options: AppOptions): Promis
     return reply.code(201).send(await users.createApiKey(ctx, await userOf(req), req.body));
   });
   app.delete(ENDPOINTS.revokeApiKey.path, { schema: schema({ security: auth, params: IdParams, response: { 204: NoContent } }) }, async (req, reply) => {
-    await users.revokeApiKey(ctx, await userOf(req), req.params.id);
+    await users.revokeApiKey(ctx, await userOf(req), Number(req.params.id));
     return noContent(reply);
   });
 
@@ -140,7 +142,7 @@ export async function buildApp(ctx: ServiceContext, options: AppOptions): Promis
     return reply.code(201).send(await fleets.createProvisioningKey(ctx, await userOf(req), req.params.fleet, req.body ?? {}));
   });
   app.delete(ENDPOINTS.revokeProvisioningKey.path, { schema: schema({ security: auth, params: Type.Composite([FleetParams, IdParams]), response: { 204: NoContent } }) }, async (req, reply) => {
-    await fleets.revokeProvisioningKey(ctx, await userOf(req), req.params.fleet, req.params.id);
+    await fleets.revokeProvisioningKey(ctx, await userOf(req), req.params.fleet, Number(req.params.id));
     return noContent(reply);
   });
   app.post(ENDPOINTS.fleetConfig.path, { schema: schema({ security: auth, params: FleetParams, body: Type.Optional(R.FleetConfigRequest), response: { 200: R.FleetConfig } }) },

@@ -212,6 +212,38 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
         assert.equal(otherShown.osVersion, null);
       });
 
+      it('moves a device to a fleet of the same architecture only; removing a fleet stops its devices\' keys', async () => {
+        assert.equal((await api(c.base, 'POST', '/fleets', { token: alice.token, body: { name: 'devs2', deviceType: 'genericx86-64-ext' } })).status, 201);
+        assert.equal((await api(c.base, 'POST', '/fleets', { token: alice.token, body: { name: 'arm', deviceType: 'raspberrypi4-64' } })).status, 201);
+        const d = await register(c.base, pk);
+        const wrongArch = await api(c.base, 'PATCH', `/devices/${d.uuid}`, { token: alice.token, body: { fleet: 'arm' } });
+        assert.deepEqual([wrongArch.status, (wrongArch.body as { field: string }).field], [400, 'fleet']);
+        assert.equal((await api(c.base, 'POST', '/fleets', { token: bob.token, body: { name: 'bobs-only', deviceType: 'intel-nuc' } })).status, 201);
+        assert.equal((await api(c.base, 'PATCH', `/devices/${d.uuid}`, { token: alice.token, body: { fleet: 'bobs-only' } })).status, 404, "another user's fleet is not found");
+        const moved = await api(c.base, 'PATCH', `/devices/${d.uuid}`, { token: alice.token, body: { fleet: 'devs2' } });
+        assert.equal((moved.body as { fleet: string }).fleet, 'devs2');
+        const devs2 = (await api(c.base, 'GET', '/fleets/devs2', { token: alice.token })).body as { uuid: string; deviceCount: number };
+        assert.equal(devs2.deviceCount, 1);
+        const t = (await api(c.base, 'GET', `/device/v3/${d.uuid}/state`, { token: d.key })).body as Record<string, { apps: Record<string, unknown> }>;
+        assert.deepEqual(Object.keys(t[d.uuid]?.apps ?? {}), [devs2.uuid]);
+        assert.equal((await api(c.base, 'DELETE', '/fleets/devs2', { token: alice.token })).status, 204);
+        assert.equal((await api(c.base, 'GET', `/device/v3/${d.uuid}/state`, { token: d.key })).status, 401);
+      });
+
+      it('makes a config.json whose provisioning key registers a device', async () => {
+        const res = await api(c.base, 'POST', '/fleets/devs/config', { token: alice.token, body: { developmentMode: true } });
+        assert.equal(res.status, 200);
+        const config = res.body as { apiKey: string; apiEndpoint: string; applicationId: number; deviceType: string; developmentMode: boolean };
+        assert.equal(config.apiEndpoint, c.base);
+        assert.equal(config.deviceType, 'intel-nuc');
+        assert.equal(config.developmentMode, true);
+        const id = uuid();
+        const reg = await api(c.base, 'POST', '/device/register', { token: config.apiKey, body: { application: config.applicationId, uuid: id, device_type: config.deviceType, api_key: deviceKey() } });
+        assert.equal(reg.status, 201);
+        const elsewhere = await api(c.base, 'POST', '/device/register', { token: config.apiKey, body: { application: config.applicationId + 1000, uuid: uuid(), device_type: 'intel-nuc', api_key: deviceKey() } });
+        assert.equal(elsewhere.status, 404);
+      });
+
       it('marks a device online once it polls (last seen written in batches)', async () => {
         const d = await register(c.base, pk);
         assert.equal(((await api(c.base, 'GET', `/devices/${d.uuid}`, { token: alice.token })).body as { status: string }).status, 'offline');

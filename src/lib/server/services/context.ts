@@ -45,8 +45,9 @@ export function conflict(message: string): SkiffError {
   return new SkiffError('conflict', message);
 }
 
-export function unauthorized(message: string): SkiffError {
-  return new SkiffError('notLoggedIn', message, { hint: "log in again with 'skiff login'" });
+/** 401. The default hint is for people; device routes pass their own (or none). */
+export function unauthorized(message: string, hint: string | null = "log in again with 'skiff login'"): SkiffError {
+  return new SkiffError('notLoggedIn', message, hint === null ? {} : { hint });
 }
 
 /** 403 for an action the caller's kind of key may never do (only ever on the caller's own objects). */

@@ -18,13 +18,15 @@ import { knownDeviceType, fleetOf, latestRelease, pinnableRelease, pollIntervals
 type User = Extract<Principal, { kind: 'user' }>;
 type DevicePrincipal = Extract<Principal, { kind: 'device' }>;
 
+const PROVISIONING_HINT = "make a new config.json with 'skiff config generate --fleet FLEET'";
+
 /** The provisioning key's principal, or a 401 for an unknown, revoked or expired key. */
 export async function authenticateProvisioning(ctx: ServiceContext, key: string): Promise<Extract<Principal, { kind: 'provisioning' }>> {
   const hash = hashKey(key);
   const row = await ctx.db.selectFrom('provisioning_keys').select(['id', 'fleet_id', 'key_hash', 'expires_at', 'revoked_at']).where('key_hash', '=', hash).executeTakeFirst();
-  if (!row || !sameHash(row.key_hash, hash)) throw unauthorized('unknown provisioning key');
-  if (row.revoked_at !== null) throw unauthorized('the provisioning key was revoked');
-  if (row.expires_at !== null && row.expires_at <= isoNow(ctx)) throw unauthorized('the provisioning key has expired');
+  if (!row || !sameHash(row.key_hash, hash)) throw unauthorized('unknown provisioning key', PROVISIONING_HINT);
+  if (row.revoked_at !== null) throw unauthorized('the provisioning key was revoked', PROVISIONING_HINT);
+  if (row.expires_at !== null && row.expires_at <= isoNow(ctx)) throw unauthorized('the provisioning key has expired', PROVISIONING_HINT);
   return { kind: 'provisioning', keyId: row.id, fleetId: row.fleet_id };
 }
 

@@ -67,6 +67,22 @@ describe('skiff server operations', function () {
     }
   });
 
+  it('two replicas started at once on one new PostgreSQL database migrate once and share state', async () => {
+    const database = freshPostgresDatabase();
+    const [a, b] = await Promise.all([startServer({ database }), startServer({ database })]);
+    try {
+      const user = await createUser(a.url);
+      assert.equal((await api(a.url, 'POST', '/fleets', { token: user.token, body: { name: 'shared', deviceType: 'intel-nuc' } })).status, 201);
+      const seen = (await api(b.url, 'GET', '/fleets/shared', { token: user.token })).body as { name: string };
+      assert.equal(seen.name, 'shared');
+      // The first admin was made once, whichever replica got there first.
+      const admins = (a.output() + b.output()).match(/created the admin user/g) ?? [];
+      assert.equal(admins.length, 1, a.output() + b.output());
+    } finally {
+      await Promise.all([a.kill('SIGTERM'), b.kill('SIGTERM')]);
+    }
+  });
+
   it('stops cleanly on SIGTERM (exit 0) and keeps what devices reported', async () => {
     const server = await startServer();
     const user = await createUser(server.url);

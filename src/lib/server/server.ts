@@ -156,6 +156,12 @@ async function firstAdmin(ctx: ServiceContext, options: ServerOptions): Promise<
   }
   if (password.length < 8) throw new SkiffError('usage', 'the admin password must have at least 8 characters', { where: options.adminPasswordFile });
   if (!/^[^@\s]+@[^@\s]+$/.test(options.adminEmail)) throw new SkiffError('usage', `--admin-email '${options.adminEmail}' is not an email address`);
-  const user = await createUser(ctx, undefined, { email: options.adminEmail, password, isAdmin: true });
-  ctx.log(`created the admin user ${user.email}`);
+  try {
+    const user = await createUser(ctx, undefined, { email: options.adminEmail, password, isAdmin: true });
+    ctx.log(`created the admin user ${user.email}`);
+  } catch (err) {
+    // Two replicas starting at once on one new database: the other one made it.
+    if (!(err instanceof SkiffError && err.code === 'conflict')) throw err;
+    ctx.log(`the admin user ${options.adminEmail} was made by another replica`);
+  }
 }

@@ -313,7 +313,11 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
         const draft = await release(['main'], true);
         await complete(draft.commit, ['main']);
         const put = async (body: Record<string, unknown>) => assert.equal((await api(c.base, 'PUT', '/variables', { token: alice.token, body })).status, 200);
+        const etagBefore = (await api(c.base, 'GET', `/device/v3/${d.uuid}/state`, { token: d.key })).headers.get('etag') ?? '';
         await put({ fleet: 'rel', name: 'LEVEL', value: 'fleet' });
+        const changed = await api(c.base, 'GET', `/device/v3/${d.uuid}/state`, { token: d.key, headers: { 'if-none-match': etagBefore } });
+        assert.equal(changed.status, 200, 'a fleet variable is a new target for every device of the fleet');
+        assert.notEqual(changed.headers.get('etag'), etagBefore);
         await put({ fleet: 'rel', name: 'ONLY_FLEET', value: 'f' });
         await put({ fleet: 'rel', service: 'main', name: 'LEVEL', value: 'fleet+service' });
         await put({ device: d.uuid, name: 'LEVEL', value: 'device' });

@@ -88,7 +88,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const { LastSeenBatcher } = await import('./services/last-seen.js');
   const lastSeen = new LastSeenBatcher(opened.db, () => new Date(), options.log);
   // The registry is set once its child answers; the app is built meanwhile (CPU while it waits).
-  const ctx: ServiceContext = { db: opened.db, dialect: opened.dialect, clock: () => new Date(), registry: undefined, lastSeen, options: { publicUrl, registryHost }, log: options.log };
+  const ctx: ServiceContext = { db: opened.db, hot: opened.hot, dialect: opened.dialect, clock: () => new Date(), registry: undefined, lastSeen, options: { publicUrl, registryHost }, log: options.log };
   let registry: RunningRegistry | undefined;
   try {
     // scrypt for the first admin runs on libuv's pool while the app is built on the main thread.

@@ -75,11 +75,9 @@ export interface PollIdentity {
 /** The device a device key belongs to, with its ETag; undefined for an unknown key (the device was removed). */
 export async function authenticateDevice(ctx: ServiceContext, key: string): Promise<PollIdentity | undefined> {
   const hash = hashKey(key);
-  const row = await ctx.db.selectFrom('devices').innerJoin('fleets', 'fleets.id', 'devices.fleet_id')
-    .select(['devices.id', 'devices.uuid', 'devices.key_hash', 'devices.state_version as dv', 'devices.fleet_id', 'fleets.state_version as fv'])
-    .where('devices.key_hash', '=', hash).executeTakeFirst();
+  const row = await ctx.hot.deviceByKeyHash(hash);
   if (!row || !sameHash(row.key_hash, hash)) return undefined;
-  return { principal: { kind: 'device', deviceId: row.id, uuid: row.uuid, fleetId: row.fleet_id }, etag: `"${row.id}.${row.dv}.${row.fleet_id}.${row.fv}"` };
+  return { principal: { kind: 'device', deviceId: row.id, uuid: row.uuid, fleetId: row.fleet_id }, etag: `"${row.id}.${row.device_version}.${row.fleet_id}.${row.fleet_version}"` };
 }
 
 /** A device's own resource, for permissions.ts: another device's uuid is not found. */

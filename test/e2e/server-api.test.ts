@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { ADMIN, api, createUser, freshPostgresDatabase, login, pushTinyImage, startServer, type StartedServer } from '../support/server.js';
+import { ADMIN, api, createUser, dropPostgresDatabase, freshPostgresDatabase, login, pushTinyImage, startServer, type StartedServer } from '../support/server.js';
 import { waitFor } from '../support/wait.js';
 
 const uuid = () => randomBytes(16).toString('hex');
@@ -31,14 +31,17 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
     let alice: { email: string; password: string; token: string };
     let bob: { email: string; password: string; token: string };
 
+    let database: string | undefined;
     before(async () => {
-      c.server = await startServer(dialect === 'postgres' ? { database: freshPostgresDatabase() } : {});
+      database = dialect === 'postgres' ? freshPostgresDatabase() : undefined;
+      c.server = await startServer(database ? { database } : {});
       c.base = c.server.url;
       alice = await createUser(c.base);
       bob = await createUser(c.base);
     });
     after(async () => {
       await c.server?.kill('SIGTERM');
+      if (database) dropPostgresDatabase(database);
     });
 
     it('answers /ping and serves /openapi.json from the route schemas', async () => {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { api, createUser, freshPostgresDatabase, pingStatus, privatePostgres, startServer } from '../support/server.js';
+import { api, createUser, dropPostgresDatabase, freshPostgresDatabase, pingStatus, privatePostgres, startServer } from '../support/server.js';
 import { scratchDir } from '../support/tmp.js';
 import { waitFor } from '../support/wait.js';
 
@@ -38,6 +38,7 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
         assert.equal(((await api(second.url, 'GET', '/devices?fleet=f', { token: user.token })).body as unknown[]).length, devices.length);
       } finally {
         await second.kill('SIGTERM');
+        if (database) dropPostgresDatabase(database);
       }
     });
   });
@@ -80,6 +81,7 @@ describe('skiff server operations', function () {
       assert.equal(admins.length, 1, a.output() + b.output());
     } finally {
       await Promise.all([a.kill('SIGTERM'), b.kill('SIGTERM')]);
+      dropPostgresDatabase(database);
     }
   });
 

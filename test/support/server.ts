@@ -171,6 +171,14 @@ export function freshPostgresDatabase(): string {
   return `postgres://${name}:${password}@127.0.0.1:5432/${name}`;
 }
 
+/** Drops a database and role made by {@link freshPostgresDatabase} (once no server uses it). */
+export function dropPostgresDatabase(url: string): void {
+  const name = new URL(url).pathname.slice(1);
+  if (!/^skiff_[0-9a-f]{12}$/.test(name)) throw new Error(`not a test database: ${name}`);
+  psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  psql(`DROP ROLE IF EXISTS ${name}`);
+}
+
 /** A PostgreSQL cluster of our own (initdb in a scratch folder, a free port) that a test may stop and start. */
 export async function privatePostgres(): Promise<{ url: string; stop(): void; start(): void; remove(): void }> {
   const dir = scratchDir('skiff-pg-');

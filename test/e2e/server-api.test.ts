@@ -167,6 +167,8 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
         assert.equal((await api(c.base, 'DELETE', `/fleets/devs/provisioning-keys/${id}`, { token: alice.token })).status, 204);
         assert.equal((await register(c.base, key)).res.status, 401);
         assert.equal((await register(c.base, 'skp_nonsense')).res.status, 401);
+        const bare = await api(c.base, 'POST', '/fleets/devs/provisioning-keys', { token: alice.token });
+        assert.equal(bare.status, 201, 'no body is an empty request');
         const arm = await register(c.base, pk, uuid(), deviceKey(), 'raspberrypi4-64');
         assert.deepEqual([arm.res.status, (arm.res.body as { field: string }).field], [400, 'device_type']);
         // A provisioning key is for registering only.

@@ -96,6 +96,10 @@ export async function buildApp(ctx: ServiceContext, options: AppOptions): Promis
     return identity;
   };
   const noContent = (reply: FastifyReply) => reply.code(204).send();
+  // For routes whose every body field is optional: no body at all means {} (validated as such).
+  const emptyBody = async (request: FastifyRequest) => {
+    if (request.body === undefined || request.body === null) request.body = {};
+  };
   const limit = (max: number) => ({ rateLimit: { max, timeWindow: '1 minute' } });
   const schema = <T extends Record<string, unknown>>(s: T & { response: Record<number, TSchema> }) => ({ ...s, response: { ...errors, ...s.response } });
 
@@ -144,15 +148,15 @@ export async function buildApp(ctx: ServiceContext, options: AppOptions): Promis
   });
   app.get(ENDPOINTS.provisioningKeys.path, { schema: schema({ security: auth, params: FleetParams, response: { 200: Type.Array(R.ProvisioningKey) } }) },
     async (req) => fleets.listProvisioningKeys(ctx, await userOf(req), req.params.fleet));
-  app.post(ENDPOINTS.createProvisioningKey.path, { schema: schema({ security: auth, params: FleetParams, body: Type.Optional(R.CreateProvisioningKeyRequest), response: { 201: R.CreatedProvisioningKey } }) }, async (req, reply) => {
-    return reply.code(201).send(await fleets.createProvisioningKey(ctx, await userOf(req), req.params.fleet, req.body ?? {}));
+  app.post(ENDPOINTS.createProvisioningKey.path, { preValidation: emptyBody, schema: schema({ security: auth, params: FleetParams, body: R.CreateProvisioningKeyRequest, response: { 201: R.CreatedProvisioningKey } }) }, async (req, reply) => {
+    return reply.code(201).send(await fleets.createProvisioningKey(ctx, await userOf(req), req.params.fleet, req.body));
   });
   app.delete(ENDPOINTS.revokeProvisioningKey.path, { schema: schema({ security: auth, params: Type.Composite([FleetParams, IdParams]), response: { 204: NoContent } }) }, async (req, reply) => {
     await fleets.revokeProvisioningKey(ctx, await userOf(req), req.params.fleet, Number(req.params.id));
     return noContent(reply);
   });
-  app.post(ENDPOINTS.fleetConfig.path, { schema: schema({ security: auth, params: FleetParams, body: Type.Optional(R.FleetConfigRequest), response: { 200: R.FleetConfig } }) },
-    async (req) => fleets.fleetConfig(ctx, await userOf(req), req.params.fleet, req.body ?? {}));
+  app.post(ENDPOINTS.fleetConfig.path, { preValidation: emptyBody, schema: schema({ security: auth, params: FleetParams, body: R.FleetConfigRequest, response: { 200: R.FleetConfig } }) },
+    async (req) => fleets.fleetConfig(ctx, await userOf(req), req.params.fleet, req.body));
   app.get(ENDPOINTS.releases.path, { schema: schema({ security: auth, params: FleetParams, response: { 200: Type.Array(R.Release) } }) },
     async (req) => releases.listReleases(ctx, await userOf(req), req.params.fleet));
   app.post(ENDPOINTS.createRelease.path, { schema: schema({ security: auth, params: FleetParams, body: R.CreateReleaseRequest, response: { 201: R.CreatedRelease } }) }, async (req, reply) => {

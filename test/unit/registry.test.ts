@@ -5,13 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { createPublicKey, X509Certificate } from 'node:crypto';
-import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { decodeProtectedHeader, jwtVerify } from 'jose';
 import { readUserConfig, registryConfig } from '../../src/lib/server/registry/config.js';
 import { summariseManifest } from '../../src/lib/server/registry/manifest.js';
 import { grantableActions, mergeGrants, parseScope, parseScopes } from '../../src/lib/server/registry/scope.js';
-import { libtrustKeyId, loadOrCreateSigningKey, SIGNING_CERT_FILE, SIGNING_KEY_FILE } from '../../src/lib/server/registry/signing-key.js';
+import { createOnce, libtrustKeyId, loadOrCreateSigningKey, SIGNING_CERT_FILE, SIGNING_KEY_FILE } from '../../src/lib/server/registry/signing-key.js';
 import { signToken, subjectOf, tokenClaims } from '../../src/lib/server/registry/token.js';
 import { SkiffError } from '../../src/lib/errors/errors.js';
 import { scratchDir } from '../support/tmp.js';
@@ -121,6 +121,15 @@ describe('registry token keys (libtrustKeyId)', () => {
     const again = await loadOrCreateSigningKey(dir);
     assert.equal(again.keyId, first.keyId);
     assert.equal(new X509Certificate(readFileSync(again.certFile)).checkPrivateKey(first.privateKey), true);
+  });
+
+  it('creates a key file only once: a second maker (another replica) keeps the first one\'s', () => {
+    const dir = scratchDir('skiff-registry-key-');
+    const file = path.join(dir, 'f');
+    assert.equal(createOnce(file, 'first', 0o600), true);
+    assert.equal(createOnce(file, 'second', 0o600), false);
+    assert.equal(readFileSync(file, 'utf8'), 'first');
+    assert.deepEqual(readdirSync(dir), ['f'], 'no temp file is left');
   });
 
   it('refuses a key file that is not a key, naming it', async () => {

@@ -258,6 +258,12 @@ describe('registry (real docker-registry child, real engine)', function () {
     const before = logs.length;
     process.kill(pid, 'SIGKILL');
     await waitFor(() => logs.slice(before).some((l) => /^\[registry\] exited with signal SIGKILL; restarting in \d+ ms$/.test(l)), 'the exit in the log', 10_000);
+    // Meanwhile the proxy answers at once with distribution's UNAVAILABLE, which clients retry.
+    const down = await fetch(`${base}/v2/`);
+    if (!logs.slice(before).includes('[registry] running again')) {
+      assert.equal(down.status, 503);
+      assert.equal(((await down.json()) as { errors: Array<{ code: string }> }).errors[0]?.code, 'UNAVAILABLE');
+    }
     await waitFor(() => logs.slice(before).includes('[registry] running again'), 'the restart in the log', 30_000);
     assert.notEqual(registry.pid, pid);
     await pull(`${image}:v1`, ALICE, 'alice@example.com', host);
@@ -382,6 +388,22 @@ describe('registry (real docker-registry child, real engine)', function () {
       await a.stop();
     }
     assert.equal(alive(a.registryPid), false, 'the server stopped its child on SIGTERM');
+  });
+
+  it('without docker-registry on PATH, start says how to install it', async () => {
+    const dir = scratchDir('skiff-registry-missing-');
+    const saved = process.env.PATH;
+    process.env.PATH = dir;
+    try {
+      await assert.rejects(startRegistry({ dataDir: path.join(dir, 'registry'), service: SERVICE, log: () => undefined }), (err: unknown) => {
+        assert.ok(err instanceof SkiffError);
+        assert.equal(err.message, 'cannot run docker-registry: it is not installed');
+        assert.equal(err.hint, 'install it with: apt-get install docker-registry');
+        return true;
+      });
+    } finally {
+      process.env.PATH = saved;
+    }
   });
 
   it('stop() ends the child with SIGTERM, and a start after a killed server ends the child it left', async () => {

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { decodeProtectedHeader, jwtVerify } from 'jose';
 import { readUserConfig, registryConfig } from '../../src/lib/server/registry/config.js';
 import { summariseManifest } from '../../src/lib/server/registry/manifest.js';
+import { rewriteRealm } from '../../src/lib/server/registry/routes.js';
 import { grantableActions, mergeGrants, parseScope, parseScopes } from '../../src/lib/server/registry/scope.js';
 import { createOnce, libtrustKeyId, loadOrCreateSigningKey, SIGNING_CERT_FILE, SIGNING_KEY_FILE } from '../../src/lib/server/registry/signing-key.js';
 import { signToken, subjectOf, tokenClaims } from '../../src/lib/server/registry/token.js';
@@ -230,5 +231,16 @@ describe('registry manifests (summariseManifest)', () => {
   it('refuses schema 1 and anything else', () => {
     assert.throws(() => summariseManifest(d('f'), { schemaVersion: 1, fsLayers: [] }), /neither an image manifest nor an index \(schema 1\)/);
     assert.throws(() => summariseManifest(d('f'), null), /neither/);
+  });
+});
+
+describe('registry proxy realm (rewriteRealm)', () => {
+  it('points the Bearer challenge at this server, keeping service and scope', () => {
+    assert.equal(
+      rewriteRealm('Bearer realm="http://127.0.0.1:39211/auth/v1/token",service="skiff",scope="repository:a/b:pull"', 'https://cloud.example.com/auth/v1/token'),
+      'Bearer realm="https://cloud.example.com/auth/v1/token",service="skiff",scope="repository:a/b:pull"',
+    );
+    assert.equal(rewriteRealm('Basic realm="x"', 'http://h/auth/v1/token'), 'Basic realm="http://h/auth/v1/token"');
+    assert.equal(rewriteRealm('Bearer service="s"', 'http://h/t'), 'Bearer service="s"');
   });
 });

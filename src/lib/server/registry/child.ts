@@ -224,9 +224,12 @@ export class RegistrySupervisor {
       this.options.log('[registry] running again');
       return;
     }
-    // A child that never answered may have lost its port to another process: take a new one next time.
-    if (this.child) this.child.kill('SIGKILL');
-    else this.options.log(`[registry] did not start: ${result}`);
+    // A child that never answered may have lost its port to another process: take a new one next
+    // time. (One that exited was already logged, and its restart planned, by onExit.)
+    if (this.child) {
+      this.options.log(`[registry] did not start: ${result}`);
+      this.child.kill('SIGKILL');
+    }
     try {
       this.port = await freePort();
       await this.options.writeConfig(this.port, this.configFile);

@@ -8,6 +8,8 @@ import https from 'node:https';
 import { pipeline } from 'node:stream';
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+// For the OpenAPI fields (summary, description) of route schemas.
+import type {} from '@fastify/swagger';
 import { RegistryTokenResponse } from '../../api/device-state.js';
 import { ApiError } from '../../api/resources.js';
 import type { RegistryAccessCheck, RegistryAction, RegistryAuthenticate, RunningRegistry } from './contract.js';
@@ -135,8 +137,9 @@ export function registerRoutes(app: FastifyInstance, registry: RunningRegistry, 
     scope.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
     const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => proxy(registry, agents, request, reply);
     const methods = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'];
-    scope.route({ method: methods, url: '/v2/', handler });
-    scope.route({ method: methods, url: '/v2/*', handler });
+    const schema = { summary: 'The Docker Registry HTTP API V2 (CNCF distribution), proxied to the registry', description: 'Bearer tokens from GET /auth/v1/token.' };
+    scope.route({ method: methods, url: '/v2/', handler, schema });
+    scope.route({ method: methods, url: '/v2/*', handler, schema });
   });
 
   app.get(

@@ -122,7 +122,8 @@ describe('registry (real docker-registry child, real engine)', function () {
     await ensureBaseImages();
     dataDir = path.join(scratchDir('skiff-registry-'), 'registry');
     registry = await startRegistry({ dataDir, service: SERVICE, log: (line) => logs.push(line) });
-    app = Fastify();
+    // As the server core builds its app: no type coercion, unknown fields kept (docker sends account, client_id…).
+    app = Fastify({ ajv: { customOptions: { removeAdditional: false, coerceTypes: false } } });
     registerRegistryRoutes(app, registry, { authenticate, access });
     base = await app.listen({ host: '127.0.0.1', port: 0 });
     host = new URL(base).host;
@@ -231,7 +232,7 @@ describe('registry (real docker-registry child, real engine)', function () {
     await assert.rejects(pull(`${image}:v1`, { ...ALICE, password: 'wrong' }, 'alice@example.com', host), /unauthorized|401|denied/i);
   });
 
-  it('a bad scope or another service is a 400 naming the field', async () => {
+  it('a bad scope or another service is a 400 naming the field; docker login\'s extra parameters are ignored', async () => {
     const cases: Array<[string, string, RegExp]> = [
       [`service=${SERVICE}&scope=repository:${FLEET_A}/Web:pull`, 'scope', /is not a repository name/],
       [`service=${SERVICE}&scope=repository:${FLEET_A}/web`, 'scope', /is not type:name:actions/],
@@ -246,6 +247,14 @@ describe('registry (real docker-registry child, real engine)', function () {
       assert.equal(body.field, field);
       assert.match(body.message, message);
     }
+    // docker login's extra parameters are taken and ignored (the credentials say who asks).
+    const login = await fetch(`${base}/auth/v1/token?account=someone-else&client_id=docker&offline_token=true&service=${SERVICE}`, { headers: { authorization: basic('alice@example.com', ALICE.password) } });
+    assert.equal(login.status, 200);
+    const body = (await login.json()) as { token: string; access_token: string; expires_in: number; issued_at: string };
+    assert.equal(body.access_token, body.token);
+    assert.equal(body.expires_in, 600);
+    assert.ok(Math.abs(Date.parse(body.issued_at) - Date.now()) < 60_000);
+    assert.equal(login.headers.get('cache-control'), 'no-store');
     // Scopes asking for what is never granted (delete, the catalog) are left out, not refused.
     assert.deepEqual(await grantedAccess('alice@example.com', ALICE.password, `repository:${FLEET_A}/web:delete,*`, 'registry:catalog:*'), []);
   });

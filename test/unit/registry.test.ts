@@ -8,6 +8,7 @@ import { createPublicKey, X509Certificate } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { decodeProtectedHeader, jwtVerify } from 'jose';
+import { failureLines } from '../../src/lib/server/registry/child.js';
 import { readUserConfig, registryConfig } from '../../src/lib/server/registry/config.js';
 import { summariseManifest } from '../../src/lib/server/registry/manifest.js';
 import { rewriteRealm } from '../../src/lib/server/registry/routes.js';
@@ -242,5 +243,15 @@ describe('registry proxy realm (rewriteRealm)', () => {
     );
     assert.equal(rewriteRealm('Basic realm="x"', 'http://h/auth/v1/token'), 'Basic realm="http://h/auth/v1/token"');
     assert.equal(rewriteRealm('Bearer service="s"', 'http://h/t'), 'Bearer service="s"');
+  });
+});
+
+describe('registry start failures (failureLines)', () => {
+  it('gives Go\'s panic or fatal line, not the goroutine stack after it', () => {
+    const stack = ['', 'goroutine 1 [running]:', 'main.main()', '\t/build/main.go:10 +0x1d'];
+    assert.deepEqual(failureLines(['time="t" level=info msg="starting"', 'panic: No region parameter provided', ...stack]), ['panic: No region parameter provided']);
+    assert.deepEqual(failureLines(['time="t" level=fatal msg="listen tcp 127.0.0.1:5000: bind: address already in use"']), ['time="t" level=fatal msg="listen tcp 127.0.0.1:5000: bind: address already in use"']);
+    const plain = Array.from({ length: 12 }, (_, i) => `line ${i}`);
+    assert.deepEqual(failureLines(plain), plain.slice(-10));
   });
 });

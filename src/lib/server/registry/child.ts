@@ -36,12 +36,15 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** True once `GET /v2/` answers at all (401 under token auth is an answer). */
+/**
+ * True once distribution answers `GET /v2/` (401 under token auth is an answer). Its API version
+ * header tells it from another process that took the port between freePort() and the spawn.
+ */
 function answers(url: string): Promise<boolean> {
   return new Promise((resolve) => {
     const req = http.get(`${url}/v2/`, { timeout: 1000, agent: false }, (res) => {
       res.resume();
-      resolve(true);
+      resolve(res.headers['docker-distribution-api-version'] !== undefined);
     });
     req.on('timeout', () => req.destroy());
     req.on('error', () => resolve(false));
@@ -69,17 +72,18 @@ function running(pid: number): boolean {
  * whose server is gone, and only a process whose command line names that server's config.
  */
 async function endStaleChildren(runDir: string): Promise<void> {
-  for (const name of readdirSync(runDir)) {
-    const m = /^registry-(\d+)\.child$/.exec(name);
-    if (!m || Number(m[1]) === process.pid || running(Number(m[1]))) continue;
-    const pidFile = path.join(runDir, name);
-    const childPid = Number(readFileSync(pidFile, 'utf8').trim());
-    const configFile = path.join(runDir, `registry-${m[1]}.yml`);
+  const servers = new Set(readdirSync(runDir).flatMap((name) => /^registry-(\d+)\.(?:child|yml)$/.exec(name)?.[1] ?? []));
+  for (const server of servers) {
+    if (Number(server) === process.pid || running(Number(server))) continue;
+    const pidFile = path.join(runDir, `registry-${server}.child`);
+    const configFile = path.join(runDir, `registry-${server}.yml`);
+    let childPid = 0;
     let cmdline = '';
     try {
+      childPid = Number(readFileSync(pidFile, 'utf8').trim());
       cmdline = Number.isInteger(childPid) && childPid > 1 ? readFileSync(`/proc/${childPid}/cmdline`, 'utf8') : '';
     } catch {
-      // already gone
+      // No pid file (killed before its child started), or the child is already gone.
     }
     if (cmdline.includes(REGISTRY_BINARY) && cmdline.includes(configFile)) {
       process.kill(childPid, 'SIGKILL');

@@ -399,6 +399,31 @@ describe('registry (real docker-registry child, real engine)', function () {
     assert.equal(alive(a.registryPid), false, 'the server stopped its child on SIGTERM');
   });
 
+  it('with externalUrl nothing is started: the routes proxy to that registry, which trusts the key in the data dir', async () => {
+    const dir = scratchDir('skiff-registry-external-');
+    // The "external" registry is one of ours on the same data dir, so it trusts the same key.
+    const external = await startRegistry({ dataDir: dir, service: SERVICE, log: () => undefined });
+    const lines: string[] = [];
+    const viaUrl = await startRegistry({ dataDir: dir, service: SERVICE, externalUrl: `${external.url}/`, log: (l) => lines.push(l) });
+    const other = Fastify();
+    registerRegistryRoutes(other, viaUrl, { authenticate, access });
+    try {
+      assert.equal(viaUrl.url, external.url);
+      assert.equal(viaUrl.pid, undefined);
+      assert.match(lines.join('\n'), new RegExp(`using ${external.url}; its auth.token must name service and issuer '${SERVICE}' and trust ${dir}/token-signing.crt`));
+      const url = await other.listen({ host: '127.0.0.1', port: 0 });
+      const token = await viaUrl.issueToken(ALICE.principal, [{ repository: `${FLEET_A}/ext`, actions: ['pull', 'push'] }]);
+      const res = await fetch(`${url}/v2/${FLEET_A}/ext/blobs/uploads/`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+      assert.equal(res.status, 202);
+      assert.ok(res.headers.get('location')?.startsWith('/v2/'));
+      assert.equal(await viaUrl.manifest(`${FLEET_A}/ext`, `sha256:${'1'.repeat(64)}`), undefined);
+    } finally {
+      await other.close();
+      await viaUrl.stop();
+      await external.stop();
+    }
+  });
+
   it('without docker-registry on PATH, start says how to install it', async () => {
     const dir = scratchDir('skiff-registry-missing-');
     const saved = process.env.PATH;

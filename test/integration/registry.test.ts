@@ -161,6 +161,12 @@ describe('registry (real docker-registry child, real engine)', function () {
     assert.ok(existsSync(path.join(dataDir, 'storage/docker/registry/v2/repositories', FLEET_A, 'web')));
   });
 
+  it('docker login through the engine works with the right password and fails with a wrong one', async () => {
+    const ok = (await docker.checkAuth({ username: 'alice@example.com', password: ALICE.password, serveraddress: host })) as { Status?: string };
+    assert.equal(ok.Status, 'Login Succeeded');
+    await assert.rejects(docker.checkAuth({ username: 'alice@example.com', password: 'wrong', serveraddress: host }), /unauthorized|401/i);
+  });
+
   it('manifest() gives the pushed digest, the bytes of config + layers, and the layers; undefined when absent', async () => {
     const digest = await push(image, 'v1', ALICE, 'alice@example.com', host);
     const m = await registry.manifest(`${FLEET_A}/web`, digest);

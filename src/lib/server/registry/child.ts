@@ -101,6 +101,7 @@ export function failureLines(lines: readonly string[]): string[] {
   return (said.length > 0 ? said : lines).slice(-10);
 }
 
+/** What a RegistrySupervisor needs: where its files go, how to write the config for a port, where to log. */
 export interface SupervisorOptions {
   /** `<dataDir>/run`: this server's config and child pid live here, named by the server's pid. */
   runDir: string;

@@ -16,7 +16,10 @@ import { pathToFileURL } from 'node:url';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { RegistryAccessCheck, RegistryAuthenticate, RegistryPrincipal } from '../../src/lib/server/registry/contract.js';
 import { SkiffError } from '../../src/lib/errors/errors.js';
+import { RegistrySupervisor } from '../../src/lib/server/registry/child.js';
+import { registryConfig, writeRegistryConfig } from '../../src/lib/server/registry/config.js';
 import { startRegistry, registerRegistryRoutes, type SupervisedRegistry } from '../../src/lib/server/registry/index.js';
+import { loadOrCreateSigningKey } from '../../src/lib/server/registry/signing-key.js';
 import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, makeProject } from '../support/engine.js';
 import { scratchDir } from '../support/tmp.js';
 import { waitFor } from '../support/wait.js';
@@ -282,6 +285,32 @@ describe('registry (real docker-registry child, real engine)', function () {
     await waitFor(() => logs.slice(before).includes('[registry] running again'), 'the restart in the log', 30_000);
     assert.notEqual(registry.pid, pid);
     await pull(`${image}:v1`, ALICE, 'alice@example.com', host);
+  });
+
+  it('a child that stops answering (SIGSTOP, not dead) is killed and restarted, saying so', async () => {
+    const dir = scratchDir('skiff-registry-hung-');
+    const key = await loadOrCreateSigningKey(dir);
+    const lines: string[] = [];
+    // The supervisor as startRegistry makes it, with checks 200 ms apart instead of 10 s.
+    const supervisor = new RegistrySupervisor({
+      runDir: path.join(dir, 'run'),
+      log: (l) => lines.push(l),
+      health: { intervalMs: 200, timeoutMs: 300, misses: 3 },
+      writeConfig: (port, file) => writeRegistryConfig(file, registryConfig({ dataDir: dir, port, service: SERVICE, certFile: key.certFile, user: {} })),
+    });
+    await supervisor.start();
+    try {
+      const pid = supervisor.pid;
+      assert.ok(pid);
+      process.kill(pid, 'SIGSTOP');
+      await waitFor(() => lines.includes('[registry] not answering for 3 checks in a row; killing it'), 'the hung child to be noticed', 10_000);
+      await waitFor(() => lines.some((l) => /^\[registry\] exited with signal SIGKILL; restarting in \d+ ms$/.test(l)), 'the kill in the log', 10_000);
+      await waitFor(() => lines.includes('[registry] running again'), 'the restart', 30_000);
+      assert.notEqual(supervisor.pid, pid);
+      assert.equal((await fetch(`${supervisor.url}/v2/`)).status, 401);
+    } finally {
+      await supervisor.stop();
+    }
   });
 
   it('a 200 MB blob streams through the proxy both ways (Range too): the server\'s RSS grows under 50 MB once warm, under 100 MB the first time', async function () {

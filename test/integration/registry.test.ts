@@ -16,7 +16,10 @@ import { pathToFileURL } from 'node:url';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { RegistryAccessCheck, RegistryAuthenticate, RegistryPrincipal } from '../../src/lib/server/registry/contract.js';
 import { SkiffError } from '../../src/lib/errors/errors.js';
+import { RegistrySupervisor } from '../../src/lib/server/registry/child.js';
+import { registryConfig, writeRegistryConfig } from '../../src/lib/server/registry/config.js';
 import { startRegistry, registerRegistryRoutes, type SupervisedRegistry } from '../../src/lib/server/registry/index.js';
+import { loadOrCreateSigningKey } from '../../src/lib/server/registry/signing-key.js';
 import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, makeProject } from '../support/engine.js';
 import { scratchDir } from '../support/tmp.js';
 import { waitFor } from '../support/wait.js';
@@ -161,6 +164,12 @@ describe('registry (real docker-registry child, real engine)', function () {
     assert.ok(existsSync(path.join(dataDir, 'storage/docker/registry/v2/repositories', FLEET_A, 'web')));
   });
 
+  it('docker login through the engine works with the right password and fails with a wrong one', async () => {
+    const ok = (await docker.checkAuth({ username: 'alice@example.com', password: ALICE.password, serveraddress: host })) as { Status?: string };
+    assert.equal(ok.Status, 'Login Succeeded');
+    await assert.rejects(docker.checkAuth({ username: 'alice@example.com', password: 'wrong', serveraddress: host }), /unauthorized|401/i);
+  });
+
   it('manifest() gives the pushed digest, the bytes of config + layers, and the layers; undefined when absent', async () => {
     const digest = await push(image, 'v1', ALICE, 'alice@example.com', host);
     const m = await registry.manifest(`${FLEET_A}/web`, digest);
@@ -276,6 +285,32 @@ describe('registry (real docker-registry child, real engine)', function () {
     await waitFor(() => logs.slice(before).includes('[registry] running again'), 'the restart in the log', 30_000);
     assert.notEqual(registry.pid, pid);
     await pull(`${image}:v1`, ALICE, 'alice@example.com', host);
+  });
+
+  it('a child that stops answering (SIGSTOP, not dead) is killed and restarted, saying so', async () => {
+    const dir = scratchDir('skiff-registry-hung-');
+    const key = await loadOrCreateSigningKey(dir);
+    const lines: string[] = [];
+    // The supervisor as startRegistry makes it, with checks 200 ms apart instead of 10 s.
+    const supervisor = new RegistrySupervisor({
+      runDir: path.join(dir, 'run'),
+      log: (l) => lines.push(l),
+      health: { intervalMs: 200, timeoutMs: 300, misses: 3 },
+      writeConfig: (port, file) => writeRegistryConfig(file, registryConfig({ dataDir: dir, port, service: SERVICE, certFile: key.certFile, user: {} })),
+    });
+    await supervisor.start();
+    try {
+      const pid = supervisor.pid;
+      assert.ok(pid);
+      process.kill(pid, 'SIGSTOP');
+      await waitFor(() => lines.includes('[registry] not answering for 3 checks in a row; killing it'), 'the hung child to be noticed', 10_000);
+      await waitFor(() => lines.some((l) => /^\[registry\] exited with signal SIGKILL; restarting in \d+ ms$/.test(l)), 'the kill in the log', 10_000);
+      await waitFor(() => lines.includes('[registry] running again'), 'the restart', 30_000);
+      assert.notEqual(supervisor.pid, pid);
+      assert.equal((await fetch(`${supervisor.url}/v2/`)).status, 401);
+    } finally {
+      await supervisor.stop();
+    }
   });
 
   it('a 200 MB blob streams through the proxy both ways (Range too): the server\'s RSS grows under 50 MB once warm, under 100 MB the first time', async function () {
@@ -397,6 +432,31 @@ describe('registry (real docker-registry child, real engine)', function () {
       await a.stop();
     }
     assert.equal(alive(a.registryPid), false, 'the server stopped its child on SIGTERM');
+  });
+
+  it('with externalUrl nothing is started: the routes proxy to that registry, which trusts the key in the data dir', async () => {
+    const dir = scratchDir('skiff-registry-external-');
+    // The "external" registry is one of ours on the same data dir, so it trusts the same key.
+    const external = await startRegistry({ dataDir: dir, service: SERVICE, log: () => undefined });
+    const lines: string[] = [];
+    const viaUrl = await startRegistry({ dataDir: dir, service: SERVICE, externalUrl: `${external.url}/`, log: (l) => lines.push(l) });
+    const other = Fastify();
+    registerRegistryRoutes(other, viaUrl, { authenticate, access });
+    try {
+      assert.equal(viaUrl.url, external.url);
+      assert.equal(viaUrl.pid, undefined);
+      assert.match(lines.join('\n'), new RegExp(`using ${external.url}; its auth.token must name service and issuer '${SERVICE}' and trust ${dir}/token-signing.crt`));
+      const url = await other.listen({ host: '127.0.0.1', port: 0 });
+      const token = await viaUrl.issueToken(ALICE.principal, [{ repository: `${FLEET_A}/ext`, actions: ['pull', 'push'] }]);
+      const res = await fetch(`${url}/v2/${FLEET_A}/ext/blobs/uploads/`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+      assert.equal(res.status, 202);
+      assert.ok(res.headers.get('location')?.startsWith('/v2/'));
+      assert.equal(await viaUrl.manifest(`${FLEET_A}/ext`, `sha256:${'1'.repeat(64)}`), undefined);
+    } finally {
+      await other.close();
+      await viaUrl.stop();
+      await external.stop();
+    }
   });
 
   it('without docker-registry on PATH, start says how to install it', async () => {

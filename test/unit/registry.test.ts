@@ -199,6 +199,12 @@ describe('registry config (registryConfig, readUserConfig)', () => {
     assert.equal((c['log'] as Record<string, unknown>)['level'], 'info');
   });
 
+  it('merges filesystem settings of --registry-config over our root directory, and lets it move the root', () => {
+    const dir = scratchDir('skiff-registry-config-');
+    assert.deepEqual((base(dir, { storage: { filesystem: { maxthreads: 50 } } })['storage'] as Record<string, unknown>)['filesystem'], { rootdirectory: path.join(dir, 'storage'), maxthreads: 50 });
+    assert.deepEqual((base(dir, { storage: { filesystem: { rootdirectory: '/srv/images' } } })['storage'] as Record<string, unknown>)['filesystem'], { rootdirectory: '/srv/images' });
+  });
+
   it('refuses a config that is not YAML, not a mapping, sets http or auth, or names two drivers', async () => {
     const dir = scratchDir('skiff-registry-config-');
     const cases: Array<[string, RegExp]> = [

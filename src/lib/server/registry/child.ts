@@ -22,6 +22,8 @@ const STABLE_MS = 60_000;
 const READY_TIMEOUT_MS = 20_000;
 /** SIGTERM, then SIGKILL after this long. */
 const STOP_GRACE_MS = 10_000;
+/** A child that stops answering (hung, not dead) is killed, and so restarted, after 3 missed checks 10 s apart. */
+const HEALTH = { intervalMs: 10_000, timeoutMs: 5_000, misses: 3 };
 
 /** A free TCP port on loopback (the OS picks it; the child binds it a moment later). */
 export async function freePort(): Promise<number> {
@@ -40,9 +42,9 @@ export async function freePort(): Promise<number> {
  * True once distribution answers `GET /v2/` (401 under token auth is an answer). Its API version
  * header tells it from another process that took the port between freePort() and the spawn.
  */
-function answers(url: string): Promise<boolean> {
+function answers(url: string, timeoutMs = 1000): Promise<boolean> {
   return new Promise((resolve) => {
-    const req = http.get(`${url}/v2/`, { timeout: 1000, agent: false }, (res) => {
+    const req = http.get(`${url}/v2/`, { timeout: timeoutMs, agent: false }, (res) => {
       res.resume();
       resolve(res.headers['docker-distribution-api-version'] !== undefined);
     });
@@ -101,12 +103,15 @@ export function failureLines(lines: readonly string[]): string[] {
   return (said.length > 0 ? said : lines).slice(-10);
 }
 
+/** What a RegistrySupervisor needs: where its files go, how to write the config for a port, where to log. */
 export interface SupervisorOptions {
   /** `<dataDir>/run`: this server's config and child pid live here, named by the server's pid. */
   runDir: string;
   /** Writes the config for a port into `file` (called again when the port must change). */
   writeConfig: (port: number, file: string) => Promise<void>;
   log: (line: string) => void;
+  /** How often, how patiently and how many times in a row `/v2/` may go unanswered before the child is killed (tests shorten it). */
+  health?: { intervalMs: number; timeoutMs: number; misses: number };
 }
 
 /** Runs and watches one distribution child. `url` follows the child when a restart needs a new port. */
@@ -122,6 +127,11 @@ export class RegistrySupervisor {
   /** The last lines the child wrote, for the error when it will not start. */
   private lastLines: string[] = [];
   private exited: Promise<void> = Promise.resolve();
+  /** True while the current child has answered and not exited: only then is its health checked. */
+  private ready = false;
+  private healthTimer: NodeJS.Timeout | undefined;
+  private missed = 0;
+  private checking = false;
   /** This server's files: several servers (replicas) may share one data dir. */
   private readonly pidFile: string;
   readonly configFile: string;
@@ -157,6 +167,7 @@ export class RegistrySupervisor {
     const ready = await this.runOnce();
     if (ready === 'ready') {
       this.supervising = true;
+      this.watchHealth();
     } else {
       this.child?.kill('SIGKILL');
       await this.stop();
@@ -201,7 +212,11 @@ export class RegistrySupervisor {
     const deadline = Date.now() + READY_TIMEOUT_MS;
     while (Date.now() < deadline) {
       if (exitNote !== undefined) return spawnError?.code === 'ENOENT' ? 'missing' : exitNote;
-      if (await answers(this.url)) return 'ready';
+      if (await answers(this.url)) {
+        this.ready = exitNote === undefined;
+        this.missed = 0;
+        return 'ready';
+      }
       await new Promise((r) => setTimeout(r, 100));
     }
     return `no answer on ${this.url} after ${READY_TIMEOUT_MS / 1000} s`;
@@ -210,6 +225,7 @@ export class RegistrySupervisor {
   private onExit(child: ChildProcess, what: string): void {
     if (child !== this.child) return;
     this.child = undefined;
+    this.ready = false;
     // Before the first start succeeded, start() reports the failure itself.
     if (this.stopping || !this.supervising) return;
     if (Date.now() - this.startedAt > STABLE_MS) this.failures = 0;
@@ -242,10 +258,35 @@ export class RegistrySupervisor {
     }
   }
 
+  /** Checks `/v2/` now and then; a child that stopped answering is killed, which restarts it. */
+  private watchHealth(): void {
+    const health = this.options.health ?? HEALTH;
+    this.healthTimer = setInterval(() => {
+      if (!this.ready || this.checking) return;
+      this.checking = true;
+      const child = this.child;
+      void answers(this.url, health.timeoutMs).then((ok) => {
+        this.checking = false;
+        if (ok || !this.ready || child !== this.child) {
+          this.missed = 0;
+          return;
+        }
+        this.missed += 1;
+        if (this.missed < health.misses) return;
+        this.missed = 0;
+        this.options.log(`[registry] not answering for ${health.misses} checks in a row; killing it`);
+        child?.kill('SIGKILL');
+      });
+    }, health.intervalMs);
+    // The server's own handles keep the process alive, not this check.
+    this.healthTimer.unref();
+  }
+
   /** Stops the child: SIGTERM, then SIGKILL after 10 s. No restart follows. */
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
+    if (this.healthTimer) clearInterval(this.healthTimer);
     const child = this.child;
     if (child && child.exitCode === null && child.signalCode === null) {
       const killTimer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);

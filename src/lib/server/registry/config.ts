@@ -79,15 +79,18 @@ export async function readUserConfig(file: string): Promise<Yaml> {
 
 /**
  * The full config: ours (filesystem storage in `<dataDir>/storage`, deletes enabled, loopback
- * address, relative URLs, token auth) with the user's merged over it. A user storage driver
- * replaces our filesystem one; their other storage keys (delete, cache, redirect…) merge.
+ * address, relative URLs, token auth) with the user's merged over it. A user storage driver other
+ * than filesystem replaces ours; their other storage keys (delete, cache, redirect…) merge.
  */
 export function registryConfig(options: { dataDir: string; port: number; service: string; certFile: string; user: Yaml }): Yaml {
+  const userStorage = isObject(options.user['storage']) ? options.user['storage'] : {};
+  // Another driver replaces ours; filesystem settings of their own merge over our root directory.
+  const otherDriver = Object.keys(userStorage).some((k) => k !== 'filesystem' && STORAGE_DRIVERS.includes(k));
   const ours: Yaml = {
     version: 0.1,
     log: { level: 'error', formatter: 'text', accesslog: { disabled: true } },
     storage: {
-      filesystem: { rootdirectory: path.join(options.dataDir, 'storage') },
+      ...(otherDriver ? {} : { filesystem: { rootdirectory: path.join(options.dataDir, 'storage') } }),
       delete: { enabled: true },
       cache: { blobdescriptor: 'inmemory' },
     },
@@ -107,12 +110,7 @@ export function registryConfig(options: { dataDir: string; port: number; service
       },
     },
   };
-  const userStorage = options.user['storage'];
-  const base = isObject(userStorage) && Object.keys(userStorage).some((k) => STORAGE_DRIVERS.includes(k)) ? { ...ours, storage: { ...(ours['storage'] as Yaml), filesystem: undefined } } : ours;
-  const merged = deepMerge(base, options.user);
-  const storage = merged['storage'];
-  if (isObject(storage)) merged['storage'] = Object.fromEntries(Object.entries(storage).filter(([, v]) => v !== undefined));
-  return merged;
+  return deepMerge(ours, options.user);
 }
 
 /** Writes the config as YAML to `file` (0600: it may hold S3 credentials). */

@@ -14,6 +14,7 @@ import { registerRoutes } from './routes.js';
 import { loadOrCreateSigningKey, type SigningKey } from './signing-key.js';
 import { DEFAULT_TOKEN_LIFETIME, newTokenId, signToken, subjectOf, tokenClaims } from './token.js';
 
+/** The contract's types, so the core can import everything registry from here. */
 export type { RegistryAccessCheck, RegistryAction, RegistryAuthenticate, RegistryOptions, RegistryPrincipal, RunningRegistry } from './contract.js';
 
 /** What startRegistry returns: the contract's RunningRegistry, plus the child's pid for tests and diagnostics. */

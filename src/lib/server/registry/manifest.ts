@@ -19,6 +19,7 @@ const MAX_MANIFEST = 4 * 1024 * 1024;
 
 const DIGEST = /^sha256:[a-f0-9]{64}$/;
 
+/** What RunningRegistry.manifest() answers (contract.ts). */
 export interface ManifestSummary {
   digest: string;
   /** Bytes: config + layers for an image; the sum of the listed manifests for an index (which has no layers of its own). */

@@ -72,8 +72,18 @@ function proxy(registry: RunningRegistry, agents: Agents, request: FastifyReques
   const req = request.raw;
   const res = reply.raw;
   const childUrl = registry.url;
-  const target = new URL(req.url ?? '/', childUrl);
-  const options = { method: req.method, headers: forwardHeaders(req.rawHeaders) };
+  // Joined as text, never resolved as a URL: a request target such as `//elsewhere/v2/` must not
+  // pick the host, and an external registry's URL may have a path of its own.
+  const pathAndQuery = req.url ?? '';
+  if (!pathAndQuery.startsWith('/v2/') && pathAndQuery !== '/v2') {
+    const body = registryError('NAME_INVALID', 'not a registry path');
+    res.writeHead(404, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+    return;
+  }
+  const target = new URL(`${childUrl}${pathAndQuery}`);
+  // The registry's own host, not ours: an external one may be a virtual host behind a proxy.
+  const options = { method: req.method, headers: forwardHeaders(req.rawHeaders, (name, value) => (name === 'host' ? target.host : value)) };
   const upstream = target.protocol === 'https:' ? https.request(target, { ...options, agent: agents.https }) : http.request(target, { ...options, agent: agents.http });
   upstream.on('response', (answer) => {
     const realm = publicRealm(request);

@@ -11,6 +11,7 @@ import { SkiffError } from '../../errors/errors.js';
 export const SIGNING_KEY_FILE = 'token-signing.key';
 export const SIGNING_CERT_FILE = 'token-signing.crt';
 
+/** The loaded token key: what tokens are signed with and named by. */
 export interface SigningKey {
   privateKey: KeyObject;
   /** libtrust's fingerprint of the public key: the JWT header's `kid`, which distribution looks up. */

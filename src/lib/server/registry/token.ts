@@ -15,11 +15,11 @@ export interface TokenAccess {
   actions: RegistryAction[];
 }
 
+/** The JWT claim set distribution 2.8 reads (`token.go` ClaimSet); times in seconds since the epoch. */
 export interface TokenClaims {
   iss: string;
   sub: string;
   aud: string;
-  /** Seconds since the epoch. */
   exp: number;
   nbf: number;
   iat: number;

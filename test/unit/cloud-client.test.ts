@@ -9,6 +9,7 @@ describe('cloud client: answers as errors (errorFromAnswer)', () => {
   const cases: Array<[number, unknown, keyof typeof ExitCode, RegExp]> = [
     [401, { statusCode: 401, error: 'Unauthorized', message: 'the API key was revoked' }, 'notLoggedIn', /the API key was revoked.*Run skiff login/],
     [401, undefined, 'notLoggedIn', /did not accept the token.*skiff login/],
+    [401, { message: "unknown, expired or revoked token; log in again with 'skiff login'" }, 'notLoggedIn', /^http:\/\/127\.0\.0\.1:48080: unknown, expired or revoked token; log in again with 'skiff login'\.$/],
     [404, { statusCode: 404, error: 'Not Found', message: "fleet 'other' not found" }, 'notFound', /^fleet 'other' not found\.$/],
     [409, { statusCode: 409, error: 'Conflict', message: "a fleet named 'kiosks' exists" }, 'conflict', /a fleet named 'kiosks' exists/],
     [400, { statusCode: 400, error: 'Bad Request', message: 'must match pattern', field: 'body/name' }, 'usage', /^body\/name: must match pattern\.$/],

@@ -54,10 +54,12 @@ export function errorFromAnswer(status: number, body: unknown, context: { url: s
   const serverMessage = typeof b?.message === 'string' && b.message.trim() !== '' ? b.message.trim().replace(/\.$/, '') : undefined;
   const field = typeof b?.field === 'string' && b.field !== '' ? b.field : undefined;
   switch (status) {
-    case 401:
-      return context.isLogin
-        ? new SkiffError('notLoggedIn', serverMessage ?? 'wrong email or password', { hint: 'check them and run skiff login again' })
-        : new SkiffError('notLoggedIn', `${serverMessage ?? 'the server did not accept the token'} (${context.url})`, { hint: 'run skiff login (or set SKIFF_API_TOKEN to a valid API key)' });
+    case 401: {
+      // The server's own words may already name skiff login: say it once.
+      const named = serverMessage?.includes('skiff login') === true;
+      if (context.isLogin) return new SkiffError('notLoggedIn', serverMessage ?? 'wrong email or password', named ? {} : { hint: 'check them and run skiff login again' });
+      return new SkiffError('notLoggedIn', `${context.url}: ${serverMessage ?? 'the server did not accept the token'}`, named ? {} : { hint: 'run skiff login (or set SKIFF_API_TOKEN to a valid API key)' });
+    }
     case 403:
       return new SkiffError('error', serverMessage ?? 'not allowed', { hint: 'this needs an administrator' });
     case 404:

@@ -13,6 +13,7 @@ import { runCli, startCli, type CliResult } from '../support/cli.js';
 import { ADMIN as ADMIN_USER, api, startServer, type StartedServer } from '../support/server.js';
 import { BASE_AMD64, TEST_LABEL, cleanupImages, ensureBaseImages, makeProject } from '../support/engine.js';
 import { scratchDir } from '../support/tmp.js';
+import { KEYS, startTty } from '../support/tty.js';
 import { makeFatImage } from '../support/os-images.js';
 import { waitFor } from '../support/wait.js';
 import type { CreatedApiKey, Device, Fleet, Release, Tag, User, Variable } from '../../src/lib/api/resources.js';
@@ -280,6 +281,24 @@ describe('cloud CLI against a real skiff server', function () {
     assert.match(debug.stderr, new RegExp(`GET ${url.replace(/\./g, '\\.')}/fleets`));
     assert.match(debug.stderr, /← 200/);
     assert.doesNotMatch(debug.stderr, /Bearer/);
+  });
+
+  it('on a terminal: login asks for the email and password; fleet rm asks, and no keeps the fleet', async () => {
+    const ttyHome = scratchDir('skiff-tty-home-');
+    const env = { HOME: ttyHome, SKIFF_API_URL: undefined, SKIFF_API_TOKEN: undefined };
+    const login = startTty(['login', url], { env });
+    await login.waitFor(/Email:/);
+    login.send(`${ADMIN}${KEYS.ENTER}`);
+    await login.waitFor(/Password:/);
+    login.send(`${ADMIN_PASSWORD}${KEYS.ENTER}`);
+    assert.equal(await login.done, 0, login.output());
+    assert.match(login.output(), new RegExp(`Logged in to ${url.replace(/\./g, '\\.')} as ${ADMIN}`));
+    assert.doesNotMatch(login.output(), new RegExp(ADMIN_PASSWORD));
+    const rm = startTty(['fleet', 'rm', fleetName], { env });
+    await rm.waitFor(new RegExp(`Remove fleet ${fleetName}.*\\[y/N\\]`));
+    rm.send(`n${KEYS.ENTER}`);
+    assert.equal(await rm.done, 1, rm.output());
+    json<Fleet>(await cli(['fleet', 'info', fleetName, '--json']));
   });
 
   it('fleet rm --yes removes it; then it is not found; logout forgets the token', async () => {

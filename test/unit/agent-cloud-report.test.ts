@@ -121,3 +121,11 @@ describe('agent cloud: reports', () => {
     assert.equal(p.percent, 100);
   });
 });
+
+describe('agent cloud: report bounds', () => {
+  it('a long error is clipped to what the server accepts', () => {
+    const r = buildReport({ ...base, status: 'Failed', lastError: 'x'.repeat(5000), rolledBackFrom: { commit: 'B', reason: 'y'.repeat(5000) } });
+    assert.equal(r.update_error?.length, 2000);
+    assert.equal(r.rolled_back_from?.reason.length, 2000);
+  });
+});

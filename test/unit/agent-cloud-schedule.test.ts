@@ -16,6 +16,7 @@ describe('agent cloud: poll schedule', () => {
     ['empty string: skipped', { SKIFF_AGENT_POLL_INTERVAL: '' }, undefined, DEFAULT_POLL_INTERVAL_MS],
     ['spaces trimmed', { SKIFF_AGENT_POLL_INTERVAL: ' 4000 ' }, undefined, 4000],
     ['zero raised to the floor', { SKIFF_AGENT_POLL_INTERVAL: '0' }, undefined, MIN_POLL_INTERVAL_MS],
+    ['the floor is 1 s, as the server reads it', { SKIFF_AGENT_POLL_INTERVAL: '999' }, undefined, 1000],
     ['config.json fallback', {}, 1000, 1000],
     ['variable wins over config.json', { BALENA_SUPERVISOR_POLL_INTERVAL: '5000' }, 1000, 5000],
     ['config.json fallback raised to the floor', {}, 10, MIN_POLL_INTERVAL_MS],

@@ -60,8 +60,8 @@ export function buildReport(input: ReportInputs): DeviceReportV3 {
     update_pending: applying,
     update_failed: failed,
     update_downloaded: phase.kind !== 'downloading',
-    update_error: phase.kind === 'rejected' ? phase.reason : input.status === 'Failed' ? input.lastError ?? 'failed' : null,
-    rolled_back_from: input.rolledBackFrom ?? null,
+    update_error: phase.kind === 'rejected' ? clip(phase.reason) : input.status === 'Failed' ? clip(input.lastError ?? 'failed') : null,
+    rolled_back_from: input.rolledBackFrom ? { commit: input.rolledBackFrom.commit.slice(0, 100), reason: clip(input.rolledBackFrom.reason) } : null,
   };
   const apps: NonNullable<DeviceReportV3['apps']> = {};
   for (const app of input.apps) {
@@ -82,6 +82,11 @@ export function buildReport(input: ReportInputs): DeviceReportV3 {
   }
   report.apps = apps;
   return report;
+}
+
+/** The report's texts are bounded (2000 characters, as the server's schema says): an engine's message can be long. */
+function clip(text: string): string {
+  return text.length > 2000 ? `${text.slice(0, 1999)}…` : text;
 }
 
 function updateStatus(input: ReportInputs, app: CloudApp): UpdateStatus {

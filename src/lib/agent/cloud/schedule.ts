@@ -9,7 +9,7 @@
 /** Poll interval when the target sets none (balena's is 15 min; a self-hosted fleet is smaller). */
 export const DEFAULT_POLL_INTERVAL_MS = 60_000;
 /** The smallest interval a config variable may set: a typo must not make a fleet hammer its server. */
-export const MIN_POLL_INTERVAL_MS = 500;
+export const MIN_POLL_INTERVAL_MS = 1000;
 /** The first backoff after an error; it doubles per error in a row, capped by the poll interval. */
 export const BACKOFF_BASE_MS = 15_000;
 /** A Retry-After the server sends is honoured up to this (an hour): a wrong header must not park a device for days. */

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { cleanupAgent, eventually, freePort, startAgent, status, type TestAgent } from '../support/agent.js';
+import { runCli } from '../support/cli.js';
 import { BASE_AMD64, ensureBaseImages } from '../support/engine.js';
 import { scratchDir } from '../support/tmp.js';
 
@@ -42,6 +43,17 @@ describe('agent cloud: the server unreachable', function () {
     assert.equal(config.apiKey, 'p'.repeat(32), 'the provisioning key is kept until registration succeeds');
     assert.equal(config.registered_at, undefined);
     assert.equal(agent.output().match(/cannot reach/g)?.length, 1, 'said once, not on every retry');
+  });
+
+  it('an apiEndpoint that is not a URL: the agent says so and exits (usage), before serving anything', async () => {
+    const dataDir = scratchDir('skiff-cloud-agent-');
+    const file = path.join(dataDir, 'config.json');
+    writeFileSync(file, JSON.stringify({ apiEndpoint: 'cloud.example.com', apiKey: 'p'.repeat(32), deviceType: 'genericx86-64-ext' }));
+    const port = await freePort();
+    const result = await runCli(['agent', '--data-dir', dataDir, '--config', file, '--listen-address', '127.0.0.1', '--listen-port', String(port), '--engine-port', '0', '--no-advertise']);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /apiEndpoint 'cloud\.example\.com' is not a URL/);
+    assert.match(result.stderr, /remove it to run in local mode/);
   });
 
   it('a registered device restarted while the server is down starts its last release', async () => {

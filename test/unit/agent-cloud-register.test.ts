@@ -57,3 +57,14 @@ describe('agent cloud: registration record and helpers', () => {
     assert.equal(repositoryOf('/v2/'), undefined);
   });
 });
+
+describe('agent cloud: apiEndpoint', () => {
+  it('an http(s) URL, without its trailing slash; anything else refused', async () => {
+    const { checkApiEndpoint } = await import('../../src/lib/agent/cloud/client.js');
+    assert.equal(checkApiEndpoint('https://c.example/'), 'https://c.example');
+    assert.equal(checkApiEndpoint(' http://127.0.0.1:48080 '), 'http://127.0.0.1:48080');
+    assert.equal(checkApiEndpoint('https://c.example/api/'), 'https://c.example/api');
+    assert.throws(() => checkApiEndpoint('c.example'), /is not a URL/);
+    assert.throws(() => checkApiEndpoint('ftp://c.example'), /must be an http/);
+  });
+});

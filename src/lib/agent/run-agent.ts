@@ -79,6 +79,15 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     if (err instanceof ConfigError) throw new SkiffError('usage', err.message);
     throw err;
   }
+  if (typeof config.apiEndpoint === 'string' && config.apiEndpoint.trim() !== '') {
+    // Checked before anything starts: a bad endpoint is a message and an exit, not an agent half up.
+    const { checkApiEndpoint } = await import('./cloud/client.js');
+    try {
+      config.apiEndpoint = checkApiEndpoint(config.apiEndpoint);
+    } catch (err) {
+      throw new SkiffError('usage', `${configFile}: ${(err as Error).message}`, { hint: 'fix apiEndpoint, or remove it to run in local mode' });
+    }
+  }
   if (options.listenPort !== undefined) config.listenPort = options.listenPort;
   if (options.developmentMode !== undefined) config.developmentMode = options.developmentMode;
   if (options.deviceType) config.deviceType = options.deviceType;

@@ -41,6 +41,21 @@ export interface CloudClient {
   registryToken(service: string | undefined, scope: string): Promise<RegistryTokenResponse>;
 }
 
+/**
+ * config.json's `apiEndpoint` checked: an http(s) URL, returned without a trailing slash.
+ * @throws Error naming the value when it is not one
+ */
+export function checkApiEndpoint(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value.trim());
+  } catch {
+    throw new Error(`apiEndpoint '${value}' is not a URL`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new Error(`apiEndpoint '${value}' must be an http:// or https:// URL`);
+  return url.href.replace(/\/+$/, '');
+}
+
 /** A client for `apiEndpoint` (e.g. `https://cloud.example.com`) as device `uuid` with its device key. */
 export function createCloudClient(apiEndpoint: string, uuid: string, deviceApiKey: string): CloudClient {
   const base = apiEndpoint.replace(/\/+$/, '');

@@ -232,6 +232,16 @@ describe('agent cloud: end to end with the real server', function () {
     }
   });
 
+  it('a new release downloads only the layer that changed, and replaces the rolled-back one', async () => {
+    const next = await deploy('v5');
+    for (const agent of agents.slice(0, 2)) {
+      await running(agent, next);
+      await deviceShows(agent, (d) => d.runningRelease === next && d.updateStatus === 'done' && d.rolledBackFrom === null, `the server to show ${agent.uuid.slice(0, 7)} running ${next}`);
+      assert.match(agent.output(), /Cloud: pulled main \(1 of 2 layers downloaded\)/, 'the base layer was there already');
+    }
+    commit = next;
+  });
+
   it('a revoked provisioning key is a clear line in the log, retried, never a crash', async () => {
     const key = await api<{ id: number; key: string }>('POST', `/fleets/${fleet}/provisioning-keys`, {});
     await api('DELETE', `/fleets/${fleet}/provisioning-keys/${key.id}`);

@@ -88,6 +88,8 @@ export function startCloud(o: CloudOptions): RunningCloud {
   let rolledBack = readJson<RolledBack>(store.getValue(KEY.rolledBack));
   let proxy: PullProxy | undefined;
   let etag: string | undefined;
+  /** The rolled-back target last said to be held back: said once, not on every poll that offers it. */
+  let toldRolledBack: string | undefined;
 
   const sleep = (ms: number): Promise<void> => new Promise((resolve) => {
     const t = setTimeout(done, ms);
@@ -148,7 +150,8 @@ export function startCloud(o: CloudOptions): RunningCloud {
       return;
     }
     if (rolledBack?.target === hash) {
-      if (phase.kind !== 'idle') log(`Cloud: release ${rolledBack.commit} was rolled back on this device (${rolledBack.reason}); keeping the previous release until the server offers another`, true);
+      if (toldRolledBack !== hash) log(`Cloud: release ${rolledBack.commit} was rolled back on this device (${rolledBack.reason}); keeping the previous release until the server offers another`, true);
+      toldRolledBack = hash;
       phase = { kind: 'idle' };
       etag = newEtag;
       return;

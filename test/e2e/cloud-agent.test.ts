@@ -242,6 +242,28 @@ describe('agent cloud: end to end with the real server', function () {
     commit = next;
   });
 
+  it('a newer target cancels a download in progress', async () => {
+    const [a, b] = agents;
+    assert.ok(a && b && server?.child.pid);
+    for (const agent of [a, b]) await api('PATCH', `/devices/${agent.uuid}`, { pinnedRelease: commit });
+    const big = await deploy('v6'); // the fleet's latest now, but both devices are pinned to the one they run
+    // The registry stops answering (SIGSTOP: not dead, so nobody restarts it): a pull now hangs.
+    const registryPid = execFileSync('pgrep', ['-P', String(server.child.pid)], { encoding: 'utf8' }).split('\n').map(Number)
+      .find((pid) => pid > 0 && readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'docker-registry');
+    assert.ok(registryPid, 'the server runs its registry as a child');
+    process.kill(registryPid, 'SIGSTOP');
+    try {
+      await api('PATCH', `/devices/${a.uuid}`, { pinnedRelease: null });
+      await deviceShows(a, (d) => d.updateStatus === 'downloading', `${a.uuid.slice(0, 7)} downloading ${big}`, 30_000);
+      await api('PATCH', `/devices/${a.uuid}`, { pinnedRelease: commit });
+      await eventually(async () => says(a, `Cloud: a newer target arrived while release ${big} downloaded; taking it instead`), 30_000, 'the download given up for the newer target');
+      await deviceShows(a, (d) => d.updateStatus === 'done' && d.runningRelease === commit, `${a.uuid.slice(0, 7)} back to ${commit}`, 30_000);
+      await running(a, commit);
+    } finally {
+      process.kill(registryPid, 'SIGCONT');
+    }
+  });
+
   it('a revoked provisioning key is a clear line in the log, retried, never a crash', async () => {
     const key = await api<{ id: number; key: string }>('POST', `/fleets/${fleet}/provisioning-keys`, {});
     await api('DELETE', `/fleets/${fleet}/provisioning-keys/${key.id}`);
@@ -259,6 +281,11 @@ describe('agent cloud: end to end with the real server', function () {
     assert.equal(before.match(/registration refused/g)?.length, 1, 'said once while it keeps failing the same way');
   });
 });
+
+/** Whether the agent printed this line. */
+function says(agent: TestAgent, line: string): boolean {
+  return agent.output().includes(line);
+}
 
 /** The app id the agent runs (from its local target state). */
 async function api0(agent: TestAgent): Promise<{ appId: number }> {

@@ -161,18 +161,39 @@ export function startCloud(o: CloudOptions): RunningCloud {
     const progress: Record<string, number> = {};
     phase = { kind: 'downloading', progress };
     proxy ??= await startPullProxy(client.apiEndpoint, client, (line) => log(`Cloud: ${line}`, true));
+    // A pull can take long; a newer target meanwhile cancels it (balena's rule), so a fix deployed
+    // over a huge broken release does not wait for it to download.
+    const pull = new AbortController();
+    const stopPull = (): void => pull.abort();
+    abort.signal.addEventListener('abort', stopPull, { once: true });
+    const watching = new AbortController();
+    const superseded = watchForNewer(hash, newEtag, watching.signal).then((newer) => {
+      if (newer) pull.abort();
+      return newer;
+    });
     try {
       await ensureImages(o.docker, converted.images, {
-        serverHosts, proxyHost: proxy.host, signal: abort.signal,
+        serverHosts, proxyHost: proxy.host, signal: pull.signal,
         onProgress: (image, percent) => {
           for (const s of image.services) progress[s] = percent;
         },
         onPulled: (image, layers) => log(`Cloud: pulled ${image.services.map((s) => s.split('/')[1]).join(', ')} (${layers.downloaded} of ${layers.total} layers downloaded)`),
       });
     } catch (err) {
+      watching.abort();
+      const newer = await superseded;
+      if (newer && !stopped) {
+        log(`Cloud: a newer target arrived while release ${commits} downloaded; taking it instead`);
+        return apply(newer.body, newer.etag);
+      }
       phase = { kind: 'rejected', reason: (err as Error).message };
       throw err;
+    } finally {
+      watching.abort();
+      abort.signal.removeEventListener('abort', stopPull);
     }
+    const newer = await superseded;
+    if (newer && !stopped) return apply(newer.body, newer.etag);
     try {
       await agent.setTarget(converted.json);
     } catch (err) {
@@ -189,6 +210,34 @@ export function startCloud(o: CloudOptions): RunningCloud {
     }
     phase = { kind: 'idle' };
     etag = newEtag;
+  };
+
+  /**
+   * While a target's images download: polls on, and resolves with a newer target that converts
+   * and differs (undefined once `signal` aborts). A poll that fails here is the main loop's to
+   * report; this one only looks.
+   */
+  const watchForNewer = async (hash: string, since: string | undefined, signal: AbortSignal): Promise<{ body: unknown; etag?: string } | undefined> => {
+    while (!signal.aborted) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, interval());
+        function done(): void {
+          clearTimeout(t);
+          signal.removeEventListener('abort', done);
+          resolve();
+        }
+        signal.addEventListener('abort', done, { once: true });
+      });
+      if (signal.aborted) return undefined;
+      const answer = await client.target(since).catch(() => undefined);
+      if (!answer?.changed || signal.aborted) continue;
+      try {
+        if (targetHash(convertTargetV3(answer.body, config.uuid, agent.ctx.deviceName).json) !== hash) return answer;
+      } catch {
+        // an invalid newer target does not stop a valid pull; the main loop refuses it after
+      }
+    }
+    return undefined;
   };
 
   const poll = async (): Promise<void> => {

@@ -197,11 +197,10 @@ export function startCloud(o: CloudOptions): RunningCloud {
     try {
       await agent.setTarget(converted.json);
     } catch (err) {
-      if (!(err instanceof InvalidTargetError)) throw err;
-      phase = { kind: 'rejected', reason: `invalid target state: ${err.message}` };
-      log(`Cloud: refused the target state (nothing changed): ${err.message}`, true);
-      etag = newEtag;
-      return;
+      // The target parsed above, so what the agent refuses here is an image gone since the pull
+      // (another agent on the engine pruned it, say): retried with backoff, the etag not taken.
+      phase = { kind: 'rejected', reason: (err as Error).message };
+      throw err;
     }
     store.setValue(KEY.lastSet, hash);
     if (rolledBack) {

@@ -280,6 +280,24 @@ describe('agent cloud: end to end with the real server', function () {
     assert.equal(saved.registered_at, undefined);
     assert.equal(before.match(/registration refused/g)?.length, 1, 'said once while it keeps failing the same way');
   });
+
+  it('a server that accepts and never answers holds nothing: the agent stops at once on SIGTERM', async () => {
+    assert.ok(server?.child.pid);
+    const config = await api<Record<string, unknown>>('POST', `/fleets/${fleet}/config`, { developmentMode: true });
+    const dataDir = scratchDir('skiff-cloud-agent-');
+    writeFileSync(path.join(dataDir, 'config.json'), JSON.stringify({ ...config, appUpdatePollInterval: 1000 }));
+    process.kill(server.child.pid, 'SIGSTOP'); // the kernel still accepts connections; nothing answers
+    try {
+      const agent = await startCloudAgent(dataDir);
+      await eventually(async () => says(agent, 'Cloud mode: server'), 15_000, 'cloud mode started (its registration now waits on the server)');
+      const started = Date.now();
+      await agent.kill(); // throws when the agent needed SIGKILL
+      agents.splice(agents.indexOf(agent), 1);
+      assert.ok(Date.now() - started < 10_000, `stopped in ${Date.now() - started} ms`);
+    } finally {
+      process.kill(server.child.pid, 'SIGCONT');
+    }
+  });
 });
 
 /** Whether the agent printed this line. */

@@ -75,13 +75,13 @@ export function startCloud(o: CloudOptions): RunningCloud {
   const { agent, store, config } = o;
   const random = o.random ?? Math.random;
   const log = (message: string, isError = false): void => agent.logs.system(message, isError);
-  const client: CloudClient = createCloudClient(config.apiEndpoint, config.uuid, config.deviceApiKey);
+  const abort = new AbortController();
+  const client: CloudClient = createCloudClient(config.apiEndpoint, config.uuid, config.deviceApiKey, abort.signal);
   const serverHosts = [new URL(client.apiEndpoint).host, ...(typeof config.registryEndpoint === 'string' ? [config.registryEndpoint.replace(/^[a-z]+:\/\//, '').replace(/\/.*$/, '')] : [])];
   const configInterval = typeof config.appUpdatePollInterval === 'number' ? config.appUpdatePollInterval : undefined;
   const interval = (): number => pollIntervalMs(agent.targetState.local.config as Record<string, string> | undefined, configInterval);
 
   let stopped = false;
-  const abort = new AbortController();
   let wakeSleep: (() => void) | undefined;
   let phase: CloudPhase = { kind: 'idle' };
   let apps = readJson<CloudApp[]>(store.getValue(KEY.apps)) ?? [];
@@ -120,7 +120,7 @@ export function startCloud(o: CloudOptions): RunningCloud {
         const written = recordRegistration(o.configFile, outcome.deviceId);
         Object.assign(config, { registered_at: written.registered_at, ...(outcome.deviceId !== undefined ? { deviceId: outcome.deviceId } : {}) });
         delete config.apiKey;
-        recovered('Server reachable');
+        recovered('Cloud: server reachable again');
         log(outcome.message);
         return;
       }

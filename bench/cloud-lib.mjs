@@ -15,12 +15,16 @@ import { freePort, sleep } from './agent-lib.mjs';
 /** PostgreSQL the benches use, as a URL with the skiff role's credentials. */
 export const BENCH_POSTGRES = process.env.SKIFF_BENCH_POSTGRES || 'postgres://skiff:skiff@127.0.0.1:5432/postgres';
 
-/** Builds dist/ when it has no `server` command (a checkout from before the server, or never built). */
-export function ensureServerBuilt() {
-  if (existsSync(join(REPO_ROOT, 'dist', 'commands', 'server.js'))) return;
-  log('dist/commands/server.js is missing: building skiff (npm run prepare-cli)');
+/**
+ * Builds dist/ (npm run prepare-cli) when it lacks one of `commands` (file names under
+ * dist/commands, e.g. `server.js`, `fleet/create.js`): a checkout built before the cloud, or never.
+ */
+export function ensureCommandsBuilt(commands = ['server.js']) {
+  const missing = () => commands.filter((c) => !existsSync(join(REPO_ROOT, 'dist', 'commands', c)));
+  if (missing().length === 0) return;
+  log(`dist/commands lacks ${missing().join(', ')}: building skiff (npm run prepare-cli)`);
   sh('npm', ['run', 'prepare-cli'], { cwd: REPO_ROOT });
-  if (!existsSync(join(REPO_ROOT, 'dist', 'commands', 'server.js'))) throw new Error('this checkout has no `skiff server` command (src/commands/server.ts)');
+  if (missing().length > 0) throw new Error(`this checkout has no ${missing().map((c) => `dist/commands/${c}`).join(', ')} (is the command merged?)`);
 }
 
 function psql(sql) {
@@ -54,16 +58,18 @@ export function checkDatabaseOption(value) {
 /**
  * Starts `skiff server` (the Node process itself, so its pid is the server's) on a free loopback
  * port in a temp data dir, with an admin user, and waits until `GET /ping` answers 200.
- * `database`: see checkDatabaseOption. Resolves { url, pid, child, dataDir, email, password,
- * database, readyMs, output(), stop() }; register stop() with withCleanup's onCleanup.
+ * `database`: see checkDatabaseOption; `dataDir`: start on a data dir an earlier startServer made
+ * (a restart). Resolves { url, pid, child, dataDir, email, password, database, readyMs, output(),
+ * stop({ keepData }) }; register stop() with withCleanup's onCleanup (keepData: leave the data
+ * dir and database for a restart).
  */
-export async function startServer({ database = 'sqlite', args = [], env = {}, label = 'server' } = {}) {
-  ensureServerBuilt();
-  const dataDir = mkdtempSync(join(tmpdir(), 'skiff-bench-server-'));
+export async function startServer({ database = 'sqlite', args = [], env = {}, label = 'server', dataDir: reuse } = {}) {
+  ensureCommandsBuilt();
+  const dataDir = reuse ?? mkdtempSync(join(tmpdir(), 'skiff-bench-server-'));
   const email = 'bench@skiff.invalid';
-  const password = randomBytes(12).toString('hex');
   const passwordFile = join(dataDir, 'admin-password');
-  writeFileSync(passwordFile, `${password}\n`, { mode: 0o600 });
+  if (!reuse) writeFileSync(passwordFile, `${randomBytes(12).toString('hex')}\n`, { mode: 0o600 });
+  const password = readFileSync(passwordFile, 'utf8').trim();
   let db;
   if (database === 'postgres') db = makePostgresDatabase();
   const databaseUrl = db?.url ?? (database === 'sqlite' ? undefined : database);
@@ -82,13 +88,14 @@ export async function startServer({ database = 'sqlite', args = [], env = {}, la
   let exited = null;
   child.on('exit', (code, signal) => { exited = { code, signal }; });
   const url = `http://127.0.0.1:${port}`;
-  const stop = async () => {
+  const stop = async ({ keepData = false } = {}) => {
     if (!exited) {
       child.kill('SIGTERM');
       const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
       await new Promise((r) => (exited ? r() : child.once('exit', r)));
       clearTimeout(killer);
     }
+    if (keepData) return;
     try { db?.drop(); } catch (err) { log(`dropping ${db.name}: ${err.message}`); }
     rmSync(dataDir, { recursive: true, force: true });
   };

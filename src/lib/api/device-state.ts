@@ -148,7 +148,7 @@ export const DeviceReportV3 = Type.Object({
 export type DeviceReportV3 = Static<typeof DeviceReportV3>;
 
 /** `PATCH /device/v3/state`: keyed by the reporting device's uuid (only its own). */
-export const StateReportV3 = Type.Record(Uuid, DeviceReportV3, { minProperties: 1, maxProperties: 1 });
+export const StateReportV3 = Type.Record(Uuid, DeviceReportV3, { minProperties: 1, maxProperties: 1, additionalProperties: false });
 export type StateReportV3 = Static<typeof StateReportV3>;
 
 /**

@@ -253,7 +253,8 @@ export const Variable = Type.Object({
 });
 export type Variable = Static<typeof Variable>;
 
-export const SetVariableRequest = Type.Intersect([VariableScope, Type.Object({ name: VariableName, value: Type.String({ maxLength: 100_000 }) })]);
+// Composite, not Intersect: an allOf whose parts each forbid additional properties refuses every body.
+export const SetVariableRequest = Type.Composite([VariableScope, Type.Object({ name: VariableName, value: Type.String({ maxLength: 100_000 }) })], { additionalProperties: false });
 export type SetVariableRequest = Static<typeof SetVariableRequest>;
 
 export const TagScope = Type.Object({
@@ -266,5 +267,5 @@ export type TagScope = Static<typeof TagScope>;
 export const Tag = Type.Object({ key: Type.String(), value: Type.String(), fleet: Nullable(Type.String()), device: Nullable(Type.String()), release: Nullable(Type.String()) });
 export type Tag = Static<typeof Tag>;
 
-export const SetTagRequest = Type.Intersect([TagScope, Type.Object({ key: Type.String({ minLength: 1, maxLength: 100, pattern: '^\\S+$' }), value: Type.String({ maxLength: 1000 }) })]);
+export const SetTagRequest = Type.Composite([TagScope, Type.Object({ key: Type.String({ minLength: 1, maxLength: 100, pattern: '^\\S+$' }), value: Type.String({ maxLength: 1000 }) })], { additionalProperties: false });
 export type SetTagRequest = Static<typeof SetTagRequest>;

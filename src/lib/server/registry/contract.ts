@@ -48,6 +48,8 @@ export interface RegistryOptions {
 export interface RunningRegistry {
   /** The loopback URL of the distribution process, e.g. `http://127.0.0.1:39211`. */
   readonly url: string;
+  /** The `service` (and issuer) its tokens name, from RegistryOptions: the token endpoint refuses a request for another. */
+  readonly service: string;
   /** Signs a token for `principal` with these already-checked grants (JWT, RS256/ES256). Lifetime in seconds. */
   issueToken(principal: RegistryPrincipal, grants: Array<{ repository: string; actions: RegistryAction[] }>, lifetimeSeconds?: number): Promise<string>;
   /**

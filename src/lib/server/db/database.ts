@@ -1,0 +1,115 @@
+/**
+ * Opens the server's database: SQLite (a file in the data dir, the default) or PostgreSQL
+ * (`--database postgres://…`), behind one Kysely instance with the typed tables of schema.ts, and
+ * runs the migrations. Drivers are imported here, on demand, so a start loads only the one it uses.
+ */
+import path from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { Kysely, type Dialect as KyselyDialect } from 'kysely';
+import { Migrator } from 'kysely/migration';
+import type { Database } from './schema.js';
+import { migrationProvider } from './migrations.js';
+import { SkiffError } from '../../errors/errors.js';
+
+export type Dialect = 'sqlite' | 'postgres';
+
+export interface OpenedDatabase {
+  db: Kysely<Database>;
+  dialect: Dialect;
+  /** Where it is, without a password: the SQLite file, or `postgres://host:port/name`. */
+  where: string;
+  close(): Promise<void>;
+}
+
+export interface OpenDatabaseOptions {
+  /** The server's data dir: the SQLite file is `<dataDir>/skiff.db`. */
+  dataDir: string;
+  /** `postgres://…` / `postgresql://…`, or undefined for SQLite. */
+  url?: string;
+  /** One line per event the operator should see (e.g. a lost PostgreSQL connection). */
+  log: (line: string) => void;
+}
+
+/**
+ * Opens and migrates the database. Throws a SkiffError('usage') for a URL it does not understand
+ * and ('serverUnreachable') when PostgreSQL does not answer.
+ */
+export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenedDatabase> {
+  const opened = options.url === undefined ? await openSqlite(options.dataDir) : await openPostgres(options.url, options.log);
+  try {
+    const migrator = new Migrator({ db: opened.db, provider: migrationProvider(opened.dialect) });
+    const { error, results } = await migrator.migrateToLatest();
+    if (error) throw error;
+    for (const r of results ?? []) if (r.status === 'Error') throw new Error(`migration ${r.migrationName} failed`);
+  } catch (err) {
+    await opened.close();
+    if (isDatabaseUnavailable(err)) throw new SkiffError('serverUnreachable', `the database at ${opened.where} does not answer`, { cause: err });
+    throw err;
+  }
+  return opened;
+}
+
+async function openSqlite(dataDir: string): Promise<OpenedDatabase> {
+  const { default: SqliteDatabase } = await import('better-sqlite3');
+  const { SqliteDialect } = await import('kysely');
+  mkdirSync(dataDir, { recursive: true });
+  const file = path.join(dataDir, 'skiff.db');
+  const sqlite = new SqliteDatabase(file);
+  // WAL lets readers run beside the one writer; busy_timeout waits for a lock instead of failing;
+  // synchronous=NORMAL is durable across a process kill in WAL mode (only power loss can lose the last commit).
+  sqlite.pragma('journal_mode = WAL');
+  sqlite.pragma('busy_timeout = 5000');
+  sqlite.pragma('foreign_keys = ON');
+  sqlite.pragma('synchronous = NORMAL');
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) as KyselyDialect });
+  return { db, dialect: 'sqlite', where: file, close: () => db.destroy() };
+}
+
+async function openPostgres(url: string, log: (line: string) => void): Promise<OpenedDatabase> {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new SkiffError('usage', `--database '${url}' is not a URL`, { hint: 'use postgres://USER:PASSWORD@HOST:PORT/NAME' });
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new SkiffError('usage', `--database takes a postgres:// URL, not ${parsed.protocol}//`, { hint: 'leave --database out to use SQLite in the data dir' });
+  }
+  const { default: pg } = await import('pg');
+  const { PostgresDialect } = await import('kysely');
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 10,
+    connectionTimeoutMillis: 5000,
+    // int8 (bigint columns: sizes, memory) as numbers: every value we keep fits in 2^53.
+    types: { getTypeParser: ((oid: number, format?: 'text' | 'binary') => (oid === 20 ? Number : pg.types.getTypeParser(oid, format ?? 'text'))) as typeof pg.types.getTypeParser },
+  });
+  // An idle connection that PostgreSQL drops (a restart) errors on the pool: without a listener
+  // that would end the process. The next query opens a new connection.
+  pool.on('error', (err) => log(`PostgreSQL connection lost: ${err.message}`));
+  const where = `postgres://${parsed.host}${parsed.pathname}`;
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return { db, dialect: 'postgres', where, close: () => db.destroy() };
+}
+
+const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006', '53300']);
+
+/**
+ * True when `err` means the database cannot be reached now (PostgreSQL restarting, the network
+ * down, too many connections), as opposed to a query the database refused: the former is a 503.
+ */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e && typeof e === 'object' && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && UNAVAILABLE_CODES.has(code)) return true;
+    const message = (e as { message?: unknown }).message;
+    if (typeof message === 'string' && /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(message)) return true;
+  }
+  return false;
+}
+
+/** True when `err` is a unique-constraint violation (SQLite or PostgreSQL). */
+export function isUniqueViolation(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
+}

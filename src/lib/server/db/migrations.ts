@@ -1,0 +1,145 @@
+/**
+ * Versioned migrations, defined in code so the binary needs no migration files on disk. They run
+ * at every start through Kysely's Migrator, which holds a lock while it migrates (on PostgreSQL an
+ * advisory lock: two replicas starting at once migrate once). Never edit a published migration;
+ * add the next one.
+ */
+import { sql, type Kysely, type CreateTableBuilder } from 'kysely';
+import type { Migration, MigrationProvider } from 'kysely/migration';
+import type { Dialect } from './database.js';
+
+// Migrations see the database before and after their own change, never the app's current types.
+type AnyDb = Kysely<unknown>;
+
+function idColumn<T extends string>(dialect: Dialect, table: CreateTableBuilder<T, never>): CreateTableBuilder<T, 'id'> {
+  return dialect === 'postgres'
+    ? table.addColumn('id', 'serial', (c) => c.primaryKey())
+    : table.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
+}
+
+function initial(dialect: Dialect): Migration {
+  return {
+    async up(db: AnyDb) {
+      await idColumn(dialect, db.schema.createTable('users'))
+        .addColumn('email', 'text', (c) => c.notNull().unique())
+        .addColumn('password_hash', 'text', (c) => c.notNull())
+        .addColumn('is_admin', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+      await idColumn(dialect, db.schema.createTable('sessions'))
+        .addColumn('user_id', 'integer', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'text', (c) => c.notNull())
+        .execute();
+      await idColumn(dialect, db.schema.createTable('api_keys'))
+        .addColumn('user_id', 'integer', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('description', 'text')
+        .addColumn('key_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'text')
+        .addColumn('last_used_at', 'text')
+        .addColumn('revoked_at', 'text')
+        .execute();
+      await idColumn(dialect, db.schema.createTable('fleets'))
+        .addColumn('uuid', 'text', (c) => c.notNull().unique())
+        .addColumn('owner_id', 'integer', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('device_type', 'text', (c) => c.notNull())
+        .addColumn('pinned_release_id', 'integer')
+        .addColumn('state_version', 'integer', (c) => c.notNull().defaultTo(1))
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addUniqueConstraint('fleets_owner_name', ['owner_id', 'name'])
+        .execute();
+      await idColumn(dialect, db.schema.createTable('provisioning_keys'))
+        .addColumn('fleet_id', 'integer', (c) => c.notNull().references('fleets.id').onDelete('cascade'))
+        .addColumn('name', 'text')
+        .addColumn('key_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'text')
+        .addColumn('revoked_at', 'text')
+        .execute();
+      await idColumn(dialect, db.schema.createTable('releases'))
+        .addColumn('fleet_id', 'integer', (c) => c.notNull().references('fleets.id').onDelete('cascade'))
+        .addColumn('commit', 'text', (c) => c.notNull().unique())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('is_final', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('is_invalidated', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('semver', 'text')
+        .addColumn('notes', 'text')
+        .addColumn('composition', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('releases_fleet').on('releases').columns(['fleet_id', 'id']).execute();
+      await idColumn(dialect, db.schema.createTable('release_images'))
+        .addColumn('release_id', 'integer', (c) => c.notNull().references('releases.id').onDelete('cascade'))
+        .addColumn('service', 'text', (c) => c.notNull())
+        .addColumn('repository', 'text', (c) => c.notNull())
+        .addColumn('digest', 'text')
+        .addColumn('size', 'bigint')
+        .addUniqueConstraint('release_images_service', ['release_id', 'service'])
+        .execute();
+      await idColumn(dialect, db.schema.createTable('devices'))
+        .addColumn('uuid', 'text', (c) => c.notNull().unique())
+        .addColumn('key_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('fleet_id', 'integer', (c) => c.notNull().references('fleets.id').onDelete('cascade'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('device_type', 'text', (c) => c.notNull())
+        .addColumn('pinned_release_id', 'integer', (c) => c.references('releases.id').onDelete('set null'))
+        .addColumn('state_version', 'integer', (c) => c.notNull().defaultTo(1))
+        .addColumn('last_seen', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('status', 'text')
+        .addColumn('os_version', 'text')
+        .addColumn('os_variant', 'text')
+        .addColumn('supervisor_version', 'text')
+        .addColumn('ip_address', 'text')
+        .addColumn('mac_address', 'text')
+        .addColumn('api_port', 'integer')
+        .addColumn('provisioning_state', 'text')
+        .addColumn('running_release', 'text')
+        .addColumn('update_status', 'text')
+        .addColumn('update_error', 'text')
+        .addColumn('rolled_back_from', 'text')
+        .addColumn('services', 'text', (c) => c.notNull().defaultTo('[]'))
+        .addColumn('memory_usage', 'bigint')
+        .addColumn('memory_total', 'bigint')
+        .addColumn('storage_usage', 'bigint')
+        .addColumn('storage_total', 'bigint')
+        .addColumn('cpu_usage', 'integer')
+        .addColumn('cpu_temp', 'integer')
+        .execute();
+      await db.schema.createIndex('devices_fleet').on('devices').column('fleet_id').execute();
+      await idColumn(dialect, db.schema.createTable('variables'))
+        .addColumn('fleet_id', 'integer', (c) => c.references('fleets.id').onDelete('cascade'))
+        .addColumn('device_id', 'integer', (c) => c.references('devices.id').onDelete('cascade'))
+        .addColumn('service', 'text', (c) => c.notNull().defaultTo(''))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('value', 'text', (c) => c.notNull())
+        .execute();
+      // One value per scope and name: partial indexes, since a NULL never collides in a unique index.
+      await db.schema.createIndex('variables_fleet').on('variables').columns(['fleet_id', 'service', 'name']).unique().where(sql.ref('device_id'), 'is', null).execute();
+      await db.schema.createIndex('variables_device').on('variables').columns(['device_id', 'service', 'name']).unique().where(sql.ref('fleet_id'), 'is', null).execute();
+      await idColumn(dialect, db.schema.createTable('tags'))
+        .addColumn('fleet_id', 'integer', (c) => c.references('fleets.id').onDelete('cascade'))
+        .addColumn('device_id', 'integer', (c) => c.references('devices.id').onDelete('cascade'))
+        .addColumn('release_id', 'integer', (c) => c.references('releases.id').onDelete('cascade'))
+        .addColumn('key', 'text', (c) => c.notNull())
+        .addColumn('value', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('tags_fleet').on('tags').columns(['fleet_id', 'key']).unique().where(sql.ref('fleet_id'), 'is not', null).execute();
+      await db.schema.createIndex('tags_device').on('tags').columns(['device_id', 'key']).unique().where(sql.ref('device_id'), 'is not', null).execute();
+      await db.schema.createIndex('tags_release').on('tags').columns(['release_id', 'key']).unique().where(sql.ref('release_id'), 'is not', null).execute();
+    },
+  };
+}
+
+/** The migrations for `dialect`, by name in the order they run. */
+export function migrationProvider(dialect: Dialect): MigrationProvider {
+  return {
+    getMigrations: () => Promise.resolve({
+      '0001_initial': initial(dialect),
+    }),
+  };
+}

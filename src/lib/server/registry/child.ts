@@ -1,0 +1,217 @@
+/**
+ * The distribution process: started on loopback with our config, watched, restarted with capped
+ * backoff when it dies, stopped with SIGTERM then SIGKILL. Its output goes to the log line by line,
+ * prefixed `[registry]`.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { SkiffError } from '../../errors/errors.js';
+
+/** Debian's package installs distribution 2.8 under this name. */
+export const REGISTRY_BINARY = 'docker-registry';
+
+/** Backoff after an exit: 500 ms doubling to 30 s; a child that ran a minute starts the count again. */
+const BACKOFF_FIRST_MS = 500;
+const BACKOFF_CAP_MS = 30_000;
+const STABLE_MS = 60_000;
+/** How long a (re)started child may take to answer `/v2/`. */
+const READY_TIMEOUT_MS = 20_000;
+/** SIGTERM, then SIGKILL after this long. */
+const STOP_GRACE_MS = 10_000;
+
+/** A free TCP port on loopback (the OS picks it; the child binds it a moment later). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** True once `GET /v2/` answers at all (401 under token auth is an answer). */
+function answers(url: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.get(`${url}/v2/`, { timeout: 1000, agent: false }, (res) => {
+      res.resume();
+      resolve(true);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+  });
+}
+
+/** The child's environment: REGISTRY_HTTP_* or REGISTRY_AUTH_* would override the sections we own (other REGISTRY_* variables, e.g. S3 secrets, pass). */
+function childEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^REGISTRY_(HTTP|AUTH)(_|$)/.test(k)));
+}
+
+/**
+ * A child left running by a server that was killed (SIGKILL gives it no chance to stop it) still
+ * holds the storage: end it before starting ours. Only a process whose command line names our
+ * config file is touched.
+ */
+async function endStaleChild(pidFile: string, configFile: string): Promise<void> {
+  if (!existsSync(pidFile)) return;
+  const pid = Number(readFileSync(pidFile, 'utf8').trim());
+  rmSync(pidFile, { force: true });
+  if (!Number.isInteger(pid) || pid <= 1) return;
+  let cmdline: string;
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return;
+  }
+  if (!cmdline.includes(REGISTRY_BINARY) || !cmdline.includes(configFile)) return;
+  process.kill(pid, 'SIGKILL');
+  const deadline = Date.now() + 5000;
+  while (existsSync(`/proc/${pid}`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}
+
+export interface SupervisorOptions {
+  configFile: string;
+  dataDir: string;
+  /** Writes the config for a port (called again when the port must change). */
+  writeConfig: (port: number) => Promise<void>;
+  log: (line: string) => void;
+}
+
+/** Runs and watches one distribution child. `url` follows the child when a restart needs a new port. */
+export class RegistrySupervisor {
+  private child: ChildProcess | undefined;
+  private port = 0;
+  private stopping = false;
+  private failures = 0;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private startedAt = 0;
+  /** The last lines the child wrote, for the error when it will not start. */
+  private lastLines: string[] = [];
+  private exited: Promise<void> = Promise.resolve();
+
+  constructor(private readonly options: SupervisorOptions) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** Process id of the running child (tests use it to kill it), or undefined between runs. */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  private get pidFile(): string {
+    return path.join(this.options.dataDir, 'registry.pid');
+  }
+
+  /**
+   * Starts the child and resolves once it answers. Throws SkiffError when the binary is missing or
+   * the child exits (or does not answer) before it is ready.
+   */
+  async start(): Promise<void> {
+    await endStaleChild(this.pidFile, this.options.configFile);
+    this.port = await freePort();
+    await this.options.writeConfig(this.port);
+    const ready = await this.runOnce();
+    if (ready !== 'ready') {
+      this.stopping = true;
+      this.child?.kill('SIGKILL');
+      await this.exited;
+      const missing = ready === 'missing';
+      throw new SkiffError('error', missing ? `cannot run ${REGISTRY_BINARY}: it is not installed` : `the registry did not start (${ready})`, {
+        hint: missing ? 'install it with: apt-get install docker-registry' : undefined,
+        details: this.lastLines.slice(-10),
+      });
+    }
+  }
+
+  /** Spawns the child and waits until it answers, exits, or the timeout passes. */
+  private async runOnce(): Promise<'ready' | 'missing' | string> {
+    this.lastLines = [];
+    const child = spawn(REGISTRY_BINARY, ['serve', this.options.configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
+    this.child = child;
+    this.startedAt = Date.now();
+    let exitNote: string | undefined;
+    let spawnError: NodeJS.ErrnoException | undefined;
+    this.exited = new Promise<void>((resolve) => {
+      // A spawn that fails emits 'error' and maybe no 'exit': either one ends this run, once.
+      const ended = (note: string): void => {
+        if (exitNote !== undefined) return;
+        exitNote = note;
+        resolve();
+        this.onExit(child, note);
+      };
+      child.once('error', (err: NodeJS.ErrnoException) => {
+        spawnError = err;
+        ended(`could not run: ${err.message}`);
+      });
+      child.once('exit', (code, signal) => ended(signal ? `exited with signal ${signal}` : `exited with code ${code}`));
+    });
+    if (child.pid !== undefined) writeFileSync(this.pidFile, `${child.pid}\n`);
+    for (const stream of [child.stdout, child.stderr]) {
+      if (!stream) continue;
+      createInterface({ input: stream }).on('line', (line) => {
+        this.lastLines = [...this.lastLines.slice(-19), line];
+        this.options.log(`[registry] ${line}`);
+      });
+    }
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      if (exitNote !== undefined) return spawnError?.code === 'ENOENT' ? 'missing' : exitNote;
+      if (await answers(this.url)) return 'ready';
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return `no answer on ${this.url} after ${READY_TIMEOUT_MS / 1000} s`;
+  }
+
+  private onExit(child: ChildProcess, what: string): void {
+    if (child !== this.child) return;
+    this.child = undefined;
+    if (this.stopping) return;
+    if (Date.now() - this.startedAt > STABLE_MS) this.failures = 0;
+    const delay = Math.min(BACKOFF_FIRST_MS * 2 ** this.failures, BACKOFF_CAP_MS);
+    this.failures += 1;
+    this.options.log(`[registry] ${what}; restarting in ${delay} ms`);
+    this.restartTimer = setTimeout(() => void this.restart(), delay);
+  }
+
+  private async restart(): Promise<void> {
+    this.restartTimer = undefined;
+    if (this.stopping) return;
+    const result = await this.runOnce();
+    if (this.stopping) return;
+    if (result === 'ready') {
+      this.options.log('[registry] running again');
+      return;
+    }
+    // A child that never answered may have lost its port to another process: take a new one next time.
+    if (this.child) this.child.kill('SIGKILL');
+    else this.options.log(`[registry] did not start: ${result}`);
+    try {
+      this.port = await freePort();
+      await this.options.writeConfig(this.port);
+    } catch (err) {
+      this.options.log(`[registry] cannot write its config: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  /** Stops the child: SIGTERM, then SIGKILL after 10 s. No restart follows. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    const child = this.child;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      const killTimer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+      child.kill('SIGTERM');
+      await this.exited;
+      clearTimeout(killTimer);
+    }
+    rmSync(this.pidFile, { force: true });
+  }
+}

@@ -1,0 +1,167 @@
+/**
+ * The registry's routes on the server's own port: `/v2/*`, a streaming reverse proxy to the
+ * distribution child (one port to open; blobs of gigabytes pass as streams both ways), and
+ * `GET /auth/v1/token`, distribution's token endpoint (`docs/spec/auth/token.md`).
+ */
+import http from 'node:http';
+import { pipeline } from 'node:stream';
+import { Type } from '@sinclair/typebox';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { RegistryTokenResponse } from '../../api/device-state.js';
+import { ApiError } from '../../api/resources.js';
+import type { RegistryAccessCheck, RegistryAction, RegistryAuthenticate, RunningRegistry } from './contract.js';
+import { grantableActions, mergeGrants, parseScopes } from './scope.js';
+import { DEFAULT_TOKEN_LIFETIME } from './token.js';
+
+/** Path of the token endpoint (ENDPOINTS.registryToken); the realm the proxy announces. */
+export const TOKEN_PATH = '/auth/v1/token';
+
+/** A token request asking for more is refused: each scope costs an access check. */
+const MAX_SCOPES = 64;
+
+/** Headers of one hop only (RFC 9110 §7.6.1): never forwarded. Node frames the body itself. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+
+/** `rawHeaders` (name, value, name, value…) without hop-by-hop ones, each value passed through `map`. */
+function forwardHeaders(raw: readonly string[], map: (name: string, value: string) => string = (_n, v) => v): string[] {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i] ?? '';
+    const value = raw[i + 1] ?? '';
+    if (HOP_BY_HOP.has(name.toLowerCase())) continue;
+    out.push(name, map(name.toLowerCase(), value));
+  }
+  return out;
+}
+
+/** `<scheme>://<Host>/auth/v1/token` as the client reached this server (behind a proxy, Fastify's trustProxy decides the scheme). */
+export function publicRealm(request: FastifyRequest): string {
+  const host = request.headers.host ?? request.hostname;
+  return `${request.protocol}://${host}${TOKEN_PATH}`;
+}
+
+/** Replaces the realm of a `WWW-Authenticate: Bearer …` challenge, leaving service and scope as they are. */
+export function rewriteRealm(challenge: string, realm: string): string {
+  return challenge.replace(/realm="[^"]*"/i, `realm="${realm}"`);
+}
+
+/** An absolute Location into the child (it should be relative: `http.relativeurls`) made relative, so it never leaks the loopback URL. */
+function relativeLocation(location: string, childUrl: string): string {
+  return location.startsWith(childUrl) ? location.slice(childUrl.length) || '/' : location;
+}
+
+/** distribution's error body (`docs/spec/api.md` "Errors"), which docker prints. */
+function registryError(code: string, message: string): string {
+  return JSON.stringify({ errors: [{ code, message, detail: null }] });
+}
+
+function proxy(registry: RunningRegistry, agent: http.Agent, request: FastifyRequest, reply: FastifyReply): void {
+  // From here on the response is ours to write: Fastify must neither serialise nor end it.
+  reply.hijack();
+  const req = request.raw;
+  const res = reply.raw;
+  const childUrl = registry.url;
+  const target = new URL(req.url ?? '/', childUrl);
+  const upstream = http.request(target, { method: req.method, headers: forwardHeaders(req.rawHeaders), agent });
+  upstream.on('response', (answer) => {
+    const realm = publicRealm(request);
+    const headers = forwardHeaders(answer.rawHeaders, (name, value) => {
+      if (name === 'www-authenticate') return rewriteRealm(value, realm);
+      if (name === 'location') return relativeLocation(value, childUrl);
+      return value;
+    });
+    res.writeHead(answer.statusCode ?? 502, answer.statusMessage, headers);
+    pipeline(answer, res, () => {
+      // A client gone mid-download: pipeline already destroyed both ends.
+    });
+  });
+  upstream.on('error', (err) => {
+    if (!res.headersSent) {
+      // The child is restarting (or gone): a 503 docker retries, not a hang.
+      const body = registryError('UNAVAILABLE', `the registry is not answering: ${err.message}`);
+      res.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'retry-after': '2' });
+      res.end(body);
+    } else {
+      res.destroy(err);
+    }
+  });
+  pipeline(req, upstream, (err) => {
+    if (err) upstream.destroy(err);
+  });
+}
+
+/** `scope` as the query gave it: absent, once (a string) or repeated (an array). */
+function scopeValues(value: unknown): string[] | undefined {
+  if (value === undefined) return [];
+  if (typeof value === 'string') return [value];
+  if (Array.isArray(value) && value.every((v): v is string => typeof v === 'string')) return value;
+  return undefined;
+}
+
+const TokenQuery = Type.Object({
+  service: Type.Optional(Type.String({ description: 'The registry service the token is for; must be this server\'s.' })),
+  scope: Type.Optional(Type.Unknown({ description: 'repository:<fleet uuid>/<service>:pull[,push]; repeated for several, or space-separated.' })),
+  account: Type.Optional(Type.String({ description: 'Ignored: the credentials say who asks.' })),
+});
+
+function apiError(reply: FastifyReply, statusCode: number, error: string, message: string, field?: string): FastifyReply {
+  return reply.code(statusCode).send({ statusCode, error, message, ...(field ? { field } : {}) });
+}
+
+/**
+ * Mounts `/v2/*` and the token endpoint (see contract.ts RegisterRegistryRoutes). Inside its own
+ * plugin scope the proxy has no body parser at all, so request bodies stay unread streams there
+ * (and no body limit applies to them) while the rest of the app parses JSON as usual.
+ */
+export function registerRoutes(app: FastifyInstance, registry: RunningRegistry, deps: { authenticate: RegistryAuthenticate; access: RegistryAccessCheck }): void {
+  const agent = new http.Agent({ keepAlive: true });
+  app.addHook('onClose', async () => agent.destroy());
+
+  void app.register(async (scope) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
+    const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => proxy(registry, agent, request, reply);
+    const methods = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'];
+    scope.route({ method: methods, url: '/v2/', handler });
+    scope.route({ method: methods, url: '/v2/*', handler });
+  });
+
+  app.get(
+    TOKEN_PATH,
+    {
+      schema: {
+        summary: "Distribution's token endpoint: a registry token for the scopes the caller may use",
+        querystring: TokenQuery,
+        response: { 200: RegistryTokenResponse, 400: ApiError, 401: ApiError },
+      },
+    },
+    async (request, reply) => {
+      const query = request.query as Record<string, unknown>;
+      const service = query['service'];
+      if (typeof service === 'string' && service !== registry.service) return apiError(reply, 400, 'Bad Request', `this server issues tokens for service '${registry.service}', not '${service}'`, 'service');
+      const values = scopeValues(query['scope']);
+      if (values === undefined) return apiError(reply, 400, 'Bad Request', 'scope must be a string', 'scope');
+      const scopes = parseScopes(values);
+      if (typeof scopes === 'string') return apiError(reply, 400, 'Bad Request', scopes, 'scope');
+      if (scopes.length > MAX_SCOPES) return apiError(reply, 400, 'Bad Request', `at most ${MAX_SCOPES} scopes per token request`, 'scope');
+
+      const principal = await deps.authenticate(request);
+      if (!principal) {
+        void reply.header('www-authenticate', 'Basic realm="skiff registry"');
+        return apiError(reply, 401, 'Unauthorized', 'wrong credentials for the registry');
+      }
+      const grants: Array<{ repository: string; actions: RegistryAction[] }> = [];
+      for (const s of scopes) {
+        const asked = grantableActions(s);
+        if (asked.length === 0) continue;
+        // Unknown repositories and denied actions are left out, never an error (docs/spec/auth/token.md).
+        const allowed = await deps.access(principal, s.name, asked);
+        grants.push({ repository: s.name, actions: asked.filter((a) => allowed.includes(a)) });
+      }
+      const issuedAt = new Date();
+      const token = await registry.issueToken(principal, mergeGrants(grants), DEFAULT_TOKEN_LIFETIME);
+      void reply.header('cache-control', 'no-store');
+      return { token, access_token: token, expires_in: DEFAULT_TOKEN_LIFETIME, issued_at: issuedAt.toISOString() };
+    },
+  );
+}

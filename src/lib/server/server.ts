@@ -1,0 +1,155 @@
+/**
+ * `skiff server`: opens the database (migrating it), makes the first admin when asked, starts the
+ * registry, and serves the API on one port. Heavy modules (Fastify, the database drivers) are
+ * imported on demand so a start stays well under 2 s.
+ */
+import { mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { SkiffError } from '../errors/errors.js';
+import type { RunningRegistry } from './registry/contract.js';
+import type { ServiceContext } from './services/context.js';
+
+export interface ServerOptions {
+  /** Where the SQLite file, the registry's storage and keys live. */
+  dataDir: string;
+  port: number;
+  host: string;
+  /** `postgres://…`; undefined: SQLite in the data dir. */
+  database?: string;
+  /** With `adminPasswordFile`: the first admin, made when there is no user yet. */
+  adminEmail?: string;
+  adminPasswordFile?: string;
+  /** PEM files: with both, the server speaks HTTPS. */
+  cert?: string;
+  key?: string;
+  /** distribution's YAML to merge into the registry's config (storage: s3, …). */
+  registryConfig?: string;
+  /** An external registry (several replicas share one); its token auth trusts `<dataDir>/registry`'s key. */
+  registryUrl?: string;
+  /** The URL devices and the CLI reach this server at; default from host, port and TLS. */
+  publicUrl?: string;
+  /** Requests per minute and client address on login and register. */
+  rateLimits?: { login: number; register: number };
+  /** Largest request body, bytes (default 1 MiB; the registry's upload routes stream). */
+  bodyLimit?: number;
+  log: (line: string) => void;
+}
+
+export interface RunningServer {
+  /** Where it listens, e.g. `http://127.0.0.1:48080`. */
+  readonly url: string;
+  readonly publicUrl: string;
+  /** Stops accepting requests, writes pending last-seen times, stops the registry, closes the database. */
+  stop(): Promise<void>;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+function readPem(file: string, flag: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new SkiffError('usage', `cannot read ${flag} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+/** Starts the server. Throws SkiffError for bad options, a database that does not answer, or a port in use. */
+export async function startServer(options: ServerOptions): Promise<RunningServer> {
+  if ((options.cert === undefined) !== (options.key === undefined)) throw new SkiffError('usage', '--cert and --key go together', { hint: 'give both PEM files, or neither for plain HTTP' });
+  const https = options.cert !== undefined && options.key !== undefined ? { cert: readPem(options.cert, '--cert'), key: readPem(options.key, '--key') } : undefined;
+  const dataDir = path.resolve(options.dataDir);
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const scheme = https ? 'https' : 'http';
+  const shownHost = options.host === '0.0.0.0' || options.host === '::' ? '127.0.0.1' : options.host;
+  const publicUrl = (options.publicUrl ?? `${scheme}://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${options.port}`).replace(/\/+$/, '');
+  const registryHost = new URL(publicUrl).host;
+
+  const [{ openDatabase }, registryModule] = await Promise.all([import('./db/database.js'), import('./registry/index.js')]);
+  // The registry child and the database come up side by side: the slower sets the start time.
+  const registryStarting = registryModule.startRegistry({
+    dataDir: path.join(dataDir, 'registry'),
+    ...(options.registryConfig ? { configFile: options.registryConfig } : {}),
+    ...(options.registryUrl ? { externalUrl: options.registryUrl } : {}),
+    service: registryHost,
+    log: options.log,
+  });
+  let registry: RunningRegistry | undefined;
+  let database: Awaited<ReturnType<typeof openDatabase>> | undefined;
+  try {
+    [database, registry] = await Promise.all([openDatabase({ dataDir, url: options.database, log: options.log }), registryStarting]);
+  } catch (err) {
+    await registryStarting.then((r) => r.stop(), () => undefined);
+    await database?.close();
+    throw err;
+  }
+  const opened = database;
+  const { LastSeenBatcher } = await import('./services/last-seen.js');
+  const lastSeen = new LastSeenBatcher(opened.db, () => new Date(), options.log);
+  const ctx: ServiceContext = { db: opened.db, dialect: opened.dialect, clock: () => new Date(), registry, lastSeen, options: { publicUrl, registryHost }, log: options.log };
+  try {
+    await firstAdmin(ctx, options);
+    const { buildApp } = await import('./http/app.js');
+    const { registryAccess, registryAuthenticate } = await import('./registry-access.js');
+    const app = await buildApp(ctx, { bodyLimit: options.bodyLimit ?? 1024 * 1024, rateLimits: options.rateLimits ?? { login: 30, register: 600 }, ...(https ? { https } : {}) });
+    registryModule.registerRegistryRoutes(app, registry, { authenticate: registryAuthenticate(ctx), access: registryAccess(ctx) });
+    try {
+      await app.listen({ port: options.port, host: options.host });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EADDRINUSE') throw new SkiffError('usage', `port ${options.port} on ${options.host} is in use`, { hint: 'stop what uses it or pass --port' });
+      throw err;
+    }
+    lastSeen.start();
+    const address = app.server.address();
+    const port = typeof address === 'object' && address ? address.port : options.port;
+    const url = `${scheme}://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`;
+    options.log(`database: ${opened.dialect} (${opened.where})`);
+    if (!https && !isLoopback(options.host)) {
+      options.log(`WARNING: serving plain HTTP on ${options.host}: passwords, tokens and device keys cross the network unencrypted. Pass --cert and --key (or put a TLS proxy in front and listen on 127.0.0.1).`);
+    }
+    options.log(`listening on ${url} (public URL ${publicUrl})`);
+    let stopping: Promise<void> | undefined;
+    return {
+      url,
+      publicUrl,
+      stop: () => (stopping ??= (async () => {
+        await app.close();
+        await lastSeen.stop();
+        await registry?.stop();
+        await opened.close();
+      })()),
+    };
+  } catch (err) {
+    await registry.stop();
+    await opened.close();
+    throw err;
+  }
+}
+
+async function firstAdmin(ctx: ServiceContext, options: ServerOptions): Promise<void> {
+  const { countUsers, createUser } = await import('./services/users.js');
+  if ((options.adminEmail === undefined) !== (options.adminPasswordFile === undefined)) {
+    throw new SkiffError('usage', '--admin-email and --admin-password-file go together');
+  }
+  const users = await countUsers(ctx);
+  if (users > 0) {
+    if (options.adminEmail) ctx.log(`users exist: --admin-email ${options.adminEmail} is not needed and was ignored`);
+    return;
+  }
+  if (options.adminEmail === undefined || options.adminPasswordFile === undefined) {
+    ctx.log('there is no user yet. Restart with --admin-email EMAIL --admin-password-file FILE (a file holding the password, mode 600) to make the first admin; the admin then adds users with \'skiff user create EMAIL\'.');
+    return;
+  }
+  let password: string;
+  try {
+    password = readFileSync(options.adminPasswordFile, 'utf8').replace(/\r?\n$/, '');
+  } catch (err) {
+    throw new SkiffError('usage', `cannot read --admin-password-file ${options.adminPasswordFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  if (password.length < 8) throw new SkiffError('usage', 'the admin password must have at least 8 characters', { where: options.adminPasswordFile });
+  if (!/^[^@\s]+@[^@\s]+$/.test(options.adminEmail)) throw new SkiffError('usage', `--admin-email '${options.adminEmail}' is not an email address`);
+  const user = await createUser(ctx, undefined, { email: options.adminEmail, password, isAdmin: true });
+  ctx.log(`created the admin user ${user.email}`);
+}

@@ -14,9 +14,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { gzipSync } from 'node:zlib';
-import { BIN, ROOT } from '../support/cli.js';
-import { freePort } from '../support/agent.js';
+import { ROOT } from '../support/cli.js';
+import { ADMIN, freePort, pushTinyImage, startServer, type StartedServer } from '../support/server.js';
 import { dropPostgresDatabases, postgresDatabase } from '../support/postgres.js';
 import { requireOrSkip } from '../support/prerequisites.js';
 import { scratchDir } from '../support/tmp.js';
@@ -58,17 +57,14 @@ interface Answer {
   json: <T>() => T;
 }
 
-async function call(base: string, method: string, route: string, options: { token?: string; basic?: string; body?: unknown; headers?: Record<string, string>; raw?: Buffer; contentType?: string } = {}): Promise<Answer> {
+async function call(base: string, method: string, route: string, options: { token?: string; basic?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<Answer> {
   const headers: Record<string, string> = { ...options.headers };
   if (options.token) headers['authorization'] = `Bearer ${options.token}`;
   if (options.basic) headers['authorization'] = `Basic ${Buffer.from(options.basic).toString('base64')}`;
-  let body: string | Uint8Array<ArrayBuffer> | undefined;
+  let body: string | undefined;
   if (options.body !== undefined) {
     headers['content-type'] = 'application/json';
     body = JSON.stringify(options.body);
-  } else if (options.raw) {
-    headers['content-type'] = options.contentType ?? 'application/octet-stream';
-    body = Uint8Array.from(options.raw);
   }
   const r = await fetch(`${base}${route}`, { method, headers, body, redirect: 'manual', signal: AbortSignal.timeout(30_000) });
   const text = await r.text();
@@ -81,25 +77,6 @@ function expectStatus(a: Answer, status: number, what: string): Answer {
 }
 
 const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-
-/** A one-layer image (a tar holding /hello), as the blobs and schema-2 manifest a push uploads. */
-function tinyImage(marker: string): { blobs: Buffer[]; manifest: Buffer; manifestType: string } {
-  const dir = scratchDir('skiff-replicas-layer-');
-  writeFileSync(path.join(dir, 'hello'), `${marker}\n`);
-  const tar = spawnSync('tar', ['-C', dir, '-cf', '-', 'hello'], { maxBuffer: 1 << 20 }).stdout;
-  const layer = gzipSync(tar);
-  const config = Buffer.from(JSON.stringify({
-    architecture: 'amd64', os: 'linux', config: { Cmd: ['/hello'] },
-    rootfs: { type: 'layers', diff_ids: [sha256(tar)] },
-  }));
-  const manifestType = 'application/vnd.docker.distribution.manifest.v2+json';
-  const manifest = Buffer.from(JSON.stringify({
-    schemaVersion: 2, mediaType: manifestType,
-    config: { mediaType: 'application/vnd.docker.container.image.v1+json', size: config.length, digest: sha256(config) },
-    layers: [{ mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip', size: layer.length, digest: sha256(layer) }],
-  }));
-  return { blobs: [config, layer], manifest, manifestType };
-}
 
 /** The `service` a registry's 401 names (`WWW-Authenticate: Bearer realm=…,service=…`). */
 async function registryService(base: string): Promise<string> {
@@ -118,8 +95,8 @@ async function registryToken(base: string, service: string, scope: string, basic
 describe('skiff server: two replicas on one PostgreSQL and one registry, behind haproxy', function () {
   this.timeout(180_000);
   const procs: Proc[] = [];
-  const email = 'replicas@skiff.invalid';
-  const password = randomBytes(12).toString('hex');
+  const replicas: StartedServer[] = [];
+  const { email, password } = ADMIN;
   let lb: string;
   let a: string;
   let b: string;
@@ -166,27 +143,15 @@ describe('skiff server: two replicas on one PostgreSQL and one registry, behind 
     procs.push(startProc('registry', 'docker-registry', ['serve', registryConfig]));
     await waitFor(async () => (await fetch(`http://127.0.0.1:${portRegistry}/v2/`)).status === 401, `the registry on ${portRegistry}\n${dump()}`, 30_000);
 
-    const passwordFile = path.join(work, 'admin-password');
-    writeFileSync(passwordFile, `${password}\n`, { mode: 0o600 });
-    const replica = (name: string, port: number): Proc => {
+    // One after the other: the first runs the migrations and makes the admin, the second finds both done.
+    for (const [name, port] of [['a', portA], ['b', portB]] as const) {
       const dataDir = path.join(work, name);
       mkdirSync(path.join(dataDir, 'registry'), { recursive: true, mode: 0o700 });
       copyFileSync(key, path.join(dataDir, 'registry', 'token-signing.key'));
       copyFileSync(cert, path.join(dataDir, 'registry', 'token-signing.crt'));
-      return startProc(`replica ${name}`, process.execPath, [
-        BIN, 'server', '--data-dir', dataDir, '--port', String(port), '--listen-address', '127.0.0.1',
-        '--database', db.url, '--registry-url', `http://127.0.0.1:${portRegistry}`, '--public-url', lb,
-        '--admin-email', email, '--admin-password-file', passwordFile,
-      ]);
-    };
-    // One after the other: the first runs the migrations and makes the admin, the second finds both done.
-    for (const [name, port, url] of [['a', portA, a], ['b', portB, b]] as const) {
-      const p = replica(name, port);
-      procs.push(p);
-      await waitFor(async () => {
-        if (p.child.exitCode !== null) throw new Error(`replica ${name} exited ${p.child.exitCode}`);
-        return (await fetch(`${url}/ping`)).status === 200;
-      }, `replica ${name} on ${url}\n${dump()}`, 60_000);
+      const server = await startServer({ database: db.url, dataDir, port, args: ['--registry-url', `http://127.0.0.1:${portRegistry}`, '--public-url', lb] });
+      replicas.push(server);
+      procs.push({ name: `replica ${name}`, child: server.child, output: () => `--- replica ${name} ---\n${server.output()}`, stop: async () => void (await server.kill()) });
     }
 
     const haproxyConfig = path.join(work, 'haproxy.cfg');
@@ -248,8 +213,10 @@ describe('skiff server: two replicas on one PostgreSQL and one registry, behind 
   it('a device registered through one replica polls through both with the same ETags', async () => {
     const pk = expectStatus(await call(a, 'POST', `/fleets/${fleet.name}/provisioning-keys`, { token, body: {} }), 201, 'provisioning key through a').json<{ key: string }>();
     expectStatus(await call(b, 'POST', '/device/register', { token: pk.key, body: { application: fleet.id, uuid: device.uuid, device_type: 'generic-amd64', api_key: device.key } }), 201, 'register through b');
-    // The same uuid again through the other replica is the duplicate it is.
-    expectStatus(await call(a, 'POST', '/device/register', { token: pk.key, body: { application: fleet.id, uuid: device.uuid, device_type: 'generic-amd64', api_key: device.key } }), 409, 'the same uuid again through a');
+    // Through the other replica the same uuid with another key is the duplicate it is, and the
+    // same device asking again (its first answer lost) gets its 201 again.
+    expectStatus(await call(a, 'POST', '/device/register', { token: pk.key, body: { application: fleet.id, uuid: device.uuid, device_type: 'generic-amd64', api_key: randomBytes(16).toString('hex') } }), 409, 'the same uuid with another key through a');
+    expectStatus(await call(a, 'POST', '/device/register', { token: pk.key, body: { application: fleet.id, uuid: device.uuid, device_type: 'generic-amd64', api_key: device.key } }), 201, 'the same registration again through a');
 
     const state = `/device/v3/${device.uuid}/state`;
     const fromA = expectStatus(await call(a, 'GET', state, { token: device.key }), 200, 'state through a');
@@ -293,20 +260,8 @@ describe('skiff server: two replicas on one PostgreSQL and one registry, behind 
     const repository = reference.slice(reference.indexOf('/') + 1);
 
     // Push through the balancer: blob uploads and the manifest go to whichever replica comes next.
+    const digest = await pushTinyImage(lb, token, repository);
     const service = await registryService(lb);
-    const push = await registryToken(lb, service, `repository:${repository}:pull,push`, `${email}:${password}`);
-    const image = tinyImage(`release ${commit}`);
-    for (const blob of image.blobs) {
-      const start = expectStatus(await call(lb, 'POST', `/v2/${repository}/blobs/uploads/`, { token: push }), 202, 'blob upload start');
-      const location = start.headers.get('location');
-      assert.ok(location, 'an upload location');
-      const url = new URL(location, lb);
-      url.searchParams.set('digest', sha256(blob));
-      expectStatus(await call(lb, 'PUT', `${url.pathname}${url.search}`, { token: push, raw: blob }), 201, 'blob upload');
-    }
-    const put = expectStatus(await call(lb, 'PUT', `/v2/${repository}/manifests/${commit}`, { token: push, raw: image.manifest, contentType: image.manifestType }), 201, 'manifest push');
-    const digest = put.headers.get('docker-content-digest');
-    assert.equal(digest, sha256(image.manifest));
 
     // Devices see nothing until the release is finished, through the other replica.
     const state = `/device/v3/${device.uuid}/state`;
@@ -324,14 +279,15 @@ describe('skiff server: two replicas on one PostgreSQL and one registry, behind 
     }
 
     // The device pulls it with its own token through each replica.
+    const manifestType = 'application/vnd.docker.distribution.manifest.v2+json';
     for (const base of [a, b]) {
       const pull = await registryToken(base, service, `repository:${repository}:pull`, `d_${device.uuid}:${device.key}`);
-      const manifest = expectStatus(await call(base, 'GET', `/v2/${repository}/manifests/${digest}`, { token: pull, headers: { accept: image.manifestType } }), 200, `manifest pull through ${base}`);
+      const manifest = expectStatus(await call(base, 'GET', `/v2/${repository}/manifests/${digest}`, { token: pull, headers: { accept: manifestType } }), 200, `manifest pull through ${base}`);
       assert.equal(sha256(manifest.text), digest);
-      const layer = image.blobs[1]!;
-      const blob = await fetch(`${base}/v2/${repository}/blobs/${sha256(layer)}`, { headers: { authorization: `Bearer ${pull}` } });
+      const layer = manifest.json<{ layers: Array<{ digest: string }> }>().layers[0]?.digest ?? '';
+      const blob = await fetch(`${base}/v2/${repository}/blobs/${layer}`, { headers: { authorization: `Bearer ${pull}` } });
       assert.equal(blob.status, 200, `layer pull through ${base}`);
-      assert.equal(sha256(Buffer.from(await blob.arrayBuffer())), sha256(layer));
+      assert.equal(sha256(Buffer.from(await blob.arrayBuffer())), layer);
     }
   });
 });

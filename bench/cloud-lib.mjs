@@ -75,7 +75,7 @@ export async function startServer({ database = 'sqlite', args = [], env = {}, la
   const databaseUrl = db?.url ?? (database === 'sqlite' ? undefined : database);
   const port = await freePort();
   const argv = [
-    SKIFF_BIN, 'server', '--data-dir', join(dataDir, 'data'), '--port', String(port),
+    SKIFF_BIN, 'server', '--data-dir', join(dataDir, 'data'), '--port', String(port), '--host', '127.0.0.1',
     '--admin-email', email, '--admin-password-file', passwordFile,
     ...(databaseUrl ? ['--database', databaseUrl] : []), ...args,
   ];

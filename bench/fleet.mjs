@@ -9,7 +9,9 @@
 // new ETag): the first poll, and after each of the --changes fleet variable changes the script makes
 // during the run (each one changes every device's target, as a deploy or an env change does).
 // Devices' first polls are spread evenly over one interval; each later poll comes one interval after
-// the previous one, ± 5% jitter (symmetric, so the fleet's request rate stays N / interval).
+// the previous one, ± 5% jitter (symmetric, so the fleet's request rate stays N / interval). That
+// first interval is a warm-up and not measured (a device new to the run fetches its whole target
+// and reports once); the --duration seconds after it are, with the changes spread over them.
 //
 // All devices share a keep-alive http.Agent of --sockets connections (not one connection per
 // device: a device's own connection would sit idle 60 s, and a real fleet's arrive through NAT
@@ -185,46 +187,57 @@ function reportFor(device, target) {
  */
 async function run({ agent, base, token, fleet, devices, n, seconds, changes, serverPid }) {
   const stats = { poll200: [], poll304: [], report: [], errors: new Map(), late: 0, sent: 0 };
-  const fail = (what) => stats.errors.set(what, (stats.errors.get(what) ?? 0) + 1);
   const schedule = new Schedule();
   const intervalMs = opts.interval * 1000;
+  // The first interval is a warm-up, not measured: a device new to the run fetches its whole
+  // target and reports once (registration's tail); what follows is the fleet's steady state.
   const t0 = performance.now() + 200;
-  const end = t0 + seconds * 1000;
+  const measureFrom = t0 + intervalMs;
+  const end = measureFrom + seconds * 1000;
   for (let i = 0; i < n; i++) schedule.push(t0 + (i / n) * intervalMs + Math.random() * (intervalMs / n), devices[i]);
 
   const inFlight = new Set();
   const poll = async (device, due) => {
-    stats.sent++;
-    if (performance.now() - due > LATE_MS) stats.late++;
+    const measured = due >= measureFrom;
+    const record = (list, ms) => measured && list.push(ms);
+    const fail = (what) => measured && stats.errors.set(what, (stats.errors.get(what) ?? 0) + 1);
+    if (measured) stats.sent++;
+    if (measured && performance.now() - due > LATE_MS) stats.late++;
     const r = await request(agent, base, 'GET', `/device/v3/${device.uuid}/state`, { token: device.key, headers: device.etag ? { 'if-none-match': device.etag } : {} });
-    if (r.status === 304) { stats.poll304.push(r.ms); return; }
+    if (r.status === 304) { record(stats.poll304, r.ms); return; }
     if (r.status !== 200) { fail(`GET state: ${r.status || r.error}`); return; }
-    stats.poll200.push(r.ms);
+    record(stats.poll200, r.ms);
     const etag = r.headers.etag;
     if (etag === device.etag) return;
     device.etag = etag;
     let target;
     try { target = JSON.parse(r.text); } catch { fail('GET state: body is not JSON'); return; }
     const p = await request(agent, base, 'PATCH', '/device/v3/state', { token: device.key, body: reportFor(device, target) });
-    if (p.status >= 200 && p.status < 300) { stats.report.push(p.ms); device.reported = true; } else fail(`PATCH state: ${p.status || p.error} ${p.text?.slice(0, 120) ?? ''}`);
+    if (p.status >= 200 && p.status < 300) { record(stats.report, p.ms); device.reported = true; } else fail(`PATCH state: ${p.status || p.error} ${p.text?.slice(0, 120) ?? ''}`);
   };
 
-  const changeTimes = Array.from({ length: changes }, (_, k) => t0 + ((k + 0.5) / changes) * seconds * 1000);
+  const changeTimes = Array.from({ length: changes }, (_, k) => measureFrom + ((k + 0.5) / changes) * seconds * 1000);
   const changer = (async () => {
     for (const at of changeTimes) {
       await sleep(Math.max(0, at - performance.now()));
       try {
         await api(base, token, 'PUT', '/variables', { fleet: fleet.name, name: 'FLEET_BENCH_GENERATION', value: randomBytes(4).toString('hex') });
-        log(`fleet variable changed at ${((performance.now() - t0) / 1000).toFixed(1)} s: every device fetches its target and reports`);
+        log(`fleet variable changed at ${((performance.now() - measureFrom) / 1000).toFixed(1)} s of the measured ${seconds} s: every device fetches its target and reports`);
       } catch (err) {
-        fail(`PUT variable: ${err.message.slice(0, 120)}`);
+        stats.errors.set('PUT variable', (stats.errors.get('PUT variable') ?? 0) + 1);
+        log(`PUT variable: ${err.message.slice(0, 200)}`);
       }
     }
   })();
 
-  const watch = watchProcess(serverPid);
-  const cpuBefore = process.cpuUsage();
-  const progress = setInterval(() => log(`${n} devices: ${((performance.now() - t0) / 1000).toFixed(0)} s of ${seconds}, ${stats.sent} requests sent, ${inFlight.size} in flight`), 10_000);
+  let watch;
+  let cpuBefore;
+  const startWatching = setTimeout(() => {
+    watch = watchProcess(serverPid);
+    cpuBefore = process.cpuUsage();
+    log(`${n} devices: warm-up interval done, measuring ${seconds} s`);
+  }, Math.max(0, measureFrom - performance.now()));
+  const progress = setInterval(() => log(`${n} devices: ${((performance.now() - t0) / 1000).toFixed(0)} s of ${opts.interval} + ${seconds}, ${stats.sent} measured requests sent, ${inFlight.size} in flight`), 10_000);
   await new Promise((resolve) => {
     const tick = () => {
       const now = performance.now();
@@ -239,11 +252,12 @@ async function run({ agent, base, token, fleet, devices, n, seconds, changes, se
     };
     tick();
   });
-  const windowSeconds = (performance.now() - t0) / 1000;
+  const windowSeconds = (performance.now() - measureFrom) / 1000;
+  clearTimeout(startWatching);
   await Promise.all(inFlight);
   await changer;
   clearInterval(progress);
-  const server = watch.stop();
+  const server = watch?.stop() ?? null;
   const cpu = process.cpuUsage(cpuBefore);
   const all = [...stats.poll200, ...stats.poll304, ...stats.report];
   const errors = [...stats.errors.values()].reduce((a, b) => a + b, 0);
@@ -293,7 +307,8 @@ await withCleanup(async (onCleanup) => {
   let serverPid = opts.serverPid;
   let database = 'given server';
   if (!base) {
-    const server = await startServer({ database: opts.database });
+    // One address registers the whole fleet here; in the field each device has its own.
+    const server = await startServer({ database: opts.database, args: ['--register-rate-limit', '100000000'] });
     onCleanup(() => server.stop());
     base = server.url;
     serverPid = server.pid;

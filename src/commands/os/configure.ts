@@ -26,6 +26,20 @@ The boot partition is the FAT partition labelled resin-boot, balena-boot or skif
     const [{ configureTarget }, { readConfigFile, readSshKeys }, { optionsFromFlags }] = await Promise.all([import('../../lib/os/config.js'), import('../../lib/os/config-json.js'), import('../../cli/config-flags.js')]);
     const options = await optionsFromFlags(flags, await readSshKeys(flags['ssh-key'] ?? []));
     if (flags.config !== undefined) options.base = await readConfigFile(flags.config);
+    if (flags.fleet !== undefined && flags['provisioning-key'] === undefined) {
+      // Logged in: the server makes the device's config.json (a new provisioning key, its endpoint).
+      const { resolveCredentials } = await import('../../lib/cloud/credentials.js');
+      const credentials = resolveCredentials();
+      if (credentials.token) {
+        const { CloudClient } = await import('../../lib/cloud/client.js');
+        const fromServer = await new CloudClient({ url: credentials.url, token: credentials.token }).fleetConfig(flags.fleet, {
+          ...(options.deviceType ? { deviceType: options.deviceType } : {}), ...(flags.dev ? { developmentMode: true } : {}),
+        });
+        options.base = { ...options.base, ...fromServer };
+      } else {
+        await this.warnUser(`not logged in: config.json names fleet ${flags.fleet} but holds no provisioning key, so the device cannot register (run skiff login first, or pass --provisioning-key and --api-endpoint)`);
+      }
+    }
     const result = await configureTarget(args.target, options);
     if (result.config.developmentMode === true && flags.dev) {
       await this.warnUser('development mode allows unauthenticated root SSH and exposes the engine on port 2375: use it only on a trusted network');

@@ -1,0 +1,39 @@
+import { Flags } from '@oclif/core';
+import { CloudCommand } from '../../cli/cloud.js';
+import type { FleetConfig } from '../../lib/api/resources.js';
+
+export default class ConfigGenerate extends CloudCommand<FleetConfig> {
+  static override summary = "Generate a config.json for a new device of a fleet (a new provisioning key and the server's endpoint).";
+  static override description = "Asks the server for a config.json in balenaOS's format: the fleet, the device type, a new provisioning key (apiKey) and the API endpoint. A device (or 'skiff agent --config FILE') registers itself with it. The file holds a secret: --output writes it with mode 600. 'skiff os configure IMAGE --fleet F' puts one in an image directly.";
+  static override examples = [
+    '<%= config.bin %> config generate --fleet kiosks --output config.json',
+    '<%= config.bin %> config generate --fleet kiosks --dev --key-expiry-date 2027-01-31',
+  ];
+  static override flags = {
+    fleet: Flags.string({ char: 'f', description: 'Fleet the device joins.', required: true }),
+    output: Flags.string({ char: 'o', description: 'File to write (default: print it on stdout).' }),
+    dev: Flags.boolean({ description: 'Development mode (config.json developmentMode).' }),
+    deviceType: Flags.string({ description: "Device type, when it differs from the fleet's (same architecture)." }),
+    'key-expiry-date': Flags.string({ description: "When the provisioning key stops working: a date or ISO time, or 'never' (the default)." }),
+  };
+
+  async run(): Promise<FleetConfig> {
+    const { flags } = await this.parse(ConfigGenerate);
+    const { parseExpiryDate } = await import('../../lib/cloud/client.js');
+    const expiresAt = parseExpiryDate(flags['key-expiry-date']);
+    let deviceType: string | undefined;
+    if (flags.deviceType !== undefined) deviceType = (await import('../../lib/os/config-json.js')).canonicalDeviceType(flags.deviceType);
+    const config = await (await this.cloud()).fleetConfig(flags.fleet, {
+      ...(deviceType ? { deviceType } : {}), ...(expiresAt ? { expiresAt } : {}), ...(flags.dev ? { developmentMode: true } : {}),
+    });
+    const out = await this.output();
+    const text = `${JSON.stringify(config, null, 2)}\n`;
+    if (flags.output) {
+      const { writeFile, chmod } = await import('node:fs/promises');
+      await writeFile(flags.output, text, { mode: 0o600 });
+      await chmod(flags.output, 0o600);
+      out.info(`Wrote ${flags.output} for fleet ${flags.fleet} (it holds a provisioning key: keep it private).`);
+    } else if (!out.json) process.stdout.write(text);
+    return config;
+  }
+}

@@ -1,0 +1,245 @@
+/**
+ * The CLI's client for `skiff server`'s user-facing API: one typed method per route of
+ * `src/lib/api/endpoints.ts`, bodies typed by `src/lib/api/resources.ts` (types only: the server
+ * validates, the client does not carry the schemas). Every failure becomes one SkiffError with the
+ * published exit code (see {@link errorFromAnswer} and {@link errorFromFailure}).
+ */
+import { SkiffError } from '../errors/errors.js';
+import { endpointPath, ENDPOINTS, type EndpointName } from '../api/endpoints.js';
+import type {
+  ApiKey, CreateApiKeyRequest, CreatedApiKey, CreatedRelease, CreateFleetRequest, CreateReleaseRequest, CreateUserRequest,
+  Device, Fleet, FleetConfig, FleetConfigRequest, LoginRequest, LoginResponse, Release, SetTagRequest, SetVariableRequest,
+  Tag, TagScope, UpdateDeviceRequest, UpdateFleetRequest, UpdateReleaseRequest, User, Variable, VariableScope, WhoAmI,
+} from '../api/resources.js';
+
+/** How long one request may take before the server counts as unreachable (milliseconds). */
+export const DEFAULT_TIMEOUT_MS = 30_000;
+
+export interface CloudClientOptions {
+  /** The server's base URL, e.g. `http://127.0.0.1:48080` (see normaliseServerUrl). */
+  url: string;
+  /** Session token or API key; absent for `login`. */
+  token?: string;
+  /** Per-request timeout in milliseconds (default {@link DEFAULT_TIMEOUT_MS}). */
+  timeoutMs?: number;
+  /** Called with one line per request and answer (`--debug`); never given the token. */
+  onDebug?: (line: string) => void;
+  /** Aborts every request in flight (Ctrl-C). */
+  signal?: AbortSignal;
+}
+
+export interface RequestOptions {
+  params?: Record<string, string | number>;
+  query?: Record<string, string | undefined>;
+  body?: unknown;
+  /** A 401 on this route means wrong credentials (login), not an expired session. */
+  isLogin?: boolean;
+}
+
+type AnswerBody = { message?: unknown; field?: unknown; error?: unknown } | undefined;
+
+/**
+ * A non-2xx answer as the one error a person reads. The server's `message` (and `field`, for a
+ * 400) is kept; the kind of error comes from the status only.
+ *
+ * - 401 → notLoggedIn (11), naming `skiff login`
+ * - 404 → notFound (12)
+ * - 409 → conflict (14)
+ * - 400, 413, 422 → usage (2), naming the field
+ * - 502, 503, 504 → serverUnreachable (13)
+ * - anything else → error (1)
+ */
+export function errorFromAnswer(status: number, body: unknown, context: { url: string; isLogin?: boolean }): SkiffError {
+  const b = (typeof body === 'object' && body !== null ? body : undefined) as AnswerBody;
+  const serverMessage = typeof b?.message === 'string' && b.message.trim() !== '' ? b.message.trim().replace(/\.$/, '') : undefined;
+  const field = typeof b?.field === 'string' && b.field !== '' ? b.field : undefined;
+  switch (status) {
+    case 401: {
+      // The server's own words may already name skiff login: say it once.
+      const named = serverMessage?.includes('skiff login') === true;
+      if (context.isLogin) return new SkiffError('notLoggedIn', serverMessage ?? 'wrong email or password', named ? {} : { hint: 'check them and run skiff login again' });
+      return new SkiffError('notLoggedIn', `${context.url}: ${serverMessage ?? 'the server did not accept the token'}`, named ? {} : { hint: 'run skiff login (or set SKIFF_API_TOKEN to a valid API key)' });
+    }
+    case 403:
+      return new SkiffError('error', serverMessage ?? 'not allowed', { hint: 'this needs an administrator' });
+    case 404:
+      return new SkiffError('notFound', serverMessage ?? 'not found');
+    case 409:
+      return new SkiffError('conflict', serverMessage ?? 'conflicts with what exists');
+    case 400:
+    case 413:
+    case 422: {
+      const text = serverMessage ?? (status === 413 ? 'the request is too large' : 'the server refused the request');
+      return new SkiffError('usage', field && !text.includes(field) ? `${field}: ${text}` : text);
+    }
+    case 429:
+      return new SkiffError('error', serverMessage ?? 'too many requests', { hint: 'wait a minute and try again' });
+    case 502:
+    case 503:
+    case 504:
+      return new SkiffError('serverUnreachable', `${context.url} answered ${status}${serverMessage ? `: ${serverMessage}` : ''}`, { hint: 'is skiff server running? Try again in a moment' });
+    default:
+      return new SkiffError('error', `${context.url} answered ${status}${serverMessage ? `: ${serverMessage}` : ''}`);
+  }
+}
+
+const NETWORK_REASONS: Record<string, string> = {
+  ECONNREFUSED: 'refused the connection',
+  ECONNRESET: 'closed the connection',
+  EPIPE: 'closed the connection',
+  ENOTFOUND: 'has a name DNS does not know',
+  EAI_AGAIN: 'could not be looked up (DNS)',
+  EHOSTUNREACH: 'is not reachable (no route)',
+  ENETUNREACH: 'is not reachable (no network)',
+  ETIMEDOUT: 'did not answer (timed out)',
+  UND_ERR_CONNECT_TIMEOUT: 'did not answer (connect timed out)',
+  UND_ERR_SOCKET: 'closed the connection',
+};
+
+/**
+ * A request that got no answer (refused, DNS, TLS, timeout) as serverUnreachable (13); an abort
+ * of the caller's own signal (Ctrl-C) as interrupted (130). Other errors are returned unchanged.
+ */
+export function errorFromFailure(err: unknown, context: { url: string; timeoutMs: number; aborted?: boolean }): unknown {
+  if (err instanceof SkiffError) return err;
+  if (context.aborted) return new SkiffError('interrupted', 'interrupted');
+  const e = err as { name?: string; code?: string; message?: string; cause?: { code?: string; message?: string } };
+  if (e?.name === 'TimeoutError' || e?.name === 'AbortError') {
+    return new SkiffError('serverUnreachable', `${context.url} did not answer within ${Math.round(context.timeoutMs / 1000)} s`, { hint: 'check that skiff server runs there and the network is up' });
+  }
+  const code = e?.cause?.code ?? e?.code;
+  if (code && NETWORK_REASONS[code]) {
+    return new SkiffError('serverUnreachable', `the server at ${context.url} ${NETWORK_REASONS[code]}`, { hint: 'check the URL (skiff login URL) and that skiff server runs there', cause: err });
+  }
+  if (code && /CERT|SSL|TLS|SELF_SIGNED|HOSTNAME/i.test(code)) {
+    return new SkiffError('serverUnreachable', `the TLS connection to ${context.url} failed: ${e.cause?.message ?? code}`, { hint: 'check the server certificate (NODE_EXTRA_CA_CERTS names a private CA)', cause: err });
+  }
+  if (e?.name === 'TypeError' && /fetch failed/.test(e.message ?? '')) {
+    return new SkiffError('serverUnreachable', `the server at ${context.url} cannot be reached${e.cause?.message ? `: ${e.cause.message}` : ''}`, { hint: 'check the URL and that skiff server runs there', cause: err });
+  }
+  return err;
+}
+
+/** A cloud device's uuid (or a 7+ hex prefix of one) rather than a LAN address: hex only, no dots or colon. */
+export function isDeviceUuid(arg: string): boolean {
+  return /^[0-9a-f]{7,64}$/i.test(arg);
+}
+
+/** A client for one server and one token. Each method is one route; see ENDPOINTS for the paths. */
+export class CloudClient {
+  readonly url: string;
+  /** The token sent (deploy hands it to the engine for the registry). */
+  readonly token?: string;
+  private readonly timeoutMs: number;
+  private readonly onDebug?: (line: string) => void;
+  private readonly signal?: AbortSignal;
+
+  constructor(options: CloudClientOptions) {
+    this.url = options.url.replace(/\/+$/, '');
+    this.token = options.token;
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.onDebug = options.onDebug;
+    this.signal = options.signal;
+  }
+
+  /** The same client without the caller's abort signal: for the clean-up a Ctrl-C still needs (marking a release failed). */
+  detached(): CloudClient {
+    return new CloudClient({ url: this.url, token: this.token, timeoutMs: this.timeoutMs, onDebug: this.onDebug });
+  }
+
+  /**
+   * One call: fills the route, sends JSON, returns the JSON answer (undefined for 204).
+   *
+   * @throws SkiffError, see errorFromAnswer / errorFromFailure
+   */
+  async request<T>(name: EndpointName, options: RequestOptions = {}): Promise<T> {
+    const route = ENDPOINTS[name];
+    const query = new URLSearchParams();
+    for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) query.set(k, v);
+    const qs = query.toString();
+    const target = `${this.url}${endpointPath(name, options.params)}${qs ? `?${qs}` : ''}`;
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    if (options.body !== undefined) headers['content-type'] = 'application/json';
+    const timeout = AbortSignal.timeout(this.timeoutMs);
+    const signal = this.signal ? AbortSignal.any([this.signal, timeout]) : timeout;
+    const started = performance.now();
+    this.onDebug?.(`→ ${route.method} ${target}${options.body !== undefined && !options.isLogin ? ` ${JSON.stringify(options.body)}` : ''}`);
+    let response: Response;
+    let text: string;
+    try {
+      response = await fetch(target, { method: route.method, headers, body: options.body === undefined ? undefined : JSON.stringify(options.body), signal });
+      text = await response.text();
+    } catch (err) {
+      this.onDebug?.(`✗ ${route.method} ${target}: ${(err as Error).message}${(err as { cause?: Error }).cause ? ` (${(err as { cause: Error }).cause.message})` : ''}`);
+      throw errorFromFailure(err, { url: this.url, timeoutMs: this.timeoutMs, aborted: this.signal?.aborted === true });
+    }
+    this.onDebug?.(`← ${response.status} ${route.method} ${target} (${Math.round(performance.now() - started)} ms, ${text.length} bytes)`);
+    let body: unknown;
+    if (text !== '') {
+      try {
+        body = JSON.parse(text);
+      } catch {
+        if (response.ok) throw new SkiffError('serverUnreachable', `${this.url} answered ${route.method} ${route.path} with something that is not JSON`, { hint: 'is this the URL of a skiff server?' });
+      }
+    }
+    if (!response.ok) throw errorFromAnswer(response.status, body, { url: this.url, isLogin: options.isLogin });
+    return body as T;
+  }
+
+  // --- users, sessions, keys
+  login(body: LoginRequest): Promise<LoginResponse> { return this.request('login', { body, isLogin: true }); }
+  logout(): Promise<void> { return this.request('logout'); }
+  whoami(): Promise<WhoAmI> { return this.request('whoami'); }
+  users(): Promise<User[]> { return this.request('users'); }
+  createUser(body: CreateUserRequest): Promise<User> { return this.request('createUser', { body }); }
+  removeUser(email: string): Promise<void> { return this.request('removeUser', { params: { email } }); }
+  apiKeys(): Promise<ApiKey[]> { return this.request('apiKeys'); }
+  createApiKey(body: CreateApiKeyRequest): Promise<CreatedApiKey> { return this.request('createApiKey', { body }); }
+  revokeApiKey(id: number): Promise<void> { return this.request('revokeApiKey', { params: { id } }); }
+
+  // --- fleets
+  fleets(): Promise<Fleet[]> { return this.request('fleets'); }
+  createFleet(body: CreateFleetRequest): Promise<Fleet> { return this.request('createFleet', { body }); }
+  fleet(fleet: string): Promise<Fleet> { return this.request('fleet', { params: { fleet } }); }
+  updateFleet(fleet: string, body: UpdateFleetRequest): Promise<Fleet> { return this.request('updateFleet', { params: { fleet }, body }); }
+  removeFleet(fleet: string): Promise<void> { return this.request('removeFleet', { params: { fleet } }); }
+  fleetConfig(fleet: string, body: FleetConfigRequest): Promise<FleetConfig> { return this.request('fleetConfig', { params: { fleet }, body }); }
+  releases(fleet: string): Promise<Release[]> { return this.request('releases', { params: { fleet } }); }
+  createRelease(fleet: string, body: CreateReleaseRequest): Promise<CreatedRelease> { return this.request('createRelease', { params: { fleet }, body }); }
+
+  // --- devices
+  devices(fleet?: string): Promise<Device[]> { return this.request('devices', { query: { fleet } }); }
+  device(uuid: string): Promise<Device> { return this.request('device', { params: { uuid } }); }
+  updateDevice(uuid: string, body: UpdateDeviceRequest): Promise<Device> { return this.request('updateDevice', { params: { uuid }, body }); }
+  removeDevice(uuid: string): Promise<void> { return this.request('removeDevice', { params: { uuid } }); }
+
+  // --- releases
+  release(commit: string): Promise<Release> { return this.request('release', { params: { commit } }); }
+  updateRelease(commit: string, body: UpdateReleaseRequest): Promise<Release> { return this.request('updateRelease', { params: { commit }, body }); }
+
+  // --- variables and tags
+  variables(scope: VariableScope): Promise<Variable[]> { return this.request('variables', { query: { ...scope } }); }
+  setVariable(body: SetVariableRequest): Promise<Variable> { return this.request('setVariable', { body }); }
+  removeVariable(scope: VariableScope, name: string): Promise<void> { return this.request('removeVariable', { query: { ...scope, name } }); }
+  tags(scope: TagScope): Promise<Tag[]> { return this.request('tags', { query: { ...scope } }); }
+  setTag(body: SetTagRequest): Promise<Tag> { return this.request('setTag', { body }); }
+  removeTag(scope: TagScope, key: string): Promise<void> { return this.request('removeTag', { query: { ...scope, key } }); }
+}
+
+/**
+ * An expiry as people type it (balena's `--expiry-date`): a date (`2027-01-31`, meaning the end of
+ * that day, UTC), an ISO time, or `never`/absent for none. Returns an ISO time or undefined.
+ *
+ * @throws SkiffError('usage') for anything else, or a time in the past
+ */
+export function parseExpiryDate(input: string | undefined, now: Date = new Date()): string | undefined {
+  if (input === undefined || input.trim() === '' || input.trim().toLowerCase() === 'never') return undefined;
+  const text = input.trim();
+  const date = /^\d{4}-\d{2}-\d{2}$/.test(text) ? new Date(`${text}T23:59:59.999Z`) : new Date(text);
+  if (Number.isNaN(date.getTime()) || !/^\d{4}-\d{2}-\d{2}/.test(text)) {
+    throw new SkiffError('usage', `'${input}' is not a date`, { hint: "use YYYY-MM-DD (the end of that day, UTC), an ISO time such as 2027-01-31T12:00:00Z, or 'never'" });
+  }
+  if (date.getTime() <= now.getTime()) throw new SkiffError('usage', `the expiry date '${input}' is in the past`);
+  return date.toISOString();
+}

@@ -79,6 +79,15 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
     if (err instanceof ConfigError) throw new SkiffError('usage', err.message);
     throw err;
   }
+  if (typeof config.apiEndpoint === 'string' && config.apiEndpoint.trim() !== '') {
+    // Checked before anything starts: a bad endpoint is a message and an exit, not an agent half up.
+    const { checkApiEndpoint } = await import('./cloud/client.js');
+    try {
+      config.apiEndpoint = checkApiEndpoint(config.apiEndpoint);
+    } catch (err) {
+      throw new SkiffError('usage', `${configFile}: ${(err as Error).message}`, { hint: 'fix apiEndpoint, or remove it to run in local mode' });
+    }
+  }
   if (options.listenPort !== undefined) config.listenPort = options.listenPort;
   if (options.developmentMode !== undefined) config.developmentMode = options.developmentMode;
   if (options.deviceType) config.deviceType = options.deviceType;
@@ -137,11 +146,16 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
   const stopEvents = watchEngine(agent, ctx);
   const timer = setInterval(() => agent.wake(false), 10_000); // catches what events missed (e.g. an engine restart)
   agent.wake();
+  // Cloud mode only when config.json names a server; loaded only then, so local mode stays as lean as it was.
+  const cloud = typeof config.apiEndpoint === 'string' && config.apiEndpoint.trim() !== ''
+    ? (await import('./cloud/cloud-agent.js')).startCloud({ agent, store, docker: engine.docker, config: { ...config, apiEndpoint: config.apiEndpoint }, configFile, dataDir: options.dataDir, listenPort: config.listenPort })
+    : undefined;
   return {
     agent,
     config,
     apiUrl: `http://${options.listenAddress === '0.0.0.0' ? '127.0.0.1' : options.listenAddress}:${config.listenPort}`,
     async stop() {
+      await cloud?.stop();
       await advertiser?.stop();
       clearInterval(timer);
       stopEvents();

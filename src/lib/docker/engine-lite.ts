@@ -125,6 +125,8 @@ export interface PullProgress {
   status?: string;
   id?: string;
   progress?: string;
+  /** Bytes of the layer `id` downloaded so far, of `total` (while `status` is `Downloading`). */
+  progressDetail?: { current?: number; total?: number };
   error?: string;
   errorDetail?: { message?: string };
 }
@@ -269,6 +271,8 @@ export interface ImageHandle {
   readonly name: string;
   inspect(): Promise<ImageInspect>;
   remove(options?: { force?: boolean; noprune?: boolean }): Promise<void>;
+  /** Gives the image another name, `repo:tag` (`POST /images/{name}/tag`). */
+  tag(repo: string, tag: string): Promise<void>;
 }
 
 export interface VolumeHandle {
@@ -454,6 +458,7 @@ export function createEngineClient(options: ConnectionOptions): EngineClient {
       name,
       inspect: () => json<ImageInspect>({ method: 'GET', path: `/images/${encodeURIComponent(name)}/json` }),
       remove: (o = {}) => done({ method: 'DELETE', path: `/images/${encodeURIComponent(name)}`, query: { force: o.force, noprune: o.noprune } }),
+      tag: (repo, tag) => done({ method: 'POST', path: `/images/${encodeURIComponent(name)}/tag`, query: { repo, tag } }),
     }),
     getVolume: (name) => ({
       name,

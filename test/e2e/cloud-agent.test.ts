@@ -1,0 +1,189 @@
+/**
+ * The agent in cloud mode end to end, with every part real: `skiff server` (SQLite, its own
+ * registry), two `skiff agent`s as separate devices (own data dirs, ports and uuids) on this
+ * machine's engine, and the server's API driven as the CLI drives it. They register with a
+ * provisioning key, get a release deployed through the API, run it and report it; the server is
+ * killed while they run (they keep running and report when it is back); an agent restarted while
+ * the server is down starts its last release.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { cleanupAgent, eventually, freePort, startAgent, status, type TestAgent } from '../support/agent.js';
+import { BIN } from '../support/cli.js';
+import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, TEST_LABEL } from '../support/engine.js';
+import { scratchDir } from '../support/tmp.js';
+import { waitFor } from '../support/wait.js';
+
+const RUN = randomBytes(3).toString('hex');
+const LABEL_VALUE = `cloud-agent-${RUN}`;
+const ADMIN = 'admin@example.com';
+const PASSWORD = `pw-${randomBytes(8).toString('hex')}`;
+
+interface Server {
+  child: ChildProcess;
+  url: string;
+  output: () => string;
+}
+
+/** `skiff server` as a subprocess on loopback, ready once /ping answers. */
+async function startServer(dataDir: string, port: number): Promise<Server> {
+  const passwordFile = path.join(dataDir, '..', `admin-password-${port}`);
+  writeFileSync(passwordFile, `${PASSWORD}\n`, { mode: 0o600 });
+  const child = spawn(process.execPath, [BIN, 'server', '--data-dir', dataDir, '--port', String(port), '--host', '127.0.0.1', '--admin-email', ADMIN, '--admin-password-file', passwordFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(async () => child.exitCode !== null || (await fetch(`${url}/ping`).then((r) => r.ok).catch(() => false)), 'the server to answer', 30_000).catch((err: Error) => {
+    throw new Error(`${err.message}; server printed: ${out}`);
+  });
+  if (child.exitCode !== null) throw new Error(`server exited: ${out}`);
+  return { child, url, output: () => out };
+}
+
+async function killServer(server: Server | undefined, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (!server || server.child.exitCode !== null || server.child.signalCode !== null) return;
+  const done = new Promise((r) => server.child.once('close', r));
+  server.child.kill(signal);
+  await done;
+}
+
+describe('agent cloud: end to end with the real server', function () {
+  let serverDir = '';
+  let port = 0;
+  let server: Server | undefined;
+  let token = '';
+  const fleet = `cloud${RUN}`;
+  const agents: TestAgent[] = [];
+  let commit = '';
+
+  const api = async <T>(method: string, route: string, body?: unknown): Promise<T> => {
+    if (!server) throw new Error('no server');
+    const res = await fetch(`${server.url}${route}`, { method, headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await res.text();
+    if (!res.ok) throw new Error(`${method} ${route}: ${res.status} ${text}`);
+    return (text ? JSON.parse(text) : undefined) as T;
+  };
+
+  /** Builds the service's image (the busybox base and one file of its own), pushes it to the server's registry, and returns its digest. */
+  const pushImage = async (repository: string, tag: string, content: string): Promise<string> => {
+    const dir = scratchDir('skiff-cloud-img-');
+    writeFileSync(path.join(dir, 'file.txt'), content);
+    writeFileSync(path.join(dir, 'Dockerfile'), `FROM ${BASE_AMD64}\nCOPY file.txt /file.txt\nLABEL ${TEST_LABEL}=${LABEL_VALUE}\n`);
+    execFileSync('/usr/bin/docker', ['build', '-q', '-t', `${repository}:${tag}`, dir], { env: { ...process.env, DOCKER_BUILDKIT: '0' } });
+    const host = repository.split('/')[0] ?? '';
+    const push = await docker.getImage(`${repository}:${tag}`).push({ tag, authconfig: { username: ADMIN, password: token, serveraddress: host } });
+    const lines = await new Promise<Array<{ aux?: { Digest?: string }; error?: string }>>((resolve, reject) => docker.modem.followProgress(push, (err: Error | null, o: Array<{ aux?: { Digest?: string }; error?: string }>) => (err ? reject(err) : resolve(o))));
+    const failed = lines.find((l) => l.error);
+    if (failed) throw new Error(`push failed: ${failed.error}`);
+    const digest = lines.find((l) => l.aux?.Digest)?.aux?.Digest;
+    assert.ok(digest, 'the push gave a digest');
+    await docker.getImage(`${repository}:${tag}`).remove({ force: true }); // the devices must pull it
+    return digest;
+  };
+
+  /** Creates a release of one service `main` through the API, pushes its image and finalizes it. */
+  const deploy = async (greeting: string): Promise<string> => {
+    const created = await api<{ release: { commit: string }; repositories: Record<string, string> }>('POST', `/fleets/${fleet}/releases`, {
+      composition: { services: { main: { command: ['sh', '-c', "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"], environment: { GREETING: greeting }, labels: { [TEST_LABEL]: LABEL_VALUE } } } },
+    });
+    const repository = created.repositories.main;
+    assert.ok(repository);
+    const digest = await pushImage(repository, created.release.commit, greeting);
+    await api('PATCH', `/releases/${created.release.commit}`, { status: 'success', images: { main: digest }, isFinal: true });
+    return created.release.commit;
+  };
+
+  const device = (uuid: string) => api<{ runningRelease: string | null; updateStatus: string | null; status: string; lastSeen: string | null; services: Array<{ name: string; status: string }> }>('GET', `/devices/${uuid}`);
+
+  const startCloudAgent = async (dataDir: string, agentPort?: number): Promise<TestAgent> => {
+    const agent = await startAgent({ dataDir, port: agentPort, args: ['--config', path.join(dataDir, 'config.json')] });
+    agents.push(agent);
+    return agent;
+  };
+
+  const running = (agent: TestAgent, release: string) => eventually(async () => {
+    const s = await status(agent.url);
+    return s.release === release && s.containers.some((c) => c.serviceName === 'main' && c.status === 'Running');
+  }, 90_000, `agent ${agent.uuid.slice(0, 7)} running ${release}`);
+
+  before(async function () {
+    await ensureBaseImages();
+    serverDir = scratchDir('skiff-server-');
+    port = await freePort();
+    server = await startServer(path.join(serverDir, 'data'), port);
+    token = (await api<{ token: string }>('POST', '/auth/login', { email: ADMIN, password: PASSWORD })).token;
+    await api('POST', '/fleets', { name: fleet, deviceType: 'genericx86-64-ext' });
+    await api('PUT', '/variables', { fleet, name: 'SKIFF_AGENT_POLL_INTERVAL', value: '1000' });
+  });
+
+  after(async () => {
+    for (const a of agents.splice(0)) {
+      await a.kill().catch(() => {});
+      await cleanupAgent(a.uuid);
+    }
+    await killServer(server);
+    await cleanupImages({ label: `${TEST_LABEL}=${LABEL_VALUE}` });
+  });
+
+  it('two devices register with a provisioning key, run the release deployed through the API, and report it', async () => {
+    for (let i = 0; i < 2; i++) {
+      const config = await api<Record<string, unknown>>('POST', `/fleets/${fleet}/config`, { developmentMode: true });
+      assert.equal(typeof config.apiKey, 'string');
+      const dataDir = scratchDir('skiff-cloud-agent-');
+      writeFileSync(path.join(dataDir, 'config.json'), JSON.stringify({ ...config, appUpdatePollInterval: 1000 }));
+      await startCloudAgent(dataDir);
+    }
+    for (const agent of agents) {
+      await eventually(async () => {
+        const config = JSON.parse(readFileSync(path.join(agent.dataDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+        return config.registered_at !== undefined && config.apiKey === undefined && typeof config.deviceId === 'number';
+      }, 30_000, `agent ${agent.uuid.slice(0, 7)} registered (deviceId and registered_at written, provisioning key removed)`);
+    }
+    commit = await deploy('v1');
+    for (const agent of agents) await running(agent, commit);
+    for (const agent of agents) {
+      await eventually(async () => {
+        const d = await device(agent.uuid);
+        return d.runningRelease === commit && d.updateStatus === 'done' && d.services.some((s) => s.name === 'main' && s.status === 'Running');
+      }, 30_000, `the server to show ${agent.uuid.slice(0, 7)} running ${commit}`);
+    }
+  });
+
+  it('the server killed: devices keep running; one restarted meanwhile starts its last release; they report when it is back', async () => {
+    await killServer(server, 'SIGKILL');
+    const [a, b] = agents;
+    assert.ok(a && b);
+    await eventually(async () => /cannot reach/.test(a.output()) && /cannot reach/.test(b.output()), 30_000, 'both agents noticing the server is gone');
+    for (const agent of agents) await running(agent, commit);
+    // A restarted while the server is down (its containers gone too): it starts the release it had.
+    await a.kill();
+    agents.splice(agents.indexOf(a), 1);
+    await cleanupAgent(a.uuid);
+    const a2 = await startCloudAgent(a.dataDir, a.port);
+    await running(a2, commit);
+    // B's state changes while offline: its service stopped through the local API.
+    const stop = await fetch(`${b.url}/v2/applications/${(await api0(b)).appId}/stop-service`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ serviceName: 'main' }) });
+    assert.equal(stop.status, 200, await stop.text());
+    const back = Date.now();
+    server = await startServer(path.join(serverDir, 'data'), port);
+    token = (await api<{ token: string }>('POST', '/auth/login', { email: ADMIN, password: PASSWORD })).token;
+    await eventually(async () => {
+      const d = await device(b.uuid);
+      return d.services.some((s) => s.name === 'main' && s.status === 'Exited') && d.lastSeen !== null && Date.parse(d.lastSeen) >= back - 1000;
+    }, 60_000, 'B reporting its stopped service once the server is back');
+    await eventually(async () => {
+      const d = await device(a2.uuid);
+      return d.runningRelease === commit && d.status === 'online' && d.lastSeen !== null && Date.parse(d.lastSeen) >= back - 1000;
+    }, 60_000, 'the restarted A polling and reporting once the server is back');
+  });
+});
+
+/** The app id the agent runs (from its local target state). */
+async function api0(agent: TestAgent): Promise<{ appId: number }> {
+  const target = (await (await fetch(`${agent.url}/v2/local/target-state`)).json()) as { state: { local: { apps: Record<string, unknown> } } };
+  return { appId: Number(Object.keys(target.state.local.apps)[0]) };
+}

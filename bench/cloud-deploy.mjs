@@ -32,6 +32,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { loadavg } from 'node:os';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -292,7 +293,7 @@ await withCleanup(async (onCleanup) => {
   const freshBytes = d.fresh.reduce((a, l) => a + l.size, 0);
   const freshServices = [...new Set(d.fresh.map((l) => l.service))];
 
-  console.log(`\nskiff server (SQLite, Node ${process.version}) and ${opts.agents} skiff agents (cloud mode, engine: ${d.engine}) on this machine; poll interval ${opts.pollMs} ms`);
+  console.log(`\nskiff server (SQLite, Node ${process.version}) and ${opts.agents} skiff agents (cloud mode, engine: ${d.engine}) on this machine; poll interval ${opts.pollMs} ms; load average ${loadavg().map((l) => l.toFixed(1)).join(' / ')} (1/5/15 min) at the end`);
   printTable(['measure', 'skiff', 'goal'], [
     [`server cold start to ready, empty data dir (median of ${cold.samples})`, fmtSec(cold.first), `< ${GOAL_COLD_START_S} s`],
     [`server restart to ready, same data dir (median of ${cold.samples})`, fmtSec(cold.again), `< ${GOAL_COLD_START_S} s`],

@@ -38,6 +38,7 @@
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
+import { loadavg } from 'node:os';
 import { log, parseBenchArgs, printTable, fmtMB } from './lib.mjs';
 import { percentile, withCleanup, sleep } from './agent-lib.mjs';
 import { api, checkDatabaseOption, login, startServer, watchProcess } from './cloud-lib.mjs';
@@ -341,11 +342,12 @@ await withCleanup(async (onCleanup) => {
     return run({ agent, base, token, fleet, devices, n, seconds: DURATION, changes: opts.changes, serverPid });
   };
 
-  const header = `skiff server (${database}, Node ${process.version}), fleet simulator on the same machine: ${opts.sockets} keep-alive sockets, ${opts.changes} target change(s) per run, ${DURATION} s per run`;
+  // The machine's load is printed with the figures: on a shared machine other work moves the p99.
+  const header = () => `skiff server (${database}, Node ${process.version}), fleet simulator on the same machine: ${opts.sockets} keep-alive sockets, ${opts.changes} target change(s) per run, ${opts.interval} s warm-up + ${DURATION} s measured per run; load average ${loadavg().map((l) => l.toFixed(1)).join(' / ')} (1/5/15 min) at the end`;
   if (!opts.findMax) {
     const r = await trial(opts.devices);
     const reg = registrations.at(-1);
-    console.log(`\n${header}`);
+    console.log(`\n${header()}`);
     printRun(r, `${r.n} devices polling every ${opts.interval} s`);
     console.log(`registration: ${reg.count} devices in ${reg.seconds.toFixed(1)} s (${reg.perSecond.toFixed(0)}/s, p99 ${ms(reg.p99)})${reg.limited ? `; ${reg.limited} answers were 429 (rate limit)` : ''}`);
     console.log(`goal (p99 < ${GOAL.p99Ms} ms, no errors, RSS < ${GOAL.rssMB} MB) at ${r.n} devices: ${holds(r) && (r.server?.hwmMB ?? 0) < GOAL.rssMB ? 'met' : 'NOT met'}${r.n < GOAL.devices ? ` (the issue's goal is at ${GOAL.devices.toLocaleString('en')} devices: --devices ${GOAL.devices} or --find-max)` : ''}`);
@@ -371,7 +373,7 @@ await withCleanup(async (onCleanup) => {
     log(`${mid} devices: p99 ${ms(r.p99)}: ${holds(r) ? 'holds' : 'fails'}`);
     if (holds(r)) good = r; else bad = r;
   }
-  console.log(`\n${header}`);
+  console.log(`\n${header()}`);
   printTable(
     ['devices', 'req/s', 'p50', 'p99', 'errors', 'late sends', 'server CPU', 'server RSS max', 'holds'],
     trials.map((r) => [r.n.toLocaleString('en'), r.perSecond.toFixed(0), ms(r.p50), ms(r.p99), String(r.errors), String(r.late), pct(r.server?.cpuPercent), fmtMB(r.server?.rssMaxMB), holds(r) ? 'yes' : 'no']),

@@ -10,8 +10,8 @@
 //    config.json from `skiff config generate --fleet`, data dir and ports. `skiff deploy FLEET
 //    --build --source DIR` of a 3-service project (busybox:1.36 + a --payload-kb random file per
 //    service, so each service has one layer of its own); the clock runs from spawning deploy to every
-//    device reporting the new release running (GET /devices?fleet=: runningRelease = the fleet's
-//    target, every service Running). Then a second deploy that changes one service's payload.
+//    device reporting the new release applied (GET /devices?fleet=: runningRelease = the fleet's
+//    target, updateStatus done); how many services it then reported Running is printed too. Then a second deploy that changes one service's payload.
 //    The fleet's poll interval is set to --poll-ms (default 1000) with `skiff env set
 //    SKIFF_AGENT_POLL_INTERVAL`, so a device sees a release within about one interval (the
 //    server may hold it to a floor of its own); instant updates are the next issue's.
@@ -219,10 +219,15 @@ async function deploys(onCleanup) {
   const project = mkdtempSync(join(tmpdir(), 'skiffdeploybench'));
   onCleanup(() => rmSync(project, { recursive: true, force: true }));
   writeProject(project);
+  // The images each deploy builds (skiff tags them <folder, lower case>_<service>), noted after
+  // each so that the first build of a service the second one re-tagged goes too.
+  const built = new Set();
+  const noteBuilt = async () => {
+    for (const i of await imagesTagged([`${project.split('/').pop().toLowerCase()}_`, `${new URL(server.url).host}/`])) built.add(i.Id);
+  };
   onCleanup(async () => {
-    const host = new URL(server.url).host;
-    const mine = (await imagesTagged([`${host}/`, `${project.split('/').pop()}_`])).map((i) => i.Id);
-    log(`removed ${await removeImages(mine, before)} image(s) this run made`);
+    await noteBuilt();
+    log(`removed ${await removeImages([...built], before)} image(s) this run made`);
   });
 
   const agents = [];
@@ -248,13 +253,19 @@ async function deploys(onCleanup) {
     const deployExit = (performance.now() - t0) / 1000;
     const commit = (await api(server.url, token, 'GET', `/fleets/${encodeURIComponent(fleet)}`)).targetRelease;
     if (!commit) throw new Error(`${label}: the fleet has no target release after deploy`);
+    await noteBuilt();
+    // Applied: the device reports the release as the one it runs, its update done (balena's
+    // update_status), as `skiff device list` shows it.
+    let list = [];
     await waitUntil(async () => {
-      const list = await devices();
-      return list.length === opts.agents && list.every((d) => d.runningRelease === commit && d.services.length === SERVICES.length && d.services.every((s) => /^running$/i.test(s.status)));
-    }, `every device running ${commit.slice(0, 7)}`, 600_000);
+      list = await devices();
+      return list.length === opts.agents && list.every((d) => d.runningRelease === commit && d.updateStatus === 'done');
+    }, `every device reporting ${commit.slice(0, 7)} applied`, 600_000);
     const applied = (performance.now() - t0) / 1000;
+    const services = list.flatMap((d) => d.services);
+    const running = services.filter((s) => /^running$/i.test(s.status)).length;
     await sleep(500); // the last answers' bytes (a report's reply) are counted before reading
-    return { commit, deployExit, applied, bytes: counter.bytes() };
+    return { commit, deployExit, applied, bytes: counter.bytes(), running: `${running} of ${services.length} (${[...new Set(services.map((s) => s.status))].join(', ')})` };
   };
 
   const first = await deploy('deploy 1 (3 services)');
@@ -300,9 +311,11 @@ await withCleanup(async (onCleanup) => {
     ['deploy 1 (3 services): skiff deploy exits', fmtSec(d.first.deployExit), ''],
     [`deploy 1: every device runs it`, fmtSec(d.first.applied), ''],
     ['deploy 1: bytes the server sent (pulls + API)', MiB(d.first.bytes), `≈ ${MiB(d.firstLayersBytes)} (its layers)`],
+    ['deploy 1: services reported Running when applied', d.first.running, `${opts.agents * SERVICES.length}`],
     [`deploy 2 (${CHANGED} changed): skiff deploy exits`, fmtSec(d.second.deployExit), ''],
     ['deploy 2: every device runs it', fmtSec(d.second.applied), ''],
     ['deploy 2: bytes the server sent (pulls + API)', MiB(d.second.bytes), `≈ ${MiB(freshBytes)} (its new layers)`],
+    ['deploy 2: services reported Running when applied', d.second.running, `${opts.agents * SERVICES.length}`],
     ['deploy 2: layers not in release 1 (registry manifests)', `${d.fresh.length} in ${freshServices.join(', ') || 'none'}`, `1 in ${CHANGED}`],
   ]);
   const onlyChanged = freshServices.length === 1 && freshServices[0] === CHANGED;

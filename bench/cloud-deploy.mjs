@@ -162,7 +162,9 @@ function writeProject(dir) {
   writeFileSync(join(dir, 'docker-compose.yml'), `version: "2.1"\nservices:\n${SERVICES.map((s) => `  ${s}:\n    build: ./${s}\n`).join('')}`);
   for (const s of SERVICES) {
     mkdirSync(join(dir, s), { recursive: true });
-    writeFileSync(join(dir, s, 'Dockerfile'), 'FROM busybox:1.36\nCOPY payload /payload\nCMD ["sleep", "2147483647"]\n');
+    // A shell that ends on SIGTERM: `sleep` as PID 1 ignores it, and every update would then wait
+    // out the engine's 10 s stop timeout, which is not the cloud's time.
+    writeFileSync(join(dir, s, 'Dockerfile'), 'FROM busybox:1.36\nCOPY payload /payload\nCMD ["sh", "-c", "trap \'exit 0\' TERM; while true; do sleep 1; done"]\n');
     writeFileSync(join(dir, s, 'payload'), randomBytes(opts.payloadKb * 1024));
   }
 }

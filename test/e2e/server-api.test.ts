@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { ADMIN, api, createUser, freshPostgresDatabase, login, pushTinyImage, startServer, type StartedServer } from '../support/server.js';
+import { ADMIN, api, createUser, dropPostgresDatabase, freshPostgresDatabase, login, pushTinyImage, startServer, type StartedServer } from '../support/server.js';
 import { waitFor } from '../support/wait.js';
 
 const uuid = () => randomBytes(16).toString('hex');
@@ -31,14 +31,17 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
     let alice: { email: string; password: string; token: string };
     let bob: { email: string; password: string; token: string };
 
+    let database: string | undefined;
     before(async () => {
-      c.server = await startServer(dialect === 'postgres' ? { database: freshPostgresDatabase() } : {});
+      database = dialect === 'postgres' ? freshPostgresDatabase() : undefined;
+      c.server = await startServer(database ? { database } : {});
       c.base = c.server.url;
       alice = await createUser(c.base);
       bob = await createUser(c.base);
     });
     after(async () => {
       await c.server?.kill('SIGTERM');
+      if (database) dropPostgresDatabase(database);
     });
 
     it('answers /ping and serves /openapi.json from the route schemas', async () => {
@@ -75,6 +78,17 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
       assert.equal((await api(c.base, 'POST', '/users', { token: admin, body: { email: alice.email, password: 'password-1' } })).status, 409);
       const users = (await api(c.base, 'GET', '/users', { token: admin })).body as Array<{ email: string }>;
       assert.ok(users.some((u) => u.email === alice.email));
+    });
+
+    it('lets an admin remove a user (their tokens stop, their fleets go) but not themselves', async () => {
+      const admin = await login(c.base, ADMIN.email, ADMIN.password);
+      const carol = await createUser(c.base);
+      assert.equal((await api(c.base, 'POST', '/fleets', { token: carol.token, body: { name: 'carols', deviceType: 'intel-nuc' } })).status, 201);
+      assert.equal((await api(c.base, 'DELETE', `/users/${encodeURIComponent(carol.email)}`, { token: alice.token })).status, 404);
+      assert.equal((await api(c.base, 'DELETE', `/users/${encodeURIComponent(carol.email)}`, { token: admin })).status, 204);
+      assert.equal((await api(c.base, 'GET', '/fleets', { token: carol.token })).status, 401);
+      assert.equal((await api(c.base, 'DELETE', `/users/${encodeURIComponent(ADMIN.email)}`, { token: admin })).status, 409);
+      assert.equal((await api(c.base, 'DELETE', '/users/nobody%40skiff.test', { token: admin })).status, 404);
     });
 
     it('creates a fleet; a name that exists is 409; an unknown device type is 400 with a did-you-mean', async () => {
@@ -153,6 +167,8 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
         assert.equal((await api(c.base, 'DELETE', `/fleets/devs/provisioning-keys/${id}`, { token: alice.token })).status, 204);
         assert.equal((await register(c.base, key)).res.status, 401);
         assert.equal((await register(c.base, 'skp_nonsense')).res.status, 401);
+        const bare = await api(c.base, 'POST', '/fleets/devs/provisioning-keys', { token: alice.token });
+        assert.equal(bare.status, 201, 'no body is an empty request');
         const arm = await register(c.base, pk, uuid(), deviceKey(), 'raspberrypi4-64');
         assert.deepEqual([arm.res.status, (arm.res.body as { field: string }).field], [400, 'device_type']);
         // A provisioning key is for registering only.
@@ -210,6 +226,38 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
         assert.equal(shown.cpuUsage, 12);
         const otherShown = (await api(c.base, 'GET', `/devices/${other.uuid}`, { token: alice.token })).body as Record<string, unknown>;
         assert.equal(otherShown.osVersion, null);
+      });
+
+      it('moves a device to a fleet of the same architecture only; removing a fleet stops its devices\' keys', async () => {
+        assert.equal((await api(c.base, 'POST', '/fleets', { token: alice.token, body: { name: 'devs2', deviceType: 'genericx86-64-ext' } })).status, 201);
+        assert.equal((await api(c.base, 'POST', '/fleets', { token: alice.token, body: { name: 'arm', deviceType: 'raspberrypi4-64' } })).status, 201);
+        const d = await register(c.base, pk);
+        const wrongArch = await api(c.base, 'PATCH', `/devices/${d.uuid}`, { token: alice.token, body: { fleet: 'arm' } });
+        assert.deepEqual([wrongArch.status, (wrongArch.body as { field: string }).field], [400, 'fleet']);
+        assert.equal((await api(c.base, 'POST', '/fleets', { token: bob.token, body: { name: 'bobs-only', deviceType: 'intel-nuc' } })).status, 201);
+        assert.equal((await api(c.base, 'PATCH', `/devices/${d.uuid}`, { token: alice.token, body: { fleet: 'bobs-only' } })).status, 404, "another user's fleet is not found");
+        const moved = await api(c.base, 'PATCH', `/devices/${d.uuid}`, { token: alice.token, body: { fleet: 'devs2' } });
+        assert.equal((moved.body as { fleet: string }).fleet, 'devs2');
+        const devs2 = (await api(c.base, 'GET', '/fleets/devs2', { token: alice.token })).body as { uuid: string; deviceCount: number };
+        assert.equal(devs2.deviceCount, 1);
+        const t = (await api(c.base, 'GET', `/device/v3/${d.uuid}/state`, { token: d.key })).body as Record<string, { apps: Record<string, unknown> }>;
+        assert.deepEqual(Object.keys(t[d.uuid]?.apps ?? {}), [devs2.uuid]);
+        assert.equal((await api(c.base, 'DELETE', '/fleets/devs2', { token: alice.token })).status, 204);
+        assert.equal((await api(c.base, 'GET', `/device/v3/${d.uuid}/state`, { token: d.key })).status, 401);
+      });
+
+      it('makes a config.json whose provisioning key registers a device', async () => {
+        const res = await api(c.base, 'POST', '/fleets/devs/config', { token: alice.token, body: { developmentMode: true } });
+        assert.equal(res.status, 200);
+        const config = res.body as { apiKey: string; apiEndpoint: string; applicationId: number; deviceType: string; developmentMode: boolean };
+        assert.equal(config.apiEndpoint, c.base);
+        assert.equal(config.deviceType, 'intel-nuc');
+        assert.equal(config.developmentMode, true);
+        const id = uuid();
+        const reg = await api(c.base, 'POST', '/device/register', { token: config.apiKey, body: { application: config.applicationId, uuid: id, device_type: config.deviceType, api_key: deviceKey() } });
+        assert.equal(reg.status, 201);
+        const elsewhere = await api(c.base, 'POST', '/device/register', { token: config.apiKey, body: { application: config.applicationId + 1000, uuid: uuid(), device_type: 'intel-nuc', api_key: deviceKey() } });
+        assert.equal(elsewhere.status, 404);
       });
 
       it('marks a device online once it polls (last seen written in batches)', async () => {
@@ -281,7 +329,11 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
         const draft = await release(['main'], true);
         await complete(draft.commit, ['main']);
         const put = async (body: Record<string, unknown>) => assert.equal((await api(c.base, 'PUT', '/variables', { token: alice.token, body })).status, 200);
+        const etagBefore = (await api(c.base, 'GET', `/device/v3/${d.uuid}/state`, { token: d.key })).headers.get('etag') ?? '';
         await put({ fleet: 'rel', name: 'LEVEL', value: 'fleet' });
+        const changed = await api(c.base, 'GET', `/device/v3/${d.uuid}/state`, { token: d.key, headers: { 'if-none-match': etagBefore } });
+        assert.equal(changed.status, 200, 'a fleet variable is a new target for every device of the fleet');
+        assert.notEqual(changed.headers.get('etag'), etagBefore);
         await put({ fleet: 'rel', name: 'ONLY_FLEET', value: 'f' });
         await put({ fleet: 'rel', service: 'main', name: 'LEVEL', value: 'fleet+service' });
         await put({ device: d.uuid, name: 'LEVEL', value: 'device' });
@@ -316,6 +368,31 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
         const running = await release(['main']);
         const pin = await api(c.base, 'PATCH', '/fleets/rel', { token: alice.token, body: { pinnedRelease: running.commit } });
         assert.deepEqual([pin.status, (pin.body as { field: string }).field], [400, 'pinnedRelease']);
+      });
+
+      it('tracks a draft once it is finalized; lists variables with their kind; sets, lists and removes tags', async () => {
+        const d = await register(c.base, pk);
+        const draft = await release(['main'], true);
+        await complete(draft.commit, ['main']);
+        const get = async () => Object.keys(((await api(c.base, 'GET', `/device/v3/${d.uuid}/state`, { token: d.key })).body as Record<string, { apps: Record<string, { releases: object }> }>)[d.uuid]?.apps[fleetUuid]?.releases ?? {});
+        assert.notDeepEqual(await get(), [draft.commit]);
+        const fin = await api(c.base, 'PATCH', `/releases/${draft.commit.slice(0, 10)}`, { token: alice.token, body: { isFinal: true, semver: '1.2.3', notes: 'ok' } });
+        assert.equal(fin.status, 200, JSON.stringify(fin.body));
+        assert.deepEqual([(fin.body as { isFinal: boolean }).isFinal, (fin.body as { semver: string }).semver], [true, '1.2.3']);
+        assert.deepEqual(await get(), [draft.commit]);
+        const list = (await api(c.base, 'GET', '/fleets/rel/releases', { token: alice.token })).body as Array<{ commit: string }>;
+        assert.equal(list[0]?.commit, draft.commit, 'newest first');
+        const vars = (await api(c.base, 'GET', '/variables?fleet=rel', { token: alice.token })).body as Array<{ name: string; kind: string; service: string | null }>;
+        assert.deepEqual(vars.find((v) => v.name === 'SKIFF_AGENT_POLL_INTERVAL')?.kind, 'config');
+        assert.deepEqual(vars.find((v) => v.name === 'ONLY_FLEET')?.kind, 'env');
+        assert.equal((await api(c.base, 'GET', '/variables', { token: alice.token })).status, 400, 'a scope is needed');
+        assert.equal((await api(c.base, 'PUT', '/tags', { token: alice.token, body: { release: draft.commit, key: 'build', value: '42' } })).status, 200);
+        assert.equal((await api(c.base, 'PUT', '/tags', { token: alice.token, body: { device: d.uuid, key: 'room', value: 'kitchen' } })).status, 200);
+        assert.equal((await api(c.base, 'PUT', '/tags', { token: alice.token, body: { device: d.uuid, key: 'room', value: 'hall' } })).status, 200);
+        assert.deepEqual((await api(c.base, 'GET', `/tags?device=${d.uuid}`, { token: alice.token })).body, [{ key: 'room', value: 'hall', fleet: null, device: d.uuid, release: null }]);
+        assert.deepEqual(((await api(c.base, 'GET', `/releases/${draft.commit}`, { token: alice.token })).body as { tags: object }).tags, { build: '42' });
+        assert.equal((await api(c.base, 'DELETE', `/tags?device=${d.uuid}&key=room`, { token: alice.token })).status, 204);
+        assert.equal((await api(c.base, 'DELETE', `/tags?device=${d.uuid}&key=room`, { token: alice.token })).status, 404);
       });
 
       it("lets a device's registry token pull only its own fleet's repositories, and a user push only their own", async () => {

@@ -8,6 +8,7 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { BIN, ROOT } from './cli.js';
@@ -39,6 +40,12 @@ export interface StartServerOptions {
   port?: number;
   /** Wait for /ping (default true). */
   waitReady?: boolean;
+  /** Listen address (default 127.0.0.1). */
+  host?: string;
+  /** Pass --admin-email/--admin-password-file for {@link ADMIN} (default true). */
+  admin?: boolean;
+  /** PEM files: the server speaks HTTPS (the helper trusts any certificate for /ping). */
+  tls?: { cert: string; key: string };
 }
 
 /** A TCP port nothing listens on now (bound and released). */
@@ -66,7 +73,9 @@ export async function startServer(options: StartServerOptions = {}): Promise<Sta
   writeFileSync(passwordFile, `${ADMIN.password}\n`);
   chmodSync(passwordFile, 0o600);
   const port = options.port ?? await freePort();
-  const args = [BIN, 'server', '--data-dir', dataDir, '--port', String(port), '--host', '127.0.0.1', '--admin-email', ADMIN.email, '--admin-password-file', passwordFile,
+  const args = [BIN, 'server', '--data-dir', dataDir, '--port', String(port), '--host', options.host ?? '127.0.0.1',
+    ...(options.admin === false ? [] : ['--admin-email', ADMIN.email, '--admin-password-file', passwordFile]),
+    ...(options.tls ? ['--cert', options.tls.cert, '--key', options.tls.key] : []),
     ...(options.database ? ['--database', options.database] : []), ...(options.args ?? [])];
   const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, NO_COLOR: '1', ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   running.add(child);
@@ -77,7 +86,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Sta
     running.delete(child);
     resolve(code);
   }));
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   const server: StartedServer = {
     url, port, dataDir, child,
     kill: async (signal = 'SIGTERM') => {
@@ -89,14 +98,25 @@ export async function startServer(options: StartServerOptions = {}): Promise<Sta
   if (options.waitReady !== false) {
     await waitFor(async () => {
       if (child.exitCode !== null) throw new Error(`skiff server exited with ${child.exitCode}:\n${out}`);
-      const res = await fetch(`${url}/ping`).catch(() => undefined);
-      return res?.status === 200;
+      return (await pingStatus(url).catch(() => undefined)) === 200;
     }, `skiff server on ${url} to answer /ping`, 30_000, 50).catch((err: Error) => {
       child.kill('SIGKILL');
       throw new Error(`${err.message}\n${out}`);
     });
   }
   return server;
+}
+
+/** The status of `GET <url>/ping`; over HTTPS any certificate is accepted (tests make their own). */
+export function pingStatus(url: string): Promise<number | undefined> {
+  if (!url.startsWith('https:')) return fetch(`${url}/ping`).then((r) => r.status);
+  return new Promise((resolve, reject) => {
+    const req = https.get(`${url}/ping`, { rejectUnauthorized: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on('error', reject);
+  });
 }
 
 /** A JSON request; answers the status, headers and parsed body (undefined when empty). */
@@ -149,6 +169,14 @@ export function freshPostgresDatabase(): string {
   psql(`CREATE ROLE ${name} LOGIN PASSWORD '${password}'`);
   psql(`CREATE DATABASE ${name} OWNER ${name}`);
   return `postgres://${name}:${password}@127.0.0.1:5432/${name}`;
+}
+
+/** Drops a database and role made by {@link freshPostgresDatabase} (once no server uses it). */
+export function dropPostgresDatabase(url: string): void {
+  const name = new URL(url).pathname.slice(1);
+  if (!/^skiff_[0-9a-f]{12}$/.test(name)) throw new Error(`not a test database: ${name}`);
+  psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  psql(`DROP ROLE IF EXISTS ${name}`);
 }
 
 /** A PostgreSQL cluster of our own (initdb in a scratch folder, a free port) that a test may stop and start. */

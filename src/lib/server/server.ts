@@ -67,7 +67,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const registryHost = new URL(publicUrl).host;
 
   const [{ openDatabase }, registryModule] = await Promise.all([import('./db/database.js'), import('./registry/index.js')]);
-  // The registry child and the database come up side by side: the slower sets the start time.
+  // The registry child comes up while the database opens and the app is built.
   const registryStarting = registryModule.startRegistry({
     dataDir: path.join(dataDir, 'registry'),
     ...(options.registryConfig ? { configFile: options.registryConfig } : {}),
@@ -75,24 +75,30 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     service: registryHost,
     log: options.log,
   });
-  let registry: RunningRegistry | undefined;
-  let database: Awaited<ReturnType<typeof openDatabase>> | undefined;
+  // Awaited below; until then a failure must not count as an unhandled rejection.
+  registryStarting.catch(() => undefined);
+  let database: Awaited<ReturnType<typeof openDatabase>>;
   try {
-    [database, registry] = await Promise.all([openDatabase({ dataDir, url: options.database, log: options.log }), registryStarting]);
+    database = await openDatabase({ dataDir, url: options.database, log: options.log });
   } catch (err) {
     await registryStarting.then((r) => r.stop(), () => undefined);
-    await database?.close();
     throw err;
   }
   const opened = database;
   const { LastSeenBatcher } = await import('./services/last-seen.js');
   const lastSeen = new LastSeenBatcher(opened.db, () => new Date(), options.log);
-  const ctx: ServiceContext = { db: opened.db, dialect: opened.dialect, clock: () => new Date(), registry, lastSeen, options: { publicUrl, registryHost }, log: options.log };
+  // The registry is set once its child answers; the app is built meanwhile (CPU while it waits).
+  const ctx: ServiceContext = { db: opened.db, hot: opened.hot, dialect: opened.dialect, clock: () => new Date(), registry: undefined, lastSeen, options: { publicUrl, registryHost }, log: options.log };
+  let registry: RunningRegistry | undefined;
   try {
-    await firstAdmin(ctx, options);
-    const { buildApp } = await import('./http/app.js');
-    const { registryAccess, registryAuthenticate } = await import('./registry-access.js');
-    const app = await buildApp(ctx, { bodyLimit: options.bodyLimit ?? 1024 * 1024, rateLimits: options.rateLimits ?? { login: 30, register: 600 }, ...(https ? { https } : {}) });
+    // scrypt for the first admin runs on libuv's pool while the app is built on the main thread.
+    const [, app, { registryAccess, registryAuthenticate }] = await Promise.all([
+      firstAdmin(ctx, options),
+      import('./http/app.js').then(({ buildApp }) => buildApp(ctx, { bodyLimit: options.bodyLimit ?? 1024 * 1024, rateLimits: options.rateLimits ?? { login: 30, register: 600 }, ...(https ? { https } : {}) })),
+      import('./registry-access.js'),
+    ]);
+    registry = await registryStarting;
+    ctx.registry = registry;
     registryModule.registerRegistryRoutes(app, registry, { authenticate: registryAuthenticate(ctx), access: registryAccess(ctx) });
     try {
       await app.listen({ port: options.port, host: options.host });
@@ -122,7 +128,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       })()),
     };
   } catch (err) {
-    await registry.stop();
+    await (registry ?? await registryStarting.catch(() => undefined))?.stop();
     await opened.close();
     throw err;
   }
@@ -150,6 +156,12 @@ async function firstAdmin(ctx: ServiceContext, options: ServerOptions): Promise<
   }
   if (password.length < 8) throw new SkiffError('usage', 'the admin password must have at least 8 characters', { where: options.adminPasswordFile });
   if (!/^[^@\s]+@[^@\s]+$/.test(options.adminEmail)) throw new SkiffError('usage', `--admin-email '${options.adminEmail}' is not an email address`);
-  const user = await createUser(ctx, undefined, { email: options.adminEmail, password, isAdmin: true });
-  ctx.log(`created the admin user ${user.email}`);
+  try {
+    const user = await createUser(ctx, undefined, { email: options.adminEmail, password, isAdmin: true });
+    ctx.log(`created the admin user ${user.email}`);
+  } catch (err) {
+    // Two replicas starting at once on one new database: the other one made it.
+    if (!(err instanceof SkiffError && err.code === 'conflict')) throw err;
+    ctx.log(`the admin user ${options.adminEmail} was made by another replica`);
+  }
 }

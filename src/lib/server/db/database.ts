@@ -8,13 +8,36 @@ import { mkdirSync } from 'node:fs';
 import { Kysely, type Dialect as KyselyDialect } from 'kysely';
 import { Migrator } from 'kysely/migration';
 import type { Database } from './schema.js';
+import type { Statement } from 'better-sqlite3';
 import { migrationProvider } from './migrations.js';
 import { SkiffError } from '../../errors/errors.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
+/** What the poll needs about the holder of a device key: the device, its fleet and both state versions. */
+export interface DeviceByKey {
+  id: number;
+  uuid: string;
+  key_hash: string;
+  fleet_id: number;
+  device_version: number;
+  fleet_version: number;
+}
+
+/**
+ * The hot path's one query, prepared once: every device poll and report runs it. Kept here, beside
+ * the schema, so SQL stays in the database layer.
+ */
+export interface HotQueries {
+  deviceByKeyHash(keyHash: string): Promise<DeviceByKey | undefined>;
+}
+
+const DEVICE_BY_KEY_SQL = `SELECT d.id, d.uuid, d.key_hash, d.fleet_id, d.state_version AS device_version, f.state_version AS fleet_version
+  FROM devices d JOIN fleets f ON f.id = d.fleet_id WHERE d.key_hash = `;
+
 export interface OpenedDatabase {
   db: Kysely<Database>;
+  hot: HotQueries;
   dialect: Dialect;
   /** Where it is, without a password: the SQLite file, or `postgres://host:port/name`. */
   where: string;
@@ -62,7 +85,22 @@ async function openSqlite(dataDir: string): Promise<OpenedDatabase> {
   sqlite.pragma('foreign_keys = ON');
   sqlite.pragma('synchronous = NORMAL');
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) as KyselyDialect });
-  return { db, dialect: 'sqlite', where: file, close: () => db.destroy() };
+  // The poll reads through a connection of its own: WAL lets it read beside the writer, and it
+  // never sees another request's transaction half-done (which sharing Kysely's connection would).
+  const reader = new SqliteDatabase(file, { readonly: true });
+  reader.pragma('busy_timeout = 5000');
+  // Prepared on first use: the tables exist only once the migrations ran.
+  let byKey: Statement<[string], DeviceByKey> | undefined;
+  const hot: HotQueries = {
+    deviceByKeyHash: (hash) => {
+      byKey ??= reader.prepare<[string], DeviceByKey>(`${DEVICE_BY_KEY_SQL}?`);
+      return Promise.resolve(byKey.get(hash));
+    },
+  };
+  return { db, hot, dialect: 'sqlite', where: file, close: async () => {
+    reader.close();
+    await db.destroy();
+  } };
 }
 
 async function openPostgres(url: string, log: (line: string) => void): Promise<OpenedDatabase> {
@@ -89,10 +127,14 @@ async function openPostgres(url: string, log: (line: string) => void): Promise<O
   pool.on('error', (err) => log(`PostgreSQL connection lost: ${err.message}`));
   const where = `postgres://${parsed.host}${parsed.pathname}`;
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-  return { db, dialect: 'postgres', where, close: () => db.destroy() };
+  // A named statement: each connection parses and plans it once, not at every poll.
+  const hot: HotQueries = {
+    deviceByKeyHash: async (hash) => (await pool.query<DeviceByKey>({ name: 'skiff-device-by-key', text: `${DEVICE_BY_KEY_SQL}$1`, values: [hash] })).rows[0],
+  };
+  return { db, hot, dialect: 'postgres', where, close: () => db.destroy() };
 }
 
-const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006', '53300']);
+const UNAVAILABLE_CODES = new Set(['SQLITE_BUSY', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006', '53300']);
 
 /**
  * True when `err` means the database cannot be reached now (PostgreSQL restarting, the network

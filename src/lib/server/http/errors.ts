@@ -56,6 +56,6 @@ export function errorAnswer(err: unknown): { status: number; body: ApiError; fau
   const status = typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 600 ? e.statusCode : 500;
   if (status === 500) return { status, body: { statusCode: 500, error: REASON[500] ?? '', message: 'internal error (see the server log)' }, fault: true };
   const body: ApiError = { statusCode: status, error: REASON[status] ?? 'Error', message: e.message ?? 'error' };
-  if (status === 400 && e.code === 'FST_ERR_CTP_INVALID_JSON') body.field = 'body';
+  if (status === 400 && e.code?.startsWith('FST_ERR_CTP_')) body.field = 'body';
   return { status, body, fault: false };
 }

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { SkiffError } from '../../errors/errors.js';
 import { RegistrySupervisor } from './child.js';
 import { readUserConfig, registryConfig, writeRegistryConfig } from './config.js';
-import type { RegisterRegistryRoutes, RegistryAction, RegistryPrincipal, RunningRegistry, StartRegistry } from './contract.js';
+import type { RegisterRegistryRoutes, RegistryAction, RegistryOptions, RegistryPrincipal, RunningRegistry, StartRegistry } from './contract.js';
 import { fetchManifest, type ManifestSummary } from './manifest.js';
 import { registerRoutes } from './routes.js';
 import { loadOrCreateSigningKey, type SigningKey } from './signing-key.js';
@@ -65,7 +65,7 @@ class Registry implements SupervisedRegistry {
  * Throws SkiffError when the config is refused, docker-registry is not installed, or the child
  * does not come up.
  */
-export const startRegistry: StartRegistry = async (options): Promise<SupervisedRegistry> => {
+export const startRegistry = async (options: RegistryOptions): Promise<SupervisedRegistry> => {
   if (options.service.trim() === '') throw new SkiffError('usage', 'the registry service name is empty');
   const dataDir = path.resolve(options.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
@@ -89,6 +89,8 @@ export const startRegistry: StartRegistry = async (options): Promise<SupervisedR
   options.log(`[registry] running on ${supervisor.url}`);
   return new Registry(options.service, key, supervisor, undefined);
 };
+
+startRegistry satisfies StartRegistry;
 
 /** Mounts `/v2/*` and `GET /auth/v1/token` on the server's app (see contract.ts RegisterRegistryRoutes). */
 export const registerRegistryRoutes: RegisterRegistryRoutes = (app, registry, deps) => registerRoutes(app, registry, deps);

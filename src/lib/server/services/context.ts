@@ -4,7 +4,7 @@
  */
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
-import type { Dialect } from '../db/database.js';
+import type { Dialect, HotQueries } from '../db/database.js';
 import type { RunningRegistry } from '../registry/contract.js';
 import { SkiffError } from '../../errors/errors.js';
 import { decide, type Action, type Principal, type Resource } from '../permissions.js';
@@ -13,6 +13,8 @@ import type { LastSeenBatcher } from './last-seen.js';
 export interface ServiceContext {
   db: Kysely<Database>;
   dialect: Dialect;
+  /** The poll path's prepared query (see db/database.ts). */
+  hot: HotQueries;
   /** Now; tests and the services never read the system clock directly. */
   clock: () => Date;
   /** Undefined when the server runs without a registry (releases then cannot be completed). */
@@ -45,8 +47,9 @@ export function conflict(message: string): SkiffError {
   return new SkiffError('conflict', message);
 }
 
-export function unauthorized(message: string): SkiffError {
-  return new SkiffError('notLoggedIn', message, { hint: "log in again with 'skiff login'" });
+/** 401. The default hint is for people; device routes pass their own (or none). */
+export function unauthorized(message: string, hint: string | null = "log in again with 'skiff login'"): SkiffError {
+  return new SkiffError('notLoggedIn', message, hint === null ? {} : { hint });
 }
 
 /** 403 for an action the caller's kind of key may never do (only ever on the caller's own objects). */

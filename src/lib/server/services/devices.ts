@@ -18,13 +18,15 @@ import { knownDeviceType, fleetOf, latestRelease, pinnableRelease, pollIntervals
 type User = Extract<Principal, { kind: 'user' }>;
 type DevicePrincipal = Extract<Principal, { kind: 'device' }>;
 
+const PROVISIONING_HINT = "make a new config.json with 'skiff config generate --fleet FLEET'";
+
 /** The provisioning key's principal, or a 401 for an unknown, revoked or expired key. */
 export async function authenticateProvisioning(ctx: ServiceContext, key: string): Promise<Extract<Principal, { kind: 'provisioning' }>> {
   const hash = hashKey(key);
   const row = await ctx.db.selectFrom('provisioning_keys').select(['id', 'fleet_id', 'key_hash', 'expires_at', 'revoked_at']).where('key_hash', '=', hash).executeTakeFirst();
-  if (!row || !sameHash(row.key_hash, hash)) throw unauthorized('unknown provisioning key');
-  if (row.revoked_at !== null) throw unauthorized('the provisioning key was revoked');
-  if (row.expires_at !== null && row.expires_at <= isoNow(ctx)) throw unauthorized('the provisioning key has expired');
+  if (!row || !sameHash(row.key_hash, hash)) throw unauthorized('unknown provisioning key', PROVISIONING_HINT);
+  if (row.revoked_at !== null) throw unauthorized('the provisioning key was revoked', PROVISIONING_HINT);
+  if (row.expires_at !== null && row.expires_at <= isoNow(ctx)) throw unauthorized('the provisioning key has expired', PROVISIONING_HINT);
   return { kind: 'provisioning', keyId: row.id, fleetId: row.fleet_id };
 }
 
@@ -73,11 +75,9 @@ export interface PollIdentity {
 /** The device a device key belongs to, with its ETag; undefined for an unknown key (the device was removed). */
 export async function authenticateDevice(ctx: ServiceContext, key: string): Promise<PollIdentity | undefined> {
   const hash = hashKey(key);
-  const row = await ctx.db.selectFrom('devices').innerJoin('fleets', 'fleets.id', 'devices.fleet_id')
-    .select(['devices.id', 'devices.uuid', 'devices.key_hash', 'devices.state_version as dv', 'devices.fleet_id', 'fleets.state_version as fv'])
-    .where('devices.key_hash', '=', hash).executeTakeFirst();
+  const row = await ctx.hot.deviceByKeyHash(hash);
   if (!row || !sameHash(row.key_hash, hash)) return undefined;
-  return { principal: { kind: 'device', deviceId: row.id, uuid: row.uuid, fleetId: row.fleet_id }, etag: `"${row.id}.${row.dv}.${row.fleet_id}.${row.fv}"` };
+  return { principal: { kind: 'device', deviceId: row.id, uuid: row.uuid, fleetId: row.fleet_id }, etag: `"${row.id}.${row.device_version}.${row.fleet_id}.${row.fleet_version}"` };
 }
 
 /** A device's own resource, for permissions.ts: another device's uuid is not found. */

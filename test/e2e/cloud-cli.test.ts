@@ -10,12 +10,13 @@ import { randomBytes } from 'node:crypto';
 import { statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { runCli, startCli, type CliResult } from '../support/cli.js';
-import { ADMIN as ADMIN_USER, startServer, type StartedServer } from '../support/server.js';
+import { ADMIN as ADMIN_USER, api, startServer, type StartedServer } from '../support/server.js';
 import { BASE_AMD64, TEST_LABEL, cleanupImages, ensureBaseImages, makeProject } from '../support/engine.js';
 import { scratchDir } from '../support/tmp.js';
+import { KEYS, startTty } from '../support/tty.js';
 import { makeFatImage } from '../support/os-images.js';
 import { waitFor } from '../support/wait.js';
-import type { Fleet, Release, Variable, Tag, CreatedApiKey } from '../../src/lib/api/resources.js';
+import type { CreatedApiKey, Device, Fleet, Release, Tag, User, Variable } from '../../src/lib/api/resources.js';
 
 const LABEL = `${TEST_LABEL}=cloud-cli`;
 const ADMIN = ADMIN_USER.email;
@@ -235,6 +236,69 @@ describe('cloud CLI against a real skiff server', function () {
     const offline = await cli(['os', 'configure', image, '--fleet', fleetName], {}, scratchDir('skiff-nohome-'));
     assert.equal(offline.code, 0, offline.stderr);
     assert.match(offline.stderr, /not logged in.*provisioning key/);
+  });
+
+  it('device list/info/rename/pin/track-fleet/move/rm on a device that registered itself', async () => {
+    const config = json<Record<string, unknown>>(await cli(['config', 'generate', '--fleet', fleetName, '--json']));
+    const uuid = randomBytes(16).toString('hex');
+    // What a device does with its config.json: register with the provisioning key (balena's shape).
+    const registered = await api(url, 'POST', '/device/register', {
+      token: String(config.apiKey),
+      body: { uuid, device_type: 'intel-nuc', api_key: randomBytes(16).toString('hex'), ...(typeof config.applicationId === 'number' ? { application: config.applicationId } : {}) },
+    });
+    assert.equal(registered.status, 201, JSON.stringify(registered.body));
+    const listed = json<Device[]>(await cli(['device', 'list', '--fleet', fleetName, '--json']));
+    assert.deepEqual(listed.map((d) => d.uuid), [uuid]);
+    const table = await cli(['device', 'list']);
+    assert.match(table.stdout, new RegExp(`${uuid.slice(0, 7)}.*${fleetName}`));
+    const info = json<Device>(await cli(['device', 'info', uuid.slice(0, 7), '--json']));
+    const fleetTarget = json<Fleet>(await cli(['fleet', 'info', fleetName, '--json'])).targetRelease;
+    assert.deepEqual([info.uuid, info.fleet, info.targetRelease], [uuid, fleetName, fleetTarget]);
+    assert.equal(json<Device>(await cli(['device', 'rename', uuid, 'lobby', '--json'])).name, 'lobby');
+    assert.equal(json<Device>(await cli(['device', 'pin', uuid, v1.slice(0, 7), '--json'])).pinnedRelease, v1);
+    assert.equal(json<Device>(await cli(['device', 'track-fleet', uuid, '--json'])).pinnedRelease, null);
+    json<Variable>(await cli(['env', 'set', 'ONLY_HERE', '1', '--device', uuid, '--json']));
+    assert.deepEqual(json<Variable[]>(await cli(['env', 'list', '--device', uuid, '--json'])).map((v) => v.name), ['ONLY_HERE']);
+    json<Tag>(await cli(['tag', 'set', 'room', '12', '--device', uuid, '--json']));
+    json<Fleet>(await cli(['fleet', 'create', `second-${suffix}`, '--type', 'intel-nuc', '--json']));
+    assert.equal(json<Device>(await cli(['device', 'move', uuid, '--fleet', `second-${suffix}`, '--json'])).fleet, `second-${suffix}`);
+    const ask = await cli(['device', 'rm', uuid]);
+    assert.equal(ask.code, 6, ask.stderr);
+    json(await cli(['device', 'rm', uuid, '--yes', '--json']));
+    assert.equal((await cli(['device', 'info', uuid])).code, 12);
+    json(await cli(['fleet', 'rm', `second-${suffix}`, '--yes', '--json']));
+  });
+
+  it('user list and user rm (admin); --debug shows each request without the token', async () => {
+    const users = json<User[]>(await cli(['user', 'list', '--json']));
+    assert.ok(users.some((u) => u.email === `second-${suffix}@example.com`));
+    const noYes = await cli(['user', 'rm', `second-${suffix}@example.com`]);
+    assert.equal(noYes.code, 6);
+    json(await cli(['user', 'rm', `second-${suffix}@example.com`, '--yes', '--json']));
+    assert.ok(!json<User[]>(await cli(['user', 'list', '--json'])).some((u) => u.email === `second-${suffix}@example.com`));
+    const debug = await cli(['fleet', 'list', '--debug']);
+    assert.equal(debug.code, 0, debug.stderr);
+    assert.match(debug.stderr, new RegExp(`GET ${url.replace(/\./g, '\\.')}/fleets`));
+    assert.match(debug.stderr, /← 200/);
+    assert.doesNotMatch(debug.stderr, /Bearer/);
+  });
+
+  it('on a terminal: login asks for the email and password; fleet rm asks, and no keeps the fleet', async () => {
+    const ttyHome = scratchDir('skiff-tty-home-');
+    const env = { HOME: ttyHome, SKIFF_API_URL: undefined, SKIFF_API_TOKEN: undefined };
+    const login = startTty(['login', url], { env });
+    await login.waitFor(/Email:/);
+    login.send(`${ADMIN}${KEYS.ENTER}`);
+    await login.waitFor(/Password:/);
+    login.send(`${ADMIN_PASSWORD}${KEYS.ENTER}`);
+    assert.equal(await login.done, 0, login.output());
+    assert.match(login.output(), new RegExp(`Logged in to ${url.replace(/\./g, '\\.')} as ${ADMIN}`));
+    assert.doesNotMatch(login.output(), new RegExp(ADMIN_PASSWORD));
+    const rm = startTty(['fleet', 'rm', fleetName], { env });
+    await rm.waitFor(new RegExp(`Remove fleet ${fleetName}.*\\[y/N\\]`));
+    rm.send(`n${KEYS.ENTER}`);
+    assert.equal(await rm.done, 1, rm.output());
+    json<Fleet>(await cli(['fleet', 'info', fleetName, '--json']));
   });
 
   it('fleet rm --yes removes it; then it is not found; logout forgets the token', async () => {

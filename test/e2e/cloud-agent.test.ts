@@ -86,9 +86,9 @@ describe('agent cloud: end to end with the real server', function () {
   };
 
   /** Creates a release of one service `main` through the API, pushes its image and finalizes it. */
-  const deploy = async (greeting: string): Promise<string> => {
+  const deploy = async (greeting: string, settings: Record<string, unknown> = {}): Promise<string> => {
     const created = await api<{ release: { commit: string }; repositories: Record<string, string> }>('POST', `/fleets/${fleet}/releases`, {
-      composition: { services: { main: { command: ['sh', '-c', "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"], environment: { GREETING: greeting }, labels: { [TEST_LABEL]: LABEL_VALUE } } } },
+      composition: { services: { main: { command: ['sh', '-c', "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"], environment: { GREETING: greeting }, labels: { [TEST_LABEL]: LABEL_VALUE }, ...settings } } },
     });
     const repository = created.repositories.main;
     assert.ok(repository);
@@ -97,7 +97,18 @@ describe('agent cloud: end to end with the real server', function () {
     return created.release.commit;
   };
 
-  const device = (uuid: string) => api<{ runningRelease: string | null; updateStatus: string | null; status: string; lastSeen: string | null; services: Array<{ name: string; status: string }> }>('GET', `/devices/${uuid}`);
+  const device = (uuid: string) => api<{ runningRelease: string | null; updateStatus: string | null; updateError: string | null; rolledBackFrom: { commit: string; reason: string } | null; status: string; lastSeen: string | null; services: Array<{ name: string; status: string }> }>('GET', `/devices/${uuid}`);
+
+  /** Waits for the server's view of a device to satisfy `check`; on timeout, says what the server and the agent last showed. */
+  const deviceShows = async (agent: TestAgent, check: (d: Awaited<ReturnType<typeof device>>) => boolean, what: string, timeoutMs = 60_000): Promise<void> => {
+    let last: unknown;
+    await eventually(async () => {
+      last = await device(agent.uuid);
+      return check(last as Awaited<ReturnType<typeof device>>);
+    }, timeoutMs, what).catch((err: Error) => {
+      throw new Error(`${err.message}\nserver shows: ${JSON.stringify(last)}\nagent printed: ${agent.output().slice(-3000)}`);
+    });
+  };
 
   const startCloudAgent = async (dataDir: string, agentPort?: number): Promise<TestAgent> => {
     const agent = await startAgent({ dataDir, port: agentPort, args: ['--config', path.join(dataDir, 'config.json')] });
@@ -180,7 +191,119 @@ describe('agent cloud: end to end with the real server', function () {
       return d.runningRelease === commit && d.status === 'online' && d.lastSeen !== null && Date.parse(d.lastSeen) >= back - 1000;
     }, 60_000, 'the restarted A polling and reporting once the server is back');
   });
+
+  /** The environment of the agent's running `main` container. */
+  const mainEnv = async (agent: TestAgent): Promise<string[]> => {
+    const [c] = await docker.listContainers({ filters: { label: [`io.skiff.agent=${agent.uuid}`], status: ['running'] } });
+    return c ? (await docker.getContainer(c.Id).inspect()).Config.Env : [];
+  };
+
+  it('a fleet variable set through the API reaches every device\'s container', async () => {
+    await api('PUT', '/variables', { fleet, name: 'GREETING', value: `changed-${RUN}` });
+    for (const agent of agents) {
+      await eventually(async () => (await mainEnv(agent)).includes(`GREETING=changed-${RUN}`), 60_000, `agent ${agent.uuid.slice(0, 7)} running with the new variable`);
+      await running(agent, commit);
+    }
+  });
+
+  it('a release whose service does not stay up is rolled back on the devices, reported, and not tried again', async () => {
+    const bad = await deploy('v3', { command: ['sh', '-c', 'exit 3'] });
+    for (const agent of agents) {
+      await deviceShows(agent, (d) => d.rolledBackFrom?.commit === bad && d.runningRelease === commit && d.updateStatus === 'aborted', `the server to show ${agent.uuid.slice(0, 7)} rolled back from ${bad}`, 90_000);
+      await running(agent, commit);
+      assert.ok((await mainEnv(agent)).includes(`GREETING=changed-${RUN}`), 'back on the release as it ran, variable and all');
+    }
+    // Polls keep answering with the failed release: the device stays on the one that works. The
+    // server's last-seen moving 3 s past the rollback means at least a few 1 s polls came meanwhile.
+    const a = agents[0];
+    assert.ok(a);
+    const after = Date.now() + 3000;
+    await deviceShows(a, (d) => d.lastSeen !== null && Date.parse(d.lastSeen) > after, 'polls after the rollback', 30_000);
+    await running(a, commit);
+    assert.equal(a.output().match(new RegExp(`Release ${bad} failed`, 'g'))?.length, 1, 'rolled back once, not in a loop');
+  });
+
+  it('a target the agent refuses is reported with the reason, and nothing changes', async () => {
+    const refused = await deploy('v4', { mem_limit: 'lots' });
+    for (const agent of agents) {
+      await deviceShows(agent, (d) => d.updateStatus === 'rejected' && /mem_limit/.test(d.updateError ?? '') && d.runningRelease === commit, `the server to show ${agent.uuid.slice(0, 7)} refusing ${refused}`);
+      await running(agent, commit);
+      assert.match(agent.output(), /Cloud: refused the target state \(nothing changed\): .*mem_limit/);
+    }
+  });
+
+  it('a new release downloads only the layer that changed, and replaces the rolled-back one', async () => {
+    const next = await deploy('v5');
+    for (const agent of agents.slice(0, 2)) {
+      await running(agent, next);
+      await deviceShows(agent, (d) => d.runningRelease === next && d.updateStatus === 'done' && d.rolledBackFrom === null, `the server to show ${agent.uuid.slice(0, 7)} running ${next}`);
+      assert.match(agent.output(), /Cloud: pulled main \(1 of 2 layers downloaded\)/, 'the base layer was there already');
+    }
+    commit = next;
+  });
+
+  it('a newer target cancels a download in progress', async () => {
+    const [a, b] = agents;
+    assert.ok(a && b && server?.child.pid);
+    for (const agent of [a, b]) await api('PATCH', `/devices/${agent.uuid}`, { pinnedRelease: commit });
+    const big = await deploy('v6'); // the fleet's latest now, but both devices are pinned to the one they run
+    // The registry stops answering (SIGSTOP: not dead, so nobody restarts it): a pull now hangs.
+    const registryPid = execFileSync('pgrep', ['-P', String(server.child.pid)], { encoding: 'utf8' }).split('\n').map(Number)
+      .find((pid) => pid > 0 && readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'docker-registry');
+    assert.ok(registryPid, 'the server runs its registry as a child');
+    process.kill(registryPid, 'SIGSTOP');
+    try {
+      await api('PATCH', `/devices/${a.uuid}`, { pinnedRelease: null });
+      await deviceShows(a, (d) => d.updateStatus === 'downloading', `${a.uuid.slice(0, 7)} downloading ${big}`, 30_000);
+      await api('PATCH', `/devices/${a.uuid}`, { pinnedRelease: commit });
+      await eventually(async () => says(a, `Cloud: a newer target arrived while release ${big} downloaded; taking it instead`), 30_000, 'the download given up for the newer target');
+      await deviceShows(a, (d) => d.updateStatus === 'done' && d.runningRelease === commit, `${a.uuid.slice(0, 7)} back to ${commit}`, 30_000);
+      await running(a, commit);
+    } finally {
+      process.kill(registryPid, 'SIGCONT');
+    }
+  });
+
+  it('a revoked provisioning key is a clear line in the log, retried, never a crash', async () => {
+    const key = await api<{ id: number; key: string }>('POST', `/fleets/${fleet}/provisioning-keys`, {});
+    await api('DELETE', `/fleets/${fleet}/provisioning-keys/${key.id}`);
+    const config = await api<Record<string, unknown>>('POST', `/fleets/${fleet}/config`, { developmentMode: true });
+    const dataDir = scratchDir('skiff-cloud-agent-');
+    writeFileSync(path.join(dataDir, 'config.json'), JSON.stringify({ ...config, apiKey: key.key, appUpdatePollInterval: 1000 }));
+    const agent = await startCloudAgent(dataDir);
+    await eventually(async () => /registration refused: the provisioning key \(apiKey in config.json\) is invalid, expired or revoked \(401\)/.test(agent.output()), 30_000, 'the refusal in the log');
+    const before = agent.output();
+    assert.equal(agent.child.exitCode, null, 'still running');
+    assert.equal((await fetch(`${agent.url}/ping`)).status, 200);
+    const saved = JSON.parse(readFileSync(path.join(dataDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(saved.apiKey, key.key, 'the key is kept: a new config.json is the fix');
+    assert.equal(saved.registered_at, undefined);
+    assert.equal(before.match(/registration refused/g)?.length, 1, 'said once while it keeps failing the same way');
+  });
+
+  it('a server that accepts and never answers holds nothing: the agent stops at once on SIGTERM', async () => {
+    assert.ok(server?.child.pid);
+    const config = await api<Record<string, unknown>>('POST', `/fleets/${fleet}/config`, { developmentMode: true });
+    const dataDir = scratchDir('skiff-cloud-agent-');
+    writeFileSync(path.join(dataDir, 'config.json'), JSON.stringify({ ...config, appUpdatePollInterval: 1000 }));
+    process.kill(server.child.pid, 'SIGSTOP'); // the kernel still accepts connections; nothing answers
+    try {
+      const agent = await startCloudAgent(dataDir);
+      await eventually(async () => says(agent, 'Cloud mode: server'), 15_000, 'cloud mode started (its registration now waits on the server)');
+      const started = Date.now();
+      await agent.kill(); // throws when the agent needed SIGKILL
+      agents.splice(agents.indexOf(agent), 1);
+      assert.ok(Date.now() - started < 10_000, `stopped in ${Date.now() - started} ms`);
+    } finally {
+      process.kill(server.child.pid, 'SIGCONT');
+    }
+  });
 });
+
+/** Whether the agent printed this line. */
+function says(agent: TestAgent, line: string): boolean {
+  return agent.output().includes(line);
+}
 
 /** The app id the agent runs (from its local target state). */
 async function api0(agent: TestAgent): Promise<{ appId: number }> {

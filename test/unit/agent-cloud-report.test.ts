@@ -119,6 +119,8 @@ describe('agent cloud: reports', () => {
     assert.equal(p.percent, 50);
     p.add({ status: 'Download complete', id: 'bbbbbbbbbbbb' });
     assert.equal(p.percent, 100);
+    p.add({ status: 'Pull complete', id: 'bbbbbbbbbbbb' });
+    assert.deepEqual(p.layerCounts, { total: 2, downloaded: 1 });
   });
 });
 

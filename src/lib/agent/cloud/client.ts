@@ -56,12 +56,16 @@ export function checkApiEndpoint(value: string): string {
   return url.href.replace(/\/+$/, '');
 }
 
-/** A client for `apiEndpoint` (e.g. `https://cloud.example.com`) as device `uuid` with its device key. */
-export function createCloudClient(apiEndpoint: string, uuid: string, deviceApiKey: string): CloudClient {
+/**
+ * A client for `apiEndpoint` (e.g. `https://cloud.example.com`) as device `uuid` with its device
+ * key. `signal` ends every call in flight (the agent stopping must not wait for a server that hangs).
+ */
+export function createCloudClient(apiEndpoint: string, uuid: string, deviceApiKey: string, signal?: AbortSignal): CloudClient {
   const base = apiEndpoint.replace(/\/+$/, '');
   const call = async (path: string, init: RequestInit): Promise<Response> => {
     try {
-      return await fetch(`${base}${path}`, { ...init, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+      const deadline = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+      return await fetch(`${base}${path}`, { ...init, signal: signal ? AbortSignal.any([deadline, signal]) : deadline });
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       throw new CloudUnreachableError(`cannot reach ${base} (${cause?.code ?? cause?.message ?? (err as Error).message})`);

@@ -75,19 +75,21 @@ export function startCloud(o: CloudOptions): RunningCloud {
   const { agent, store, config } = o;
   const random = o.random ?? Math.random;
   const log = (message: string, isError = false): void => agent.logs.system(message, isError);
-  const client: CloudClient = createCloudClient(config.apiEndpoint, config.uuid, config.deviceApiKey);
+  const abort = new AbortController();
+  const client: CloudClient = createCloudClient(config.apiEndpoint, config.uuid, config.deviceApiKey, abort.signal);
   const serverHosts = [new URL(client.apiEndpoint).host, ...(typeof config.registryEndpoint === 'string' ? [config.registryEndpoint.replace(/^[a-z]+:\/\//, '').replace(/\/.*$/, '')] : [])];
   const configInterval = typeof config.appUpdatePollInterval === 'number' ? config.appUpdatePollInterval : undefined;
   const interval = (): number => pollIntervalMs(agent.targetState.local.config as Record<string, string> | undefined, configInterval);
 
   let stopped = false;
-  const abort = new AbortController();
   let wakeSleep: (() => void) | undefined;
   let phase: CloudPhase = { kind: 'idle' };
   let apps = readJson<CloudApp[]>(store.getValue(KEY.apps)) ?? [];
   let rolledBack = readJson<RolledBack>(store.getValue(KEY.rolledBack));
   let proxy: PullProxy | undefined;
   let etag: string | undefined;
+  /** The rolled-back target last said to be held back: said once, not on every poll that offers it. */
+  let toldRolledBack: string | undefined;
 
   const sleep = (ms: number): Promise<void> => new Promise((resolve) => {
     const t = setTimeout(done, ms);
@@ -118,7 +120,7 @@ export function startCloud(o: CloudOptions): RunningCloud {
         const written = recordRegistration(o.configFile, outcome.deviceId);
         Object.assign(config, { registered_at: written.registered_at, ...(outcome.deviceId !== undefined ? { deviceId: outcome.deviceId } : {}) });
         delete config.apiKey;
-        recovered('Server reachable');
+        recovered('Cloud: server reachable again');
         log(outcome.message);
         return;
       }
@@ -148,7 +150,8 @@ export function startCloud(o: CloudOptions): RunningCloud {
       return;
     }
     if (rolledBack?.target === hash) {
-      if (phase.kind !== 'idle') log(`Cloud: release ${rolledBack.commit} was rolled back on this device (${rolledBack.reason}); keeping the previous release until the server offers another`, true);
+      if (toldRolledBack !== hash) log(`Cloud: release ${rolledBack.commit} was rolled back on this device (${rolledBack.reason}); keeping the previous release until the server offers another`, true);
+      toldRolledBack = hash;
       phase = { kind: 'idle' };
       etag = newEtag;
       return;
@@ -158,25 +161,46 @@ export function startCloud(o: CloudOptions): RunningCloud {
     const progress: Record<string, number> = {};
     phase = { kind: 'downloading', progress };
     proxy ??= await startPullProxy(client.apiEndpoint, client, (line) => log(`Cloud: ${line}`, true));
+    // A pull can take long; a newer target meanwhile cancels it (balena's rule), so a fix deployed
+    // over a huge broken release does not wait for it to download.
+    const pull = new AbortController();
+    const stopPull = (): void => pull.abort();
+    abort.signal.addEventListener('abort', stopPull, { once: true });
+    const watching = new AbortController();
+    const superseded = watchForNewer(hash, newEtag, watching.signal).then((newer) => {
+      if (newer) pull.abort();
+      return newer;
+    });
     try {
       await ensureImages(o.docker, converted.images, {
-        serverHosts, proxyHost: proxy.host, signal: abort.signal,
+        serverHosts, proxyHost: proxy.host, signal: pull.signal,
         onProgress: (image, percent) => {
           for (const s of image.services) progress[s] = percent;
         },
+        onPulled: (image, layers) => log(`Cloud: pulled ${image.services.map((s) => s.split('/')[1]).join(', ')} (${layers.downloaded} of ${layers.total} layers downloaded)`),
       });
     } catch (err) {
+      watching.abort();
+      const newer = await superseded;
+      if (newer && !stopped) {
+        log(`Cloud: a newer target arrived while release ${commits} downloaded; taking it instead`);
+        return apply(newer.body, newer.etag);
+      }
       phase = { kind: 'rejected', reason: (err as Error).message };
       throw err;
+    } finally {
+      watching.abort();
+      abort.signal.removeEventListener('abort', stopPull);
     }
+    const newer = await superseded;
+    if (newer && !stopped) return apply(newer.body, newer.etag);
     try {
       await agent.setTarget(converted.json);
     } catch (err) {
-      if (!(err instanceof InvalidTargetError)) throw err;
-      phase = { kind: 'rejected', reason: `invalid target state: ${err.message}` };
-      log(`Cloud: refused the target state (nothing changed): ${err.message}`, true);
-      etag = newEtag;
-      return;
+      // The target parsed above, so what the agent refuses here is an image gone since the pull
+      // (another agent on the engine pruned it, say): retried with backoff, the etag not taken.
+      phase = { kind: 'rejected', reason: (err as Error).message };
+      throw err;
     }
     store.setValue(KEY.lastSet, hash);
     if (rolledBack) {
@@ -185,6 +209,34 @@ export function startCloud(o: CloudOptions): RunningCloud {
     }
     phase = { kind: 'idle' };
     etag = newEtag;
+  };
+
+  /**
+   * While a target's images download: polls on, and resolves with a newer target that converts
+   * and differs (undefined once `signal` aborts). A poll that fails here is the main loop's to
+   * report; this one only looks.
+   */
+  const watchForNewer = async (hash: string, since: string | undefined, signal: AbortSignal): Promise<{ body: unknown; etag?: string } | undefined> => {
+    while (!signal.aborted) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, interval());
+        function done(): void {
+          clearTimeout(t);
+          signal.removeEventListener('abort', done);
+          resolve();
+        }
+        signal.addEventListener('abort', done, { once: true });
+      });
+      if (signal.aborted) return undefined;
+      const answer = await client.target(since).catch(() => undefined);
+      if (!answer?.changed || signal.aborted) continue;
+      try {
+        if (targetHash(convertTargetV3(answer.body, config.uuid, agent.ctx.deviceName).json) !== hash) return answer;
+      } catch {
+        // an invalid newer target does not stop a valid pull; the main loop refuses it after
+      }
+    }
+    return undefined;
   };
 
   const poll = async (): Promise<void> => {

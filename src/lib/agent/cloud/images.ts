@@ -13,6 +13,7 @@ import type { CloudImage } from './target.js';
  */
 export class PullPercent {
   private readonly layers = new Map<string, { current: number; total: number }>();
+  private readonly existing = new Set<string>();
 
   add(p: PullProgress): void {
     if (!p.id || p.id.length < 12 || p.id.includes(':')) return; // lines about the image, not a layer
@@ -21,10 +22,16 @@ export class PullPercent {
       layer.total = p.progressDetail.total;
       layer.current = Math.min(p.progressDetail.current ?? 0, layer.total);
     } else if (p.status === 'Already exists' || p.status === 'Download complete' || p.status === 'Pull complete') {
+      if (p.status === 'Already exists') this.existing.add(p.id);
       layer.total = layer.total || 1;
       layer.current = layer.total;
     }
     this.layers.set(p.id, layer);
+  }
+
+  /** Layers of the image, and how many of them the engine had to download (the others it had already). */
+  get layerCounts(): { total: number; downloaded: number } {
+    return { total: this.layers.size, downloaded: this.layers.size - this.existing.size };
   }
 
   /** 0–100; 0 before any size is known. */
@@ -53,7 +60,14 @@ export function pullReference(image: CloudImage, serverHosts: readonly string[],
  * them. `onProgress(image, percent)` while they download.
  * @throws Error naming the image that could not be pulled and the engine's reason
  */
-export async function ensureImages(docker: EngineClient, images: readonly CloudImage[], options: { serverHosts: readonly string[]; proxyHost?: string; onProgress?: (image: CloudImage, percent: number) => void; signal?: AbortSignal }): Promise<void> {
+export async function ensureImages(docker: EngineClient, images: readonly CloudImage[], options: {
+  serverHosts: readonly string[];
+  proxyHost?: string;
+  onProgress?: (image: CloudImage, percent: number) => void;
+  /** Once an image is pulled: how many of its layers were downloaded (a new release of a service usually needs one). */
+  onPulled?: (image: CloudImage, layers: { total: number; downloaded: number }) => void;
+  signal?: AbortSignal;
+}): Promise<void> {
   await Promise.all(images.map(async (image) => {
     if (await present(docker, image.local)) {
       options.onProgress?.(image, 100);
@@ -81,6 +95,7 @@ export async function ensureImages(docker: EngineClient, images: readonly CloudI
     } catch (err) {
       throw new Error(`could not pull image ${image.remote}: ${(err as Error).message}`, { cause: err });
     }
+    options.onPulled?.(image, percent.layerCounts);
     options.onProgress?.(image, 100);
   }));
 }

@@ -15,6 +15,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { RegistryAccessCheck, RegistryAuthenticate, RegistryPrincipal } from '../../src/lib/server/registry/contract.js';
+import { SkiffError } from '../../src/lib/errors/errors.js';
 import { startRegistry, registerRegistryRoutes, type SupervisedRegistry } from '../../src/lib/server/registry/index.js';
 import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, makeProject } from '../support/engine.js';
 import { scratchDir } from '../support/tmp.js';
@@ -121,7 +122,8 @@ describe('registry (real docker-registry child, real engine)', function () {
     await ensureBaseImages();
     dataDir = path.join(scratchDir('skiff-registry-'), 'registry');
     registry = await startRegistry({ dataDir, service: SERVICE, log: (line) => logs.push(line) });
-    app = Fastify();
+    // As the server core builds its app: no type coercion, unknown fields kept (docker sends account, client_id…).
+    app = Fastify({ ajv: { customOptions: { removeAdditional: false, coerceTypes: false } } });
     registerRegistryRoutes(app, registry, { authenticate, access });
     base = await app.listen({ host: '127.0.0.1', port: 0 });
     host = new URL(base).host;
@@ -230,7 +232,7 @@ describe('registry (real docker-registry child, real engine)', function () {
     await assert.rejects(pull(`${image}:v1`, { ...ALICE, password: 'wrong' }, 'alice@example.com', host), /unauthorized|401|denied/i);
   });
 
-  it('a bad scope or another service is a 400 naming the field', async () => {
+  it('a bad scope or another service is a 400 naming the field; docker login\'s extra parameters are ignored', async () => {
     const cases: Array<[string, string, RegExp]> = [
       [`service=${SERVICE}&scope=repository:${FLEET_A}/Web:pull`, 'scope', /is not a repository name/],
       [`service=${SERVICE}&scope=repository:${FLEET_A}/web`, 'scope', /is not type:name:actions/],
@@ -245,6 +247,14 @@ describe('registry (real docker-registry child, real engine)', function () {
       assert.equal(body.field, field);
       assert.match(body.message, message);
     }
+    // docker login's extra parameters are taken and ignored (the credentials say who asks).
+    const login = await fetch(`${base}/auth/v1/token?account=someone-else&client_id=docker&offline_token=true&service=${SERVICE}`, { headers: { authorization: basic('alice@example.com', ALICE.password) } });
+    assert.equal(login.status, 200);
+    const body = (await login.json()) as { token: string; access_token: string; expires_in: number; issued_at: string };
+    assert.equal(body.access_token, body.token);
+    assert.equal(body.expires_in, 600);
+    assert.ok(Math.abs(Date.parse(body.issued_at) - Date.now()) < 60_000);
+    assert.equal(login.headers.get('cache-control'), 'no-store');
     // Scopes asking for what is never granted (delete, the catalog) are left out, not refused.
     assert.deepEqual(await grantedAccess('alice@example.com', ALICE.password, `repository:${FLEET_A}/web:delete,*`, 'registry:catalog:*'), []);
   });
@@ -257,12 +267,18 @@ describe('registry (real docker-registry child, real engine)', function () {
     const before = logs.length;
     process.kill(pid, 'SIGKILL');
     await waitFor(() => logs.slice(before).some((l) => /^\[registry\] exited with signal SIGKILL; restarting in \d+ ms$/.test(l)), 'the exit in the log', 10_000);
+    // Meanwhile the proxy answers at once with distribution's UNAVAILABLE, which clients retry.
+    const down = await fetch(`${base}/v2/`);
+    if (!logs.slice(before).includes('[registry] running again')) {
+      assert.equal(down.status, 503);
+      assert.equal(((await down.json()) as { errors: Array<{ code: string }> }).errors[0]?.code, 'UNAVAILABLE');
+    }
     await waitFor(() => logs.slice(before).includes('[registry] running again'), 'the restart in the log', 30_000);
     assert.notEqual(registry.pid, pid);
     await pull(`${image}:v1`, ALICE, 'alice@example.com', host);
   });
 
-  it('a 200 MB blob streams through the proxy both ways (Range too) without the server\'s RSS growing by more than 50 MB', async function () {
+  it('a 200 MB blob streams through the proxy both ways (Range too): the server\'s RSS grows under 50 MB once warm, under 100 MB the first time', async function () {
     this.timeout(300_000);
     const dir = scratchDir('skiff-registry-blob-');
     const file = path.join(dir, 'blob');
@@ -297,12 +313,20 @@ describe('registry (real docker-registry child, real engine)', function () {
       writeFileSync(warm, chunk);
       await upAndDown(warm, `sha256:${createHash('sha256').update(chunk).digest('hex')}`, chunk.length);
 
-      const before = procStatus(server.pid, 'VmRSS');
-      writeFileSync(`/proc/${server.pid}/clear_refs`, '5');
-      await upAndDown(file, digest, size);
-      const growth = (procStatus(server.pid, 'VmHWM') - before) / 1024;
-      process.stderr.write(`      (server RSS peaked ${growth.toFixed(1)} MB over its idle size while 200 MB went up and down)\n`);
-      assert.ok(growth < 50, `RSS grew by ${growth.toFixed(1)} MB`);
+      // Peak RSS over the idle size, per transfer. The first one also pays for V8 growing its young
+      // generation and letting up to ~32-64 MB of spent chunks wait for a collection (its external
+      // memory trigger); later ones reuse that memory. Buffering would show as 200 MB each time.
+      const peaks: number[] = [];
+      for (let i = 0; i < 2; i++) {
+        const idle = procStatus(server.pid, 'VmRSS');
+        writeFileSync(`/proc/${server.pid}/clear_refs`, '5');
+        await upAndDown(file, digest, size);
+        peaks.push((procStatus(server.pid, 'VmHWM') - idle) / 1024);
+      }
+      const [first = 0, second = 0] = peaks;
+      process.stderr.write(`      (server RSS peaked ${first.toFixed(1)} MB, then ${second.toFixed(1)} MB, over idle while 200 MB went up and down)\n`);
+      assert.ok(first < 100, `the first 200 MB grew RSS by ${first.toFixed(1)} MB`);
+      assert.ok(second < 50, `the second 200 MB grew RSS by ${second.toFixed(1)} MB`);
       assert.match(readFileSync(path.join(dir, 'headers'), 'utf8'), new RegExp(`^docker-content-digest: ${digest}\\r$`, 'im'));
       assert.equal(`sha256:${(await curl(['-o', '-', `file://${path.join(dir, 'back')}`], 'sha256sum')).split(' ')[0]}`, digest);
 
@@ -332,6 +356,63 @@ describe('registry (real docker-registry child, real engine)', function () {
     }
     writeFileSync(configFile, 'http:\n  addr: 0.0.0.0:5000\n');
     await assert.rejects(startRegistry({ dataDir: path.join(dir, 'registry2'), configFile, service: SERVICE, log: () => undefined }), /sets http, which skiff server sets itself/);
+  });
+
+  it('a registry that will not start is an error with its last lines, and no restart is announced', async () => {
+    const dir = scratchDir('skiff-registry-bad-');
+    const configFile = path.join(dir, 'distribution.yml');
+    // distribution 2.8 stops at once on S3 storage without a region.
+    writeFileSync(configFile, 'storage:\n  s3:\n    bucket: b\n');
+    const lines: string[] = [];
+    await assert.rejects(startRegistry({ dataDir: path.join(dir, 'registry'), configFile, service: SERVICE, log: (l) => lines.push(l) }), (err: unknown) => {
+      assert.ok(err instanceof SkiffError);
+      assert.match(err.message, /^the registry did not start \(exited with code \d+\)$/);
+      assert.ok(err.details.some((l) => /region/i.test(l)), err.details.join('\n'));
+      return true;
+    });
+    assert.equal(lines.filter((l) => /restarting/.test(l)).length, 0);
+    assert.deepEqual(readdirSync(path.join(dir, 'registry', 'run')), [], 'its config and pid file are gone');
+  });
+
+  it('two servers sharing one data dir run a child each on the same storage and key, and leave each other\'s child alone', async () => {
+    const dir = scratchDir('skiff-registry-replicas-');
+    const a = await serverProcess(dir, `${FLEET_A}/shared`);
+    const b = await startRegistry({ dataDir: path.join(dir, 'registry'), service: SERVICE, log: () => undefined });
+    try {
+      assert.ok(alive(a.registryPid), "the other server's child runs on");
+      assert.notEqual(b.url, new URL(a.url).origin);
+      // A blob uploaded through one server is read through the other's child with the first's token.
+      const blob = randomBytes(1000);
+      const digest = `sha256:${createHash('sha256').update(blob).digest('hex')}`;
+      const auth = { authorization: `Bearer ${a.token}` };
+      const start = await fetch(`${a.url}/v2/${FLEET_A}/shared/blobs/uploads/`, { method: 'POST', headers: auth });
+      const url = new URL(start.headers.get('location') ?? '', a.url);
+      url.searchParams.set('digest', digest);
+      assert.equal((await fetch(url, { method: 'PUT', headers: { ...auth, 'content-type': 'application/octet-stream' }, body: blob })).status, 201);
+      const back = await fetch(`${b.url}/v2/${FLEET_A}/shared/blobs/${digest}`, { headers: auth });
+      assert.equal(back.status, 200);
+      assert.deepEqual(Buffer.from(await back.arrayBuffer()), blob);
+    } finally {
+      await b.stop();
+      await a.stop();
+    }
+    assert.equal(alive(a.registryPid), false, 'the server stopped its child on SIGTERM');
+  });
+
+  it('without docker-registry on PATH, start says how to install it', async () => {
+    const dir = scratchDir('skiff-registry-missing-');
+    const saved = process.env.PATH;
+    process.env.PATH = dir;
+    try {
+      await assert.rejects(startRegistry({ dataDir: path.join(dir, 'registry'), service: SERVICE, log: () => undefined }), (err: unknown) => {
+        assert.ok(err instanceof SkiffError);
+        assert.equal(err.message, 'cannot run docker-registry: it is not installed');
+        assert.equal(err.hint, 'install it with: apt-get install docker-registry');
+        return true;
+      });
+    } finally {
+      process.env.PATH = saved;
+    }
   });
 
   it('stop() ends the child with SIGTERM, and a start after a killed server ends the child it left', async () => {

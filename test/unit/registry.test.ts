@@ -5,13 +5,15 @@
  */
 import assert from 'node:assert/strict';
 import { createPublicKey, X509Certificate } from 'node:crypto';
-import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { decodeProtectedHeader, jwtVerify } from 'jose';
+import { failureLines } from '../../src/lib/server/registry/child.js';
 import { readUserConfig, registryConfig } from '../../src/lib/server/registry/config.js';
 import { summariseManifest } from '../../src/lib/server/registry/manifest.js';
+import { rewriteRealm } from '../../src/lib/server/registry/routes.js';
 import { grantableActions, mergeGrants, parseScope, parseScopes } from '../../src/lib/server/registry/scope.js';
-import { libtrustKeyId, loadOrCreateSigningKey, SIGNING_CERT_FILE, SIGNING_KEY_FILE } from '../../src/lib/server/registry/signing-key.js';
+import { createOnce, libtrustKeyId, loadOrCreateSigningKey, SIGNING_CERT_FILE, SIGNING_KEY_FILE } from '../../src/lib/server/registry/signing-key.js';
 import { signToken, subjectOf, tokenClaims } from '../../src/lib/server/registry/token.js';
 import { SkiffError } from '../../src/lib/errors/errors.js';
 import { scratchDir } from '../support/tmp.js';
@@ -123,6 +125,15 @@ describe('registry token keys (libtrustKeyId)', () => {
     assert.equal(new X509Certificate(readFileSync(again.certFile)).checkPrivateKey(first.privateKey), true);
   });
 
+  it('creates a key file only once: a second maker (another replica) keeps the first one\'s', () => {
+    const dir = scratchDir('skiff-registry-key-');
+    const file = path.join(dir, 'f');
+    assert.equal(createOnce(file, 'first', 0o600), true);
+    assert.equal(createOnce(file, 'second', 0o600), false);
+    assert.equal(readFileSync(file, 'utf8'), 'first');
+    assert.deepEqual(readdirSync(dir), ['f'], 'no temp file is left');
+  });
+
   it('refuses a key file that is not a key, naming it', async () => {
     const dir = scratchDir('skiff-registry-key-');
     writeFileSync(path.join(dir, SIGNING_KEY_FILE), 'not a key');
@@ -221,5 +232,26 @@ describe('registry manifests (summariseManifest)', () => {
   it('refuses schema 1 and anything else', () => {
     assert.throws(() => summariseManifest(d('f'), { schemaVersion: 1, fsLayers: [] }), /neither an image manifest nor an index \(schema 1\)/);
     assert.throws(() => summariseManifest(d('f'), null), /neither/);
+  });
+});
+
+describe('registry proxy realm (rewriteRealm)', () => {
+  it('points the Bearer challenge at this server, keeping service and scope', () => {
+    assert.equal(
+      rewriteRealm('Bearer realm="http://127.0.0.1:39211/auth/v1/token",service="skiff",scope="repository:a/b:pull"', 'https://cloud.example.com/auth/v1/token'),
+      'Bearer realm="https://cloud.example.com/auth/v1/token",service="skiff",scope="repository:a/b:pull"',
+    );
+    assert.equal(rewriteRealm('Basic realm="x"', 'http://h/auth/v1/token'), 'Basic realm="http://h/auth/v1/token"');
+    assert.equal(rewriteRealm('Bearer service="s"', 'http://h/t'), 'Bearer service="s"');
+  });
+});
+
+describe('registry start failures (failureLines)', () => {
+  it('gives Go\'s panic or fatal line, not the goroutine stack after it', () => {
+    const stack = ['', 'goroutine 1 [running]:', 'main.main()', '\t/build/main.go:10 +0x1d'];
+    assert.deepEqual(failureLines(['time="t" level=info msg="starting"', 'panic: No region parameter provided', ...stack]), ['panic: No region parameter provided']);
+    assert.deepEqual(failureLines(['time="t" level=fatal msg="listen tcp 127.0.0.1:5000: bind: address already in use"']), ['time="t" level=fatal msg="listen tcp 127.0.0.1:5000: bind: address already in use"']);
+    const plain = Array.from({ length: 12 }, (_, i) => `line ${i}`);
+    assert.deepEqual(failureLines(plain), plain.slice(-10));
   });
 });

@@ -4,7 +4,7 @@
  * prefixed `[registry]`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -36,12 +36,15 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** True once `GET /v2/` answers at all (401 under token auth is an answer). */
+/**
+ * True once distribution answers `GET /v2/` (401 under token auth is an answer). Its API version
+ * header tells it from another process that took the port between freePort() and the spawn.
+ */
 function answers(url: string): Promise<boolean> {
   return new Promise((resolve) => {
     const req = http.get(`${url}/v2/`, { timeout: 1000, agent: false }, (res) => {
       res.resume();
-      resolve(true);
+      resolve(res.headers['docker-distribution-api-version'] !== undefined);
     });
     req.on('timeout', () => req.destroy());
     req.on('error', () => resolve(false));
@@ -53,33 +56,56 @@ function childEnv(): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^REGISTRY_(HTTP|AUTH)(_|$)/.test(k)));
 }
 
+/** True while a process runs (a zombie counts as ended). */
+function running(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
 /**
  * A child left running by a server that was killed (SIGKILL gives it no chance to stop it) still
- * holds the storage: end it before starting ours. Only a process whose command line names our
- * config file is touched.
+ * holds its port and storage: end it before starting ours. Each server process keeps its child's
+ * pid in `<runDir>/registry-<server pid>.child`, so replicas sharing a data dir only end children
+ * whose server is gone, and only a process whose command line names that server's config.
  */
-async function endStaleChild(pidFile: string, configFile: string): Promise<void> {
-  if (!existsSync(pidFile)) return;
-  const pid = Number(readFileSync(pidFile, 'utf8').trim());
-  rmSync(pidFile, { force: true });
-  if (!Number.isInteger(pid) || pid <= 1) return;
-  let cmdline: string;
-  try {
-    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-  } catch {
-    return;
+async function endStaleChildren(runDir: string): Promise<void> {
+  const servers = new Set(readdirSync(runDir).flatMap((name) => /^registry-(\d+)\.(?:child|yml)$/.exec(name)?.[1] ?? []));
+  for (const server of servers) {
+    if (Number(server) === process.pid || running(Number(server))) continue;
+    const pidFile = path.join(runDir, `registry-${server}.child`);
+    const configFile = path.join(runDir, `registry-${server}.yml`);
+    let childPid = 0;
+    let cmdline = '';
+    try {
+      childPid = Number(readFileSync(pidFile, 'utf8').trim());
+      cmdline = Number.isInteger(childPid) && childPid > 1 ? readFileSync(`/proc/${childPid}/cmdline`, 'utf8') : '';
+    } catch {
+      // No pid file (killed before its child started), or the child is already gone.
+    }
+    if (cmdline.includes(REGISTRY_BINARY) && cmdline.includes(configFile)) {
+      process.kill(childPid, 'SIGKILL');
+      const deadline = Date.now() + 5000;
+      while (running(childPid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    }
+    rmSync(pidFile, { force: true });
+    rmSync(configFile, { force: true });
   }
-  if (!cmdline.includes(REGISTRY_BINARY) || !cmdline.includes(configFile)) return;
-  process.kill(pid, 'SIGKILL');
-  const deadline = Date.now() + 5000;
-  while (existsSync(`/proc/${pid}`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}
+
+/** What a failed start said: Go's panic or fatal line rather than the goroutine stack after it. */
+export function failureLines(lines: readonly string[]): string[] {
+  const said = lines.filter((l) => /^panic: |level=(?:fatal|panic|error)\b/.test(l));
+  return (said.length > 0 ? said : lines).slice(-10);
 }
 
 export interface SupervisorOptions {
-  configFile: string;
-  dataDir: string;
-  /** Writes the config for a port (called again when the port must change). */
-  writeConfig: (port: number) => Promise<void>;
+  /** `<dataDir>/run`: this server's config and child pid live here, named by the server's pid. */
+  runDir: string;
+  /** Writes the config for a port into `file` (called again when the port must change). */
+  writeConfig: (port: number, file: string) => Promise<void>;
   log: (line: string) => void;
 }
 
@@ -88,14 +114,26 @@ export class RegistrySupervisor {
   private child: ChildProcess | undefined;
   private port = 0;
   private stopping = false;
+  /** Set once the first start answered: from then on an exit means a restart. */
+  private supervising = false;
   private failures = 0;
   private restartTimer: NodeJS.Timeout | undefined;
   private startedAt = 0;
   /** The last lines the child wrote, for the error when it will not start. */
   private lastLines: string[] = [];
   private exited: Promise<void> = Promise.resolve();
+  /** This server's files: several servers (replicas) may share one data dir. */
+  private readonly pidFile: string;
+  readonly configFile: string;
+  /** Ends the child if this process exits without stop() (an uncaught error): it must not outlive us. */
+  private readonly killOnExit = (): void => {
+    this.child?.kill('SIGKILL');
+  };
 
-  constructor(private readonly options: SupervisorOptions) {}
+  constructor(private readonly options: SupervisorOptions) {
+    this.pidFile = path.join(options.runDir, `registry-${process.pid}.child`);
+    this.configFile = path.join(options.runDir, `registry-${process.pid}.yml`);
+  }
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
@@ -106,27 +144,26 @@ export class RegistrySupervisor {
     return this.child?.pid;
   }
 
-  private get pidFile(): string {
-    return path.join(this.options.dataDir, 'registry.pid');
-  }
-
   /**
    * Starts the child and resolves once it answers. Throws SkiffError when the binary is missing or
    * the child exits (or does not answer) before it is ready.
    */
   async start(): Promise<void> {
-    await endStaleChild(this.pidFile, this.options.configFile);
+    mkdirSync(this.options.runDir, { recursive: true, mode: 0o700 });
+    await endStaleChildren(this.options.runDir);
     this.port = await freePort();
-    await this.options.writeConfig(this.port);
+    await this.options.writeConfig(this.port, this.configFile);
+    process.on('exit', this.killOnExit);
     const ready = await this.runOnce();
-    if (ready !== 'ready') {
-      this.stopping = true;
+    if (ready === 'ready') {
+      this.supervising = true;
+    } else {
       this.child?.kill('SIGKILL');
-      await this.exited;
+      await this.stop();
       const missing = ready === 'missing';
       throw new SkiffError('error', missing ? `cannot run ${REGISTRY_BINARY}: it is not installed` : `the registry did not start (${ready})`, {
         hint: missing ? 'install it with: apt-get install docker-registry' : undefined,
-        details: this.lastLines.slice(-10),
+        details: failureLines(this.lastLines),
       });
     }
   }
@@ -134,7 +171,7 @@ export class RegistrySupervisor {
   /** Spawns the child and waits until it answers, exits, or the timeout passes. */
   private async runOnce(): Promise<'ready' | 'missing' | string> {
     this.lastLines = [];
-    const child = spawn(REGISTRY_BINARY, ['serve', this.options.configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
+    const child = spawn(REGISTRY_BINARY, ['serve', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
     this.child = child;
     this.startedAt = Date.now();
     let exitNote: string | undefined;
@@ -157,7 +194,7 @@ export class RegistrySupervisor {
     for (const stream of [child.stdout, child.stderr]) {
       if (!stream) continue;
       createInterface({ input: stream }).on('line', (line) => {
-        this.lastLines = [...this.lastLines.slice(-19), line];
+        this.lastLines = [...this.lastLines.slice(-49), line];
         this.options.log(`[registry] ${line}`);
       });
     }
@@ -173,7 +210,8 @@ export class RegistrySupervisor {
   private onExit(child: ChildProcess, what: string): void {
     if (child !== this.child) return;
     this.child = undefined;
-    if (this.stopping) return;
+    // Before the first start succeeded, start() reports the failure itself.
+    if (this.stopping || !this.supervising) return;
     if (Date.now() - this.startedAt > STABLE_MS) this.failures = 0;
     const delay = Math.min(BACKOFF_FIRST_MS * 2 ** this.failures, BACKOFF_CAP_MS);
     this.failures += 1;
@@ -190,12 +228,15 @@ export class RegistrySupervisor {
       this.options.log('[registry] running again');
       return;
     }
-    // A child that never answered may have lost its port to another process: take a new one next time.
-    if (this.child) this.child.kill('SIGKILL');
-    else this.options.log(`[registry] did not start: ${result}`);
+    // A child that never answered may have lost its port to another process: take a new one next
+    // time. (One that exited was already logged, and its restart planned, by onExit.)
+    if (this.child) {
+      this.options.log(`[registry] did not start: ${result}`);
+      this.child.kill('SIGKILL');
+    }
     try {
       this.port = await freePort();
-      await this.options.writeConfig(this.port);
+      await this.options.writeConfig(this.port, this.configFile);
     } catch (err) {
       this.options.log(`[registry] cannot write its config: ${err instanceof Error ? err.message : String(err)}`);
     }
@@ -212,6 +253,8 @@ export class RegistrySupervisor {
       await this.exited;
       clearTimeout(killTimer);
     }
+    process.off('exit', this.killOnExit);
     rmSync(this.pidFile, { force: true });
+    rmSync(this.configFile, { force: true });
   }
 }

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { SkiffError } from '../../errors/errors.js';
+import { createOnce } from './signing-key.js';
 
 /** Storage drivers distribution knows: one config names exactly one of them. */
 const STORAGE_DRIVERS = ['filesystem', 'inmemory', 's3', 'azure', 'gcs', 'swift', 'oss'];
@@ -36,12 +37,8 @@ function deepMerge(base: Yaml, over: Yaml): Yaml {
  */
 function httpSecret(dataDir: string): string {
   const file = path.join(dataDir, 'http-secret');
-  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
-  const secret = randomBytes(32).toString('hex');
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, `${secret}\n`, { mode: 0o600 });
-  renameSync(tmp, file);
-  return secret;
+  if (!existsSync(file)) createOnce(file, `${randomBytes(32).toString('hex')}\n`, 0o600);
+  return readFileSync(file, 'utf8').trim();
 }
 
 /**
@@ -118,12 +115,10 @@ export function registryConfig(options: { dataDir: string; port: number; service
   return merged;
 }
 
-/** Writes the config as YAML (0600: it may hold S3 credentials) and returns its path. */
-export async function writeRegistryConfig(dataDir: string, config: Yaml): Promise<string> {
+/** Writes the config as YAML to `file` (0600: it may hold S3 credentials). */
+export async function writeRegistryConfig(file: string, config: Yaml): Promise<void> {
   const { stringify } = await import('yaml');
-  const file = path.join(dataDir, 'config.yml');
-  const tmp = `${file}.${process.pid}.tmp`;
+  const tmp = `${file}.tmp`;
   writeFileSync(tmp, stringify(config), { mode: 0o600 });
   renameSync(tmp, file);
-  return file;
 }

@@ -76,13 +76,11 @@ export const startRegistry = async (options: RegistryOptions): Promise<Supervise
     options.log(`[registry] using ${url}; its auth.token must name service and issuer '${options.service}' and trust ${key.certFile}`);
     return new Registry(options.service, key, undefined, url);
   }
-  const configFile = path.join(dataDir, 'config.yml');
   const supervisor = new RegistrySupervisor({
-    configFile,
-    dataDir,
+    runDir: path.join(dataDir, 'run'),
     log: options.log,
-    writeConfig: async (port) => {
-      await writeRegistryConfig(dataDir, registryConfig({ dataDir, port, service: options.service, certFile: key.certFile, user }));
+    writeConfig: async (port, file) => {
+      await writeRegistryConfig(file, registryConfig({ dataDir, port, service: options.service, certFile: key.certFile, user }));
     },
   });
   await supervisor.start();

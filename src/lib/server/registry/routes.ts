@@ -4,9 +4,12 @@
  * `GET /auth/v1/token`, distribution's token endpoint (`docs/spec/auth/token.md`).
  */
 import http from 'node:http';
+import https from 'node:https';
 import { pipeline } from 'node:stream';
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+// For the OpenAPI fields (summary, description) of route schemas.
+import type {} from '@fastify/swagger';
 import { RegistryTokenResponse } from '../../api/device-state.js';
 import { ApiError } from '../../api/resources.js';
 import type { RegistryAccessCheck, RegistryAction, RegistryAuthenticate, RunningRegistry } from './contract.js';
@@ -21,6 +24,8 @@ const MAX_SCOPES = 64;
 
 /** Headers of one hop only (RFC 9110 §7.6.1): never forwarded. Node frames the body itself. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+/** Also kept to this hop: the client's `Expect: 100-continue` was already answered by this server. */
+const NOT_FORWARDED = new Set([...HOP_BY_HOP, 'expect']);
 
 /** `rawHeaders` (name, value, name, value…) without hop-by-hop ones, each value passed through `map`. */
 function forwardHeaders(raw: readonly string[], map: (name: string, value: string) => string = (_n, v) => v): string[] {
@@ -28,7 +33,7 @@ function forwardHeaders(raw: readonly string[], map: (name: string, value: strin
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i] ?? '';
     const value = raw[i + 1] ?? '';
-    if (HOP_BY_HOP.has(name.toLowerCase())) continue;
+    if (NOT_FORWARDED.has(name.toLowerCase())) continue;
     out.push(name, map(name.toLowerCase(), value));
   }
   return out;
@@ -55,14 +60,21 @@ function registryError(code: string, message: string): string {
   return JSON.stringify({ errors: [{ code, message, detail: null }] });
 }
 
-function proxy(registry: RunningRegistry, agent: http.Agent, request: FastifyRequest, reply: FastifyReply): void {
+/** Keep-alive connections to the registry: loopback HTTP for our child, maybe HTTPS for an external one. */
+interface Agents {
+  http: http.Agent;
+  https: https.Agent;
+}
+
+function proxy(registry: RunningRegistry, agents: Agents, request: FastifyRequest, reply: FastifyReply): void {
   // From here on the response is ours to write: Fastify must neither serialise nor end it.
   reply.hijack();
   const req = request.raw;
   const res = reply.raw;
   const childUrl = registry.url;
   const target = new URL(req.url ?? '/', childUrl);
-  const upstream = http.request(target, { method: req.method, headers: forwardHeaders(req.rawHeaders), agent });
+  const options = { method: req.method, headers: forwardHeaders(req.rawHeaders) };
+  const upstream = target.protocol === 'https:' ? https.request(target, { ...options, agent: agents.https }) : http.request(target, { ...options, agent: agents.http });
   upstream.on('response', (answer) => {
     const realm = publicRealm(request);
     const headers = forwardHeaders(answer.rawHeaders, (name, value) => {
@@ -114,16 +126,20 @@ function apiError(reply: FastifyReply, statusCode: number, error: string, messag
  * (and no body limit applies to them) while the rest of the app parses JSON as usual.
  */
 export function registerRoutes(app: FastifyInstance, registry: RunningRegistry, deps: { authenticate: RegistryAuthenticate; access: RegistryAccessCheck }): void {
-  const agent = new http.Agent({ keepAlive: true });
-  app.addHook('onClose', async () => agent.destroy());
+  const agents: Agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
+  app.addHook('onClose', async () => {
+    agents.http.destroy();
+    agents.https.destroy();
+  });
 
   void app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
-    const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => proxy(registry, agent, request, reply);
+    const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => proxy(registry, agents, request, reply);
     const methods = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'];
-    scope.route({ method: methods, url: '/v2/', handler });
-    scope.route({ method: methods, url: '/v2/*', handler });
+    const schema = { summary: 'The Docker Registry HTTP API V2 (CNCF distribution), proxied to the registry', description: 'Bearer tokens from GET /auth/v1/token.' };
+    scope.route({ method: methods, url: '/v2/', handler, schema });
+    scope.route({ method: methods, url: '/v2/*', handler, schema });
   });
 
   app.get(

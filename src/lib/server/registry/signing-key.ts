@@ -3,7 +3,7 @@
  * with the self-signed certificate distribution trusts it by (`auth.token.rootcertbundle`).
  */
 import { createHash, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { SkiffError } from '../../errors/errors.js';
 
@@ -49,11 +49,23 @@ function base32(bytes: Uint8Array): string {
   return out;
 }
 
-/** Writes `file` whole or not at all (a crash mid-write must not leave a half key that the next start trusts). */
-function writeAtomic(file: string, data: string, mode: number): void {
+/**
+ * Creates `file` whole (a crash mid-write must not leave half a key that the next start trusts)
+ * unless it exists: replicas sharing a data dir may race to make it, and the first one wins.
+ * Returns false when the file was already there.
+ */
+export function createOnce(file: string, data: string, mode: number): boolean {
   const tmp = `${file}.${process.pid}.tmp`;
   writeFileSync(tmp, data, { mode });
-  renameSync(tmp, file);
+  try {
+    linkSync(tmp, file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    rmSync(tmp, { force: true });
+  }
 }
 
 /**
@@ -65,24 +77,20 @@ export async function loadOrCreateSigningKey(dataDir: string): Promise<SigningKe
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const keyFile = path.join(dataDir, SIGNING_KEY_FILE);
   const certFile = path.join(dataDir, SIGNING_CERT_FILE);
-  let privatePem: string | undefined = existsSync(keyFile) ? readFileSync(keyFile, 'utf8') : undefined;
+  if (!existsSync(keyFile)) createOnce(keyFile, (await generateKey()).export({ type: 'pkcs8', format: 'pem' }).toString(), 0o600);
+  // Read back even when we made it: another replica may have made it first.
+  const privatePem = readFileSync(keyFile, 'utf8');
   let privateKey: KeyObject;
-  if (privatePem === undefined) {
-    privateKey = await generateKey();
-    privatePem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-    writeAtomic(keyFile, privatePem, 0o600);
-  } else {
-    try {
-      privateKey = createPrivateKey(privatePem);
-    } catch (err) {
-      throw new SkiffError('error', `the registry token key ${keyFile} is not a private key`, { hint: 'restore it from a backup, or remove it (and its certificate) to make a new one', cause: err });
-    }
+  try {
+    privateKey = createPrivateKey(privatePem);
+  } catch (err) {
+    throw new SkiffError('error', `the registry token key ${keyFile} is not a private key`, { hint: 'restore it from a backup, or remove it (and its certificate) to make a new one', cause: err });
   }
   const publicKey = createPublicKey(privateKey);
   const spki = publicKey.export({ type: 'spki', format: 'der' });
   if (!existsSync(certFile)) {
     const publicPem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
-    writeAtomic(certFile, await selfSignedCertificate(privatePem, publicPem), 0o644);
+    createOnce(certFile, await selfSignedCertificate(privatePem, publicPem), 0o644);
   }
   return { privateKey, keyId: libtrustKeyId(spki), certFile };
 }

@@ -27,8 +27,12 @@ export interface TokenClaims {
   access: TokenAccess[];
 }
 
-/** Default token lifetime in seconds: long enough for a push of gigabytes, short enough that a removed device's token dies soon. */
-export const DEFAULT_TOKEN_LIFETIME = 3600;
+/**
+ * Default token lifetime in seconds. The registry checks a token when a request starts, so a layer
+ * of gigabytes that outlasts it still completes, and docker's client fetches a new token when one
+ * expires; short, so a removed device or revoked key loses registry access within minutes.
+ */
+export const DEFAULT_TOKEN_LIFETIME = 600;
 
 /** The `sub` of a principal: `user:<id>`, `device:<uuid>`, or `skiff-server` for the server itself. */
 export function subjectOf(principal: RegistryPrincipal | 'server'): string {

@@ -10,7 +10,7 @@ import { findDeviceType } from '../../device-types/device-types.js';
 import { hashKey, sameHash } from '../crypto.js';
 import { isUniqueViolation } from '../db/database.js';
 import { assembleTarget, chooseRelease, type Composition, type ScopedVariable, type TargetRelease } from '../target-state.js';
-import { deviceStatus } from '../device-status.js';
+import { DEFAULT_POLL_INTERVAL_MS, deviceStatus } from '../device-status.js';
 import type { Principal } from '../permissions.js';
 import { authorize, badInput, conflict, isoNow, notFound, parseJson, unauthorized, type ServiceContext } from './context.js';
 import { knownDeviceType, fleetOf, latestRelease, pinnableRelease, pollIntervals } from './fleets.js';
@@ -176,46 +176,59 @@ export async function deviceOf(ctx: ServiceContext, caller: User, uuid: string, 
   return { device, fleet };
 }
 
-async function deviceJson(ctx: ServiceContext, device: DeviceRow, fleet: FleetRow, pollIntervalMs: number): Promise<Device> {
-  const ids = [device.pinned_release_id, fleet.pinned_release_id].filter((x): x is number => x !== null);
-  const commits = ids.length === 0 ? [] : await ctx.db.selectFrom('releases').select(['id', 'commit']).where('id', 'in', ids).execute();
-  const commitOf = (id: number | null) => (id === null ? null : commits.find((c) => c.id === id)?.commit ?? null);
-  const latest = device.pinned_release_id === null && fleet.pinned_release_id === null ? await latestRelease(ctx.db, fleet.id) : undefined;
-  const lastSeen = ctx.lastSeen.unwritten(device.id) ?? device.last_seen;
+/** Devices of one fleet as the API shows them: a fixed number of queries however many devices. */
+async function devicesJson(ctx: ServiceContext, fleet: FleetRow, devices: readonly DeviceRow[]): Promise<Device[]> {
+  if (devices.length === 0) return [];
+  const intervals = await pollIntervals(ctx.db, fleet.id, devices.map((d) => d.id));
+  const ids = [...new Set([fleet.pinned_release_id, ...devices.map((d) => d.pinned_release_id)].filter((x): x is number => x !== null))];
+  const commits = new Map<number, string>();
+  for (let i = 0; i < ids.length; i += 500) {
+    for (const r of await ctx.db.selectFrom('releases').select(['id', 'commit']).where('id', 'in', ids.slice(i, i + 500)).execute()) commits.set(r.id, r.commit);
+  }
+  const commitOf = (id: number | null) => (id === null ? null : commits.get(id) ?? null);
+  const latest = fleet.pinned_release_id === null ? await latestRelease(ctx.db, fleet.id) : undefined;
+  const now = ctx.clock().getTime();
   const split = (s: string | null) => (s ?? '').split(/\s+/).filter(Boolean);
-  return {
-    id: device.id, uuid: device.uuid, name: device.name, fleet: fleet.name, deviceType: device.device_type,
-    status: deviceStatus(lastSeen ? Date.parse(lastSeen) : undefined, pollIntervalMs, ctx.clock().getTime()),
-    lastSeen,
-    runningRelease: device.running_release,
-    targetRelease: commitOf(device.pinned_release_id) ?? commitOf(fleet.pinned_release_id) ?? latest?.commit ?? null,
-    pinnedRelease: commitOf(device.pinned_release_id),
-    updateStatus: device.update_status, updateError: device.update_error,
-    rolledBackFrom: parseJson<{ commit: string; reason: string } | null>(device.rolled_back_from, null),
-    ipAddresses: split(device.ip_address), macAddresses: split(device.mac_address),
-    osVersion: device.os_version, agentVersion: device.supervisor_version,
-    services: parseJson(device.services, []),
-    memoryUsage: device.memory_usage, memoryTotal: device.memory_total, storageUsage: device.storage_usage, storageTotal: device.storage_total,
-    cpuUsage: device.cpu_usage, cpuTemp: device.cpu_temp, createdAt: device.created_at,
-  };
+  return devices.map((device) => {
+    const lastSeen = ctx.lastSeen.unwritten(device.id) ?? device.last_seen;
+    return {
+      id: device.id, uuid: device.uuid, name: device.name, fleet: fleet.name, deviceType: device.device_type,
+      status: deviceStatus(lastSeen ? Date.parse(lastSeen) : undefined, intervals.get(device.id) ?? DEFAULT_POLL_INTERVAL_MS, now),
+      lastSeen,
+      runningRelease: device.running_release,
+      targetRelease: commitOf(device.pinned_release_id) ?? commitOf(fleet.pinned_release_id) ?? latest?.commit ?? null,
+      pinnedRelease: commitOf(device.pinned_release_id),
+      updateStatus: device.update_status, updateError: device.update_error,
+      rolledBackFrom: parseJson<{ commit: string; reason: string } | null>(device.rolled_back_from, null),
+      ipAddresses: split(device.ip_address), macAddresses: split(device.mac_address),
+      osVersion: device.os_version, agentVersion: device.supervisor_version,
+      services: parseJson(device.services, []),
+      memoryUsage: device.memory_usage, memoryTotal: device.memory_total, storageUsage: device.storage_usage, storageTotal: device.storage_total,
+      cpuUsage: device.cpu_usage, cpuTemp: device.cpu_temp, createdAt: device.created_at,
+    };
+  });
+}
+
+async function deviceJson(ctx: ServiceContext, device: DeviceRow, fleet: FleetRow): Promise<Device> {
+  const [json] = await devicesJson(ctx, fleet, [device]);
+  if (!json) throw new Error(`device ${device.uuid} vanished`);
+  return json;
 }
 
 export async function getDevice(ctx: ServiceContext, caller: User, uuid: string): Promise<Device> {
   const { device, fleet } = await deviceOf(ctx, caller, uuid);
-  const intervals = await pollIntervals(ctx.db, fleet.id, [device.id]);
-  return deviceJson(ctx, device, fleet, intervals.get(device.id) ?? 60_000);
+  return deviceJson(ctx, device, fleet);
 }
 
 /** The caller's devices, of one fleet when `fleetName` is given. */
 export async function listDevices(ctx: ServiceContext, caller: User, fleetName?: string): Promise<Device[]> {
   const fleets = fleetName === undefined
-    ? await ctx.db.selectFrom('fleets').selectAll().where('owner_id', '=', caller.userId).execute()
+    ? await ctx.db.selectFrom('fleets').selectAll().where('owner_id', '=', caller.userId).orderBy('name').execute()
     : [await fleetOf(ctx, caller, fleetName)];
   const out: Device[] = [];
   for (const fleet of fleets) {
     const devices = await ctx.db.selectFrom('devices').selectAll().where('fleet_id', '=', fleet.id).orderBy('id').execute();
-    const intervals = await pollIntervals(ctx.db, fleet.id, devices.map((d) => d.id));
-    for (const d of devices) out.push(await deviceJson(ctx, d, fleet, intervals.get(d.id) ?? 60_000));
+    out.push(...await devicesJson(ctx, fleet, devices));
   }
   return out;
 }
@@ -244,8 +257,7 @@ export async function updateDevice(ctx: ServiceContext, caller: User, uuid: stri
     }
     return { device: await tx.selectFrom('devices').selectAll().where('id', '=', device.id).executeTakeFirstOrThrow(), fleet: target };
   });
-  const intervals = await pollIntervals(ctx.db, found.fleet.id, [found.device.id]);
-  return deviceJson(ctx, found.device, found.fleet, intervals.get(found.device.id) ?? 60_000);
+  return deviceJson(ctx, found.device, found.fleet);
 }
 
 /** Removes a device: its key stops working with the next request (every request looks the key up). */

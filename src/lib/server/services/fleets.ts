@@ -54,19 +54,25 @@ export async function touchFleet(db: Db, fleetId: number): Promise<void> {
   await db.updateTable('fleets').set((eb) => ({ state_version: eb('state_version', '+', 1) })).where('id', '=', fleetId).execute();
 }
 
-/** Config variables for each of a fleet's devices (fleet < device), for status and poll intervals. */
+/** Each of a fleet's devices' poll interval (ms) from config variables (fleet < device), for online status. */
 export async function pollIntervals(db: Db, fleetId: number, deviceIds: number[]): Promise<Map<number, number>> {
-  const fleetVars = await db.selectFrom('variables').select(['name', 'value']).where('fleet_id', '=', fleetId).where('service', '=', '').execute();
-  const deviceVars = deviceIds.length === 0 ? [] : await db.selectFrom('variables').select(['device_id', 'name', 'value']).where('device_id', 'in', deviceIds).where('service', '=', '').execute();
-  const out = new Map<number, number>();
-  for (const id of deviceIds) {
-    const vars: ScopedVariable[] = [
-      ...fleetVars.map((v) => ({ level: 'fleet' as const, service: null, name: v.name, value: v.value })),
-      ...deviceVars.filter((v) => v.device_id === id).map((v) => ({ level: 'device' as const, service: null, name: v.name, value: v.value })),
-    ];
-    out.set(id, pollIntervalOf(configOf(vars)));
+  const fleetVars: ScopedVariable[] = (await db.selectFrom('variables').select(['name', 'value']).where('fleet_id', '=', fleetId).where('service', '=', '').execute())
+    .map((v) => ({ level: 'fleet', service: null, name: v.name, value: v.value }));
+  const byDevice = new Map<number, ScopedVariable[]>();
+  for (let i = 0; i < deviceIds.length; i += 500) {
+    const rows = await db.selectFrom('variables').select(['device_id', 'name', 'value']).where('device_id', 'in', deviceIds.slice(i, i + 500)).where('service', '=', '').execute();
+    for (const v of rows) {
+      if (v.device_id === null) continue;
+      const list = byDevice.get(v.device_id) ?? [];
+      list.push({ level: 'device', service: null, name: v.name, value: v.value });
+      byDevice.set(v.device_id, list);
+    }
   }
-  return out;
+  const fleetDefault = pollIntervalOf(configOf(fleetVars));
+  return new Map(deviceIds.map((id) => {
+    const own = byDevice.get(id);
+    return [id, own ? pollIntervalOf(configOf([...fleetVars, ...own])) : fleetDefault];
+  }));
 }
 
 export async function fleetJson(ctx: ServiceContext, row: FleetRow, ownerEmail: string): Promise<Fleet> {

@@ -1,6 +1,6 @@
 /**
  * The cloud CLI as a user and CI run it: `skiff` as a subprocess against a real `skiff server`
- * (its own SQLite data dir and registry, on a free loopback port) and this machine's engine.
+ * (SQLite, then PostgreSQL; its own registry, on a free loopback port) and this machine's engine.
  * Each bad input of issue 9's CLI part has a test: wrong password, a fleet name that exists, an
  * unknown device type, a revoked API key, another user's fleet, a project that does not build, a
  * deploy interrupted during the push, a confirmation without a terminal.
@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { runCli, startCli, type CliResult } from '../support/cli.js';
-import { ADMIN as ADMIN_USER, api, startServer, type StartedServer } from '../support/server.js';
+import { ADMIN as ADMIN_USER, api, freshPostgresDatabase, startServer, type StartedServer } from '../support/server.js';
 import { BASE_AMD64, TEST_LABEL, cleanupImages, ensureBaseImages, makeProject } from '../support/engine.js';
 import { scratchDir } from '../support/tmp.js';
 import { KEYS, startTty } from '../support/tty.js';
@@ -38,7 +38,7 @@ function project(name: string, dockerfile: string, extra: Record<string, string>
   }, name);
 }
 
-describe('cloud CLI against a real skiff server', function () {
+for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud CLI against a real skiff server (${dialect})`, function () {
   this.timeout(300_000);
   let server: StartedServer | undefined;
   let url = '';
@@ -49,7 +49,7 @@ describe('cloud CLI against a real skiff server', function () {
 
   before(async () => {
     await ensureBaseImages();
-    server = await startServer();
+    server = await startServer(dialect === 'postgres' ? { database: freshPostgresDatabase() } : {});
     url = server.url;
     home = scratchDir('skiff-home-');
   });

@@ -7,54 +7,20 @@
  * the server is down starts its last release.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { cleanupAgent, eventually, freePort, startAgent, status, type TestAgent } from '../support/agent.js';
-import { BIN } from '../support/cli.js';
+import { cleanupAgent, eventually, startAgent, status, type TestAgent } from '../support/agent.js';
 import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, TEST_LABEL } from '../support/engine.js';
+import { ADMIN, dropPostgresDatabase, freshPostgresDatabase, startServer, type StartedServer } from '../support/server.js';
 import { scratchDir } from '../support/tmp.js';
-import { waitFor } from '../support/wait.js';
 
 const RUN = randomBytes(3).toString('hex');
 const LABEL_VALUE = `cloud-agent-${RUN}`;
-const ADMIN = 'admin@example.com';
-const PASSWORD = `pw-${randomBytes(8).toString('hex')}`;
-
-interface Server {
-  child: ChildProcess;
-  url: string;
-  output: () => string;
-}
-
-/** `skiff server` as a subprocess on loopback, ready once /ping answers. */
-async function startServer(dataDir: string, port: number): Promise<Server> {
-  const passwordFile = path.join(dataDir, '..', `admin-password-${port}`);
-  writeFileSync(passwordFile, `${PASSWORD}\n`, { mode: 0o600 });
-  const child = spawn(process.execPath, [BIN, 'server', '--data-dir', dataDir, '--port', String(port), '--host', '127.0.0.1', '--admin-email', ADMIN, '--admin-password-file', passwordFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
-  let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor(async () => child.exitCode !== null || (await fetch(`${url}/ping`).then((r) => r.ok).catch(() => false)), 'the server to answer', 30_000).catch((err: Error) => {
-    throw new Error(`${err.message}; server printed: ${out}`);
-  });
-  if (child.exitCode !== null) throw new Error(`server exited: ${out}`);
-  return { child, url, output: () => out };
-}
-
-async function killServer(server: Server | undefined, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (!server || server.child.exitCode !== null || server.child.signalCode !== null) return;
-  const done = new Promise((r) => server.child.once('close', r));
-  server.child.kill(signal);
-  await done;
-}
-
-describe('agent cloud: end to end with the real server', function () {
-  let serverDir = '';
-  let port = 0;
-  let server: Server | undefined;
+for (const dialect of ['sqlite', 'postgres'] as const) describe(`agent cloud: end to end with the real server (${dialect})`, function () {
+  let database: string | undefined;
+  let server: StartedServer | undefined;
   let token = '';
   const fleet = `cloud${RUN}`;
   const agents: TestAgent[] = [];
@@ -75,7 +41,7 @@ describe('agent cloud: end to end with the real server', function () {
     writeFileSync(path.join(dir, 'Dockerfile'), `FROM ${BASE_AMD64}\nCOPY file.txt /file.txt\nLABEL ${TEST_LABEL}=${LABEL_VALUE}\n`);
     execFileSync('/usr/bin/docker', ['build', '-q', '-t', `${repository}:${tag}`, dir], { env: { ...process.env, DOCKER_BUILDKIT: '0' } });
     const host = repository.split('/')[0] ?? '';
-    const push = await docker.getImage(`${repository}:${tag}`).push({ tag, authconfig: { username: ADMIN, password: token, serveraddress: host } });
+    const push = await docker.getImage(`${repository}:${tag}`).push({ tag, authconfig: { username: ADMIN.email, password: token, serveraddress: host } });
     const lines = await new Promise<Array<{ aux?: { Digest?: string }; error?: string }>>((resolve, reject) => docker.modem.followProgress(push, (err: Error | null, o: Array<{ aux?: { Digest?: string }; error?: string }>) => (err ? reject(err) : resolve(o))));
     const failed = lines.find((l) => l.error);
     if (failed) throw new Error(`push failed: ${failed.error}`);
@@ -123,10 +89,9 @@ describe('agent cloud: end to end with the real server', function () {
 
   before(async function () {
     await ensureBaseImages();
-    serverDir = scratchDir('skiff-server-');
-    port = await freePort();
-    server = await startServer(path.join(serverDir, 'data'), port);
-    token = (await api<{ token: string }>('POST', '/auth/login', { email: ADMIN, password: PASSWORD })).token;
+    database = dialect === 'postgres' ? freshPostgresDatabase() : undefined;
+    server = await startServer({ database });
+    token = (await api<{ token: string }>('POST', '/auth/login', ADMIN)).token;
     await api('POST', '/fleets', { name: fleet, deviceType: 'genericx86-64-ext' });
     await api('PUT', '/variables', { fleet, name: 'SKIFF_AGENT_POLL_INTERVAL', value: '1000' });
   });
@@ -136,7 +101,8 @@ describe('agent cloud: end to end with the real server', function () {
       await a.kill().catch(() => {});
       await cleanupAgent(a.uuid);
     }
-    await killServer(server);
+    await server?.kill('SIGTERM');
+    if (database) dropPostgresDatabase(database);
     await cleanupImages({ label: `${TEST_LABEL}=${LABEL_VALUE}` });
   });
 
@@ -165,7 +131,7 @@ describe('agent cloud: end to end with the real server', function () {
   });
 
   it('the server killed: devices keep running; one restarted meanwhile starts its last release; they report when it is back', async () => {
-    await killServer(server, 'SIGKILL');
+    await server?.kill('SIGKILL');
     const [a, b] = agents;
     assert.ok(a && b);
     await eventually(async () => /cannot reach/.test(a.output()) && /cannot reach/.test(b.output()), 30_000, 'both agents noticing the server is gone');
@@ -180,8 +146,9 @@ describe('agent cloud: end to end with the real server', function () {
     const stop = await fetch(`${b.url}/v2/applications/${(await api0(b)).appId}/stop-service`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ serviceName: 'main' }) });
     assert.equal(stop.status, 200, await stop.text());
     const back = Date.now();
-    server = await startServer(path.join(serverDir, 'data'), port);
-    token = (await api<{ token: string }>('POST', '/auth/login', { email: ADMIN, password: PASSWORD })).token;
+    assert.ok(server);
+    server = await startServer({ database, dataDir: server.dataDir, port: server.port });
+    token = (await api<{ token: string }>('POST', '/auth/login', ADMIN)).token;
     await eventually(async () => {
       const d = await device(b.uuid);
       return d.services.some((s) => s.name === 'main' && s.status === 'Exited') && d.lastSeen !== null && Date.parse(d.lastSeen) >= back - 1000;

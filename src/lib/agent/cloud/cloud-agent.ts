@@ -23,7 +23,7 @@ import { ensureImages } from './images.js';
 import { startPullProxy, type PullProxy } from './pull-proxy.js';
 import { recordRegistration, registerOnce, isRegistered } from './register.js';
 import { buildReport, dueReport, metricChanges, reportChanges, type CloudPhase, type Metrics } from './report.js';
-import { backoffMs, nextDelayMs, pollIntervalMs } from './schedule.js';
+import { backoffMs, METRICS_REPORT_INTERVAL_MS, nextDelayMs, pollIntervalMs } from './schedule.js';
 import { convertTargetV3, type CloudApp } from './target.js';
 
 export interface CloudOptions {
@@ -267,6 +267,7 @@ export function startCloud(o: CloudOptions): RunningCloud {
   let notBefore = 0;
   let reportFailures = 0;
   let reporting = false;
+  let lastReportProblem: string | undefined;
   const cpu = cpuSampler();
   const device = deviceFacts(o.listenPort);
   const tick = async (): Promise<void> => {
@@ -287,7 +288,7 @@ export function startCloud(o: CloudOptions): RunningCloud {
         device: { ...device, ip_address: ipAddresses() },
       });
       const changes = reportChanges(lastAccepted, state);
-      const metrics = now - lastMetricsAt >= 300_000 ? metricChanges(lastMetrics, sampleMetrics(o.dataDir, cpu)) : {};
+      const metrics = now - lastMetricsAt >= METRICS_REPORT_INTERVAL_MS ? metricChanges(lastMetrics, sampleMetrics(o.dataDir, cpu)) : {};
       const body = dueReport(changes, metrics, { now, lastStateAt, lastMetricsAt, notBefore });
       if (!body) return;
       try {
@@ -295,9 +296,13 @@ export function startCloud(o: CloudOptions): RunningCloud {
       } catch (err) {
         reportFailures++;
         notBefore = Date.now() + Math.max(backoffMs(reportFailures, interval()), err instanceof CloudHttpError ? err.retryAfterMs ?? 0 : 0);
+        // An unreachable server is the poll's to say; a server that refuses the report is said here, once.
+        if (err instanceof CloudHttpError && err.message !== lastReportProblem) log(`Cloud: ${err.message}; retrying`, true);
+        lastReportProblem = err instanceof CloudHttpError ? err.message : lastReportProblem;
         return;
       }
       reportFailures = 0;
+      lastReportProblem = undefined;
       const sentState = Object.keys(changes).some((k) => k in body);
       if (sentState) {
         lastAccepted = { ...lastAccepted, ...changes };

@@ -134,14 +134,19 @@ export function portIsFree(port) {
  * Starts `skiff agent` on 127.0.0.1 with a temp data dir, like test/support/agent.ts.
  * Returns { child, pid, port, enginePort, dataDir, uuid, url, output(), kill() }.
  */
-export async function startAgent({ port, enginePort, rollbackGrace = 2 } = {}) {
+/**
+ * `args` are extra `skiff agent` flags and `env` extra environment (e.g. DOCKER_HOST, for an agent
+ * on another engine); `configFile` is the config.json a cloud-mode agent was given (`--config`),
+ * read for the uuid once it has one (the uuid is null while it has none yet).
+ */
+export async function startAgent({ port, enginePort, rollbackGrace = 2, args: extra = [], env = {}, configFile } = {}) {
   port ??= await freePort();
   enginePort ??= await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), 'skiff-bench-agent-'));
   const args = [SKIFF_BIN, 'agent', '--data-dir', dataDir, '--listen-address', '127.0.0.1',
-    '--listen-port', String(port), '--engine-port', String(enginePort), '--rollback-grace', String(rollbackGrace)];
+    '--listen-port', String(port), '--engine-port', String(enginePort), '--rollback-grace', String(rollbackGrace), ...extra];
   log(`$ node ${args.join(' ')}`);
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', ...env } });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));
@@ -166,7 +171,11 @@ export async function startAgent({ port, enginePort, rollbackGrace = 2 } = {}) {
     if (Date.now() > deadline) { await agent.kill(); throw new Error(`agent did not answer: ${out}`); }
     await sleep(100);
   }
-  agent.uuid = JSON.parse(readFileSync(join(dataDir, 'config.json'), 'utf8')).uuid;
+  if (configFile) {
+    try { agent.uuid = JSON.parse(readFileSync(configFile, 'utf8')).uuid ?? null; } catch { /* not written yet */ }
+  } else {
+    agent.uuid = JSON.parse(readFileSync(join(dataDir, 'config.json'), 'utf8')).uuid;
+  }
   return agent;
 }
 

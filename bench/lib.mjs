@@ -46,7 +46,9 @@ const GNU_TIME = '/usr/bin/time';
  *   });
  *
  * `runs: null` says a script measures once (`--runs` is then refused, saying why). Option names
- * come back in camelCase (`--rollback-grace` is `rollbackGrace`).
+ * come back in camelCase (`--rollback-grace` is `rollbackGrace`). An option declared with
+ * `type: 'string'` takes any value (its `check(value)` may return an error message), one with
+ * `type: 'boolean'` is a switch without a value (false unless given).
  */
 export function parseBenchArgs(spec = {}, argv = process.argv.slice(2)) {
   const script = basename(process.argv[1] ?? 'bench');
@@ -65,27 +67,39 @@ export function parseBenchArgs(spec = {}, argv = process.argv.slice(2)) {
       args: argv,
       strict: true,
       allowPositionals: false,
-      options: { ...Object.fromEntries(Object.keys(declared).map((n) => [n, { type: 'string' }])), help: { type: 'boolean', short: 'h' } },
+      options: { ...Object.fromEntries(Object.entries(declared).map(([n, o]) => [n, { type: o.type === 'boolean' ? 'boolean' : 'string' }])), help: { type: 'boolean', short: 'h' } },
     }));
   } catch (err) {
     const option = /'(--?[\w-]+)/.exec(err.message)?.[1] ?? '';
     if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && option === '--runs' && spec.runs === null) fail(`--runs does not apply: ${script} measures once${spec.measuresOnce ? ` (${spec.measuresOnce})` : ''}`);
     if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') fail(`unknown option ${option} (known: ${known})`);
     if (err.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') fail(`no arguments are taken, only options (known: ${known})`);
-    if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') fail(option === '--help' || option === '-h' ? '--help takes no value' : `${option} needs a value`);
+    if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') fail(option === '--help' || option === '-h' || declared[option.slice(2)]?.type === 'boolean' ? `${option} takes no value` : `${option} needs a value`);
     fail(err.message);
   }
   if (values.help) {
-    console.log(`usage: node bench/${script}${Object.keys(declared).map((n) => ` [--${n} N]`).join('')}`);
-    for (const [name, o] of Object.entries(declared)) console.log(`  --${name} N  ${o.help} (default ${o.default})`);
+    const value = (o) => (o.type === 'boolean' ? '' : o.type === 'string' ? ' VALUE' : ' N');
+    console.log(`usage: node bench/${script}${Object.entries(declared).map(([n, o]) => ` [--${n}${value(o)}]`).join('')}`);
+    for (const [name, o] of Object.entries(declared)) console.log(`  --${name}${value(o)}  ${o.help}${o.type === 'boolean' ? '' : ` (default ${o.default === '' ? 'none' : o.default})`}`);
     process.exit(0);
   }
   const out = {};
   for (const [name, o] of Object.entries(declared)) {
+    const key = name.replace(/-(\w)/g, (_, c) => c.toUpperCase());
     const raw = values[name];
+    if (o.type === 'boolean') {
+      out[key] = raw === true;
+      continue;
+    }
+    if (o.type === 'string') {
+      const problem = raw === undefined ? undefined : o.check?.(raw);
+      if (problem) fail(`--${name}: ${problem}`);
+      out[key] = raw ?? o.default;
+      continue;
+    }
     const n = raw === undefined ? o.default : /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
     if (!(n >= (o.min ?? 0))) fail(`--${name} takes a whole number of at least ${o.min ?? 0}, not '${raw}'`);
-    out[name.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = n;
+    out[key] = n;
   }
   return out;
 }

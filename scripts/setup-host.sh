@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Prepares this machine for building and testing Skiff: a Docker engine, busybox for the tests'
-# base images, qemu-user emulation for arm builds. Idempotent; run as root (CI does).
+# base images, qemu-user emulation for arm builds, and what `skiff server` runs with or is tested
+# against (CNCF distribution, PostgreSQL with a `skiff` role, haproxy, openssl). Idempotent, on a
+# fresh machine or an already set up one; no systemd needed. Run as root (CI does).
 set -euo pipefail
 
 CACHE="${SKIFF_TEST_CACHE:-/var/cache/skiff-test}"
@@ -9,7 +11,8 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need=()
-for pkg in docker.io busybox-static qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs iproute2 util-linux zstd xz-utils bzip2 zip python3-gi gir1.2-glib-2.0; do
+for pkg in docker.io busybox-static qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs iproute2 util-linux zstd xz-utils bzip2 zip python3-gi gir1.2-glib-2.0 \
+           docker-registry postgresql haproxy openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -59,4 +62,40 @@ if [ ! -x "$CACHE/arm64/bin/busybox" ]; then
   $SUDO cp "$tmp/rootfs/bin/busybox" "$CACHE/arm64/bin/busybox"
   rm -rf "$tmp"
 fi
+# PostgreSQL for `skiff server --database postgres://…` and its tests: start the cluster of the
+# installed major version (no systemd: pg_ctlcluster), then make sure the `skiff` role exists with
+# password `skiff` and may create databases (each test run makes its own).
+pgver=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
+[ -n "$pgver" ] || { log "postgresql is installed but /usr/lib/postgresql has no version"; exit 1; }
+if ! pg_lsclusters --no-header 2>/dev/null | awk -v v="$pgver" '$1 == v && $2 == "main"' | grep -q .; then
+  log "creating PostgreSQL $pgver cluster main"
+  $SUDO pg_createcluster "$pgver" main >/dev/null
+fi
+if ! pg_lsclusters --no-header | awk -v v="$pgver" '$1 == v && $2 == "main" && $4 == "online"' | grep -q .; then
+  log "starting PostgreSQL $pgver cluster main"
+  $SUDO pg_ctlcluster "$pgver" main start
+fi
+pgport=$(pg_lsclusters --no-header | awk -v v="$pgver" '$1 == v && $2 == "main" { print $3 }')
+psql_su() { # as the postgres superuser, over its local socket
+  if [ -n "$SUDO" ]; then sudo -u postgres psql -p "$pgport" -v ON_ERROR_STOP=1 -qtAX "$@"
+  else runuser -u postgres -- psql -p "$pgport" -v ON_ERROR_STOP=1 -qtAX "$@"; fi
+}
+for _ in $(seq 1 60); do
+  psql_su -c 'SELECT 1' >/dev/null 2>&1 && break
+  sleep 0.5
+done
+if [ "$(psql_su -c "SELECT 1 FROM pg_roles WHERE rolname = 'skiff'")" != 1 ]; then
+  log "creating PostgreSQL role skiff"
+  psql_su -c "CREATE ROLE skiff LOGIN CREATEDB PASSWORD 'skiff'"
+elif [ "$(psql_su -c "SELECT rolcanlogin AND rolcreatedb FROM pg_roles WHERE rolname = 'skiff'")" != t ]; then
+  log "letting PostgreSQL role skiff log in and create databases"
+  psql_su -c "ALTER ROLE skiff LOGIN CREATEDB PASSWORD 'skiff'"
+fi
+PGPASSWORD=skiff psql -h 127.0.0.1 -p "$pgport" -U skiff -d postgres -qtAX -c 'SELECT 1' >/dev/null \
+  || { log "cannot log in to PostgreSQL as skiff on 127.0.0.1:$pgport"; exit 1; }
+log "PostgreSQL $pgver answers on 127.0.0.1:$pgport (role skiff)"
+
+# The registry and load balancer are started by skiff server and the tests with their own configs;
+# Debian's packages may have started their own daemons where an init system exists: leave them.
+log "docker-registry $(docker-registry --version 2>/dev/null | awk '{ print $3 }'), $(haproxy -v 2>/dev/null | head -1 | awk '{ print $1, $3 }'), $(openssl version | awk '{ print $1, $2 }')"
 log "ready (test cache: $CACHE)"

@@ -96,9 +96,18 @@ async function registryReady(url) {
 async function startDeviceEngine() {
   const dir = mkdtempSync(join(tmpdir(), 'skiff-bench-engine-'));
   const sock = join(dir, 'docker.sock');
+  // A bridge of its own: dockerd with `--bridge none` deletes the host's docker0 at start (libnetwork
+  // clears a "stale" default bridge), which cuts every container of this machine's own engine off.
+  const bridge = `skb${process.pid % 100000}`;
+  const ip = (args) => spawnSync('ip', args, { encoding: 'utf8' });
+  ip(['link', 'del', bridge]);
+  for (const args of [['link', 'add', bridge, 'type', 'bridge'], ['addr', 'add', '10.213.77.1/24', 'dev', bridge], ['link', 'set', bridge, 'up']]) {
+    const r = ip(args);
+    if (r.status !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr.trim()}`);
+  }
   const child = spawn('dockerd', [
     '--data-root', join(dir, 'root'), '--exec-root', join(dir, 'exec'), '--pidfile', join(dir, 'docker.pid'),
-    '-H', `unix://${sock}`, '--bridge', 'none', '--iptables=false', '--ip-masq=false',
+    '-H', `unix://${sock}`, '--bridge', bridge, '--iptables=false', '--ip-masq=false',
   ], { stdio: ['ignore', 'pipe', 'pipe'], detached: false });
   let out = '';
   child.stdout.on('data', (d) => (out = (out + d).slice(-20_000)));
@@ -118,6 +127,7 @@ async function startDeviceEngine() {
       clearTimeout(killer);
     }
     spawnSync('umount', ['-R', join(dir, 'root')], { stdio: 'ignore' });
+    ip(['link', 'del', bridge]);
     rmSync(dir, { recursive: true, force: true });
   };
   const deadline = Date.now() + 30_000;

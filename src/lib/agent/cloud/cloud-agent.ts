@@ -177,7 +177,7 @@ export function startCloud(o: CloudOptions): RunningCloud {
         onProgress: (image, percent) => {
           for (const s of image.services) progress[s] = percent;
         },
-        onPulled: (image, layers) => log(`Cloud: pulled ${image.services.map((s) => s.split('/')[1]).join(', ')} (${layers.downloaded} of ${layers.total} layers downloaded)`),
+        onPulled: (image, layers) => log(`Cloud: pulled ${image.services.map((s) => s.split('/')[1]).join(', ')} (${layers.total === 0 ? 'the engine had it already' : `${layers.downloaded} of ${layers.total} layers downloaded`})`),
       });
     } catch (err) {
       watching.abort();

@@ -45,6 +45,14 @@ describe('agent cloud: reports', () => {
     });
   }
 
+  it('once applied, a service the release did not change (its container keeps the old commit) is Running, not Installing', () => {
+    const r = buildReport({ ...base, apps: [{ uuid: FLEET, appId: 7, commit: 'B', services: ['web', 'db'] }], agentTargetCommit: 'B', appliedCommit: 'B', containers: [container('web', 'B'), container('db', 'A')] });
+    assert.equal(release(r)?.services?.db?.status, 'Running');
+    assert.equal(release(r)?.update_status, 'done');
+    const applying = buildReport({ ...base, apps: [{ uuid: FLEET, appId: 7, commit: 'B', services: ['web', 'db'] }], agentTargetCommit: 'B', status: 'Applying', containers: [container('web', 'A'), container('db', 'A')] });
+    assert.equal(release(applying)?.services?.db?.status, 'Installing');
+  });
+
   it('rolled_back_from names the release and reason, and is null otherwise', () => {
     assert.deepEqual(buildReport({ ...base, rolledBackFrom: { commit: 'B', reason: 'r' } }).rolled_back_from, { commit: 'B', reason: 'r' });
     assert.equal(buildReport(base).rolled_back_from, null);

@@ -66,12 +66,15 @@ export function buildReport(input: ReportInputs): DeviceReportV3 {
   const apps: NonNullable<DeviceReportV3['apps']> = {};
   for (const app of input.apps) {
     const services: Record<string, ServiceReportV3> = {};
+    // Once the release is applied every container of the app is the release's, including those of
+    // services it did not change: they keep the commit label of the release that made them.
+    const applied = app.commit !== undefined && (input.appliedCommit ?? '').split(',').includes(app.commit);
     for (const name of app.services) {
       const container = input.containers.find((c) => c.appId === app.appId && c.serviceName === name && c.commit === app.commit)
         ?? input.containers.find((c) => c.appId === app.appId && c.serviceName === name);
       const progress = phase.kind === 'downloading' ? phase.progress[`${app.uuid}/${name}`] : undefined;
       if (progress !== undefined && progress < 100) services[name] = { status: 'Downloading', download_progress: progress };
-      else services[name] = { status: container && container.commit === app.commit ? serviceStatus(container.state) : 'Installing', download_progress: null };
+      else services[name] = { status: container && (container.commit === app.commit || applied) ? serviceStatus(container.state) : 'Installing', download_progress: null };
     }
     // The running release is the applied one; the one reported on is the target's.
     const running = input.appliedCommit && input.appliedCommit.split(',').includes(app.commit ?? '') ? app.commit : input.appliedCommit?.split(',')[0];

@@ -232,7 +232,18 @@ describe('skiff server: two replicas on one PostgreSQL and one registry, behind 
     const changed = expectStatus(await call(b, 'GET', state, { token: device.key, headers: { 'if-none-match': etag } }), 200, 'state through b after the change');
     const newEtag = changed.headers.get('etag');
     assert.notEqual(newEtag, etag);
-    assert.equal(expectStatus(await call(a, 'GET', state, { token: device.key }), 200, 'state through a after the change').headers.get('etag'), newEtag);
+    const changedA = expectStatus(await call(a, 'GET', state, { token: device.key }), 200, 'state through a after the change');
+    assert.equal(changedA.headers.get('etag'), newEtag);
+    // Each replica keeps its fleet's shared part of the target per fleet version: both had the
+    // old one cached, and both serve the new value (not only a new ETag).
+    for (const answer of [changed, changedA]) assert.match(JSON.stringify(answer.json()), /"GREETING":"from a"/);
+    // And back the other way: a change through b reaches a device polling through a.
+    expectStatus(await call(b, 'PUT', '/variables', { token, body: { fleet: fleet.name, name: 'GREETING', value: 'from b' } }), 200, 'variable through b');
+    const back = expectStatus(await call(a, 'GET', state, { token: device.key, headers: { 'if-none-match': newEtag ?? '' } }), 200, 'state through a after the change through b');
+    assert.match(JSON.stringify(back.json()), /"GREETING":"from b"/);
+    const latestEtag = back.headers.get('etag');
+    expectStatus(await call(b, 'PUT', '/variables', { token, body: { fleet: fleet.name, name: 'GREETING', value: 'from a' } }), 200, 'the variable as it was, through b');
+    assert.notEqual(expectStatus(await call(a, 'GET', state, { token: device.key, headers: { 'if-none-match': latestEtag ?? '' } }), 200, 'state through a once more').headers.get('etag'), latestEtag);
 
     // Polling through the balancer lands on both replicas, and both know the ETag.
     const served = new Set<string>();

@@ -10,6 +10,7 @@ import { Migrator } from 'kysely/migration';
 import type { Database } from './schema.js';
 import type { Statement } from 'better-sqlite3';
 import { migrationProvider } from './migrations.js';
+import { batchLookups } from './batch.js';
 import { SkiffError } from '../../errors/errors.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -168,10 +169,21 @@ async function openPostgres(url: string, log: (line: string) => void): Promise<O
   const where = `postgres://${parsed.host}${parsed.pathname}`;
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   const deviceWrites = new Kysely<Database>({ dialect: new PostgresDialect({ pool: devicePool }) });
-  // Named statements: each connection parses and plans them once, not at every poll.
+  // Named statements (each connection parses and plans them once), each run for all the polls
+  // that arrived together (see batch.ts).
+  const byKeys = batchLookups<string, DeviceByKey>(async (hashes) => {
+    const { rows } = await pool.query<DeviceByKey>({ name: 'skiff-devices-by-key', text: `${DEVICE_BY_KEY_SQL}ANY($1::text[])`, values: [hashes] });
+    return new Map(rows.map((r) => [r.key_hash, r]));
+  });
+  const variablesOf = batchLookups<number, DeviceVariableRow[]>(async (ids) => {
+    const { rows } = await pool.query<DeviceVariableRow & { device_id: number }>({ name: 'skiff-devices-variables', text: `SELECT device_id, service, name, value FROM variables WHERE fleet_id IS NULL AND device_id = ANY($1::int[])`, values: [ids] });
+    const found = new Map<number, DeviceVariableRow[]>();
+    for (const { device_id: id, ...v } of rows) found.set(id, [...(found.get(id) ?? []), v]);
+    return found;
+  });
   const hot: HotQueries = {
-    deviceByKeyHash: async (hash) => (await pool.query<DeviceByKey>({ name: 'skiff-device-by-key', text: `${DEVICE_BY_KEY_SQL}$1`, values: [hash] })).rows[0],
-    deviceVariables: async (deviceId) => (await pool.query<DeviceVariableRow>({ name: 'skiff-device-variables', text: `${DEVICE_VARIABLES_SQL}$1`, values: [deviceId] })).rows,
+    deviceByKeyHash: byKeys,
+    deviceVariables: async (deviceId) => (await variablesOf(deviceId)) ?? [],
     deviceWrites,
   };
   return { db, hot, dialect: 'postgres', where, close: async () => {

@@ -232,8 +232,8 @@ describe('skiff server: two replicas on one PostgreSQL and one registry, behind 
     const changed = expectStatus(await call(b, 'GET', state, { token: device.key, headers: { 'if-none-match': etag } }), 200, 'state through b after the change');
     const newEtag = changed.headers.get('etag');
     assert.notEqual(newEtag, etag);
-    assert.equal(expectStatus(await call(a, 'GET', state, { token: device.key }), 200, 'state through a after the change').headers.get('etag'), newEtag);
-
+    const changedA = expectStatus(await call(a, 'GET', state, { token: device.key }), 200, 'state through a after the change');
+    assert.equal(changedA.headers.get('etag'), newEtag);
     // Polling through the balancer lands on both replicas, and both know the ETag.
     const served = new Set<string>();
     for (let i = 0; i < 6; i++) {
@@ -249,6 +249,20 @@ describe('skiff server: two replicas on one PostgreSQL and one registry, behind 
       assert.deepEqual(info.ipAddresses, ['192.0.2.7']);
       assert.equal(info.osVersion, 'replicas 1');
     }
+
+    // Each replica keeps its fleet's shared part of the target per fleet version, and both have
+    // the current one: a change through one replica still reaches a device polling the other,
+    // the new value itself (not only a new ETag), both ways.
+    const interval = async (via: string, value: string, etag: string): Promise<string> => {
+      const put = via === a ? b : a;
+      expectStatus(await call(put, 'PUT', '/variables', { token, body: { fleet: fleet.name, name: 'SKIFF_AGENT_POLL_INTERVAL', value } }), 200, `config variable through ${put}`);
+      const r = expectStatus(await call(via, 'GET', state, { token: device.key, headers: { 'if-none-match': etag } }), 200, `state through ${via} after a change through ${put}`);
+      assert.equal(r.json<Record<string, { config: Record<string, string> }>>()[device.uuid]?.config.SKIFF_AGENT_POLL_INTERVAL, value);
+      return r.headers.get('etag') ?? '';
+    };
+    let current = await interval(b, '30000', newEtag ?? '');
+    current = await interval(a, '40000', current);
+    await interval(b, '30000', current);
   });
 
   it('a release made through one replica is served by the other, and its image pulls through either', async () => {

@@ -86,7 +86,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   }
   const opened = database;
   const { LastSeenBatcher } = await import('./services/last-seen.js');
-  const lastSeen = new LastSeenBatcher(opened.db, () => new Date(), options.log);
+  // Last-poll batches go through the devices' write pool (no wait for the commit's fsync).
+  const lastSeen = new LastSeenBatcher(opened.hot.deviceWrites, () => new Date(), options.log);
   // The registry is set once its child answers; the app is built meanwhile (CPU while it waits).
   const ctx: ServiceContext = { db: opened.db, hot: opened.hot, dialect: opened.dialect, clock: () => new Date(), registry: undefined, lastSeen, options: { publicUrl, registryHost }, log: options.log };
   let registry: RunningRegistry | undefined;

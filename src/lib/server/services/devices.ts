@@ -70,6 +70,18 @@ export interface PollIdentity {
   principal: DevicePrincipal;
   /** Changes whenever the device's target may have changed: `"<device>.<version>.<fleet>.<version>"`. */
   etag: string;
+  /** The device's part of its target, read in the same lookup as the ETag's versions. */
+  device: TargetDevice;
+}
+
+/** A device as its target's assembly needs it, with its fleet's state version (the fleet cache's key). */
+export interface TargetDevice {
+  id: number;
+  uuid: string;
+  name: string;
+  pinned_release_id: number | null;
+  fleet_id: number;
+  fleet_version: number;
 }
 
 /** The device a device key belongs to, with its ETag; undefined for an unknown key (the device was removed). */
@@ -77,7 +89,11 @@ export async function authenticateDevice(ctx: ServiceContext, key: string): Prom
   const hash = hashKey(key);
   const row = await ctx.hot.deviceByKeyHash(hash);
   if (!row || !sameHash(row.key_hash, hash)) return undefined;
-  return { principal: { kind: 'device', deviceId: row.id, uuid: row.uuid, fleetId: row.fleet_id }, etag: `"${row.id}.${row.device_version}.${row.fleet_id}.${row.fleet_version}"` };
+  return {
+    principal: { kind: 'device', deviceId: row.id, uuid: row.uuid, fleetId: row.fleet_id },
+    etag: `"${row.id}.${row.device_version}.${row.fleet_id}.${row.fleet_version}"`,
+    device: { id: row.id, uuid: row.uuid, name: row.name, pinned_release_id: row.pinned_release_id, fleet_id: row.fleet_id, fleet_version: row.fleet_version },
+  };
 }
 
 /** A device's own resource, for permissions.ts: another device's uuid is not found. */
@@ -94,25 +110,104 @@ export async function pollTarget(ctx: ServiceContext, identity: PollIdentity, uu
   ownDevice(identity.principal, uuid);
   ctx.lastSeen.note(identity.principal.deviceId);
   if (ifNoneMatch !== undefined && ifNoneMatch.split(',').some((t) => t.trim().replace(/^W\//, '') === identity.etag)) return { notModified: true, etag: identity.etag };
-  return { notModified: false, etag: identity.etag, body: await targetOf(ctx, identity.principal.deviceId) };
+  return { notModified: false, etag: identity.etag, body: await targetFor(ctx, identity.device) };
 }
 
 /** Assembles a device's target from the database. */
 export async function targetOf(ctx: ServiceContext, deviceId: number): Promise<TargetStateV3> {
-  const device = await ctx.db.selectFrom('devices').select(['id', 'uuid', 'name', 'fleet_id', 'pinned_release_id']).where('id', '=', deviceId).executeTakeFirstOrThrow();
-  const fleet = await ctx.db.selectFrom('fleets').select(['id', 'uuid', 'name', 'pinned_release_id']).where('id', '=', device.fleet_id).executeTakeFirstOrThrow();
-  const latest = device.pinned_release_id === null && fleet.pinned_release_id === null ? await latestRelease(ctx.db, fleet.id) : undefined;
-  const releaseId = chooseRelease({ device: device.pinned_release_id, fleet: fleet.pinned_release_id, latest: latest?.id ?? null });
-  const variables = await ctx.db.selectFrom('variables').select(['fleet_id', 'service', 'name', 'value'])
-    .where((eb) => eb.or([eb('fleet_id', '=', fleet.id), eb('device_id', '=', device.id)])).execute();
-  const scoped: ScopedVariable[] = variables.map((v) => ({ level: v.fleet_id === null ? 'device' : 'fleet', service: v.service === '' ? null : v.service, name: v.name, value: v.value }));
+  const device = await ctx.db.selectFrom('devices').innerJoin('fleets', 'fleets.id', 'devices.fleet_id')
+    .select(['devices.id', 'devices.uuid', 'devices.name', 'devices.pinned_release_id', 'devices.fleet_id', 'fleets.state_version as fleet_version'])
+    .where('devices.id', '=', deviceId).executeTakeFirstOrThrow();
+  return targetFor(ctx, device);
+}
+
+/** Assembles the target of `device`: its own variables from the database, the rest from its fleet's part. */
+async function targetFor(ctx: ServiceContext, device: TargetDevice): Promise<TargetStateV3> {
+  const [part, own] = await Promise.all([fleetPart(ctx, device.fleet_id, device.fleet_version), ctx.hot.deviceVariables(device.id)]);
+  const releaseId = chooseRelease({ device: device.pinned_release_id, fleet: part.fleet.pinned_release_id, latest: part.latestId });
+  const scoped: ScopedVariable[] = own.map((v) => ({ level: 'device', service: v.service === '' ? null : v.service, name: v.name, value: v.value }));
   return assembleTarget({
     device: { uuid: device.uuid, name: device.name },
-    fleet,
-    release: releaseId === undefined ? undefined : await loadTargetRelease(ctx, releaseId),
-    variables: scoped,
+    fleet: part.fleet,
+    release: releaseId === undefined ? undefined : await part.release(releaseId),
+    variables: [...part.variables, ...scoped],
     registryHost: ctx.options.registryHost,
   });
+}
+
+/**
+ * The part of a target every device of a fleet shares at one fleet state version: the fleet, the
+ * release it tracks, its images and composition, the fleet-level variables. Every change to any of
+ * them bumps the fleet's version in the same transaction (fleets.ts touchFleet), and the version
+ * comes from the database with each poll, so an entry is right on every replica for as long as
+ * its version is the fleet's.
+ */
+interface FleetPart {
+  fleet: { id: number; uuid: string; name: string; pinned_release_id: number | null };
+  /** The latest successful final valid release, when the fleet is not pinned (else unused). */
+  latestId: number | null;
+  variables: readonly ScopedVariable[];
+  /** A release of the fleet by id (the fleet's own, or a device's pin), read once per version. */
+  release(releaseId: number): Promise<TargetRelease | undefined>;
+}
+
+/** At most this many fleets' parts are kept (the oldest entry goes first); each is a few kB. */
+const FLEET_CACHE_SIZE = 1000;
+
+/** One cache per service context (per server), not per module: tests run many servers in one process. */
+const fleetCaches = new WeakMap<ServiceContext, Map<number, { version: number; part: Promise<FleetPart> }>>();
+
+/**
+ * The fleet's part at `version`, read once for all its devices: after a fleet-wide change the
+ * fleet's devices all fetch their new target within one poll interval, and without this each fetch
+ * re-read the same release, images and variables. Concurrent misses share one read. The data is
+ * read after `version` was, so it is never older than the version it is kept under (at worst newer,
+ * as an uncached read would be).
+ */
+function fleetPart(ctx: ServiceContext, fleetId: number, version: number): Promise<FleetPart> {
+  let cache = fleetCaches.get(ctx);
+  if (!cache) fleetCaches.set(ctx, (cache = new Map()));
+  const cached = cache.get(fleetId);
+  if (cached && cached.version === version) return cached.part;
+  const part = loadFleetPart(ctx, fleetId);
+  // A device whose lookup ran before a change must not put the older version back in place.
+  if (!cached || version > cached.version) {
+    const entries = cache;
+    entries.delete(fleetId);
+    if (entries.size >= FLEET_CACHE_SIZE) {
+      const oldest = entries.keys().next();
+      if (!oldest.done) entries.delete(oldest.value);
+    }
+    entries.set(fleetId, { version, part });
+    // A failed read (the database away) is not kept: the next poll tries again.
+    part.catch(() => {
+      if (entries.get(fleetId)?.part === part) entries.delete(fleetId);
+    });
+  }
+  return part;
+}
+
+async function loadFleetPart(ctx: ServiceContext, fleetId: number): Promise<FleetPart> {
+  const fleet = await ctx.db.selectFrom('fleets').select(['id', 'uuid', 'name', 'pinned_release_id']).where('id', '=', fleetId).executeTakeFirstOrThrow();
+  const [latest, variables] = await Promise.all([
+    fleet.pinned_release_id === null ? latestRelease(ctx.db, fleet.id) : Promise.resolve(undefined),
+    ctx.db.selectFrom('variables').select(['service', 'name', 'value']).where('fleet_id', '=', fleet.id).where('device_id', 'is', null).execute(),
+  ]);
+  const releases = new Map<number, Promise<TargetRelease | undefined>>();
+  return {
+    fleet,
+    latestId: latest?.id ?? null,
+    variables: variables.map((v) => ({ level: 'fleet', service: v.service === '' ? null : v.service, name: v.name, value: v.value })),
+    release: (releaseId) => {
+      let release = releases.get(releaseId);
+      if (!release) {
+        release = loadTargetRelease(ctx, releaseId);
+        releases.set(releaseId, release);
+        release.catch(() => releases.delete(releaseId));
+      }
+      return release;
+    },
+  };
 }
 
 async function loadTargetRelease(ctx: ServiceContext, releaseId: number): Promise<TargetRelease | undefined> {
@@ -155,7 +250,8 @@ export async function storeReport(ctx: ServiceContext, identity: PollIdentity, r
     }
   }
   if (Object.keys(changes).length === 0) return;
-  await ctx.db.updateTable('devices').set(changes).where('id', '=', identity.principal.deviceId).execute();
+  // Through the devices' write pool: no wait for the commit's fsync (see HotQueries.deviceWrites).
+  await ctx.hot.deviceWrites.updateTable('devices').set(changes).where('id', '=', identity.principal.deviceId).execute();
 }
 
 // --- a user's view -----------------------------------------------------------------------------

@@ -111,8 +111,15 @@ export function errorFromFailure(err: unknown, context: { url: string; timeoutMs
   if (code && NETWORK_REASONS[code]) {
     return new SkiffError('serverUnreachable', `the server at ${context.url} ${NETWORK_REASONS[code]}`, { hint: 'check the URL (skiff login URL) and that skiff server runs there', cause: err });
   }
+  // An https URL to a plain-HTTP server: OpenSSL reads the HTTP answer as a record of an unknown version.
+  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'ERR_SSL_HTTP_REQUEST') {
+    return new SkiffError('serverUnreachable', `the server at ${context.url} does not speak HTTPS`, { hint: `if it serves plain HTTP, use ${context.url.replace(/^https:/i, 'http:')}`, cause: err });
+  }
   if (code && /CERT|SSL|TLS|SELF_SIGNED|HOSTNAME/i.test(code)) {
-    return new SkiffError('serverUnreachable', `the TLS connection to ${context.url} failed: ${e.cause?.message ?? code}`, { hint: 'check the server certificate (NODE_EXTRA_CA_CERTS names a private CA)', cause: err });
+    // Node's words ("self-signed certificate") are one line; OpenSSL's own text is lines of library internals, where the code says more.
+    const said = (e.cause?.message ?? '').split('\n')[0]?.trim() ?? '';
+    const reason = said === '' || /^[0-9A-F]+:error:/.test(said) ? code : said;
+    return new SkiffError('serverUnreachable', `the TLS connection to ${context.url} failed: ${reason}`, { hint: 'check the server certificate (NODE_EXTRA_CA_CERTS names a private CA)', cause: err });
   }
   if (e?.name === 'TypeError' && /fetch failed/.test(e.message ?? '')) {
     return new SkiffError('serverUnreachable', `the server at ${context.url} cannot be reached${e.cause?.message ? `: ${e.cause.message}` : ''}`, { hint: 'check the URL and that skiff server runs there', cause: err });

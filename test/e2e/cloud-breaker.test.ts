@@ -1,0 +1,114 @@
+/**
+ * The cloud tried the way a newcomer and an attacker would: bad inputs that used to get through
+ * (or to crash the CLI), a server killed half-way through a deploy, the CLI pointed at the wrong
+ * kind of server. Each test is one finding of the breaker pass over issue 9; the real `skiff
+ * server` (SQLite, a free loopback port) and the real CLI as a subprocess.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { runCli, startCli, type CliResult } from '../support/cli.js';
+import { BASE_AMD64, TEST_LABEL, cleanupImages, ensureBaseImages, makeProject } from '../support/engine.js';
+import { api, createUser, startServer, type StartedServer } from '../support/server.js';
+import { scratchDir } from '../support/tmp.js';
+import { waitFor } from '../support/wait.js';
+import type { ProvisioningKey, Release } from '../../src/lib/api/resources.js';
+
+const LABEL = `${TEST_LABEL}=cloud-breaker`;
+
+/** Exactly one line on stderr, no stack trace. */
+function oneLine(r: CliResult): string {
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `more than one line:\n${r.stderr}`);
+  assert.doesNotMatch(r.stderr, /\n\s+at /);
+  return lines[0]!;
+}
+
+describe('cloud breaker: bad inputs and faults found by trying to break the cloud', function () {
+  this.timeout(300_000);
+  let server: StartedServer;
+  let user: { email: string; token: string };
+  const fleet = `brk-${randomBytes(3).toString('hex')}`;
+  const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => runCli(args, {
+    env: { HOME: scratchDir('skiff-home-'), SKIFF_API_URL: server.url, SKIFF_API_TOKEN: user.token, ...env },
+  });
+
+  before(async () => {
+    server = await startServer();
+    user = await createUser(server.url);
+    const created = await api(server.url, 'POST', '/fleets', { token: user.token, body: { name: fleet, deviceType: 'intel-nuc' } });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+  });
+  after(async () => {
+    await server?.kill('SIGTERM');
+    await cleanupImages({ label: LABEL });
+  });
+
+  it('a variable value holding a NUL byte is a 400 naming value (runc refuses such an environment, so every device failed to start the release)', async () => {
+    const res = await api(server.url, 'PUT', '/variables', { token: user.token, body: { fleet, name: 'NUL', value: 'a\u0000b' } });
+    assert.equal(res.status, 400, JSON.stringify(res.body));
+    assert.equal((res.body as { field: string }).field, 'value');
+    const list = await api(server.url, 'GET', `/variables?fleet=${fleet}`, { token: user.token });
+    assert.deepEqual(list.body, []);
+    // Anything else, unicode included, still goes through.
+    const ok = await api(server.url, 'PUT', '/variables', { token: user.token, body: { fleet, name: 'UNI', value: 'grüße ✓ \t\n' } });
+    assert.equal(ok.status, 200, JSON.stringify(ok.body));
+  });
+
+  it('config generate --output into a missing folder is exit 2 naming the folder, and makes no provisioning key (it was exit 70, a "bug", with a key made and lost)', async () => {
+    const before = await api(server.url, 'GET', `/fleets/${fleet}/provisioning-keys`, { token: user.token });
+    const file = path.join(scratchDir('skiff-out-'), 'missing', 'config.json');
+    const r = await cli(['config', 'generate', '--fleet', fleet, '--output', file]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(oneLine(r), /does not exist/);
+    assert.equal(existsSync(file), false);
+    const after = await api(server.url, 'GET', `/fleets/${fleet}/provisioning-keys`, { token: user.token });
+    assert.equal((after.body as ProvisioningKey[]).length, (before.body as ProvisioningKey[]).length);
+    const json = await cli(['config', 'generate', '--fleet', fleet, '--output', scratchDir('skiff-out-'), '--json']);
+    assert.equal(json.code, 2, json.stderr);
+    assert.equal(JSON.parse(json.stdout).error.exitCode, 2);
+  });
+
+  it('an https URL for a plain-HTTP server is exit 13 in one line saying it does not speak HTTPS (it printed OpenSSL internals over two lines)', async () => {
+    const https = server.url.replace(/^http:/, 'https:');
+    const pw = path.join(scratchDir('skiff-pw-'), 'pw');
+    writeFileSync(pw, 'whatever-password\n');
+    const login = await cli(['login', https, '--email', user.email, '--password-file', pw], { SKIFF_API_URL: undefined, SKIFF_API_TOKEN: undefined });
+    assert.equal(login.code, 13, login.stderr);
+    const line = oneLine(login);
+    assert.match(line, /does not speak HTTPS/);
+    assert.ok(line.includes(server.url), line);
+    const list = await cli(['fleet', 'list', '--json'], { SKIFF_API_URL: https });
+    assert.equal(list.code, 13);
+    const doc = JSON.parse(list.stdout) as { error: { message: string } };
+    assert.doesNotMatch(doc.error.message, /openssl|\n/i);
+  });
+
+  it('deploy whose server is killed (SIGKILL) mid-push is exit 13 saying the server stopped answering (it was exit 10, "the registry refused the push"), and the release never reaches devices', async () => {
+    await ensureBaseImages();
+    const dir = makeProject({
+      'docker-compose.yml': 'services:\n  main:\n    build: .\n',
+      Dockerfile: `FROM ${BASE_AMD64}\nLABEL ${TEST_LABEL}=cloud-breaker\nCOPY big.bin /big.bin\nCMD ["sleep", "3600"]\n`,
+    }, `brk${randomBytes(3).toString('hex')}`);
+    // Random bytes do not compress: the push lasts long enough to kill the server half-way.
+    writeFileSync(path.join(dir, 'big.bin'), randomBytes(128 * 1024 * 1024));
+    const run = startCli(['deploy', fleet, '--source', dir, '--build'], { env: { HOME: scratchDir('skiff-home-'), SKIFF_API_URL: server.url, SKIFF_API_TOKEN: user.token } });
+    let stderr = '';
+    run.child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    await waitFor(() => /main: pushing /.test(stderr), `the push to start (${stderr.slice(-300)})`, 240_000, 20);
+    await server.kill('SIGKILL');
+    const r = await run.done;
+    assert.equal(r.code, 13, r.stderr);
+    assert.match(r.stderr, /stopped answering during the deploy/);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+    // The same data dir and port again: the release is there, unfinished, and not the fleet's target.
+    server = await startServer({ dataDir: server.dataDir, port: server.port, admin: false });
+    const releases = await api(server.url, 'GET', `/fleets/${fleet}/releases`, { token: user.token });
+    const newest = (releases.body as Release[])[0];
+    assert.ok(newest, JSON.stringify(releases.body));
+    assert.notEqual(newest.status, 'success');
+    const info = await api(server.url, 'GET', `/fleets/${fleet}`, { token: user.token });
+    assert.notEqual((info.body as { targetRelease: string | null }).targetRelease, newest.commit);
+  });
+});

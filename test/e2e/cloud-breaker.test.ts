@@ -56,6 +56,17 @@ describe('cloud breaker: bad inputs and faults found by trying to break the clou
     assert.equal(ok.status, 200, JSON.stringify(ok.body));
   });
 
+  it('a variable named __proto__ is a 400 naming name (the target state dropped it silently: it never reached a container)', async () => {
+    const res = await api(server.url, 'PUT', '/variables', { token: user.token, body: { fleet, name: '__proto__', value: 'x' } });
+    assert.equal(res.status, 400, JSON.stringify(res.body));
+    assert.equal((res.body as { field: string }).field, 'name');
+    for (const name of ['__proto', 'proto__', '_', 'constructor']) {
+      const ok = await api(server.url, 'PUT', '/variables', { token: user.token, body: { fleet, name, value: 'x' } });
+      assert.equal(ok.status, 200, `${name}: ${JSON.stringify(ok.body)}`);
+      assert.equal((await api(server.url, 'DELETE', `/variables?fleet=${fleet}&name=${name}`, { token: user.token })).status, 204);
+    }
+  });
+
   it('config generate --output into a missing folder is exit 2 naming the folder, and makes no provisioning key (it was exit 70, a "bug", with a key made and lost)', async () => {
     const before = await api(server.url, 'GET', `/fleets/${fleet}/provisioning-keys`, { token: user.token });
     const file = path.join(scratchDir('skiff-out-'), 'missing', 'config.json');

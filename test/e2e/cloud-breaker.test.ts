@@ -67,6 +67,18 @@ describe('cloud breaker: bad inputs and faults found by trying to break the clou
     }
   });
 
+  it("a path the router refuses (bad percent-encoding, a 5000-character uuid) is a 400 in the API's own shape naming path, not Fastify's echoing the input", async () => {
+    for (const route of ['/fleets/%E0%A4%A', '/devices/%', `/devices/${'a'.repeat(5000)}`, `/releases/${'b'.repeat(5000)}`, `/device/v3/${'c'.repeat(5000)}/state`]) {
+      const res = await api(server.url, 'GET', route, { token: user.token });
+      assert.equal(res.status, 400, route);
+      const body = res.body as { statusCode: number; field: string; message: string; code?: string };
+      assert.equal(body.statusCode, 400);
+      assert.equal(body.field, 'path');
+      assert.equal(body.code, undefined);
+      assert.ok(body.message.length < 200, body.message);
+    }
+  });
+
   it('config generate --output into a missing folder is exit 2 naming the folder, and makes no provisioning key (it was exit 70, a "bug", with a key made and lost)', async () => {
     const before = await api(server.url, 'GET', `/fleets/${fleet}/provisioning-keys`, { token: user.token });
     const file = path.join(scratchDir('skiff-out-'), 'missing', 'config.json');

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { cleanupAgent, startAgent } from '../support/agent.js';
 import { runCli, startCli, type CliResult } from '../support/cli.js';
 import { BASE_AMD64, TEST_LABEL, cleanupImages, ensureBaseImages, makeProject } from '../support/engine.js';
 import { api, createUser, startServer, type StartedServer } from '../support/server.js';
@@ -77,6 +78,27 @@ describe('cloud breaker: bad inputs and faults found by trying to break the clou
       assert.equal(body.code, undefined);
       assert.ok(body.message.length < 200, body.message);
     }
+  });
+
+  it("login to a device's API (the agent's port) or to a web page is exit 13 saying it is not a skiff server (it said 'Unauthorized. Check them', i.e. a wrong password, or 'not found')", async () => {
+    const agent = await startAgent();
+    try {
+      const pw = path.join(scratchDir('skiff-pw-'), 'pw');
+      writeFileSync(pw, 'whatever-password\n');
+      const login = await cli(['login', agent.url, '--email', user.email, '--password-file', pw], { SKIFF_API_URL: undefined, SKIFF_API_TOKEN: undefined });
+      assert.equal(login.code, 13, login.stderr);
+      assert.match(oneLine(login), /is a device's API .*not a skiff server.*48080/);
+      const list = await cli(['fleet', 'list'], { SKIFF_API_URL: agent.url });
+      assert.equal(list.code, 13, list.stderr);
+      assert.match(oneLine(list), /not a skiff server/);
+    } finally {
+      await agent.kill();
+      await cleanupAgent(agent.uuid);
+    }
+    // distribution's own plain-text 404 page, one level under the server's URL.
+    const page = await cli(['fleet', 'list'], { SKIFF_API_URL: `${server.url}/v2/x` });
+    assert.equal(page.code, 13, page.stderr);
+    assert.match(oneLine(page), /answered 404 and is not a skiff server/);
   });
 
   it('config generate --output into a missing folder is exit 2 naming the folder, and makes no provisioning key (it was exit 70, a "bug", with a key made and lost)', async () => {

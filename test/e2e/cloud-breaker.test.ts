@@ -101,6 +101,29 @@ describe('cloud breaker: bad inputs and faults found by trying to break the clou
     assert.match(oneLine(page), /answered 404 and is not a skiff server/);
   });
 
+  it("what a device reports is printed by device info and device list without its escape sequences (a device's key could retitle the owner's terminal or write its clipboard)", async () => {
+    const key = await api(server.url, 'POST', `/fleets/${fleet}/provisioning-keys`, { token: user.token, body: {} });
+    const uuid = randomBytes(16).toString('hex');
+    const deviceKey = randomBytes(24).toString('hex');
+    const reg = await api(server.url, 'POST', '/device/register', { token: (key.body as { key: string }).key, body: { uuid, device_type: 'intel-nuc', api_key: deviceKey } });
+    assert.equal(reg.status, 201, JSON.stringify(reg.body));
+    const osc = '\u001b]52;c;cm0gLXJmIH4K\u0007\u001b]0;pwned\u0007';
+    const report = await api(server.url, 'PATCH', '/device/v3/state', { token: deviceKey, body: { [uuid]: { os_version: `Debian${osc}`, update_failed: true, update_error: `boom\u001b[2K\rall good${osc}` } } });
+    assert.equal(report.status, 200, JSON.stringify(report.body));
+    const rename = await api(server.url, 'PATCH', `/devices/${uuid}`, { token: user.token, body: { name: 'kiosk\u001b[8mhidden' } });
+    assert.equal(rename.status, 200, JSON.stringify(rename.body));
+    for (const args of [['device', 'info', uuid.slice(0, 7)], ['device', 'list', '--fleet', fleet]]) {
+      const r = await cli(args);
+      assert.equal(r.code, 0, r.stderr);
+      // eslint-disable-next-line no-control-regex -- control characters (but tab and newline) are what must not be there
+      assert.doesNotMatch(r.stdout, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/, `${args.join(' ')} printed a control character: ${JSON.stringify(r.stdout)}`);
+      assert.match(r.stdout, /kiosk\\x1b\[8mhidden/);
+    }
+    // --json keeps the text as it is (JSON escapes it).
+    const json = await cli(['device', 'info', uuid.slice(0, 7), '--json']);
+    assert.equal((JSON.parse(json.stdout) as { result: { osVersion: string } }).result.osVersion, `Debian${'\u001b]52;c;cm0gLXJmIH4K\u0007\u001b]0;pwned\u0007'}`);
+  });
+
   it('config generate --output into a missing folder is exit 2 naming the folder, and makes no provisioning key (it was exit 70, a "bug", with a key made and lost)', async () => {
     const before = await api(server.url, 'GET', `/fleets/${fleet}/provisioning-keys`, { token: user.token });
     const file = path.join(scratchDir('skiff-out-'), 'missing', 'config.json');

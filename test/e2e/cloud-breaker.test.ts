@@ -124,6 +124,24 @@ describe('cloud breaker: bad inputs and faults found by trying to break the clou
     assert.equal((JSON.parse(json.stdout) as { result: { osVersion: string } }).result.osVersion, `Debian${'\u001b]52;c;cm0gLXJmIH4K\u0007\u001b]0;pwned\u0007'}`);
   });
 
+  it('skiff server with a bad --host, --public-url or an uncreatable --data-dir is exit 2 naming the flag (it was exit 70, "Invalid URL", a bug)', async () => {
+    const dir = scratchDir('skiff-srv-');
+    const cases: Array<[string[], RegExp]> = [
+      [['--host', '999.1.1.1'], /--host '999\.1\.1\.1' is not an IP address or host name/],
+      [['--host', '127.0.0.1', '--public-url', 'not a url'], /--public-url 'not a url' is not an http or https URL/],
+      [['--host', '127.0.0.1', '--public-url', 'ftp://x'], /--public-url 'ftp:\/\/x' is not an http or https URL/],
+    ];
+    for (const [args, text] of cases) {
+      const r = await runCli(['server', '--data-dir', path.join(dir, 'data'), '--port', '1', ...args]);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(oneLine(r), text);
+    }
+    writeFileSync(path.join(dir, 'file'), 'x');
+    const r = await runCli(['server', '--data-dir', path.join(dir, 'file', 'data'), '--port', '1', '--host', '127.0.0.1']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(oneLine(r), /cannot create --data-dir .*ENOTDIR/);
+  });
+
   it('config generate --output into a missing folder is exit 2 naming the folder, and makes no provisioning key (it was exit 70, a "bug", with a key made and lost)', async () => {
     const before = await api(server.url, 'GET', `/fleets/${fleet}/provisioning-keys`, { token: user.token });
     const file = path.join(scratchDir('skiff-out-'), 'missing', 'config.json');

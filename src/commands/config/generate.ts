@@ -1,6 +1,7 @@
 import { Flags } from '@oclif/core';
 import { CloudCommand } from '../../cli/cloud.js';
 import type { FleetConfig } from '../../lib/api/resources.js';
+import { SkiffError } from '../../lib/errors/errors.js';
 
 export default class ConfigGenerate extends CloudCommand<FleetConfig> {
   static override summary = "Generate a config.json for a new device of a fleet (a new provisioning key and the server's endpoint).";
@@ -21,6 +22,8 @@ export default class ConfigGenerate extends CloudCommand<FleetConfig> {
     const { flags } = await this.parse(ConfigGenerate);
     const { parseExpiryDate } = await import('../../lib/cloud/client.js');
     const expiresAt = parseExpiryDate(flags['key-expiry-date']);
+    // Before the server makes a provisioning key: a key whose file cannot be written is lost.
+    if (flags.output) await checkWritable(flags.output);
     let deviceType: string | undefined;
     if (flags.deviceType !== undefined) deviceType = (await import('../../lib/os/config-json.js')).canonicalDeviceType(flags.deviceType);
     const config = await (await this.cloud()).fleetConfig(flags.fleet, {
@@ -30,10 +33,27 @@ export default class ConfigGenerate extends CloudCommand<FleetConfig> {
     const text = `${JSON.stringify(config, null, 2)}\n`;
     if (flags.output) {
       const { writeFile, chmod } = await import('node:fs/promises');
-      await writeFile(flags.output, text, { mode: 0o600 });
-      await chmod(flags.output, 0o600);
+      try {
+        await writeFile(flags.output, text, { mode: 0o600 });
+        await chmod(flags.output, 0o600);
+      } catch (err) {
+        throw new SkiffError('error', `cannot write ${flags.output}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { hint: 'pick another --output; the provisioning key made for it is unused (revoke it if you like)' });
+      }
       out.info(`Wrote ${flags.output} for fleet ${flags.fleet} (it holds a provisioning key: keep it private).`);
     } else if (!out.json) process.stdout.write(text);
     return config;
   }
+}
+
+/** Refuses an --output whose folder is missing or not writable, or that names a folder. */
+async function checkWritable(file: string): Promise<void> {
+  const { access, stat, constants } = await import('node:fs/promises');
+  const path = await import('node:path');
+  const dir = path.dirname(path.resolve(file));
+  const folder = await stat(dir).catch(() => undefined);
+  if (!folder?.isDirectory()) throw new SkiffError('usage', `cannot write ${file}: the folder ${dir} does not exist`, { hint: 'create it first, or pick another --output' });
+  if ((await stat(file).catch(() => undefined))?.isDirectory()) throw new SkiffError('usage', `cannot write ${file}: it is a folder`, { hint: 'name a file, e.g. --output config.json' });
+  await access(dir, constants.W_OK).catch(() => {
+    throw new SkiffError('usage', `cannot write ${file}: the folder ${dir} is not writable`, { hint: 'pick another --output' });
+  });
 }

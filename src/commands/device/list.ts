@@ -10,8 +10,9 @@ export default class DeviceList extends CloudCommand<Device[]> {
   async run(): Promise<Device[]> {
     const { flags } = await this.parse(DeviceList);
     const devices = await (await this.cloud()).devices(flags.fleet);
+    const { printable } = await import('../../lib/cloud/printable.js');
     await this.table(['UUID', 'NAME', 'FLEET', 'DEVICE TYPE', 'STATUS', 'RELEASE', 'LAST SEEN'], devices.map((d) => [
-      short(d.uuid), d.name, d.fleet, d.deviceType, d.status,
+      short(d.uuid), printable(d.name), d.fleet, d.deviceType, d.status,
       `${short(d.runningRelease)}${d.targetRelease && d.runningRelease !== d.targetRelease ? ` → ${short(d.targetRelease)}` : ''}`, when(d.lastSeen),
     ]));
     return devices;

@@ -253,8 +253,18 @@ export const Variable = Type.Object({
 });
 export type Variable = Static<typeof Variable>;
 
+/**
+ * The name a new variable may take: {@link VariableName} but `__proto__`, which a JavaScript
+ * object (the target state's `environment`) silently drops, so the variable never reached a
+ * container. Removing one stays allowed ({@link VariableName}).
+ */
+export const NewVariableName = Type.String({ pattern: '^(?!__proto__$)[A-Za-z_][A-Za-z0-9_]*$', maxLength: 200 });
+
+/** Any text without a NUL byte: the engine (runc) refuses a container whose environment holds one, so every device would fail to start it. */
+export const VariableValue = Type.String({ maxLength: 100_000, pattern: '^[^\\u0000]*$' });
+
 // Composite, not Intersect: an allOf whose parts each forbid additional properties refuses every body.
-export const SetVariableRequest = Type.Composite([VariableScope, Type.Object({ name: VariableName, value: Type.String({ maxLength: 100_000 }) })], { additionalProperties: false });
+export const SetVariableRequest = Type.Composite([VariableScope, Type.Object({ name: NewVariableName, value: VariableValue })], { additionalProperties: false });
 export type SetVariableRequest = Static<typeof SetVariableRequest>;
 
 export const TagScope = Type.Object({

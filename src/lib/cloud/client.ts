@@ -36,7 +36,7 @@ export interface RequestOptions {
   isLogin?: boolean;
 }
 
-type AnswerBody = { message?: unknown; field?: unknown; error?: unknown } | undefined;
+type AnswerBody = { message?: unknown; field?: unknown; error?: unknown; status?: unknown; statusCode?: unknown } | undefined;
 
 /**
  * A non-2xx answer as the one error a person reads. The server's `message` (and `field`, for a
@@ -53,6 +53,16 @@ export function errorFromAnswer(status: number, body: unknown, context: { url: s
   const b = (typeof body === 'object' && body !== null ? body : undefined) as AnswerBody;
   const serverMessage = typeof b?.message === 'string' && b.message.trim() !== '' ? b.message.trim().replace(/\.$/, '') : undefined;
   const field = typeof b?.field === 'string' && b.field !== '' ? b.field : undefined;
+  // Not a skiff server at all: its words ("Unauthorized", "not found") would send the user after a
+  // password or a fleet when the URL is what is wrong. A device's API (skiff agent, balena
+  // supervisor) answers `{status: 'failed', message}`; a web server's 404 page is not JSON.
+  const hint = 'check the URL: skiff server listens on port 48080 unless --port says otherwise';
+  if (typeof b?.status === 'string' && b.statusCode === undefined) {
+    return new SkiffError('serverUnreachable', `${context.url} is a device's API (a skiff agent or balena supervisor), not a skiff server`, { hint });
+  }
+  if (b === undefined && (status === 404 || status === 405 || status === 501)) {
+    return new SkiffError('serverUnreachable', `${context.url} answered ${status} and is not a skiff server`, { hint });
+  }
   switch (status) {
     case 401: {
       // The server's own words may already name skiff login: say it once.
@@ -111,8 +121,15 @@ export function errorFromFailure(err: unknown, context: { url: string; timeoutMs
   if (code && NETWORK_REASONS[code]) {
     return new SkiffError('serverUnreachable', `the server at ${context.url} ${NETWORK_REASONS[code]}`, { hint: 'check the URL (skiff login URL) and that skiff server runs there', cause: err });
   }
+  // An https URL to a plain-HTTP server: OpenSSL reads the HTTP answer as a record of an unknown version.
+  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'ERR_SSL_HTTP_REQUEST') {
+    return new SkiffError('serverUnreachable', `the server at ${context.url} does not speak HTTPS`, { hint: `if it serves plain HTTP, use ${context.url.replace(/^https:/i, 'http:')}`, cause: err });
+  }
   if (code && /CERT|SSL|TLS|SELF_SIGNED|HOSTNAME/i.test(code)) {
-    return new SkiffError('serverUnreachable', `the TLS connection to ${context.url} failed: ${e.cause?.message ?? code}`, { hint: 'check the server certificate (NODE_EXTRA_CA_CERTS names a private CA)', cause: err });
+    // Node's words ("self-signed certificate") are one line; OpenSSL's own text is lines of library internals, where the code says more.
+    const said = (e.cause?.message ?? '').split('\n')[0]?.trim() ?? '';
+    const reason = said === '' || /^[0-9A-F]+:error:/.test(said) ? code : said;
+    return new SkiffError('serverUnreachable', `the TLS connection to ${context.url} failed: ${reason}`, { hint: 'check the server certificate (NODE_EXTRA_CA_CERTS names a private CA)', cause: err });
   }
   if (e?.name === 'TypeError' && /fetch failed/.test(e.message ?? '')) {
     return new SkiffError('serverUnreachable', `the server at ${context.url} cannot be reached${e.cause?.message ? `: ${e.cause.message}` : ''}`, { hint: 'check the URL and that skiff server runs there', cause: err });

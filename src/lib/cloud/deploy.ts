@@ -149,8 +149,13 @@ export async function deploy(options: DeployOptions): Promise<DeployResult> {
     return { release, built, images: refs };
   } catch (err) {
     // Ctrl-C aborted the client's signal: mark the release failed with a client that is not aborted.
-    await client.detached().updateRelease(commit, { status: 'failed' }).catch(() => {});
+    const unmarked = await client.detached().updateRelease(commit, { status: 'failed' }).then(() => undefined, (e: unknown) => e);
     if (options.signal?.aborted) throw new SkiffError('interrupted', `deploy interrupted; release ${commit} was marked failed and no device will run it`);
+    // The engine words a server that died mid-push as "the registry refused": when the server
+    // cannot even be told the release failed, that, not the push, is the error (exit 13).
+    if (unmarked instanceof SkiffError && unmarked.code === 'serverUnreachable') {
+      throw new SkiffError('serverUnreachable', `the server at ${client.url} stopped answering during the deploy; release ${commit} stays unfinished (status running) and no device will run it`, { hint: 'check that skiff server runs there, then deploy again', cause: err });
+    }
     if (err instanceof SkiffError) throw err;
     throw new SkiffError('releaseFailed', `pushing release ${commit} failed: ${(err as Error).message}; the release was marked failed`, { cause: err });
   } finally {

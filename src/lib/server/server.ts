@@ -60,11 +60,22 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   if ((options.cert === undefined) !== (options.key === undefined)) throw new SkiffError('usage', '--cert and --key go together', { hint: 'give both PEM files, or neither for plain HTTP' });
   const https = options.cert !== undefined && options.key !== undefined ? { cert: readPem(options.cert, '--cert'), key: readPem(options.key, '--key') } : undefined;
   const dataDir = path.resolve(options.dataDir);
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  try {
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw new SkiffError('usage', `cannot create --data-dir ${dataDir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { hint: 'pick a folder this user may write' });
+  }
   const scheme = https ? 'https' : 'http';
   const shownHost = options.host === '0.0.0.0' || options.host === '::' ? '127.0.0.1' : options.host;
   const publicUrl = (options.publicUrl ?? `${scheme}://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${options.port}`).replace(/\/+$/, '');
-  const registryHost = new URL(publicUrl).host;
+  // Checked before anything starts: a bad --host or --public-url was "Invalid URL", exit 70.
+  const parsedPublicUrl = URL.canParse(publicUrl) ? new URL(publicUrl) : undefined;
+  if (!parsedPublicUrl || !/^https?:$/.test(parsedPublicUrl.protocol)) {
+    throw options.publicUrl !== undefined
+      ? new SkiffError('usage', `--public-url '${options.publicUrl}' is not an http or https URL`, { hint: 'e.g. --public-url https://cloud.example.com:48080' })
+      : new SkiffError('usage', `--host '${options.host}' is not an IP address or host name`, { hint: 'e.g. --host 0.0.0.0 (every address) or --host 127.0.0.1' });
+  }
+  const registryHost = parsedPublicUrl.host;
 
   const [{ openDatabase }, registryModule] = await Promise.all([import('./db/database.js'), import('./registry/index.js')]);
   // The registry child comes up while the database opens and the app is built.

@@ -55,6 +55,13 @@ export async function buildApp(ctx: ServiceContext, options: AppOptions): Promis
     // and nothing is coerced: a null would become 0 in an integer-or-null field. Path and query
     // parameters are strings in the schemas.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
+    // The router's own refusals (bad percent-encoding, a path parameter over 100 characters) answer
+    // like every other 400, naming the path, instead of Fastify's shape echoing the whole input.
+    frameworkErrors: (err, _request, untyped) => {
+      const reply = untyped as FastifyReply;
+      const message = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'a path parameter is longer than 100 characters' : 'the path is not a valid URL (bad percent-encoding)';
+      void reply.code(400).send({ statusCode: 400, error: 'Bad Request', message, field: 'path' });
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   // Responses are written with JSON.stringify: the services build exactly the schema's shapes, and

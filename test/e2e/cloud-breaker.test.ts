@@ -140,6 +140,10 @@ describe('cloud breaker: bad inputs and faults found by trying to break the clou
     const r = await runCli(['server', '--data-dir', path.join(dir, 'file', 'data'), '--port', '1', '--host', '127.0.0.1']);
     assert.equal(r.code, 2, r.stderr);
     assert.match(oneLine(r), /cannot create --data-dir .*ENOTDIR/);
+    // Under /proc Node's recursive mkdir spun forever at 100% CPU, deaf to SIGTERM.
+    const proc = await runCli(['server', '--data-dir', '/proc/skiff-nope', '--port', '1', '--host', '127.0.0.1']);
+    assert.equal(proc.code, 2, proc.stderr);
+    assert.match(oneLine(proc), /kernel file system/);
   });
 
   it('config generate --output into a missing folder is exit 2 naming the folder, and makes no provisioning key (it was exit 70, a "bug", with a key made and lost)', async () => {

@@ -60,6 +60,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   if ((options.cert === undefined) !== (options.key === undefined)) throw new SkiffError('usage', '--cert and --key go together', { hint: 'give both PEM files, or neither for plain HTTP' });
   const https = options.cert !== undefined && options.key !== undefined ? { cert: readPem(options.cert, '--cert'), key: readPem(options.key, '--key') } : undefined;
   const dataDir = path.resolve(options.dataDir);
+  // Node's recursive mkdir never returns on some /proc paths (it spins, deaf to SIGTERM), and
+  // neither /proc nor /sys holds a server's state: refused as the agent refuses them.
+  if (/^\/(proc|sys)(\/|$)/.test(dataDir)) throw new SkiffError('usage', `cannot keep the server's state in ${dataDir}: it is a kernel file system`, { hint: 'pass --data-dir a folder on a disk' });
   try {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   } catch (err) {

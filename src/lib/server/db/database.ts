@@ -6,7 +6,7 @@
 import path from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { Kysely, type Dialect as KyselyDialect } from 'kysely';
-import { Migrator } from 'kysely/migration';
+import { Migrator } from 'kysely';
 import type { Database } from './schema.js';
 import type { Statement } from 'better-sqlite3';
 import { migrationProvider } from './migrations.js';

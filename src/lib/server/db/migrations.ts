@@ -5,7 +5,7 @@
  * add the next one.
  */
 import { sql, type Kysely, type CreateTableBuilder } from 'kysely';
-import type { Migration, MigrationProvider } from 'kysely/migration';
+import type { Migration, MigrationProvider } from 'kysely';
 import type { Dialect } from './database.js';
 
 // Migrations see the database before and after their own change, never the app's current types.

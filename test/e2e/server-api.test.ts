@@ -413,6 +413,24 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
         assert.deepEqual((await token(`d_${d.uuid}:${d.key}`, `${bobFleet.uuid}/main`)).actions, []);
         assert.equal((await token(`d_${d.uuid}:wrong-key-wrong-key`, `${fleetUuid}/main`)).status, 401);
       });
+
+      it("stops a removed device's registry token at once, not when it expires", async () => {
+        const d = await register(c.base, pk);
+        await pushTinyImage(c.base, alice.token, `${fleetUuid}/gone`);
+        const host = new URL(c.base).host;
+        const res = await fetch(`${c.base}/auth/v1/token?service=${host}&scope=repository:${fleetUuid}/gone:pull`, { headers: { authorization: `Basic ${Buffer.from(`d_${d.uuid}:${d.key}`).toString('base64')}` } });
+        const jwt = ((await res.json()) as { token: string }).token;
+        const tags = () => fetch(`${c.base}/v2/${fleetUuid}/gone/tags/list`, { headers: { authorization: `Bearer ${jwt}` } });
+        assert.equal((await tags()).status, 200);
+        assert.equal((await api(c.base, 'DELETE', `/devices/${d.uuid}`, { token: alice.token })).status, 204);
+        const after = await tags();
+        assert.equal(after.status, 401, await after.text());
+        assert.match(after.headers.get('www-authenticate') ?? '', /^Bearer realm="http:\/\/[^"]+\/auth\/v1\/token"/);
+        // The owner's own token still works: only the removed holder is cut off.
+        const own = await fetch(`${c.base}/auth/v1/token?service=${host}&scope=repository:${fleetUuid}/gone:pull`, { headers: { authorization: `Basic ${Buffer.from(`_token:${alice.token}`).toString('base64')}` } });
+        const ownJwt = ((await own.json()) as { token: string }).token;
+        assert.equal((await fetch(`${c.base}/v2/${fleetUuid}/gone/tags/list`, { headers: { authorization: `Bearer ${ownJwt}` } })).status, 200);
+      });
     });
   });
 }

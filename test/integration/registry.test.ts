@@ -127,7 +127,7 @@ describe('registry (real docker-registry child, real engine)', function () {
     registry = await startRegistry({ dataDir, service: SERVICE, log: (line) => logs.push(line) });
     // As the server core builds its app: no type coercion, unknown fields kept (docker sends account, client_id…).
     app = Fastify({ ajv: { customOptions: { removeAdditional: false, coerceTypes: false } } });
-    registerRegistryRoutes(app, registry, { authenticate, access });
+    registerRegistryRoutes(app, registry, { authenticate, access, subjectExists: async () => true });
     base = await app.listen({ host: '127.0.0.1', port: 0 });
     host = new URL(base).host;
     // A tiny image of our own, labelled for clean-up.
@@ -441,7 +441,7 @@ describe('registry (real docker-registry child, real engine)', function () {
     const lines: string[] = [];
     const viaUrl = await startRegistry({ dataDir: dir, service: SERVICE, externalUrl: `${external.url}/`, log: (l) => lines.push(l) });
     const other = Fastify();
-    registerRegistryRoutes(other, viaUrl, { authenticate, access });
+    registerRegistryRoutes(other, viaUrl, { authenticate, access, subjectExists: async () => true });
     try {
       assert.equal(viaUrl.url, external.url);
       assert.equal(viaUrl.pid, undefined);
@@ -550,7 +550,7 @@ async function serverProcess(dir: string, repository: string): Promise<ServerPro
       `import { startRegistry, registerRegistryRoutes } from ${index};`,
       `const registry = await startRegistry({ dataDir: ${JSON.stringify(path.join(dir, 'registry'))}, service: ${JSON.stringify(SERVICE)}, log: () => undefined });`,
       'const app = Fastify();',
-      'registerRegistryRoutes(app, registry, { authenticate: async () => undefined, access: async () => [] });',
+      'registerRegistryRoutes(app, registry, { authenticate: async () => undefined, access: async () => [], subjectExists: async () => true });',
       "const url = await app.listen({ host: '127.0.0.1', port: 0 });",
       `const token = await registry.issueToken({ kind: 'user', userId: 1, email: 'a' }, [{ repository: ${JSON.stringify(repository)}, actions: ['pull', 'push'] }]);`,
       "process.on('SIGTERM', () => void app.close().then(() => registry.stop()).then(() => process.exit(0)));",

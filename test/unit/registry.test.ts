@@ -11,7 +11,7 @@ import { decodeProtectedHeader, jwtVerify } from 'jose';
 import { failureLines } from '../../src/lib/server/registry/child.js';
 import { readUserConfig, registryConfig } from '../../src/lib/server/registry/config.js';
 import { summariseManifest } from '../../src/lib/server/registry/manifest.js';
-import { rewriteRealm } from '../../src/lib/server/registry/routes.js';
+import { bearerSubject, rewriteRealm } from '../../src/lib/server/registry/routes.js';
 import { grantableActions, mergeGrants, parseScope, parseScopes } from '../../src/lib/server/registry/scope.js';
 import { createOnce, libtrustKeyId, loadOrCreateSigningKey, SIGNING_CERT_FILE, SIGNING_KEY_FILE } from '../../src/lib/server/registry/signing-key.js';
 import { signToken, subjectOf, tokenClaims } from '../../src/lib/server/registry/token.js';
@@ -260,4 +260,19 @@ describe('registry start failures (failureLines)', () => {
     const plain = Array.from({ length: 12 }, (_, i) => `line ${i}`);
     assert.deepEqual(failureLines(plain), plain.slice(-10));
   });
+});
+
+describe('registry: the subject of a bearer token', () => {
+  const jwt = (payload: unknown) => `e30.${Buffer.from(JSON.stringify(payload)).toString('base64url')}.c2ln`;
+  const cases: Array<[string, string | undefined, string | undefined]> = [
+    ['a device token', `Bearer ${jwt({ sub: 'device:abc123' })}`, 'device:abc123'],
+    ['a user token, lower-case scheme', `bearer ${jwt({ sub: 'user:7' })}`, 'user:7'],
+    ['no sub', `Bearer ${jwt({ iss: 'x' })}`, undefined],
+    ['a sub that is not text', `Bearer ${jwt({ sub: 7 })}`, undefined],
+    ['a payload that is not JSON', 'Bearer e30.bm90IGpzb24.c2ln', undefined],
+    ['not a JWT', 'Bearer sks_0123456789abcdef', undefined],
+    ['basic auth', 'Basic ZDp4', undefined],
+    ['nothing', undefined, undefined],
+  ];
+  for (const [name, header, want] of cases) it(`${name} → ${want ?? 'none'}`, () => assert.equal(bearerSubject(header), want));
 });

@@ -4,7 +4,7 @@
  * permissions.ts's rules).
  */
 import type { FastifyRequest } from 'fastify';
-import type { RegistryAccessCheck, RegistryAuthenticate } from './registry/contract.js';
+import type { RegistryAccessCheck, RegistryAuthenticate, RegistrySubjectExists } from './registry/contract.js';
 import { fleetUuidOfRepository, registryGrant, registryPrincipal, type Principal } from './permissions.js';
 import type { ServiceContext } from './services/context.js';
 import { authenticateUser, checkPassword } from './services/users.js';
@@ -59,5 +59,15 @@ export function registryAccess(ctx: ServiceContext): RegistryAccessCheck {
     }
     if (!principal) return [];
     return registryGrant(principal, fleet ? { ownerId: fleet.owner_id, fleetId: fleet.id } : undefined, actions);
+  };
+}
+
+/** `device:<uuid>` and `user:<id>` exist while their row does; any other subject (the server's own) is left to distribution. */
+export function registrySubjectExists(ctx: ServiceContext): RegistrySubjectExists {
+  return async (subject) => {
+    const [kind, id = ''] = subject.split(/:(.*)/s);
+    if (kind === 'device') return (await ctx.db.selectFrom('devices').select('id').where('uuid', '=', id).executeTakeFirst()) !== undefined;
+    if (kind === 'user') return /^\d+$/.test(id) && (await ctx.db.selectFrom('users').select('id').where('id', '=', Number(id)).executeTakeFirst()) !== undefined;
+    return true;
   };
 }

@@ -107,14 +107,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   let registry: RunningRegistry | undefined;
   try {
     // scrypt for the first admin runs on libuv's pool while the app is built on the main thread.
-    const [, app, { registryAccess, registryAuthenticate }] = await Promise.all([
+    const [, app, { registryAccess, registryAuthenticate, registrySubjectExists }] = await Promise.all([
       firstAdmin(ctx, options),
       import('./http/app.js').then(({ buildApp }) => buildApp(ctx, { bodyLimit: options.bodyLimit ?? 1024 * 1024, rateLimits: options.rateLimits ?? { login: 30, register: 600 }, ...(https ? { https } : {}) })),
       import('./registry-access.js'),
     ]);
     registry = await registryStarting;
     ctx.registry = registry;
-    registryModule.registerRegistryRoutes(app, registry, { authenticate: registryAuthenticate(ctx), access: registryAccess(ctx) });
+    registryModule.registerRegistryRoutes(app, registry, { authenticate: registryAuthenticate(ctx), access: registryAccess(ctx), subjectExists: registrySubjectExists(ctx) });
     try {
       await app.listen({ port: options.port, host: options.host });
     } catch (err) {

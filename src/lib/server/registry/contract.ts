@@ -69,4 +69,17 @@ export type StartRegistry = (options: RegistryOptions) => Promise<RunningRegistr
  * Mounts `/v2/*` (a streaming proxy to the registry: blobs of gigabytes, never buffered) and
  * `GET /auth/v1/token` (distribution's token endpoint) on the server's app.
  */
-export type RegisterRegistryRoutes = (app: FastifyInstance, registry: RunningRegistry, deps: { authenticate: RegistryAuthenticate; access: RegistryAccessCheck }) => void;
+export type RegisterRegistryRoutes = (app: FastifyInstance, registry: RunningRegistry, deps: RegistryRouteDeps) => void;
+
+/**
+ * Whether the holder a registry token names (its `sub`: `user:<id>`, `device:<uuid>`) still
+ * exists. Tokens live minutes; asked on every `/v2/` request, it makes a removed device or user
+ * lose registry access at once, as their keys lose API access.
+ */
+export type RegistrySubjectExists = (subject: string) => Promise<boolean>;
+
+export interface RegistryRouteDeps {
+  authenticate: RegistryAuthenticate;
+  access: RegistryAccessCheck;
+  subjectExists: RegistrySubjectExists;
+}

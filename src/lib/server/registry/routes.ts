@@ -12,7 +12,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type {} from '@fastify/swagger';
 import { RegistryTokenResponse } from '../../api/device-state.js';
 import { ApiError } from '../../api/resources.js';
-import type { RegistryAccessCheck, RegistryAction, RegistryAuthenticate, RunningRegistry } from './contract.js';
+import type { RegistryAction, RegistryRouteDeps, RunningRegistry } from './contract.js';
 import { grantableActions, mergeGrants, parseScopes } from './scope.js';
 import { DEFAULT_TOKEN_LIFETIME } from './token.js';
 
@@ -112,6 +112,21 @@ function proxy(registry: RunningRegistry, agents: Agents, request: FastifyReques
   });
 }
 
+/**
+ * The `sub` of a `Bearer <JWT>` header, read without checking the signature: it only ever denies
+ * (distribution checks every token it is given), so a forged one gains nothing.
+ */
+export function bearerSubject(authorization: string | undefined): string | undefined {
+  const jwt = /^Bearer\s+([\w-]+)\.([\w-]+)\.([\w-]*)\s*$/i.exec(authorization ?? '');
+  if (!jwt?.[2]) return undefined;
+  try {
+    const sub = (JSON.parse(Buffer.from(jwt[2], 'base64url').toString('utf8')) as { sub?: unknown }).sub;
+    return typeof sub === 'string' ? sub : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** `scope` as the query gave it: absent, once (a string) or repeated (an array). */
 function scopeValues(value: unknown): string[] | undefined {
   if (value === undefined) return [];
@@ -135,7 +150,7 @@ function apiError(reply: FastifyReply, statusCode: number, error: string, messag
  * plugin scope the proxy has no body parser at all, so request bodies stay unread streams there
  * (and no body limit applies to them) while the rest of the app parses JSON as usual.
  */
-export function registerRoutes(app: FastifyInstance, registry: RunningRegistry, deps: { authenticate: RegistryAuthenticate; access: RegistryAccessCheck }): void {
+export function registerRoutes(app: FastifyInstance, registry: RunningRegistry, deps: RegistryRouteDeps): void {
   const agents: Agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
   app.addHook('onClose', async () => {
     agents.http.destroy();
@@ -145,7 +160,16 @@ export function registerRoutes(app: FastifyInstance, registry: RunningRegistry, 
   void app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
-    const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => proxy(registry, agents, request, reply);
+    const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+      const subject = bearerSubject(request.headers.authorization);
+      if (subject !== undefined && !(await deps.subjectExists(subject))) {
+        // Its holder was removed since the token was made: refused now, not when it expires.
+        const body = registryError('UNAUTHORIZED', 'the holder of this token no longer exists');
+        await reply.code(401).header('content-type', 'application/json').header('www-authenticate', `Bearer realm="${publicRealm(request)}",service="${registry.service}"`).send(body);
+        return;
+      }
+      proxy(registry, agents, request, reply);
+    };
     const methods = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'];
     const schema = { summary: 'The Docker Registry HTTP API V2 (CNCF distribution), proxied to the registry', description: 'Bearer tokens from GET /auth/v1/token.' };
     scope.route({ method: methods, url: '/v2/', handler, schema });

@@ -61,3 +61,8 @@ export function sameHash(a: string, b: string): boolean {
 export function newHexId(bytes = 16): string {
   return randomBytes(bytes).toString('hex');
 }
+
+/** The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1), or undefined for any other header. */
+export function bearerToken(authorization: string | undefined): string | undefined {
+  return authorization ? /^Bearer\s+(\S+)\s*$/i.exec(authorization)?.[1] : undefined;
+}

@@ -6,14 +6,15 @@
 import type { FastifyRequest } from 'fastify';
 import type { RegistryAccessCheck, RegistryAuthenticate, RegistrySubjectExists } from './registry/contract.js';
 import { fleetUuidOfRepository, registryGrant, registryPrincipal, type Principal } from './permissions.js';
+import { bearerToken } from './crypto.js';
 import type { ServiceContext } from './services/context.js';
 import { authenticateUser, checkPassword } from './services/users.js';
 import { authenticateDevice } from './services/devices.js';
 
 function credentials(request: FastifyRequest): { user?: string; secret: string } | undefined {
   const h = request.headers.authorization ?? '';
-  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(h);
-  if (bearer?.[1]) return { secret: bearer[1] };
+  const bearer = bearerToken(h);
+  if (bearer) return { secret: bearer };
   const basic = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(h);
   if (!basic?.[1]) return undefined;
   const decoded = Buffer.from(basic[1], 'base64').toString('utf8');

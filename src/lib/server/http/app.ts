@@ -9,6 +9,7 @@ import { Type, type TSchema } from '@sinclair/typebox';
 import { ENDPOINTS } from '../../api/endpoints.js';
 import * as R from '../../api/resources.js';
 import * as D from '../../api/device-state.js';
+import { bearerToken } from '../crypto.js';
 import type { ServiceContext } from '../services/context.js';
 import { unauthorized } from '../services/context.js';
 import * as users from '../services/users.js';
@@ -39,10 +40,7 @@ const IdParams = Type.Object({ id: Type.String({ pattern: '^[1-9][0-9]{0,9}$' })
 const auth = [{ bearer: [] as string[] }];
 
 function bearer(request: FastifyRequest): string | undefined {
-  const h = request.headers.authorization;
-  if (!h) return undefined;
-  const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
-  return m?.[1];
+  return bearerToken(request.headers.authorization);
 }
 
 /** Builds the app (not listening). The caller adds the registry's routes, then listens. */

@@ -33,6 +33,10 @@ SIGTERM or Ctrl-C stops it cleanly.`;
     'registry-url': Flags.string({ description: 'Use this registry instead of starting one (replicas share one); it must trust <data-dir>/registry\'s token key.' }),
     'public-url': Flags.string({ description: 'The URL devices and the CLI reach this server at (default from --host and --port).' }),
     'register-rate-limit': Flags.integer({ description: 'Device registrations per minute and client address.', default: 600, min: 1 }),
+    'builder-engine': Flags.string({ description: 'ARCH=URL: build this architecture on that Docker engine (e.g. aarch64=tcp://10.0.0.5:2375); other architectures build on the local engine, emulated with qemu where they differ (repeatable).', multiple: true }),
+    'build-context-limit': Flags.integer({ description: 'Largest project upload of skiff push / git push, in MiB.', default: 4096, min: 1 }),
+    'log-lines': Flags.integer({ description: 'Log lines kept per device (the newest).', default: 10_000, min: 100 }),
+    'log-bytes': Flags.integer({ description: 'Bytes of log messages kept per device, in KiB (the newest).', default: 4096, min: 16 }),
   };
 
   async run(): Promise<ServerStarted | undefined> {
@@ -44,7 +48,9 @@ SIGTERM or Ctrl-C stops it cleanly.`;
         dataDir: flags['data-dir'], port: flags.port, host: flags.host, database: flags.database,
         adminEmail: flags['admin-email'], adminPasswordFile: flags['admin-password-file'], cert: flags.cert, key: flags.key,
         registryConfig: flags['registry-config'], registryUrl: flags['registry-url'], publicUrl: flags['public-url'],
-        rateLimits: { login: 30, register: flags['register-rate-limit'] }, log,
+        rateLimits: { login: 30, register: flags['register-rate-limit'] },
+        builderEngines: flags['builder-engine'], buildContextLimit: flags['build-context-limit'] * 1024 * 1024,
+        logRetention: { lines: flags['log-lines'], bytes: flags['log-bytes'] * 1024 }, log,
       });
       const started = { url: server.url, publicUrl: server.publicUrl };
       // Under --json the one document is printed once ready; the server then runs until stopped.

@@ -14,6 +14,7 @@ import { hashKey } from '../../src/lib/server/crypto.js';
 import { LastSeenBatcher } from '../../src/lib/server/services/last-seen.js';
 import { registerDevice } from '../../src/lib/server/services/devices.js';
 import { dropPostgresDatabases, postgresDatabase } from '../support/postgres.js';
+import { LocalEventBus } from '../../src/lib/server/events/bus.js';
 
 describe('skiff server: the device path on PostgreSQL (batched lookups, asynchronous device writes)', function () {
   this.timeout(60_000);
@@ -29,7 +30,9 @@ describe('skiff server: the device path on PostgreSQL (batched lookups, asynchro
     const ctx = {
       db: opened.db, hot: opened.hot, dialect: opened.dialect, clock: () => new Date(), registry: undefined,
       lastSeen: new LastSeenBatcher(opened.hot.deviceWrites, () => new Date(), () => undefined),
-      options: { publicUrl: 'http://cloud.test', registryHost: 'cloud.test:48080' }, log: () => undefined,
+      events: new LocalEventBus(),
+      options: { publicUrl: 'http://cloud.test', registryHost: 'cloud.test:48080', dataDir: '/nonexistent', replicaId: 'test', builderEngines: {}, buildContextLimit: 1024, logRetention: { lines: 100, bytes: 10_000 } },
+      log: () => undefined,
     };
     const user = await opened.db.insertInto('users').values({ email: 'a@example.com', password_hash: 'x', is_admin: 1, created_at: new Date().toISOString() }).returning('id').executeTakeFirstOrThrow();
     fleetId = (await opened.db.insertInto('fleets').values({ uuid: randomBytes(16).toString('hex'), owner_id: user.id, name: 'hot', device_type: 'generic-amd64', pinned_release_id: null, state_version: 1, created_at: new Date().toISOString() }).returning('id').executeTakeFirstOrThrow()).id;

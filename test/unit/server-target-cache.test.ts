@@ -14,6 +14,7 @@ import type { ServiceContext } from '../../src/lib/server/services/context.js';
 import { authenticateDevice, pollTarget, registerDevice, storeReport, targetOf, type PollIdentity } from '../../src/lib/server/services/devices.js';
 import { touchFleet } from '../../src/lib/server/services/fleets.js';
 import type { TargetStateV3 } from '../../src/lib/api/device-state.js';
+import { LocalEventBus } from '../../src/lib/server/events/bus.js';
 
 describe('server: the fleet part of a target, cached per fleet version (SQLite)', () => {
   let dir: string;
@@ -26,7 +27,9 @@ describe('server: the fleet part of a target, cached per fleet version (SQLite)'
   const newContext = (): ServiceContext => ({
     db: opened.db, hot: opened.hot, dialect: opened.dialect, clock: () => new Date(), registry: undefined,
     lastSeen: new LastSeenBatcher(opened.hot.deviceWrites, () => new Date(), () => undefined),
-    options: { publicUrl: 'http://cloud.test', registryHost: 'cloud.test:48080' }, log: () => undefined,
+    events: new LocalEventBus(),
+    options: { publicUrl: 'http://cloud.test', registryHost: 'cloud.test:48080', dataDir: '/nonexistent', replicaId: 'test', builderEngines: {}, buildContextLimit: 1024, logRetention: { lines: 100, bytes: 10_000 } },
+    log: () => undefined,
   });
   const identity = async (): Promise<PollIdentity> => {
     const found = await authenticateDevice(ctx, device.key);

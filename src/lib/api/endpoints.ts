@@ -2,7 +2,7 @@
  * The cloud API's routes, one table shared by the server (which registers these patterns) and the
  * CLI's and agent's clients (which fill them in). Request and answer bodies are in
  * `resources.ts` (users, fleets, devices, releases, variables, tags) and `device-state.ts`
- * (registration, target state, reports, registry tokens).
+ * (registration, target state, reports, registry tokens), `builds.ts`, `logs.ts` and `events.ts`.
  *
  * Auth: `Authorization: Bearer <session token | API key>` for users; `Bearer <device key>` for a
  * device; `Bearer <provisioning key>` only for `register`.
@@ -45,11 +45,24 @@ export const ENDPOINTS = {
   tags: { method: 'GET', path: '/tags' }, // ?fleet=|device=|release= → Tag[]
   setTag: { method: 'PUT', path: '/tags' }, // SetTagRequest → Tag
   removeTag: { method: 'DELETE', path: '/tags' }, // ?fleet=|device=|release=&key= (204)
+  // cloud builds (builds.ts)
+  createBuild: { method: 'POST', path: '/fleets/:fleet/builds' }, // ?CreateBuildQuery, tar body → Build (201)
+  builds: { method: 'GET', path: '/fleets/:fleet/builds' }, // → Build[] (newest first)
+  build: { method: 'GET', path: '/builds/:id' }, // → Build
+  buildEvents: { method: 'GET', path: '/builds/:id/events' }, // ?BuildEventsQuery → text/event-stream of BuildEventEnvelope
+  cancelBuild: { method: 'DELETE', path: '/builds/:id' }, // → Build (cancelled, or already finished: 409)
+  // a fleet's git repository (smart HTTP, `git http-backend`; HTTP basic auth, password = API key or session token)
+  git: { method: 'ALL', path: '/git/*' }, // /git/<fleet name>.git/…
+  // device logs and actions (logs.ts, events.ts)
+  deviceLogs: { method: 'GET', path: '/devices/:uuid/logs' }, // ?DeviceLogsQuery → DeviceLogLine[] | text/event-stream
+  deviceAction: { method: 'POST', path: '/devices/:uuid/actions' }, // DeviceActionRequest → DeviceActionResult
   // devices themselves (balena's paths)
   register: { method: 'POST', path: '/device/register' }, // RegisterRequest → RegisterResponse (201)
   targetState: { method: 'GET', path: '/device/v3/:uuid/state' }, // → TargetStateV3 (ETag; 304 on If-None-Match)
   report: { method: 'PATCH', path: '/device/v3/state' }, // StateReportV3 (200)
   registryToken: { method: 'GET', path: '/auth/v1/token' }, // ?service=&scope= → RegistryTokenResponse
+  logBatch: { method: 'POST', path: '/device/v2/:uuid/logs' }, // DeviceLogBatch (204)
+  deviceEvents: { method: 'GET', path: '/device/v3/:uuid/events' }, // WebSocket upgrade: ServerToDevice / DeviceToServer
   // the registry, through the server's own port
   registry: { method: 'ALL', path: '/v2/*' },
   openapi: { method: 'GET', path: '/openapi.json' },

@@ -189,6 +189,10 @@ export const Release = Type.Object({
   /** The compose services as `skiff build` models them (ServiceJson per service, without `build`). */
   composition: Type.Record(Type.String(), Type.Unknown()),
   tags: Type.Record(Type.String(), Type.String()),
+  /** The project's git commit the release was made from (40 hex), when known. */
+  gitCommit: Nullable(Type.String()),
+  /** The cloud build that made it (its id), null for `skiff deploy`. */
+  build: Nullable(Type.String()),
   createdAt: Time,
 });
 export type Release = Static<typeof Release>;
@@ -210,6 +214,8 @@ export const CreateReleaseRequest = Type.Object({
   semver: Type.Optional(Type.String({ pattern: '^\\d+\\.\\d+\\.\\d+([-+][0-9A-Za-z.-]+)*$' })),
   notes: Type.Optional(Type.String({ maxLength: 10_000 })),
   tags: Type.Optional(Type.Record(Type.String({ minLength: 1, maxLength: 100 }), Type.String({ maxLength: 1000 }))),
+  /** The project's git commit (skiff deploy stamps the working tree's HEAD). */
+  gitCommit: Type.Optional(Type.String({ pattern: '^[0-9a-f]{40}$' })),
 }, { additionalProperties: false });
 export type CreateReleaseRequest = Static<typeof CreateReleaseRequest>;
 

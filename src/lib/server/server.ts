@@ -3,9 +3,11 @@
  * registry, and serves the API on one port. Heavy modules (Fastify, the database drivers) are
  * imported on demand so a start stays well under 2 s.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { SkiffError } from '../errors/errors.js';
+import { ARCHES } from '../device-types/device-types.js';
 import type { RunningRegistry } from './registry/contract.js';
 import type { ServiceContext } from './services/context.js';
 
@@ -32,6 +34,12 @@ export interface ServerOptions {
   rateLimits?: { login: number; register: number };
   /** Largest request body, bytes (default 1 MiB; the registry's upload routes stream). */
   bodyLimit?: number;
+  /** `ARCH=URL` entries (`--builder-engine`): a Docker engine per architecture for cloud builds. */
+  builderEngines?: string[];
+  /** Largest build upload, bytes (default 4 GiB). */
+  buildContextLimit?: number;
+  /** Per device: newest lines and bytes of log messages kept (default 10,000 lines, 4 MiB). */
+  logRetention?: { lines: number; bytes: number };
   log: (line: string) => void;
 }
 
@@ -41,6 +49,19 @@ export interface RunningServer {
   readonly publicUrl: string;
   /** Stops accepting requests, writes pending last-seen times, stops the registry, closes the database. */
   stop(): Promise<void>;
+}
+
+/** `--builder-engine ARCH=URL` entries as a map; a bad entry is a usage error naming it. */
+export function parseBuilderEngines(entries: string[]): Partial<Record<string, string>> {
+  const engines: Partial<Record<string, string>> = {};
+  for (const entry of entries) {
+    const match = /^([a-z0-9_]+)=((?:tcp|unix|ssh|http|https):\/\/.+)$/.exec(entry);
+    if (!match) throw new SkiffError('usage', `--builder-engine '${entry}' is not ARCH=URL`, { hint: 'e.g. --builder-engine aarch64=tcp://10.0.0.5:2375' });
+    const arch = match[1] as string;
+    if (!(arch in ARCHES)) throw new SkiffError('usage', `--builder-engine '${entry}': unknown architecture '${arch}'`, { hint: `known architectures: ${Object.keys(ARCHES).join(', ')}` });
+    engines[arch] = match[2] as string;
+  }
+  return engines;
 }
 
 function isLoopback(host: string): boolean {
@@ -103,7 +124,18 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   // Last-poll batches go through the devices' write pool (no wait for the commit's fsync).
   const lastSeen = new LastSeenBatcher(opened.hot.deviceWrites, () => new Date(), options.log);
   // The registry is set once its child answers; the app is built meanwhile (CPU while it waits).
-  const ctx: ServiceContext = { db: opened.db, hot: opened.hot, dialect: opened.dialect, clock: () => new Date(), registry: undefined, lastSeen, options: { publicUrl, registryHost }, log: options.log };
+  const { LocalEventBus } = await import('./events/bus.js');
+  const ctx: ServiceContext = {
+    db: opened.db, hot: opened.hot, dialect: opened.dialect, clock: () => new Date(), registry: undefined, lastSeen,
+    events: new LocalEventBus(),
+    options: {
+      publicUrl, registryHost, dataDir, replicaId: randomBytes(8).toString('hex'),
+      builderEngines: parseBuilderEngines(options.builderEngines ?? []),
+      buildContextLimit: options.buildContextLimit ?? 4 * 1024 ** 3,
+      logRetention: options.logRetention ?? { lines: 10_000, bytes: 4 * 1024 * 1024 },
+    },
+    log: options.log,
+  };
   let registry: RunningRegistry | undefined;
   try {
     // scrypt for the first admin runs on libuv's pool while the app is built on the main thread.
@@ -137,6 +169,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       publicUrl,
       stop: () => (stopping ??= (async () => {
         await app.close();
+        await ctx.events.close();
         await lastSeen.stop();
         await registry?.stop();
         await opened.close();

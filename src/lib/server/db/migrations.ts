@@ -135,11 +135,62 @@ function initial(dialect: Dialect): Migration {
   };
 }
 
+/** Issue 10: cloud builds and their output, device logs, releases stamped with a git commit. */
+function builds(dialect: Dialect): Migration {
+  return {
+    async up(db: AnyDb) {
+      await db.schema.alterTable('releases').addColumn('git_commit', 'text').execute();
+      await db.schema.alterTable('releases').addColumn('build_uuid', 'text').execute();
+      await idColumn(dialect, db.schema.createTable('builds'))
+        .addColumn('uuid', 'text', (c) => c.notNull().unique())
+        .addColumn('fleet_id', 'integer', (c) => c.notNull().references('fleets.id').onDelete('cascade'))
+        .addColumn('user_id', 'integer', (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('source', 'text', (c) => c.notNull())
+        .addColumn('git_commit', 'text')
+        .addColumn('git_ref', 'text')
+        .addColumn('dirty', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('options', 'text', (c) => c.notNull())
+        .addColumn('context_bytes', 'bigint', (c) => c.notNull())
+        .addColumn('replica', 'text', (c) => c.notNull())
+        .addColumn('cancel_requested', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('release_id', 'integer', (c) => c.references('releases.id').onDelete('set null'))
+        .addColumn('error', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('started_at', 'text')
+        .addColumn('finished_at', 'text')
+        .execute();
+      await db.schema.createIndex('builds_fleet').on('builds').columns(['fleet_id', 'id']).execute();
+      await db.schema.createIndex('builds_status').on('builds').columns(['status', 'id']).execute();
+      await idColumn(dialect, db.schema.createTable('build_events'))
+        .addColumn('build_id', 'integer', (c) => c.notNull().references('builds.id').onDelete('cascade'))
+        .addColumn('seq', 'integer', (c) => c.notNull())
+        .addColumn('event', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addUniqueConstraint('build_events_seq', ['build_id', 'seq'])
+        .execute();
+      // Log ids grow for the server's whole life: 64-bit on PostgreSQL (SQLite's integer is already).
+      await (dialect === 'postgres'
+        ? db.schema.createTable('device_logs').addColumn('id', 'bigserial', (c) => c.primaryKey())
+        : db.schema.createTable('device_logs').addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement()))
+        .addColumn('device_id', 'integer', (c) => c.notNull().references('devices.id').onDelete('cascade'))
+        .addColumn('timestamp', 'bigint', (c) => c.notNull())
+        .addColumn('service', 'text')
+        .addColumn('is_system', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('is_stderr', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('message', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('device_logs_device').on('device_logs').columns(['device_id', 'id']).execute();
+    },
+  };
+}
+
 /** The migrations for `dialect`, by name in the order they run. */
 export function migrationProvider(dialect: Dialect): MigrationProvider {
   return {
     getMigrations: () => Promise.resolve({
       '0001_initial': initial(dialect),
+      '0002_builds_logs': builds(dialect),
     }),
   };
 }

@@ -107,6 +107,10 @@ export interface ReleasesTable {
   /** JSON: `{services, volumes?, networks?}` as CreateReleaseRequest's composition. */
   composition: string;
   created_at: string;
+  /** The project's git commit, when known (0002). */
+  git_commit: string | null;
+  /** The cloud build that made it (builds.uuid), null for `skiff deploy` (0002). */
+  build_uuid: string | null;
 }
 
 export interface ReleaseImagesTable {
@@ -138,7 +142,59 @@ export interface TagsTable {
   value: string;
 }
 
+/** Cloud builds: jobs that survive the connection that started them (0002). */
+export interface BuildsTable {
+  id: Generated<number>;
+  /** 32 hex digits, the API's build id. */
+  uuid: string;
+  fleet_id: number;
+  user_id: number;
+  status: 'queued' | 'running' | 'success' | 'failed' | 'cancelled';
+  source: 'push' | 'git';
+  git_commit: string | null;
+  git_ref: string | null;
+  dirty: Bool;
+  /** JSON of Build['options']. */
+  options: string;
+  /** Bytes of the uploaded tar. */
+  context_bytes: number;
+  /** The replica holding the uploaded context (its data dir); only it runs the build. */
+  replica: string;
+  /** Set by a cancel request on any replica; the replica running the build stops it. */
+  cancel_requested: Bool;
+  release_id: number | null;
+  error: string | null;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+}
+
+/** A build's ordered output (RemoteBuildEvent JSON), seq 1, 2, … per build (0002). */
+export interface BuildEventsTable {
+  id: Generated<number>;
+  build_id: number;
+  seq: number;
+  /** JSON of RemoteBuildEvent. */
+  event: string;
+  created_at: string;
+}
+
+/** Devices' log lines, bounded per device by the server's retention (0002). */
+export interface DeviceLogsTable {
+  id: Generated<number>;
+  device_id: number;
+  /** Milliseconds since the epoch, as the device stamped it. */
+  timestamp: number;
+  service: string | null;
+  is_system: Bool;
+  is_stderr: Bool;
+  message: string;
+}
+
 export interface Database {
+  builds: BuildsTable;
+  build_events: BuildEventsTable;
+  device_logs: DeviceLogsTable;
   users: UsersTable;
   sessions: SessionsTable;
   api_keys: ApiKeysTable;
@@ -157,4 +213,6 @@ export type DeviceRow = Selectable<DevicesTable>;
 export type ReleaseRow = Selectable<ReleasesTable>;
 export type ReleaseImageRow = Selectable<ReleaseImagesTable>;
 export type VariableRow = Selectable<VariablesTable>;
+export type BuildRow = Selectable<BuildsTable>;
+export type DeviceLogRow = Selectable<DeviceLogsTable>;
 export type NewDevice = Insertable<DevicesTable>;

@@ -30,6 +30,27 @@ export interface AppOptions {
 
 type User = Extract<Principal, { kind: 'user' }>;
 
+/** The app as route modules see it (TypeBox-typed routes). */
+export type SkiffApp = Awaited<ReturnType<typeof createFastify>>;
+
+/**
+ * What every route module gets besides the app and the context: the one way to authenticate a
+ * caller and to declare a route's schema, so feature routes (routes/*.ts) answer like the core ones.
+ */
+export interface RouteKit {
+  /** The user behind `Authorization: Bearer`; 401 otherwise. */
+  userOf(request: FastifyRequest): Promise<User>;
+  /** The device behind `Authorization: Bearer <device key>`; 401 otherwise. */
+  deviceOf(request: FastifyRequest): Promise<devices.PollIdentity>;
+  /** Adds the shared error answers (4xx, 503) to a route's response schemas. */
+  schema<T extends Record<string, unknown>>(s: T & { response: Record<number, TSchema> }): T & { response: Record<number, TSchema> };
+  /** The OpenAPI security entry for bearer routes. */
+  auth: Array<{ bearer: string[] }>;
+  NoContent: TSchema;
+  /** Route config for a per-address rate limit (requests a minute). */
+  limit(max: number): { rateLimit: { max: number; timeWindow: string } };
+}
+
 const NoContent = Type.Null({ description: 'No content' });
 // One serializer per route for all client errors (one per status made start-up 1 s slower).
 const errors = { '4xx': R.ApiError, 503: R.ApiError };
@@ -44,8 +65,8 @@ function bearer(request: FastifyRequest): string | undefined {
 }
 
 /** Builds the app (not listening). The caller adds the registry's routes, then listens. */
-export async function buildApp(ctx: ServiceContext, options: AppOptions): Promise<FastifyInstance> {
-  const app = Fastify({
+function createFastify(options: AppOptions) {
+  return Fastify({
     logger: false,
     bodyLimit: options.bodyLimit,
     ...(options.https ? { https: { cert: options.https.cert, key: options.https.key } } : {}),
@@ -61,6 +82,10 @@ export async function buildApp(ctx: ServiceContext, options: AppOptions): Promis
       void reply.code(400).send({ statusCode: 400, error: 'Bad Request', message, field: 'path' });
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
+}
+
+export async function buildApp(ctx: ServiceContext, options: AppOptions): Promise<FastifyInstance> {
+  const app = createFastify(options);
 
   // Responses are written with JSON.stringify: the services build exactly the schema's shapes, and
   // compiling a fast-json-stringify serializer per route and status cost most of a cold start.
@@ -220,6 +245,16 @@ export async function buildApp(ctx: ServiceContext, options: AppOptions): Promis
     await devices.storeReport(ctx, await deviceOf(req), req.body);
     return {};
   });
+
+  // --- features with routes of their own (each module owns its routes and its background work) ---
+  const kit: RouteKit = { userOf, deviceOf, schema, auth, NoContent, limit };
+  const [{ registerBuildRoutes }, { registerGitRoutes }, { registerLogRoutes }, { registerEventRoutes }] = await Promise.all([
+    import('./routes/builds.js'), import('./routes/git.js'), import('./routes/logs.js'), import('./routes/events.js'),
+  ]);
+  await registerEventRoutes(app, ctx, kit);
+  await registerBuildRoutes(app, ctx, kit);
+  await registerGitRoutes(app, ctx, kit);
+  await registerLogRoutes(app, ctx, kit);
 
   app.get(ENDPOINTS.openapi.path, { schema: { hide: true } }, async () => app.swagger());
   app.get(ENDPOINTS.ping.path, { schema: { response: { 200: Type.String(), 503: R.ApiError } } }, async (_req, reply) => {

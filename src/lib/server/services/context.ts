@@ -9,6 +9,7 @@ import type { RunningRegistry } from '../registry/contract.js';
 import { SkiffError } from '../../errors/errors.js';
 import { decide, type Action, type Principal, type Resource } from '../permissions.js';
 import type { LastSeenBatcher } from './last-seen.js';
+import type { EventBus } from '../events/bus.js';
 
 export interface ServiceContext {
   db: Kysely<Database>;
@@ -21,11 +22,23 @@ export interface ServiceContext {
   registry: RunningRegistry | undefined;
   /** Devices' last polls, written in batches (see last-seen.ts). */
   lastSeen: LastSeenBatcher;
+  /** Change notices for sockets, followers and build watchers, across replicas (events/bus.ts). */
+  events: EventBus;
   options: {
+    /** Where this replica keeps its files (build contexts, git repositories). */
+    dataDir: string;
+    /** This process's id among replicas (random per start; builds record which replica holds their upload). */
+    replicaId: string;
     /** The URL devices and the CLI reach the server at, e.g. `https://cloud.example.com:48080`. */
     publicUrl: string;
     /** `host:port` of the registry as devices and the CLI reach it (the server's own address). */
     registryHost: string;
+    /** Build engines by architecture (`--builder-engine ARCH=URL`); an architecture not named builds on the local engine (emulated when it differs). */
+    builderEngines: Partial<Record<string, string>>;
+    /** Largest build context upload, bytes. */
+    buildContextLimit: number;
+    /** Per device: newest lines kept, and bytes of messages kept. */
+    logRetention: { lines: number; bytes: number };
   };
   log: (line: string) => void;
 }

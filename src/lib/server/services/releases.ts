@@ -27,7 +27,7 @@ async function releaseJson(ctx: ServiceContext, row: ReleaseRow, fleetName: stri
     id: row.id, commit: row.commit, fleet: fleetName, status: row.status, isFinal: row.is_final === 1, isInvalidated: row.is_invalidated === 1,
     semver: row.semver, notes: row.notes,
     services: images.map((i) => ({ name: i.service, image: i.digest === null ? null : `${ctx.options.registryHost}/${i.repository}@${i.digest}`, size: i.size })),
-    composition, tags: Object.fromEntries(tags.map((t) => [t.key, t.value])), createdAt: row.created_at,
+    composition, tags: Object.fromEntries(tags.map((t) => [t.key, t.value])), gitCommit: row.git_commit, build: row.build_uuid, createdAt: row.created_at,
   };
 }
 
@@ -57,7 +57,7 @@ export async function listReleases(ctx: ServiceContext, caller: User, fleetName:
 }
 
 /** Starts a release (status `running`): answers where each service's image goes. 409 for a commit that exists. */
-export async function createRelease(ctx: ServiceContext, caller: User, fleetName: string, request: CreateReleaseRequest): Promise<CreatedRelease> {
+export async function createRelease(ctx: ServiceContext, caller: User, fleetName: string, request: CreateReleaseRequest, buildUuid: string | null = null): Promise<CreatedRelease> {
   const fleet = await fleetOf(ctx, caller, fleetName, 'write');
   const commit = request.commit ?? newHexId();
   const services = Object.keys(request.composition.services);
@@ -68,6 +68,7 @@ export async function createRelease(ctx: ServiceContext, caller: User, fleetName
       const release = await tx.insertInto('releases').values({
         fleet_id: fleet.id, commit, status: 'running', is_final: request.draft ? 0 : 1, is_invalidated: 0,
         semver: request.semver ?? null, notes: request.notes ?? null, composition: JSON.stringify(request.composition), created_at: isoNow(ctx),
+        git_commit: request.gitCommit ?? null, build_uuid: buildUuid,
       }).returningAll().executeTakeFirstOrThrow();
       await tx.insertInto('release_images').values(services.map((service) => ({ release_id: release.id, service, repository: repositoryOf(fleet.uuid, service), digest: null, size: null }))).execute();
       const tags = Object.entries(request.tags ?? {});

@@ -11,6 +11,9 @@ import type {
   Device, Fleet, FleetConfig, FleetConfigRequest, LoginRequest, LoginResponse, Release, SetTagRequest, SetVariableRequest,
   Tag, TagScope, UpdateDeviceRequest, UpdateFleetRequest, UpdateReleaseRequest, User, Variable, VariableScope, WhoAmI,
 } from '../api/resources.js';
+import type { Build } from '../api/builds.js';
+import type { DeviceLogLine, DeviceLogsQuery } from '../api/logs.js';
+import type { DeviceActionRequest, DeviceActionResult } from '../api/events.js';
 
 /** How long one request may take before the server counts as unreachable (milliseconds). */
 export const DEFAULT_TIMEOUT_MS = 30_000;
@@ -30,7 +33,8 @@ export interface CloudClientOptions {
 
 export interface RequestOptions {
   params?: Record<string, string | number>;
-  query?: Record<string, string | undefined>;
+  /** An array repeats the parameter (`tag=a=1&tag=b=2`). */
+  query?: Record<string, string | string[] | undefined>;
   body?: unknown;
   /** A 401 on this route means wrong credentials (login), not an expired session. */
   isLogin?: boolean;
@@ -171,10 +175,7 @@ export class CloudClient {
    */
   async request<T>(name: EndpointName, options: RequestOptions = {}): Promise<T> {
     const route = ENDPOINTS[name];
-    const query = new URLSearchParams();
-    for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) query.set(k, v);
-    const qs = query.toString();
-    const target = `${this.url}${endpointPath(name, options.params)}${qs ? `?${qs}` : ''}`;
+    const target = this.target(name, options);
     const headers: Record<string, string> = { accept: 'application/json' };
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     if (options.body !== undefined) headers['content-type'] = 'application/json';
@@ -202,6 +203,64 @@ export class CloudClient {
     }
     if (!response.ok) throw errorFromAnswer(response.status, body, { url: this.url, isLogin: options.isLogin });
     return body as T;
+  }
+
+  private target(name: EndpointName, options: Pick<RequestOptions, 'params' | 'query'>): string {
+    const query = new URLSearchParams();
+    for (const [k, v] of Object.entries(options.query ?? {})) {
+      for (const one of Array.isArray(v) ? v : v === undefined ? [] : [v]) query.append(k, one);
+    }
+    const qs = query.toString();
+    return `${this.url}${endpointPath(name, options.params)}${qs ? `?${qs}` : ''}`;
+  }
+
+  /**
+   * One call whose body or answer streams (a build upload, server-sent events): sends `body` as
+   * given and returns the Response once its status line arrived, for the caller to read. Only the
+   * wait for the answer's headers is bounded by the timeout (`headersTimeoutMs`, default the
+   * client's), not the transfer; the client's signal (Ctrl-C) and `signal` abort both.
+   *
+   * @throws SkiffError for a non-2xx answer (its JSON body read, as {@link request}) or a failure
+   */
+  async stream(name: EndpointName, options: Omit<RequestOptions, 'body'> & {
+    body?: ReadableStream<Uint8Array> | Uint8Array;
+    headers?: Record<string, string>;
+    signal?: AbortSignal;
+    headersTimeoutMs?: number;
+  } = {}): Promise<Response> {
+    const route = ENDPOINTS[name];
+    const target = this.target(name, options);
+    const headers: Record<string, string> = { ...options.headers };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    const controller = new AbortController();
+    const signals = [controller.signal, ...(this.signal ? [this.signal] : []), ...(options.signal ? [options.signal] : [])];
+    const timeoutMs = options.headersTimeoutMs ?? this.timeoutMs;
+    const timer = setTimeout(() => controller.abort(new DOMException('no answer in time', 'TimeoutError')), timeoutMs);
+    this.onDebug?.(`→ ${route.method} ${target} (stream)`);
+    let response: Response;
+    try {
+      // duplex 'half' is what fetch needs to send a streamed body (undici; not yet in lib.dom's types).
+      const init = { method: route.method, headers, body: options.body, signal: AbortSignal.any(signals), duplex: 'half' } as RequestInit;
+      response = await fetch(target, init);
+    } catch (err) {
+      const reason = controller.signal.aborted ? controller.signal.reason as Error : err;
+      this.onDebug?.(`✗ ${route.method} ${target}: ${(err as Error).message}`);
+      throw errorFromFailure(reason, { url: this.url, timeoutMs, aborted: this.signal?.aborted === true || options.signal?.aborted === true });
+    } finally {
+      clearTimeout(timer);
+    }
+    this.onDebug?.(`← ${response.status} ${route.method} ${target} (stream)`);
+    if (!response.ok) {
+      const text = await response.text().catch(() => '');
+      let body: unknown;
+      try {
+        body = text === '' ? undefined : JSON.parse(text);
+      } catch {
+        body = undefined;
+      }
+      throw errorFromAnswer(response.status, body, { url: this.url });
+    }
+    return response;
   }
 
   // --- users, sessions, keys
@@ -242,6 +301,15 @@ export class CloudClient {
   tags(scope: TagScope): Promise<Tag[]> { return this.request('tags', { query: { ...scope } }); }
   setTag(body: SetTagRequest): Promise<Tag> { return this.request('setTag', { body }); }
   removeTag(scope: TagScope, key: string): Promise<void> { return this.request('removeTag', { query: { ...scope, key } }); }
+
+  // --- cloud builds (the upload and the event stream go through `stream`)
+  builds(fleet: string): Promise<Build[]> { return this.request('builds', { params: { fleet } }); }
+  build(id: string): Promise<Build> { return this.request('build', { params: { id } }); }
+  cancelBuild(id: string): Promise<Build> { return this.request('cancelBuild', { params: { id } }); }
+
+  // --- device logs (history; a follow goes through `stream`) and actions
+  deviceLogs(uuid: string, query: DeviceLogsQuery = {}): Promise<DeviceLogLine[]> { return this.request('deviceLogs', { params: { uuid }, query: { ...query } }); }
+  deviceAction(uuid: string, body: DeviceActionRequest): Promise<DeviceActionResult> { return this.request('deviceAction', { params: { uuid }, body }); }
 }
 
 /**

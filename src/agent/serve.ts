@@ -25,6 +25,7 @@ export async function serveAgent(flags: AgentFlagValues, engine: EngineFlags, ou
     developmentMode: flags['development-mode'],
     rollbackGraceMs: flags['rollback-grace'] * 1000,
     advertise: flags.advertise,
+    hostCommands: { reboot: flags['reboot-command'], shutdown: flags['shutdown-command'] },
     engine,
     // From the first message on: start-up problems (a corrupt database, a port in use) show too.
     onSystemMessage: (e) => out.info(`${new Date(e.timestamp).toISOString()} ${e.message}`),

@@ -23,6 +23,8 @@ export const AGENT_OPTIONS = {
   'development-mode': { kind: 'boolean', description: 'Open local-mode API and engine API (default for a new device).', allowNo: true },
   'rollback-grace': { kind: 'integer', description: 'Seconds a new release must stay up before it counts as applied.', default: 10, min: 0 },
   advertise: { kind: 'boolean', description: "Answer mDNS queries so 'skiff scan' finds this device on the LAN.", allowNo: true, default: true },
+  'reboot-command': { kind: 'string', description: "Shell command that reboots the host, for 'skiff device reboot' (e.g. 'systemctl reboot'); without it the device refuses to reboot.", env: 'SKIFF_AGENT_REBOOT_COMMAND' },
+  'shutdown-command': { kind: 'string', description: "Shell command that powers the host off, for 'skiff device shutdown' (e.g. 'systemctl poweroff'); without it the device refuses.", env: 'SKIFF_AGENT_SHUTDOWN_COMMAND' },
 } satisfies Record<string, AgentOptionSpec>;
 
 export interface AgentFlagValues {
@@ -35,6 +37,8 @@ export interface AgentFlagValues {
   'development-mode'?: boolean;
   'rollback-grace': number;
   advertise: boolean;
+  'reboot-command'?: string;
+  'shutdown-command'?: string;
 }
 
 /**

@@ -31,6 +31,8 @@ export interface RunAgentOptions {
   rollbackGraceMs?: number;
   /** Answer mDNS queries so 'skiff scan' finds the device (default true). */
   advertise?: boolean;
+  /** How cloud device actions reboot or power off the host (cloud/actions.ts). */
+  hostCommands?: { reboot?: string | undefined; shutdown?: string | undefined };
   /** Each system message (the agent's own, not a container's), from the first one during start-up. */
   onSystemMessage?: (entry: { timestamp: number; message: string }) => void;
 }
@@ -148,7 +150,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
   agent.wake();
   // Cloud mode only when config.json names a server; loaded only then, so local mode stays as lean as it was.
   const cloud = typeof config.apiEndpoint === 'string' && config.apiEndpoint.trim() !== ''
-    ? (await import('./cloud/cloud-agent.js')).startCloud({ agent, store, docker: engine.docker, config: { ...config, apiEndpoint: config.apiEndpoint }, configFile, dataDir: options.dataDir, listenPort: config.listenPort })
+    ? (await import('./cloud/cloud-agent.js')).startCloud({ agent, store, docker: engine.docker, config: { ...config, apiEndpoint: config.apiEndpoint }, configFile, dataDir: options.dataDir, listenPort: config.listenPort, hostCommands: options.hostCommands })
     : undefined;
   return {
     agent,

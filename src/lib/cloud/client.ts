@@ -88,9 +88,12 @@ export function errorFromAnswer(status: number, body: unknown, context: { url: s
     }
     case 429:
       return new SkiffError('error', serverMessage ?? 'too many requests', { hint: 'wait a minute and try again' });
+    case 504:
+      // The server's own 504 (a device that did not answer) says what to do; a proxy's says nothing.
+      if (serverMessage && b?.statusCode === 504) return new SkiffError('serverUnreachable', serverMessage);
+      return new SkiffError('serverUnreachable', `${context.url} answered ${status}${serverMessage ? `: ${serverMessage}` : ''}`, { hint: 'is skiff server running? Try again in a moment' });
     case 502:
     case 503:
-    case 504:
       return new SkiffError('serverUnreachable', `${context.url} answered ${status}${serverMessage ? `: ${serverMessage}` : ''}`, { hint: 'is skiff server running? Try again in a moment' });
     default:
       return new SkiffError('error', `${context.url} answered ${status}${serverMessage ? `: ${serverMessage}` : ''}`);

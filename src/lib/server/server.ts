@@ -124,12 +124,24 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   // Last-poll batches go through the devices' write pool (no wait for the commit's fsync).
   const lastSeen = new LastSeenBatcher(opened.hot.deviceWrites, () => new Date(), options.log);
   // The registry is set once its child answers; the app is built meanwhile (CPU while it waits).
-  const { LocalEventBus } = await import('./events/bus.js');
+  const replicaId = randomBytes(8).toString('hex');
+  // One replica on SQLite: events stay in the process. On PostgreSQL, replicas may share the
+  // database, so events cross them through LISTEN/NOTIFY.
+  let events: ServiceContext['events'];
+  try {
+    events = opened.dialect === 'postgres' && options.database !== undefined
+      ? await (await import('./events/pg-bus.js')).PgEventBus.start({ url: options.database, db: opened.db, replicaId, log: options.log })
+      : new (await import('./events/bus.js')).LocalEventBus();
+  } catch (err) {
+    await registryStarting.then((r) => r.stop(), () => undefined);
+    await opened.close();
+    throw new SkiffError('serverUnreachable', `cannot listen for events on the database at ${opened.where}: ${(err as Error).message}`, { cause: err });
+  }
   const ctx: ServiceContext = {
     db: opened.db, hot: opened.hot, dialect: opened.dialect, clock: () => new Date(), registry: undefined, lastSeen,
-    events: new LocalEventBus(),
+    events,
     options: {
-      publicUrl, registryHost, dataDir, replicaId: randomBytes(8).toString('hex'),
+      publicUrl, registryHost, dataDir, replicaId,
       builderEngines: parseBuilderEngines(options.builderEngines ?? []),
       buildContextLimit: options.buildContextLimit ?? 4 * 1024 ** 3,
       logRetention: options.logRetention ?? { lines: 10_000, bytes: 4 * 1024 * 1024 },
@@ -177,6 +189,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     };
   } catch (err) {
     await (registry ?? await registryStarting.catch(() => undefined))?.stop();
+    await events.close();
     await opened.close();
     throw err;
   }

@@ -25,6 +25,8 @@ import { recordRegistration, registerOnce, isRegistered } from './register.js';
 import { buildReport, dueReport, metricChanges, reportChanges, type CloudPhase, type Metrics } from './report.js';
 import { backoffMs, METRICS_REPORT_INTERVAL_MS, nextDelayMs, pollIntervalMs } from './schedule.js';
 import { convertTargetV3, type CloudApp } from './target.js';
+import { startEventChannel, type EventChannel } from './events.js';
+import { runAction, type HostCommands } from './actions.js';
 
 export interface CloudOptions {
   agent: Agent;
@@ -39,6 +41,8 @@ export interface CloudOptions {
   listenPort: number;
   /** [0, 1); `Math.random` by default. */
   random?: () => number;
+  /** How device actions reboot or power off the host (none: those actions are refused). */
+  hostCommands?: HostCommands;
 }
 
 export interface RunningCloud {
@@ -239,11 +243,29 @@ export function startCloud(o: CloudOptions): RunningCloud {
     return undefined;
   };
 
+  // The event channel (events.ts), once registered: `update` ends the poll's sleep (or, during a
+  // poll, makes the next one start at once); `action` runs a device action (actions.ts).
+  let nudged = false;
+  let channel: EventChannel | undefined;
+  const openChannel = (): void => {
+    if (stopped) return;
+    channel = startEventChannel({
+      apiEndpoint: client.apiEndpoint, uuid: config.uuid, deviceApiKey: config.deviceApiKey, log, random,
+      onUpdate: () => {
+        nudged = true;
+        wakeSleep?.();
+      },
+      runAction: (action) => runAction({ agent, uuid: config.uuid, commands: o.hostCommands ?? {} }, action),
+    });
+  };
+
   const poll = async (): Promise<void> => {
     await register();
+    openChannel();
     let failures = 0;
     while (!stopped) {
       let retryAfter: number | undefined;
+      nudged = false;
       try {
         const answer = await client.target(etag);
         recovered('Cloud: server reachable again');
@@ -255,7 +277,7 @@ export function startCloud(o: CloudOptions): RunningCloud {
         retryAfter = err instanceof CloudHttpError ? err.retryAfterMs : undefined;
         problem(`Cloud: ${(err as Error).message}; keeping the current release, retrying`);
       }
-      await sleep(nextDelayMs({ failures, retryAfterMs: retryAfter }, interval(), random()));
+      if (!nudged) await sleep(nextDelayMs({ failures, retryAfterMs: retryAfter }, interval(), random()));
     }
   };
 
@@ -338,6 +360,7 @@ export function startCloud(o: CloudOptions): RunningCloud {
       clearInterval(timer);
       wakeSleep?.();
       await polling;
+      await channel?.stop();
       await proxy?.close();
     },
   };

@@ -11,10 +11,16 @@ import type { DeviceActionName } from '../../api/events.js';
 
 /** Every event, by topic. Ids are the database's row ids. Payloads stay small (NOTIFY carries at most 8000 bytes). */
 export type ServerEvent =
-  /** A device's target may have changed: one fleet's devices, or some devices. */
+  /**
+   * A device's target may have changed: one fleet's devices, or some devices (neither: every
+   * device, as after a replica lost events while its bus reconnected). A device whose fleet
+   * changed (a move) or that was removed is named in `deviceIds`.
+   */
   | { topic: 'target'; fleetId?: number; deviceIds?: number[] }
   /** An action for a device, to be sent by whichever replica holds its socket. */
   | { topic: 'device-action'; id: string; deviceId: number; action: DeviceActionName; service?: string; force?: boolean }
+  /** The replica holding the device's socket sent action `id` to it (no such notice: the device is connected nowhere). */
+  | { topic: 'device-action-accepted'; id: string }
   /** The device's answer, for the replica whose request waits on `id`. */
   | { topic: 'device-action-result'; id: string; ok: boolean; message: string }
   /** New log lines of a device were stored, up to `lastId`. */

@@ -348,11 +348,14 @@ export async function updateDevice(ctx: ServiceContext, caller: User, uuid: stri
     if (request.pinnedRelease !== undefined) {
       changes.pinned_release_id = request.pinnedRelease === null ? null : (await pinnableRelease(tx, target.id, request.pinnedRelease, 'pinnedRelease')).id;
     }
-    if (Object.keys(changes).length > 0) {
+    const changed = Object.keys(changes).length > 0;
+    if (changed) {
       await tx.updateTable('devices').set(changes).set((eb) => ({ state_version: eb('state_version', '+', 1) })).where('id', '=', device.id).execute();
     }
-    return { device: await tx.selectFrom('devices').selectAll().where('id', '=', device.id).executeTakeFirstOrThrow(), fleet: target };
+    return { device: await tx.selectFrom('devices').selectAll().where('id', '=', device.id).executeTakeFirstOrThrow(), fleet: target, changed };
   });
+  // By id, not fleet: a moved device's socket learns its new fleet from this event.
+  if (found.changed) await ctx.events.publish({ topic: 'target', deviceIds: [found.device.id] });
   return deviceJson(ctx, found.device, found.fleet);
 }
 
@@ -360,4 +363,6 @@ export async function updateDevice(ctx: ServiceContext, caller: User, uuid: stri
 export async function removeDevice(ctx: ServiceContext, caller: User, uuid: string): Promise<void> {
   const { device } = await deviceOf(ctx, caller, uuid, 'write');
   await ctx.db.deleteFrom('devices').where('id', '=', device.id).execute();
+  // Its event socket is closed (the replica holding it finds the device gone).
+  await ctx.events.publish({ topic: 'target', deviceIds: [device.id] });
 }

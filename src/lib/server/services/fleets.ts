@@ -135,6 +135,8 @@ export async function updateFleet(ctx: ServiceContext, caller: User, name: strin
     }
     return tx.selectFrom('fleets').selectAll().where('id', '=', fleet.id).executeTakeFirstOrThrow();
   });
+  // After the commit: the devices' polls must find the new target when told to fetch it.
+  if (request.pinnedRelease !== undefined) await ctx.events.publish({ topic: 'target', fleetId: row.id });
   return fleetJson(ctx, row, caller.email);
 }
 

@@ -127,8 +127,10 @@ export async function updateRelease(ctx: ServiceContext, caller: User, commit: s
     if (request.notes !== undefined) changes.notes = request.notes;
     if (Object.keys(changes).length > 0) await tx.updateTable('releases').set(changes).where('id', '=', release.id).execute();
     // Status, finality and validity decide what devices track: new ETags for the whole fleet.
-    if (changes.status !== undefined || changes.is_final !== undefined || changes.is_invalidated !== undefined) await touchFleet(tx, fleetId);
-    return tx.selectFrom('releases').selectAll().where('id', '=', release.id).executeTakeFirstOrThrow();
+    const retarget = changes.status !== undefined || changes.is_final !== undefined || changes.is_invalidated !== undefined;
+    if (retarget) await touchFleet(tx, fleetId);
+    return { row: await tx.selectFrom('releases').selectAll().where('id', '=', release.id).executeTakeFirstOrThrow(), retarget };
   });
-  return releaseJson(ctx, row, fleetName);
+  if (row.retarget) await ctx.events.publish({ topic: 'target', fleetId });
+  return releaseJson(ctx, row.row, fleetName);
 }

@@ -62,6 +62,7 @@ export async function setVariable(ctx: ServiceContext, caller: User, request: Se
     await touchScope(tx, s);
     return saved;
   });
+  await announce(ctx, s);
   return variableJson(row, s);
 }
 
@@ -80,6 +81,12 @@ export async function removeVariable(ctx: ServiceContext, caller: User, scope: V
     if (Number(result.numDeletedRows) === 0) throw notFound(`variable ${scope.name}`);
     await touchScope(tx, s);
   });
+  await announce(ctx, s);
+}
+
+/** Tells the devices concerned to fetch their target now (after the commit). */
+async function announce(ctx: ServiceContext, s: ResolvedScope): Promise<void> {
+  await ctx.events.publish(s.fleetId !== null ? { topic: 'target', fleetId: s.fleetId } : { topic: 'target', deviceIds: [s.deviceId ?? -1] });
 }
 
 // --- tags ----------------------------------------------------------------------------------------

@@ -1,7 +1,66 @@
-/** Routes of the device event channel (WebSocket) and device actions. */
-import type { ServiceContext } from '../../services/context.js';
+/**
+ * Routes of the device event channel and device actions:
+ * - `GET /device/v3/:uuid/events`, a WebSocket (device key as `Authorization: Bearer`): checked
+ *   before the upgrade (an unknown key is a 401, another device's uuid a 404, both as HTTP
+ *   answers), then handed to this replica's {@link DeviceChannels};
+ * - `POST /devices/:uuid/actions`: a user's action on their device, answered with the device's
+ *   result (409 offline, 504 no answer; see services/device-actions.ts).
+ */
+import type { FastifyRequest } from 'fastify';
+import { Type } from '@sinclair/typebox';
+import { ENDPOINTS } from '../../../api/endpoints.js';
+import { DeviceActionRequest, DeviceActionResult } from '../../../api/events.js';
+import * as R from '../../../api/resources.js';
+import type { PollIdentity } from '../../services/devices.js';
+import { authorize, type ServiceContext } from '../../services/context.js';
+import { DeviceChannels } from '../../events/channel.js';
+import { DeviceDidNotAnswer, runDeviceAction } from '../../services/device-actions.js';
 import type { RouteKit, SkiffApp } from '../app.js';
 
-export async function registerEventRoutes(_app: SkiffApp, _ctx: ServiceContext, _kit: RouteKit): Promise<void> {
-  // Filled in by its feature's work.
+const UuidParams = Type.Object({ uuid: Type.String({ minLength: 1, maxLength: 64 }) });
+
+/** Largest message a device may send on its socket (an action's answer is a few hundred bytes). */
+const MAX_DEVICE_MESSAGE_BYTES = 16 * 1024;
+
+export async function registerEventRoutes(app: SkiffApp, ctx: ServiceContext, kit: RouteKit): Promise<void> {
+  const { default: websocket } = await import('@fastify/websocket');
+  await app.register(websocket, { options: { maxPayload: MAX_DEVICE_MESSAGE_BYTES } });
+  const channels = new DeviceChannels(ctx.events, ctx.db, ctx.log);
+  app.addHook('onClose', async () => channels.close());
+
+  const identities = new WeakMap<FastifyRequest, PollIdentity>();
+  app.route({
+    method: 'GET',
+    url: ENDPOINTS.deviceEvents.path,
+    schema: kit.schema({ security: kit.auth, params: UuidParams, description: 'WebSocket upgrade: ServerToDevice / DeviceToServer messages (src/lib/api/events.ts).', response: { 101: kit.NoContent } }),
+    // Before the upgrade: a refused device gets an HTTP answer, not a socket that closes.
+    preValidation: async (request) => {
+      const identity = await kit.deviceOf(request);
+      const { uuid } = request.params as { uuid: string };
+      const own = identity.principal.uuid === uuid;
+      authorize(identity.principal, 'deviceState', { kind: 'device', ownerId: -1, fleetId: identity.principal.fleetId, deviceId: own ? identity.principal.deviceId : -1 }, `device ${uuid}`);
+      identities.set(request, identity);
+    },
+    handler: async (_request, reply) => reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: 'this route takes a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)', field: 'headers' }),
+    wsHandler: (socket, request) => {
+      const identity = identities.get(request);
+      if (!identity) {
+        socket.close(4001, 'not authenticated');
+        return;
+      }
+      channels.attach(socket, identity.principal.deviceId, identity.principal.fleetId);
+      // A connected device is a seen one, as a poll would say.
+      ctx.lastSeen.note(identity.principal.deviceId);
+    },
+  });
+
+  app.post(ENDPOINTS.deviceAction.path, { schema: kit.schema({ security: kit.auth, params: UuidParams, body: DeviceActionRequest, response: { 200: DeviceActionResult, 504: R.ApiError } }) }, async (req, reply) => {
+    const user = await kit.userOf(req);
+    try {
+      return await runDeviceAction(ctx, user, req.params.uuid, req.body);
+    } catch (err) {
+      if (!(err instanceof DeviceDidNotAnswer)) throw err;
+      return reply.code(504).send({ statusCode: 504, error: 'Gateway Timeout', message: `${err.message}; ${err.hint ?? ''}`.replace(/; $/, '') });
+    }
+  });
 }

@@ -1,0 +1,164 @@
+/**
+ * The agent's end of the device event channel: one WebSocket to `GET /device/v3/:uuid/events`
+ * (the `ws` package; TLS as the agent's fetch does it, so NODE_EXTRA_CA_CERTS applies to both),
+ * held for as long as the agent runs and reopened with exponential backoff and jitter when it
+ * drops. `update` asks the poll loop to fetch the target now; `action` runs a device action and
+ * answers it. Polling stays as it is: the channel only makes things happen sooner.
+ *
+ * Bounded: no queue (an update is a flag; an action is answered or dropped with its socket), a
+ * small set of recent action ids (a server may send an action twice while a socket moves), and a
+ * largest message size.
+ */
+import WebSocket, { type RawData } from 'ws';
+import type { DeviceActionResult, DeviceToServer, ServerToDevice } from '../../api/events.js';
+import { endpointPath } from '../../api/endpoints.js';
+
+/** First wait after a failed or dropped connection; it doubles per failure in a row up to {@link MAX_RECONNECT_MS}. */
+export const FIRST_RECONNECT_MS = 1000;
+export const MAX_RECONNECT_MS = 60_000;
+/** A connection that stayed up this long resets the backoff (one that opens and drops at once does not). */
+const STABLE_MS = 30_000;
+/** The server pings every 20 s: nothing heard for this long means the connection is dead. */
+export const SILENCE_MS = 65_000;
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+const MAX_MESSAGE_BYTES = 64 * 1024;
+const RECENT_ACTIONS = 64;
+
+/**
+ * The wait before reconnect attempt `failures` (1 for the first): `min(cap, first · 2^(n-1))`,
+ * of which a random half is jitter, so a fleet that lost its server does not come back in the
+ * same second. `random` is in [0, 1).
+ * @example reconnectDelayMs(1, 0) // 500
+ */
+export function reconnectDelayMs(failures: number, random: number): number {
+  const base = Math.min(MAX_RECONNECT_MS, FIRST_RECONNECT_MS * 2 ** Math.min(Math.max(failures - 1, 0), 20));
+  return Math.round(base / 2 + (base / 2) * Math.min(Math.max(random, 0), 1));
+}
+
+/** `https://cloud:48080` → `wss://cloud:48080/device/v3/<uuid>/events`. */
+export function eventsUrl(apiEndpoint: string, uuid: string): string {
+  return `${apiEndpoint.replace(/\/+$/, '').replace(/^http/i, 'ws')}${endpointPath('deviceEvents', { uuid })}`;
+}
+
+/** A server message as one of the shapes the agent knows, or undefined (ignored). */
+export function parseServerMessage(text: string): ServerToDevice | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (!value || typeof value !== 'object') return undefined;
+  const m = value as Record<string, unknown>;
+  if (m.type === 'update') return { type: 'update' };
+  if (m.type !== 'action' || typeof m.id !== 'string' || typeof m.action !== 'string') return undefined;
+  if (!['restart', 'reboot', 'shutdown', 'purge', 'identify'].includes(m.action)) return undefined;
+  return {
+    type: 'action', id: m.id, action: m.action as Extract<ServerToDevice, { type: 'action' }>['action'],
+    ...(typeof m.service === 'string' ? { service: m.service } : {}), ...(typeof m.force === 'boolean' ? { force: m.force } : {}),
+  };
+}
+
+export interface EventChannelOptions {
+  apiEndpoint: string;
+  uuid: string;
+  deviceApiKey: string;
+  /** Fetch the target now (called once per `update`; the caller coalesces). */
+  onUpdate: () => void;
+  runAction: (action: Extract<ServerToDevice, { type: 'action' }>) => Promise<DeviceActionResult>;
+  log: (message: string, isError?: boolean) => void;
+  /** [0, 1); `Math.random` by default. */
+  random?: () => number;
+}
+
+export interface EventChannel {
+  /** Whether the socket is open now. */
+  readonly connected: boolean;
+  stop(): Promise<void>;
+}
+
+/** Opens the channel and keeps it open until stop(). Never throws: failures are logged once per streak and retried. */
+export function startEventChannel(o: EventChannelOptions): EventChannel {
+  const random = o.random ?? Math.random;
+  const url = eventsUrl(o.apiEndpoint, o.uuid);
+  let stopped = false;
+  let socket: WebSocket | undefined;
+  let open = false;
+  let failures = 0;
+  let retry: NodeJS.Timeout | undefined;
+  let lastProblem: string | undefined;
+  let everConnected = false;
+  const recent: string[] = [];
+
+  const connect = (): void => {
+    if (stopped) return;
+    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${o.deviceApiKey}` }, handshakeTimeout: HANDSHAKE_TIMEOUT_MS, maxPayload: MAX_MESSAGE_BYTES });
+    socket = ws;
+    let openedAt = 0;
+    let heard = Date.now();
+    const watchdog = setInterval(() => {
+      if (Date.now() - heard > SILENCE_MS) ws.terminate();
+    }, 5000);
+    watchdog.unref();
+    let problem: string | undefined;
+    ws.on('open', () => {
+      open = true;
+      openedAt = heard = Date.now();
+      if (!everConnected || lastProblem !== undefined) o.log('Cloud: event channel connected (updates arrive at once)');
+      everConnected = true;
+      lastProblem = undefined;
+      // What changed while the socket was down is fetched now, not at the next poll.
+      o.onUpdate();
+    });
+    ws.on('ping', () => {
+      heard = Date.now();
+    });
+    ws.on('message', (data: RawData, isBinary: boolean) => {
+      heard = Date.now();
+      if (isBinary) return;
+      const message = parseServerMessage(Buffer.isBuffer(data) ? data.toString('utf8') : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]).toString('utf8'));
+      if (!message) return;
+      if (message.type === 'update') {
+        o.onUpdate();
+        return;
+      }
+      if (recent.includes(message.id)) return;
+      recent.push(message.id);
+      if (recent.length > RECENT_ACTIONS) recent.shift();
+      void o.runAction(message).then((result) => {
+        if (ws.readyState !== ws.OPEN) return; // the server stopped waiting with this socket
+        ws.send(JSON.stringify({ type: 'action-result', id: message.id, ok: result.ok, message: result.message } satisfies DeviceToServer));
+      });
+    });
+    ws.on('error', (err) => {
+      problem = err.message;
+    });
+    ws.on('close', (code, reason) => {
+      clearInterval(watchdog);
+      open = false;
+      if (socket === ws) socket = undefined;
+      if (stopped) return;
+      if (openedAt > 0 && Date.now() - openedAt >= STABLE_MS) failures = 0;
+      failures++;
+      const why = problem ?? (openedAt > 0 ? `closed by the server (${code}${reason.length > 0 ? ` ${reason.toString()}` : ''})` : `closed (${code})`);
+      if (why !== lastProblem) o.log(`Cloud: event channel ${openedAt > 0 ? 'lost' : 'not connected'}: ${why}; retrying (polling goes on meanwhile)`, openedAt === 0);
+      lastProblem = why;
+      retry = setTimeout(connect, reconnectDelayMs(failures, random()));
+    });
+  };
+  connect();
+  return {
+    get connected() {
+      return open;
+    },
+    async stop() {
+      stopped = true;
+      clearTimeout(retry);
+      const ws = socket;
+      if (!ws) return;
+      const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+      if (ws.readyState === ws.CONNECTING || ws.readyState === ws.OPEN) ws.terminate();
+      if (ws.readyState !== ws.CLOSED) await closed;
+    },
+  };
+}

@@ -1,0 +1,202 @@
+/**
+ * This replica's device sockets (`GET /device/v3/:uuid/events`): one per connected device, fed
+ * from the event bus. A `target` event becomes `{type:'update'}` for every connected device it
+ * concerns; a `device-action` for a device connected here is sent to it, acknowledged on the bus
+ * (`device-action-accepted`, which is how the replica serving the request knows the device is
+ * online somewhere), and its answer goes back on the bus (`device-action-result`).
+ *
+ * Bounded: a socket whose send buffer is over {@link ChannelOptions.maxBufferedBytes} drops
+ * messages instead of queueing them (an `update` is idempotent and polling catches up); a socket
+ * that does not answer a ping within one interval is dropped.
+ */
+import type { WebSocket, RawData } from 'ws';
+import type { Kysely } from 'kysely';
+import type { DeviceToServer, ServerToDevice } from '../../api/events.js';
+import type { Database } from '../db/schema.js';
+import type { EventBus, EventOf } from './bus.js';
+
+export interface ChannelOptions {
+  /** A ping every this many ms; no pong before the next one drops the socket (default 20 s). */
+  pingIntervalMs: number;
+  /** Messages to a socket with more than this many bytes unsent are dropped (default 64 KiB). */
+  maxBufferedBytes: number;
+  /** An action's answer is taken from its device for this long (ms) after it was sent (default 60 s). */
+  actionAnswerMs: number;
+}
+
+export const DEFAULT_CHANNEL_OPTIONS: ChannelOptions = { pingIntervalMs: 20_000, maxBufferedBytes: 64 * 1024, actionAnswerMs: 60_000 };
+
+/** A device's answer longer than this is cut: it is shown on one line to a person. */
+const MAX_ANSWER_CHARS = 1000;
+
+interface Connection {
+  socket: WebSocket;
+  deviceId: number;
+  fleetId: number;
+  alive: boolean;
+}
+
+/**
+ * A device's message as the one shape it may send, or undefined (ignored: a device cannot make
+ * the server do anything but relay the answer to an action it was sent).
+ */
+export function parseDeviceMessage(data: string): DeviceToServer | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(data);
+  } catch {
+    return undefined;
+  }
+  if (!value || typeof value !== 'object') return undefined;
+  const m = value as Record<string, unknown>;
+  if (m.type !== 'action-result' || typeof m.id !== 'string' || typeof m.ok !== 'boolean' || typeof m.message !== 'string') return undefined;
+  return { type: 'action-result', id: m.id, ok: m.ok, message: m.message.slice(0, MAX_ANSWER_CHARS) };
+}
+
+/**
+ * The devices connected to this replica whose sockets an event concerns: `fleetId` → its
+ * devices, `deviceIds` → those, neither → all. Pure, for tests.
+ */
+export function concerned<C extends { deviceId: number; fleetId: number }>(connections: Iterable<C>, event: { fleetId?: number; deviceIds?: readonly number[] }): C[] {
+  const out: C[] = [];
+  const ids = event.deviceIds ? new Set(event.deviceIds) : undefined;
+  const all = event.fleetId === undefined && ids === undefined;
+  for (const c of connections) if (all || c.fleetId === event.fleetId || ids?.has(c.deviceId)) out.push(c);
+  return out;
+}
+
+export class DeviceChannels {
+  private readonly connections = new Map<number, Connection>();
+  /** Actions sent from here: id → the device that may answer it, and until when. */
+  private readonly pending = new Map<string, { deviceId: number; until: number }>();
+  private readonly unsubscribe: Array<() => void> = [];
+  private readonly timer: NodeJS.Timeout;
+  /** Messages dropped for a full send buffer since the last log line. */
+  private dropped = 0;
+
+  constructor(
+    private readonly events: EventBus,
+    private readonly db: Kysely<Database>,
+    private readonly log: (line: string) => void,
+    private readonly options: ChannelOptions = DEFAULT_CHANNEL_OPTIONS,
+  ) {
+    this.unsubscribe.push(events.subscribe('target', (e) => void this.onTarget(e).catch((err: Error) => log(`events: ${err.message}`))));
+    this.unsubscribe.push(events.subscribe('device-action', (e) => this.onAction(e)));
+    this.timer = setInterval(() => this.heartbeat(), options.pingIntervalMs);
+    this.timer.unref();
+  }
+
+  /** How many devices hold a socket here. */
+  get size(): number {
+    return this.connections.size;
+  }
+
+  /** Whether the device holds a socket on this replica. */
+  has(deviceId: number): boolean {
+    return this.connections.has(deviceId);
+  }
+
+  /** Takes a device's new socket; one it held before (a reconnect the server saw late) is closed. */
+  attach(socket: WebSocket, deviceId: number, fleetId: number): void {
+    const previous = this.connections.get(deviceId);
+    if (previous) previous.socket.close(4000, 'replaced by a newer connection');
+    const connection: Connection = { socket, deviceId, fleetId, alive: true };
+    this.connections.set(deviceId, connection);
+    socket.on('pong', () => {
+      connection.alive = true;
+    });
+    socket.on('message', (data: RawData, isBinary: boolean) => {
+      connection.alive = true;
+      if (isBinary) return;
+      this.onMessage(connection, rawText(data));
+    });
+    socket.on('close', () => {
+      if (this.connections.get(deviceId) === connection) this.connections.delete(deviceId);
+    });
+    socket.on('error', () => socket.terminate());
+  }
+
+  /** Closes every socket (the server is stopping: the agents reconnect, maybe to another replica). */
+  close(): void {
+    clearInterval(this.timer);
+    for (const off of this.unsubscribe.splice(0)) off();
+    for (const c of this.connections.values()) c.socket.close(1001, 'the server is stopping');
+    this.connections.clear();
+  }
+
+  private send(connection: Connection, message: ServerToDevice): boolean {
+    const { socket } = connection;
+    if (socket.readyState !== socket.OPEN) return false;
+    if (socket.bufferedAmount > this.options.maxBufferedBytes) {
+      if (this.dropped++ === 0) this.log(`events: device ${connection.deviceId}'s connection is not keeping up; dropping messages to it (its polls catch up)`);
+      return false;
+    }
+    socket.send(JSON.stringify(message));
+    return true;
+  }
+
+  private async onTarget(event: EventOf<'target'>): Promise<void> {
+    if (event.deviceIds && event.deviceIds.length > 0) {
+      // A move or a removal changes what the fleet cache says: read the named devices' fleets again.
+      const here = event.deviceIds.filter((id) => this.connections.has(id));
+      if (here.length > 0) {
+        const rows = await this.db.selectFrom('devices').select(['id', 'fleet_id']).where('id', 'in', here).execute();
+        const fleets = new Map(rows.map((r) => [r.id, r.fleet_id]));
+        for (const id of here) {
+          const c = this.connections.get(id);
+          if (!c) continue;
+          const fleetId = fleets.get(id);
+          if (fleetId === undefined) {
+            c.socket.close(4004, 'the device was removed');
+            this.connections.delete(id);
+          } else c.fleetId = fleetId;
+        }
+      }
+    }
+    for (const c of concerned(this.connections.values(), event)) this.send(c, { type: 'update' });
+  }
+
+  private onAction(event: EventOf<'device-action'>): void {
+    const c = this.connections.get(event.deviceId);
+    if (!c) return;
+    const sent = this.send(c, {
+      type: 'action', id: event.id, action: event.action,
+      ...(event.service !== undefined ? { service: event.service } : {}), ...(event.force !== undefined ? { force: event.force } : {}),
+    });
+    if (!sent) return;
+    const now = Date.now();
+    for (const [id, p] of this.pending) if (p.until < now) this.pending.delete(id);
+    this.pending.set(event.id, { deviceId: c.deviceId, until: now + this.options.actionAnswerMs });
+    void this.events.publish({ topic: 'device-action-accepted', id: event.id });
+  }
+
+  private onMessage(connection: Connection, text: string): void {
+    const message = parseDeviceMessage(text);
+    if (!message) return;
+    const p = this.pending.get(message.id);
+    // Only the device an action went to answers it, once.
+    if (!p || p.deviceId !== connection.deviceId) return;
+    this.pending.delete(message.id);
+    void this.events.publish({ topic: 'device-action-result', id: message.id, ok: message.ok, message: message.message });
+  }
+
+  private heartbeat(): void {
+    if (this.dropped > 1) this.log(`events: dropped ${this.dropped} messages to slow device connections`);
+    this.dropped = 0;
+    for (const c of this.connections.values()) {
+      if (!c.alive) {
+        c.socket.terminate();
+        this.connections.delete(c.deviceId);
+        continue;
+      }
+      c.alive = false;
+      c.socket.ping();
+    }
+  }
+}
+
+function rawText(data: RawData): string {
+  if (Buffer.isBuffer(data)) return data.toString('utf8');
+  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
+  return Buffer.from(data).toString('utf8');
+}

@@ -5,10 +5,15 @@ describe('agent options (the direct start without oclif)', () => {
   it('gives the defaults, with SKIFF_AGENT_DATA for the data dir', () => {
     assert.deepEqual(parseAgentArgv([], {}), {
       'data-dir': '/var/lib/skiff-agent', config: undefined, 'listen-address': '0.0.0.0', 'listen-port': undefined, 'engine-port': 2375,
-      'device-type': undefined, 'development-mode': undefined, 'rollback-grace': 10, advertise: true,
+      'device-type': undefined, 'development-mode': undefined, 'rollback-grace': 10, advertise: true, 'reboot-command': undefined, 'shutdown-command': undefined,
     });
     assert.equal(parseAgentArgv([], { SKIFF_AGENT_DATA: '/data' })?.['data-dir'], '/data');
     assert.equal(parseAgentArgv(['--data-dir', '/flag'], { SKIFF_AGENT_DATA: '/data' })?.['data-dir'], '/flag');
+  });
+
+  it('takes the host commands for cloud reboot and shutdown from flags or the environment', () => {
+    assert.equal(parseAgentArgv(['--reboot-command', 'systemctl reboot'], {})?.['reboot-command'], 'systemctl reboot');
+    assert.equal(parseAgentArgv([], { SKIFF_AGENT_SHUTDOWN_COMMAND: 'systemctl poweroff' })?.['shutdown-command'], 'systemctl poweroff');
   });
 
   it('reads every flag, in both --flag value and --flag=value forms, and --no- booleans', () => {

@@ -20,6 +20,9 @@ describe('cloud client: answers as errors (errorFromAnswer)', () => {
     [429, { message: 'Rate limit exceeded' }, 'error', /Rate limit exceeded.*try again/],
     [503, { message: 'database unavailable' }, 'serverUnreachable', /answered 503: database unavailable/],
     [502, '<html>bad gateway</html>', 'serverUnreachable', /answered 502/],
+    // The server's own 504 (a device that did not answer an action) is its message, without "is skiff server running?".
+    [504, { statusCode: 504, error: 'Gateway Timeout', message: "device 7cf02a6 did not answer within 20 s; it may still act; check with 'skiff device info'" }, 'serverUnreachable', /^device 7cf02a6 did not answer within 20 s; it may still act; check with 'skiff device info'\.$/],
+    [504, undefined, 'serverUnreachable', /answered 504\. Is skiff server running/],
     [500, { message: 'boom' }, 'error', /answered 500: boom/],
   ];
   for (const [status, body, code, text] of cases) {

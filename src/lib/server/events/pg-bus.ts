@@ -116,7 +116,8 @@ export class PgEventBus extends LocalEventBus {
   }
 
   private async listen(): Promise<pg.Client> {
-    const client = new pg.Client({ connectionString: this.options.url, keepAlive: true, connectionTimeoutMillis: 5000 });
+    // Named, so an operator sees it in pg_stat_activity.
+    const client = new pg.Client({ connectionString: this.options.url, keepAlive: true, connectionTimeoutMillis: 5000, application_name: 'skiff-events' });
     let lost = false;
     const onLost = (why: string): void => {
       if (lost || this.closed) return;

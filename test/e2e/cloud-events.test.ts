@@ -6,6 +6,7 @@
  * changes by polling (3 s). Device actions go through the server to the device and back.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -164,6 +165,35 @@ describe('device event channel: instant updates and device actions (sqlite)', fu
     assert.ok(a);
     const ms = await timeToContainer(a, `own-${RUN}`, async () => json(await cli(['env', 'set', 'GREETING', `own-${RUN}`, '--device', a?.uuid ?? '', '--json'])), 3000, 'the device variable reaching A');
     console.log(`      env set --device → A's container: ${ms} ms`);
+  });
+
+  it('a pin and an unpin reach the device at once; a newer target stops a download in progress at once', async () => {
+    assert.ok(a && server);
+    const v1 = (await mainContainer(a))?.Labels['io.skiff.commit'] ?? '';
+    assert.ok(v1);
+    json(await cli(['device', 'pin', a.uuid, v1, '--json']));
+    const v2 = json<{ commit: string }>(await cli(['deploy', fleet, '--source', project('v2'), '--build', '--json'])).commit;
+    // The registry stops answering (SIGSTOP: not dead, so nobody restarts it): a pull now hangs.
+    const registryPid = execFileSync('pgrep', ['-P', String(server.child.pid)], { encoding: 'utf8' }).split('\n').map(Number)
+      .find((pid) => pid > 0 && readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'docker-registry');
+    assert.ok(registryPid, 'the server runs its registry as a child');
+    process.kill(registryPid, 'SIGSTOP');
+    try {
+      const unpinned = Date.now();
+      json(await cli(['device', 'track-fleet', a.uuid, '--json']));
+      await eventually(async () => loggedAt(a as TestAgent, new RegExp(`Cloud: new target \\(release ${v2}\\)`), unpinned) !== undefined, 5000, `A starting to download ${v2} (poll interval 60 s)`);
+      const pinned = Date.now();
+      json(await cli(['device', 'pin', a.uuid, v1, '--json']));
+      await eventually(async () => loggedAt(a as TestAgent, new RegExp(`Cloud: a newer target arrived while release ${v2} downloaded; taking it instead`), pinned) !== undefined, 5000, 'the download given up for the newer target at once')
+        .catch((err: Error) => {
+          throw new Error(`${err.message}\nagent printed: ${a?.output().slice(-3000)}`);
+        });
+    } finally {
+      process.kill(registryPid, 'SIGCONT');
+    }
+    await runsCommit(a, v1, 30_000);
+    json(await cli(['device', 'track-fleet', a.uuid, '--json']));
+    await runsCommit(a, v2, 60_000);
   });
 
   it('the channel refuses a missing or unknown key (401), another device\'s uuid (404), and a plain GET (400)', async () => {

@@ -87,6 +87,8 @@ export function startCloud(o: CloudOptions): RunningCloud {
 
   let stopped = false;
   let wakeSleep: (() => void) | undefined;
+  /** Ends the wait between the looks for a newer target during a download (the channel said something changed). */
+  let wakeWatch: (() => void) | undefined;
   let phase: CloudPhase = { kind: 'idle' };
   let apps = readJson<CloudApp[]>(store.getValue(KEY.apps)) ?? [];
   let rolledBack = readJson<RolledBack>(store.getValue(KEY.rolledBack));
@@ -227,9 +229,11 @@ export function startCloud(o: CloudOptions): RunningCloud {
         function done(): void {
           clearTimeout(t);
           signal.removeEventListener('abort', done);
+          if (wakeWatch === done) wakeWatch = undefined;
           resolve();
         }
         signal.addEventListener('abort', done, { once: true });
+        wakeWatch = done;
       });
       if (signal.aborted) return undefined;
       const answer = await client.target(since).catch(() => undefined);
@@ -254,6 +258,7 @@ export function startCloud(o: CloudOptions): RunningCloud {
       onUpdate: () => {
         nudged = true;
         wakeSleep?.();
+        wakeWatch?.();
       },
       runAction: (action) => runAction({ agent, uuid: config.uuid, commands: o.hostCommands ?? {} }, action),
     });

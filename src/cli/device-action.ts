@@ -20,6 +20,7 @@ export abstract class DeviceActionCommand<T> extends CloudCommand<T> {
    * @throws SkiffError deviceRefused (the device said no, with its reason), conflict (offline), serverUnreachable (no answer), notFound
    */
   protected async cloudAction(uuid: string, request: DeviceActionRequest, doing: string): Promise<CloudActionResult> {
+    if (!(await this.isCloudDevice(uuid))) throw new SkiffError('usage', `'${uuid}' is not a device uuid: device ${request.action} works on cloud devices`, { hint: "'skiff device list' shows their uuids" });
     const out = await this.output();
     const spinner = out.spinner(`${doing} device ${uuid.slice(0, 7)} (waiting for its answer)`);
     let result: DeviceActionResult;

@@ -251,6 +251,11 @@ describe('device event channel: instant updates and device actions (sqlite)', fu
 
     const missing = await cli(['device', 'reboot', 'abcdef0123456']);
     assert.equal(missing.code, 12, missing.stderr);
+    const address = await cli(['device', 'reboot', '192.168.1.23']);
+    assert.equal(address.code, 2, address.stderr);
+    assert.match(address.stderr, /not a device uuid/);
+    const twoServices = await cli(['device', 'restart', a.uuid, '--service', 'a', '--service', 'b']);
+    assert.equal(twoServices.code, 2, twoServices.stderr);
 
     // The API's own refusals: a field that does not go with the action, an unknown action, another user's device.
     const token = (JSON.parse(readFileSync(path.join(home, '.skiff', 'credentials.json'), 'utf8')) as { token: string }).token;

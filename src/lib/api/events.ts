@@ -25,7 +25,7 @@ export type DeviceActionRequest = Static<typeof DeviceActionRequest>;
 
 /**
  * `POST /devices/:uuid/actions` answer (200) once the device answered: `ok` false with the device's
- * reason when it refused or failed. A device that is not connected: 409; no answer in 30 s: 504.
+ * reason when it refused or failed. A device that is not connected: 409; no answer in 20 s: 504.
  */
 export const DeviceActionResult = Type.Object({
   ok: Type.Boolean(),

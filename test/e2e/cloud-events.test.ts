@@ -340,3 +340,45 @@ describe('device event channel across two replicas on PostgreSQL', function () {
     await eventually(async () => /Identify: this is device/.test(agent?.output() ?? ''), 10_000, 'the identify line on the device');
   });
 });
+
+describe('device event channel over TLS (wss, a private CA as the agent\'s HTTPS uses it)', function () {
+  this.timeout(300_000);
+  let server: StartedServer | undefined;
+  let agent: TestAgent | undefined;
+
+  after(async () => {
+    if (agent) {
+      await agent.kill().catch(() => {});
+      await cleanupAgent(agent.uuid);
+    }
+    await server?.kill('SIGTERM');
+  });
+
+  it('the agent trusts the server through NODE_EXTRA_CA_CERTS for its socket too, and answers an action', async () => {
+    const dir = scratchDir('skiff-events-tls-');
+    const cert = path.join(dir, 'cert.pem');
+    const key = path.join(dir, 'key.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    server = await startServer({ tls: { cert, key } });
+    assert.match(server.url, /^https:/);
+    const home = scratchDir('skiff-events-home-tls-');
+    const env = { HOME: home, SKIFF_API_URL: undefined, SKIFF_API_TOKEN: undefined, NODE_EXTRA_CA_CERTS: cert };
+    const cli = (args: string[]) => runCli(args, { env });
+    const passwordFile = path.join(dir, 'pw');
+    writeFileSync(passwordFile, `${ADMIN.password}\n`);
+    json(await cli(['login', server.url, '--email', ADMIN.email, '--password-file', passwordFile, '--json']));
+    const fleet = `tls-${RUN}`;
+    json(await cli(['fleet', 'create', fleet, '--type', 'intel-nuc', '--json']));
+    const file = path.join(dir, 'config.json');
+    json(await cli(['config', 'generate', '--fleet', fleet, '--output', file, '--json']));
+    const dataDir = scratchDir('skiff-events-agent-');
+    writeFileSync(path.join(dataDir, 'config.json'), JSON.stringify({ ...(JSON.parse(readFileSync(file, 'utf8')) as object), appUpdatePollInterval: 60_000 }));
+    agent = await startAgent({ dataDir, args: ['--config', path.join(dataDir, 'config.json')], env: { NODE_EXTRA_CA_CERTS: cert } });
+    await eventually(async () => /event channel connected/.test(agent?.output() ?? ''), 30_000, 'the agent connecting over wss').catch((err: Error) => {
+      throw new Error(`${err.message}\nagent printed: ${agent?.output().slice(-2000)}`);
+    });
+    const identified = await cli(['device', 'identify', agent.uuid]);
+    assert.equal(identified.code, 0, identified.stderr);
+    assert.match(identified.stderr, /identify line/);
+  });
+});

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares this machine for building and testing Skiff: a Docker engine, busybox for the tests'
 # base images, qemu-user emulation for arm builds, and what `skiff server` runs with or is tested
-# against (CNCF distribution, PostgreSQL with a `skiff` role, haproxy, openssl). Idempotent, on a
+# against (CNCF distribution, PostgreSQL with a `skiff` role, haproxy, openssl, git with its
+# http-backend for the fleets' repositories). Idempotent, on a
 # fresh machine or an already set up one; no systemd needed. Run as root (CI does).
 set -euo pipefail
 
@@ -12,7 +13,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need=()
 for pkg in docker.io busybox-static qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs iproute2 util-linux zstd xz-utils bzip2 zip python3-gi gir1.2-glib-2.0 \
-           docker-registry postgresql haproxy openssl; do
+           docker-registry postgresql haproxy openssl git; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

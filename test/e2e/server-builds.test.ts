@@ -359,7 +359,9 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
         method: 'POST', headers: { authorization: `Bearer ${alice.token}`, 'content-type': 'application/x-tar' }, body: chunks, duplex: 'half',
       } as RequestInit & { duplex: 'half' }).then(async (r) => ({ status: r.status, body: await r.json() as { message: string } }), (err: Error) => ({ status: 0, body: { message: err.message } }));
       assert.equal(streamed.status, 413, JSON.stringify(streamed.body));
-      await waitFor(() => uploadFolders(server).length === 0, 'no upload kept', 10_000);
+      await waitFor(() => uploadFolders(server).length === 0, 'no upload kept', 10_000).catch((err: Error) => {
+        throw new Error(`${err.message}: ${uploadFolders(server).join(' ')}\n${server.output().slice(-2000)}`);
+      });
     });
 
     it('an upload cut half-way creates no build and leaves no file', async () => {
@@ -376,7 +378,9 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
           }, 300);
         });
       });
-      await waitFor(() => uploadFolders(server).length === 0, 'the partial upload removed', 10_000);
+      await waitFor(() => uploadFolders(server).length === 0, 'the partial upload removed', 10_000).catch((err: Error) => {
+        throw new Error(`${err.message}: ${uploadFolders(server).join(' ')}\n${server.output().slice(-2000)}`);
+      });
       const afterCut = ((await api(base(), 'GET', `/fleets/${fleet}/builds`, { token: alice.token })).body as Build[]).length;
       assert.equal(afterCut, before);
     });

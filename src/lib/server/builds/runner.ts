@@ -203,17 +203,20 @@ export class BuildRunner {
       return;
     }
     if (outcome.status === 'success') log.push(outcome.release);
-    log.push({ kind: 'done', status: outcome.status, release: outcome.status === 'success' ? outcome.commit : null, error: outcome.status === 'success' ? null : outcome.error });
     await log.flush();
-    await ctx.db.updateTable('builds').set({
-      status: outcome.status, finished_at: isoNow(ctx),
-      release_id: outcome.status === 'success' ? outcome.releaseId : null,
-      error: outcome.status === 'success' ? null : outcome.error,
-    }).where('id', '=', row.id).execute();
-    await ctx.events.publish({ topic: 'build', buildId: row.id });
+    // The upload goes before the build ends: a client that saw `done` finds nothing of it left.
+    await rm(buildDir(ctx, row.uuid), { recursive: true, force: true });
+    const error = outcome.status === 'success' ? null : outcome.error;
+    // The `done` event and the final status in one transaction: a follower never sees one without the other.
+    const seq = await appendEvents(ctx, row.id, [{ kind: 'done', status: outcome.status, release: outcome.status === 'success' ? outcome.commit : null, error }], undefined, async (tx) => {
+      await tx.updateTable('builds').set({
+        status: outcome.status, finished_at: isoNow(ctx), error,
+        release_id: outcome.status === 'success' ? outcome.releaseId : null,
+      }).where('id', '=', row.id).execute();
+    });
+    await ctx.events.publish({ topic: 'build', buildId: row.id, ...(seq !== undefined ? { seq } : {}) });
     // Devices hear of the new release at once (the event channel), not at their next poll.
     if (outcome.status === 'success') await ctx.events.publish({ topic: 'target', fleetId: fleet.id });
-    await rm(buildDir(ctx, row.uuid), { recursive: true, force: true });
   }
 
   /** Upload folders of builds that ended (or never got a row: an upload cut by a kill). */
@@ -270,10 +273,14 @@ export function failureLine(err: unknown): string {
 /** Cancels a queued build at once (any replica may): answers true when it was queued. */
 export async function cancelQueued(ctx: ServiceContext, buildId: number): Promise<boolean> {
   const error = 'cancelled by request before it started';
-  const changed = await ctx.db.updateTable('builds').set({ status: 'cancelled', cancel_requested: 1, finished_at: isoNow(ctx), error })
-    .where('id', '=', buildId).where('status', '=', 'queued').executeTakeFirst();
-  if (Number(changed.numUpdatedRows) === 0) return false;
-  const seq = await appendEvents(ctx, buildId, [{ kind: 'done', status: 'cancelled', release: null, error }]);
-  await ctx.events.publish({ topic: 'build', buildId, ...(seq !== undefined ? { seq } : {}) });
+  // Only while still queued, and atomically with its `done` event: a runner claiming it meanwhile wins or loses whole.
+  const seq = await appendEvents(ctx, buildId, [{ kind: 'done', status: 'cancelled', release: null, error }], ['queued'], async (tx) => {
+    await tx.updateTable('builds').set({ status: 'cancelled', cancel_requested: 1, finished_at: isoNow(ctx), error }).where('id', '=', buildId).execute();
+  });
+  if (seq === undefined) return false;
+  await ctx.events.publish({ topic: 'build', buildId, seq });
+  const row = await ctx.db.selectFrom('builds').select(['uuid', 'replica']).where('id', '=', buildId).executeTakeFirst();
+  // The upload is on its replica's disk: removed here when that is this one, else at that replica's next start.
+  if (row && row.replica === buildReplicaId(ctx)) await rm(buildDir(ctx, row.uuid), { recursive: true, force: true });
   return true;
 }

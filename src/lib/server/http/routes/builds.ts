@@ -29,6 +29,8 @@ export async function registerBuildRoutes(app: SkiffApp, ctx: ServiceContext, ki
   // The upload's own scope: its body is a tar stream handed to the route as it is, never buffered.
   await app.register(async (untyped) => {
     const scope = untyped.withTypeProvider<TypeBoxTypeProvider>();
+    // Only a tar: a JSON body is 415, not a parsed object.
+    scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('application/x-tar', (_request, payload, done) => done(null, payload));
     scope.post(ENDPOINTS.createBuild.path, {
       bodyLimit: ctx.options.buildContextLimit,

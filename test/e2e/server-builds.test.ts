@@ -301,14 +301,34 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
       assert.match((late.body as { message: string }).message, /the release .* exists/);
     });
 
-    it('a draft push makes a release that is not final', async () => {
-      const build = await startBuild(base(), alice, fleet, twoServices(`draft-${RUN}`), 'draft=true&semver=1.2.3');
-      const done = await finished(base(), alice, build.id);
+    it('a draft push makes a release that is not final; nocache builds every step', async () => {
+      const build = await startBuild(base(), alice, fleet, twoServices(`happy-${RUN}`), 'draft=true&semver=1.2.3&nocache=true');
+      const events = await readEvents(base(), alice, build.id, { follow: true });
+      const done = await getBuild(base(), alice, build.id);
       assert.equal(done.status, 'success');
+      assert.deepEqual(ofKind(events, 'service-done').map((e) => e.result.cachedSteps), [0, 0], 'the happy path\'s project again, without the cache');
       const release = (await api(base(), 'GET', `/releases/${done.release}`, { token: alice.token })).body as Release;
       assert.equal(release.isFinal, false);
       assert.equal(release.semver, '1.2.3');
       assert.equal(release.status, 'success');
+    });
+
+    it('refuses what a cloud build cannot take: balena.yml build-secrets, a build context outside the upload, a link leading out of it', async () => {
+      const secrets = await startBuild(base(), alice, fleet, tarOf({
+        'balena.yml': 'build-secrets:\n  global:\n    - source: a.txt\n      dest: a\n', 'a.txt': 'x', Dockerfile: `FROM ${BASE_AMD64}\n`,
+      }));
+      const refused = await finished(base(), alice, secrets.id);
+      assert.equal(refused.status, 'failed');
+      assert.match(refused.error ?? '', /build-secrets in balena.yml are not supported yet/);
+      const outside = await startBuild(base(), alice, fleet, tarOf({ 'docker-compose.yml': 'services:\n  main:\n    build: ..\n', Dockerfile: `FROM ${BASE_AMD64}\n` }));
+      assert.match((await finished(base(), alice, outside.id)).error ?? '', /build context '\.\.' is outside the project/);
+      const dir = makeProject({ Dockerfile: `FROM ${BASE_AMD64}\nCOPY . /x\n` });
+      execFileSync('ln', ['-s', '/etc', path.join(dir, 'etc')]);
+      const linked = await startBuild(base(), alice, fleet, execFileSync('tar', ['-C', dir, '-cf', '-', '.']));
+      const linkDone = await finished(base(), alice, linked.id);
+      assert.equal(linkDone.status, 'failed');
+      assert.match(linkDone.error ?? '', /not a valid tar.*not a valid symlink/);
+      for (const b of [refused, linkDone]) assert.equal(ofKind(await readEvents(base(), alice, b.id), 'done')[0]?.error, b.error);
     });
 
     it('another user\'s fleet and builds are not found', async () => {

@@ -24,6 +24,11 @@ export async function registerBuildRoutes(app: SkiffApp, ctx: ServiceContext, ki
   ]);
   const runner = new BuildRunner(ctx);
   await runner.start();
+  // Followers end before the server closes (an open event stream would hold the close), and jobs stop after.
+  const followers = new Set<() => void>();
+  app.addHook('preClose', async () => {
+    for (const end of followers) end();
+  });
   app.addHook('onClose', async () => runner.stop());
 
   // The upload's own scope: its body is a tar stream handed to the route as it is, never buffered.
@@ -69,7 +74,14 @@ export async function registerBuildRoutes(app: SkiffApp, ctx: ServiceContext, ki
   }, async (req, reply) => {
     const { row } = await store.buildOf(ctx, await kit.userOf(req), req.params.id);
     const after = Math.max(Number(req.query.after ?? 0), lastEventId(req));
-    await followEvents(ctx, row.id, after, req.query.follow === 'true', openEventStream(reply), store.eventsAfter);
+    const stream = openEventStream(reply);
+    const end = (): void => stream.end();
+    followers.add(end);
+    try {
+      await followEvents(ctx, row.id, after, req.query.follow === 'true', stream, store.eventsAfter);
+    } finally {
+      followers.delete(end);
+    }
   });
 
   app.delete(ENDPOINTS.cancelBuild.path, { schema: kit.schema({ security: kit.auth, params: IdParams, response: { 200: Build } }) }, async (req, reply: FastifyReply) => {

@@ -10,11 +10,12 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import type { Build, BuildEventEnvelope, RemoteBuildEvent } from '../../src/lib/api/builds.js';
 import type { Fleet, Release } from '../../src/lib/api/resources.js';
 import { readServerSentEvents } from '../../src/lib/cloud/sse.js';
-import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, makeProject, TEST_LABEL } from '../support/engine.js';
+import { BASE_AMD64, BASE_ARM64, cleanupImages, docker, ensureBaseImages, makeProject, TEST_LABEL } from '../support/engine.js';
 import { api, createUser, dropPostgresDatabase, freshPostgresDatabase, startServer, type StartedServer } from '../support/server.js';
 import { waitFor } from '../support/wait.js';
 
@@ -421,4 +422,60 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
       await waitFor(async () => (await strayContainers(build.id, marker)).length === 0, 'no container of the first run left', 30_000);
     });
   }
+});
+
+describe('cloud builds for the fleet\'s architecture, on the engine chosen for it', function () {
+  this.timeout(600_000);
+  let server: StartedServer | undefined;
+  let proxy: net.Server | undefined;
+  const fleetUuids: string[] = [];
+
+  after(async () => {
+    await server?.kill('SIGTERM');
+    proxy?.close();
+    for (const uuid of fleetUuids) await cleanupImages({ label: `io.skiff.fleet=${uuid}` });
+    await cleanupImages({ label: `${TEST_LABEL}=${LABEL_VALUE}` });
+  });
+
+  async function fleetOf(who: Who, deviceType: string): Promise<string> {
+    const name = `arch-${deviceType}-${RUN}`;
+    const res = await api(server!.url, 'POST', '/fleets', { token: who.token, body: { name, deviceType } });
+    assert.equal(res.status, 201, JSON.stringify(res.body));
+    fleetUuids.push((res.body as Fleet).uuid);
+    return name;
+  }
+
+  it('an aarch64 fleet builds on the local amd64 engine under qemu, and --builder-engine amd64=tcp://… builds amd64 fleets on that engine', async () => {
+    const { arm64 } = await ensureBaseImages();
+    assert.ok(arm64, 'the arm64 busybox base is missing: run scripts/setup-host.sh');
+    // A TCP engine address that leads to this machine's engine, counting the builder's connections.
+    let connections = 0;
+    proxy = net.createServer((client) => {
+      connections++;
+      const engine = net.connect('/var/run/docker.sock');
+      client.pipe(engine).pipe(client);
+      client.on('error', () => engine.destroy());
+      engine.on('error', () => client.destroy());
+    });
+    await new Promise<void>((resolve) => proxy!.listen(0, '127.0.0.1', resolve));
+    const port = (proxy.address() as net.AddressInfo).port;
+    server = await startServer({ args: ['--builder-engine', `amd64=tcp://127.0.0.1:${port}`] });
+    const who = await createUser(server.url);
+
+    const pi = await fleetOf(who, 'raspberrypi4-64');
+    const armBuild = await startBuild(server.url, who, pi, tarOf({ Dockerfile: `FROM ${BASE_ARM64}\nLABEL ${TEST_LABEL}=${LABEL_VALUE}\nRUN uname -m > /built-on\n` }));
+    const armEvents = await readEvents(server.url, who, armBuild.id, { follow: true });
+    assert.equal(ofKind(armEvents, 'done')[0]?.status, 'success', JSON.stringify(armEvents.slice(-5)));
+    assert.equal(ofKind(armEvents, 'started')[0]?.engine, 'unix:///var/run/docker.sock');
+    assert.equal(ofKind(armEvents, 'plan')[0]?.arch, 'aarch64');
+    assert.equal(ofKind(armEvents, 'service-done')[0]?.result.architecture, 'arm64');
+    assert.equal(connections, 0, 'the aarch64 build used the local engine');
+
+    const nuc = await fleetOf(who, 'intel-nuc');
+    const amdBuild = await startBuild(server.url, who, nuc, twoServices(`tcp-${RUN}`));
+    const amdEvents = await readEvents(server.url, who, amdBuild.id, { follow: true });
+    assert.equal(ofKind(amdEvents, 'done')[0]?.status, 'success', JSON.stringify(amdEvents.slice(-5)));
+    assert.equal(ofKind(amdEvents, 'started')[0]?.engine, `tcp://127.0.0.1:${port}`);
+    assert.ok(connections > 0);
+  });
 });

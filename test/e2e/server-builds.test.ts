@@ -226,6 +226,7 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
     assert.ok((later.startedAt ?? '') >= (earlier.finishedAt ?? ''), `${later.startedAt} after ${earlier.finishedAt}`);
     const waited = ofKind(later.id === two.id ? eventsTwo : await readEvents(base(), alice, one.id), 'queued');
     assert.ok(waited.some((q) => q.position === 1 && q.behind === earlier.id), JSON.stringify(waited));
+    assert.ok(waited.every((q, i) => i === 0 || JSON.stringify(q) !== JSON.stringify(waited[i - 1])), `each position said once: ${JSON.stringify(waited)}`);
     assert.notEqual(a.release, b.release);
     // The second of two identical pushes: the RUN steps come from the cache kept for the fleet.
     const laterEvents = later.id === two.id ? eventsTwo : await readEvents(base(), alice, later.id);

@@ -144,6 +144,12 @@ export class BuildRunner {
 
   private async announcePosition(id: number, position: QueuePosition): Promise<void> {
     const key = `${position.position}/${position.behind ?? ''}`;
+    if (!this.positions.has(id)) {
+      // The upload's own `queued` event (or this replica's before a restart) may say it already.
+      const last = await this.ctx.db.selectFrom('build_events').select('event').where('build_id', '=', id).orderBy('seq', 'desc').limit(1).executeTakeFirst();
+      const said = last ? JSON.parse(last.event) as RemoteBuildEvent : undefined;
+      if (said?.kind === 'queued') this.positions.set(id, `${said.position}/${said.behind ?? ''}`);
+    }
     if (this.positions.get(id) === key) return;
     this.positions.set(id, key);
     const seq = await appendEvents(this.ctx, id, [{ kind: 'queued', position: position.position, behind: position.behind }], ['queued']);

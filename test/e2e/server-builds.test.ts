@@ -422,6 +422,26 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
       assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
       await waitFor(async () => (await strayContainers(build.id, marker)).length === 0, 'no container of the first run left', 30_000);
     });
+
+    it('a server stopped (SIGTERM) during a build ends its followers\' streams, stops the build, and runs it again at its next start', async () => {
+      const marker = `stopped-${RUN}`;
+      const build = await startBuild(base(), alice, fleet, twoServices(`stop-${RUN}`, `echo ${marker} && sleep 3`));
+      const seen = await readEvents(base(), alice, build.id, { follow: true, stopWhen: (e) => e.event.kind === 'log' && e.event.line.includes(marker) });
+      // A follower still attached when the server stops: its stream ends (without `done`) instead of holding the server up.
+      const following = readEvents(base(), alice, build.id, { follow: true, after: seen[seen.length - 1]?.seq ?? 0 });
+      const stoppedAt = Date.now();
+      assert.equal(await server.kill('SIGTERM'), 0, server.output().slice(-2000));
+      assert.ok(Date.now() - stoppedAt < 20_000, 'stopped promptly');
+      const tail = await following;
+      assert.equal(ofKind(tail, 'done').length, 0);
+      server = await startServer({ dataDir: server.dataDir, port: server.port, args: ['--build-context-limit', String(LIMIT_MIB)] });
+      const done = await finished(base(), alice, build.id);
+      assert.equal(done.status, 'success', done.error ?? '');
+      const events = await readEvents(base(), alice, build.id);
+      assert.ok(ofKind(events, 'info').some((e) => /the server is stopping: this build runs again/.test(e.message)), JSON.stringify(ofKind(events, 'info')));
+      assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
+      assert.equal(ofKind(events, 'done').length, 1);
+    });
   }
 });
 

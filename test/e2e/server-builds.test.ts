@@ -405,6 +405,7 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
       });
       const afterCut = ((await api(base(), 'GET', `/fleets/${fleet}/builds`, { token: alice.token })).body as Build[]).length;
       assert.equal(afterCut, before);
+      assert.ok(!server.output().includes(`POST /fleets/${fleet}/builds:`), `a client's cut is no server fault:\n${server.output().slice(-2000)}`);
     });
 
     it('a server killed during a build runs it again at its next start: no build stays running', async () => {

@@ -126,7 +126,7 @@ export class BuildRunner {
         job.controller.abort();
       }
     }
-    const plan = planQueue(unfinished.map((b) => ({ id: b.id, uuid: b.uuid, fleetId: b.fleet_id, status: b.status as 'queued' | 'running', replica: b.replica })), this.replica, this.concurrency - this.runningElsewhereInTable(unfinished));
+    const plan = planQueue(unfinished.map((b) => ({ id: b.id, uuid: b.uuid, fleetId: b.fleet_id, status: b.status as 'queued' | 'running', replica: b.replica })), this.replica, this.concurrency - this.claimedNotYetInTable(unfinished));
     for (const [id, position] of plan.waiting) await this.announcePosition(id, position);
     for (const id of plan.start) {
       if (this.stopped) return;
@@ -135,8 +135,8 @@ export class BuildRunner {
     }
   }
 
-  /** Jobs this process runs that the table does not show as running yet (claimed a moment ago): they hold slots too. */
-  private runningElsewhereInTable(rows: ReadonlyArray<{ id: number; status: string }>): number {
+  /** Jobs this process runs that the table read does not show as running (claimed after it): they hold slots too. */
+  private claimedNotYetInTable(rows: ReadonlyArray<{ id: number; status: string }>): number {
     let n = 0;
     for (const id of this.running.keys()) if (!rows.some((r) => r.id === id && r.status === 'running')) n++;
     return n;
@@ -183,8 +183,6 @@ export class BuildRunner {
   private async execute(row: BuildRow, job: Running): Promise<void> {
     const { ctx } = this;
     const log = new BuildEventLog(ctx, row.id);
-    const fleet = await ctx.db.selectFrom('fleets').selectAll().where('id', '=', row.fleet_id).executeTakeFirstOrThrow();
-    const user = await ctx.db.selectFrom('users').select(['id', 'email', 'is_admin']).where('id', '=', row.user_id).executeTakeFirstOrThrow();
     const cancelRequested = async (): Promise<boolean> => {
       const r = await ctx.db.selectFrom('builds').select('cancel_requested').where('id', '=', row.id).executeTakeFirst();
       if (r?.cancel_requested === 1) job.reason ??= 'cancel';
@@ -192,6 +190,9 @@ export class BuildRunner {
     };
     let outcome: { status: 'success'; releaseId: number; commit: string; release: RemoteBuildEvent & { kind: 'release' } } | { status: 'failed' | 'cancelled'; error: string } | { status: 'queued' };
     try {
+      // Gone (the fleet or user was removed meanwhile): the build fails, it never stays running.
+      const fleet = await ctx.db.selectFrom('fleets').selectAll().where('id', '=', row.fleet_id).executeTakeFirstOrThrow(() => new SkiffError('notFound', 'the fleet was removed'));
+      const user = await ctx.db.selectFrom('users').select(['id', 'email', 'is_admin']).where('id', '=', row.user_id).executeTakeFirstOrThrow(() => new SkiffError('notFound', 'the user was removed'));
       const done = await runBuild(ctx, {
         row, fleet, user: { kind: 'user', userId: user.id, email: user.email, isAdmin: user.is_admin === 1 },
         signal: job.controller.signal, log, cancelRequested,
@@ -222,7 +223,7 @@ export class BuildRunner {
     });
     await ctx.events.publish({ topic: 'build', buildId: row.id, ...(seq !== undefined ? { seq } : {}) });
     // Devices hear of the new release at once (the event channel), not at their next poll.
-    if (outcome.status === 'success') await ctx.events.publish({ topic: 'target', fleetId: fleet.id });
+    if (outcome.status === 'success') await ctx.events.publish({ topic: 'target', fleetId: row.fleet_id });
   }
 
   /** Upload folders of builds that ended (or never got a row: an upload cut by a kill). */

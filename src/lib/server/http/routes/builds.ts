@@ -9,7 +9,7 @@ import { Type } from '@sinclair/typebox';
 import { Build, BuildEventsQuery, CreateBuildQuery, isFinished, type BuildEventEnvelope } from '../../../api/builds.js';
 import { ENDPOINTS } from '../../../api/endpoints.js';
 import * as R from '../../../api/resources.js';
-import { badInput, conflict, type ServiceContext } from '../../services/context.js';
+import { badInput, conflict, notFound, type ServiceContext } from '../../services/context.js';
 import type { RouteKit, SkiffApp } from '../app.js';
 
 const FleetParams = Type.Object({ fleet: R.FleetName });
@@ -87,13 +87,19 @@ export async function registerBuildRoutes(app: SkiffApp, ctx: ServiceContext, ki
   app.delete(ENDPOINTS.cancelBuild.path, { schema: kit.schema({ security: kit.auth, params: IdParams, response: { 200: Build } }) }, async (req, reply: FastifyReply) => {
     const { row, build } = await store.buildOf(ctx, await kit.userOf(req), req.params.id, 'write');
     if (isFinished(build.status)) throw finishedConflict(build);
-    if (await cancelQueued(ctx, row.id)) return (await store.buildById(ctx, row.id))?.build;
+    const current = async (): Promise<Build> => {
+      const found = await store.buildById(ctx, row.id);
+      // Removed meanwhile with its fleet.
+      if (!found) throw notFound(`build ${req.params.id}`);
+      return found.build;
+    };
+    if (await cancelQueued(ctx, row.id)) return current();
     await ctx.db.updateTable('builds').set({ cancel_requested: 1 }).where('id', '=', row.id).where('status', '=', 'running').execute();
     await ctx.events.publish({ topic: 'build', buildId: row.id, cancel: true });
     // Wait for the runner (here or on another replica) to stop it, so the answer says how it ended.
     const ended = await waitUntilFinished(ctx, row.id, CANCEL_WAIT_MS);
     if (ended && ended.status !== 'cancelled') throw finishedConflict(ended);
-    return reply.send(ended ?? (await store.buildById(ctx, row.id))?.build);
+    return reply.send(ended ?? await current());
   });
 }
 

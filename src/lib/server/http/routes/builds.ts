@@ -18,6 +18,10 @@ const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) 
 /** How long `DELETE /builds/:id` waits for a running build to stop before answering with it as it is (still running, cancel requested). */
 const CANCEL_WAIT_MS = 20_000; // under the CLI's 30 s answer timeout
 
+/**
+ * Registers the build routes (createBuild, builds, build, buildEvents, cancelBuild) and starts this
+ * replica's {@link import('../../builds/runner.js').BuildRunner}, stopped when the app closes.
+ */
 export async function registerBuildRoutes(app: SkiffApp, ctx: ServiceContext, kit: RouteKit): Promise<void> {
   const [store, { BuildRunner, cancelQueued }, { receiveUpload, createBuild, checkGitHook }, { openEventStream }] = await Promise.all([
     import('../../builds/store.js'), import('../../builds/runner.js'), import('../../builds/upload.js'), import('../sse.js'),

@@ -506,3 +506,50 @@ describe('cloud builds for the fleet\'s architecture, on the engine chosen for i
     assert.ok(connections > 0);
   });
 });
+
+describe('cloud builds across two replicas on one PostgreSQL database', function () {
+  this.timeout(600_000);
+  const servers: StartedServer[] = [];
+  let database: string | undefined;
+  let fleetUuid = '';
+
+  after(async () => {
+    for (const s of servers) await s.kill('SIGTERM');
+    if (database) dropPostgresDatabase(database);
+    if (fleetUuid) await cleanupImages({ label: `io.skiff.fleet=${fleetUuid}` });
+    await cleanupImages({ label: `${TEST_LABEL}=${LABEL_VALUE}` });
+  });
+
+  it('a fleet\'s builds uploaded to different replicas run one after the other; events and cancel work from the other replica', async () => {
+    await ensureBaseImages();
+    database = freshPostgresDatabase();
+    // One after the other: the first migrates and makes the admin.
+    servers.push(await startServer({ database }));
+    servers.push(await startServer({ database }));
+    const [a, b] = servers as [StartedServer, StartedServer];
+    const who = await createUser(a.url);
+    const fleet = `replicas-${RUN}`;
+    const res = await api(a.url, 'POST', '/fleets', { token: who.token, body: { name: fleet, deviceType: 'intel-nuc' } });
+    assert.equal(res.status, 201, JSON.stringify(res.body));
+    fleetUuid = (res.body as Fleet).uuid;
+
+    const first = await startBuild(a.url, who, fleet, twoServices(`rep1-${RUN}`, `sleep 2; echo rep1-${RUN}`));
+    const second = await startBuild(b.url, who, fleet, twoServices(`rep2-${RUN}`));
+    // Followed through the replica that does not run it: the table is the truth, the bus only a hint.
+    const firstEvents = await readEvents(b.url, who, first.id, { follow: true });
+    assert.equal(ofKind(firstEvents, 'done')[0]?.status, 'success', JSON.stringify(firstEvents.slice(-3)));
+    const one = await finished(b.url, who, first.id);
+    const two = await finished(a.url, who, second.id);
+    assert.equal(two.status, 'success', two.error ?? '');
+    assert.ok((two.startedAt ?? '') >= (one.finishedAt ?? ''), `${two.startedAt} after ${one.finishedAt}`);
+    assert.ok(ofKind(await readEvents(a.url, who, second.id), 'queued').some((q) => q.position === 1 && q.behind === first.id));
+
+    const marker = `rep-cancel-${RUN}`;
+    const third = await startBuild(a.url, who, fleet, twoServices(`rep3-${RUN}`, `echo ${marker} && sleep 600`));
+    await readEvents(b.url, who, third.id, { follow: true, stopWhen: (e) => e.event.kind === 'log' && e.event.line.includes(marker) });
+    const cancelled = await api(b.url, 'DELETE', `/builds/${third.id}`, { token: who.token });
+    assert.equal(cancelled.status, 200, JSON.stringify(cancelled.body));
+    assert.equal((cancelled.body as Build).status, 'cancelled');
+    await waitFor(async () => (await strayContainers(third.id, marker)).length === 0, 'no container of the cancelled build', 30_000);
+  });
+});

@@ -1,0 +1,225 @@
+/**
+ * `git push` deploys: the real `skiff server` (bin/run.js) hosting each fleet's repository through
+ * `git http-backend`, the real `git` client as a subprocess (its own HOME, credentials in the URL),
+ * the real engine building on the server and its registry. A push to main builds, shows the build as
+ * `remote:` lines and makes the release stamped with the commit; a commit that does not build is
+ * refused and main stays; other branches are stored, not deployed; bad or missing tokens fail as git
+ * says; another user's fleet is not found; a cancelled push cancels its build.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { BASE_AMD64, cleanupImages, ensureBaseImages, TEST_LABEL } from '../support/engine.js';
+import { api, createUser, dropPostgresDatabase, freshPostgresDatabase, startServer, type StartedServer } from '../support/server.js';
+import { scratchDir } from '../support/tmp.js';
+import { waitFor } from '../support/wait.js';
+import type { Build } from '../../src/lib/api/builds.js';
+import type { Release } from '../../src/lib/api/resources.js';
+
+const RUN = randomBytes(3).toString('hex');
+const LABEL_VALUE = `git-push-${RUN}`;
+
+interface GitResult { code: number | null; stdout: string; stderr: string }
+
+/** Runs the real git with a private HOME: no credential helper, no prompt, no user config. */
+function git(args: string[], options: { cwd?: string; home: string; onStderr?: (text: string) => void; signal?: AbortSignal }): Promise<GitResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('git', args, {
+      cwd: options.cwd,
+      env: {
+        PATH: process.env.PATH, HOME: options.home, GIT_TERMINAL_PROMPT: '0', GIT_CONFIG_NOSYSTEM: '1', LANG: 'C',
+        GIT_AUTHOR_NAME: 'Tester', GIT_AUTHOR_EMAIL: 'tester@skiff.test', GIT_COMMITTER_NAME: 'Tester', GIT_COMMITTER_EMAIL: 'tester@skiff.test',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      options.onStderr?.(stderr);
+    });
+    options.signal?.addEventListener('abort', () => child.kill('SIGINT'), { once: true });
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** A one-service project; `run` is its Dockerfile's RUN step (a failing one makes a commit that does not build). */
+function writeProject(dir: string, run: string): void {
+  writeFileSync(path.join(dir, 'docker-compose.yml'), `services:\n  main:\n    build: .\n    labels:\n      ${TEST_LABEL}: ${LABEL_VALUE}\n    command: ["sh", "-c", "echo up; while :; do sleep 1; done"]\n`);
+  writeFileSync(path.join(dir, 'Dockerfile'), `FROM ${BASE_AMD64}\nLABEL ${TEST_LABEL}=${LABEL_VALUE}\nRUN ${run}\n`);
+}
+
+/** `git ls-remote` as ref → sha. */
+function refs(out: string): Record<string, string> {
+  return Object.fromEntries(out.trim().split('\n').filter(Boolean).map((l) => {
+    const [sha = '', ref = ''] = l.split('\t');
+    return [ref, sha];
+  }));
+}
+
+for (const dialect of ['sqlite', 'postgres'] as const) describe(`git push deploys (${dialect})`, function () {
+  this.timeout(600_000);
+  let server: StartedServer | undefined;
+  let database: string | undefined;
+  let home = '';
+  let work = '';
+  let token = '';
+  let session = '';
+  let other = '';
+  const fleet = `gitfleet-${RUN}`;
+  const othersFleet = `theirs-${RUN}`;
+  const url = (secret: string | undefined, name = fleet) => `http://${secret === undefined ? '' : `me:${secret}@`}127.0.0.1:${server?.port}/git/${name}.git`;
+  const releases = async (): Promise<Release[]> => (await api(server?.url ?? '', 'GET', `/fleets/${fleet}/releases`, { token })).body as Release[];
+  const builds = async (): Promise<Build[]> => (await api(server?.url ?? '', 'GET', `/fleets/${fleet}/builds`, { token })).body as Build[];
+  const lsRemote = async (): Promise<Record<string, string>> => {
+    const r = await git(['ls-remote', url(token)], { home });
+    assert.equal(r.code, 0, r.stderr);
+    return refs(r.stdout);
+  };
+  /** Commits the project in `clone` with `run` as its RUN step and answers the commit. */
+  const commit = async (clone: string, run: string, message: string): Promise<string> => {
+    writeProject(clone, run);
+    assert.equal((await git(['add', '-A'], { cwd: clone, home })).code, 0);
+    const c = await git(['commit', '-q', '-m', message], { cwd: clone, home });
+    assert.equal(c.code, 0, c.stderr);
+    return (await git(['rev-parse', 'HEAD'], { cwd: clone, home })).stdout.trim();
+  };
+
+  before(async () => {
+    await ensureBaseImages();
+    database = dialect === 'postgres' ? freshPostgresDatabase() : undefined;
+    server = await startServer({ database });
+    home = scratchDir('skiff-git-home-');
+    work = scratchDir('skiff-git-work-');
+    const me = await createUser(server.url);
+    session = me.token;
+    // An API key, as a user puts in a git remote (a session token works too: see the fetch below).
+    const key = await api(server.url, 'POST', '/api-keys', { token: me.token, body: { name: 'git' } });
+    assert.equal(key.status, 201, JSON.stringify(key.body));
+    token = (key.body as { key: string }).key;
+    assert.equal((await api(server.url, 'POST', '/fleets', { token, body: { name: fleet, deviceType: 'intel-nuc' } })).status, 201);
+    const them = await createUser(server.url);
+    other = them.token;
+    assert.equal((await api(server.url, 'POST', '/fleets', { token: other, body: { name: othersFleet, deviceType: 'intel-nuc' } })).status, 201);
+  });
+
+  after(async () => {
+    await server?.kill('SIGTERM');
+    if (database) dropPostgresDatabase(database);
+    await cleanupImages({ label: `${TEST_LABEL}=${LABEL_VALUE}` });
+  });
+
+  it('clones the empty repository of a new fleet', async () => {
+    const r = await git(['clone', url(token), 'clone'], { cwd: work, home });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /cloned an empty repository/);
+  });
+
+  it('a push without a token, or with a wrong one, fails as git says and stores nothing', async () => {
+    const clone = path.join(work, 'clone');
+    await commit(clone, 'true', 'unauthorised');
+    const none = await git(['push', url(undefined), 'HEAD:refs/heads/nobody'], { cwd: clone, home });
+    assert.notEqual(none.code, 0);
+    assert.match(none.stderr, /could not read Username|Authentication failed/);
+    const wrong = await git(['push', url('ska_wrong'), 'HEAD:refs/heads/nobody'], { cwd: clone, home });
+    assert.notEqual(wrong.code, 0);
+    assert.match(wrong.stderr, /Authentication failed/);
+    assert.equal((await lsRemote())['refs/heads/nobody'], undefined);
+  });
+
+  it("another user's fleet is 'repository not found', for a clone and a push", async () => {
+    const clone = await git(['clone', url(token, othersFleet), 'theirs'], { cwd: work, home });
+    assert.notEqual(clone.code, 0);
+    assert.match(clone.stderr, /repository '.*' not found/);
+    const push = await git(['push', url(token, othersFleet), 'HEAD:refs/heads/main'], { cwd: path.join(work, 'clone'), home });
+    assert.notEqual(push.code, 0);
+    assert.match(push.stderr, /not found/);
+    // The owner still sees an empty repository.
+    const theirs = await git(['ls-remote', url(other, othersFleet)], { home });
+    assert.equal(theirs.code, 0, theirs.stderr);
+    assert.equal(theirs.stdout.trim(), '');
+  });
+
+  it('a push of another branch is stored, not deployed, and says so', async () => {
+    const clone = path.join(work, 'clone');
+    const sha = (await git(['rev-parse', 'HEAD'], { cwd: clone, home })).stdout.trim();
+    const r = await git(['push', url(token), 'HEAD:refs/heads/feature'], { cwd: clone, home });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /remote: stored refs\/heads\/feature; only main deploys/);
+    assert.equal((await lsRemote())['refs/heads/feature'], sha);
+    assert.deepEqual(await builds(), [], 'no build');
+    assert.deepEqual(await releases(), [], 'no release');
+  });
+
+  it('a push to main builds the commit, shows the build, makes the release stamped with it and moves main', async () => {
+    const clone = path.join(work, 'clone');
+    const sha = await commit(clone, `echo built-${RUN} > /built`, 'v1');
+    const r = await git(['push', url(token), 'HEAD:refs/heads/main'], { cwd: clone, home });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /remote: Building [0-9a-f]{7} \(refs\/heads\/main\)/);
+    assert.match(r.stderr, /remote: .*\[main\]/, 'the service\'s build lines');
+    const created = new RegExp(`remote: Release ([0-9a-f]+) created; devices tracking the fleet update now`).exec(r.stderr);
+    assert.ok(created, r.stderr);
+    assert.equal((await lsRemote())['refs/heads/main'], sha);
+    const [release] = await releases();
+    assert.equal(release?.commit, created[1]);
+    assert.equal(release?.gitCommit, sha);
+    assert.equal(release?.status, 'success');
+    const [build] = await builds();
+    assert.deepEqual([build?.source, build?.gitCommit, build?.gitRef, build?.status], ['git', sha, 'refs/heads/main', 'success']);
+  });
+
+  it('a commit that does not build is refused: the reason is shown, main stays, no release', async () => {
+    const clone = path.join(work, 'clone');
+    const before = (await lsRemote())['refs/heads/main'];
+    const known = (await releases()).length;
+    await commit(clone, `echo broken-${RUN}; exit 3`, 'broken');
+    const r = await git(['push', url(token), 'HEAD:refs/heads/main'], { cwd: clone, home });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /\[remote rejected\] HEAD -> main \(pre-receive hook declined\)/);
+    assert.match(r.stderr, new RegExp(`remote: \\[main\\] .*broken-${RUN}`), 'the failing service\'s last lines');
+    assert.match(r.stderr, /remote: error: build [0-9a-f]{7} failed.*the push is refused and main stays where it was/);
+    assert.equal((await lsRemote())['refs/heads/main'], before);
+    assert.equal((await releases()).length, known);
+  });
+
+  it('deleting main is refused', async () => {
+    const r = await git(['push', url(token), ':refs/heads/main'], { cwd: path.join(work, 'clone'), home });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /remote: error: deleting main is refused/);
+    assert.ok((await lsRemote())['refs/heads/main']);
+  });
+
+  it('clone and fetch afterwards get what was pushed (with a session token too)', async () => {
+    const main = (await lsRemote())['refs/heads/main'];
+    const r = await git(['clone', url(token), 'again'], { cwd: work, home });
+    assert.equal(r.code, 0, r.stderr);
+    const again = path.join(work, 'again');
+    assert.equal((await git(['rev-parse', 'HEAD'], { cwd: again, home })).stdout.trim(), main);
+    const f = await git(['fetch', url(session), 'feature'], { cwd: again, home });
+    assert.equal(f.code, 0, f.stderr);
+    assert.equal((await git(['rev-parse', 'FETCH_HEAD'], { cwd: again, home })).stdout.trim(), (await lsRemote())['refs/heads/feature']);
+  });
+
+  it('Ctrl-C of the pushing git cancels the build: no release, main stays', async () => {
+    const clone = path.join(work, 'clone');
+    await git(['reset', '-q', '--hard', (await lsRemote())['refs/heads/main'] ?? ''], { cwd: clone, home });
+    const before = (await lsRemote())['refs/heads/main'];
+    const known = (await releases()).length;
+    await commit(clone, `echo slow-${RUN}; sleep 120`, 'slow');
+    const stop = new AbortController();
+    const pushed = git(['push', url(token), 'HEAD:refs/heads/main'], { cwd: clone, home, signal: stop.signal, onStderr: (text) => {
+      if (text.includes(`slow-${RUN}`)) stop.abort();
+    } });
+    const r = await pushed;
+    assert.notEqual(r.code, 0);
+    const cancelled = await waitFor(async () => (await builds()).find((b) => b.status === 'cancelled'), 'the build cancelled on the server', 60_000, 250);
+    assert.ok(cancelled.gitCommit);
+    assert.equal((await lsRemote())['refs/heads/main'], before);
+    assert.equal((await releases()).length, known);
+  });
+});

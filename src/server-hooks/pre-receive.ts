@@ -20,7 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { planPush, parseRefUpdates } from '../lib/server/git/push-plan.js';
-import { readHookEnv, type HookSettings } from '../lib/server/git/hook-env.js';
+import { HOOK_SECRET_HEADER, readHookEnv, type HookSettings } from '../lib/server/git/hook-env.js';
 import { CloudClient } from '../lib/cloud/client.js';
 import { SkiffError } from '../lib/errors/errors.js';
 import type { BuildEventEnvelope, RemoteBuildEvent } from '../lib/api/builds.js';
@@ -83,7 +83,7 @@ async function renderer(): Promise<{ event(e: RemoteBuildEvent): void; tail(serv
     event(e) {
       switch (e.kind) {
         case 'queued':
-          say(`Queued behind ${e.position} build${e.position === 1 ? '' : 's'} of this fleet${e.behind ? ` (${e.behind.slice(0, 7)} first)` : ''}`);
+          if (e.position > 0) say(`Queued behind ${e.position} build${e.position === 1 ? '' : 's'} of this fleet${e.behind ? ` (${e.behind.slice(0, 7)} first)` : ''}`);
           return;
         case 'started':
           say(`Building on ${e.engine}`);
@@ -135,7 +135,13 @@ async function deploy(settings: HookSettings, ref: string, commit: string): Prom
     const packed = await packProject(dir, { deviceType: fleet.deviceType, signal: cancel.signal });
     try {
       for (const warning of packed.resolved.warnings) say(`Warning: ${warning}`);
-      build = await uploadBuild(client, fleet.name, { stream: packed.stream(), size: packed.size }, { source: 'git', gitCommit: commit, gitRef: ref, signal: cancel.signal });
+      // The server's proof that this upload comes from its own hook (source=git is refused otherwise).
+      const hookClient = {
+        url: client.url,
+        stream: (name: Parameters<CloudClient['stream']>[0], options: Parameters<CloudClient['stream']>[1] = {}) =>
+          client.stream(name, { ...options, headers: { ...options.headers, [HOOK_SECRET_HEADER]: settings.secret } }),
+      };
+      build = await uploadBuild(hookClient, fleet.name, { stream: packed.stream(), size: packed.size }, { source: 'git', gitCommit: commit, gitRef: ref, signal: cancel.signal });
     } finally {
       packed.dispose();
     }

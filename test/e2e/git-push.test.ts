@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { BASE_AMD64, cleanupImages, ensureBaseImages, TEST_LABEL } from '../support/engine.js';
+import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, TEST_LABEL } from '../support/engine.js';
 import { api, createUser, dropPostgresDatabase, freshPostgresDatabase, startServer, type StartedServer } from '../support/server.js';
 import { scratchDir } from '../support/tmp.js';
 import { waitFor } from '../support/wait.js';
@@ -33,6 +33,8 @@ function git(args: string[], options: { cwd?: string; home: string; onStderr?: (
         GIT_AUTHOR_NAME: 'Tester', GIT_AUTHOR_EMAIL: 'tester@skiff.test', GIT_COMMITTER_NAME: 'Tester', GIT_COMMITTER_EMAIL: 'tester@skiff.test',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group, as a terminal's foreground job: Ctrl-C reaches git and its remote helper.
+      detached: true,
     });
     let stdout = '';
     let stderr = '';
@@ -41,7 +43,9 @@ function git(args: string[], options: { cwd?: string; home: string; onStderr?: (
       stderr += d.toString();
       options.onStderr?.(stderr);
     });
-    options.signal?.addEventListener('abort', () => child.kill('SIGINT'), { once: true });
+    options.signal?.addEventListener('abort', () => {
+      if (child.pid !== undefined && child.exitCode === null) process.kill(-child.pid, 'SIGINT');
+    }, { once: true });
     child.once('error', reject);
     child.once('close', (code) => resolve({ code, stdout, stderr }));
   });
@@ -217,9 +221,46 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`git push deploy
     } });
     const r = await pushed;
     assert.notEqual(r.code, 0);
-    const cancelled = await waitFor(async () => (await builds()).find((b) => b.status === 'cancelled'), 'the build cancelled on the server', 60_000, 250);
+    const cancelled = await waitFor(async () => (await builds()).find((b) => b.status === 'cancelled'), 'the build cancelled on the server', 60_000, 250).catch(async (err: Error) => {
+      throw new Error(`${err.message}\ngit printed: ${r.stderr}\nbuilds: ${JSON.stringify(await builds())}\nserver: ${server?.output().slice(-3000)}`);
+    });
     assert.ok(cancelled.gitCommit);
     assert.equal((await lsRemote())['refs/heads/main'], before);
     assert.equal((await releases()).length, known);
+    // The build's RUN container went with it.
+    await waitFor(async () => (await docker.listContainers({ filters: { label: [`${TEST_LABEL}=${LABEL_VALUE}`] } })).length === 0, 'no build container left running', 60_000, 250);
+  });
+});
+
+describe('git push larger than --build-context-limit', function () {
+  this.timeout(120_000);
+  let server: StartedServer | undefined;
+  const fleet = `limited-${RUN}`;
+
+  before(async () => {
+    server = await startServer({ args: ['--build-context-limit', '1'] });
+  });
+  after(async () => {
+    await server?.kill('SIGTERM');
+  });
+
+  it('is refused with 413 and stores nothing', async () => {
+    assert.ok(server);
+    const me = await createUser(server.url);
+    assert.equal((await api(server.url, 'POST', '/fleets', { token: me.token, body: { name: fleet, deviceType: 'intel-nuc' } })).status, 201);
+    const home = scratchDir('skiff-git-home-');
+    const dir = scratchDir('skiff-git-big-');
+    const remote = `http://me:${me.token}@127.0.0.1:${server.port}/git/${fleet}.git`;
+    assert.equal((await git(['init', '-q', '-b', 'dev', dir], { home })).code, 0);
+    // Random bytes do not compress: the pack is over 1 MiB.
+    writeFileSync(path.join(dir, 'blob'), randomBytes(3 * 1024 * 1024));
+    assert.equal((await git(['add', 'blob'], { cwd: dir, home })).code, 0);
+    assert.equal((await git(['commit', '-q', '-m', 'big'], { cwd: dir, home })).code, 0);
+    const r = await git(['push', remote, 'dev'], { cwd: dir, home });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /413/);
+    const ls = await git(['ls-remote', remote], { home });
+    assert.equal(ls.code, 0, ls.stderr);
+    assert.equal(ls.stdout.trim(), '');
   });
 });

@@ -94,7 +94,7 @@ describe('git hook: the script and its environment', () => {
     assert.match(script, /\nexec '\/opt\/node 20\/bin\/node' '\/srv\/it'\\''s\/pre-receive\.js' "\$@"\n/);
   });
   it('passes the settings through the environment and reads them back', () => {
-    const settings = { api: 'http://127.0.0.1:1', token: 'ska_x', fleet: 'robots' };
+    const settings = { api: 'http://127.0.0.1:1', token: 'ska_x', fleet: 'robots', secret: 'abc' };
     assert.deepEqual(readHookEnv(hookEnv(settings)), settings);
     assert.deepEqual(readHookEnv({}), { missing: 'SKIFF_HOOK_API' });
   });

@@ -34,6 +34,9 @@ export interface BackendRequest {
 }
 
 const execFileAsync = promisify(execFile);
+
+/** Bytes of http-backend's answer held while the request body is still coming (see below). */
+const HOLD_LIMIT = 256 * 1024;
 let backendPath: Promise<string> | undefined;
 
 /** `<git --exec-path>/git-http-backend`, looked up once. */
@@ -155,10 +158,13 @@ export async function serveWithHttpBackend(req: IncomingMessage, res: ServerResp
   });
   req.pipe(counter).pipe(child.stdin);
   counter.on('error', () => {
-    if (tooLarge) {
-      killGroup(child, 'SIGTERM');
-      answer(res, 413, `the push is larger than the server's limit of ${options.bodyLimit} bytes (--build-context-limit)`);
-    }
+    if (!tooLarge) return;
+    killGroup(child, 'SIGTERM');
+    // The rest of the body is read and dropped: a connection closed under a sending client is a
+    // "connection reset" there, while a drained one lets git show the 413 and its message.
+    req.unpipe(counter);
+    req.resume();
+    answer(res, 413, `the push is larger than the server's limit of ${options.bodyLimit} bytes (--build-context-limit)`);
   });
   // http-backend may answer before reading everything (an error); the rest of the body is dropped.
   child.stdin.on('error', () => undefined);
@@ -168,22 +174,21 @@ export async function serveWithHttpBackend(req: IncomingMessage, res: ServerResp
     if (!res.writableFinished) killGroup(child, 'SIGTERM');
   });
 
-  let head: Buffer = Buffer.alloc(0);
-  // 'head' until the blank line after the CGI headers; 'drop' once an error answer replaced it.
-  let state: 'head' | 'body' | 'drop' = 'head';
-  child.stdout.on('data', (chunk: Buffer) => {
-    if (state === 'drop' || res.destroyed) return;
-    if (state === 'body') {
-      if (!res.write(chunk)) {
-        child.stdout.pause();
-        res.once('drain', () => child.stdout.resume());
-      }
-      return;
-    }
-    head = Buffer.concat([head, chunk]);
+  // http-backend writes its 200 head before it reads the body; the answer is held back (a few
+  // bytes in practice: stateless RPC reads the whole request first) until the body is all in, so
+  // a push over the limit can still be answered 413. Past HOLD_LIMIT it flows anyway.
+  let held: Buffer[] = [];
+  let heldBytes = 0;
+  let bodyIn = false;
+  let stdoutEnded = false;
+  // 'hold' until the head is out; 'drop' once an error answer replaced http-backend's.
+  let state: 'hold' | 'body' | 'drop' = 'hold';
+  const release = (): void => {
+    if (state !== 'hold' || (!bodyIn && !stdoutEnded && heldBytes <= HOLD_LIMIT)) return;
+    const buffer = Buffer.concat(held);
     let parsed;
     try {
-      parsed = parseCgiHead(head);
+      parsed = parseCgiHead(buffer);
     } catch (err) {
       options.log(`git: ${(err as Error).message}`);
       killGroup(child, 'SIGTERM');
@@ -191,8 +196,15 @@ export async function serveWithHttpBackend(req: IncomingMessage, res: ServerResp
       state = 'drop';
       return;
     }
-    if (!parsed) return;
-    if (res.headersSent) {
+    if (!parsed) {
+      if (stdoutEnded) {
+        answer(res, 502, 'git http-backend ended without an answer');
+        state = 'drop';
+      }
+      return;
+    }
+    held = [];
+    if (res.headersSent || res.destroyed) {
       // An error answer (413) went out already.
       state = 'drop';
       return;
@@ -205,11 +217,30 @@ export async function serveWithHttpBackend(req: IncomingMessage, res: ServerResp
       headers[key] = prior === undefined ? value : [...(Array.isArray(prior) ? prior : [prior]), value];
     }
     res.writeHead(parsed.status, headers);
-    const rest = head.subarray(parsed.bodyStart);
+    const rest = buffer.subarray(parsed.bodyStart);
     if (rest.length > 0) res.write(rest);
+    if (stdoutEnded) res.end();
+  };
+  counter.once('finish', () => {
+    bodyIn = true;
+    release();
+  });
+  child.stdout.on('data', (chunk: Buffer) => {
+    if (state === 'drop' || res.destroyed) return;
+    if (state === 'body') {
+      if (!res.write(chunk)) {
+        child.stdout.pause();
+        res.once('drain', () => child.stdout.resume());
+      }
+      return;
+    }
+    held.push(chunk);
+    heldBytes += chunk.length;
+    release();
   });
   child.stdout.once('end', () => {
-    if (state === 'head') answer(res, 502, 'git http-backend ended without an answer');
+    stdoutEnded = true;
+    if (state === 'hold') release();
     else if (state === 'body' && !res.destroyed) res.end();
   });
 

@@ -12,17 +12,23 @@ export const HOOK_ENV = {
   token: 'SKIFF_HOOK_TOKEN',
   /** The fleet's name (the build route's `:fleet`). */
   fleet: 'SKIFF_HOOK_FLEET',
+  /** This server process's git-hook secret (builds/upload.ts gitHookSecret): only its own hook may upload with `source=git`. */
+  secret: 'SKIFF_HOOK_SECRET',
 } as const;
+
+/** The header that carries {@link HookSettings.secret} on the build upload. */
+export const HOOK_SECRET_HEADER = 'x-skiff-git-hook';
 
 export interface HookSettings {
   api: string;
   token: string;
   fleet: string;
+  secret: string;
 }
 
 /** The variables for `settings`. */
 export function hookEnv(settings: HookSettings): Record<string, string> {
-  return { [HOOK_ENV.api]: settings.api, [HOOK_ENV.token]: settings.token, [HOOK_ENV.fleet]: settings.fleet };
+  return { [HOOK_ENV.api]: settings.api, [HOOK_ENV.token]: settings.token, [HOOK_ENV.fleet]: settings.fleet, [HOOK_ENV.secret]: settings.secret };
 }
 
 /** The settings from an environment, or the name of the first variable missing. */
@@ -30,10 +36,12 @@ export function readHookEnv(env: NodeJS.ProcessEnv): HookSettings | { missing: s
   const api = env[HOOK_ENV.api];
   const token = env[HOOK_ENV.token];
   const fleet = env[HOOK_ENV.fleet];
+  const secret = env[HOOK_ENV.secret];
   if (!api) return { missing: HOOK_ENV.api };
   if (!token) return { missing: HOOK_ENV.token };
   if (!fleet) return { missing: HOOK_ENV.fleet };
-  return { api, token, fleet };
+  if (!secret) return { missing: HOOK_ENV.secret };
+  return { api, token, fleet, secret };
 }
 
 /**

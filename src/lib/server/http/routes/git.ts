@@ -16,6 +16,7 @@ import { basicCredentials, FailedAuthLimiter, parseGitPath } from '../../git/sma
 import { ensureRepository, repositoriesRoot, repositoryName } from '../../git/repositories.js';
 import { serveWithHttpBackend, stopAllBackends } from '../../git/backend.js';
 import { hookEnv, socketUrl } from '../../git/hook-env.js';
+import { gitHookSecret } from '../../builds/upload.js';
 import type { RouteKit, SkiffApp } from '../app.js';
 
 /** Wrong credentials per client address and minute before git requests are refused (429), as login's default. */
@@ -67,7 +68,7 @@ export async function registerGitRoutes(app: SkiffApp, ctx: ServiceContext, _kit
       remoteUser: found.user.email,
       bodyLimit: ctx.options.buildContextLimit,
       hookEnv: {
-        ...hookEnv({ api: socketUrl(socket), token, fleet: fleet.name }),
+        ...hookEnv({ api: socketUrl(socket), token, fleet: fleet.name, secret: gitHookSecret(ctx) }),
         // Over TLS the hook calls this very server on the address the push came in on, where the
         // certificate's name may not match (and may be self-signed): it trusts its own server.
         ...(socket.encrypted === true ? { NODE_TLS_REJECT_UNAUTHORIZED: '0', NODE_NO_WARNINGS: '1' } : {}),

@@ -9,14 +9,16 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { cleanupAgent, startAgent, type TestAgent } from '../support/agent.js';
 import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, TEST_LABEL } from '../support/engine.js';
 import { api, createUser, dropPostgresDatabase, freshPostgresDatabase, startServer, type StartedServer } from '../support/server.js';
 import { scratchDir } from '../support/tmp.js';
 import { waitFor } from '../support/wait.js';
 import type { Build } from '../../src/lib/api/builds.js';
-import type { Release } from '../../src/lib/api/resources.js';
+import type { Device, Release } from '../../src/lib/api/resources.js';
 
 const RUN = randomBytes(3).toString('hex');
 const LABEL_VALUE = `git-push-${RUN}`;
@@ -52,9 +54,9 @@ function git(args: string[], options: { cwd?: string; home: string; onStderr?: (
 }
 
 /** A one-service project; `run` is its Dockerfile's RUN step (a failing one makes a commit that does not build). */
-function writeProject(dir: string, run: string): void {
-  writeFileSync(path.join(dir, 'docker-compose.yml'), `services:\n  main:\n    build: .\n    labels:\n      ${TEST_LABEL}: ${LABEL_VALUE}\n    command: ["sh", "-c", "echo up; while :; do sleep 1; done"]\n`);
-  writeFileSync(path.join(dir, 'Dockerfile'), `FROM ${BASE_AMD64}\nLABEL ${TEST_LABEL}=${LABEL_VALUE}\nRUN ${run}\n`);
+function writeProject(dir: string, run: string, label = LABEL_VALUE): void {
+  writeFileSync(path.join(dir, 'docker-compose.yml'), `services:\n  main:\n    build: .\n    labels:\n      ${TEST_LABEL}: ${label}\n    command: ["sh", "-c", "trap 'exit 0' TERM; echo up; while :; do sleep 1 & wait $$!; done"]\n`);
+  writeFileSync(path.join(dir, 'Dockerfile'), `FROM ${BASE_AMD64}\nLABEL ${TEST_LABEL}=${label}\nRUN ${run}\n`);
 }
 
 /** `git ls-remote` as ref → sha. */
@@ -209,6 +211,22 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`git push deploy
     assert.equal((await git(['rev-parse', 'FETCH_HEAD'], { cwd: again, home })).stdout.trim(), (await lsRemote())['refs/heads/feature']);
   });
 
+  it('a gzip-compressed request body (as git sends large ones) is inflated by http-backend', async () => {
+    const main = (await lsRemote())['refs/heads/main'] ?? '';
+    const pkt = (line: string) => `${(line.length + 4).toString(16).padStart(4, '0')}${line}`;
+    const request = gzipSync(Buffer.from(`${pkt(`want ${main}\n`)}0000${pkt('done\n')}`));
+    const res = await fetch(`${server?.url}/git/${fleet}.git/git-upload-pack`, {
+      method: 'POST',
+      headers: { authorization: `Basic ${Buffer.from(`me:${token}`).toString('base64')}`, 'content-type': 'application/x-git-upload-pack-request', 'content-encoding': 'gzip' },
+      body: request,
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'application/x-git-upload-pack-result');
+    const body = Buffer.from(await res.arrayBuffer());
+    assert.equal(body.subarray(0, 8).toString(), '0008NAK\n');
+    assert.equal(body.subarray(8, 12).toString(), 'PACK', 'a pack of main follows');
+  });
+
   it('Ctrl-C of the pushing git cancels the build: no release, main stays', async () => {
     const clone = path.join(work, 'clone');
     await git(['reset', '-q', '--hard', (await lsRemote())['refs/heads/main'] ?? ''], { cwd: clone, home });
@@ -232,7 +250,7 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`git push deploy
   });
 });
 
-describe('git push larger than --build-context-limit', function () {
+describe('git over HTTP: the limits (a server with --build-context-limit 1)', function () {
   this.timeout(120_000);
   let server: StartedServer | undefined;
   const fleet = `limited-${RUN}`;
@@ -244,7 +262,7 @@ describe('git push larger than --build-context-limit', function () {
     await server?.kill('SIGTERM');
   });
 
-  it('is refused with 413 and stores nothing', async () => {
+  it('a push larger than the limit is refused with 413 and stores nothing', async () => {
     assert.ok(server);
     const me = await createUser(server.url);
     assert.equal((await api(server.url, 'POST', '/fleets', { token: me.token, body: { name: fleet, deviceType: 'intel-nuc' } })).status, 201);
@@ -262,5 +280,73 @@ describe('git push larger than --build-context-limit', function () {
     const ls = await git(['ls-remote', remote], { home });
     assert.equal(ls.code, 0, ls.stderr);
     assert.equal(ls.stdout.trim(), '');
+  });
+
+  it('wrong tokens are rate-limited per address, as logins are (then even a good one waits)', async () => {
+    assert.ok(server);
+    const me = await createUser(server.url);
+    const infoRefs = (secret: string) => fetch(`${server?.url}/git/${fleet}.git/info/refs?service=git-upload-pack`, { headers: { authorization: `Basic ${Buffer.from(`me:${secret}`).toString('base64')}` } });
+    const statuses: number[] = [];
+    for (let i = 0; i < 31; i++) statuses.push((await infoRefs(`ska_wrong${i}`)).status);
+    assert.deepEqual(statuses, [...Array<number>(30).fill(401), 429]);
+    const good = await infoRefs(me.token);
+    assert.equal(good.status, 429);
+    assert.ok(Number(good.headers.get('retry-after')) > 0);
+  });
+});
+
+describe('git push reaches a device tracking the fleet', function () {
+  this.timeout(300_000);
+  const label = `git-push-agent-${RUN}`;
+  let server: StartedServer | undefined;
+  let agent: TestAgent | undefined;
+
+  before(async () => {
+    await ensureBaseImages();
+    server = await startServer();
+  });
+  after(async () => {
+    await agent?.kill().catch(() => {});
+    if (agent) await cleanupAgent(agent.uuid);
+    await server?.kill('SIGTERM');
+    await cleanupImages({ label: `${TEST_LABEL}=${label}` });
+  });
+
+  it('the device runs the release a git push made, stamped with the commit', async () => {
+    assert.ok(server);
+    const fleet = `devices-${RUN}`;
+    const me = await createUser(server.url);
+    assert.equal((await api(server.url, 'POST', '/fleets', { token: me.token, body: { name: fleet, deviceType: 'intel-nuc' } })).status, 201);
+    assert.equal((await api(server.url, 'PUT', '/variables', { token: me.token, body: { fleet, name: 'SKIFF_AGENT_POLL_INTERVAL', value: '1000' } })).status, 200);
+    const config = await api(server.url, 'POST', `/fleets/${fleet}/config`, { token: me.token, body: {} });
+    assert.equal(config.status, 200, JSON.stringify(config.body));
+    const dataDir = scratchDir('skiff-git-agent-');
+    writeFileSync(path.join(dataDir, 'config.json'), JSON.stringify({ ...(config.body as object), appUpdatePollInterval: 1000 }));
+    agent = await startAgent({ dataDir, args: ['--config', path.join(dataDir, 'config.json')] });
+    const uuid = agent.uuid;
+    await waitFor(async () => ((await api(server?.url ?? '', 'GET', `/devices?fleet=${fleet}`, { token: me.token })).body as Device[]).length === 1, 'the device registered', 60_000, 250);
+
+    const home = scratchDir('skiff-git-home-');
+    const dir = scratchDir('skiff-git-device-');
+    assert.equal((await git(['init', '-q', '-b', 'main', dir], { home })).code, 0);
+    writeProject(dir, `echo device-${RUN} > /built`, label);
+    assert.equal((await git(['add', '-A'], { cwd: dir, home })).code, 0);
+    assert.equal((await git(['commit', '-q', '-m', 'for the device'], { cwd: dir, home })).code, 0);
+    const sha = (await git(['rev-parse', 'HEAD'], { cwd: dir, home })).stdout.trim();
+    const r = await git(['push', `http://me:${me.token}@127.0.0.1:${server.port}/git/${fleet}.git`, 'main'], { cwd: dir, home });
+    assert.equal(r.code, 0, r.stderr);
+    const release = /remote: Release ([0-9a-f]+) created/.exec(r.stderr)?.[1];
+    assert.ok(release, r.stderr);
+
+    let last: Device | undefined;
+    await waitFor(async () => {
+      last = (await api(server?.url ?? '', 'GET', `/devices/${uuid}`, { token: me.token })).body as Device;
+      const [container] = await docker.listContainers({ filters: { label: [`io.skiff.agent=${uuid}`, 'io.balena.service-name=main'], status: ['running'] } });
+      return last.runningRelease === release && container?.Labels['io.skiff.commit'] === release;
+    }, 'the device running the pushed release', 180_000, 500).catch((err: Error) => {
+      throw new Error(`${err.message}\nserver shows: ${JSON.stringify(last)}\nagent printed: ${agent?.output().slice(-3000)}`);
+    });
+    const made = (await api(server.url, 'GET', `/releases/${release}`, { token: me.token })).body as Release;
+    assert.equal(made.gitCommit, sha);
   });
 });

@@ -19,7 +19,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { planPush, parseRefUpdates } from '../lib/server/git/push-plan.js';
+import { planPush, parseRefUpdates, ZERO_SHA } from '../lib/server/git/push-plan.js';
+import { takeDeployLock } from '../lib/server/git/deploy-lock.js';
 import { HOOK_SECRET_HEADER, readHookEnv, type HookSettings } from '../lib/server/git/hook-env.js';
 import { CloudClient } from '../lib/cloud/client.js';
 import { SkiffError } from '../lib/errors/errors.js';
@@ -120,8 +121,30 @@ async function renderer(): Promise<{ event(e: RemoteBuildEvent): void; tail(serv
   };
 }
 
+/** Where `ref` points now (before this push), or undefined when it does not exist. */
+async function refNow(ref: string): Promise<string | undefined> {
+  const child = spawn('git', ['rev-parse', '--verify', '--quiet', ref], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let stdout = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
+  const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+  return code === 0 ? stdout.trim() : undefined;
+}
+
 /** Builds `commit` and answers the hook's exit code: 0 when the release was made. */
-async function deploy(settings: HookSettings, ref: string, commit: string): Promise<number> {
+async function deploy(settings: HookSettings, update: { ref: string; old: string; commit: string }): Promise<number> {
+  const { ref, commit } = update;
+  const branch = ref.replace(/^refs\/heads\//, '');
+  // One deploying push at a time, held until this push's ref update is done (see deploy-lock.ts).
+  const lock = takeDeployLock(path.resolve(process.env.GIT_DIR ?? '.'), { pid: process.ppid, commit, since: new Date().toISOString() });
+  if (!lock.taken) {
+    say(`error: another push to ${branch} is being built (${lock.holder.commit.slice(0, 7)}, since ${lock.holder.since}); the push is refused: push again when it is done`);
+    return 1;
+  }
+  const now = await refNow(ref);
+  if ((now ?? '') !== (ZERO_SHA.test(update.old) ? '' : update.old)) {
+    say(`error: ${branch} moved to ${now?.slice(0, 7) ?? '(deleted)'} while this push was on its way; the push is refused: fetch, merge and push again`);
+    return 1;
+  }
   const { packProject, uploadBuild, followBuild, cancelBuildAndWait } = await import('../lib/cloud/remote-build.js');
   const client = new CloudClient({ url: settings.api, token: settings.token });
   const view = await renderer();
@@ -183,7 +206,7 @@ async function deploy(settings: HookSettings, ref: string, commit: string): Prom
     say(`Last lines of ${service}:`);
     for (const line of tail) say(`[${service}] ${line}`);
   }
-  say(`error: build ${build.id.slice(0, 7)} ${done.status === 'cancelled' ? 'was cancelled' : 'failed'}${done.error ? `: ${done.error}` : ''}; the push is refused and ${ref.replace(/^refs\/heads\//, '')} stays where it was`);
+  say(`error: build ${build.id.slice(0, 7)} ${done.status === 'cancelled' ? 'was cancelled' : 'failed'}${done.error ? `: ${done.error}` : ''}; the push is refused and ${branch} stays where it was`);
   return 1;
 }
 
@@ -206,7 +229,7 @@ async function main(): Promise<number> {
     say(`error: this repository's hook runs only under skiff server (${settings.missing} is not set); the push is refused`);
     return 1;
   }
-  return deploy(settings, plan.deploy.ref, plan.deploy.commit);
+  return deploy(settings, plan.deploy);
 }
 
 // The exit code is the verdict on the push; open keep-alive sockets must not hold it back.

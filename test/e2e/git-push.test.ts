@@ -248,6 +248,32 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`git push deploy
     // The build's RUN container went with it.
     await waitFor(async () => (await docker.listContainers({ filters: { label: [`${TEST_LABEL}=${LABEL_VALUE}`] } })).length === 0, 'no build container left running', 60_000, 250);
   });
+
+  it('two pushes to main at once: the second is refused clearly while the first builds, one release', async () => {
+    const first = path.join(work, 'clone');
+    const second = path.join(work, 'again');
+    const main = (await lsRemote())['refs/heads/main'] ?? '';
+    for (const clone of [first, second]) {
+      assert.equal((await git(['fetch', '-q', url(token), 'main'], { cwd: clone, home })).code, 0);
+      assert.equal((await git(['reset', '-q', '--hard', main], { cwd: clone, home })).code, 0);
+    }
+    const known = (await releases()).length;
+    const a = await commit(first, `echo first-${RUN}; sleep 4`, 'first');
+    await commit(second, `echo second-${RUN}`, 'second');
+    let building: () => void = () => {};
+    const started = new Promise<void>((resolve) => (building = resolve));
+    const pushing = git(['push', url(token), 'HEAD:refs/heads/main'], { cwd: first, home, onStderr: (text) => {
+      if (text.includes(`[main] first-${RUN}`)) building();
+    } });
+    await Promise.race([started, pushing]);
+    const refused = await git(['push', url(token), 'HEAD:refs/heads/main'], { cwd: second, home });
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /remote: error: another push to main is being built \([0-9a-f]{7}, since .*\); the push is refused/);
+    const done = await pushing;
+    assert.equal(done.code, 0, done.stderr);
+    assert.equal((await lsRemote())['refs/heads/main'], a);
+    assert.equal((await releases()).length, known + 1);
+  });
 });
 
 describe('git over HTTP: the limits (a server with --build-context-limit 1)', function () {

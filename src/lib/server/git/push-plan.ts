@@ -31,15 +31,15 @@ export function parseRefUpdates(stdin: string): RefUpdate[] {
 
 /** What becomes of one ref. */
 export type RefDecision =
-  | { kind: 'deploy'; ref: string; commit: string }
+  | { kind: 'deploy'; ref: string; old: string; commit: string }
   | { kind: 'store'; ref: string; message: string }
   | { kind: 'refuse'; ref: string; message: string };
 
 /** The decisions for a push, and the first refusal (the whole push is refused then: pre-receive is all or nothing). */
 export interface PushPlan {
   decisions: RefDecision[];
-  /** The commit to build, when the push updates the default branch. */
-  deploy?: { ref: string; commit: string };
+  /** The commit to build, when the push updates the default branch (`old`: where the branch is now, zeros when new). */
+  deploy?: { ref: string; old: string; commit: string };
   refused?: string;
 }
 
@@ -50,12 +50,12 @@ export function planPush(updates: readonly RefUpdate[], branch: string = DEFAULT
     const deleting = ZERO_SHA.test(u.new);
     if (u.ref === deployRef) {
       if (deleting) return { kind: 'refuse', ref: u.ref, message: `deleting ${branch} is refused: it is the branch that deploys the fleet` };
-      return { kind: 'deploy', ref: u.ref, commit: u.new };
+      return { kind: 'deploy', ref: u.ref, old: u.old, commit: u.new };
     }
     if (deleting) return { kind: 'store', ref: u.ref, message: `deleted ${u.ref}` };
     return { kind: 'store', ref: u.ref, message: `stored ${u.ref}; only ${branch} deploys` };
   });
   const refused = decisions.find((d) => d.kind === 'refuse')?.message;
   const deploy = decisions.find((d): d is Extract<RefDecision, { kind: 'deploy' }> => d.kind === 'deploy');
-  return { decisions, ...(deploy ? { deploy: { ref: deploy.ref, commit: deploy.commit } } : {}), ...(refused ? { refused } : {}) };
+  return { decisions, ...(deploy ? { deploy: { ref: deploy.ref, old: deploy.old, commit: deploy.commit } } : {}), ...(refused ? { refused } : {}) };
 }

@@ -70,14 +70,20 @@ async function checkout(commit: string): Promise<string> {
   return dir;
 }
 
-/** Renders the server's build events as `skiff build` does off a TTY, and keeps each service's tail. */
-async function renderer(): Promise<{ event(e: RemoteBuildEvent): void; tail(service: string | undefined): string[]; failed(): string | undefined }> {
+/**
+ * Renders the server's build events as `skiff build` does off a TTY, and keeps each service's
+ * tail: `buried(service)` is that tail when other services' lines came after it (the cause is
+ * then far above), else empty (it is the last thing on the screen already).
+ */
+async function renderer(): Promise<{ event(e: RemoteBuildEvent): void; buried(service: string | undefined): string[]; failed(): string | undefined }> {
   const { Chalk } = await import('chalk');
   // Plain lines, no colour (git prefixes each with `remote: `); one stream for everything, so
   // lines keep their order on the way through receive-pack.
   const output = new Output({ json: false, terminal: { interactive: false, stderrIsTTY: false, colorLevel: 0, columns: 100 }, chalk: new Chalk({ level: 0 }), stdout: out, stderr: out });
   const build = new BuildRenderer(output, { showLogs: true });
   const tails = new Map<string, string[]>();
+  let lines = 0;
+  const lastLine = new Map<string, number>();
   let failed: string | undefined;
   const local = (e: BuildEvent): void => build.event(e);
   return {
@@ -105,6 +111,7 @@ async function renderer(): Promise<{ event(e: RemoteBuildEvent): void; tail(serv
           tail.push(e.line);
           if (tail.length > TAIL_LINES) tail.shift();
           tails.set(e.service, tail);
+          lastLine.set(e.service, ++lines);
           local(e);
           return;
         }
@@ -116,7 +123,7 @@ async function renderer(): Promise<{ event(e: RemoteBuildEvent): void; tail(serv
           local(e);
       }
     },
-    tail: (service) => (service ? tails.get(service) ?? [] : []),
+    buried: (service) => (service !== undefined && (lastLine.get(service) ?? lines) < lines ? tails.get(service) ?? [] : []),
     failed: () => failed ?? [...tails.keys()].pop(),
   };
 }
@@ -155,7 +162,11 @@ async function deploy(settings: HookSettings, update: { ref: string; old: string
   const dir = await checkout(commit);
   let build;
   try {
-    const packed = await packProject(dir, { deviceType: fleet.deviceType, signal: cancel.signal });
+    const packed = await packProject(dir, { deviceType: fleet.deviceType, signal: cancel.signal }).catch((err: unknown) => {
+      // The checkout's folder means nothing to the pusher: the commit is what they know.
+      if (err instanceof SkiffError) throw new SkiffError(err.code, err.message.replaceAll(`'${dir}'`, `commit ${commit.slice(0, 7)}`).replaceAll(dir, `commit ${commit.slice(0, 7)}`), { ...(err.hint ? { hint: err.hint } : {}), ...(err.where ? { where: err.where } : {}) });
+      throw err;
+    });
     try {
       for (const warning of packed.resolved.warnings) say(`Warning: ${warning}`);
       // The server's proof that this upload comes from its own hook (source=git is refused otherwise).
@@ -200,9 +211,8 @@ async function deploy(settings: HookSettings, update: { ref: string; old: string
     return 0;
   }
   const service = view.failed();
-  const tail = done.status === 'failed' && service ? view.tail(service) : [];
+  const tail = done.status === 'failed' ? view.buried(service) : [];
   if (tail.length > 0) {
-    // Repeated at the end: the cause is often far above, among other services' lines.
     say(`Last lines of ${service}:`);
     for (const line of tail) say(`[${service}] ${line}`);
   }
@@ -239,6 +249,7 @@ function exit(code: number): void {
 }
 
 main().then(exit, (err: unknown) => {
-  say(`error: ${err instanceof SkiffError ? err.toLine() : (err as Error).message}; the push is refused`);
+  say(`error: ${err instanceof SkiffError ? err.toLine() : (err as Error).message}`);
+  say('The push is refused; the branch stays where it was.');
   exit(1);
 });

@@ -193,6 +193,24 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`git push deploy
     assert.equal((await releases()).length, known);
   });
 
+  it('a commit that is not a project is refused before any build, naming what is missing', async () => {
+    const dir = scratchDir('skiff-git-notproject-');
+    assert.equal((await git(['init', '-q', '-b', 'main', dir], { home })).code, 0);
+    writeFileSync(path.join(dir, 'README.md'), 'no compose file, no Dockerfile\n');
+    assert.equal((await git(['add', '-A'], { cwd: dir, home })).code, 0);
+    assert.equal((await git(['commit', '-q', '-m', 'not a project'], { cwd: dir, home })).code, 0);
+    const before = (await lsRemote())['refs/heads/main'];
+    const known = (await builds()).length;
+    const r = await git(['push', url(token), '+HEAD:refs/heads/main'], { cwd: dir, home });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /remote: error: no docker-compose\.yml or Dockerfile in commit [0-9a-f]{7}\b/);
+    assert.doesNotMatch(r.stderr, /skiff-git-/, 'the server\'s temporary folder is not shown');
+    assert.match(r.stderr, /remote: The push is refused; the branch stays where it was\./);
+    assert.match(r.stderr, /pre-receive hook declined/);
+    assert.equal((await lsRemote())['refs/heads/main'], before);
+    assert.equal((await builds()).length, known, 'no build was made');
+  });
+
   it('deleting main is refused', async () => {
     const r = await git(['push', url(token), ':refs/heads/main'], { cwd: path.join(work, 'clone'), home });
     assert.notEqual(r.code, 0);

@@ -96,6 +96,7 @@ export async function serveWithHttpBackend(req: IncomingMessage, res: ServerResp
   }
   const declared = Number(req.headers['content-length'] ?? NaN);
   if (Number.isFinite(declared) && declared > options.bodyLimit) {
+    req.resume();
     answer(res, 413, `the push is larger than the server's limit of ${options.bodyLimit} bytes (--build-context-limit)`);
     return;
   }

@@ -187,7 +187,7 @@ function compositionOf(project: ProjectSpec): CreateReleaseRequest['composition'
 }
 
 /** Image ids the project's tags name now (before this build moves them). */
-async function currentImages(docker: import('dockerode'), project: ProjectSpec): Promise<Map<string, string>> {
+async function currentImages(docker: import('../../docker/engine.js').Engine['docker'], project: ProjectSpec): Promise<Map<string, string>> {
   const { imageName } = await import('../../builder/release.js');
   const out = new Map<string, string>();
   for (const s of project.services) {
@@ -226,8 +226,12 @@ async function pushAll(
       await engine.docker.getImage(image).tag({ repo: name, tag: commit });
       tagged.push(`${name}:${commit}`);
       job.log.push({ kind: 'push-start', service, image: `${name}:${commit}` });
+      // The engine reports progress many times a second per layer: a few stored events a second are plenty.
+      let said = 0;
       const digest = await pushImage(engine, `${name}:${commit}`, target.host, token, service, (e) => {
-        if (e.kind === 'push-progress') job.log.push(e);
+        if (e.kind !== 'push-progress' || (Date.now() - said < 250 && e.bytes < e.total)) return;
+        said = Date.now();
+        job.log.push(e);
       }, job.signal);
       digests[service] = digest;
       job.log.push({ kind: 'push-done', service, digest });

@@ -198,8 +198,14 @@ interface PushMessage {
   aux?: { Tag?: string; Digest?: string; Size?: number };
 }
 
-/** One image through the engine, with the user's token; returns the manifest digest the registry gave. */
-async function pushImage(engine: Engine, reference: string, host: string, token: string, service: string, emit: (e: DeployEvent) => void, signal?: AbortSignal): Promise<string> {
+/**
+ * One image through the engine, with the user's token (a session token or API key: the registry's
+ * token endpoint takes it as the basic-auth password); returns the manifest digest the registry
+ * gave. Also the server's cloud builds' push (server/builds/run-build.ts).
+ *
+ * @throws SkiffError('releaseFailed') when the registry refuses or the engine names no digest
+ */
+export async function pushImage(engine: Engine, reference: string, host: string, token: string, service: string, emit: (e: DeployEvent) => void, signal?: AbortSignal): Promise<string> {
   const [name, tag] = [reference.slice(0, reference.lastIndexOf(':')), reference.slice(reference.lastIndexOf(':') + 1)];
   // Any user name goes with a token as the password (the server's registry token endpoint).
   const authconfig = { username: 'skiff', password: token, serveraddress: host };

@@ -1,0 +1,128 @@
+/**
+ * The upload of a build: the request body (the project as a tar) streams to
+ * `<data dir>/builds/<uuid>/context.tar`, counted against the server's limit, and the build's row
+ * is inserted only once the whole body is on disk. An upload cut half-way leaves no row and no file.
+ */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Build, CreateBuildQuery } from '../../api/builds.js';
+import type { FleetRow } from '../db/schema.js';
+import type { Principal } from '../permissions.js';
+import { newHexId } from '../crypto.js';
+import { badInput, isoNow, type ServiceContext } from '../services/context.js';
+import { buildDir, contextTar } from './run-build.js';
+import { buildReplicaId } from './runner.js';
+import { appendEvents, buildById, type BuildOptions } from './store.js';
+
+type User = Extract<Principal, { kind: 'user' }>;
+
+export type Upload =
+  | { kind: 'stored'; uuid: string; bytes: number }
+  | { kind: 'too-large' };
+
+class TooLarge extends Error {}
+
+/**
+ * Streams `body` to a new build folder. Answers `too-large` (nothing kept) when the declared or the
+ * actual size passes `ctx.options.buildContextLimit`; throws (nothing kept) when the upload breaks off.
+ */
+export async function receiveUpload(ctx: ServiceContext, raw: IncomingMessage, body: NodeJS.ReadableStream, contentLength: string | undefined): Promise<Upload> {
+  const limit = ctx.options.buildContextLimit;
+  if (contentLength !== undefined && Number(contentLength) > limit) return { kind: 'too-large' };
+  const uuid = newHexId();
+  const dir = buildDir(ctx, uuid);
+  await mkdir(dir, { recursive: true });
+  let bytes = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      bytes += chunk.length;
+      callback(bytes > limit ? new TooLarge() : null, chunk);
+    },
+  });
+  try {
+    // A client that goes away mid-body: Node ends the request without an error on some paths; 'aborted' is the sure sign.
+    let aborted = false;
+    raw.once('aborted', () => (aborted = true));
+    await pipeline(body, counter, createWriteStream(contextTar(ctx, uuid)));
+    if (aborted || !raw.complete) throw new Error('the upload broke off before the end of the body');
+    return { kind: 'stored', uuid, bytes };
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    if (err instanceof TooLarge) return { kind: 'too-large' };
+    throw err;
+  }
+}
+
+/**
+ * Inserts the build (queued, with its first event) for an upload on disk, and wakes the runner.
+ *
+ * @throws SkiffError('usage') for a query value the schema cannot check (a tag's value length)
+ */
+export async function createBuild(ctx: ServiceContext, caller: User, fleet: FleetRow, query: CreateBuildQuery, source: 'push' | 'git', upload: Extract<Upload, { kind: 'stored' }>): Promise<Build> {
+  try {
+    const options = buildOptions(query);
+    const row = await ctx.db.insertInto('builds').values({
+      uuid: upload.uuid, fleet_id: fleet.id, user_id: caller.userId, status: 'queued', source,
+      git_commit: query.gitCommit ?? null, git_ref: query.gitRef ?? null, dirty: query.dirty === 'true' ? 1 : 0,
+      options: JSON.stringify(options), context_bytes: upload.bytes, replica: buildReplicaId(ctx),
+      cancel_requested: 0, release_id: null, error: null, created_at: isoNow(ctx), started_at: null, finished_at: null,
+    }).returning('id').executeTakeFirstOrThrow();
+    const ahead = await ctx.db.selectFrom('builds').select(['uuid']).where('fleet_id', '=', fleet.id).where('id', '<', row.id)
+      .where('status', 'in', ['queued', 'running']).orderBy('id').execute();
+    await appendEvents(ctx, row.id, [{ kind: 'queued', position: ahead.length, behind: ahead[0]?.uuid ?? null }]);
+    await ctx.events.publish({ topic: 'build', buildId: row.id });
+    const made = await buildById(ctx, row.id);
+    if (!made) throw new Error('the new build vanished');
+    return made.build;
+  } catch (err) {
+    await rm(buildDir(ctx, upload.uuid), { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** The query's options as the build keeps them (`tag=key=value` repeated → tags). */
+export function buildOptions(query: CreateBuildQuery): BuildOptions {
+  const tags: Record<string, string> = {};
+  const list = query.tag === undefined ? [] : Array.isArray(query.tag) ? query.tag : [query.tag];
+  for (const entry of list) {
+    const eq = entry.indexOf('=');
+    const key = entry.slice(0, eq);
+    const value = entry.slice(eq + 1);
+    if (key.trim() === '' || /\s/.test(key)) throw badInput('tag', `release tag key '${key}' must be non-empty and have no spaces`);
+    if (value.length > 1000) throw badInput('tag', `release tag '${key}': the value is longer than 1000 characters`);
+    tags[key] = value;
+  }
+  return {
+    draft: query.draft === 'true', nocache: query.nocache === 'true', pull: query.pull === 'true',
+    notes: query.notes ?? null, semver: query.semver ?? null, tags,
+  };
+}
+
+const hookSecrets = new WeakMap<ServiceContext, string>();
+
+/**
+ * The secret this server's own git hook sends as `x-skiff-git-hook` with `source=git`: random per
+ * process and never sent to a client, so only a hook the server ran can mark a build as a git push.
+ * The git route puts it in the hook's environment.
+ */
+export function gitHookSecret(ctx: ServiceContext): string {
+  let secret = hookSecrets.get(ctx);
+  if (!secret) {
+    secret = randomBytes(32).toString('hex');
+    hookSecrets.set(ctx, secret);
+  }
+  return secret;
+}
+
+/** @throws SkiffError('usage', field `source`) unless `header` is {@link gitHookSecret}. */
+export function checkGitHook(ctx: ServiceContext, header: string | string[] | undefined): void {
+  const given = Buffer.from(typeof header === 'string' ? header : '');
+  const expected = Buffer.from(gitHookSecret(ctx));
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    throw badInput('source', 'source=git is only for the server\'s own git hook; skiff push uploads with source=push');
+  }
+}

@@ -34,7 +34,10 @@ export default class BuildLogs extends CloudCommand<Build> {
     try {
       if (!flags.follow) {
         await readBuildEvents(client, build.id, { onEvent });
-        return await client.build(build.id);
+        const now = await client.build(build.id);
+        if (now.error) out.info(`${now.status === 'failed' ? 'Failed' : 'Ended'}: ${now.error}`);
+        if (now.status === 'queued' || now.status === 'running') out.info(out.chalk.dim(`The build is ${now.status}: --follow keeps showing it until it ends.`));
+        return now;
       }
       const done = await this.cancellable((signal) => followBuild(client, build.id, {
         onEvent,

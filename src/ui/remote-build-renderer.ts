@@ -89,6 +89,7 @@ export class RemoteBuildRenderer {
     }
     switch (e.kind) {
       case 'queued':
+        if (e.position === 0) return;
         this.out.info(chalk.yellow(`Queued behind build ${e.behind ? e.behind.slice(0, 7) : '(another)'}${e.position > 1 ? ` and ${e.position - 1} more` : ''} of this fleet; waiting...`));
         return;
       case 'started':
@@ -110,7 +111,8 @@ export class RemoteBuildRenderer {
         return;
       case 'done':
         this.builds.stop();
-        if (e.status === 'failed') this.out.info(chalk.red(`Build failed${e.error ? `: ${e.error}` : ''}`));
+        // Why it failed is the command's error line (push, build-logs --follow) or its last word (build-logs).
+        if (e.status === 'failed') this.out.info(chalk.red('Build failed'));
         else if (e.status === 'cancelled') this.out.info(chalk.yellow(`Build cancelled${e.error ? `: ${e.error}` : ''}`));
         else this.out.info(chalk.green('Build succeeded'));
         return;

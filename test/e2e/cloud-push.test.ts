@@ -9,12 +9,16 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
-import { runCli, type CliResult } from '../support/cli.js';
-import { BASE_AMD64, TEST_LABEL, cleanupImages, ensureBaseImages, makeProject } from '../support/engine.js';
-import { ADMIN, createUser, login, startServer, type StartedServer } from '../support/server.js';
+import { cleanupAgent, startAgent, type TestAgent } from '../support/agent.js';
+import { runCli, startCli, type CliResult } from '../support/cli.js';
+import { BASE_AMD64, TEST_LABEL, cleanupImages, docker, ensureBaseImages, makeProject } from '../support/engine.js';
+import { ADMIN, api, createUser, dropPostgresDatabase, freePort, freshPostgresDatabase, login, startServer, type StartedServer } from '../support/server.js';
 import { scratchDir } from '../support/tmp.js';
-import type { Fleet, Release } from '../../src/lib/api/resources.js';
+import { waitFor } from '../support/wait.js';
+import type { Build } from '../../src/lib/api/builds.js';
+import type { Device, Fleet, Release } from '../../src/lib/api/resources.js';
 
 const RUN = randomBytes(3).toString('hex');
 const LABEL_VALUE = `cloud-push-${RUN}`;
@@ -114,5 +118,208 @@ describe('fleet git-remote and the git commit on releases (skiff deploy)', funct
     const outside = envelope<Release>(await cli(['deploy', fleet, '--source', project('nogit'), '--build', '--json']));
     assert.equal(outside.result?.gitCommit, null);
     assert.deepEqual(outside.warnings.filter((w) => /git/.test(w)), []);
+  });
+});
+
+/** A TCP proxy in front of the server whose open connections can be cut (the CLI's line dropping). */
+async function cuttableProxy(target: number): Promise<{ url: string; cut(): number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(target, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {});
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${port}`,
+    cut: () => {
+      const n = sockets.size;
+      for (const s of sockets) s.destroy();
+      return n;
+    },
+    close: () => new Promise((resolve) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+for (const dialect of ['sqlite', 'postgres'] as const) describe(`skiff push <fleet>: the server builds, devices run it (${dialect})`, function () {
+  this.timeout(900_000);
+  let server: StartedServer;
+  let database: string | undefined;
+  let env: NodeJS.ProcessEnv;
+  let token = '';
+  let fleetUuid = '';
+  const fleet = `push-${RUN}-${dialect}`;
+  const agents: TestAgent[] = [];
+  const cli = (args: string[], extra: NodeJS.ProcessEnv = {}) => runCli(args, { env: { ...env, ...extra } });
+  const releases = async (): Promise<Release[]> => (await api(server.url, 'GET', `/fleets/${fleet}/releases`, { token })).body as Release[];
+  const build = async (id: string): Promise<Build> => (await api(server.url, 'GET', `/builds/${id}`, { token })).body as Build;
+  const device = async (agent: TestAgent): Promise<Device> => (await api(server.url, 'GET', `/devices/${agent.uuid}`, { token })).body as Device;
+  const allRun = async (commit: string) => {
+    for (const agent of agents) {
+      let last: Device | undefined;
+      await waitFor(async () => {
+        last = await device(agent);
+        return last.runningRelease === commit && last.updateStatus === 'done';
+      }, `${agent.uuid.slice(0, 7)} to run ${commit}`, 180_000, 250).catch((err: Error) => {
+        throw new Error(`${err.message}\nserver shows: ${JSON.stringify(last)}\nagent printed: ${agent.output().slice(-2000)}`);
+      });
+    }
+  };
+  /** Build containers the builder left for `id`. */
+  const strays = async (id: string) => (await docker.listContainers({ all: true, filters: { label: [`io.skiff.build=${id}`] } })).map((c) => c.Id);
+
+  before(async () => {
+    await ensureBaseImages();
+    database = dialect === 'postgres' ? freshPostgresDatabase() : undefined;
+    server = await startServer(database ? { database } : {});
+    token = await login(server.url, ADMIN.email, ADMIN.password);
+    env = { HOME: scratchDir('skiff-push-home-'), SKIFF_API_URL: server.url, SKIFF_API_TOKEN: token };
+    fleetUuid = json<Fleet>(await cli(['fleet', 'create', fleet, '--type', 'intel-nuc', '--json'])).uuid;
+    json(await cli(['env', 'set', 'SKIFF_AGENT_POLL_INTERVAL', '1000', '--fleet', fleet, '--json']));
+    for (let i = 0; i < 2; i++) {
+      const dataDir = scratchDir('skiff-push-agent-');
+      const config = path.join(dataDir, 'config.json');
+      json(await cli(['config', 'generate', '--fleet', fleet, '--output', config, '--json']));
+      agents.push(await startAgent({ dataDir, args: ['--config', config] }));
+    }
+  });
+
+  after(async () => {
+    for (const a of agents.splice(0)) {
+      await a.kill().catch(() => {});
+      await cleanupAgent(a.uuid);
+    }
+    await server?.kill('SIGTERM');
+    if (database) dropPostgresDatabase(database);
+    await cleanupImages({ label: `io.skiff.fleet=${fleetUuid}` });
+    await cleanupImages({ label: `${TEST_LABEL}=${LABEL_VALUE}` });
+  });
+
+  it('builds on the server, streams the build as skiff build shows it, stamps the commit, and both devices run the release', async () => {
+    const dir = project(`ok${dialect}`);
+    git(dir, 'init', '-q');
+    git(dir, 'add', '.');
+    git(dir, 'commit', '-q', '-m', 'v1');
+    const head = git(dir, 'rev-parse', 'HEAD');
+    const human = await cli(['push', fleet, '--source', dir, '--release-tag', 'team', 'core', '--note', 'pushed']);
+    assert.equal(human.code, 0, human.stderr);
+    assert.match(human.stderr, /Uploading the project: 2 files/);
+    assert.match(human.stderr, /Building 1 service \(main\) for intel-nuc/);
+    assert.match(human.stderr, new RegExp(`\\[main\\].*ok${dialect}-${RUN}`), 'the RUN step\'s output, prefixed as skiff build prints it');
+    assert.match(human.stderr, /Release [0-9a-f]{7} created for fleet .*; devices tracking the fleet update now/);
+    assert.match(human.stdout, /SERVICE\s+IMAGE/);
+    const [release] = await releases();
+    assert.ok(release);
+    assert.equal(release.gitCommit, head);
+    assert.deepEqual(release.tags, { team: 'core' });
+    assert.equal(release.notes, 'pushed');
+    assert.ok(release.build);
+    assert.equal((await build(release.build)).gitCommit, head);
+    await allRun(release.commit);
+    const info = await cli(['release', 'info', release.commit]);
+    assert.match(info.stdout, new RegExp(`BUILD\\s+${release.build}`));
+  });
+
+  if (dialect === 'postgres') return;
+
+  it('--detached returns after the upload; build-logs --follow shows the output to the end; --json gives the release', async () => {
+    const detached = json<Build>(await cli(['push', fleet, '--source', project('detached', 'RUN for i in 1 2 3; do echo detached-line-$i; sleep 1; done\n'), '--detached', '--json']));
+    assert.ok(['queued', 'running'].includes(detached.status), detached.status);
+    assert.equal(detached.fleet, fleet);
+    const follow = await cli(['build-logs', detached.id.slice(0, 8), '--follow']);
+    assert.equal(follow.code, 0, follow.stderr);
+    for (const i of [1, 2, 3]) assert.equal(follow.stderr.split(`detached-line-${i}`).length - 1 >= 1, true, `line ${i} in ${follow.stderr}`);
+    assert.match(follow.stderr, /Release [0-9a-f]{7} of fleet/);
+    const ndjson = await cli(['build-logs', detached.id, '--json']);
+    // NDJSON of the events, then the build's envelope (pretty-printed, as every --json result).
+    const events = ndjson.stdout.split('\n').filter((l) => l.startsWith('{"seq"')).map((l) => JSON.parse(l) as { seq: number; event: { kind: string } });
+    assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
+    assert.equal(events.at(-1)?.event?.kind, 'done');
+
+    const released = json<Release>(await cli(['push', fleet, '--source', project('json'), '--json']));
+    assert.equal(released.status, 'success');
+    assert.equal(released.fleet, fleet);
+    await allRun(released.commit);
+  });
+
+  it('a project that does not build: non-zero, the failing service\'s last lines, no release, devices untouched', async () => {
+    const before = await releases();
+    const running = before[0]?.commit;
+    const r = await cli(['push', fleet, '--source', project('broken', `RUN echo about-to-fail-${RUN}; exit 3\n`)]);
+    assert.equal(r.code, 5, r.stderr);
+    assert.match(r.stderr, /no release was made/);
+    assert.match(r.stderr, new RegExp(`\\[main\\] about-to-fail-${RUN}`));
+    assert.equal((await releases()).length, before.length);
+    for (const agent of agents) assert.equal((await device(agent)).runningRelease, running);
+  });
+
+  it("a fleet the user cannot see is not found (exit 12), and nothing is uploaded", async () => {
+    const bob = await createUser(server.url);
+    const r = await cli(['push', fleet, '--source', project('bob')], { SKIFF_API_TOKEN: bob.token });
+    assert.equal(r.code, 12, r.stderr);
+    assert.doesNotMatch(r.stderr, /Uploading/);
+    const typo = await cli(['push', '--fleet', `${fleet}-typo`, '--source', project('typo')]);
+    assert.equal(typo.code, 12, typo.stderr);
+  });
+
+  it('Ctrl-C during the build cancels it on the server: exit 130, no release, no stray build containers', async () => {
+    const before = await releases();
+    const push = startCli(['push', fleet, '--source', project('cancel', `RUN echo cancel-me-${RUN}; sleep 60\n`)], { env });
+    let stderr = '';
+    push.child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    await waitFor(() => stderr.includes(`cancel-me-${RUN}`), 'the build to be running', 180_000);
+    const id = /build ([0-9a-f]{7}) is on the server/.exec(stderr)?.[1];
+    assert.ok(id, stderr);
+    push.child.kill('SIGINT');
+    const r = await push.done;
+    assert.equal(r.code, 130, r.stderr);
+    assert.match(r.stderr, /Build cancelled/);
+    assert.equal((await build(id)).status, 'cancelled');
+    assert.equal((await releases()).length, before.length);
+    const full = (await build(id)).id;
+    await waitFor(async () => (await strays(full)).length === 0, 'no build container left', 30_000);
+  });
+
+  it('the connection cut during the build: the CLI re-attaches, every line once, one release', async () => {
+    const proxy = await cuttableProxy(server.port);
+    try {
+      const before = await releases();
+      const lines = 'RUN for i in 1 2 3 4 5 6; do echo cut-line-$i; sleep 1; done\n';
+      const push = startCli(['push', fleet, '--source', project('cut', lines)], { env: { ...env, SKIFF_API_URL: proxy.url } });
+      let stderr = '';
+      push.child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+      await waitFor(() => stderr.includes('cut-line-2'), 'the build to print its second line', 180_000);
+      assert.ok(proxy.cut() > 0, 'a connection was open to cut');
+      const r = await push.done;
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /re-attaching/);
+      for (let i = 1; i <= 6; i++) assert.equal(r.stderr.split(`cut-line-${i}`).length - 1, 1, `cut-line-${i} exactly once in:\n${r.stderr}`);
+      const after = await releases();
+      assert.equal(after.length, before.length + 1, 'one release made');
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('two pushes at once: the second waits, saying which build it is queued behind; both make their release', async () => {
+    const first = startCli(['push', fleet, '--source', project('first', 'RUN sleep 4\n')], { env });
+    let firstErr = '';
+    first.child.stderr?.on('data', (d: Buffer) => (firstErr += d.toString()));
+    await waitFor(() => /build [0-9a-f]{7} is on the server/.test(firstErr), 'the first upload', 120_000);
+    const firstId = /build ([0-9a-f]{7}) is on the server/.exec(firstErr)?.[1] ?? '';
+    const second = await cli(['push', fleet, '--source', project('second')]);
+    const one = await first.done;
+    assert.equal(one.code, 0, one.stderr);
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stderr, new RegExp(`Queued behind build ${firstId}`));
   });
 });

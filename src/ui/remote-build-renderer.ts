@@ -56,6 +56,8 @@ export class RemoteBuildRenderer {
       case 'packed':
         this.out.info(`Uploading the project: ${e.files} file${e.files === 1 ? '' : 's'}, ${formatBytes(e.bytes)}`);
         this.uploadStarted = performance.now();
+        // Without a TTY, a progress line every few seconds from here: a quick upload needs none.
+        this.lastPlain = this.uploadStarted;
         return undefined;
       case 'upload-progress':
         this.upload(e.bytes, e.total);

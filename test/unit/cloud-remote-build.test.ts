@@ -198,8 +198,9 @@ describe('the upload', () => {
     };
     const progress: number[] = [];
     const build = await uploadBuild(client, 'kiosks', { stream: Readable.from([body.subarray(0, 100_000), body.subarray(100_000)]), size: body.length }, {
-      draft: true, onProgress: (bytes, total) => { progress.push(bytes); assert.equal(total, body.length); },
+      draft: true, headers: { 'x-skiff-git-hook': 'secret' }, onProgress: (bytes, total) => { progress.push(bytes); assert.equal(total, body.length); },
     });
+    assert.equal(headers['x-skiff-git-hook'], 'secret');
     assert.equal(build.id, 'b'.repeat(32));
     assert.equal(received, body.length);
     assert.equal(headers['content-type'], 'application/x-tar');

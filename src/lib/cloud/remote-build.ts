@@ -187,6 +187,8 @@ export interface UploadBuildOptions {
   signal?: AbortSignal;
   /** No byte taken for this long, or no answer this long after the last byte: the upload fails (ms, default 60 s). */
   stallMs?: number;
+  /** More request headers, e.g. the server's own git hook's `x-skiff-git-hook` with `source: 'git'`. */
+  headers?: Record<string, string>;
 }
 
 /** The upload's query string (the options as the route's strings). Exported for the tests. */
@@ -249,7 +251,7 @@ export async function uploadBuild(client: BuildClient, fleet: string, tar: { str
       params: { fleet },
       query: { ...createBuildQuery(options) },
       body: Readable.toWeb(counter) as ReadableStream<Uint8Array>,
-      headers: { 'content-type': 'application/x-tar', ...(total !== undefined ? { 'content-length': String(total) } : {}) },
+      headers: { ...options.headers, 'content-type': 'application/x-tar', ...(total !== undefined ? { 'content-length': String(total) } : {}) },
       signal: own.signal,
       // The answer comes after the whole body: the watchdog, not a fixed timeout, bounds the wait.
       headersTimeoutMs: 7 * 24 * 3600 * 1000,

@@ -10,11 +10,12 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import type { Build, BuildEventEnvelope, RemoteBuildEvent } from '../../src/lib/api/builds.js';
 import type { Fleet, Release } from '../../src/lib/api/resources.js';
 import { readServerSentEvents } from '../../src/lib/cloud/sse.js';
-import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, makeProject, TEST_LABEL } from '../support/engine.js';
+import { BASE_AMD64, BASE_ARM64, cleanupImages, docker, ensureBaseImages, makeProject, TEST_LABEL } from '../support/engine.js';
 import { api, createUser, dropPostgresDatabase, freshPostgresDatabase, startServer, type StartedServer } from '../support/server.js';
 import { waitFor } from '../support/wait.js';
 
@@ -225,6 +226,7 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
     assert.ok((later.startedAt ?? '') >= (earlier.finishedAt ?? ''), `${later.startedAt} after ${earlier.finishedAt}`);
     const waited = ofKind(later.id === two.id ? eventsTwo : await readEvents(base(), alice, one.id), 'queued');
     assert.ok(waited.some((q) => q.position === 1 && q.behind === earlier.id), JSON.stringify(waited));
+    assert.ok(waited.every((q, i) => i === 0 || JSON.stringify(q) !== JSON.stringify(waited[i - 1])), `each position said once: ${JSON.stringify(waited)}`);
     assert.notEqual(a.release, b.release);
     // The second of two identical pushes: the RUN steps come from the cache kept for the fleet.
     const laterEvents = later.id === two.id ? eventsTwo : await readEvents(base(), alice, later.id);
@@ -301,14 +303,34 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
       assert.match((late.body as { message: string }).message, /the release .* exists/);
     });
 
-    it('a draft push makes a release that is not final', async () => {
-      const build = await startBuild(base(), alice, fleet, twoServices(`draft-${RUN}`), 'draft=true&semver=1.2.3');
-      const done = await finished(base(), alice, build.id);
+    it('a draft push makes a release that is not final; nocache builds every step', async () => {
+      const build = await startBuild(base(), alice, fleet, twoServices(`happy-${RUN}`), 'draft=true&semver=1.2.3&nocache=true');
+      const events = await readEvents(base(), alice, build.id, { follow: true });
+      const done = await getBuild(base(), alice, build.id);
       assert.equal(done.status, 'success');
+      assert.deepEqual(ofKind(events, 'service-done').map((e) => e.result.cachedSteps), [0, 0], 'the happy path\'s project again, without the cache');
       const release = (await api(base(), 'GET', `/releases/${done.release}`, { token: alice.token })).body as Release;
       assert.equal(release.isFinal, false);
       assert.equal(release.semver, '1.2.3');
       assert.equal(release.status, 'success');
+    });
+
+    it('refuses what a cloud build cannot take: balena.yml build-secrets, a build context outside the upload, a link leading out of it', async () => {
+      const secrets = await startBuild(base(), alice, fleet, tarOf({
+        'balena.yml': 'build-secrets:\n  global:\n    - source: a.txt\n      dest: a\n', 'a.txt': 'x', Dockerfile: `FROM ${BASE_AMD64}\n`,
+      }));
+      const refused = await finished(base(), alice, secrets.id);
+      assert.equal(refused.status, 'failed');
+      assert.match(refused.error ?? '', /build-secrets in balena.yml are not supported yet/);
+      const outside = await startBuild(base(), alice, fleet, tarOf({ 'docker-compose.yml': 'services:\n  main:\n    build: ..\n', Dockerfile: `FROM ${BASE_AMD64}\n` }));
+      assert.match((await finished(base(), alice, outside.id)).error ?? '', /build context '\.\.' is outside the project/);
+      const dir = makeProject({ Dockerfile: `FROM ${BASE_AMD64}\nCOPY . /x\n` });
+      execFileSync('ln', ['-s', '/etc', path.join(dir, 'etc')]);
+      const linked = await startBuild(base(), alice, fleet, execFileSync('tar', ['-C', dir, '-cf', '-', '.']));
+      const linkDone = await finished(base(), alice, linked.id);
+      assert.equal(linkDone.status, 'failed');
+      assert.match(linkDone.error ?? '', /not a valid tar.*not a valid symlink/);
+      for (const b of [refused, linkDone]) assert.equal(ofKind(await readEvents(base(), alice, b.id), 'done')[0]?.error, b.error);
     });
 
     it('another user\'s fleet and builds are not found', async () => {
@@ -359,7 +381,9 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
         method: 'POST', headers: { authorization: `Bearer ${alice.token}`, 'content-type': 'application/x-tar' }, body: chunks, duplex: 'half',
       } as RequestInit & { duplex: 'half' }).then(async (r) => ({ status: r.status, body: await r.json() as { message: string } }), (err: Error) => ({ status: 0, body: { message: err.message } }));
       assert.equal(streamed.status, 413, JSON.stringify(streamed.body));
-      await waitFor(() => uploadFolders(server).length === 0, 'no upload kept', 10_000);
+      await waitFor(() => uploadFolders(server).length === 0, 'no upload kept', 10_000).catch((err: Error) => {
+        throw new Error(`${err.message}: ${uploadFolders(server).join(' ')}\n${server.output().slice(-2000)}`);
+      });
     });
 
     it('an upload cut half-way creates no build and leaves no file', async () => {
@@ -376,9 +400,12 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
           }, 300);
         });
       });
-      await waitFor(() => uploadFolders(server).length === 0, 'the partial upload removed', 10_000);
+      await waitFor(() => uploadFolders(server).length === 0, 'the partial upload removed', 10_000).catch((err: Error) => {
+        throw new Error(`${err.message}: ${uploadFolders(server).join(' ')}\n${server.output().slice(-2000)}`);
+      });
       const afterCut = ((await api(base(), 'GET', `/fleets/${fleet}/builds`, { token: alice.token })).body as Build[]).length;
       assert.equal(afterCut, before);
+      assert.ok(!server.output().includes(`POST /fleets/${fleet}/builds:`), `a client's cut is no server fault:\n${server.output().slice(-2000)}`);
     });
 
     it('a server killed during a build runs it again at its next start: no build stays running', async () => {
@@ -396,5 +423,81 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
       assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
       await waitFor(async () => (await strayContainers(build.id, marker)).length === 0, 'no container of the first run left', 30_000);
     });
+
+    it('a server stopped (SIGTERM) during a build ends its followers\' streams, stops the build, and runs it again at its next start', async () => {
+      const marker = `stopped-${RUN}`;
+      const build = await startBuild(base(), alice, fleet, twoServices(`stop-${RUN}`, `echo ${marker} && sleep 3`));
+      const seen = await readEvents(base(), alice, build.id, { follow: true, stopWhen: (e) => e.event.kind === 'log' && e.event.line.includes(marker) });
+      // A follower still attached when the server stops: its stream ends (without `done`) instead of holding the server up.
+      const following = readEvents(base(), alice, build.id, { follow: true, after: seen[seen.length - 1]?.seq ?? 0 });
+      const stoppedAt = Date.now();
+      assert.equal(await server.kill('SIGTERM'), 0, server.output().slice(-2000));
+      assert.ok(Date.now() - stoppedAt < 20_000, 'stopped promptly');
+      const tail = await following;
+      assert.equal(ofKind(tail, 'done').length, 0);
+      server = await startServer({ dataDir: server.dataDir, port: server.port, args: ['--build-context-limit', String(LIMIT_MIB)] });
+      const done = await finished(base(), alice, build.id);
+      assert.equal(done.status, 'success', done.error ?? '');
+      const events = await readEvents(base(), alice, build.id);
+      assert.ok(ofKind(events, 'info').some((e) => /the server is stopping: this build runs again/.test(e.message)), JSON.stringify(ofKind(events, 'info')));
+      assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
+      assert.equal(ofKind(events, 'done').length, 1);
+    });
   }
+});
+
+describe('cloud builds for the fleet\'s architecture, on the engine chosen for it', function () {
+  this.timeout(600_000);
+  let server: StartedServer | undefined;
+  let proxy: net.Server | undefined;
+  const fleetUuids: string[] = [];
+
+  after(async () => {
+    await server?.kill('SIGTERM');
+    proxy?.close();
+    for (const uuid of fleetUuids) await cleanupImages({ label: `io.skiff.fleet=${uuid}` });
+    await cleanupImages({ label: `${TEST_LABEL}=${LABEL_VALUE}` });
+  });
+
+  async function fleetOf(who: Who, deviceType: string): Promise<string> {
+    const name = `arch-${deviceType}-${RUN}`;
+    const res = await api(server!.url, 'POST', '/fleets', { token: who.token, body: { name, deviceType } });
+    assert.equal(res.status, 201, JSON.stringify(res.body));
+    fleetUuids.push((res.body as Fleet).uuid);
+    return name;
+  }
+
+  it('an aarch64 fleet builds on the local amd64 engine under qemu, and --builder-engine amd64=tcp://… builds amd64 fleets on that engine', async () => {
+    const { arm64 } = await ensureBaseImages();
+    assert.ok(arm64, 'the arm64 busybox base is missing: run scripts/setup-host.sh');
+    // A TCP engine address that leads to this machine's engine, counting the builder's connections.
+    let connections = 0;
+    proxy = net.createServer((client) => {
+      connections++;
+      const engine = net.connect('/var/run/docker.sock');
+      client.pipe(engine).pipe(client);
+      client.on('error', () => engine.destroy());
+      engine.on('error', () => client.destroy());
+    });
+    await new Promise<void>((resolve) => proxy!.listen(0, '127.0.0.1', resolve));
+    const port = (proxy.address() as net.AddressInfo).port;
+    server = await startServer({ args: ['--builder-engine', `amd64=tcp://127.0.0.1:${port}`] });
+    const who = await createUser(server.url);
+
+    const pi = await fleetOf(who, 'raspberrypi4-64');
+    const armBuild = await startBuild(server.url, who, pi, tarOf({ Dockerfile: `FROM ${BASE_ARM64}\nLABEL ${TEST_LABEL}=${LABEL_VALUE}\nRUN uname -m > /built-on\n` }));
+    const armEvents = await readEvents(server.url, who, armBuild.id, { follow: true });
+    assert.equal(ofKind(armEvents, 'done')[0]?.status, 'success', JSON.stringify(armEvents.slice(-5)));
+    assert.equal(ofKind(armEvents, 'started')[0]?.engine, 'unix:///var/run/docker.sock');
+    assert.equal(ofKind(armEvents, 'plan')[0]?.arch, 'aarch64');
+    assert.equal(ofKind(armEvents, 'service-done')[0]?.result.architecture, 'arm64');
+    assert.equal(connections, 0, 'the aarch64 build used the local engine');
+
+    const nuc = await fleetOf(who, 'intel-nuc');
+    const amdBuild = await startBuild(server.url, who, nuc, twoServices(`tcp-${RUN}`));
+    const amdEvents = await readEvents(server.url, who, amdBuild.id, { follow: true });
+    assert.equal(ofKind(amdEvents, 'done')[0]?.status, 'success', JSON.stringify(amdEvents.slice(-5)));
+    assert.equal(ofKind(amdEvents, 'started')[0]?.engine, `tcp://127.0.0.1:${port}`);
+    assert.ok(connections > 0);
+  });
 });

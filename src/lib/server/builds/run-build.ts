@@ -187,7 +187,7 @@ function compositionOf(project: ProjectSpec): CreateReleaseRequest['composition'
 }
 
 /** Image ids the project's tags name now (before this build moves them). */
-async function currentImages(docker: import('dockerode'), project: ProjectSpec): Promise<Map<string, string>> {
+async function currentImages(docker: import('../../docker/engine.js').Engine['docker'], project: ProjectSpec): Promise<Map<string, string>> {
   const { imageName } = await import('../../builder/release.js');
   const out = new Map<string, string>();
   for (const s of project.services) {

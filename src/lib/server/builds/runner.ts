@@ -126,7 +126,7 @@ export class BuildRunner {
         job.controller.abort();
       }
     }
-    const plan = planQueue(unfinished.map((b) => ({ id: b.id, uuid: b.uuid, fleetId: b.fleet_id, status: b.status as 'queued' | 'running', replica: b.replica })), this.replica, this.concurrency - this.runningElsewhereInTable(unfinished));
+    const plan = planQueue(unfinished.map((b) => ({ id: b.id, uuid: b.uuid, fleetId: b.fleet_id, status: b.status as 'queued' | 'running', replica: b.replica })), this.replica, this.concurrency - this.claimedNotYetInTable(unfinished));
     for (const [id, position] of plan.waiting) await this.announcePosition(id, position);
     for (const id of plan.start) {
       if (this.stopped) return;
@@ -135,8 +135,8 @@ export class BuildRunner {
     }
   }
 
-  /** Jobs this process runs that the table does not show as running yet (claimed a moment ago): they hold slots too. */
-  private runningElsewhereInTable(rows: ReadonlyArray<{ id: number; status: string }>): number {
+  /** Jobs this process runs that the table read does not show as running (claimed after it): they hold slots too. */
+  private claimedNotYetInTable(rows: ReadonlyArray<{ id: number; status: string }>): number {
     let n = 0;
     for (const id of this.running.keys()) if (!rows.some((r) => r.id === id && r.status === 'running')) n++;
     return n;
@@ -144,6 +144,12 @@ export class BuildRunner {
 
   private async announcePosition(id: number, position: QueuePosition): Promise<void> {
     const key = `${position.position}/${position.behind ?? ''}`;
+    if (!this.positions.has(id)) {
+      // The upload's own `queued` event (or this replica's before a restart) may say it already.
+      const last = await this.ctx.db.selectFrom('build_events').select('event').where('build_id', '=', id).orderBy('seq', 'desc').limit(1).executeTakeFirst();
+      const said = last ? JSON.parse(last.event) as RemoteBuildEvent : undefined;
+      if (said?.kind === 'queued') this.positions.set(id, `${said.position}/${said.behind ?? ''}`);
+    }
     if (this.positions.get(id) === key) return;
     this.positions.set(id, key);
     const seq = await appendEvents(this.ctx, id, [{ kind: 'queued', position: position.position, behind: position.behind }], ['queued']);
@@ -177,8 +183,6 @@ export class BuildRunner {
   private async execute(row: BuildRow, job: Running): Promise<void> {
     const { ctx } = this;
     const log = new BuildEventLog(ctx, row.id);
-    const fleet = await ctx.db.selectFrom('fleets').selectAll().where('id', '=', row.fleet_id).executeTakeFirstOrThrow();
-    const user = await ctx.db.selectFrom('users').select(['id', 'email', 'is_admin']).where('id', '=', row.user_id).executeTakeFirstOrThrow();
     const cancelRequested = async (): Promise<boolean> => {
       const r = await ctx.db.selectFrom('builds').select('cancel_requested').where('id', '=', row.id).executeTakeFirst();
       if (r?.cancel_requested === 1) job.reason ??= 'cancel';
@@ -186,6 +190,9 @@ export class BuildRunner {
     };
     let outcome: { status: 'success'; releaseId: number; commit: string; release: RemoteBuildEvent & { kind: 'release' } } | { status: 'failed' | 'cancelled'; error: string } | { status: 'queued' };
     try {
+      // Gone (the fleet or user was removed meanwhile): the build fails, it never stays running.
+      const fleet = await ctx.db.selectFrom('fleets').selectAll().where('id', '=', row.fleet_id).executeTakeFirstOrThrow(() => new SkiffError('notFound', 'the fleet was removed'));
+      const user = await ctx.db.selectFrom('users').select(['id', 'email', 'is_admin']).where('id', '=', row.user_id).executeTakeFirstOrThrow(() => new SkiffError('notFound', 'the user was removed'));
       const done = await runBuild(ctx, {
         row, fleet, user: { kind: 'user', userId: user.id, email: user.email, isAdmin: user.is_admin === 1 },
         signal: job.controller.signal, log, cancelRequested,
@@ -203,17 +210,20 @@ export class BuildRunner {
       return;
     }
     if (outcome.status === 'success') log.push(outcome.release);
-    log.push({ kind: 'done', status: outcome.status, release: outcome.status === 'success' ? outcome.commit : null, error: outcome.status === 'success' ? null : outcome.error });
     await log.flush();
-    await ctx.db.updateTable('builds').set({
-      status: outcome.status, finished_at: isoNow(ctx),
-      release_id: outcome.status === 'success' ? outcome.releaseId : null,
-      error: outcome.status === 'success' ? null : outcome.error,
-    }).where('id', '=', row.id).execute();
-    await ctx.events.publish({ topic: 'build', buildId: row.id });
-    // Devices hear of the new release at once (the event channel), not at their next poll.
-    if (outcome.status === 'success') await ctx.events.publish({ topic: 'target', fleetId: fleet.id });
+    // The upload goes before the build ends: a client that saw `done` finds nothing of it left.
     await rm(buildDir(ctx, row.uuid), { recursive: true, force: true });
+    const error = outcome.status === 'success' ? null : outcome.error;
+    // The `done` event and the final status in one transaction: a follower never sees one without the other.
+    const seq = await appendEvents(ctx, row.id, [{ kind: 'done', status: outcome.status, release: outcome.status === 'success' ? outcome.commit : null, error }], undefined, async (tx) => {
+      await tx.updateTable('builds').set({
+        status: outcome.status, finished_at: isoNow(ctx), error,
+        release_id: outcome.status === 'success' ? outcome.releaseId : null,
+      }).where('id', '=', row.id).execute();
+    });
+    await ctx.events.publish({ topic: 'build', buildId: row.id, ...(seq !== undefined ? { seq } : {}) });
+    // Devices hear of the new release at once (the event channel), not at their next poll.
+    if (outcome.status === 'success') await ctx.events.publish({ topic: 'target', fleetId: row.fleet_id });
   }
 
   /** Upload folders of builds that ended (or never got a row: an upload cut by a kill). */
@@ -270,10 +280,14 @@ export function failureLine(err: unknown): string {
 /** Cancels a queued build at once (any replica may): answers true when it was queued. */
 export async function cancelQueued(ctx: ServiceContext, buildId: number): Promise<boolean> {
   const error = 'cancelled by request before it started';
-  const changed = await ctx.db.updateTable('builds').set({ status: 'cancelled', cancel_requested: 1, finished_at: isoNow(ctx), error })
-    .where('id', '=', buildId).where('status', '=', 'queued').executeTakeFirst();
-  if (Number(changed.numUpdatedRows) === 0) return false;
-  const seq = await appendEvents(ctx, buildId, [{ kind: 'done', status: 'cancelled', release: null, error }]);
-  await ctx.events.publish({ topic: 'build', buildId, ...(seq !== undefined ? { seq } : {}) });
+  // Only while still queued, and atomically with its `done` event: a runner claiming it meanwhile wins or loses whole.
+  const seq = await appendEvents(ctx, buildId, [{ kind: 'done', status: 'cancelled', release: null, error }], ['queued'], async (tx) => {
+    await tx.updateTable('builds').set({ status: 'cancelled', cancel_requested: 1, finished_at: isoNow(ctx), error }).where('id', '=', buildId).execute();
+  });
+  if (seq === undefined) return false;
+  await ctx.events.publish({ topic: 'build', buildId, seq });
+  const row = await ctx.db.selectFrom('builds').select(['uuid', 'replica']).where('id', '=', buildId).executeTakeFirst();
+  // The upload is on its replica's disk: removed here when that is this one, else at that replica's next start.
+  if (row && row.replica === buildReplicaId(ctx)) await rm(buildDir(ctx, row.uuid), { recursive: true, force: true });
   return true;
 }

@@ -82,10 +82,14 @@ export async function listBuilds(ctx: ServiceContext, caller: User, fleetName: s
 }
 
 /**
- * Appends events after the build's last seq, in one transaction; answers the last seq written
- * (undefined when `onlyWhile` is given and the build's status is not one of them: nothing written).
+ * Appends events after the build's last seq, in one transaction (with `alsoDo`'s writes); answers
+ * the last seq written (undefined when `onlyWhile` is given and the build's status is not one of
+ * them: nothing written).
  */
-export async function appendEvents(ctx: ServiceContext, buildId: number, events: readonly RemoteBuildEvent[], onlyWhile?: ReadonlyArray<BuildRow['status']>): Promise<number | undefined> {
+export async function appendEvents(
+  ctx: ServiceContext, buildId: number, events: readonly RemoteBuildEvent[], onlyWhile?: ReadonlyArray<BuildRow['status']>,
+  alsoDo?: (tx: Transaction<Database>) => Promise<void>,
+): Promise<number | undefined> {
   if (events.length === 0) return undefined;
   return ctx.db.transaction().execute(async (tx) => {
     // A write to the build's row first: PostgreSQL then holds its lock until commit, so appenders take turns.
@@ -99,6 +103,7 @@ export async function appendEvents(ctx: ServiceContext, buildId: number, events:
     const rows = events.map((event) => ({ build_id: buildId, seq: ++seq, event: JSON.stringify(event), created_at: now }));
     // 4 parameters a row: PostgreSQL takes at most 65,535 in one statement.
     for (let i = 0; i < rows.length; i += 1000) await tx.insertInto('build_events').values(rows.slice(i, i + 1000)).execute();
+    await alsoDo?.(tx);
     return seq;
   });
 }

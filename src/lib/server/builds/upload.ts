@@ -25,6 +25,7 @@ export type Upload =
   | { kind: 'too-large' };
 
 class TooLarge extends Error {}
+class BrokenOff extends Error {}
 
 /**
  * Streams `body` to a new build folder. Answers `too-large` (nothing kept) when the declared or the
@@ -44,15 +45,15 @@ export async function receiveUpload(ctx: ServiceContext, raw: IncomingMessage, b
     },
   });
   try {
-    // A client that goes away mid-body: Node ends the request without an error on some paths; 'aborted' is the sure sign.
-    let aborted = false;
-    raw.once('aborted', () => (aborted = true));
     await pipeline(body, counter, createWriteStream(contextTar(ctx, uuid)));
-    if (aborted || !raw.complete) throw new Error('the upload broke off before the end of the body');
+    // A body cut short ends some streams without an error: only a complete message is an upload.
+    if (!raw.complete) throw new BrokenOff();
     return { kind: 'stored', uuid, bytes };
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
     if (err instanceof TooLarge) return { kind: 'too-large' };
+    // The client went away: a 400 nobody reads, and not a server fault for the log.
+    if (err instanceof BrokenOff || !raw.complete) throw badInput('body', 'the upload broke off before the end of the body; nothing was kept');
     throw err;
   }
 }

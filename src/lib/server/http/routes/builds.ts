@@ -9,14 +9,14 @@ import { Type } from '@sinclair/typebox';
 import { Build, BuildEventsQuery, CreateBuildQuery, isFinished, type BuildEventEnvelope } from '../../../api/builds.js';
 import { ENDPOINTS } from '../../../api/endpoints.js';
 import * as R from '../../../api/resources.js';
-import { badInput, conflict, type ServiceContext } from '../../services/context.js';
+import { badInput, conflict, notFound, type ServiceContext } from '../../services/context.js';
 import type { RouteKit, SkiffApp } from '../app.js';
 
 const FleetParams = Type.Object({ fleet: R.FleetName });
 const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
 
-/** How long `DELETE /builds/:id` waits for a running build to stop before answering with it as it is. */
-const CANCEL_WAIT_MS = 30_000;
+/** How long `DELETE /builds/:id` waits for a running build to stop before answering with it as it is (still running, cancel requested). */
+const CANCEL_WAIT_MS = 20_000; // under the CLI's 30 s answer timeout
 
 export async function registerBuildRoutes(app: SkiffApp, ctx: ServiceContext, kit: RouteKit): Promise<void> {
   const [store, { BuildRunner, cancelQueued }, { receiveUpload, createBuild, checkGitHook }, { openEventStream }] = await Promise.all([
@@ -24,11 +24,18 @@ export async function registerBuildRoutes(app: SkiffApp, ctx: ServiceContext, ki
   ]);
   const runner = new BuildRunner(ctx);
   await runner.start();
+  // Followers end before the server closes (an open event stream would hold the close), and jobs stop after.
+  const followers = new Set<() => void>();
+  app.addHook('preClose', async () => {
+    for (const end of followers) end();
+  });
   app.addHook('onClose', async () => runner.stop());
 
   // The upload's own scope: its body is a tar stream handed to the route as it is, never buffered.
   await app.register(async (untyped) => {
     const scope = untyped.withTypeProvider<TypeBoxTypeProvider>();
+    // Only a tar: a JSON body is 415, not a parsed object.
+    scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('application/x-tar', (_request, payload, done) => done(null, payload));
     scope.post(ENDPOINTS.createBuild.path, {
       bodyLimit: ctx.options.buildContextLimit,
@@ -67,19 +74,32 @@ export async function registerBuildRoutes(app: SkiffApp, ctx: ServiceContext, ki
   }, async (req, reply) => {
     const { row } = await store.buildOf(ctx, await kit.userOf(req), req.params.id);
     const after = Math.max(Number(req.query.after ?? 0), lastEventId(req));
-    await followEvents(ctx, row.id, after, req.query.follow === 'true', openEventStream(reply), store.eventsAfter);
+    const stream = openEventStream(reply);
+    const end = (): void => stream.end();
+    followers.add(end);
+    try {
+      await followEvents(ctx, row.id, after, req.query.follow === 'true', stream, store.eventsAfter);
+    } finally {
+      followers.delete(end);
+    }
   });
 
   app.delete(ENDPOINTS.cancelBuild.path, { schema: kit.schema({ security: kit.auth, params: IdParams, response: { 200: Build } }) }, async (req, reply: FastifyReply) => {
     const { row, build } = await store.buildOf(ctx, await kit.userOf(req), req.params.id, 'write');
     if (isFinished(build.status)) throw finishedConflict(build);
-    if (await cancelQueued(ctx, row.id)) return (await store.buildById(ctx, row.id))?.build;
+    const current = async (): Promise<Build> => {
+      const found = await store.buildById(ctx, row.id);
+      // Removed meanwhile with its fleet.
+      if (!found) throw notFound(`build ${req.params.id}`);
+      return found.build;
+    };
+    if (await cancelQueued(ctx, row.id)) return current();
     await ctx.db.updateTable('builds').set({ cancel_requested: 1 }).where('id', '=', row.id).where('status', '=', 'running').execute();
     await ctx.events.publish({ topic: 'build', buildId: row.id, cancel: true });
     // Wait for the runner (here or on another replica) to stop it, so the answer says how it ended.
     const ended = await waitUntilFinished(ctx, row.id, CANCEL_WAIT_MS);
     if (ended && ended.status !== 'cancelled') throw finishedConflict(ended);
-    return reply.send(ended ?? (await store.buildById(ctx, row.id))?.build);
+    return reply.send(ended ?? await current());
   });
 }
 

@@ -16,6 +16,7 @@ import { runCli, startCli, type CliResult } from '../support/cli.js';
 import { BASE_AMD64, TEST_LABEL, cleanupImages, docker, ensureBaseImages, makeProject } from '../support/engine.js';
 import { ADMIN, api, createUser, dropPostgresDatabase, freePort, freshPostgresDatabase, login, startServer, type StartedServer } from '../support/server.js';
 import { scratchDir } from '../support/tmp.js';
+import { startTty } from '../support/tty.js';
 import { waitFor } from '../support/wait.js';
 import type { Build } from '../../src/lib/api/builds.js';
 import type { Device, Fleet, Release } from '../../src/lib/api/resources.js';
@@ -249,6 +250,20 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`skiff push <fle
     assert.equal(released.status, 'success');
     assert.equal(released.fleet, fleet);
     await allRun(released.commit);
+  });
+
+  it('on a terminal: the upload bar, the build as skiff build shows it, the pushes, the release table', async () => {
+    const dir = project('tty');
+    writeFileSync(path.join(dir, 'payload.bin'), randomBytes(3 * 1024 * 1024));
+    const tty = startTty(['push', fleet, '--source', dir], { env: { ...process.env, ...env } });
+    await tty.waitFor(/devices tracking the fleet update now/, 240_000);
+    assert.equal(await tty.done, 0, tty.output());
+    const screen = tty.output();
+    assert.match(screen, /Uploading the project: 3 files, 3\.0 MB/);
+    assert.match(screen, /Uploading 100%/);
+    assert.match(screen, new RegExp(`\\[main\\].*tty-${RUN}`));
+    assert.match(screen, /pushed sha256:/);
+    assert.match(screen, /SERVICE\s+IMAGE\s+SIZE/);
   });
 
   it('a project that does not build: non-zero, the failing service\'s last lines, no release, devices untouched', async () => {

@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import type { BuildEventEnvelope, RemoteBuildEvent } from '../../src/lib/api/builds.js';
 import type { EndpointName } from '../../src/lib/api/endpoints.js';
 import { SkiffError } from '../../src/lib/errors/errors.js';
-import { createBuildQuery, followBuild, packProject, pushTargetKind, reattachDelayMs, uploadBuild, type BuildClient } from '../../src/lib/cloud/remote-build.js';
+import { createBuildQuery, followBuild, packProject, pushTargetKind, reattachDelayMs, uploadBuild, withShellNote, type BuildClient } from '../../src/lib/cloud/remote-build.js';
 import { scratchDir } from '../support/tmp.js';
 
 function tree(files: Record<string, string>): string {
@@ -133,6 +133,20 @@ describe('packProject: the project as a cloud build reads it', () => {
   });
 });
 
+describe('compose variables on a cloud build', () => {
+  it('reads the compose file with the project\'s .env only, and says so when the shell has the variable', async () => {
+    const dir = tree({ 'docker-compose.yml': 'services:\n  web:\n    build: .\n    environment:\n      A: ${FROM_ENV_FILE}\n      B: ${ONLY_IN_SHELL}\n', '.env': 'FROM_ENV_FILE=1\n', Dockerfile: 'FROM local/busybox:amd64\n' });
+    const packed = await packProject(dir, { deviceType: 'intel-nuc' });
+    packed.dispose();
+    const web = packed.resolved.services.find((s) => s.name === 'web');
+    assert.deepEqual((web?.config as { environment?: unknown }).environment, { A: '1', B: '' });
+    const warning = packed.resolved.warnings.find((w) => w.includes('ONLY_IN_SHELL'));
+    assert.ok(warning);
+    assert.match(withShellNote(warning, { ONLY_IN_SHELL: 'x' }), /set in this shell, but the server builds with the project's \.env only/);
+    assert.equal(withShellNote(warning, {}), warning);
+  });
+});
+
 describe("push's argument: a device address or a fleet (balena's rule)", () => {
   const cases: Array<[string, 'device' | 'fleet']> = [
     ['192.168.1.23', 'device'],
@@ -184,14 +198,29 @@ describe('the upload', () => {
     };
     const progress: number[] = [];
     const build = await uploadBuild(client, 'kiosks', { stream: Readable.from([body.subarray(0, 100_000), body.subarray(100_000)]), size: body.length }, {
-      draft: true, onProgress: (bytes, total) => { progress.push(bytes); assert.equal(total, body.length); },
+      draft: true, headers: { 'x-skiff-git-hook': 'secret' }, onProgress: (bytes, total) => { progress.push(bytes); assert.equal(total, body.length); },
     });
+    assert.equal(headers['x-skiff-git-hook'], 'secret');
     assert.equal(build.id, 'b'.repeat(32));
     assert.equal(received, body.length);
     assert.equal(headers['content-type'], 'application/x-tar');
     assert.equal(headers['content-length'], String(body.length));
     assert.equal(query.draft, 'true');
     assert.equal(progress.at(-1), body.length);
+  });
+
+  it('Ctrl-C before the last byte aborts the upload: interrupted, nothing created', async () => {
+    const client: BuildClient = {
+      url: 'http://server',
+      stream: (_name, options = {}) => new Promise((_resolve, reject) => {
+        options.signal?.addEventListener('abort', () => reject(new Error('aborted')));
+      }),
+    };
+    const controller = new AbortController();
+    const endless = new Readable({ read() { this.push(Buffer.alloc(1024)); } });
+    const uploading = uploadBuild(client, 'f', { stream: endless, size: 1e9 }, { signal: controller.signal, onProgress: (bytes) => { if (bytes > 10_000) controller.abort(); } });
+    await assert.rejects(uploading, (e: SkiffError) => e.code === 'interrupted' && /created no build/.test(e.message));
+    assert.ok(endless.destroyed, 'the tar stream is closed');
   });
 
   it('fails naming the stall when the server takes nothing', async () => {

@@ -7,6 +7,7 @@
 import { createReadStream, createWriteStream, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import os from 'node:os';
+import process from 'node:process';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -48,7 +49,8 @@ export interface PackedProject {
 
 /**
  * Packs the project in `source` for a cloud build: the same checks as `skiff build` (compose file,
- * Dockerfiles for the device type, balena.yml build-secrets refused) first, then the project folder
+ * Dockerfiles for the device type, balena.yml build-secrets refused) first, with the compose
+ * variables the server will have (the project's .env, not this shell's environment), then the project folder
  * as a tar, with the project's .dockerignore (or, with `multiDockerignore`, each service context's
  * own) applied and `.git` folders never included. The compose file, balena.yml, `.env`, and each
  * context's Dockerfiles and .dockerignore always go, since the server reads the project from them.
@@ -68,6 +70,9 @@ export async function packProject(source: string, options: PackProjectOptions = 
     ...(options.deviceType ? { deviceType: options.deviceType } : {}),
     multiDockerignore: options.multiDockerignore,
     noParentCheck: options.noParentCheck,
+    // The server reads the compose file with the project's .env only, never this shell's variables:
+    // check it the same way, so a variable only the shell has fails here and not after the upload.
+    environment: {},
   });
   const root = resolved.source;
   const contexts: string[] = [];
@@ -182,6 +187,8 @@ export interface UploadBuildOptions {
   signal?: AbortSignal;
   /** No byte taken for this long, or no answer this long after the last byte: the upload fails (ms, default 60 s). */
   stallMs?: number;
+  /** More request headers, e.g. the server's own git hook's `x-skiff-git-hook` with `source: 'git'`. */
+  headers?: Record<string, string>;
 }
 
 /** The upload's query string (the options as the route's strings). Exported for the tests. */
@@ -244,7 +251,7 @@ export async function uploadBuild(client: BuildClient, fleet: string, tar: { str
       params: { fleet },
       query: { ...createBuildQuery(options) },
       body: Readable.toWeb(counter) as ReadableStream<Uint8Array>,
-      headers: { 'content-type': 'application/x-tar', ...(total !== undefined ? { 'content-length': String(total) } : {}) },
+      headers: { ...options.headers, 'content-type': 'application/x-tar', ...(total !== undefined ? { 'content-length': String(total) } : {}) },
       signal: own.signal,
       // The answer comes after the whole body: the watchdog, not a fixed timeout, bounds the wait.
       headersTimeoutMs: 7 * 24 * 3600 * 1000,
@@ -469,6 +476,14 @@ export interface PushToFleetResult {
   release?: Release;
 }
 
+/** A compose variable the shell has but the server will not: say why the warning comes anyway. */
+export function withShellNote(warning: string, environment: NodeJS.ProcessEnv = process.env): string {
+  const name = /variable (\w+) is not set/.exec(warning)?.[1];
+  return name !== undefined && environment[name] !== undefined
+    ? `${warning} (${name} is set in this shell, but the server builds with the project's .env only: put it there)`
+    : warning;
+}
+
 /** Lines of each service's output kept for the error of a failed build. */
 const TAIL_LINES = 20;
 
@@ -493,7 +508,7 @@ export async function pushToFleet(options: PushToFleetOptions): Promise<PushToFl
   });
   let build: Build;
   try {
-    for (const w of packed.resolved.warnings) emit({ kind: 'warning', message: w });
+    for (const w of packed.resolved.warnings) emit({ kind: 'warning', message: withShellNote(w) });
     emit({ kind: 'packed', bytes: packed.size, files: packed.files });
     build = await uploadBuild(client, fleet.name, { stream: packed.stream(), size: packed.size }, {
       draft: options.draft, nocache: options.nocache, pull: options.pull, notes: options.notes, tags: options.tags,

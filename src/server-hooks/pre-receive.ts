@@ -24,10 +24,11 @@ import { takeDeployLock } from '../lib/server/git/deploy-lock.js';
 import { HOOK_SECRET_HEADER, readHookEnv, type HookSettings } from '../lib/server/git/hook-env.js';
 import { CloudClient } from '../lib/cloud/client.js';
 import { SkiffError } from '../lib/errors/errors.js';
-import type { BuildEventEnvelope, RemoteBuildEvent } from '../lib/api/builds.js';
-import type { BuildEvent } from '../lib/builder/release.js';
-import { BuildRenderer } from '../ui/build-renderer.js';
+import type { BuildEventEnvelope } from '../lib/api/builds.js';
+import type { Release } from '../lib/api/resources.js';
+import { ServiceTails } from '../lib/cloud/service-tails.js';
 import { Output } from '../ui/output.js';
+import { RemoteBuildRenderer } from '../ui/remote-build-renderer.js';
 
 /** Lines of the failing service's output repeated above the refusal. */
 const TAIL_LINES = 20;
@@ -71,60 +72,37 @@ async function checkout(commit: string): Promise<string> {
 }
 
 /**
- * Renders the server's build events as `skiff build` does off a TTY, and keeps each service's
- * tail: `buried(service)` is that tail when other services' lines came after it (the cause is
- * then far above), else empty (it is the last thing on the screen already).
+ * Renders the server's build events as `skiff push <fleet>` does off a TTY (RemoteBuildRenderer),
+ * and keeps each service's tail: `buried(service)` is that tail when other services' lines came
+ * after it (the cause is then far above), else empty (it is the last thing shown already).
  */
-async function renderer(): Promise<{ event(e: RemoteBuildEvent): void; buried(service: string | undefined): string[]; failed(): string | undefined }> {
+async function renderer(): Promise<{
+  event(envelope: BuildEventEnvelope): void;
+  buried(service: string | undefined): string[];
+  failed(): string | undefined;
+  release(): Release | undefined;
+  summary(release: Release): void;
+}> {
   const { Chalk } = await import('chalk');
   // Plain lines, no colour (git prefixes each with `remote: `); one stream for everything, so
   // lines keep their order on the way through receive-pack.
   const output = new Output({ json: false, terminal: { interactive: false, stderrIsTTY: false, colorLevel: 0, columns: 100 }, chalk: new Chalk({ level: 0 }), stdout: out, stderr: out });
-  const build = new BuildRenderer(output, { showLogs: true });
-  const tails = new Map<string, string[]>();
-  let lines = 0;
-  const lastLine = new Map<string, number>();
+  const view = new RemoteBuildRenderer(output, { showLogs: true }, out);
+  const tails = new ServiceTails(TAIL_LINES);
   let failed: string | undefined;
-  const local = (e: BuildEvent): void => build.event(e);
+  let release: Release | undefined;
   return {
-    event(e) {
-      switch (e.kind) {
-        case 'queued':
-          if (e.position > 0) say(`Queued behind ${e.position} build${e.position === 1 ? '' : 's'} of this fleet${e.behind ? ` (${e.behind.slice(0, 7)} first)` : ''}`);
-          return;
-        case 'started':
-          say(`Building on ${e.engine}`);
-          return;
-        case 'push-start':
-          say(`[${e.service}] pushing ${e.image}`);
-          return;
-        case 'push-progress':
-          return;
-        case 'push-done':
-          say(`[${e.service}] pushed ${e.digest}`);
-          return;
-        case 'release':
-        case 'done':
-          return;
-        case 'log': {
-          const tail = tails.get(e.service) ?? [];
-          tail.push(e.line);
-          if (tail.length > TAIL_LINES) tail.shift();
-          tails.set(e.service, tail);
-          lastLine.set(e.service, ++lines);
-          local(e);
-          return;
-        }
-        case 'service-failed':
-          failed ??= e.service;
-          local(e);
-          return;
-        default:
-          local(e);
-      }
+    event(envelope) {
+      const e = envelope.event;
+      if (e.kind === 'log') tails.add(e.service, e.line);
+      else if (e.kind === 'service-failed') failed ??= e.service;
+      else if (e.kind === 'release') release = e.release;
+      view.event(envelope);
     },
-    buried: (service) => (service !== undefined && (lastLine.get(service) ?? lines) < lines ? tails.get(service) ?? [] : []),
-    failed: () => failed ?? [...tails.keys()].pop(),
+    buried: (service) => (service !== undefined && tails.buried(service) ? tails.tail(service) : []),
+    failed: () => failed ?? tails.lastService(),
+    release: () => release,
+    summary: (r) => view.summary(r),
   };
 }
 
@@ -169,13 +147,11 @@ async function deploy(settings: HookSettings, update: { ref: string; old: string
     });
     try {
       for (const warning of packed.resolved.warnings) say(`Warning: ${warning}`);
-      // The server's proof that this upload comes from its own hook (source=git is refused otherwise).
-      const hookClient = {
-        url: client.url,
-        stream: (name: Parameters<CloudClient['stream']>[0], options: Parameters<CloudClient['stream']>[1] = {}) =>
-          client.stream(name, { ...options, headers: { ...options.headers, [HOOK_SECRET_HEADER]: settings.secret } }),
-      };
-      build = await uploadBuild(hookClient, fleet.name, { stream: packed.stream(), size: packed.size }, { source: 'git', gitCommit: commit, gitRef: ref, signal: cancel.signal });
+      build = await uploadBuild(client, fleet.name, { stream: packed.stream(), size: packed.size }, {
+        source: 'git', gitCommit: commit, gitRef: ref, signal: cancel.signal,
+        // The server's proof that this upload comes from its own hook (source=git is refused otherwise).
+        headers: { [HOOK_SECRET_HEADER]: settings.secret },
+      });
     } finally {
       packed.dispose();
     }
@@ -185,7 +161,7 @@ async function deploy(settings: HookSettings, update: { ref: string; old: string
   let last = 0;
   const seen = (envelope: BuildEventEnvelope): void => {
     last = envelope.seq;
-    view.event(envelope.event);
+    view.event(envelope);
   };
   const cancelled = async (): Promise<number> => {
     say(`Cancelling build ${build.id.slice(0, 7)}...`);
@@ -207,7 +183,8 @@ async function deploy(settings: HookSettings, update: { ref: string; old: string
     throw err;
   }
   if (done.status === 'success' && done.release) {
-    say(`Release ${done.release} created; devices tracking the fleet update now`);
+    const release = view.release() ?? await client.release(done.release);
+    view.summary(release);
     return 0;
   }
   const service = view.failed();

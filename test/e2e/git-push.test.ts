@@ -168,11 +168,12 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`git push deploy
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /remote: Building [0-9a-f]{7} \(refs\/heads\/main\)/);
     assert.match(r.stderr, /remote: .*\[main\]/, 'the service\'s build lines');
-    const created = new RegExp(`remote: Release ([0-9a-f]+) created; devices tracking the fleet update now`).exec(r.stderr);
+    const created = new RegExp(`remote: Release ([0-9a-f]{7}) created for fleet ${fleet}; devices tracking the fleet update now`).exec(r.stderr);
     assert.ok(created, r.stderr);
     assert.equal((await lsRemote())['refs/heads/main'], sha);
     const [release] = await releases();
-    assert.equal(release?.commit, created[1]);
+    assert.equal(release?.commit.slice(0, 7), created[1]);
+    assert.match(r.stderr, /remote: SERVICE +IMAGE +SIZE/, 'the release table, as skiff push shows it');
     assert.equal(release?.gitCommit, sha);
     assert.equal(release?.status, 'success');
     const [build] = await builds();
@@ -379,8 +380,10 @@ describe('git push reaches a device tracking the fleet', function () {
     const sha = (await git(['rev-parse', 'HEAD'], { cwd: dir, home })).stdout.trim();
     const r = await git(['push', `http://me:${me.token}@127.0.0.1:${server.port}/git/${fleet}.git`, 'main'], { cwd: dir, home });
     assert.equal(r.code, 0, r.stderr);
-    const release = /remote: Release ([0-9a-f]+) created/.exec(r.stderr)?.[1];
-    assert.ok(release, r.stderr);
+    const short = /remote: Release ([0-9a-f]{7}) created/.exec(r.stderr)?.[1];
+    assert.ok(short, r.stderr);
+    const release = ((await api(server.url, 'GET', `/fleets/${fleet}/releases`, { token: me.token })).body as Release[])[0]?.commit;
+    assert.equal(release?.slice(0, 7), short);
 
     let last: Device | undefined;
     await waitFor(async () => {

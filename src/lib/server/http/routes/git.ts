@@ -6,6 +6,8 @@
  * needs read access, a push write access.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
+// For the OpenAPI fields (summary, description) of the route's schema.
+import type {} from '@fastify/swagger';
 import { ENDPOINTS } from '../../../api/endpoints.js';
 import { SkiffError } from '../../../errors/errors.js';
 import { bearerToken } from '../../crypto.js';
@@ -33,7 +35,6 @@ export async function registerGitRoutes(app: SkiffApp, ctx: ServiceContext, _kit
   app.addHook('onClose', async () => stopAllBackends());
 
   const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<unknown> => {
-    if (request.method !== 'GET' && request.method !== 'POST') return plain(reply, 405, 'git over HTTP uses GET and POST only');
     const [pathPart = '', queryPart = ''] = request.url.split(/\?(.*)/s);
     const target = parseGitPath(pathPart, new URLSearchParams(queryPart).get('service') ?? undefined);
     if ('status' in target) return plain(reply, target.status, target.message);
@@ -83,6 +84,15 @@ export async function registerGitRoutes(app: SkiffApp, ctx: ServiceContext, _kit
   await app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
-    scope.all(ENDPOINTS.git.path, { schema: { hide: true } }, handler);
+    // Smart HTTP uses GET (the ref advertisement) and POST (the services); other methods are 404s.
+    scope.route({
+      method: ['GET', 'POST'],
+      url: ENDPOINTS.git.path,
+      handler,
+      schema: {
+        summary: "A fleet's git repository over smart HTTP (git http-backend): /git/<fleet>.git/info/refs, git-upload-pack, git-receive-pack",
+        description: 'HTTP basic auth: the password is an API key or session token, the username is not checked. A push to main builds the commit and is refused when the build fails.',
+      },
+    });
   });
 }

@@ -17,6 +17,7 @@ describe("server git: the fleets' repositories", () => {
     assert.equal(dir, path.join(repositoriesRoot(dataDir), 'f00d.git'));
     assert.equal(execFileSync('git', ['symbolic-ref', 'HEAD'], { cwd: dir, encoding: 'utf8' }).trim(), 'refs/heads/main');
     assert.equal(execFileSync('git', ['rev-parse', '--is-bare-repository'], { cwd: dir, encoding: 'utf8' }).trim(), 'true');
+    assert.equal(execFileSync('git', ['config', 'receive.fsckObjects'], { cwd: dir, encoding: 'utf8' }).trim(), 'true');
     const file = path.join(dir, 'hooks', 'pre-receive');
     assert.equal(readFileSync(file, 'utf8'), hookScript(hook));
     assert.equal(statSync(file).mode & 0o111, 0o111, 'executable');

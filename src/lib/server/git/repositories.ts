@@ -102,6 +102,8 @@ async function create(root: string, dir: string): Promise<void> {
     await run('git', ['init', '--quiet', '--bare', '--initial-branch', DEFAULT_BRANCH, tmp], { env: gitEnv() });
     // receive-pack over HTTP is on for authenticated users anyway (REMOTE_USER); say so explicitly.
     await run('git', ['config', 'http.receivepack', 'true'], { cwd: tmp, env: gitEnv() });
+    // A hosted repository checks what it is sent: a malformed object is refused, not stored.
+    await run('git', ['config', 'receive.fsckObjects', 'true'], { cwd: tmp, env: gitEnv() });
     await rename(tmp, dir);
   } catch (err) {
     await rm(tmp, { recursive: true, force: true });

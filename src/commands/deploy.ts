@@ -7,7 +7,7 @@ export default class Deploy extends CloudCommand<Release> {
   static override summary = "Build a project here and deploy it as a new release of a fleet.";
   static override description = `Builds the project in --source for the fleet's device type on the local Docker engine (or, without --build, uses the images 'skiff build' made, when they are all there for that architecture), creates the release on the server, pushes each service's image to the server's registry with your token, and then makes the release final: devices tracking the fleet's latest release get it.
 
-A project that does not build creates no release. A failed or interrupted (Ctrl-C) push marks the release failed: devices never see a release whose images are not all in the registry. --draft keeps the release a draft ('skiff release finalize' makes it final). With --json, stdout holds the release.`;
+A project that does not build creates no release. A failed or interrupted (Ctrl-C) push marks the release failed: devices never see a release whose images are not all in the registry. --draft keeps the release a draft ('skiff release finalize' makes it final). When the project is in a git repository, the release is stamped with its current commit ('skiff release info' shows it), and deploy warns when the tree has uncommitted changes. With --json, stdout holds the release.`;
   static override examples = [
     '<%= config.bin %> deploy kiosks',
     '<%= config.bin %> deploy kiosks --source ./app --build --release-tag version 1.2 --note "new menu"',

@@ -13,6 +13,7 @@ export default class ReleaseInfo extends CloudCommand<Release> {
     await this.fields([
       ['COMMIT', r.commit], ['FLEET', r.fleet], ['STATUS', `${r.status}${r.isInvalidated ? ' (invalidated)' : ''}`], ['FINAL', r.isFinal ? 'yes' : 'no (draft)'],
       ['SEMVER', r.semver], ['CREATED', when(r.createdAt)], ['NOTES', r.notes],
+      ['GIT COMMIT', r.gitCommit], ['BUILD', r.build],
       ['TAGS', Object.entries(r.tags).map(([k, v]) => `${k}=${v}`).join(', ')],
     ]);
     const { formatBytes } = await import('../../ui/format.js');

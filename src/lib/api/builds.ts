@@ -79,6 +79,8 @@ export const CreateBuildQuery = Type.Object({
   dirty: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')])),
   /** `git` only from the server's own pre-receive hook. */
   source: Type.Optional(Type.Union([Type.Literal('push'), Type.Literal('git')])),
+  /** Each service uses the .dockerignore of its own build context (balena's -G), as the CLI filtered the tar. */
+  multiDockerignore: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')])),
 }, { additionalProperties: false });
 export type CreateBuildQuery = Static<typeof CreateBuildQuery>;
 

@@ -116,7 +116,12 @@ export async function deploy(options: DeployOptions): Promise<DeployResult> {
   }
   throwIfAborted(options.signal);
 
+  // The release names the commit it was built from; a tree with uncommitted changes is said, not refused.
+  const { projectGitInfo } = await import('../project/git-info.js');
+  const git = await projectGitInfo(options.source);
+  if (git?.dirty) emit({ kind: 'warning', message: `the project has changes not committed to git: the release is stamped with commit ${git.commit.slice(0, 7)}, which does not hold them` });
   const created = await client.createRelease(fleet.name, {
+    ...(git ? { gitCommit: git.commit } : {}),
     composition: compositionOf(resolved),
     ...(options.draft ? { draft: true } : {}),
     ...(options.semver ? { semver: options.semver } : {}),

@@ -22,7 +22,8 @@ export interface SecretSpec {
   dest: string;
 }
 
-const FILES = ['skiff.yml', 'skiff.yaml', 'balena.yml', 'balena.yaml', '.balena/balena.yml', '.balena/balena.yaml'];
+/** The names the build settings may have, first found wins (a cloud push always uploads them). */
+export const BUILD_SETTINGS_FILES = ['skiff.yml', 'skiff.yaml', 'balena.yml', 'balena.yaml', '.balena/balena.yml', '.balena/balena.yaml'];
 
 /** Reads the first of skiff.yml, balena.yml (and their .yaml and .balena/ forms) that exists. */
 /**
@@ -39,7 +40,7 @@ export function refuseBuildSecrets(settings: BuildSettings): void {
 
 export async function loadBuildSettings(projectDir: string): Promise<BuildSettings> {
   const settings: BuildSettings = { globalVariables: {}, serviceVariables: {}, secrets: { global: [], services: {} }, warnings: [] };
-  const rel = FILES.find((f) => existsSync(path.join(projectDir, f)));
+  const rel = BUILD_SETTINGS_FILES.find((f) => existsSync(path.join(projectDir, f)));
   if (!rel) return settings;
   const file = path.join(projectDir, rel);
   settings.file = file;

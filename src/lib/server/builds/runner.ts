@@ -6,6 +6,7 @@
  * there) or fails them cleanly. It wakes on the bus's `build` topic (a new upload, a cancel) and on
  * a timer (events from another replica are hints; the table is the truth).
  */
+import { setMaxListeners } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
@@ -172,6 +173,8 @@ export class BuildRunner {
 
   private launch(row: BuildRow): void {
     const controller = new AbortController();
+    // One signal watched by every step, service and push of the build: more than Node's default 10 listeners is expected.
+    setMaxListeners(100, controller.signal);
     const job: Running = { controller, done: Promise.resolve() };
     this.running.set(row.id, job);
     job.done = this.execute(row, job).catch((err: unknown) => this.ctx.log(`build ${row.uuid}: ${(err as Error).stack ?? String(err)}`)).finally(() => {

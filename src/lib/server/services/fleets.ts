@@ -2,6 +2,8 @@
  * Fleets and their provisioning keys. A fleet is looked up by name within its owner's fleets, so
  * another user's fleet is simply not found.
  */
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
 import type { Kysely, Transaction } from 'kysely';
 import type { CreatedProvisioningKey, CreateFleetRequest, CreateProvisioningKeyRequest, Fleet, FleetConfig, FleetConfigRequest, ProvisioningKey, UpdateFleetRequest } from '../../api/resources.js';
 import type { Database, FleetRow } from '../db/schema.js';
@@ -155,6 +157,10 @@ export async function pinnableRelease(db: Db, fleetId: number, commit: string, f
 export async function removeFleet(ctx: ServiceContext, caller: User, name: string): Promise<void> {
   const fleet = await fleetOf(ctx, caller, name, 'write');
   await ctx.db.deleteFrom('fleets').where('id', '=', fleet.id).execute();
+  // Its git repository goes too (on this replica's disk; a new fleet of the same name has a new uuid,
+  // so another replica's leftover copy is never served to anyone).
+  const { repositoriesRoot, repositoryName } = await import('../git/repositories.js');
+  await rm(path.join(repositoriesRoot(ctx.options.dataDir), repositoryName(fleet.uuid)), { recursive: true, force: true });
 }
 
 function provisioningKeyJson(row: { id: number; name: string | null; created_at: string; expires_at: string | null; revoked_at: string | null }, fleet: string): ProvisioningKey {

@@ -191,6 +191,49 @@ describe('agent log shipper', () => {
   });
 });
 
+describe('agent log shipper: when to send and what to say', () => {
+  it('sends nothing before the device is registered, then everything it kept', async () => {
+    let registered = false;
+    const buffer = new LogBuffer();
+    const batches: DeviceLogBatch[] = [];
+    const shipper = startLogShipper(buffer, { dir: scratchDir('skiff-shipper-'), intervalMs: 3_600_000, ready: () => registered, send: async (b) => void batches.push(b) });
+    buffer.system('Agent starting');
+    await shipper.flush();
+    assert.equal(batches.length, 0);
+    registered = true;
+    await shipper.flush();
+    assert.deepEqual(messages(batches), ['Agent starting']);
+    await shipper.stop();
+  });
+
+  it('leaves an unreachable server to the poll to say; says a refusing server once, and its recovery', async () => {
+    const said: string[] = [];
+    const buffer = new LogBuffer();
+    let error: Error | undefined = new ShipError('cannot reach http://x (ECONNREFUSED)', true, true);
+    let clock = 0;
+    const shipper = startLogShipper(buffer, { dir: scratchDir('skiff-shipper-'), intervalMs: 3_600_000, now: () => clock, log: (m) => said.push(m), send: async () => {
+      if (error) throw error;
+    } });
+    for (let round = 0; round < 3; round++) {
+      buffer.add(line('main', round));
+      clock += 3_600_000;
+      await shipper.flush();
+    }
+    assert.deepEqual(said, []);
+    error = new Error('log batch: the server answered 503');
+    for (let round = 3; round < 6; round++) {
+      buffer.add(line('main', round));
+      clock += 3_600_000;
+      await shipper.flush();
+    }
+    error = undefined;
+    clock += 3_600_000;
+    await shipper.flush();
+    assert.deepEqual(said, ['Cloud: cannot send log lines (log batch: the server answered 503); keeping them on disk', 'Cloud: sending log lines again']);
+    await shipper.stop();
+  });
+});
+
 describe('FairQueue', () => {
   it('takes sources in turn and returns the batch in time order', () => {
     const q = new FairQueue(10);

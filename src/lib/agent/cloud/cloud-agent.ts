@@ -334,7 +334,7 @@ export function startCloud(o: CloudOptions): RunningCloud {
   const polling = poll().catch((err: Error) => log(`Cloud: stopped polling after an unexpected error: ${err.stack ?? err.message}`, true));
   log(`Cloud mode: server ${client.apiEndpoint}`);
   // Log lines to the server (log-shipper.ts), bounded in memory and on disk in the data dir.
-  const shipper = startLogShipper(agent.logs, { send: sendWith(client), dir: path.join(o.dataDir, 'cloud-logs'), random, log });
+  const shipper = startLogShipper(agent.logs, { send: sendWith(client), ready: () => isRegistered(config), dir: path.join(o.dataDir, 'cloud-logs'), random, log });
   return {
     async stop() {
       stopped = true;

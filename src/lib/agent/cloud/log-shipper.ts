@@ -19,7 +19,7 @@ import { appendFileSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, 
 import path from 'node:path';
 import type { DeviceLogBatch, DeviceLogLineIn } from '../../api/logs.js';
 import type { LogBuffer, LogEntry } from '../logs.js';
-import { CloudHttpError, type CloudClient } from './client.js';
+import { CloudHttpError, CloudUnreachableError, type CloudClient } from './client.js';
 
 /** Longest message sent, in characters (the wire's limit). */
 export const MAX_MESSAGE_LENGTH = 16_384;
@@ -42,6 +42,8 @@ export interface LogShipperOptions {
   maxBackoffMs?: number;
   /** [0, 1); Math.random by default. */
   random?: () => number;
+  /** False while nothing may be sent yet (the device is not registered): lines wait in memory. */
+  ready?: () => boolean;
   /** Milliseconds now; Date.now by default. */
   now?: () => number;
   /** One line for the operator (also a system line of the agent: keep them rare). */
@@ -50,7 +52,8 @@ export interface LogShipperOptions {
 
 /** A failed send, as the shipper needs to know it: retry later (buffering), or give the batch up. */
 export class ShipError extends Error {
-  constructor(message: string, readonly retry: boolean) {
+  /** `unreachable`: no answer at all, which the poll already tells the operator (said once there, not here). */
+  constructor(message: string, readonly retry: boolean, readonly unreachable = false) {
     super(message);
     this.name = 'ShipError';
   }
@@ -67,6 +70,7 @@ export function sendWith(client: Pick<CloudClient, 'logs'>): (batch: DeviceLogBa
       await client.logs(batch);
     } catch (err) {
       if (err instanceof CloudHttpError && [400, 413, 422].includes(err.status)) throw new ShipError(err.message, false);
+      if (err instanceof CloudUnreachableError) throw new ShipError(err.message, true, true);
       throw err;
     }
   };
@@ -412,12 +416,12 @@ export function startLogShipper(buffer: Pick<LogBuffer, 'history' | 'subscribe'>
       failures++;
       const backoff = Math.min(maxBackoffMs, 1000 * 2 ** Math.min(failures - 1, 10));
       retryAt = now() + backoff * (0.5 + random());
-      say(`Cloud: cannot send log lines (${(err as Error).message}); keeping them on disk`);
+      if (!(err instanceof ShipError && err.unreachable)) say(`Cloud: cannot send log lines (${(err as Error).message}); keeping them on disk`);
       return false;
     }
     disk.commit(peeked?.next, dropped);
     marks.save();
-    if (failures > 0) say('Cloud: sending log lines again');
+    if (lastProblem !== undefined) say('Cloud: sending log lines again');
     failures = 0;
     retryAt = 0;
     return !disk.isEmpty || queue.length > 0;
@@ -425,11 +429,12 @@ export function startLogShipper(buffer: Pick<LogBuffer, 'history' | 'subscribe'>
 
   const say = (message: string): void => {
     if (message === lastProblem) return;
-    lastProblem = message;
+    lastProblem = message.startsWith('Cloud: sending') ? undefined : message;
     o.log?.(message, message.startsWith('Cloud: cannot') || message.includes('refused'));
   };
 
   const run = async (): Promise<void> => {
+    if (o.ready && !o.ready()) return;
     if (now() < retryAt) {
       // Offline: memory goes to disk (the newest kept there), so memory stays small.
       disk.addDropped(queue.takeDropped());

@@ -147,6 +147,22 @@ describe('agent log shipper', () => {
     assert.equal(h.batches[0]?.dropped, 2000 - sent.length, 'every line lost is counted');
   });
 
+  it('keeps batches of long lines under batchBytes, from memory and from disk', async () => {
+    const h = start({ batchBytes: 50_000 });
+    const long = (i: number) => ({ ...line('main', i), message: `${i} ${'y'.repeat(10_000)}` });
+    for (let i = 0; i < 20; i++) h.buffer.add(long(i));
+    await h.shipper.flush();
+    h.fail.error = new Error('ECONNREFUSED');
+    for (let i = 20; i < 40; i++) h.buffer.add(long(i));
+    await h.shipper.flush();
+    h.fail.error = undefined;
+    h.clock.now += 3_600_000;
+    await h.shipper.flush();
+    assert.ok(h.batches.every((b) => JSON.stringify(b).length <= 50_000 + 11_000), `batch sizes ${h.batches.map((b) => JSON.stringify(b).length).join(' ')}`);
+    assert.ok(h.batches.length >= 8);
+    assert.deepEqual(messages(h.batches).map((m) => Number(m.split(' ')[0])), Array.from({ length: 40 }, (_, i) => i));
+  });
+
   it('gives up a batch the server refuses for good (400) and counts it', async () => {
     const h = start();
     h.buffer.add(line('main', 1));

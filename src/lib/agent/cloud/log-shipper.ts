@@ -6,7 +6,8 @@
  * - Each source (a service, or the agent's system lines) has its own queue in memory, capped; a
  *   batch takes lines from the sources in turn, so a service that floods gets its share of each
  *   batch and no more, and the others' lines still go through. A full queue drops its oldest line.
- * - A batch goes when it holds `batchLines` lines or `intervalMs` passed, one batch in flight.
+ * - A batch goes when it holds `batchLines` lines or `intervalMs` passed, one batch in flight, and
+ *   stays under `batchBytes` (long lines make smaller batches, never a body the server refuses).
  * - While the server is unreachable (or answers 5xx/429), lines go to an on-disk buffer
  *   ({@link DiskLogBuffer}: NDJSON segment files, the newest kept within a total size) and are
  *   sent oldest first once it answers again, before anything newer; retries back off with jitter.
@@ -31,6 +32,8 @@ export interface LogShipperOptions {
   dir: string;
   /** Lines per batch (default 500; the wire allows 1000). */
   batchLines?: number;
+  /** Largest batch, bytes of JSON near enough (default 512 KiB: the server takes bodies up to 1 MiB). */
+  batchBytes?: number;
   /** Longest wait before a batch that is not full goes, ms (default 500). */
   intervalMs?: number;
   /** Lines held in memory per source (default 1000). */
@@ -86,6 +89,11 @@ export function wireLine(e: LogEntry): DeviceLogLineIn {
   };
 }
 
+/** A line's size in a batch's JSON, near enough (the message dominates). */
+function lineBytes(line: DeviceLogLineIn): number {
+  return line.message.length + (line.serviceName?.length ?? 0) + 80;
+}
+
 function sourceOf(line: DeviceLogLineIn): string {
   return line.isSystem ? '' : `s:${line.serviceName ?? ''}`;
 }
@@ -120,12 +128,20 @@ export class FairQueue {
   }
 
   /** Up to `max` lines, an equal share from each source (a source with fewer leaves its share to the others), each source's oldest first. */
-  take(max: number): DeviceLogLineIn[] {
+  take(max: number, maxBytes = Number.MAX_SAFE_INTEGER): DeviceLogLineIn[] {
     const out: DeviceLogLineIn[] = [];
-    while (out.length < max && this.size > 0) {
+    let bytes = 0;
+    let full = false;
+    while (!full && out.length < max && this.size > 0) {
       for (const [key, q] of this.queues) {
-        const line = q.shift();
+        const line = q[0];
         if (line) {
+          bytes += lineBytes(line);
+          if (out.length > 0 && bytes > maxBytes) {
+            full = true;
+            break;
+          }
+          q.shift();
           out.push(line);
           this.size--;
         }
@@ -237,7 +253,7 @@ export class DiskLogBuffer {
   }
 
   /** Up to `max` of the oldest unsent lines, and the position after them (for {@link commit}). */
-  peek(max: number): { lines: DeviceLogLineIn[]; next: Cursor } {
+  peek(max: number, maxBytes = Number.MAX_SAFE_INTEGER): { lines: DeviceLogLineIn[]; next: Cursor } {
     const file = this.segments[0];
     if (file === undefined) return { lines: [], next: { ...this.cursor } };
     const fd = openSync(path.join(this.dir, file), 'r');
@@ -252,10 +268,17 @@ export class DiskLogBuffer {
     }
     const lines: DeviceLogLineIn[] = [];
     let consumed = 0;
+    let bytes = 0;
+    let full = false;
     while (lines.length < max) {
       const nl = text.indexOf('\n', consumed);
       if (nl === -1) break; // a line cut by a crash mid-append stays until it is whole (or its segment is left)
       const raw = text.slice(consumed, nl);
+      bytes += raw.length;
+      if (lines.length > 0 && bytes > maxBytes) {
+        full = true;
+        break;
+      }
       consumed = nl + 1;
       try {
         lines.push(JSON.parse(raw) as DeviceLogLineIn);
@@ -265,7 +288,7 @@ export class DiskLogBuffer {
     }
     const offset = this.cursor.offset + Buffer.byteLength(text.slice(0, consumed));
     // A finished segment (not the one being appended to) whose every whole line was read: move on.
-    if (lines.length < max && this.segments.length > 1) return { lines, next: { ...this.cursor, file: this.segments[1], offset: 0 } };
+    if (!full && lines.length < max && this.segments.length > 1) return { lines, next: { ...this.cursor, file: this.segments[1], offset: 0 } };
     return { lines, next: { ...this.cursor, file, offset } };
   }
 
@@ -367,6 +390,7 @@ export interface LogShipper {
 export function startLogShipper(buffer: Pick<LogBuffer, 'history' | 'subscribe'>, o: LogShipperOptions): LogShipper {
   const batchLines = o.batchLines ?? 500;
   const intervalMs = o.intervalMs ?? 500;
+  const batchBytes = o.batchBytes ?? 512 * 1024;
   const diskBytes = o.diskBytes ?? 4 * 1024 * 1024;
   const maxBackoffMs = o.maxBackoffMs ?? 30_000;
   const random = o.random ?? Math.random;
@@ -393,8 +417,8 @@ export function startLogShipper(buffer: Pick<LogBuffer, 'history' | 'subscribe'>
   const sendOnce = async (): Promise<boolean> => {
     disk.addDropped(queue.takeDropped());
     const fromDisk = !disk.isEmpty;
-    const peeked = fromDisk ? disk.peek(batchLines) : undefined;
-    const lines = peeked ? peeked.lines : queue.take(batchLines);
+    const peeked = fromDisk ? disk.peek(batchLines, batchBytes) : undefined;
+    const lines = peeked ? peeked.lines : queue.take(batchLines, batchBytes);
     const dropped = disk.dropped;
     if (lines.length === 0 && dropped === 0) {
       // A finished segment of torn lines only: move past it.

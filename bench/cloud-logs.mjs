@@ -1,6 +1,6 @@
 // Log throughput through the cloud, and the agent's memory while a service floods its log.
 //
-//   node bench/cloud-logs.mjs [--rate N] [--seconds S] [--database sqlite|postgres|URL]
+//   node bench/cloud-logs.mjs [--rate N] [--seconds S] [--database sqlite|postgres|URL] [--agent-semi-space MB]
 //
 // One `skiff server`, one `skiff agent` in cloud mode (config.json from `skiff config generate`).
 // 1. Idle: the agent runs a release whose one service only sleeps; its RSS is sampled every second
@@ -36,6 +36,7 @@ const opts = parseBenchArgs({
     rate: { default: 1000, min: 10, help: 'lines a second the writer service prints' },
     seconds: { default: 30, min: 5, help: 'seconds the flood is measured' },
     database: { type: 'string', default: 'sqlite', check: checkDatabaseOption, help: 'sqlite, postgres (a fresh database) or a postgres:// URL' },
+    'agent-semi-space': { default: 0, min: 0, help: "the agent's V8 --max-semi-space-size, MB (0: Node's default): the young generation grows to it under a steady allocation rate" },
   },
 });
 
@@ -75,7 +76,7 @@ await withCleanup(async (onCleanup) => {
   });
   const configFile = join(home, 'config.json');
   await skiff(['config', 'generate', '--fleet', fleet, '--output', configFile], 'config generate');
-  const agent = await startAgent({ args: ['--config', configFile], configFile });
+  const agent = await startAgent({ args: ['--config', configFile], configFile, env: opts.agentSemiSpace > 0 ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --max-semi-space-size=${opts.agentSemiSpace}`.trim() } : {} });
   onCleanup(async () => {
     await agent.kill();
     if (agent.uuid) await cleanupAgentObjects(agent.uuid);

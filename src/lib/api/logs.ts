@@ -47,7 +47,11 @@ export type DeviceLogLine = Static<typeof DeviceLogLine>;
 export const DeviceLogsQuery = Type.Object({
   /** Lines of history, default 1000. */
   count: Type.Optional(Type.String({ pattern: '^[0-9]{1,6}$' })),
-  /** Only lines with a larger id (a reconnecting follower's last id; the Last-Event-ID header does the same). */
+  /**
+   * Only lines with a larger id (a reconnecting follower's last id; the Last-Event-ID header does
+   * the same). Then the history is the oldest `count` lines after it, not the newest, and a follow
+   * sends every line after it: a reader resuming wants what follows its last line.
+   */
   after: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })),
   follow: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')])),
   /** Only these services (repeatable). */

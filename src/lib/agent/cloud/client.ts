@@ -5,6 +5,7 @@
  * answers cannot hold the agent's loops.
  */
 import type { RegisterRequest, RegisterResponse, RegistryTokenResponse, StateReportV3 } from '../../api/device-state.js';
+import type { DeviceLogBatch } from '../../api/logs.js';
 import { endpointPath } from '../../api/endpoints.js';
 import { retryAfterMs } from './schedule.js';
 
@@ -37,6 +38,8 @@ export interface CloudClient {
   target(etag?: string): Promise<TargetAnswer>;
   /** `PATCH /device/v3/state`. @throws CloudHttpError, CloudUnreachableError */
   report(body: StateReportV3): Promise<void>;
+  /** `POST /device/v2/:uuid/logs` (204). @throws CloudHttpError, CloudUnreachableError */
+  logs(batch: DeviceLogBatch): Promise<void>;
   /** `GET /auth/v1/token` with basic auth `d_<uuid>:<device key>`. @throws CloudHttpError, CloudUnreachableError */
   registryToken(service: string | undefined, scope: string): Promise<RegistryTokenResponse>;
 }
@@ -106,6 +109,11 @@ export function createCloudClient(apiEndpoint: string, uuid: string, deviceApiKe
     async report(body) {
       const res = await call(endpointPath('report'), { method: 'PATCH', headers: { ...bearer, 'content-type': 'application/json' }, body: JSON.stringify(body) });
       if (!res.ok) return refuse(res, 'report');
+      await res.arrayBuffer().catch(() => undefined);
+    },
+    async logs(batch) {
+      const res = await call(endpointPath('logBatch', { uuid }), { method: 'POST', headers: { ...bearer, 'content-type': 'application/json' }, body: JSON.stringify(batch) });
+      if (!res.ok) return refuse(res, 'log batch');
       await res.arrayBuffer().catch(() => undefined);
     },
     async registryToken(service, scope) {

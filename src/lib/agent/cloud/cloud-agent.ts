@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, statfsSync } from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import type { DeviceReportV3 } from '../../api/device-state.js';
 import type { EngineClient } from '../../docker/engine-lite.js';
 import type { Agent } from '../agent.js';
@@ -21,6 +22,7 @@ import { InvalidTargetError } from '../target-state.js';
 import { CloudHttpError, createCloudClient, type CloudClient } from './client.js';
 import { ensureImages } from './images.js';
 import { startPullProxy, type PullProxy } from './pull-proxy.js';
+import { sendWith, startLogShipper } from './log-shipper.js';
 import { recordRegistration, registerOnce, isRegistered } from './register.js';
 import { buildReport, dueReport, metricChanges, reportChanges, type CloudPhase, type Metrics } from './report.js';
 import { backoffMs, METRICS_REPORT_INTERVAL_MS, nextDelayMs, pollIntervalMs } from './schedule.js';
@@ -358,6 +360,8 @@ export function startCloud(o: CloudOptions): RunningCloud {
   const timer = setInterval(() => void tick().catch((err: Error) => log(`Cloud: report failed: ${err.message}`, true)), 1000);
   const polling = poll().catch((err: Error) => log(`Cloud: stopped polling after an unexpected error: ${err.stack ?? err.message}`, true));
   log(`Cloud mode: server ${client.apiEndpoint}`);
+  // Log lines to the server (log-shipper.ts), bounded in memory and on disk in the data dir.
+  const shipper = startLogShipper(agent.logs, { send: sendWith(client), ready: () => isRegistered(config), dir: path.join(o.dataDir, 'cloud-logs'), random, log });
   return {
     async stop() {
       stopped = true;
@@ -366,6 +370,7 @@ export function startCloud(o: CloudOptions): RunningCloud {
       wakeSleep?.();
       await polling;
       await channel?.stop();
+      await shipper.stop();
       await proxy?.close();
     },
   };

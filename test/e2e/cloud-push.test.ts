@@ -277,6 +277,22 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`skiff push <fle
     for (const agent of agents) assert.equal((await device(agent)).runningRelease, running);
   });
 
+  it("a project over the server's build context limit: one clear line naming the limit (exit 2), not a reset connection", async () => {
+    const small = await startServer({ args: ['--build-context-limit', '1'] });
+    try {
+      const own = await login(small.url, ADMIN.email, ADMIN.password);
+      const smallEnv = { ...env, SKIFF_API_URL: small.url, SKIFF_API_TOKEN: own };
+      assert.equal((await runCli(['fleet', 'create', 'big', '--type', 'intel-nuc'], { env: smallEnv })).code, 0);
+      const dir = project('big');
+      writeFileSync(path.join(dir, 'payload.bin'), randomBytes(8 * 1024 * 1024));
+      const r = await runCli(['push', 'big', '--source', dir], { env: smallEnv });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /build context limit/);
+    } finally {
+      await small.kill('SIGTERM');
+    }
+  });
+
   it("a fleet the user cannot see is not found (exit 12), and nothing is uploaded", async () => {
     const bob = await createUser(server.url);
     const r = await cli(['push', fleet, '--source', project('bob')], { SKIFF_API_TOKEN: bob.token });

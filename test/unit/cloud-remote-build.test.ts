@@ -257,23 +257,27 @@ function scripted(script: Script): { client: Pick<CloudClient, 'stream'>; afters
       const step = script(after);
       if (step instanceof SkiffError) throw step;
       const encoder = new TextEncoder();
+      const chunks = [': stream\n\n', ...step.events.map((seq, i) => {
+        const last = step.done === true && i === step.events.length - 1;
+        return `id: ${seq}\ndata: ${JSON.stringify(envelope(seq, last))}\n\n`;
+      })];
+      // Half an event before the connection dies: the half must not count.
+      if (step.then === 'drop') chunks.push('id: 99\ndata: {"seq":');
+      let next = 0;
+      // Pulled one chunk at a time, so the failure comes only after the reader took every chunk, as from a socket.
       const body = new ReadableStream<Uint8Array>({
         start(controller) {
-          controller.enqueue(encoder.encode(': stream\n\n'));
-          step.events.forEach((seq, i) => {
-            const last = step.done === true && i === step.events.length - 1;
-            controller.enqueue(encoder.encode(`id: ${seq}\ndata: ${JSON.stringify(envelope(seq, last))}\n\n`));
-          });
-          if (step.then === 'end') controller.close();
-          else if (step.then === 'drop') {
-            // Half an event, then the connection dies: the half must not count.
-            controller.enqueue(encoder.encode('id: 99\ndata: {"seq":'));
-            // Later, as a real socket would: an errored stream drops what it still holds.
-            setTimeout(() => controller.error(new TypeError('terminated', { cause: new Error('other side closed') })), 20);
-          }
           options.signal?.addEventListener('abort', () => controller.error(new DOMException('aborted', 'AbortError')));
         },
-      });
+        pull(controller) {
+          const chunk = chunks[next++];
+          if (chunk !== undefined) controller.enqueue(encoder.encode(chunk));
+          else if (step.then === 'end') controller.close();
+          else if (step.then === 'drop') controller.error(new TypeError('terminated', { cause: new Error('other side closed') }));
+          else return new Promise<void>(() => {});
+          return undefined;
+        },
+      }, { highWaterMark: 0 });
       return new Response(body, { status: 200, headers: { 'content-type': 'text/event-stream' } });
     },
   };

@@ -269,6 +269,9 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`skiff push <fle
   it('a project that does not build: non-zero, the failing service\'s last lines, no release, devices untouched', async () => {
     const before = await releases();
     const running = before[0]?.commit;
+    assert.ok(running);
+    // Settled first: the release the push before made may still be reaching the devices.
+    await allRun(running);
     const r = await cli(['push', fleet, '--source', project('broken', `RUN echo about-to-fail-${RUN}; exit 3\n`)]);
     assert.equal(r.code, 5, r.stderr);
     assert.match(r.stderr, /no release was made/);

@@ -336,14 +336,19 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
     it('another user\'s fleet and builds are not found', async () => {
       const res = await upload(base(), bob, fleet, twoServices('bob'));
       assert.equal(res.status, 404, JSON.stringify(res.body));
-      const builds = (await api(base(), 'GET', `/fleets/${fleet}/builds`, { token: alice.token })).body as Build[];
-      const id = builds[0]?.id ?? '';
+      const { id } = await startBuild(base(), alice, fleet, twoServices(`alice-${RUN}`));
       for (const [method, route] of [['GET', `/builds/${id}`], ['GET', `/builds/${id}/events`], ['DELETE', `/builds/${id}`], ['GET', `/builds/${id.slice(0, 7)}`], ['GET', `/fleets/${fleet}/builds`]] as const) {
         const r = await api(base(), method, route, { token: bob.token });
         assert.equal(r.status, 404, `${method} ${route}: ${JSON.stringify(r.body)}`);
       }
       assert.equal((await api(base(), 'GET', `/builds/${id.slice(0, 7)}`, { token: alice.token })).status, 200, 'a 7-digit prefix');
       assert.equal((await api(base(), 'GET', `/builds/${id}`)).status, 401);
+      // The routes are documented like every other.
+      const openapi = (await api(base(), 'GET', '/openapi.json')).body as { paths: Record<string, Record<string, unknown>> };
+      for (const [route, method] of [['/fleets/{fleet}/builds', 'post'], ['/fleets/{fleet}/builds', 'get'], ['/builds/{id}', 'get'], ['/builds/{id}/events', 'get'], ['/builds/{id}', 'delete']] as const) {
+        assert.ok(openapi.paths[route]?.[method], `${method} ${route} in /openapi.json`);
+      }
+      assert.equal((await finished(base(), alice, id)).status, 'success');
     });
 
     it('refuses bad query values naming the field, a body that is not a tar, and source=git without the hook\'s secret', async () => {
@@ -355,8 +360,8 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
       }
       const json = await api(base(), 'POST', `/fleets/${fleet}/builds`, { token: alice.token, body: { tar: 'no' } });
       assert.equal(json.status, 415, JSON.stringify(json.body));
-      const builds = (await api(base(), 'GET', `/fleets/${fleet}/builds`, { token: alice.token })).body as Build[];
-      const id = builds[0]?.id ?? '';
+      // The query is checked before the build is looked up.
+      const id = 'a'.repeat(32);
       for (const [query, field] of [['after=-1', 'after'], ['follow=yes', 'follow'], ['since=3', 'since']] as const) {
         const res = await api(base(), 'GET', `/builds/${id}/events?${query}`, { token: alice.token });
         assert.equal(res.status, 400, `${query}: ${JSON.stringify(res.body)}`);
@@ -499,5 +504,52 @@ describe('cloud builds for the fleet\'s architecture, on the engine chosen for i
     assert.equal(ofKind(amdEvents, 'done')[0]?.status, 'success', JSON.stringify(amdEvents.slice(-5)));
     assert.equal(ofKind(amdEvents, 'started')[0]?.engine, `tcp://127.0.0.1:${port}`);
     assert.ok(connections > 0);
+  });
+});
+
+describe('cloud builds across two replicas on one PostgreSQL database', function () {
+  this.timeout(600_000);
+  const servers: StartedServer[] = [];
+  let database: string | undefined;
+  let fleetUuid = '';
+
+  after(async () => {
+    for (const s of servers) await s.kill('SIGTERM');
+    if (database) dropPostgresDatabase(database);
+    if (fleetUuid) await cleanupImages({ label: `io.skiff.fleet=${fleetUuid}` });
+    await cleanupImages({ label: `${TEST_LABEL}=${LABEL_VALUE}` });
+  });
+
+  it('a fleet\'s builds uploaded to different replicas run one after the other; events and cancel work from the other replica', async () => {
+    await ensureBaseImages();
+    database = freshPostgresDatabase();
+    // One after the other: the first migrates and makes the admin.
+    servers.push(await startServer({ database }));
+    servers.push(await startServer({ database }));
+    const [a, b] = servers as [StartedServer, StartedServer];
+    const who = await createUser(a.url);
+    const fleet = `replicas-${RUN}`;
+    const res = await api(a.url, 'POST', '/fleets', { token: who.token, body: { name: fleet, deviceType: 'intel-nuc' } });
+    assert.equal(res.status, 201, JSON.stringify(res.body));
+    fleetUuid = (res.body as Fleet).uuid;
+
+    const first = await startBuild(a.url, who, fleet, twoServices(`rep1-${RUN}`, `sleep 2; echo rep1-${RUN}`));
+    const second = await startBuild(b.url, who, fleet, twoServices(`rep2-${RUN}`));
+    // Followed through the replica that does not run it: the table is the truth, the bus only a hint.
+    const firstEvents = await readEvents(b.url, who, first.id, { follow: true });
+    assert.equal(ofKind(firstEvents, 'done')[0]?.status, 'success', JSON.stringify(firstEvents.slice(-3)));
+    const one = await finished(b.url, who, first.id);
+    const two = await finished(a.url, who, second.id);
+    assert.equal(two.status, 'success', two.error ?? '');
+    assert.ok((two.startedAt ?? '') >= (one.finishedAt ?? ''), `${two.startedAt} after ${one.finishedAt}`);
+    assert.ok(ofKind(await readEvents(a.url, who, second.id), 'queued').some((q) => q.position === 1 && q.behind === first.id));
+
+    const marker = `rep-cancel-${RUN}`;
+    const third = await startBuild(a.url, who, fleet, twoServices(`rep3-${RUN}`, `echo ${marker} && sleep 600`));
+    await readEvents(b.url, who, third.id, { follow: true, stopWhen: (e) => e.event.kind === 'log' && e.event.line.includes(marker) });
+    const cancelled = await api(b.url, 'DELETE', `/builds/${third.id}`, { token: who.token });
+    assert.equal(cancelled.status, 200, JSON.stringify(cancelled.body));
+    assert.equal((cancelled.body as Build).status, 'cancelled');
+    await waitFor(async () => (await strayContainers(third.id, marker)).length === 0, 'no container of the cancelled build', 30_000);
   });
 });

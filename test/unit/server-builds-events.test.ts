@@ -62,6 +62,17 @@ describe('a build\'s event log (SQLite)', () => {
     assert.equal(announced[announced.length - 1], 5000);
   });
 
+  it('keeps at most maxLines output lines of a build, saying once that the rest is dropped; other events still go through', async () => {
+    const before = (await eventsAfter(ctx, buildId, 0, 100_000)).length;
+    const log = new BuildEventLog(ctx, buildId, 10, 3);
+    for (let i = 0; i < 10; i++) log.push({ kind: 'log', service: 'main', line: `l${i}` });
+    log.push({ kind: 'info', message: 'after the flood' });
+    await log.flush();
+    const kept = (await eventsAfter(ctx, buildId, before, 100)).map((e) => e.event);
+    assert.deepEqual(kept.map((e) => e.kind), ['log', 'log', 'log', 'warning', 'info']);
+    assert.match((kept[3] as { message: string }).message, /more than 3 lines: the rest of its output is not kept/);
+  });
+
   it('keeps seqs dense when two writers append to one build at once, and honours onlyWhile', async () => {
     const before = (await eventsAfter(ctx, buildId, 0, 100_000)).length;
     await Promise.all(Array.from({ length: 20 }, (_, i) => appendEvents(ctx, buildId, [{ kind: 'info', message: `w${i}a` }, { kind: 'info', message: `w${i}b` }])));

@@ -7,15 +7,23 @@ import type { RemoteBuildEvent } from '../../api/builds.js';
 import type { ServiceContext } from '../services/context.js';
 import { appendEvents } from './store.js';
 
+/** Output lines kept per build: a runaway build must not fill the database. */
+export const MAX_LOG_LINES = 100_000;
+
 export class BuildEventLog {
   private pending: RemoteBuildEvent[] = [];
   private timer: NodeJS.Timeout | undefined;
   private writing: Promise<void> = Promise.resolve();
+  private lines = 0;
 
-  constructor(private readonly ctx: ServiceContext, private readonly buildId: number, private readonly flushMs = 100) {}
+  constructor(private readonly ctx: ServiceContext, private readonly buildId: number, private readonly flushMs = 100, private readonly maxLines = MAX_LOG_LINES) {}
 
-  /** Queues one event; it is written within `flushMs`. */
+  /** Queues one event; it is written within `flushMs`. Log lines past `maxLines` are dropped (said once). */
   push(event: RemoteBuildEvent): void {
+    if (event.kind === 'log' && ++this.lines > this.maxLines) {
+      if (this.lines === this.maxLines + 1) this.pending.push({ kind: 'warning', message: `the build printed more than ${this.maxLines.toLocaleString('en')} lines: the rest of its output is not kept (the build goes on)` });
+      return;
+    }
     this.pending.push(event);
     this.timer ??= setTimeout(() => void this.flush(), this.flushMs);
   }

@@ -226,8 +226,12 @@ async function pushAll(
       await engine.docker.getImage(image).tag({ repo: name, tag: commit });
       tagged.push(`${name}:${commit}`);
       job.log.push({ kind: 'push-start', service, image: `${name}:${commit}` });
+      // The engine reports progress many times a second per layer: a few stored events a second are plenty.
+      let said = 0;
       const digest = await pushImage(engine, `${name}:${commit}`, target.host, token, service, (e) => {
-        if (e.kind === 'push-progress') job.log.push(e);
+        if (e.kind !== 'push-progress' || (Date.now() - said < 250 && e.bytes < e.total)) return;
+        said = Date.now();
+        job.log.push(e);
       }, job.signal);
       digests[service] = digest;
       job.log.push({ kind: 'push-done', service, digest });

@@ -9,14 +9,14 @@ import { mkdir, rm } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Build, CreateBuildQuery } from '../../api/builds.js';
+import type { Build, CreateBuildQuery, RemoteBuildEvent } from '../../api/builds.js';
 import type { FleetRow } from '../db/schema.js';
 import type { Principal } from '../permissions.js';
 import { newHexId } from '../crypto.js';
 import { badInput, isoNow, type ServiceContext } from '../services/context.js';
 import { buildDir, contextTar } from './run-build.js';
 import { buildReplicaId } from './runner.js';
-import { appendEvents, buildById, type BuildOptions } from './store.js';
+import { buildById, type BuildOptions } from './store.js';
 
 type User = Extract<Principal, { kind: 'user' }>;
 
@@ -66,15 +66,21 @@ export async function receiveUpload(ctx: ServiceContext, raw: IncomingMessage, b
 export async function createBuild(ctx: ServiceContext, caller: User, fleet: FleetRow, query: CreateBuildQuery, source: 'push' | 'git', upload: Extract<Upload, { kind: 'stored' }>): Promise<Build> {
   try {
     const options = buildOptions(query);
-    const row = await ctx.db.insertInto('builds').values({
-      uuid: upload.uuid, fleet_id: fleet.id, user_id: caller.userId, status: 'queued', source,
-      git_commit: query.gitCommit ?? null, git_ref: query.gitRef ?? null, dirty: query.dirty === 'true' ? 1 : 0,
-      options: JSON.stringify(options), context_bytes: upload.bytes, replica: buildReplicaId(ctx),
-      cancel_requested: 0, release_id: null, error: null, created_at: isoNow(ctx), started_at: null, finished_at: null,
-    }).returning('id').executeTakeFirstOrThrow();
-    const ahead = await ctx.db.selectFrom('builds').select(['uuid']).where('fleet_id', '=', fleet.id).where('id', '<', row.id)
-      .where('status', 'in', ['queued', 'running']).orderBy('id').execute();
-    await appendEvents(ctx, row.id, [{ kind: 'queued', position: ahead.length, behind: ahead[0]?.uuid ?? null }]);
+    const now = isoNow(ctx);
+    // The row and its first event together: a runner never sees the build without where it stands.
+    const row = await ctx.db.transaction().execute(async (tx) => {
+      const inserted = await tx.insertInto('builds').values({
+        uuid: upload.uuid, fleet_id: fleet.id, user_id: caller.userId, status: 'queued', source,
+        git_commit: query.gitCommit ?? null, git_ref: query.gitRef ?? null, dirty: query.dirty === 'true' ? 1 : 0,
+        options: JSON.stringify(options), context_bytes: upload.bytes, replica: buildReplicaId(ctx),
+        cancel_requested: 0, release_id: null, error: null, created_at: now, started_at: null, finished_at: null,
+      }).returning('id').executeTakeFirstOrThrow();
+      const ahead = await tx.selectFrom('builds').select(['uuid']).where('fleet_id', '=', fleet.id).where('id', '<', inserted.id)
+        .where('status', 'in', ['queued', 'running']).orderBy('id').execute();
+      const first: RemoteBuildEvent = { kind: 'queued', position: ahead.length, behind: ahead[0]?.uuid ?? null };
+      await tx.insertInto('build_events').values({ build_id: inserted.id, seq: 1, event: JSON.stringify(first), created_at: now }).execute();
+      return inserted;
+    });
     await ctx.events.publish({ topic: 'build', buildId: row.id });
     const made = await buildById(ctx, row.id);
     if (!made) throw new Error('the new build vanished');

@@ -18,18 +18,28 @@ const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) 
 /** How long `DELETE /builds/:id` waits for a running build to stop before answering with it as it is (still running, cancel requested). */
 const CANCEL_WAIT_MS = 20_000; // under the CLI's 30 s answer timeout
 
+/**
+ * Registers the build routes (createBuild, builds, build, buildEvents, cancelBuild) and starts this
+ * replica's {@link import('../../builds/runner.js').BuildRunner} once the server listens; it stops when the app closes.
+ */
 export async function registerBuildRoutes(app: SkiffApp, ctx: ServiceContext, kit: RouteKit): Promise<void> {
   const [store, { BuildRunner, cancelQueued }, { receiveUpload, createBuild, checkGitHook }, { openEventStream }] = await Promise.all([
     import('../../builds/store.js'), import('../../builds/runner.js'), import('../../builds/upload.js'), import('../sse.js'),
   ]);
   const runner = new BuildRunner(ctx);
-  await runner.start();
-  // Followers end before the server closes (an open event stream would hold the close), and jobs stop after.
+  // Jobs start once the server listens: a build's push goes through the server's own port and
+  // registry, which are not up while the app is built.
+  app.addHook('onListen', async () => {
+    await runner.start().catch((err: unknown) => ctx.log(`builds: the job runner did not start: ${(err as Error).message}`));
+  });
+  // Before the server stops listening: followers end (an open event stream would hold the close),
+  // and jobs stop while the port and registry they push through are still up (a build cut by the
+  // close itself would fail instead of running again at the next start).
   const followers = new Set<() => void>();
   app.addHook('preClose', async () => {
     for (const end of followers) end();
+    await runner.stop();
   });
-  app.addHook('onClose', async () => runner.stop());
 
   // The upload's own scope: its body is a tar stream handed to the route as it is, never buffered.
   await app.register(async (untyped) => {

@@ -225,6 +225,20 @@ describe('the upload', () => {
     assert.ok(endless.destroyed, 'the tar stream is closed');
   });
 
+  it('Ctrl-C after the last byte waits briefly for the answer (the build to cancel), then says a build may exist', async () => {
+    const controller = new AbortController();
+    const client: UploadClient = {
+      url: 'http://server',
+      upload: <T>(_name: EndpointName, options: Parameters<CloudClient['upload']>[1]) => new Promise<T>((_resolve, reject) => {
+        options.body.on('end', () => controller.abort());
+        options.body.resume();
+        options.signal?.addEventListener('abort', () => reject(new Error('aborted')));
+      }),
+    };
+    await assert.rejects(uploadBuild(client, 'f', { stream: Readable.from([Buffer.alloc(10)]), size: 10 }, { signal: controller.signal, stallMs: 300 }),
+      (e: SkiffError) => e.code === 'interrupted' && /a build may exist/.test(e.message));
+  });
+
   it('fails naming the stall when the server takes nothing', async () => {
     const client: UploadClient = {
       url: 'http://server',

@@ -191,6 +191,9 @@ export interface UploadBuildOptions {
   headers?: Record<string, string>;
 }
 
+/** After Ctrl-C with the whole tar sent, how long the server's answer (the build to cancel) is still awaited. */
+const ABORT_ANSWER_MS = 10_000;
+
 /** The upload's query string (the options as the route's strings). Exported for the tests. */
 export function createBuildQuery(options: UploadBuildOptions): CreateBuildQuery {
   const flag = (v: boolean | undefined): 'true' | undefined => (v ? 'true' : undefined);
@@ -236,13 +239,22 @@ export async function uploadBuild(client: UploadClient, fleet: string, tar: { st
   tar.stream.pipe(counter);
   const own = new AbortController();
   let stalled = false;
+  // Set by an abort after the last byte left: how long the answer may still take.
+  let answerBy: number | undefined;
+  let gaveUp = false;
   const watchdog = setInterval(() => {
-    if (Date.now() - last < stallMs) return;
-    stalled = true;
-    own.abort(new Error('stalled'));
+    if (answerBy !== undefined) {
+      if (Date.now() < answerBy) return;
+      gaveUp = true;
+      own.abort(new Error('interrupted'));
+    } else if (Date.now() - last >= stallMs) {
+      stalled = true;
+      own.abort(new Error('stalled'));
+    }
   }, Math.min(1000, stallMs));
   const onAbort = (): void => {
     if (!finished) own.abort(options.signal?.reason);
+    else answerBy = Date.now() + Math.min(stallMs, ABORT_ANSWER_MS);
   };
   options.signal?.addEventListener('abort', onAbort, { once: true });
   if (options.signal?.aborted) onAbort();
@@ -259,6 +271,11 @@ export async function uploadBuild(client: UploadClient, fleet: string, tar: { st
       signal: own.signal,
     });
   } catch (err) {
+    if (gaveUp) {
+      throw new SkiffError('interrupted', `interrupted after the whole project was sent; ${client.url} did not answer within ${Math.round(Math.min(stallMs, ABORT_ANSWER_MS) / 1000)} s, so a build may exist`, {
+        hint: `skiff build-logs shows it (GET /fleets/${fleet}/builds lists the fleet's builds)`,
+      });
+    }
     if (stalled) {
       throw new SkiffError('serverUnreachable', finished
         ? `${client.url} did not answer within ${Math.round(stallMs / 1000)} s of the upload's end`

@@ -123,8 +123,9 @@ describe('fleet git-remote and the git commit on releases (skiff deploy)', funct
 });
 
 /** A TCP proxy in front of the server whose open connections can be cut (the CLI's line dropping). */
-async function cuttableProxy(target: number): Promise<{ url: string; cut(): number; close(): Promise<void> }> {
+async function cuttableProxy(target: number, options: { holdAfterBytes?: number } = {}): Promise<{ url: string; cut(): number; close(): Promise<void>; held(): boolean }> {
   const sockets = new Set<net.Socket>();
+  let held = false;
   const server = net.createServer((client) => {
     const upstream = net.connect(target, '127.0.0.1');
     for (const s of [client, upstream]) {
@@ -132,7 +133,18 @@ async function cuttableProxy(target: number): Promise<{ url: string; cut(): numb
       s.on('close', () => sockets.delete(s));
       s.on('error', () => {});
     }
-    client.pipe(upstream);
+    let sent = 0;
+    // holdAfterBytes: the line to the server stalls after that many bytes of one request (an upload stuck half-way).
+    client.on('data', (chunk: Buffer) => {
+      if (held) return;
+      if (options.holdAfterBytes !== undefined && sent + chunk.length > options.holdAfterBytes) {
+        held = true;
+        client.pause();
+        return;
+      }
+      sent += chunk.length;
+      upstream.write(chunk);
+    });
     upstream.pipe(client);
   });
   const port = await freePort();
@@ -148,6 +160,7 @@ async function cuttableProxy(target: number): Promise<{ url: string; cut(): numb
       for (const s of sockets) s.destroy();
       server.close(() => resolve());
     }),
+    held: () => held,
   };
 }
 
@@ -269,12 +282,31 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`skiff push <fle
   it('a project that does not build: non-zero, the failing service\'s last lines, no release, devices untouched', async () => {
     const before = await releases();
     const running = before[0]?.commit;
+    assert.ok(running);
+    // Settled first: the release the push before made may still be reaching the devices.
+    await allRun(running);
     const r = await cli(['push', fleet, '--source', project('broken', `RUN echo about-to-fail-${RUN}; exit 3\n`)]);
     assert.equal(r.code, 5, r.stderr);
     assert.match(r.stderr, /no release was made/);
     assert.match(r.stderr, new RegExp(`\\[main\\] about-to-fail-${RUN}`));
     assert.equal((await releases()).length, before.length);
     for (const agent of agents) assert.equal((await device(agent)).runningRelease, running);
+  });
+
+  it("a project over the server's build context limit: one clear line naming the limit (exit 2), not a reset connection", async () => {
+    const small = await startServer({ args: ['--build-context-limit', '1'] });
+    try {
+      const own = await login(small.url, ADMIN.email, ADMIN.password);
+      const smallEnv = { ...env, SKIFF_API_URL: small.url, SKIFF_API_TOKEN: own };
+      assert.equal((await runCli(['fleet', 'create', 'big', '--type', 'intel-nuc'], { env: smallEnv })).code, 0);
+      const dir = project('big');
+      writeFileSync(path.join(dir, 'payload.bin'), randomBytes(8 * 1024 * 1024));
+      const r = await runCli(['push', 'big', '--source', dir], { env: smallEnv });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /build context limit/);
+    } finally {
+      await small.kill('SIGTERM');
+    }
   });
 
   it("a fleet the user cannot see is not found (exit 12), and nothing is uploaded", async () => {
@@ -302,6 +334,28 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`skiff push <fle
     assert.equal((await releases()).length, before.length);
     const full = (await build(id)).id;
     await waitFor(async () => (await strays(full)).length === 0, 'no build container left', 30_000);
+  });
+
+  it('Ctrl-C during the upload: exit 130, and the server made no build', async () => {
+    const proxy = await cuttableProxy(server.port, { holdAfterBytes: 1024 * 1024 });
+    try {
+      const builds = async () => ((await api(server.url, 'GET', `/fleets/${fleet}/builds`, { token })).body as Build[]).length;
+      const before = await builds();
+      const dir = project('upload');
+      // Larger than what loopback's socket buffers take in while the proxy holds the line.
+      writeFileSync(path.join(dir, 'payload.bin'), randomBytes(48 * 1024 * 1024));
+      const push = startCli(['push', fleet, '--source', dir], { env: { ...env, SKIFF_API_URL: proxy.url } });
+      await waitFor(() => proxy.held(), 'the upload to be half-way', 120_000);
+      push.child.kill('SIGINT');
+      const r = await push.done;
+      assert.equal(r.code, 130, r.stderr);
+      assert.match(r.stderr, /upload interrupted; the server created no build/);
+      await proxy.close();
+      // The server saw the upload end early: it keeps nothing of it.
+      await waitFor(async () => (await builds()) === before, 'no build made', 10_000);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('the connection cut during the build: the CLI re-attaches, every line once, one release', async () => {

@@ -5,8 +5,9 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { BuildEventEnvelope, RemoteBuildEvent } from '../../src/lib/api/builds.js';
 import type { EndpointName } from '../../src/lib/api/endpoints.js';
+import type { CloudClient } from '../../src/lib/cloud/client.js';
 import { SkiffError } from '../../src/lib/errors/errors.js';
-import { createBuildQuery, followBuild, packProject, pushTargetKind, reattachDelayMs, uploadBuild, withShellNote, type BuildClient } from '../../src/lib/cloud/remote-build.js';
+import { createBuildQuery, followBuild, packProject, pushTargetKind, reattachDelayMs, uploadBuild, withShellNote, type UploadClient } from '../../src/lib/cloud/remote-build.js';
 import { scratchDir } from '../support/tmp.js';
 
 function tree(files: Record<string, string>): string {
@@ -186,14 +187,14 @@ describe('the upload', () => {
     let received = 0;
     let headers: Record<string, string> = {};
     let query: Record<string, unknown> = {};
-    const client: BuildClient = {
+    const client: UploadClient = {
       url: 'http://server',
-      async stream(name: EndpointName, options = {}) {
+      async upload<T>(name: EndpointName, options: Parameters<CloudClient['upload']>[1]): Promise<T> {
         assert.equal(name, 'createBuild');
         headers = options.headers ?? {};
         query = options.query ?? {};
-        for await (const chunk of options.body as ReadableStream<Uint8Array>) received += chunk.length;
-        return new Response(JSON.stringify({ id: 'b'.repeat(32), status: 'queued' }), { status: 201 });
+        for await (const chunk of options.body) received += (chunk as Buffer).length;
+        return { id: 'b'.repeat(32), status: 'queued' } as T;
       },
     };
     const progress: number[] = [];
@@ -210,23 +211,39 @@ describe('the upload', () => {
   });
 
   it('Ctrl-C before the last byte aborts the upload: interrupted, nothing created', async () => {
-    const client: BuildClient = {
+    const client: UploadClient = {
       url: 'http://server',
-      stream: (_name, options = {}) => new Promise((_resolve, reject) => {
+      upload: <T>(_name: EndpointName, options: Parameters<CloudClient['upload']>[1]) => new Promise<T>((_resolve, reject) => {
+        options.body.resume();
         options.signal?.addEventListener('abort', () => reject(new Error('aborted')));
       }),
     };
     const controller = new AbortController();
-    const endless = new Readable({ read() { this.push(Buffer.alloc(1024)); } });
+    const endless = new Readable({ read() { setTimeout(() => this.push(Buffer.alloc(1024)), 1); } });
     const uploading = uploadBuild(client, 'f', { stream: endless, size: 1e9 }, { signal: controller.signal, onProgress: (bytes) => { if (bytes > 10_000) controller.abort(); } });
     await assert.rejects(uploading, (e: SkiffError) => e.code === 'interrupted' && /created no build/.test(e.message));
     assert.ok(endless.destroyed, 'the tar stream is closed');
   });
 
-  it('fails naming the stall when the server takes nothing', async () => {
-    const client: BuildClient = {
+  it('Ctrl-C after the last byte waits briefly for the answer (the build to cancel), then says a build may exist', async () => {
+    const controller = new AbortController();
+    const client: UploadClient = {
       url: 'http://server',
-      stream: (_name, options = {}) => new Promise((_resolve, reject) => {
+      upload: <T>(_name: EndpointName, options: Parameters<CloudClient['upload']>[1]) => new Promise<T>((_resolve, reject) => {
+        options.body.on('end', () => controller.abort());
+        options.body.resume();
+        options.signal?.addEventListener('abort', () => reject(new Error('aborted')));
+      }),
+    };
+    await assert.rejects(uploadBuild(client, 'f', { stream: Readable.from([Buffer.alloc(10)]), size: 10 }, { signal: controller.signal, stallMs: 300 }),
+      (e: SkiffError) => e.code === 'interrupted' && /a build may exist/.test(e.message));
+  });
+
+  it('fails naming the stall when the server takes nothing', async () => {
+    const client: UploadClient = {
+      url: 'http://server',
+      upload: <T>(_name: EndpointName, options: Parameters<CloudClient['upload']>[1]) => new Promise<T>((_resolve, reject) => {
+        options.body.resume();
         options.signal?.addEventListener('abort', () => reject(new Error('aborted')));
       }),
     };
@@ -244,9 +261,9 @@ function envelope(seq: number, done: boolean): BuildEventEnvelope {
   return { seq, time: new Date(0).toISOString(), event };
 }
 
-function scripted(script: Script): { client: Pick<BuildClient, 'stream'>; afters: number[] } {
+function scripted(script: Script): { client: Pick<CloudClient, 'stream'>; afters: number[] } {
   const afters: number[] = [];
-  const client: Pick<BuildClient, 'stream'> = {
+  const client: Pick<CloudClient, 'stream'> = {
     async stream(name, options = {}) {
       assert.equal(name, 'buildEvents');
       const after = Number(options.query?.after);
@@ -254,23 +271,27 @@ function scripted(script: Script): { client: Pick<BuildClient, 'stream'>; afters
       const step = script(after);
       if (step instanceof SkiffError) throw step;
       const encoder = new TextEncoder();
+      const chunks = [': stream\n\n', ...step.events.map((seq, i) => {
+        const last = step.done === true && i === step.events.length - 1;
+        return `id: ${seq}\ndata: ${JSON.stringify(envelope(seq, last))}\n\n`;
+      })];
+      // Half an event before the connection dies: the half must not count.
+      if (step.then === 'drop') chunks.push('id: 99\ndata: {"seq":');
+      let next = 0;
+      // Pulled one chunk at a time, so the failure comes only after the reader took every chunk, as from a socket.
       const body = new ReadableStream<Uint8Array>({
         start(controller) {
-          controller.enqueue(encoder.encode(': stream\n\n'));
-          step.events.forEach((seq, i) => {
-            const last = step.done === true && i === step.events.length - 1;
-            controller.enqueue(encoder.encode(`id: ${seq}\ndata: ${JSON.stringify(envelope(seq, last))}\n\n`));
-          });
-          if (step.then === 'end') controller.close();
-          else if (step.then === 'drop') {
-            // Half an event, then the connection dies: the half must not count.
-            controller.enqueue(encoder.encode('id: 99\ndata: {"seq":'));
-            // Later, as a real socket would: an errored stream drops what it still holds.
-            setTimeout(() => controller.error(new TypeError('terminated', { cause: new Error('other side closed') })), 20);
-          }
           options.signal?.addEventListener('abort', () => controller.error(new DOMException('aborted', 'AbortError')));
         },
-      });
+        pull(controller) {
+          const chunk = chunks[next++];
+          if (chunk !== undefined) controller.enqueue(encoder.encode(chunk));
+          else if (step.then === 'end') controller.close();
+          else if (step.then === 'drop') controller.error(new TypeError('terminated', { cause: new Error('other side closed') }));
+          else return new Promise<void>(() => {});
+          return undefined;
+        },
+      }, { highWaterMark: 0 });
       return new Response(body, { status: 200, headers: { 'content-type': 'text/event-stream' } });
     },
   };

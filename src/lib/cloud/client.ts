@@ -4,6 +4,7 @@
  * validates, the client does not carry the schemas). Every failure becomes one SkiffError with the
  * published exit code (see {@link errorFromAnswer} and {@link errorFromFailure}).
  */
+import type { Readable } from 'node:stream';
 import { SkiffError } from '../errors/errors.js';
 import { endpointPath, ENDPOINTS, type EndpointName } from '../api/endpoints.js';
 import type {
@@ -264,6 +265,63 @@ export class CloudClient {
       throw errorFromAnswer(response.status, body, { url: this.url });
     }
     return response;
+  }
+
+  /**
+   * A request whose body is a large stream (a build upload), sent with node's own HTTP client and
+   * not fetch: an answer that comes before the whole body was sent (413 too large, 401, 404) is
+   * read and becomes its error, where fetch reports only the connection the server then closes.
+   * No timeout of its own: `signal` (and the client's) bound it. Resolves with the 2xx JSON answer.
+   *
+   * @throws SkiffError as {@link request} does
+   */
+  async upload<T>(name: EndpointName, options: Pick<RequestOptions, 'params' | 'query'> & { body: Readable; headers?: Record<string, string>; signal?: AbortSignal }): Promise<T> {
+    const route = ENDPOINTS[name];
+    const target = this.target(name, options);
+    const url = new URL(target);
+    const { request } = url.protocol === 'https:' ? await import('node:https') : await import('node:http');
+    const headers: Record<string, string> = { accept: 'application/json', ...options.headers };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    const signals = [...(this.signal ? [this.signal] : []), ...(options.signal ? [options.signal] : [])];
+    const signal = signals.length > 0 ? AbortSignal.any(signals) : undefined;
+    const started = performance.now();
+    this.onDebug?.(`→ ${route.method} ${target} (upload)`);
+    let answer: { status: number; text: string };
+    try {
+      answer = await new Promise((resolve, reject) => {
+        const req = request(url, { method: route.method, headers, ...(signal ? { signal } : {}) });
+        let answered = false;
+        req.on('response', (res) => {
+          answered = true;
+          // An early answer ends the upload: the server reads no more of it.
+          options.body.unpipe(req);
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => (text += chunk));
+          // 'close' too: the server may close the connection right after an early answer.
+          const done = (): void => resolve({ status: res.statusCode ?? 0, text });
+          res.on('end', done);
+          res.on('close', done);
+        });
+        req.on('error', (err) => {
+          if (!answered) reject(err);
+        });
+        options.body.on('error', (err) => req.destroy(err));
+        options.body.pipe(req);
+      });
+    } catch (err) {
+      this.onDebug?.(`✗ ${route.method} ${target}: ${(err as Error).message}`);
+      throw errorFromFailure(err, { url: this.url, timeoutMs: 0, aborted: signal?.aborted === true });
+    }
+    this.onDebug?.(`← ${answer.status} ${route.method} ${target} (${Math.round(performance.now() - started)} ms)`);
+    let body: unknown;
+    try {
+      body = answer.text === '' ? undefined : JSON.parse(answer.text);
+    } catch {
+      if (answer.status >= 200 && answer.status < 300) throw new SkiffError('serverUnreachable', `${this.url} answered ${route.method} ${route.path} with something that is not JSON`, { hint: 'is this the URL of a skiff server?' });
+    }
+    if (answer.status < 200 || answer.status >= 300) throw errorFromAnswer(answer.status, body, { url: this.url });
+    return body as T;
   }
 
   // --- users, sessions, keys

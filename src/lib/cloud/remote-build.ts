@@ -9,7 +9,7 @@ import { isIP } from 'node:net';
 import os from 'node:os';
 import process from 'node:process';
 import path from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { SkiffError } from '../errors/errors.js';
 import type { Build, BuildEventEnvelope, CreateBuildQuery, RemoteBuildEvent } from '../api/builds.js';
@@ -156,8 +156,8 @@ export function projectIgnore(root: string, rules: ReadonlyMap<string, IgnoreRul
 // ---------------------------------------------------------------------------------------------
 // Upload
 
-/** What a client needs for uploads and follows (the git hook passes its own CloudClient). */
-export type BuildClient = Pick<CloudClient, 'stream' | 'url'>;
+/** What {@link uploadBuild} needs of a client (the git hook passes its own CloudClient). */
+export type UploadClient = Pick<CloudClient, 'upload' | 'url'>;
 
 export interface UploadBuildOptions {
   draft?: boolean;
@@ -191,6 +191,9 @@ export interface UploadBuildOptions {
   headers?: Record<string, string>;
 }
 
+/** After Ctrl-C with the whole tar sent, how long the server's answer (the build to cancel) is still awaited. */
+const ABORT_ANSWER_MS = 10_000;
+
 /** The upload's query string (the options as the route's strings). Exported for the tests. */
 export function createBuildQuery(options: UploadBuildOptions): CreateBuildQuery {
   const flag = (v: boolean | undefined): 'true' | undefined => (v ? 'true' : undefined);
@@ -213,7 +216,7 @@ export function createBuildQuery(options: UploadBuildOptions): CreateBuildQuery 
  *   an option or the size: 400/413), serverUnreachable (no answer, or the upload stalled),
  *   interrupted (the signal aborted before the last byte; nothing was created)
  */
-export async function uploadBuild(client: BuildClient, fleet: string, tar: { stream: Readable; size?: number }, options: UploadBuildOptions = {}): Promise<Build> {
+export async function uploadBuild(client: UploadClient, fleet: string, tar: { stream: Readable; size?: number }, options: UploadBuildOptions = {}): Promise<Build> {
   const stallMs = options.stallMs ?? 60_000;
   const total = tar.size;
   let sent = 0;
@@ -236,28 +239,43 @@ export async function uploadBuild(client: BuildClient, fleet: string, tar: { str
   tar.stream.pipe(counter);
   const own = new AbortController();
   let stalled = false;
+  // Set by an abort after the last byte left: how long the answer may still take.
+  let answerBy: number | undefined;
+  let gaveUp = false;
   const watchdog = setInterval(() => {
-    if (Date.now() - last < stallMs) return;
-    stalled = true;
-    own.abort(new Error('stalled'));
+    if (answerBy !== undefined) {
+      if (Date.now() < answerBy) return;
+      gaveUp = true;
+      own.abort(new Error('interrupted'));
+    } else if (Date.now() - last >= stallMs) {
+      stalled = true;
+      own.abort(new Error('stalled'));
+    }
   }, Math.min(1000, stallMs));
   const onAbort = (): void => {
     if (!finished) own.abort(options.signal?.reason);
+    else answerBy = Date.now() + Math.min(stallMs, ABORT_ANSWER_MS);
   };
   options.signal?.addEventListener('abort', onAbort, { once: true });
   if (options.signal?.aborted) onAbort();
   try {
-    const response = await client.stream('createBuild', {
+    // The answer comes after the whole body: the watchdog, not a fixed timeout, bounds the wait.
+    return await client.upload<Build>('createBuild', {
       params: { fleet },
       query: { ...createBuildQuery(options) },
-      body: Readable.toWeb(counter) as ReadableStream<Uint8Array>,
-      headers: { ...options.headers, 'content-type': 'application/x-tar', ...(total !== undefined ? { 'content-length': String(total) } : {}) },
+      body: counter,
+      headers: {
+        ...options.headers, 'content-type': 'application/x-tar',
+        ...(total !== undefined ? { 'content-length': String(total) } : { 'transfer-encoding': 'chunked' }),
+      },
       signal: own.signal,
-      // The answer comes after the whole body: the watchdog, not a fixed timeout, bounds the wait.
-      headersTimeoutMs: 7 * 24 * 3600 * 1000,
     });
-    return (await response.json()) as Build;
   } catch (err) {
+    if (gaveUp) {
+      throw new SkiffError('interrupted', `interrupted after the whole project was sent; ${client.url} did not answer within ${Math.round(Math.min(stallMs, ABORT_ANSWER_MS) / 1000)} s, so a build may exist`, {
+        hint: `skiff build-logs shows it (GET /fleets/${fleet}/builds lists the fleet's builds)`,
+      });
+    }
     if (stalled) {
       throw new SkiffError('serverUnreachable', finished
         ? `${client.url} did not answer within ${Math.round(stallMs / 1000)} s of the upload's end`
@@ -432,7 +450,9 @@ export async function readBuildEvents(client: Pick<CloudClient, 'stream'>, id: s
 export async function cancelBuildAndWait(client: CloudClient, id: string, options: { after?: number; onEvent?: (envelope: BuildEventEnvelope) => void; timeoutMs?: number } = {}): Promise<BuildDone> {
   const free = client.detached();
   await free.cancelBuild(id).catch((err: unknown) => {
-    if (!(err instanceof SkiffError && err.code === 'conflict')) throw err;
+    // 409: it ended already. No answer in time: the server waits for the build to stop before it
+    // answers, and may take as long as our timeout; the events below say how it ended either way.
+    if (!(err instanceof SkiffError && (err.code === 'conflict' || err.code === 'serverUnreachable'))) throw err;
   });
   return followBuild(free, id, { after: options.after, onEvent: options.onEvent, signal: AbortSignal.timeout(options.timeoutMs ?? 120_000), maxAttempts: 3 });
 }

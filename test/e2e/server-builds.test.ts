@@ -315,6 +315,22 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
       assert.equal(release.status, 'success');
     });
 
+    it('multiDockerignore=true (skiff push -G): each service\'s context uses its own .dockerignore', async () => {
+      // The RUN step fails if the file the service's .dockerignore names reached the build.
+      const project = tarOf({
+        'docker-compose.yml': 'services:\n  a:\n    build: ./a\n',
+        'a/Dockerfile': `FROM ${BASE_AMD64}\nLABEL ${TEST_LABEL}=${LABEL_VALUE}\nCOPY . /ctx\nRUN test ! -e /ctx/private.txt && test -e /ctx/kept.txt\n`,
+        'a/.dockerignore': 'private.txt\n',
+        'a/private.txt': 'not for the image',
+        'a/kept.txt': 'for the image',
+      });
+      const build = await startBuild(base(), alice, fleet, project, 'multiDockerignore=true');
+      assert.equal(build.options.multiDockerignore, true);
+      await readEvents(base(), alice, build.id, { follow: true });
+      const done = await getBuild(base(), alice, build.id);
+      assert.equal(done.status, 'success', done.error ?? '');
+    });
+
     it('refuses what a cloud build cannot take: balena.yml build-secrets, a build context outside the upload, a link leading out of it', async () => {
       const secrets = await startBuild(base(), alice, fleet, tarOf({
         'balena.yml': 'build-secrets:\n  global:\n    - source: a.txt\n      dest: a\n', 'a.txt': 'x', Dockerfile: `FROM ${BASE_AMD64}\n`,

@@ -46,6 +46,8 @@ export const Build = Type.Object({
     draft: Type.Boolean(),
     nocache: Type.Boolean(),
     pull: Type.Boolean(),
+    /** Each service's build context uses its own .dockerignore (`-G`). */
+    multiDockerignore: Type.Boolean(),
     notes: Nullable(Type.String()),
     semver: Nullable(Type.String()),
     tags: Type.Record(Type.String(), Type.String()),

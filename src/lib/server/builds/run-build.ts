@@ -98,6 +98,8 @@ export async function runBuild(ctx: ServiceContext, job: BuildJob): Promise<Buil
     const manifest = await buildRelease({
       project, target, engine,
       nocache: options.nocache, pull: options.pull,
+      // Builds stored before -G existed have no such option: false, as they were built.
+      multiDockerignore: options.multiDockerignore === true,
       // Registering qemu's handlers touches this machine's kernel: only for an engine on it.
       emulated: engine.local,
       labels: buildLabels(row.uuid, fleet.uuid),

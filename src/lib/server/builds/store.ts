@@ -11,6 +11,8 @@ import type { Principal } from '../permissions.js';
 import { authorize, badInput, isoNow, notFound, parseJson, type ServiceContext } from '../services/context.js';
 import { fleetOf } from '../services/fleets.js';
 
+const NO_OPTIONS: BuildOptions = { draft: false, nocache: false, pull: false, multiDockerignore: false, notes: null, semver: null, tags: {} };
+
 type User = Extract<Principal, { kind: 'user' }>;
 type Db = Kysely<Database> | Transaction<Database>;
 export type BuildOptions = Build['options'];
@@ -40,7 +42,8 @@ export function buildJson(row: BuildRow & BuildNames): Build {
     createdBy: row.email,
     // PostgreSQL's bigint arrives as a string.
     contextBytes: Number(row.context_bytes),
-    options: parseJson<BuildOptions>(row.options, { draft: false, nocache: false, pull: false, notes: null, semver: null, tags: {} }),
+    // Spread over the defaults: a row written before an option existed still answers every field.
+    options: { ...NO_OPTIONS, ...parseJson<Partial<BuildOptions>>(row.options, {}) },
     release: row.status === 'success' ? row.releaseCommit ?? null : null,
     error: row.error,
     createdAt: row.created_at,

@@ -105,6 +105,7 @@ export function buildOptions(query: CreateBuildQuery): BuildOptions {
   }
   return {
     draft: query.draft === 'true', nocache: query.nocache === 'true', pull: query.pull === 'true',
+    multiDockerignore: query.multiDockerignore === 'true',
     notes: query.notes ?? null, semver: query.semver ?? null, tags,
   };
 }

@@ -72,12 +72,13 @@ export const CreateBuildQuery = Type.Object({
   draft: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')])),
   nocache: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')])),
   pull: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')])),
-  notes: Type.Optional(Type.String({ maxLength: 10_000 })),
+  /** No NUL byte (nor in tag or gitRef): PostgreSQL's text refuses it, so the build ran and then failed storing its release. */
+  notes: Type.Optional(Type.String({ maxLength: 10_000, pattern: '^[^\\u0000]*$' })),
   semver: Type.Optional(Type.String({ pattern: '^\\d+\\.\\d+\\.\\d+([-+][0-9A-Za-z.-]+)*$' })),
   /** `key=value`, repeatable (release tags). */
-  tag: Type.Optional(Type.Union([Type.String({ pattern: '^[^=]{1,100}=' }), Type.Array(Type.String({ pattern: '^[^=]{1,100}=' }), { maxItems: 100 })])),
+  tag: Type.Optional(Type.Union([Type.String({ pattern: '^[^=\\u0000]{1,100}=[^\\u0000]*$' }), Type.Array(Type.String({ pattern: '^[^=\\u0000]{1,100}=[^\\u0000]*$' }), { maxItems: 100 })])),
   gitCommit: Type.Optional(Type.String({ pattern: '^[0-9a-f]{40}$' })),
-  gitRef: Type.Optional(Type.String({ maxLength: 255 })),
+  gitRef: Type.Optional(Type.String({ maxLength: 255, pattern: '^[^\\u0000]*$' })),
   dirty: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')])),
   /** `git` only from the server's own pre-receive hook. */
   source: Type.Optional(Type.Union([Type.Literal('push'), Type.Literal('git')])),

@@ -10,9 +10,15 @@ import { Type, type Static } from '@sinclair/typebox';
 
 /** One line as the device sends it. */
 export const DeviceLogLineIn = Type.Object({
-  /** Milliseconds since the epoch. */
-  timestamp: Type.Integer({ minimum: 0 }),
-  /** Longer messages are cut by the agent (16 KiB). */
+  /**
+   * Milliseconds since the epoch, at most JavaScript's last date (year 275760): a larger number
+   * overflowed PostgreSQL's bigint (a 500 that the agent retried for ever) and printed no date.
+   */
+  timestamp: Type.Integer({ minimum: 0, maximum: 8_640_000_000_000_000 }),
+  /**
+   * Longer messages are cut by the agent (16 KiB). A NUL byte (a service may print one) is
+   * stored as U+FFFD: PostgreSQL's text cannot hold it.
+   */
   message: Type.String({ maxLength: 16_384 }),
   serviceName: Type.Optional(Type.String({ maxLength: 63 })),
   isSystem: Type.Optional(Type.Boolean()),
@@ -24,7 +30,7 @@ export type DeviceLogLineIn = Static<typeof DeviceLogLineIn>;
 export const DeviceLogBatch = Type.Object({
   lines: Type.Array(DeviceLogLineIn, { maxItems: 1000 }),
   /** Lines the agent dropped (buffer full) since its last accepted batch; the server records a system line saying so. */
-  dropped: Type.Optional(Type.Integer({ minimum: 0 })),
+  dropped: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
 }, { additionalProperties: false });
 export type DeviceLogBatch = Static<typeof DeviceLogBatch>;
 

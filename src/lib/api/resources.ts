@@ -212,8 +212,9 @@ export const CreateReleaseRequest = Type.Object({
   }),
   draft: Type.Optional(Type.Boolean()),
   semver: Type.Optional(Type.String({ pattern: '^\\d+\\.\\d+\\.\\d+([-+][0-9A-Za-z.-]+)*$' })),
-  notes: Type.Optional(Type.String({ maxLength: 10_000 })),
-  tags: Type.Optional(Type.Record(Type.String({ minLength: 1, maxLength: 100 }), Type.String({ maxLength: 1000 }))),
+  /** No NUL byte: PostgreSQL's text refuses it (a 500). */
+  notes: Type.Optional(Type.String({ maxLength: 10_000, pattern: '^[^\\u0000]*$' })),
+  tags: Type.Optional(Type.Record(Type.String({ minLength: 1, maxLength: 100 }), Type.String({ maxLength: 1000, pattern: '^[^\\u0000]*$' }))),
   /** The project's git commit (skiff deploy stamps the working tree's HEAD). */
   gitCommit: Type.Optional(Type.String({ pattern: '^[0-9a-f]{40}$' })),
 }, { additionalProperties: false });
@@ -234,7 +235,8 @@ export const UpdateReleaseRequest = Type.Object({
   isFinal: Type.Optional(Type.Literal(true)),
   isInvalidated: Type.Optional(Type.Boolean()),
   semver: Type.Optional(Type.String({ pattern: '^\\d+\\.\\d+\\.\\d+([-+][0-9A-Za-z.-]+)*$' })),
-  notes: Type.Optional(Type.String({ maxLength: 10_000 })),
+  /** No NUL byte: PostgreSQL's text refuses it (a 500). */
+  notes: Type.Optional(Type.String({ maxLength: 10_000, pattern: '^[^\\u0000]*$' })),
 }, { additionalProperties: false });
 export type UpdateReleaseRequest = Static<typeof UpdateReleaseRequest>;
 
@@ -283,5 +285,5 @@ export type TagScope = Static<typeof TagScope>;
 export const Tag = Type.Object({ key: Type.String(), value: Type.String(), fleet: Nullable(Type.String()), device: Nullable(Type.String()), release: Nullable(Type.String()) });
 export type Tag = Static<typeof Tag>;
 
-export const SetTagRequest = Type.Composite([TagScope, Type.Object({ key: Type.String({ minLength: 1, maxLength: 100, pattern: '^\\S+$' }), value: Type.String({ maxLength: 1000 }) })], { additionalProperties: false });
+export const SetTagRequest = Type.Composite([TagScope, Type.Object({ key: Type.String({ minLength: 1, maxLength: 100, pattern: '^[^\\s\\u0000]+$' }), value: Type.String({ maxLength: 1000, pattern: '^[^\\u0000]*$' }) })], { additionalProperties: false });
 export type SetTagRequest = Static<typeof SetTagRequest>;

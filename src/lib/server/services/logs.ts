@@ -30,6 +30,15 @@ export interface LogFilter {
 }
 
 /**
+ * `text` with each NUL byte as U+FFFD. PostgreSQL's text refuses NUL, so one service printing it
+ * failed the device's whole batch with a 500, which the agent retried for ever: all the device's
+ * logs stopped. SQLite does the same so both dialects answer alike.
+ */
+function withoutNul(text: string): string {
+  return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
+}
+
+/**
  * Stores one batch of `caller`'s own lines (a batch for another uuid is "not found": a device key
  * reaches only its own device). `dropped` becomes a system line after the batch's lines. Returns
  * the largest id stored (undefined for an empty batch), after publishing `device-logs`.
@@ -38,8 +47,8 @@ export async function storeLogBatch(ctx: ServiceContext, caller: DevicePrincipal
   const deviceId = caller.uuid === uuid ? caller.deviceId : -1;
   authorize(caller, 'deviceState', { kind: 'device', ownerId: -1, fleetId: caller.fleetId, deviceId }, `device ${uuid}`);
   const rows = batch.lines.map((l) => ({
-    device_id: caller.deviceId, timestamp: l.timestamp, service: l.isSystem ? null : l.serviceName ?? null,
-    is_system: l.isSystem ? 1 : 0, is_stderr: l.isStdErr ? 1 : 0, message: l.message,
+    device_id: caller.deviceId, timestamp: l.timestamp, service: l.isSystem || l.serviceName === undefined ? null : withoutNul(l.serviceName),
+    is_system: l.isSystem ? 1 : 0, is_stderr: l.isStdErr ? 1 : 0, message: withoutNul(l.message),
   }));
   if (batch.dropped) {
     const last = batch.lines[batch.lines.length - 1];

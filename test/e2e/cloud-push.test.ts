@@ -88,6 +88,14 @@ describe('fleet git-remote and the git commit on releases (skiff deploy)', funct
     assert.match(clash.stderr, /git remote set-url other/);
     assert.equal(git(repo, 'remote', 'get-url', 'other'), 'https://example.invalid/x.git', 'never overwritten');
 
+    // Names git itself refuses were exit 70, "This is a bug in skiff" (found by the breaker pass).
+    for (const bad of ['bad..name', 'trailing/', 'x.lock']) {
+      const refused = await cli(['fleet', 'git-remote', fleet, '--add', bad, '--source', repo]);
+      assert.equal(refused.code, 2, `${bad}: ${refused.stderr}`);
+      assert.match(refused.stderr, /is not a valid git remote name/);
+      assert.doesNotMatch(refused.stderr, /bug in skiff/);
+    }
+
     const notRepo = await cli(['fleet', 'git-remote', fleet, '--add', '--source', scratchDir('skiff-push-nogit-')]);
     assert.equal(notRepo.code, 2, notRepo.stderr);
     assert.match(notRepo.stderr, /not in a git repository/);

@@ -73,6 +73,14 @@ export async function addGitRemote(dir: string, name: string, url: string): Prom
       hint: `pass --add with another name (e.g. --add ${name}2), or point it here with: git remote set-url ${name} ${url}`,
     });
   }
-  await git.addRemote(name, url);
+  try {
+    await git.addRemote(name, url);
+  } catch (err) {
+    // git's own rules for a remote name (no '..', no trailing '/' or '.lock', …) are wider than
+    // any pattern we keep in step with it: its refusal is a usage error, not a crash.
+    const reason = (err as Error).message.split('\n').find((l) => l.trim() !== '')?.replace(/^fatal:\s*/, '') ?? 'git refused it';
+    if (/not a valid remote name/.test(reason)) throw new SkiffError('usage', `'${name}' is not a valid git remote name`, { hint: 'use letters, digits and single ".", "_", "-" or "/" between them' });
+    throw new SkiffError('error', `git could not add the remote '${name}': ${reason}`);
+  }
   return 'added';
 }

@@ -1,5 +1,6 @@
 /** One device log line for people: time, a coloured `[service]` (or `[system]`) prefix, the message. */
 import type { ChalkInstance } from 'chalk';
+import { printable, printableLog } from '../lib/cloud/printable.js';
 import type { DeviceLogEntry } from '../lib/device/logs.js';
 import { SERVICE_COLOURS as COLOURS } from './prefix.js';
 
@@ -12,7 +13,9 @@ const TIME_WIDTH = 19;
  */
 export function logLineFormatter(chalk: ChalkInstance): (e: DeviceLogEntry) => string {
   const colours = new Map<string, (typeof COLOURS)[number]>();
-  return (e) => {
+  return (entry) => {
+    // What a device sends reaches a person's terminal: its control sequences are shown, not obeyed.
+    const e = { ...entry, message: printableLog(entry.message), serviceName: printable(entry.serviceName) };
     const date = e.timestamp === undefined ? undefined : new Date(e.timestamp);
     const time = date && Number.isFinite(date.getTime()) ? chalk.dim(date.toISOString().replace('T', ' ').replace(/\.\d+Z$/, '')) : ' '.repeat(TIME_WIDTH);
     if (e.isSystem) return `${time} ${chalk.bold('[system]')} ${e.isStdErr ? chalk.red(e.message) : e.message}`;

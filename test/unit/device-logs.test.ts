@@ -107,4 +107,12 @@ describe('device logs: one line for people (logLineFormatter)', () => {
     assert.equal(format({ message: 'm', timestamp: T, serviceId: 3 }), '2026-11-30 12:00:00 [service 3] m');
     assert.equal(format({ message: 'raw line' }), `${blank} raw line`);
   });
+
+  it("shows a device's control sequences instead of obeying them, but keeps its colours and tabs (a service or a device key wrote the owner's clipboard with OSC 52)", () => {
+    const osc = '\u001b]52;c;cm0gLXJmIH4K\u0007';
+    assert.equal(format({ message: `a${osc}b`, timestamp: T, serviceName: 'web' }), '2026-11-30 12:00:00 [web] a\\x1b]52;c;cm0gLXJmIH4K\\x07b');
+    assert.equal(format({ message: 'fake\rline', timestamp: T, isSystem: true }), '2026-11-30 12:00:00 [system] fake\\x0dline');
+    assert.equal(format({ message: 'x', timestamp: T, serviceName: 'w\u001b[2Jeb' }), '2026-11-30 12:00:00 [w\\x1b[2Jeb] x');
+    assert.equal(format({ message: '\u001b[31mred\u001b[0m\tcol \u001b[1;32mgreen\u001b[m', timestamp: T, serviceName: 'web' }), '2026-11-30 12:00:00 [web] \u001b[31mred\u001b[0m\tcol \u001b[1;32mgreen\u001b[m');
+  });
 });

@@ -13,3 +13,15 @@ export function printable<T extends string | null | undefined>(s: T): T {
   // eslint-disable-next-line no-control-regex -- control characters are exactly what is matched
   return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`) as T;
 }
+
+/**
+ * A log message made safe to print: as {@link printable}, but a tab and SGR sequences
+ * (`ESC [ … m`, the colours services print) pass through, so coloured output stays coloured while
+ * a service's (or a stolen device key's) OSC 52 clipboard write, window title, cursor movement or
+ * carriage return shows as `\xNN` instead of acting on the terminal.
+ * `printableLog('\u001b[31mred\u001b[0m \u001b]0;t\u0007')` → `\u001b[31mred\u001b[0m \x1b]0;t\x07`.
+ */
+export function printableLog(s: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what is matched
+  return s.replace(/\u001b\[[0-9;]*m|[\u0000-\u0008\u000a-\u001f\u007f-\u009f]/g, (m) => (m.length > 1 ? m : printable(m)));
+}

@@ -7,7 +7,7 @@
  * says; another user's fleet is not found; a cancelled push cancels its build.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { writeFileSync } from 'node:fs';
@@ -57,6 +57,13 @@ function git(args: string[], options: { cwd?: string; home: string; onStderr?: (
 function writeProject(dir: string, run: string, label = LABEL_VALUE): void {
   writeFileSync(path.join(dir, 'docker-compose.yml'), `services:\n  main:\n    build: .\n    labels:\n      ${TEST_LABEL}: ${label}\n    command: ["sh", "-c", "trap 'exit 0' TERM; echo up; while :; do sleep 1 & wait $$!; done"]\n`);
   writeFileSync(path.join(dir, 'Dockerfile'), `FROM ${BASE_AMD64}\nLABEL ${TEST_LABEL}=${label}\nRUN ${run}\n`);
+}
+
+/** `pid` and every process under it (ps --ppid), children first. */
+function processTree(pid: number): number[] {
+  const out = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' }).stdout;
+  const children = out.split('\n').map((l) => Number(l.trim())).filter((n) => n > 0);
+  return [...children.flatMap(processTree), pid];
 }
 
 /** `git ls-remote` as ref → sha. */
@@ -395,5 +402,59 @@ describe('git push reaches a device tracking the fleet', function () {
     });
     const made = (await api(server.url, 'GET', `/releases/${release}`, { token: me.token })).body as Release;
     assert.equal(made.gitCommit, sha);
+  });
+});
+
+describe('git push: the server killed with its git children during the build (as systemd stops a crashed service)', function () {
+  this.timeout(300_000);
+  let server: StartedServer | undefined;
+  const fleet = `killed-${RUN}`;
+
+  after(async () => {
+    await server?.kill('SIGTERM');
+    await cleanupImages({ label: `${TEST_LABEL}=${LABEL_VALUE}` });
+  });
+
+  // Found by the breaker pass: the restarted server built the push again and released it, so the
+  // devices ran a commit that main never reached, while git had said the push failed.
+  it('does not build the push again at the next start: the build fails saying so, no release, main never moves, no build container left', async () => {
+    await ensureBaseImages();
+    server = await startServer();
+    const me = await createUser(server.url);
+    assert.equal((await api(server.url, 'POST', '/fleets', { token: me.token, body: { name: fleet, deviceType: 'intel-nuc' } })).status, 201);
+    const home = scratchDir('skiff-git-home-');
+    const dir = scratchDir('skiff-git-killed-');
+    const remote = `http://me:${me.token}@127.0.0.1:${server.port}/git/${fleet}.git`;
+    assert.equal((await git(['init', '-q', '-b', 'main', dir], { home })).code, 0);
+    writeProject(dir, `echo killed-${RUN}; sleep 120`);
+    assert.equal((await git(['add', '-A'], { cwd: dir, home })).code, 0);
+    assert.equal((await git(['commit', '-q', '-m', 'slow'], { cwd: dir, home })).code, 0);
+    let building: () => void = () => {};
+    const started = new Promise<void>((resolve) => (building = resolve));
+    const pushing = git(['push', remote, 'HEAD:refs/heads/main'], { cwd: dir, home, onStderr: (text) => {
+      if (text.includes(`[main] killed-${RUN}`)) building();
+    } });
+    await Promise.race([started, pushing.then((r) => assert.fail(`the push ended before its build ran: ${r.stderr}`))]);
+    // The server, its registry and the whole git http-backend → receive-pack → pre-receive chain.
+    for (const pid of processTree(server.child.pid ?? 0)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch { /* already gone */ }
+    }
+    await server.kill('SIGKILL');
+    assert.notEqual((await pushing).code, 0);
+
+    server = await startServer({ dataDir: server.dataDir, port: server.port });
+    const base = server.url;
+    const builds = async (): Promise<Build[]> => (await api(base, 'GET', `/fleets/${fleet}/builds`, { token: me.token })).body as Build[];
+    const ended = await waitFor(async () => (await builds()).find((b) => b.status !== 'queued' && b.status !== 'running'), 'the build to end after the restart', 60_000, 250)
+      .catch(async (err: Error) => assert.fail(`${err.message}: ${JSON.stringify(await builds())}`));
+    assert.equal(ended.status, 'failed');
+    assert.match(ended.error ?? '', /restarted during this git push.*push again/);
+    assert.deepEqual((await api(base, 'GET', `/fleets/${fleet}/releases`, { token: me.token })).body, []);
+    const ls = await git(['ls-remote', remote], { home });
+    assert.equal(ls.code, 0, ls.stderr);
+    assert.equal(refs(ls.stdout)['refs/heads/main'], undefined);
+    await waitFor(async () => (await docker.listContainers({ filters: { label: [`${TEST_LABEL}=${LABEL_VALUE}`] } })).length === 0, 'no build container left running', 60_000, 250);
   });
 });

@@ -64,7 +64,11 @@ export class BuildRunner {
   private again = false;
   private stopped = false;
 
+  /** When this process made the runner: a git push queued after it belongs to a live hook. */
+  private readonly bornAt: string;
+
   constructor(private readonly ctx: ServiceContext, options: RunnerOptions = {}) {
+    this.bornAt = isoNow(ctx);
     this.replica = buildReplicaId(ctx);
     this.concurrency = Math.max(1, options.concurrency ?? 2);
     this.pollMs = options.pollMs ?? 2000;
@@ -243,12 +247,18 @@ export class BuildRunner {
   /**
    * Builds this replica left running when it was killed: run again when the upload is still there
    * (a release the first run created is marked failed; one that succeeded ends the build as success).
+   * A git push's build is not run again: its push ended with the server (the pushing git was cut
+   * off, and the pre-receive hook that moves the branch died with a whole-service kill), so a
+   * rebuilt release would have deployed a commit the branch never reached. It fails instead, queued
+   * or running, and the developer pushes again.
    */
   private async recover(): Promise<void> {
     const { ctx } = this;
     await this.removeLeftovers();
+    const orphanedPushes = await ctx.db.selectFrom('builds').selectAll().where('replica', '=', this.replica).where('status', '=', 'queued').where('source', '=', 'git')
+      .where('created_at', '<', this.bornAt).execute();
     const left = await ctx.db.selectFrom('builds').selectAll().where('replica', '=', this.replica).where('status', '=', 'running').execute();
-    for (const row of left) {
+    for (const row of [...orphanedPushes, ...left]) {
       const releases = await ctx.db.selectFrom('releases').select(['id', 'commit', 'status']).where('build_uuid', '=', row.uuid).execute();
       const made = releases.find((r) => r.status === 'success');
       if (made) {
@@ -260,7 +270,12 @@ export class BuildRunner {
         continue;
       }
       await ctx.db.updateTable('releases').set({ status: 'failed' }).where('build_uuid', '=', row.uuid).where('status', '=', 'running').execute();
-      if (existsSync(contextTar(ctx, row.uuid)) && row.cancel_requested === 0) {
+      if (row.source === 'git') {
+        const error = 'the server restarted during this git push: no release was made and the branch did not move; push again';
+        await appendEvents(ctx, row.id, [{ kind: 'done', status: 'failed', release: null, error }]);
+        await ctx.db.updateTable('builds').set({ status: 'failed', finished_at: isoNow(ctx), error }).where('id', '=', row.id).execute();
+        await rm(buildDir(ctx, row.uuid), { recursive: true, force: true });
+      } else if (existsSync(contextTar(ctx, row.uuid)) && row.cancel_requested === 0) {
         await appendEvents(ctx, row.id, [{ kind: 'info', message: 'the server restarted during this build: building again' }]);
         await ctx.db.updateTable('builds').set({ status: 'queued', started_at: null }).where('id', '=', row.id).execute();
       } else {

@@ -66,6 +66,16 @@ function processTree(pid: number): number[] {
   return [...children.flatMap(processTree), pid];
 }
 
+/** A new user with a new fleet on `server`, and an empty local repository on `branch` with its remote. */
+async function userRepo(server: StartedServer, fleet: string, branch: string): Promise<{ token: string; home: string; dir: string; remote: string }> {
+  const me = await createUser(server.url);
+  assert.equal((await api(server.url, 'POST', '/fleets', { token: me.token, body: { name: fleet, deviceType: 'intel-nuc' } })).status, 201);
+  const home = scratchDir('skiff-git-home-');
+  const dir = scratchDir('skiff-git-repo-');
+  assert.equal((await git(['init', '-q', '-b', branch, dir], { home })).code, 0);
+  return { token: me.token, home, dir, remote: `http://me:${me.token}@127.0.0.1:${server.port}/git/${fleet}.git` };
+}
+
 /** `git ls-remote` as ref → sha. */
 function refs(out: string): Record<string, string> {
   return Object.fromEntries(out.trim().split('\n').filter(Boolean).map((l) => {
@@ -316,12 +326,7 @@ describe('git over HTTP: the limits (a server with --build-context-limit 1)', fu
 
   it('a push larger than the limit is refused with 413 and stores nothing', async () => {
     assert.ok(server);
-    const me = await createUser(server.url);
-    assert.equal((await api(server.url, 'POST', '/fleets', { token: me.token, body: { name: fleet, deviceType: 'intel-nuc' } })).status, 201);
-    const home = scratchDir('skiff-git-home-');
-    const dir = scratchDir('skiff-git-big-');
-    const remote = `http://me:${me.token}@127.0.0.1:${server.port}/git/${fleet}.git`;
-    assert.equal((await git(['init', '-q', '-b', 'dev', dir], { home })).code, 0);
+    const { home, dir, remote } = await userRepo(server, fleet, 'dev');
     // Random bytes do not compress: the pack is over 1 MiB.
     writeFileSync(path.join(dir, 'blob'), randomBytes(3 * 1024 * 1024));
     assert.equal((await git(['add', 'blob'], { cwd: dir, home })).code, 0);
@@ -420,12 +425,7 @@ describe('git push: the server killed with its git children during the build (as
   it('does not build the push again at the next start: the build fails saying so, no release, main never moves, no build container left', async () => {
     await ensureBaseImages();
     server = await startServer();
-    const me = await createUser(server.url);
-    assert.equal((await api(server.url, 'POST', '/fleets', { token: me.token, body: { name: fleet, deviceType: 'intel-nuc' } })).status, 201);
-    const home = scratchDir('skiff-git-home-');
-    const dir = scratchDir('skiff-git-killed-');
-    const remote = `http://me:${me.token}@127.0.0.1:${server.port}/git/${fleet}.git`;
-    assert.equal((await git(['init', '-q', '-b', 'main', dir], { home })).code, 0);
+    const { token, home, dir, remote } = await userRepo(server, fleet, 'main');
     writeProject(dir, `echo killed-${RUN}; sleep 120`);
     assert.equal((await git(['add', '-A'], { cwd: dir, home })).code, 0);
     assert.equal((await git(['commit', '-q', '-m', 'slow'], { cwd: dir, home })).code, 0);
@@ -446,12 +446,12 @@ describe('git push: the server killed with its git children during the build (as
 
     server = await startServer({ dataDir: server.dataDir, port: server.port });
     const base = server.url;
-    const builds = async (): Promise<Build[]> => (await api(base, 'GET', `/fleets/${fleet}/builds`, { token: me.token })).body as Build[];
+    const builds = async (): Promise<Build[]> => (await api(base, 'GET', `/fleets/${fleet}/builds`, { token })).body as Build[];
     const ended = await waitFor(async () => (await builds()).find((b) => b.status !== 'queued' && b.status !== 'running'), 'the build to end after the restart', 60_000, 250)
       .catch(async (err: Error) => assert.fail(`${err.message}: ${JSON.stringify(await builds())}`));
     assert.equal(ended.status, 'failed');
     assert.match(ended.error ?? '', /restarted during this git push.*push again/);
-    assert.deepEqual((await api(base, 'GET', `/fleets/${fleet}/releases`, { token: me.token })).body, []);
+    assert.deepEqual((await api(base, 'GET', `/fleets/${fleet}/releases`, { token })).body, []);
     const ls = await git(['ls-remote', remote], { home });
     assert.equal(ls.code, 0, ls.stderr);
     assert.equal(refs(ls.stdout)['refs/heads/main'], undefined);

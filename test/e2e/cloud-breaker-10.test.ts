@@ -8,6 +8,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { DeviceLogLine } from '../../src/lib/api/logs.js';
+import { runCli } from '../support/cli.js';
+import { scratchDir } from '../support/tmp.js';
 import { api, createUser, dropPostgresDatabase, freshPostgresDatabase, startServer, type StartedServer } from '../support/server.js';
 
 for (const dialect of ['sqlite', 'postgres'] as const) {
@@ -96,3 +98,16 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
     });
   });
 }
+
+describe('cloud breaker, issue 10: a cloud uuid typed too short', function () {
+  this.timeout(60_000);
+
+  it("skiff logs / device restart with 6 hex characters say a cloud uuid needs 7 (it read as a LAN hostname: 'cannot reach the device at 2280bd:48484' and nothing more)", async () => {
+    for (const args of [['logs', '2280bd'], ['device', 'restart', '2280bd'], ['logs', '228']]) {
+      const r = await runCli(args, { env: { HOME: scratchDir('skiff-home-') } });
+      assert.notEqual(r.code, 0, r.stderr);
+      assert.match(r.stderr, /cloud device's uuid needs at least 7 characters/, `${args.join(' ')}: ${r.stderr}`);
+      assert.doesNotMatch(r.stderr, /\n\s+at /);
+    }
+  });
+});

@@ -51,6 +51,21 @@ describe('device addresses (parseDeviceAddress)', () => {
     ['[::1]:99999', /the port '99999' is not a number/],
     ['[::1]x', /too many colons/],
   ];
+  it("a uuid typed too short ('228', all digits, reads as an IPv4 address) says a cloud device's uuid needs 7 characters", () => {
+    for (const input of ['228', '2280bd']) {
+      let hint: string | undefined;
+      try {
+        // '2280bd' is a valid hostname: only its lookup fails, where DeviceClient gives the same hint.
+        parseDeviceAddress(input);
+      } catch (err) {
+        hint = (err as SkiffError).hint;
+      }
+      if (input === '228') assert.match(hint ?? '', /cloud device's uuid needs at least 7 characters.*; or give an IPv4 address/);
+      else assert.equal(hint, undefined);
+    }
+    assert.throws(() => parseDeviceAddress('10.0.0'), (err: unknown) => !/uuid/.test((err as SkiffError).hint ?? ''));
+  });
+
   for (const [input, why] of bad) {
     it(`refuses ${JSON.stringify(input)} as a usage error saying why`, () => {
       assert.throws(() => parseDeviceAddress(input), (err: unknown) => {

@@ -17,6 +17,10 @@ export interface DeviceAddress {
 
 const ADDRESS_HINT = 'give an IPv4 address, a hostname or an IPv6 address in brackets, optionally with :port (e.g. 192.168.1.23, mydevice.local, [fe80::1]:48484)';
 
+/** A uuid typed too short ('2280bd', '228') reads as a LAN address: say what a cloud device needs. */
+const SHORT_UUID_HINT = "a cloud device's uuid needs at least 7 characters ('skiff device list' shows them)";
+const looksLikeShortUuid = (host: string): boolean => /^[0-9a-f]{1,6}$/i.test(host.trim());
+
 /** Why `host` is not an IPv4 address or an RFC 1123 hostname, or undefined when it is one. */
 function hostProblem(host: string): string | undefined {
   if (host === '') return 'the host is empty';
@@ -44,7 +48,7 @@ function hostProblem(host: string): string | undefined {
  */
 export function parseDeviceAddress(input: string): DeviceAddress {
   const text = input.trim();
-  const invalid = (why: string) => new SkiffError('usage', `invalid device address '${input}': ${why}`, { hint: ADDRESS_HINT });
+  const invalid = (why: string) => new SkiffError('usage', `invalid device address '${input}': ${why}`, { hint: looksLikeShortUuid(input) ? `${SHORT_UUID_HINT}; or ${ADDRESS_HINT}` : ADDRESS_HINT });
   let host: string;
   let portText: string | undefined;
   const scheme = /^([a-z][a-z\d+.-]*):\/\//i.exec(text);
@@ -118,8 +122,9 @@ export class DeviceClient {
       // fetch refuses some ports itself (the Fetch standard's "bad ports"): its cause says "bad port".
       const cause = (err as { cause?: { code?: string; message?: string; errors?: Array<{ code?: string }> } }).cause;
       const reason = controller.signal.aborted ? `no answer within ${timeoutMs / 1000} s` : cause?.code ?? cause?.errors?.[0]?.code ?? cause?.message ?? (err as Error).message;
+      const hint = 'check the address, that the device is on, and that its agent (skiff agent) or supervisor runs';
       throw new SkiffError('deviceUnreachable', `cannot reach the device at ${this.where} (${reason})`, {
-        hint: 'check the address, that the device is on, and that its agent (skiff agent) or supervisor runs',
+        hint: reason === 'ENOTFOUND' && looksLikeShortUuid(this.address.host) ? `${SHORT_UUID_HINT}; for a LAN device, ${hint}` : hint,
       });
     } finally {
       clearTimeout(timer);

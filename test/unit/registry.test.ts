@@ -8,7 +8,7 @@ import { createPublicKey, X509Certificate } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { decodeProtectedHeader, jwtVerify } from 'jose';
-import { failureLines } from '../../src/lib/server/registry/child.js';
+import { failureLines, isRoutineRegistryLine } from '../../src/lib/server/registry/child.js';
 import { readUserConfig, registryConfig } from '../../src/lib/server/registry/config.js';
 import { summariseManifest } from '../../src/lib/server/registry/manifest.js';
 import { bearerSubject, rewriteRealm } from '../../src/lib/server/registry/routes.js';
@@ -259,6 +259,22 @@ describe('registry start failures (failureLines)', () => {
     assert.deepEqual(failureLines(['time="t" level=fatal msg="listen tcp 127.0.0.1:5000: bind: address already in use"']), ['time="t" level=fatal msg="listen tcp 127.0.0.1:5000: bind: address already in use"']);
     const plain = Array.from({ length: 12 }, (_, i) => `line ${i}`);
     assert.deepEqual(failureLines(plain), plain.slice(-10));
+  });
+});
+
+describe('registry log lines the server does not repeat (isRoutineRegistryLine)', () => {
+  // As distribution 2.8 writes them at level=error during every docker push (found by the breaker pass).
+  const line = (method: string, code: string) => `time="2026-11-30T21:38:47Z" level=error msg="response completed with error" auth.user.name="user:1" err.code="${code}" err.message="blob unknown to registry" http.request.method=${method} http.response.status=404`;
+
+  it('drops the 404 to a HEAD for a blob or manifest (a push asking whether a layer is there)', () => {
+    assert.equal(isRoutineRegistryLine(line('HEAD', 'blob unknown')), true);
+    assert.equal(isRoutineRegistryLine(line('HEAD', 'manifest unknown')), true);
+  });
+
+  it('keeps every other error: a GET of a missing blob, a denied push, a start failure', () => {
+    assert.equal(isRoutineRegistryLine(line('GET', 'blob unknown')), false);
+    assert.equal(isRoutineRegistryLine(line('HEAD', 'denied')), false);
+    assert.equal(isRoutineRegistryLine('panic: No region parameter provided'), false);
   });
 });
 

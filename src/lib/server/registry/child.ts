@@ -103,6 +103,15 @@ export function failureLines(lines: readonly string[]): string[] {
   return (said.length > 0 ? said : lines).slice(-10);
 }
 
+/**
+ * A line distribution logs at level=error for a routine answer: a 404 to a HEAD for a blob or
+ * manifest, which is how every push asks whether a layer is already there. Logged, one push filled
+ * the server's log with "error" lines about nothing.
+ */
+export function isRoutineRegistryLine(line: string): boolean {
+  return /\berr\.code="(?:blob|manifest) unknown"/.test(line) && /\bhttp\.request\.method=HEAD\b/.test(line);
+}
+
 /** What a RegistrySupervisor needs: where its files go, how to write the config for a port, where to log. */
 export interface SupervisorOptions {
   /** `<dataDir>/run`: this server's config and child pid live here, named by the server's pid. */
@@ -206,7 +215,7 @@ export class RegistrySupervisor {
       if (!stream) continue;
       createInterface({ input: stream }).on('line', (line) => {
         this.lastLines = [...this.lastLines.slice(-49), line];
-        this.options.log(`[registry] ${line}`);
+        if (!isRoutineRegistryLine(line)) this.options.log(`[registry] ${line}`);
       });
     }
     const deadline = Date.now() + READY_TIMEOUT_MS;

@@ -8,8 +8,9 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { DeviceLogLine } from '../../src/lib/api/logs.js';
-import { runCli } from '../support/cli.js';
+import { runCli, startCli, type CliResult } from '../support/cli.js';
 import { scratchDir } from '../support/tmp.js';
+import { waitFor } from '../support/wait.js';
 import { api, createUser, dropPostgresDatabase, freshPostgresDatabase, startServer, type StartedServer } from '../support/server.js';
 
 for (const dialect of ['sqlite', 'postgres'] as const) {
@@ -27,10 +28,13 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
       user = await createUser(server.url);
       const created = await api(server.url, 'POST', '/fleets', { token: user.token, body: { name: fleet, deviceType: 'intel-nuc' } });
       assert.equal(created.status, 201, JSON.stringify(created.body));
-      const key = await api(server.url, 'POST', `/fleets/${fleet}/provisioning-keys`, { token: user.token, body: {} });
-      const reg = await api(server.url, 'POST', '/device/register', { token: (key.body as { key: string }).key, body: { uuid: device.uuid, device_type: 'intel-nuc', api_key: device.key } });
-      assert.equal(reg.status, 201, JSON.stringify(reg.body));
+      await register(device);
     });
+    const register = async (d: { uuid: string; key: string }): Promise<void> => {
+      const key = await api(server.url, 'POST', `/fleets/${fleet}/provisioning-keys`, { token: user.token, body: {} });
+      const reg = await api(server.url, 'POST', '/device/register', { token: (key.body as { key: string }).key, body: { uuid: d.uuid, device_type: 'intel-nuc', api_key: d.key } });
+      assert.equal(reg.status, 201, JSON.stringify(reg.body));
+    };
     after(async () => {
       const code = await server?.kill('SIGTERM');
       if (database) dropPostgresDatabase(database);
@@ -95,6 +99,40 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
       // Unicode, newlines and tabs still go through.
       const ok = await api(server.url, 'PUT', '/tags', { token: user.token, body: { fleet, key: 'grüße', value: 'a\tb\nc ✓' } });
       assert.equal(ok.status, 200, JSON.stringify(ok.body));
+    });
+
+    it("logs --tail ends when its device is removed (exit 12, not found) or its key revoked (exit 11): the follow went on in silence for ever", async () => {
+      const other = { uuid: randomBytes(16).toString('hex'), key: randomBytes(24).toString('hex') };
+      await register(other);
+      const line = await api(server.url, 'POST', `/device/v2/${other.uuid}/logs`, { token: other.key, body: { lines: [{ timestamp: Date.now(), message: 'first line', isSystem: true }] } });
+      assert.equal(line.status, 204, JSON.stringify(line.body));
+      const created = await api(server.url, 'POST', '/api-keys', { token: user.token, body: { name: `tail-${dialect}` } });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const apiKey = created.body as { id: number; key: string };
+      /** `skiff logs --tail` as `token`, once it printed the history; `end` answers how it ended (killed after 60 s). */
+      const tail = async (token: string): Promise<{ end: () => Promise<CliResult> }> => {
+        const run = startCli(['logs', other.uuid, '--tail'], { env: { HOME: scratchDir('skiff-home-'), SKIFF_API_URL: server.url, SKIFF_API_TOKEN: token } });
+        let out = '';
+        run.child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+        await waitFor(() => out.includes('first line'), 'the tail to print the history', 30_000);
+        return {
+          end: async () => {
+            const timer = setTimeout(() => run.child.kill('SIGKILL'), 60_000);
+            const r = await run.done;
+            clearTimeout(timer);
+            return r;
+          },
+        };
+      };
+      const byKey = await tail(apiKey.key);
+      assert.equal((await api(server.url, 'DELETE', `/api-keys/${apiKey.id}`, { token: user.token })).status, 204);
+      const revoked = await byKey.end();
+      assert.equal(revoked.code, 11, revoked.stderr);
+      const byUser = await tail(user.token);
+      assert.equal((await api(server.url, 'DELETE', `/devices/${other.uuid}`, { token: user.token })).status, 204);
+      const removed = await byUser.end();
+      assert.equal(removed.code, 12, removed.stderr);
+      assert.match(removed.stderr, /not found/);
     });
   });
 }

@@ -108,9 +108,11 @@ export async function newestLogId(ctx: ServiceContext, deviceId: number): Promis
  * Follows a device's lines: history first (as {@link readLogs}), then every new line, each handed
  * to `send` (which should wait while the reader is slow), until `signal` aborts. Wakes on the bus's
  * `device-logs` events for the device and every `pollMs` (events are hints; the database is the
- * truth). Reads at most {@link FOLLOW_PAGE_LINES} rows at a time.
+ * truth). Reads at most {@link FOLLOW_PAGE_LINES} rows at a time. At each quiet `pollMs`,
+ * `stillAllowed` (when given) is asked again and a false ends the follow: a removed device, or a
+ * revoked key, no longer keeps a stream open (the reader's reconnect then hears why).
  */
-export async function followLogs(ctx: ServiceContext, deviceId: number, options: LogFilter & { count: number; after?: number; pollMs?: number; signal: AbortSignal; send: (line: DeviceLogLine) => Promise<void> }): Promise<void> {
+export async function followLogs(ctx: ServiceContext, deviceId: number, options: LogFilter & { count: number; after?: number; pollMs?: number; signal: AbortSignal; send: (line: DeviceLogLine) => Promise<void>; stillAllowed?: () => Promise<boolean> }): Promise<void> {
   const { signal } = options;
   let wake: (() => void) | undefined;
   let woken = false;
@@ -157,6 +159,7 @@ export async function followLogs(ctx: ServiceContext, deviceId: number, options:
         }
         wake = done;
       });
+      if (!woken && !signal.aborted && options.stillAllowed && !(await options.stillAllowed())) return;
     }
   } finally {
     unsubscribe();

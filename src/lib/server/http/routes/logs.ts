@@ -47,7 +47,16 @@ export async function registerLogRoutes(app: SkiffApp, ctx: ServiceContext, kit:
     const end = (): void => stream.end();
     follows.add(end);
     try {
-      await followLogs(ctx, deviceId, { ...filter, ...(after !== undefined ? { after } : {}), signal: stream.signal, send: (line) => stream.send(line.id, line) });
+      // The device removed or the key revoked while following: the stream ends, and the reader's
+      // reconnect gets the 404 or 401 (it followed a removed device in silence for ever).
+      const stillAllowed = async (): Promise<boolean> => {
+        try {
+          return (await logDevice(ctx, await kit.userOf(req), req.params.uuid)) === deviceId;
+        } catch {
+          return false;
+        }
+      };
+      await followLogs(ctx, deviceId, { ...filter, ...(after !== undefined ? { after } : {}), signal: stream.signal, send: (line) => stream.send(line.id, line), stillAllowed });
     } catch (err) {
       // The headers are gone: the reader sees the stream end and resumes from its last id.
       ctx.log(`log follow of device ${deviceId} ended: ${(err as Error).message}`);

@@ -101,6 +101,13 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
       assert.equal(ok.status, 200, JSON.stringify(ok.body));
     });
 
+    it('a device reporting a NUL byte (its OS version, a service state) is stored with U+FFFD (PostgreSQL answered 500 to that report and every one after it)', async () => {
+      const report = await api(server.url, 'PATCH', '/device/v3/state', { token: device.key, body: { [device.uuid]: { os_version: 'bad\u0000os', status: 'Idle' } } });
+      assert.equal(report.status, 200, JSON.stringify(report.body));
+      const info = await api(server.url, 'GET', `/devices/${device.uuid}`, { token: user.token });
+      assert.equal((info.body as { osVersion: string | null }).osVersion, 'bad\uFFFDos');
+    });
+
     it("logs --tail ends when its device is removed (exit 12, not found) or its key revoked (exit 11): the follow went on in silence for ever", async () => {
       const other = { uuid: randomBytes(16).toString('hex'), key: randomBytes(24).toString('hex') };
       await register(other);

@@ -19,6 +19,7 @@ import * as releases from '../services/releases.js';
 import * as variables from '../services/variables.js';
 import type { Principal } from '../permissions.js';
 import { errorAnswer } from './errors.js';
+import { withoutNulDeep } from '../nul.js';
 
 export interface AppOptions {
   /** Largest request body, bytes (the registry's routes stream and set their own). */
@@ -242,7 +243,8 @@ export async function buildApp(ctx: ServiceContext, options: AppOptions): Promis
     return answer.body;
   });
   app.patch(ENDPOINTS.report.path, { schema: schema({ security: auth, body: D.StateReportV3, response: { 200: Type.Object({}) } }) }, async (req) => {
-    await devices.storeReport(ctx, await deviceOf(req), req.body);
+    // One NUL in what a device reports (PostgreSQL refuses it) failed every report it sent after.
+    await devices.storeReport(ctx, await deviceOf(req), withoutNulDeep(req.body));
     return {};
   });
 

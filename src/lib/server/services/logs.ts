@@ -13,6 +13,7 @@ import type { DeviceLogRow } from '../db/schema.js';
 import type { Principal } from '../permissions.js';
 import { authorize, type ServiceContext } from './context.js';
 import { deviceOf } from './devices.js';
+import { withoutNul } from '../nul.js';
 
 type User = Extract<Principal, { kind: 'user' }>;
 type DevicePrincipal = Extract<Principal, { kind: 'device' }>;
@@ -27,15 +28,6 @@ export interface LogFilter {
   services?: readonly string[];
   /** Only the agent's own lines. */
   system?: boolean;
-}
-
-/**
- * `text` with each NUL byte as U+FFFD. PostgreSQL's text refuses NUL, so one service printing it
- * failed the device's whole batch with a 500, which the agent retried for ever: all the device's
- * logs stopped. SQLite does the same so both dialects answer alike.
- */
-function withoutNul(text: string): string {
-  return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
 }
 
 /**

@@ -15,19 +15,24 @@ export interface AgentStarted {
 }
 
 /**
- * The V8 flag that keeps the agent's young generation at its first size (1 MB semi-spaces).
- * V8 doubles the young generation, up to 16 MB a semi-space (three of them resident while it
- * scavenges), whenever many young objects survive a scavenge; a service writing its log fast keeps
- * each line alive for a while (the local log buffer, the shipper's queues), so the agent's RSS rose
- * by some 30 MB under a flood and stayed there. A growth factor of 1 keeps it small at the cost of more,
- * cheaper scavenges (measured with bench/cloud-logs.mjs; the figures are in the README's agent
- * section). V8 reads this flag each time it would grow the space, so setting it at run time works:
- * no NODE_OPTIONS for users to remember, no second process started with the flag.
+ * V8 flags for the agent, set at run time with `v8.setFlagsFromString` (V8 reads both each time it
+ * would act on them), so there is no NODE_OPTIONS for users to remember and no second process:
+ *
+ * - `--semi-space-growth-factor=1` keeps the young generation at its first size (1 MB
+ *   semi-spaces). V8 doubles it, up to 16 MB a semi-space, whenever many young objects survive a
+ *   scavenge; a service writing its log fast keeps each line alive for a while (the local log
+ *   buffer, the shipper's queues), so the RSS rose by some 15 MB under a flood and stayed there.
+ * - `--no-opt`: no TurboFan. The agent's JavaScript is glue around the engine, sqlite and the
+ *   network (about 2% of a core under a 1,000 lines/s flood); the optimizing compiler's own
+ *   machine code, paged in from node's binary once a function is hot, was 4 MB of its RSS.
+ *   Ignition and Sparkplug still run everything.
+ *
+ * Measured with bench/cloud-logs.mjs (figures in the README's agent section).
  */
-export const AGENT_V8_FLAGS = '--semi-space-growth-factor=1';
+export const AGENT_V8_FLAGS = '--semi-space-growth-factor=1 --no-opt';
 
 export async function serveAgent(flags: AgentFlagValues, engine: EngineFlags, out: Output, onStarted?: (started: AgentStarted) => void): Promise<AgentStarted> {
-  // Before the agent's modules load: their start-up allocations would grow the space already.
+  // Before the agent's modules load: their start-up would grow the young generation already.
   setFlagsFromString(AGENT_V8_FLAGS);
   const { runAgent } = await import('../lib/agent/run-agent.js');
   const running = await runAgent({

@@ -139,11 +139,11 @@ export function portIsFree(port) {
  * on another engine); `configFile` is the config.json a cloud-mode agent was given (`--config`),
  * read for the uuid once it has one (the uuid is null while it has none yet).
  */
-export async function startAgent({ port, enginePort, rollbackGrace = 2, args: extra = [], env = {}, configFile } = {}) {
+export async function startAgent({ port, enginePort, rollbackGrace = 2, args: extra = [], env = {}, configFile, bin = SKIFF_BIN } = {}) {
   port ??= await freePort();
   enginePort ??= await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), 'skiff-bench-agent-'));
-  const args = [SKIFF_BIN, 'agent', '--data-dir', dataDir, '--listen-address', '127.0.0.1',
+  const args = [bin, 'agent', '--data-dir', dataDir, '--listen-address', '127.0.0.1',
     '--listen-port', String(port), '--engine-port', String(enginePort), '--rollback-grace', String(rollbackGrace), ...extra];
   log(`$ node ${args.join(' ')}`);
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', ...env } });

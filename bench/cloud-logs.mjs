@@ -1,6 +1,6 @@
 // Log throughput through the cloud, and the agent's memory while a service floods its log.
 //
-//   node bench/cloud-logs.mjs [--rate N] [--seconds S] [--database sqlite|postgres|URL] [--agent-semi-space MB]
+//   node bench/cloud-logs.mjs [--rate N] [--seconds S] [--database sqlite|postgres|URL] [--agent-semi-space MB] [--agent-bin PATH]
 //
 // One `skiff server`, one `skiff agent` in cloud mode (config.json from `skiff config generate`).
 // 1. Idle: the agent runs a release whose one service only sleeps; its RSS is sampled every second
@@ -11,7 +11,11 @@
 //    reach the follower's stdout (lines/s), their latency (arrival minus the engine's timestamp of
 //    the line; the engine, agent, server and follower share this clock), and the agent's RSS.
 //    Lines the follower missed show as gaps in the numbers (the agent's fair share and caps drop
-//    a flood's excess, and says so in a system line).
+//    a flood's excess, and says so in a system line). The agent's CPU over the span is shown too
+//    (a smaller young generation means more, cheaper, scavenges).
+// --agent-bin runs the agent from another checkout (its bin/run.js, built), e.g. the commit before
+// issue 10 for a baseline: an agent that ships no logs is measured all the same (the flood counts
+// from its release running; the lines/s and latency rows are then empty).
 // Goal: the agent's RSS under the flood flat (the last third of the samples no higher than the
 // middle third + 10%) and under 60 MB + 10%.
 //
@@ -20,7 +24,7 @@
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SKIFF_BIN, log, median, parseBenchArgs, printTable } from './lib.mjs';
@@ -36,7 +40,8 @@ const opts = parseBenchArgs({
     rate: { default: 1000, min: 10, help: 'lines a second the writer service prints' },
     seconds: { default: 30, min: 5, help: 'seconds the flood is measured' },
     database: { type: 'string', default: 'sqlite', check: checkDatabaseOption, help: 'sqlite, postgres (a fresh database) or a postgres:// URL' },
-    'agent-semi-space': { default: 0, min: 0, help: "the agent's V8 --max-semi-space-size, MB (0: Node's default): the young generation grows to it under a steady allocation rate" },
+    'agent-semi-space': { default: 0, min: 0, help: "the agent's V8 --max-semi-space-size, MB (0: the agent's own setting): the young generation grows to it under a steady allocation rate" },
+    'agent-bin': { type: 'string', default: '', check: (v) => (existsSync(v) ? undefined : `${v} does not exist`), help: "the agent's bin/run.js from another checkout (a baseline)" },
   },
 });
 
@@ -76,7 +81,7 @@ await withCleanup(async (onCleanup) => {
   });
   const configFile = join(home, 'config.json');
   await skiff(['config', 'generate', '--fleet', fleet, '--output', configFile], 'config generate');
-  const agent = await startAgent({ args: ['--config', configFile], configFile, env: opts.agentSemiSpace > 0 ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --max-semi-space-size=${opts.agentSemiSpace}`.trim() } : {} });
+  const agent = await startAgent({ args: ['--config', configFile], configFile, ...(opts.agentBin ? { bin: opts.agentBin } : {}), env: opts.agentSemiSpace > 0 ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --max-semi-space-size=${opts.agentSemiSpace}`.trim() } : {} });
   onCleanup(async () => {
     await agent.kill();
     if (agent.uuid) await cleanupAgentObjects(agent.uuid);
@@ -101,6 +106,11 @@ await withCleanup(async (onCleanup) => {
     idle.push(rssOf(agent.pid));
   }
   log(`idle agent RSS: ${idle.map((v) => v.toFixed(0)).join(' ')} MB`);
+  const idleRelease = (await api(server.url, token, 'GET', `/devices/${agent.uuid}`)).runningRelease;
+  const floodRuns = async () => {
+    const d = await api(server.url, token, 'GET', `/devices/${agent.uuid}`).catch(() => undefined);
+    return d?.runningRelease && d.runningRelease !== idleRelease && d.updateStatus === 'done';
+  };
 
   // 2. flood, followed through the server
   const burst = Math.max(1, Math.round(opts.rate / 10));
@@ -130,13 +140,15 @@ await withCleanup(async (onCleanup) => {
     }
   });
   await skiff(['deploy', fleet, '--build', '--source', project], 'deploy (flood)');
-  for (let t = 0; !firstAt; t++) {
+  // An agent that ships nothing (--agent-bin of a baseline) floods all the same once its release runs.
+  for (let t = 0; !firstAt && !(opts.agentBin && (await floodRuns())); t++) {
     if (t > 1200) throw new Error('no flood line reached the follower within 120 s');
     await sleep(100);
   }
   await sleep(2000); // past the release change
   measuring = true;
   const rss = [];
+  const cpu0 = procSample(agent.pid)?.cpuSeconds ?? Number.NaN;
   const t0 = Date.now();
   while (Date.now() - t0 < opts.seconds * 1000) {
     await sleep(1000);
@@ -144,6 +156,7 @@ await withCleanup(async (onCleanup) => {
   }
   measuring = false;
   const span = (Date.now() - t0) / 1000;
+  const cpuPercent = (((procSample(agent.pid)?.cpuSeconds ?? Number.NaN) - cpu0) / span) * 100;
   const missed = numbers.length > 1 ? numbers[numbers.length - 1] - numbers[0] + 1 - numbers.length : 0;
   const third = Math.floor(rss.length / 3);
   const middle = Math.max(...rss.slice(third, 2 * third));
@@ -154,7 +167,8 @@ await withCleanup(async (onCleanup) => {
     ['lines/s written (target)', String(opts.rate), ''],
     ['lines/s at the follower', (numbers.length / span).toFixed(0), ''],
     ['lines the follower missed (dropped by the caps)', String(missed), ''],
-    ['latency median / p99', `${median(latencies)?.toFixed(0)} / ${percentile(latencies, 99)?.toFixed(0)} ms`, ''],
+    ['latency median / p99', latencies.length > 0 ? `${median(latencies).toFixed(0)} / ${percentile(latencies, 99).toFixed(0)} ms` : '-', ''],
+    ['agent CPU under the flood (of one core)', `${cpuPercent.toFixed(0)} %`, ''],
     ['agent RSS idle (median)', `${median(idle).toFixed(1)} MB`, ''],
     ['agent RSS under the flood (max)', `${Math.max(...rss).toFixed(1)} MB`, `< ${GOAL_RSS_MB.toFixed(0)} MB ${Math.max(...rss) < GOAL_RSS_MB ? 'met' : 'MISSED'}`],
     ['agent RSS: last third vs middle third', `${late.toFixed(1)} vs ${middle.toFixed(1)} MB`, `flat (+10%) ${flat ? 'met' : 'MISSED'}`],

@@ -2,6 +2,7 @@
  * `skiff agent` after its flags are parsed: start the agent, print what it serves and its system
  * messages, run until SIGINT/SIGTERM, stop cleanly. Shared by the oclif command and the direct start.
  */
+import { setFlagsFromString } from 'node:v8';
 import type { EngineFlags } from '../lib/docker/engine.js';
 import type { Output } from '../ui/output.js';
 import type { AgentFlagValues } from '../lib/agent/options.js';
@@ -13,7 +14,29 @@ export interface AgentStarted {
   developmentMode: boolean;
 }
 
+/**
+ * V8 flags for the agent, set at run time with `v8.setFlagsFromString` (V8 reads these each time it
+ * acts on them: measured to take effect), so there is no NODE_OPTIONS for users to remember and no second process:
+ *
+ * - `--semi-space-growth-factor=1` keeps the young generation at its first size (1 MB
+ *   semi-spaces). V8 doubles it, up to 16 MB a semi-space, whenever many young objects survive a
+ *   scavenge; a service writing its log fast keeps each line alive for a while (the local log
+ *   buffer, the shipper's queues), so the RSS rose by some 15 MB under a flood and stayed there.
+ * - `--no-opt`: no TurboFan. The agent's JavaScript is glue around the engine, sqlite and the
+ *   network (about 2% of a core under a 1,000 lines/s flood); the optimizing compiler's own
+ *   machine code, paged in from node's binary once a function is hot, was 4 MB of its RSS.
+ *   Ignition and Sparkplug still run everything.
+ * - `--optimize-for-size`: the old generation collected at a lower mark. Each line kept in the local
+ *   log buffer lives long enough to be promoted, so a flood fills the old generation with dead lines
+ *   until a full collection; the peak of that saw-tooth dropped by some 3 MB (65 -> 62 MB over 90 s).
+ *
+ * Measured with bench/cloud-logs.mjs (figures in the README's agent section).
+ */
+export const AGENT_V8_FLAGS = '--semi-space-growth-factor=1 --no-opt --optimize-for-size';
+
 export async function serveAgent(flags: AgentFlagValues, engine: EngineFlags, out: Output, onStarted?: (started: AgentStarted) => void): Promise<AgentStarted> {
+  // Before the agent's modules load: their start-up would grow the young generation already.
+  setFlagsFromString(AGENT_V8_FLAGS);
   const { runAgent } = await import('../lib/agent/run-agent.js');
   const running = await runAgent({
     dataDir: flags['data-dir'],

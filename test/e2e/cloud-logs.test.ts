@@ -220,7 +220,8 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`skiff logs thro
     const middle = Math.max(...samples.slice(third, 2 * third));
     const late = Math.max(...samples.slice(2 * third));
     assert.ok(late <= middle * 1.1 + 4 * 1024, `the agent's RSS keeps growing under the flood: ${shown}`);
-    assert.ok(late <= idle + 64 * 1024, `the agent's RSS under the flood: ${shown}`);
+    // Measured: idle + 10 MiB at 3000 lines/s, the young generation kept small (src/agent/serve.ts).
+    assert.ok(late <= idle + 20 * 1024, `the agent's RSS under the flood: ${shown}`);
     console.log(`      agent RSS under a flood of 3000 lines/s: ${shown}`);
     follow.child.kill('SIGINT');
     assert.equal((await follow.done).code, 0);

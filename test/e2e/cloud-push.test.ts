@@ -276,7 +276,8 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`skiff push <fle
   it('on a terminal: the upload bar, the build as skiff build shows it, the pushes, the release table', async () => {
     const dir = project('tty');
     writeFileSync(path.join(dir, 'payload.bin'), randomBytes(3 * 1024 * 1024));
-    const tty = startTty(['push', fleet, '--source', dir], { env: { ...process.env, ...env } });
+    // Not process.env: CI=true there would make the CLI print for a pipe, not a terminal.
+    const tty = startTty(['push', fleet, '--source', dir], { env });
     await tty.waitFor(/devices tracking the fleet update now/, 240_000);
     assert.equal(await tty.done, 0, tty.output());
     const screen = tty.output();

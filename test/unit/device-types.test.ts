@@ -16,6 +16,9 @@ describe('device types', () => {
     assert.deepEqual(DEVICE_TYPES.slice(0, 5).map((d) => d.slug), ['raspberry-pi', 'raspberry-pi2', 'raspberrypi3', 'raspberrypi3-64', 'raspberrypi4-64']);
     const rest = DEVICE_TYPES.slice(16).map((d) => d.slug);
     assert.deepEqual(rest, [...rest].sort());
+    // The sort compares code points (no ICU paged into the agent): the same order as the collation while slugs stay [a-z0-9-].
+    assert.ok(DEVICE_TYPES.every((d) => /^[a-z0-9-]+$/.test(d.slug)));
+    assert.deepEqual(rest, [...rest].sort((a, b) => a.localeCompare(b)));
   });
 
   it('gives each slug and alias to one device type only', () => {

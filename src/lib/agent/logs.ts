@@ -20,15 +20,18 @@ export interface LogEntry {
 export type LogListener = (entry: LogEntry) => void;
 
 export class LogBuffer {
+  /** A ring: `entries[next]` is the oldest once it is full. A flood adds a line each millisecond; the array is never copied. */
   private readonly entries: LogEntry[] = [];
+  private next = 0;
   private readonly listeners = new Set<LogListener>();
   private readonly attached = new Map<string, () => void>();
 
   constructor(private readonly capacity = 5000) {}
 
   add(entry: LogEntry): void {
-    this.entries.push(entry);
-    if (this.entries.length > this.capacity) this.entries.splice(0, this.entries.length - this.capacity);
+    if (this.entries.length < this.capacity) this.entries.push(entry);
+    else this.entries[this.next] = entry;
+    this.next = (this.next + 1) % this.capacity;
     for (const l of this.listeners) l(entry);
   }
 
@@ -36,8 +39,9 @@ export class LogBuffer {
     this.add({ message, timestamp: Date.now(), isSystem: true, isStdErr });
   }
 
+  /** The entries kept, oldest first (a copy). */
   history(): LogEntry[] {
-    return [...this.entries];
+    return this.entries.length < this.capacity ? [...this.entries] : [...this.entries.slice(this.next), ...this.entries.slice(0, this.next)];
   }
 
   subscribe(listener: LogListener): () => void {
@@ -64,17 +68,18 @@ export class LogBuffer {
       stream.destroy();
       return;
     }
+    // One frame per write, usually one line: cut at each newline with indexOf, no array or regex per chunk.
     const emitLines = (isStdErr: boolean) => {
       let partial = '';
       return (chunk: Buffer) => {
-        partial += chunk.toString('utf8');
-        const lines = partial.split('\n');
-        partial = lines.pop() ?? '';
-        for (const raw of lines) {
-          const m = /^(\d{4}-\d{2}-\d{2}T[\d:.]+Z) (.*)$/s.exec(raw);
-          const ts = m?.[1] ? Date.parse(m[1]) : Date.now();
-          this.add({ message: (m?.[2] ?? raw).replace(/\r$/, ''), timestamp: ts, isSystem: false, isStdErr, serviceName: container.serviceName, serviceId: container.serviceId, appId: container.appId });
+        const text = partial === '' ? chunk.toString('utf8') : partial + chunk.toString('utf8');
+        let start = 0;
+        for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {
+          const { message, timestamp } = splitTimestamp(text, start, nl);
+          this.add({ message, timestamp, isSystem: false, isStdErr, serviceName: container.serviceName, serviceId: container.serviceId, appId: container.appId });
+          start = nl + 1;
         }
+        partial = start === 0 ? text : text.slice(start);
       };
     };
     const stdout = emitLines(false);
@@ -101,4 +106,19 @@ export class LogBuffer {
     this.attached.clear();
     this.listeners.clear();
   }
+}
+
+/**
+ * `text[start, end)` is one line of the engine's log with `timestamps: true`: an RFC 3339 time
+ * (`2026-11-30T21:30:12.123456789Z`), a space, the message. A line without one keeps the time of
+ * arrival. A trailing `\r` (a CRLF writer) is dropped.
+ */
+export function splitTimestamp(text: string, start: number, end: number): { message: string; timestamp: number } {
+  if (end > start && text.charCodeAt(end - 1) === 13) end--;
+  const space = text.indexOf(' ', start);
+  if (space > start + 19 && space < end + 1 && space - start <= 35 && text.charCodeAt(space - 1) === 90 /* Z */ && text.charCodeAt(start + 10) === 84 /* T */) {
+    const timestamp = Date.parse(text.slice(start, space));
+    if (!Number.isNaN(timestamp)) return { message: text.slice(space + 1, end), timestamp };
+  }
+  return { message: text.slice(start, end), timestamp: Date.now() };
 }

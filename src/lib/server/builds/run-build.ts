@@ -209,7 +209,7 @@ async function pushAll(
   ctx: ServiceContext, job: BuildJob, engine: import('../../docker/engine.js').Engine,
   repositories: Record<string, string>, images: Array<{ service: string; image: string }>, commit: string,
 ): Promise<Record<string, string>> {
-  const { pushImage, registryReference } = await import('../../cloud/deploy.js');
+  const { pushEach, pushImage, registryReference } = await import('../../cloud/deploy.js');
   const token = newKey('session');
   const now = ctx.clock();
   const session = await ctx.db.insertInto('sessions').values({
@@ -220,7 +220,8 @@ async function pushAll(
   const tagged: string[] = [];
   try {
     const digests: Record<string, string> = {};
-    for (const { service, image } of images) {
+    // Every service at once (see pushEach): the registry and the engine overlap their round trips.
+    const pushed = await pushEach(images, job.signal, async ({ service, image }, signal) => {
       const repository = repositories[service];
       if (!repository) throw new SkiffError('error', `the release has no repository for service '${service}'`);
       const target = registryReference(ctx.options.publicUrl, repository);
@@ -234,10 +235,11 @@ async function pushAll(
         if (e.kind !== 'push-progress' || (Date.now() - said < 250 && e.bytes < e.total)) return;
         said = Date.now();
         job.log.push(e);
-      }, job.signal);
-      digests[service] = digest;
+      }, signal);
       job.log.push({ kind: 'push-done', service, digest });
-    }
+      return { service, digest };
+    });
+    for (const p of pushed) digests[p.service] = p.digest;
     return digests;
   } finally {
     await ctx.db.deleteFrom('sessions').where('id', '=', session.id).execute().catch(() => undefined);

@@ -32,9 +32,13 @@ export function contextTar(ctx: ServiceContext, uuid: string): string {
   return path.join(buildDir(ctx, uuid), 'context.tar');
 }
 
-/** The labels on every image (and the release's registry tags) a build makes, to find them later. */
-export function buildLabels(buildUuid: string, fleetUuid: string): Record<string, string> {
-  return { 'io.skiff.build': buildUuid, 'io.skiff.fleet': fleetUuid };
+/**
+ * The labels on every image a build makes, to find a fleet's images later: the fleet's uuid only.
+ * Not the build's own uuid: a label that changes at every push gives every service a new image,
+ * so a new digest, and every device would pull and restart every service, changed or not.
+ */
+export function buildLabels(fleetUuid: string): Record<string, string> {
+  return { 'io.skiff.fleet': fleetUuid };
 }
 
 /** Images of a fleet's builds are named `skiff-build-<fleet uuid>_<service>:latest`: the engine's layer cache then serves the next push. */
@@ -102,7 +106,7 @@ export async function runBuild(ctx: ServiceContext, job: BuildJob): Promise<Buil
       multiDockerignore: options.multiDockerignore === true,
       // Registering qemu's handlers touches this machine's kernel: only for an engine on it.
       emulated: engine.local,
-      labels: buildLabels(row.uuid, fleet.uuid),
+      labels: buildLabels(fleet.uuid),
       appName: fleet.name,
       signal,
       onEvent: emit,

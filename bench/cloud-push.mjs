@@ -13,7 +13,10 @@
 //   - `skiff deploy FLEET --build`: the same change built here, pushed, until every device applied;
 //   - `skiff push 127.0.0.1:PORT --detached` to the local-mode agent: built on its engine, until
 //     the command returns (it waits for every service to run).
-// Medians of --runs (default 3) and the ratios to the LAN push; the issue's goal: push < 1.5 × LAN.
+// Each path runs its warm-up and its runs in a row (a deploy's images differ from a push's, so
+// alternating would change every service). Medians of --runs (default 3) and the ratios to the LAN
+// push; the issue's goal: push < 1.5 × LAN. --timeline 1 prints, for each measured cloud push, the
+// build's event times and the first device's own log lines against the run's start.
 // The agents share this machine's engine with the builder, so the layers are there already and the
 // times are the cloud's own (build, registry, poll or event), not the network's. The times include
 // up to one poll interval (--poll-ms, default 1000) unless the device event channel tells devices at
@@ -21,7 +24,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { loadavg, tmpdir } from 'node:os';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fmtRatio, fmtSec, log, median, parseBenchArgs, printTable, ratio } from './lib.mjs';
@@ -38,6 +41,7 @@ const opts = parseBenchArgs({
     agents: { default: 3, min: 1, help: 'cloud devices (skiff agent processes) in the fleet' },
     'poll-ms': { default: 1000, min: 100, help: "the fleet's SKIFF_AGENT_POLL_INTERVAL, milliseconds" },
     'payload-kb': { default: 1024, min: 1, help: "size of each service's own random file, KiB" },
+    timeline: { default: 0, min: 0, help: '1: after each measured cloud push, print where its seconds went (the build\'s event times, each device applied)' },
   },
 });
 
@@ -113,16 +117,49 @@ await withCleanup(async (onCleanup) => {
   const toFleet = async (args, label) => {
     const previous = (await api(server.url, token, 'GET', `/fleets/${encodeURIComponent(fleet)}`)).targetRelease;
     const t0 = performance.now();
+    // The timeline compares with the server's event times: wall clock on both sides.
+    const wall0 = Date.now();
     await skiff(args, label);
+    const returned = Date.now();
     let commit;
+    const applied = new Map();
     await waitFor(async () => {
       commit = (await api(server.url, token, 'GET', `/fleets/${encodeURIComponent(fleet)}`)).targetRelease;
       if (!commit || commit === previous) return false;
       const list = await devices();
+      for (const d of list) if (d.runningRelease === commit && d.updateStatus === 'done' && !applied.has(d.uuid)) applied.set(d.uuid, Date.now());
       return list.length === opts.agents && list.every((d) => d.runningRelease === commit && d.updateStatus === 'done');
     }, { timeoutMs: 600_000, intervalMs: 50, what: `${label}: every device applied` });
+    const seconds = (performance.now() - t0) / 1000;
     await noteBuilt();
-    return (performance.now() - t0) / 1000;
+    if (opts.timeline && args[0] === 'push' && !label.startsWith('warm-up')) await printTimeline(label, wall0, returned, [...applied.values()]);
+    return seconds;
+  };
+
+  /** The build's own event times (server clock = this clock: one machine) against the run's start. */
+  const printTimeline = async (label, wall0, returned, applied) => {
+    const at = (iso) => ((Date.parse(iso) - wall0) / 1000).toFixed(2);
+    const [build] = await api(server.url, token, 'GET', `/fleets/${encodeURIComponent(fleet)}/builds`);
+    const r = await fetch(`${server.url}/builds/${build.id}/events`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(30_000) });
+    const envelopes = (await r.text()).split('\n').filter((l) => l.startsWith('data:')).map((l) => JSON.parse(l.slice(5)));
+    const first = (pred) => envelopes.find((e) => pred(e.event));
+    const last = (pred) => envelopes.filter((e) => pred(e.event)).pop();
+    const rows = [
+      ['build created (upload stored)', build.createdAt],
+      ['build claimed (startedAt)', build.startedAt],
+      ['engine connected', first((e) => e.kind === 'started')?.time],
+      ['first push-start (images built)', first((e) => e.kind === 'push-start')?.time],
+      ['last push-done', last((e) => e.kind === 'push-done')?.time],
+      ['release event (release success)', first((e) => e.kind === 'release')?.time],
+      ['done event', first((e) => e.kind === 'done')?.time],
+      ['build finishedAt', build.finishedAt],
+    ];
+    log(`${label} timeline (s from spawn): ${rows.map(([k, v]) => `${k} ${v ? at(v) : '-'}`).join('; ')}; skiff push returned ${((returned - wall0) / 1000).toFixed(2)}; devices seen applied ${applied.map((t) => ((t - wall0) / 1000).toFixed(2)).join(', ')}`);
+    // The first device's own lines (its cloud logs, stamped on the device; shipped within a few seconds).
+    const uuid = agents[0].uuid ?? JSON.parse(readFileSync(join(home, 'config-0.json'), 'utf8')).uuid;
+    await sleep(3000);
+    const lines = await api(server.url, token, 'GET', `/devices/${uuid}/logs?count=300`);
+    for (const l of lines.filter((x) => x.isSystem && x.timestamp >= wall0)) log(`  device 0 at ${((l.timestamp - wall0) / 1000).toFixed(2)}: ${l.message.slice(0, 160)}`);
   };
   const paths = {
     push: (label) => toFleet(['push', fleet, '--source', project], label),
@@ -135,14 +172,15 @@ await withCleanup(async (onCleanup) => {
     },
   };
 
-  // Warm every cache once (the server's builder, the local engine, the LAN agent's engine).
+  // Each path's runs one after the other, after a warm-up of its own (the server's builder, the
+  // local engine, the LAN agent's engine): push and deploy build different images (their project
+  // names differ, so do the labels), so a deploy between two pushes would change every service on
+  // the devices, not the one the issue's case changes.
+  const times = { push: [], deploy: [], lan: [] };
   for (const [name, run] of Object.entries(paths)) {
     change(project);
     log(`warm-up ${name}: ${(await run(`warm-up ${name}`)).toFixed(1)} s`);
-  }
-  const times = { push: [], deploy: [], lan: [] };
-  for (let i = 1; i <= opts.runs; i++) {
-    for (const [name, run] of Object.entries(paths)) {
+    for (let i = 1; i <= opts.runs; i++) {
       change(project);
       const s = await run(`${name} ${i}/${opts.runs}`);
       times[name].push(s);

@@ -196,8 +196,9 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`skiff push <fle
       });
     }
   };
-  /** Build containers the builder left for `id`. */
-  const strays = async (id: string) => (await docker.listContainers({ all: true, filters: { label: [`io.skiff.build=${id}`] } })).map((c) => c.Id);
+  /** Build containers the builder left for the fleet: its label, and not a device's container (those have an app id). */
+  const strays = async () => (await docker.listContainers({ all: true, filters: { label: [`io.skiff.fleet=${fleetUuid}`] } }))
+    .filter((c) => c.Labels['io.balena.app-id'] === undefined).map((c) => c.Id);
 
   before(async () => {
     await ensureBaseImages();
@@ -341,8 +342,7 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`skiff push <fle
     assert.match(r.stderr, /Build cancelled/);
     assert.equal((await build(id)).status, 'cancelled');
     assert.equal((await releases()).length, before.length);
-    const full = (await build(id)).id;
-    await waitFor(async () => (await strays(full)).length === 0, 'no build container left', 30_000);
+    await waitFor(async () => (await strays()).length === 0, 'no build container left', 30_000);
   });
 
   it('Ctrl-C during the upload: exit 130, and the server made no build', async () => {

@@ -112,9 +112,9 @@ async function inRegistry(base: string, who: Who, image: string): Promise<boolea
   return res.status === 200;
 }
 
-/** Containers the builder left that carry the build's label or ran a command with `marker`. */
-async function strayContainers(buildId: string, marker?: string): Promise<string[]> {
-  const labelled = await docker.listContainers({ all: true, filters: { label: [`io.skiff.build=${buildId}`] } });
+/** Containers the builder left that carry the fleet's build label (no device runs here) or ran a command with `marker`. */
+async function strayContainers(fleetUuid: string, marker?: string): Promise<string[]> {
+  const labelled = await docker.listContainers({ all: true, filters: { label: [`io.skiff.fleet=${fleetUuid}`] } });
   const all = marker ? await docker.listContainers({ all: true }) : [];
   return [...labelled, ...all.filter((c) => c.Command.includes(marker ?? '\u0000'))].map((c) => `${c.Id.slice(0, 12)} ${c.Command}`);
 }
@@ -196,9 +196,9 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
     // Newest first, and the builder's leftovers are gone: no container, no upload, no push tag.
     const list = await api(base(), 'GET', `/fleets/${fleet}/builds`, { token: alice.token });
     assert.equal((list.body as Build[])[0]?.id, build.id);
-    assert.deepEqual(await strayContainers(build.id), []);
+    assert.deepEqual(await strayContainers(fleetUuid), []);
     assert.deepEqual(uploadFolders(server), []);
-    const images = await docker.listImages({ filters: { label: [`io.skiff.build=${build.id}`] } });
+    const images = await docker.listImages({ filters: { label: [`io.skiff.fleet=${fleetUuid}`] } });
     assert.ok(images.length >= 2, 'the built images stay on the engine as the next push\'s cache');
     assert.ok(images.every((i) => (i.RepoTags ?? []).every((t) => t.startsWith(`skiff-build-${fleetUuid}_`) || t === '<none>:<none>')), JSON.stringify(images.map((i) => i.RepoTags)));
 
@@ -208,7 +208,7 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
     assert.deepEqual(await readEvents(base(), alice, build.id, { after: 3 }), events.slice(3));
   });
 
-  it('queues a second push to the same fleet behind the first, never interleaved; the second hits the layer cache', async () => {
+  it('queues a second push to the same fleet behind the first, never interleaved; the second hits the layer cache and keeps every image\'s digest', async () => {
     const tar = twoServices(`queue-${RUN}`, `sleep 2; echo queue-${RUN}`);
     const [first, second] = await Promise.all([startBuild(base(), alice, fleet, tar), (async () => {
       await new Promise((r) => setImmediate(r));
@@ -232,6 +232,10 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
     const laterEvents = later.id === two.id ? eventsTwo : await readEvents(base(), alice, later.id);
     const results = ofKind(laterEvents, 'service-done').map((e) => e.result);
     assert.ok(results.every((r) => r.cachedSteps >= 1), JSON.stringify(results.map((r) => [r.service, r.steps, r.cachedSteps])));
+    // Nothing of the build's own (its uuid) is in an image: an unchanged service is the same image,
+    // so the same digest, and devices neither pull it again nor restart it.
+    const images = async (commit: string | null) => ((await api(base(), 'GET', `/releases/${commit}`, { token: alice.token })).body as Release).services.map((s) => [s.name, s.image]);
+    assert.deepEqual(await images(b.release), await images(a.release));
   });
 
   if (dialect === 'sqlite') {
@@ -281,8 +285,8 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
       assert.deepEqual(ofKind(events, 'done')[0], { kind: 'done', status: 'cancelled', release: null, error: 'cancelled by request; no release was made' });
       const releases = (await api(base(), 'GET', `/fleets/${fleet}/releases`, { token: alice.token })).body as Release[];
       assert.ok(!releases.some((r) => r.build === build.id));
-      await waitFor(async () => (await strayContainers(build.id, marker)).length === 0, 'the engine to remove the build\'s containers', 30_000).catch(async (err: Error) => {
-        throw new Error(`${err.message}: ${(await strayContainers(build.id, marker)).join(', ')}`);
+      await waitFor(async () => (await strayContainers(fleetUuid, marker)).length === 0, 'the engine to remove the build\'s containers', 30_000).catch(async (err: Error) => {
+        throw new Error(`${err.message}: ${(await strayContainers(fleetUuid, marker)).join(', ')}`);
       });
       const again = await api(base(), 'DELETE', `/builds/${build.id}`, { token: alice.token });
       assert.equal(again.status, 409);
@@ -442,7 +446,7 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
       assert.ok(ofKind(events, 'info').some((e) => /restarted during this build/.test(e.message)));
       assert.equal(ofKind(events, 'done').length, 1);
       assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
-      await waitFor(async () => (await strayContainers(build.id, marker)).length === 0, 'no container of the first run left', 30_000);
+      await waitFor(async () => (await strayContainers(fleetUuid, marker)).length === 0, 'no container of the first run left', 30_000);
     });
 
     it('a server stopped (SIGTERM) during a build ends its followers\' streams, stops the build, and runs it again at its next start', async () => {
@@ -566,6 +570,6 @@ describe('cloud builds across two replicas on one PostgreSQL database', function
     const cancelled = await api(b.url, 'DELETE', `/builds/${third.id}`, { token: who.token });
     assert.equal(cancelled.status, 200, JSON.stringify(cancelled.body));
     assert.equal((cancelled.body as Build).status, 'cancelled');
-    await waitFor(async () => (await strayContainers(third.id, marker)).length === 0, 'no container of the cancelled build', 30_000);
+    await waitFor(async () => (await strayContainers(fleetUuid, marker)).length === 0, 'no container of the cancelled build', 30_000);
   });
 });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { compositionOf, parseReleaseTags, registryReference } from '../../src/lib/cloud/deploy.js';
+import { compositionOf, parseReleaseTags, pushEach, registryReference } from '../../src/lib/cloud/deploy.js';
 import { ExitCode, SkiffError } from '../../src/lib/errors/errors.js';
 
 describe('deploy: pieces that need no engine or server', () => {
@@ -32,5 +32,48 @@ describe('deploy: pieces that need no engine or server', () => {
       networks: { front: {} },
     });
     assert.deepEqual(composition, { services: { web: { environment: { A: '1' }, ports: ['80:80'] }, cache: { image: 'redis' } }, networks: { front: {} } });
+  });
+
+  describe('pushEach: the services\' pushes at once', () => {
+    /** A task that ends when its signal aborts (a push the engine is still sending). */
+    const untilAborted = (signal: AbortSignal): Promise<never> => new Promise((_, reject) => signal.addEventListener('abort', () => reject(new Error('aborted')), { once: true }));
+
+    it('runs every task at once and answers in the items\' order', async () => {
+      let inFlight = 0;
+      let most = 0;
+      const gates: Array<() => void> = [];
+      const all = pushEach(['a', 'b', 'c'], undefined, async (item) => {
+        inFlight++;
+        most = Math.max(most, inFlight);
+        await new Promise<void>((r) => gates.push(r));
+        inFlight--;
+        return `sha256:${item}`;
+      });
+      await new Promise((r) => setImmediate(r));
+      assert.equal(most, 3, 'all three started before any ended');
+      for (const open of gates.reverse()) open();
+      assert.deepEqual(await all, ['sha256:a', 'sha256:b', 'sha256:c']);
+    });
+
+    it('one failed push aborts the others and throws its own error only after every task ended', async () => {
+      const ended: string[] = [];
+      const refused = new SkiffError('releaseFailed', "service 'b': the registry refused the push");
+      await assert.rejects(pushEach(['a', 'b', 'c'], undefined, async (item, signal) => {
+        try {
+          if (item === 'b') throw refused;
+          return await untilAborted(signal);
+        } finally {
+          ended.push(item);
+        }
+      }), (e: unknown) => e === refused);
+      assert.deepEqual([...ended].sort(), ['a', 'b', 'c']);
+    });
+
+    it("the caller's abort (Ctrl-C, a cancelled build) reaches every task", async () => {
+      const outer = new AbortController();
+      const all = pushEach(['a', 'b'], outer.signal, (_item, signal) => untilAborted(signal));
+      outer.abort();
+      await assert.rejects(all, /aborted/);
+    });
   });
 });

@@ -71,6 +71,10 @@ export class Agent {
   private lastCurrent?: CurrentState;
   private readonly stopped = new Set<string>();
   private endBackoff?: () => void;
+  /** Told when the status or the applied release changes (the cloud reporter, so "applied" is said at once). */
+  private readonly listeners = new Set<() => void>();
+  /** A release was confirmed: its predecessors' images are removed once the status says so. */
+  private prunePending = false;
   /** Bumped on every new target, so a confirmation in progress knows it is stale. */
   private targetVersion = 0;
   /** Steps ran since the last confirmed release: watch it before calling it applied. */
@@ -163,6 +167,25 @@ export class Agent {
     });
   }
 
+  /**
+   * Calls `listener` (synchronously, without arguments) after the status or the applied release
+   * changed; returns the unsubscribe function. A listener that throws is ignored.
+   */
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private changed(): void {
+    for (const l of this.listeners) {
+      try {
+        l();
+      } catch {
+        // A listener's bug must not stop the loop.
+      }
+    }
+  }
+
   /** Resolves when the loop has nothing left to do (for tests and `push`). */
   async settled(): Promise<void> {
     while (this.running) await this.running;
@@ -230,11 +253,19 @@ export class Agent {
         this.status = 'Idle';
         this.lastError = undefined;
         this.failure = undefined;
+        this.changed();
+        // After the status says applied: removing old images takes the engine a while, and
+        // nothing waits on it (the loop still holds, so no new target runs meanwhile).
+        if (this.prunePending) {
+          this.prunePending = false;
+          await this.pruneImages().catch((err: Error) => this.logs.system(`Could not remove old release images: ${err.message}`, true));
+        }
         return;
       }
       this.unconfirmed = true;
       this.status = 'Applying';
       this.failure = undefined;
+      this.changed();
       const version = this.targetVersion;
       try {
         await Promise.all(work.map((s) => execute(this.ctx, s, current, (m) => this.logs.system(m)).catch((err: unknown) => {
@@ -362,6 +393,7 @@ export class Agent {
     this.failure = kind;
     this.lastError = (err as Error).message;
     this.logs.system(`Failed to apply the target state: ${this.lastError}`, true);
+    this.changed();
     const delay = Math.min(this.options.maxBackoffMs ?? 30_000, 250 * 2 ** Math.min(this.failures, 10));
     await new Promise<void>((resolve) => {
       this.endBackoff = resolve;
@@ -386,14 +418,15 @@ export class Agent {
         return;
       }
       if (this.targetVersion !== version) return; // a newer target arrived
-      await sleep(500, this.abort.signal);
+      // Every half second, but not past the deadline: the grace is watched whole, not overshot.
+      await sleep(Math.max(0, Math.min(500, deadline - Date.now())), this.abort.signal);
     }
     if (this.abort.signal.aborted) return;
     this.unconfirmed = false;
     this.appliedCommit = commit;
     this.store.setValue('appliedCommit', commit);
     this.store.recordApplied(commit, 'applied', '');
-    await this.pruneImages().catch((err: Error) => this.logs.system(`Could not remove old release images: ${err.message}`, true));
+    this.prunePending = true;
   }
 
   /**

@@ -136,7 +136,9 @@ export async function deploy(options: DeployOptions): Promise<DeployResult> {
   try {
     const digests: Record<string, string> = {};
     const refs: Record<string, string> = {};
-    for (const [service, local] of Object.entries(images)) {
+    // Every service's image at once: the engine and the registry overlap one push's round trips
+    // (a HEAD per layer, the token, the manifest) with another's; the release still waits for all.
+    const pushed = await pushEach(Object.entries(images), options.signal, async ([service, local], signal) => {
       const repository = created.repositories[service];
       if (!repository) throw new SkiffError('error', `the server named no repository for service '${service}'`);
       const target = registryReference(client.url, repository);
@@ -144,10 +146,13 @@ export async function deploy(options: DeployOptions): Promise<DeployResult> {
       await engine.docker.getImage(local).tag({ repo: name, tag: commit });
       tagged.push(`${name}:${commit}`);
       emit({ kind: 'push-start', service, image: `${name}:${commit}` });
-      const digest = await pushImage(engine, `${name}:${commit}`, target.host, token, service, emit, options.signal);
-      digests[service] = digest;
-      refs[service] = `${name}@${digest}`;
+      const digest = await pushImage(engine, `${name}:${commit}`, target.host, token, service, emit, signal);
       emit({ kind: 'push-done', service, digest });
+      return { service, digest, ref: `${name}@${digest}` };
+    });
+    for (const p of pushed) {
+      digests[p.service] = p.digest;
+      refs[p.service] = p.ref;
     }
     throwIfAborted(options.signal);
     const release = await client.updateRelease(commit, { status: 'success', images: digests, ...(options.draft ? {} : { isFinal: true }) });
@@ -187,6 +192,38 @@ async function builtImages(engine: Engine, resolved: ResolvedBuild): Promise<Rec
     out[s.name] = s.image;
   }
   return out;
+}
+
+/**
+ * Runs `task` for every item at once (the services' pushes). When one fails the others are
+ * aborted through the signal they are given, and the first failure is thrown only after every task
+ * has ended, so no push still runs when the caller removes its tags or marks the release failed.
+ * Results are in the items' order.
+ *
+ * @throws the first task's error; SkiffError('interrupted') when `signal` was aborted before a task failed on its own
+ */
+export async function pushEach<T, R>(items: readonly T[], signal: AbortSignal | undefined, task: (item: T, signal: AbortSignal) => Promise<R>): Promise<R[]> {
+  const controller = new AbortController();
+  const onAbort = (): void => controller.abort();
+  if (signal?.aborted) controller.abort();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const failures: unknown[] = [];
+  try {
+    const settled = await Promise.allSettled(items.map(async (item) => {
+      try {
+        return await task(item, controller.signal);
+      } catch (err) {
+        // The first failure is the cause; the others' errors are only their abort.
+        if (!controller.signal.aborted || failures.length === 0) failures.push(err);
+        controller.abort();
+        throw err;
+      }
+    }));
+    if (failures.length > 0) throw failures[0];
+    return settled.map((r) => (r as PromiseFulfilledResult<R>).value);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
 }
 
 interface PushMessage {

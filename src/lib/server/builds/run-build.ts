@@ -32,9 +32,13 @@ export function contextTar(ctx: ServiceContext, uuid: string): string {
   return path.join(buildDir(ctx, uuid), 'context.tar');
 }
 
-/** The labels on every image (and the release's registry tags) a build makes, to find them later. */
-export function buildLabels(buildUuid: string, fleetUuid: string): Record<string, string> {
-  return { 'io.skiff.build': buildUuid, 'io.skiff.fleet': fleetUuid };
+/**
+ * The labels on every image a build makes, to find a fleet's images later: the fleet's uuid only.
+ * Not the build's own uuid: a label that changes at every push gives every service a new image,
+ * so a new digest, and every device would pull and restart every service, changed or not.
+ */
+export function buildLabels(fleetUuid: string): Record<string, string> {
+  return { 'io.skiff.fleet': fleetUuid };
 }
 
 /** Images of a fleet's builds are named `skiff-build-<fleet uuid>_<service>:latest`: the engine's layer cache then serves the next push. */
@@ -102,7 +106,7 @@ export async function runBuild(ctx: ServiceContext, job: BuildJob): Promise<Buil
       multiDockerignore: options.multiDockerignore === true,
       // Registering qemu's handlers touches this machine's kernel: only for an engine on it.
       emulated: engine.local,
-      labels: buildLabels(row.uuid, fleet.uuid),
+      labels: buildLabels(fleet.uuid),
       appName: fleet.name,
       signal,
       onEvent: emit,
@@ -209,7 +213,7 @@ async function pushAll(
   ctx: ServiceContext, job: BuildJob, engine: import('../../docker/engine.js').Engine,
   repositories: Record<string, string>, images: Array<{ service: string; image: string }>, commit: string,
 ): Promise<Record<string, string>> {
-  const { pushImage, registryReference } = await import('../../cloud/deploy.js');
+  const { pushEach, pushImage, registryReference } = await import('../../cloud/deploy.js');
   const token = newKey('session');
   const now = ctx.clock();
   const session = await ctx.db.insertInto('sessions').values({
@@ -220,7 +224,8 @@ async function pushAll(
   const tagged: string[] = [];
   try {
     const digests: Record<string, string> = {};
-    for (const { service, image } of images) {
+    // Every service at once (see pushEach): the registry and the engine overlap their round trips.
+    const pushed = await pushEach(images, job.signal, async ({ service, image }, signal) => {
       const repository = repositories[service];
       if (!repository) throw new SkiffError('error', `the release has no repository for service '${service}'`);
       const target = registryReference(ctx.options.publicUrl, repository);
@@ -234,10 +239,11 @@ async function pushAll(
         if (e.kind !== 'push-progress' || (Date.now() - said < 250 && e.bytes < e.total)) return;
         said = Date.now();
         job.log.push(e);
-      }, job.signal);
-      digests[service] = digest;
+      }, signal);
       job.log.push({ kind: 'push-done', service, digest });
-    }
+      return { service, digest };
+    });
+    for (const p of pushed) digests[p.service] = p.digest;
     return digests;
   } finally {
     await ctx.db.deleteFrom('sessions').where('id', '=', session.id).execute().catch(() => undefined);

@@ -52,7 +52,7 @@ export const ENDPOINTS = {
   buildEvents: { method: 'GET', path: '/builds/:id/events' }, // ?BuildEventsQuery → text/event-stream of BuildEventEnvelope
   cancelBuild: { method: 'DELETE', path: '/builds/:id' }, // → Build (cancelled, or already finished: 409)
   // a fleet's git repository (smart HTTP, `git http-backend`; HTTP basic auth, password = API key or session token)
-  git: { method: 'ALL', path: '/git/*' }, // /git/<fleet name>.git/…
+  git: { method: 'ALL', path: '/git/*' }, // GET and POST of /git/<fleet name>.git/… (smart HTTP only; other methods 404)
   // device logs and actions (logs.ts, events.ts)
   deviceLogs: { method: 'GET', path: '/devices/:uuid/logs' }, // ?DeviceLogsQuery → DeviceLogLine[] | text/event-stream
   deviceAction: { method: 'POST', path: '/devices/:uuid/actions' }, // DeviceActionRequest → DeviceActionResult

@@ -106,7 +106,8 @@ await withCleanup(async (onCleanup) => {
     // Coalesced as the agent does: one fetch at a time, another after it when updates came meanwhile.
     let busy = false;
     let again = false;
-    ws.on('message', async () => {
+    ws.on('message', async (data) => {
+      if (JSON.parse(data.toString()).type !== 'update') return; // the hello, or an action
       if (busy) { again = true; return; }
       busy = true;
       do { again = false; await fetchTarget(d); } while (again);

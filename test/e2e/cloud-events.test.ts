@@ -269,6 +269,30 @@ describe('device event channel: instant updates and device actions (sqlite)', fu
     assert.equal((await post({ action: 'identify' }, other.token)).status, 404);
   });
 
+  it('an action the device reads only after the CLI gave up (the agent was frozen) is not done late', async () => {
+    assert.ok(a?.child.pid);
+    const identifies = () => (a?.output().match(/Identify: this is device/g) ?? []).length;
+    const before = identifies();
+    a.child.kill('SIGSTOP');
+    let resumed = false;
+    try {
+      const sent = Date.now();
+      const silent = await cli(['device', 'identify', a.uuid]);
+      assert.equal(silent.code, 13, silent.stderr);
+      assert.match(silent.stderr, /did not answer within 20 s/);
+      // Not a condition to poll: the action must be older than its validity (25 s) when the agent reads it.
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, sent + 27_000 - Date.now())));
+      a.child.kill('SIGCONT');
+      resumed = true;
+      await eventually(async () => /ignored a identify action that arrived \d+ s after it was sent/.test(a?.output() ?? ''), 30_000, 'the agent refusing the stale action');
+      assert.equal(identifies(), before, 'the stale identify was not done');
+    } finally {
+      if (!resumed) a.child.kill('SIGCONT');
+    }
+    // The channel still works for the next action.
+    await eventually(async () => (await cli(['device', 'identify', a?.uuid ?? ''])).code === 0, 90_000, 'identify answered again after the freeze');
+  });
+
   it('the event connection dropped (server restarted): the agent reconnects and changes arrive at once again', async () => {
     assert.ok(server && a);
     const connects = () => (a?.output().match(/event channel connected/g) ?? []).length;

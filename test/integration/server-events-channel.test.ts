@@ -39,7 +39,12 @@ describe('server events: one replica\'s device sockets (real WebSockets on loopb
     const ws = new WebSocket(url);
     clients.push(ws);
     const got: unknown[] = [];
-    ws.on('message', (data) => got.push(JSON.parse(data.toString())));
+    // The hello (the server's clock) opens every connection; the tests look at what follows it.
+    ws.on('message', (data) => {
+      const message = JSON.parse(data.toString()) as { type: string; time?: unknown };
+      if (message.type === 'hello') assert.equal(typeof message.time, 'number');
+      else got.push(message);
+    });
     await new Promise((resolve, reject) => {
       ws.once('open', resolve);
       ws.once('error', reject);
@@ -117,7 +122,10 @@ describe('server events: one replica\'s device sockets (real WebSockets on loopb
     bus.subscribe('device-action-result', (e) => seen.push(e));
     await bus.publish({ topic: 'device-action', id: 'act-1', deviceId: targetId, action: 'restart', service: 'web' });
     await waitFor(() => target.got.length === 1 && seen.length === 1, 'the action sent and acknowledged');
-    assert.deepEqual(target.got, [{ type: 'action', id: 'act-1', action: 'restart', service: 'web' }]);
+    const { sentAt, validMs, ...action } = target.got[0] as { sentAt: number; validMs: number };
+    assert.deepEqual(action, { type: 'action', id: 'act-1', action: 'restart', service: 'web' });
+    assert.ok(Math.abs(Date.now() - sentAt) < 60_000, 'stamped with the server\'s clock');
+    assert.equal(validMs, 25_000);
     assert.deepEqual(seen, [{ topic: 'device-action-accepted', id: 'act-1' }]);
     assert.deepEqual(other.got, []);
     // Another device answering this action is ignored; so is garbage; the device's answer counts once.

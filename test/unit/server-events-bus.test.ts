@@ -13,7 +13,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { LocalEventBus, type EventOf, type ServerEvent } from '../../src/lib/server/events/bus.js';
 import { concerned, parseDeviceMessage } from '../../src/lib/server/events/channel.js';
 import { MAX_PAYLOAD_BYTES, parseEnvelope, reconnectDelayMs as listenerDelayMs } from '../../src/lib/server/events/pg-bus.js';
-import { eventsUrl, parseServerMessage, reconnectDelayMs } from '../../src/lib/agent/cloud/events.js';
+import { actionLateness, eventsUrl, parseServerMessage, reconnectDelayMs } from '../../src/lib/agent/cloud/events.js';
 import { openDatabase, type OpenedDatabase } from '../../src/lib/server/db/database.js';
 import { LastSeenBatcher } from '../../src/lib/server/services/last-seen.js';
 import type { ServiceContext } from '../../src/lib/server/services/context.js';
@@ -109,8 +109,20 @@ describe('agent events: the channel URL and what the server may send', () => {
     assert.deepEqual(parseServerMessage('{"type":"update","extra":1}'), { type: 'update' });
     assert.deepEqual(parseServerMessage('{"type":"action","id":"i","action":"restart","service":"web","force":true}'), { type: 'action', id: 'i', action: 'restart', service: 'web', force: true });
     assert.deepEqual(parseServerMessage('{"type":"action","id":"i","action":"reboot","service":3}'), { type: 'action', id: 'i', action: 'reboot' });
+    assert.deepEqual(parseServerMessage('{"type":"action","id":"i","action":"reboot","sentAt":1000,"validMs":25000}'), { type: 'action', id: 'i', action: 'reboot', sentAt: 1000, validMs: 25_000 });
+    assert.deepEqual(parseServerMessage('{"type":"action","id":"i","action":"reboot","sentAt":"soon","validMs":null}'), { type: 'action', id: 'i', action: 'reboot' });
+    assert.deepEqual(parseServerMessage('{"type":"hello","time":1700000000000}'), { type: 'hello', time: 1_700_000_000_000 });
   });
-  for (const text of ['', '{}', '{"type":"action","id":"i","action":"format-disk"}', '{"type":"action","action":"reboot"}', '"update"']) {
+  it('judges how late an action arrived by the server\'s clock, whatever the device\'s clock says', () => {
+    // The device's clock is an hour behind the server's: skew +3,600,000 ms, learnt from the hello.
+    const skew = 3_600_000;
+    const sentAt = 1_700_000_000_000;
+    assert.equal(actionLateness({ sentAt }, skew, sentAt - skew + 300), 300, 'read 300 ms after it was sent');
+    assert.equal(actionLateness({ sentAt }, skew, sentAt - skew + 90_000), 90_000, 'read after the agent was frozen for 90 s');
+    assert.equal(actionLateness({ sentAt }, undefined, sentAt), undefined, 'no hello on this connection: cannot tell');
+    assert.equal(actionLateness({}, skew, sentAt), undefined, 'an action from a server that does not stamp them');
+  });
+  for (const text of ['', '{}', '{"type":"hello"}', '{"type":"action","id":"i","action":"format-disk"}', '{"type":"action","action":"reboot"}', '"update"']) {
     it(`ignores ${JSON.stringify(text)}`, () => assert.equal(parseServerMessage(text), undefined));
   }
 });

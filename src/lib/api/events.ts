@@ -37,7 +37,14 @@ export type DeviceActionResult = Static<typeof DeviceActionResult>;
 export type ServerToDevice =
   /** Fetch the target state now (a release, a variable, a pin or a move changed it). */
   | { type: 'update' }
-  | { type: 'action'; id: string; action: DeviceActionName; service?: string; force?: boolean };
+  /** First message on every connection: the server's clock (ms since the epoch), so the device knows its skew. */
+  | { type: 'hello'; time: number }
+  /**
+   * `sentAt` (the server's clock, ms) and `validMs`: after that long nobody waits for the answer,
+   * so a device that reads the action later (it was frozen, its link stalled) refuses it instead of
+   * rebooting long after the CLI gave up.
+   */
+  | { type: 'action'; id: string; action: DeviceActionName; service?: string; force?: boolean; sentAt?: number; validMs?: number };
 
 /** Device → server. */
 export type DeviceToServer =

@@ -51,12 +51,26 @@ export function parseServerMessage(text: string): ServerToDevice | undefined {
   if (!value || typeof value !== 'object') return undefined;
   const m = value as Record<string, unknown>;
   if (m.type === 'update') return { type: 'update' };
+  if (m.type === 'hello') return typeof m.time === 'number' && Number.isFinite(m.time) ? { type: 'hello', time: m.time } : undefined;
   if (m.type !== 'action' || typeof m.id !== 'string' || typeof m.action !== 'string') return undefined;
   if (!['restart', 'reboot', 'shutdown', 'purge', 'identify'].includes(m.action)) return undefined;
+  const finite = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
   return {
     type: 'action', id: m.id, action: m.action as Extract<ServerToDevice, { type: 'action' }>['action'],
     ...(typeof m.service === 'string' ? { service: m.service } : {}), ...(typeof m.force === 'boolean' ? { force: m.force } : {}),
+    ...(finite(m.sentAt) ? { sentAt: m.sentAt } : {}), ...(finite(m.validMs) ? { validMs: m.validMs } : {}),
   };
+}
+
+/**
+ * How late an action arrived (ms) by the server's clock, or undefined when it cannot be told (no
+ * hello on this connection, or an action without `sentAt`). `skewMs` is the server's clock minus
+ * the device's, taken from the connection's hello, so a device whose clock is wrong still judges
+ * right; only a clock that jumps during a connection makes it err, and then by the jump.
+ */
+export function actionLateness(action: { sentAt?: number }, skewMs: number | undefined, now: number): number | undefined {
+  if (action.sentAt === undefined || skewMs === undefined) return undefined;
+  return now + skewMs - action.sentAt;
 }
 
 export interface EventChannelOptions {
@@ -101,6 +115,8 @@ export function startEventChannel(o: EventChannelOptions): EventChannel {
     }, 5000);
     watchdog.unref();
     let problem: string | undefined;
+    // The server's clock minus ours, from this connection's hello (actionLateness).
+    let skewMs: number | undefined;
     ws.on('open', () => {
       open = true;
       openedAt = heard = Date.now();
@@ -122,10 +138,20 @@ export function startEventChannel(o: EventChannelOptions): EventChannel {
         o.onUpdate();
         return;
       }
+      if (message.type === 'hello') {
+        skewMs = message.time - Date.now();
+        return;
+      }
       if (recent.includes(message.id)) return;
       recent.push(message.id);
       if (recent.length > RECENT_ACTIONS) recent.shift();
-      void o.runAction(message).then((result) => {
+      const late = actionLateness(message, skewMs, Date.now());
+      const expired = late !== undefined && message.validMs !== undefined && late > message.validMs;
+      if (expired) o.log(`Cloud: ignored a ${message.action} action that arrived ${Math.round(late / 1000)} s after it was sent (nobody waits for it any more)`, true);
+      const acting = expired
+        ? Promise.resolve({ ok: false, message: `the ${message.action} action arrived ${Math.round(late / 1000)} s late and was not done` })
+        : o.runAction(message);
+      void acting.then((result) => {
         if (ws.readyState !== ws.OPEN) return; // the server stopped waiting with this socket
         ws.send(JSON.stringify({ type: 'action-result', id: message.id, ok: result.ok, message: result.message } satisfies DeviceToServer));
       });

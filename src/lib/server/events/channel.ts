@@ -24,6 +24,12 @@ export interface ChannelOptions {
   actionAnswerMs: number;
 }
 
+/**
+ * How long a device may still act on an action after it was sent (ms): the request's wait for the
+ * answer (services/device-actions.ts, 20 s) plus a margin for the trip.
+ */
+export const ACTION_VALID_MS = 25_000;
+
 export const DEFAULT_CHANNEL_OPTIONS: ChannelOptions = { pingIntervalMs: 20_000, maxBufferedBytes: 64 * 1024, actionAnswerMs: 60_000 };
 
 /** A device's answer longer than this is cut: it is shown on one line to a person. */
@@ -102,6 +108,7 @@ export class DeviceChannels {
     if (previous) previous.socket.close(4000, 'replaced by a newer connection');
     const connection: Connection = { socket, deviceId, fleetId, alive: true };
     this.connections.set(deviceId, connection);
+    this.send(connection, { type: 'hello', time: Date.now() });
     socket.on('pong', () => {
       connection.alive = true;
     });
@@ -162,6 +169,7 @@ export class DeviceChannels {
     const sent = this.send(c, {
       type: 'action', id: event.id, action: event.action,
       ...(event.service !== undefined ? { service: event.service } : {}), ...(event.force !== undefined ? { force: event.force } : {}),
+      sentAt: Date.now(), validMs: ACTION_VALID_MS,
     });
     if (!sent) return;
     const now = Date.now();

@@ -12,6 +12,7 @@
 import WebSocket, { type RawData } from 'ws';
 import type { DeviceActionResult, DeviceToServer, ServerToDevice } from '../../api/events.js';
 import { endpointPath } from '../../api/endpoints.js';
+import { parseJsonObject } from '../../text/json.js';
 
 /** First wait after a failed or dropped connection; it doubles per failure in a row up to {@link MAX_RECONNECT_MS}. */
 export const FIRST_RECONNECT_MS = 1000;
@@ -42,14 +43,8 @@ export function eventsUrl(apiEndpoint: string, uuid: string): string {
 
 /** A server message as one of the shapes the agent knows, or undefined (ignored). */
 export function parseServerMessage(text: string): ServerToDevice | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (!value || typeof value !== 'object') return undefined;
-  const m = value as Record<string, unknown>;
+  const m = parseJsonObject(text);
+  if (!m) return undefined;
   if (m.type === 'update') return { type: 'update' };
   if (m.type === 'hello') return typeof m.time === 'number' && Number.isFinite(m.time) ? { type: 'hello', time: m.time } : undefined;
   if (m.type !== 'action' || typeof m.id !== 'string' || typeof m.action !== 'string') return undefined;

@@ -14,6 +14,7 @@ import type { Kysely } from 'kysely';
 import type { DeviceToServer, ServerToDevice } from '../../api/events.js';
 import type { Database } from '../db/schema.js';
 import type { EventBus, EventOf } from './bus.js';
+import { parseJsonObject } from '../../text/json.js';
 
 export interface ChannelOptions {
   /** A ping every this many ms; no pong before the next one drops the socket (default 20 s). */
@@ -47,14 +48,8 @@ interface Connection {
  * the server do anything but relay the answer to an action it was sent).
  */
 export function parseDeviceMessage(data: string): DeviceToServer | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(data);
-  } catch {
-    return undefined;
-  }
-  if (!value || typeof value !== 'object') return undefined;
-  const m = value as Record<string, unknown>;
+  const m = parseJsonObject(data);
+  if (!m) return undefined;
   if (m.type !== 'action-result' || typeof m.id !== 'string' || typeof m.ok !== 'boolean' || typeof m.message !== 'string') return undefined;
   return { type: 'action-result', id: m.id, ok: m.ok, message: m.message.slice(0, MAX_ANSWER_CHARS) };
 }

@@ -14,6 +14,7 @@ import pg from 'pg';
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
 import { LocalEventBus, type ServerEvent, type Topic } from './bus.js';
+import { parseJsonObject } from '../../text/json.js';
 
 /** The NOTIFY channel every replica listens on. */
 export const EVENT_CHANNEL = 'skiff_events';
@@ -37,14 +38,9 @@ const TOPICS: ReadonlySet<string> = new Set<Topic>(['target', 'device-action', '
  */
 export function parseEnvelope(payload: string | undefined): Envelope | undefined {
   if (payload === undefined) return undefined;
-  let value: unknown;
-  try {
-    value = JSON.parse(payload);
-  } catch {
-    return undefined;
-  }
-  if (!value || typeof value !== 'object') return undefined;
-  const { r, e } = value as { r?: unknown; e?: unknown };
+  const value = parseJsonObject(payload);
+  if (!value) return undefined;
+  const { r, e } = value;
   if (typeof r !== 'string' || !e || typeof e !== 'object') return undefined;
   const topic = (e as { topic?: unknown }).topic;
   if (typeof topic !== 'string' || !TOPICS.has(topic)) return undefined;

@@ -33,13 +33,13 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { log, median, parseBenchArgs, printTable, fmtSec } from './lib.mjs';
 import { ensureBaseImage, imageIds, imagesTagged, removeImages, runSkiff, sleep, startAgent, withCleanup, cleanupAgentObjects } from './agent-lib.mjs';
-import { api, ensureCommandsBuilt, login, startServer } from './cloud-lib.mjs';
+import { api, ensureCommandsBuilt, login, startServer, writeServicesProject } from './cloud-lib.mjs';
 
 const GOAL_COLD_START_S = 2;
 const DOCKER = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
@@ -169,14 +169,7 @@ function byteCounter(port) {
 // ---------------------------------------------------------------- the project
 
 function writeProject(dir) {
-  writeFileSync(join(dir, 'docker-compose.yml'), `version: "2.1"\nservices:\n${SERVICES.map((s) => `  ${s}:\n    build: ./${s}\n`).join('')}`);
-  for (const s of SERVICES) {
-    mkdirSync(join(dir, s), { recursive: true });
-    // A shell that ends on SIGTERM: `sleep` as PID 1 ignores it, and every update would then wait
-    // out the engine's 10 s stop timeout, which is not the cloud's time.
-    writeFileSync(join(dir, s, 'Dockerfile'), 'FROM busybox:1.36\nCOPY payload /payload\nCMD ["sh", "-c", "trap \'exit 0\' TERM; while true; do sleep 1; done"]\n');
-    writeFileSync(join(dir, s, 'payload'), randomBytes(opts.payloadKb * 1024));
-  }
+  writeServicesProject(dir, SERVICES, opts.payloadKb * 1024);
 }
 
 // ---------------------------------------------------------------- registry manifests

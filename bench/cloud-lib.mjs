@@ -5,7 +5,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
@@ -189,4 +189,19 @@ export function watchProcess(pid) {
       return { cpuPercent: span > 0 ? (100 * (s.cpuSeconds - first.cpuSeconds)) / span : null, rssMaxMB: rssMax, rssEndMB: s.rssMB, hwmMB: s.hwmMB };
     },
   };
+}
+
+/**
+ * The cloud benches' project: a compose file with one build per service, each busybox plus its own
+ * random `payload` file of `payloadBytes`, running a shell that ends on SIGTERM (`sleep` as PID 1
+ * ignores it, and every update would then wait out the engine's 10 s stop timeout, which is not the
+ * cloud's time).
+ */
+export function writeServicesProject(dir, services, payloadBytes) {
+  writeFileSync(join(dir, 'docker-compose.yml'), `version: "2.1"\nservices:\n${services.map((s) => `  ${s}:\n    build: ./${s}\n`).join('')}`);
+  for (const s of services) {
+    mkdirSync(join(dir, s), { recursive: true });
+    writeFileSync(join(dir, s, 'Dockerfile'), 'FROM busybox:1.36\nCOPY payload /payload\nCMD ["sh", "-c", "trap \'exit 0\' TERM; while true; do sleep 1; done"]\n');
+    writeFileSync(join(dir, s, 'payload'), randomBytes(payloadBytes));
+  }
 }

@@ -24,12 +24,12 @@
 
 import { randomBytes } from 'node:crypto';
 import { loadavg, tmpdir } from 'node:os';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fmtRatio, fmtSec, log, median, parseBenchArgs, printTable, ratio } from './lib.mjs';
 import { cleanupAgentObjects, ensureBaseImage, imageIds, imagesTagged, removeImages, runSkiff, sleep, startAgent, waitFor, withCleanup } from './agent-lib.mjs';
-import { api, ensureCommandsBuilt, login, startServer } from './cloud-lib.mjs';
+import { api, ensureCommandsBuilt, login, startServer, writeServicesProject } from './cloud-lib.mjs';
 
 const GOAL_RATIO = 1.5;
 const SERVICES = ['alpha', 'bravo', 'charlie'];
@@ -46,13 +46,7 @@ const opts = parseBenchArgs({
 });
 
 function writeProject(dir) {
-  writeFileSync(join(dir, 'docker-compose.yml'), `version: "2.1"\nservices:\n${SERVICES.map((s) => `  ${s}:\n    build: ./${s}\n`).join('')}`);
-  for (const s of SERVICES) {
-    mkdirSync(join(dir, s), { recursive: true });
-    // A shell that ends on SIGTERM, so an update does not wait out the engine's stop timeout.
-    writeFileSync(join(dir, s, 'Dockerfile'), 'FROM busybox:1.36\nCOPY payload /payload\nCMD ["sh", "-c", "trap \'exit 0\' TERM; while true; do sleep 1; done"]\n');
-    writeFileSync(join(dir, s, 'payload'), randomBytes(opts.payloadKb * 1024));
-  }
+  writeServicesProject(dir, SERVICES, opts.payloadKb * 1024);
 }
 
 const change = (project) => writeFileSync(join(project, CHANGED, 'payload'), randomBytes(opts.payloadKb * 1024));

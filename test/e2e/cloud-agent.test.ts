@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { cleanupAgent, eventually, startAgent, status, type TestAgent } from '../support/agent.js';
+import { cleanupAgent, stopAgents, eventually, startAgent, status, type TestAgent } from '../support/agent.js';
 import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, TEST_LABEL } from '../support/engine.js';
 import { ADMIN, dropPostgresDatabase, freshPostgresDatabase, startServer, type StartedServer } from '../support/server.js';
 import { scratchDir } from '../support/tmp.js';
@@ -98,10 +98,7 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`agent cloud: en
   });
 
   after(async () => {
-    for (const a of agents.splice(0)) {
-      await a.kill().catch(() => {});
-      await cleanupAgent(a.uuid);
-    }
+    await stopAgents(agents);
     await server?.kill('SIGTERM');
     if (database) dropPostgresDatabase(database);
     await cleanupImages({ label: `${TEST_LABEL}=${LABEL_VALUE}` });

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import WebSocket from 'ws';
-import { cleanupAgent, eventually, startAgent, type TestAgent } from '../support/agent.js';
+import { cleanupAgent, stopAgents, eventually, startAgent, type TestAgent } from '../support/agent.js';
 import { runCli, type CliResult } from '../support/cli.js';
 import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, makeProject, TEST_LABEL } from '../support/engine.js';
 import { noUpgradeProxy, type NoUpgradeProxy } from '../support/no-upgrade-proxy.js';
@@ -125,10 +125,7 @@ describe('device event channel: instant updates and device actions (sqlite)', fu
   });
 
   after(async () => {
-    for (const agent of agents.splice(0)) {
-      await agent.kill().catch(() => {});
-      await cleanupAgent(agent.uuid);
-    }
+    await stopAgents(agents);
     await proxy?.close();
     await server?.kill('SIGTERM');
     await cleanupImages({ label: `${TEST_LABEL}=${LABEL_VALUE}` });

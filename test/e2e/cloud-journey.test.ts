@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { cleanupAgent, eventually, startAgent, type TestAgent } from '../support/agent.js';
+import { stopAgents, eventually, startAgent, type TestAgent } from '../support/agent.js';
 import { runCli, type CliResult } from '../support/cli.js';
 import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, makeProject, TEST_LABEL } from '../support/engine.js';
 import { makeFatImage } from '../support/os-images.js';
@@ -72,10 +72,7 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`the cloud journ
   });
 
   after(async () => {
-    for (const a of agents.splice(0)) {
-      await a.kill().catch(() => {});
-      await cleanupAgent(a.uuid);
-    }
+    await stopAgents(agents);
     await server?.kill('SIGTERM');
     if (database) dropPostgresDatabase(database);
     await cleanupImages({ label: `${TEST_LABEL}=${LABEL_VALUE}` });

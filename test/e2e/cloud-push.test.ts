@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { cleanupAgent, startAgent, type TestAgent } from '../support/agent.js';
+import { stopAgents, startAgent, type TestAgent } from '../support/agent.js';
 import { runCli, startCli, type CliResult } from '../support/cli.js';
 import { BASE_AMD64, TEST_LABEL, cleanupImages, docker, ensureBaseImages, makeProject } from '../support/engine.js';
 import { ADMIN, api, createUser, dropPostgresDatabase, freePort, freshPostgresDatabase, login, startServer, type StartedServer } from '../support/server.js';
@@ -217,10 +217,7 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`skiff push <fle
   });
 
   after(async () => {
-    for (const a of agents.splice(0)) {
-      await a.kill().catch(() => {});
-      await cleanupAgent(a.uuid);
-    }
+    await stopAgents(agents);
     await server?.kill('SIGTERM');
     if (database) dropPostgresDatabase(database);
     await cleanupImages({ label: `io.skiff.fleet=${fleetUuid}` });

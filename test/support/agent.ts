@@ -81,6 +81,14 @@ export async function startAgent(options: StartAgentOptions = {}): Promise<TestA
   };
 }
 
+/** Stops every agent in `agents` (emptying it) and removes what each made on the engine: a suite's after hook. */
+export async function stopAgents(agents: TestAgent[]): Promise<void> {
+  for (const agent of agents.splice(0)) {
+    await agent.kill().catch(() => {});
+    await cleanupAgent(agent.uuid);
+  }
+}
+
 /** Removes everything an agent made on the engine (containers, volumes, networks). */
 export async function cleanupAgent(uuid: string): Promise<void> {
   const label = `io.skiff.agent=${uuid}`;

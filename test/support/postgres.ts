@@ -102,6 +102,12 @@ export async function dropPostgresDatabases(): Promise<void> {
   if (made.size === 0) return;
   await withAdmin(async (c) => {
     for (const name of [...made]) {
+      // FORCE may end only our own role's connections: a backend of another role in the database
+      // (a background worker finishing there) fails the drop until it leaves, so wait for that.
+      await waitFor(async () => {
+        const others = await c.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND usename IS DISTINCT FROM current_user', [name]);
+        return Number(others.rows[0]?.n ?? 0) === 0;
+      }, `other roles' backends to leave database ${name}`);
       await c.query(`DROP DATABASE IF EXISTS ${ident(name)} WITH (FORCE)`);
       made.delete(name);
     }

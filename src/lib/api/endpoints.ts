@@ -2,7 +2,7 @@
  * The cloud API's routes, one table shared by the server (which registers these patterns) and the
  * CLI's and agent's clients (which fill them in). Request and answer bodies are in
  * `resources.ts` (users, fleets, devices, releases, variables, tags) and `device-state.ts`
- * (registration, target state, reports, registry tokens), `builds.ts`, `logs.ts` and `events.ts`.
+ * (registration, target state, reports, registry tokens), `builds.ts`, `logs.ts`, `events.ts` and `tunnel.ts`.
  *
  * Auth: `Authorization: Bearer <session token | API key>` for users; `Bearer <device key>` for a
  * device; `Bearer <provisioning key>` only for `register`.
@@ -56,6 +56,15 @@ export const ENDPOINTS = {
   // device logs and actions (logs.ts, events.ts)
   deviceLogs: { method: 'GET', path: '/devices/:uuid/logs' }, // ?DeviceLogsQuery → DeviceLogLine[] | text/event-stream
   deviceAction: { method: 'POST', path: '/devices/:uuid/actions' }, // DeviceActionRequest → DeviceActionResult
+  // tunnels (tunnel.ts): WebSocket sessions to a device through the server, and its public URL
+  deviceTunnel: { method: 'GET', path: '/devices/:uuid/tunnel' }, // ?TunnelQuery, WebSocket upgrade: raw TCP bytes
+  deviceExec: { method: 'GET', path: '/devices/:uuid/exec' }, // ?ExecQuery, WebSocket upgrade: ExecFrames
+  deviceSessions: { method: 'GET', path: '/devices/:uuid/sessions' }, // ?DeviceSessionsQuery → DeviceSession[] (newest first)
+  devicePublicUrl: { method: 'GET', path: '/devices/:uuid/public-url' }, // → DevicePublicUrl
+  setDevicePublicUrl: { method: 'PUT', path: '/devices/:uuid/public-url' }, // SetDevicePublicUrl → DevicePublicUrl
+  fleetPublicUrl: { method: 'GET', path: '/fleets/:fleet/public-url' }, // → FleetPublicUrl
+  setFleetPublicUrl: { method: 'PUT', path: '/fleets/:fleet/public-url' }, // SetFleetPublicUrl → FleetPublicUrl
+  publicUrl: { method: 'ALL', path: '/d/*' }, // /d/<uuid>/… proxied to port 80 of a device that enabled it (HTTP and WebSocket)
   // devices themselves (balena's paths)
   register: { method: 'POST', path: '/device/register' }, // RegisterRequest → RegisterResponse (201)
   targetState: { method: 'GET', path: '/device/v3/:uuid/state' }, // → TargetStateV3 (ETag; 304 on If-None-Match)

@@ -29,6 +29,7 @@ import { backoffMs, METRICS_REPORT_INTERVAL_MS, nextDelayMs, pollIntervalMs } fr
 import { convertTargetV3, type CloudApp } from './target.js';
 import { startEventChannel, type EventChannel } from './events.js';
 import { runAction, type HostCommands } from './actions.js';
+import { tunnelHandler } from './tunnel.js';
 
 export interface CloudOptions {
   agent: Agent;
@@ -45,6 +46,8 @@ export interface CloudOptions {
   random?: () => number;
   /** How device actions reboot or power off the host (none: those actions are refused). */
   hostCommands?: HostCommands;
+  /** Whether tunnel sessions may run a shell on the host (default: the device's development mode). */
+  hostShell?: boolean;
 }
 
 export interface RunningCloud {
@@ -263,6 +266,7 @@ export function startCloud(o: CloudOptions): RunningCloud {
         wakeWatch?.();
       },
       runAction: (action) => runAction({ agent, uuid: config.uuid, commands: o.hostCommands ?? {} }, action),
+      onTunnel: tunnelHandler({ docker: o.docker, agent, hostShell: o.hostShell ?? config.developmentMode, log }),
     });
   };
 

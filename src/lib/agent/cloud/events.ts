@@ -13,6 +13,8 @@ import WebSocket, { type RawData } from 'ws';
 import type { DeviceActionResult, DeviceToServer, ServerToDevice } from '../../api/events.js';
 import { endpointPath } from '../../api/endpoints.js';
 import { parseJsonObject } from '../../text/json.js';
+import { serveDeviceMux, type StreamHandler } from '../../tunnel/mux.js';
+import { MAX_TUNNEL_MESSAGE_BYTES } from '../../tunnel/ws-duplex.js';
 
 /** First wait after a failed or dropped connection; it doubles per failure in a row up to {@link MAX_RECONNECT_MS}. */
 export const FIRST_RECONNECT_MS = 1000;
@@ -22,6 +24,7 @@ const STABLE_MS = 30_000;
 /** The server pings every 20 s: nothing heard for this long means the connection is dead. */
 export const SILENCE_MS = 65_000;
 const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Largest JSON message taken from the server (binary ones are tunnel bytes, bounded by the multiplexer). */
 const MAX_MESSAGE_BYTES = 64 * 1024;
 const RECENT_ACTIONS = 64;
 
@@ -75,6 +78,8 @@ export interface EventChannelOptions {
   /** Fetch the target now (called once per `update`; the caller coalesces). */
   onUpdate: () => void;
   runAction: (action: Extract<ServerToDevice, { type: 'action' }>) => Promise<DeviceActionResult>;
+  /** Tunnel sessions the server opens over the socket (tunnel/mux.ts); none: every one is refused. */
+  onTunnel?: StreamHandler;
   log: (message: string, isError?: boolean) => void;
   /** [0, 1); `Math.random` by default. */
   random?: () => number;
@@ -101,8 +106,10 @@ export function startEventChannel(o: EventChannelOptions): EventChannel {
 
   const connect = (): void => {
     if (stopped) return;
-    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${o.deviceApiKey}` }, handshakeTimeout: HANDSHAKE_TIMEOUT_MS, maxPayload: MAX_MESSAGE_BYTES });
+    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${o.deviceApiKey}` }, handshakeTimeout: HANDSHAKE_TIMEOUT_MS, maxPayload: MAX_TUNNEL_MESSAGE_BYTES });
     socket = ws;
+    // This connection's tunnel sessions; they end with it.
+    const mux = serveDeviceMux(ws, o.onTunnel ?? ((_open, stream) => stream.respond({ ':status': 503 }, { endStream: true })), (line) => o.log(`Cloud: ${line}`, true));
     let openedAt = 0;
     let heard = Date.now();
     const watchdog = setInterval(() => {
@@ -126,8 +133,13 @@ export function startEventChannel(o: EventChannelOptions): EventChannel {
     });
     ws.on('message', (data: RawData, isBinary: boolean) => {
       heard = Date.now();
-      if (isBinary) return;
-      const message = parseServerMessage(Buffer.isBuffer(data) ? data.toString('utf8') : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]).toString('utf8'));
+      const bytes = Buffer.isBuffer(data) ? data : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]);
+      if (isBinary) {
+        mux.receive(bytes);
+        return;
+      }
+      if (bytes.length > MAX_MESSAGE_BYTES) return;
+      const message = parseServerMessage(bytes.toString('utf8'));
       if (!message) return;
       if (message.type === 'update') {
         o.onUpdate();
@@ -156,6 +168,7 @@ export function startEventChannel(o: EventChannelOptions): EventChannel {
     });
     ws.on('close', (code, reason) => {
       clearInterval(watchdog);
+      mux.socketClosed();
       open = false;
       if (socket === ws) socket = undefined;
       if (stopped) return;

@@ -185,12 +185,39 @@ function builds(dialect: Dialect): Migration {
   };
 }
 
+/** Issue 11: tunnel sessions, and public URLs per fleet and device. */
+function tunnels(dialect: Dialect): Migration {
+  return {
+    async up(db: AnyDb) {
+      await db.schema.alterTable('fleets').addColumn('public_url', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      await db.schema.alterTable('devices').addColumn('public_url', 'integer').execute();
+      await idColumn(dialect, db.schema.createTable('device_sessions'))
+        .addColumn('uuid', 'text', (c) => c.notNull().unique())
+        .addColumn('device_id', 'integer', (c) => c.notNull().references('devices.id').onDelete('cascade'))
+        .addColumn('user_id', 'integer', (c) => c.references('users.id').onDelete('set null'))
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('actor', 'text', (c) => c.notNull())
+        .addColumn('target', 'text', (c) => c.notNull())
+        .addColumn('client_address', 'text', (c) => c.notNull())
+        .addColumn('replica', 'text', (c) => c.notNull())
+        .addColumn('started_at', 'text', (c) => c.notNull())
+        .addColumn('ended_at', 'text')
+        .addColumn('bytes_in', 'bigint', (c) => c.notNull().defaultTo(0))
+        .addColumn('bytes_out', 'bigint', (c) => c.notNull().defaultTo(0))
+        .addColumn('outcome', 'text')
+        .execute();
+      await db.schema.createIndex('device_sessions_device').on('device_sessions').columns(['device_id', 'id']).execute();
+    },
+  };
+}
+
 /** The migrations for `dialect`, by name in the order they run. */
 export function migrationProvider(dialect: Dialect): MigrationProvider {
   return {
     getMigrations: () => Promise.resolve({
       '0001_initial': initial(dialect),
       '0002_builds_logs': builds(dialect),
+      '0003_tunnels': tunnels(dialect),
     }),
   };
 }

@@ -47,6 +47,8 @@ export interface FleetsTable {
   /** Bumped in the transaction of every change that can alter a device's target (part of the ETag). */
   state_version: number;
   created_at: string;
+  /** Its devices' public URLs are served unless a device says otherwise (0003). */
+  public_url: Generated<Bool>;
 }
 
 export interface ProvisioningKeysTable {
@@ -93,6 +95,8 @@ export interface DevicesTable {
   storage_total: number | null;
   cpu_usage: number | null;
   cpu_temp: number | null;
+  /** Its public URL: on, off, or null to follow its fleet (0003). */
+  public_url: Bool | null;
 }
 
 export interface ReleasesTable {
@@ -191,7 +195,29 @@ export interface DeviceLogsTable {
   message: string;
 }
 
+/** Tunnel sessions to devices: who, which device, what, when, bytes (0003). */
+export interface DeviceSessionsTable {
+  id: Generated<number>;
+  /** 32 hex digits, the API's session id. */
+  uuid: string;
+  device_id: number;
+  /** Null for a public URL (anonymous). */
+  user_id: number | null;
+  kind: 'ssh' | 'ssh-host' | 'tunnel' | 'public-url';
+  actor: string;
+  target: string;
+  client_address: string;
+  /** The replica that relayed it to the device. */
+  replica: string;
+  started_at: string;
+  ended_at: string | null;
+  bytes_in: number;
+  bytes_out: number;
+  outcome: string | null;
+}
+
 export interface Database {
+  device_sessions: DeviceSessionsTable;
   builds: BuildsTable;
   build_events: BuildEventsTable;
   device_logs: DeviceLogsTable;

@@ -26,7 +26,11 @@ export type ServerEvent =
   /** New log lines of a device were stored, up to `lastId`. */
   | { topic: 'device-logs'; deviceId: number; lastId: number }
   /** A build has new events (up to `seq`) or a new status, or its cancel was requested. */
-  | { topic: 'build'; buildId: number; seq?: number; cancel?: boolean };
+  | { topic: 'build'; buildId: number; seq?: number; cancel?: boolean }
+  /** Which replica holds device `deviceId`'s socket? Asked by a replica that got a tunnel session for it. */
+  | { topic: 'tunnel-locate'; id: string; deviceId: number }
+  /** The answer to `tunnel-locate` `id`: the holder's URL for replicas (its --replica-url). */
+  | { topic: 'tunnel-located'; id: string; replicaUrl: string };
 
 export type Topic = ServerEvent['topic'];
 export type EventOf<T extends Topic> = Extract<ServerEvent, { topic: T }>;

@@ -11,10 +11,15 @@
  */
 import type { WebSocket, RawData } from 'ws';
 import type { Kysely } from 'kysely';
+import { SkiffError } from '../../errors/errors.js';
 import type { DeviceToServer, ServerToDevice } from '../../api/events.js';
 import type { Database } from '../db/schema.js';
 import type { EventBus, EventOf } from './bus.js';
 import { parseJsonObject } from '../../text/json.js';
+import type { TunnelOpen } from '../../api/tunnel.js';
+import { DeviceMuxClient } from '../../tunnel/mux.js';
+import { DUPLEX_HIGH_WATER_BYTES } from '../../tunnel/ws-duplex.js';
+import type { ClientHttp2Stream } from 'node:http2';
 
 export interface ChannelOptions {
   /** A ping every this many ms; no pong before the next one drops the socket (default 20 s). */
@@ -41,6 +46,8 @@ interface Connection {
   deviceId: number;
   fleetId: number;
   alive: boolean;
+  /** Tunnel sessions to the device ride the socket's binary messages (tunnel/mux.ts). */
+  mux: DeviceMuxClient;
 }
 
 /**
@@ -101,7 +108,7 @@ export class DeviceChannels {
   attach(socket: WebSocket, deviceId: number, fleetId: number): void {
     const previous = this.connections.get(deviceId);
     if (previous) previous.socket.close(4000, 'replaced by a newer connection');
-    const connection: Connection = { socket, deviceId, fleetId, alive: true };
+    const connection: Connection = { socket, deviceId, fleetId, alive: true, mux: new DeviceMuxClient(socket, this.log) };
     this.connections.set(deviceId, connection);
     this.send(connection, { type: 'hello', time: Date.now() });
     socket.on('pong', () => {
@@ -109,13 +116,28 @@ export class DeviceChannels {
     });
     socket.on('message', (data: RawData, isBinary: boolean) => {
       connection.alive = true;
-      if (isBinary) return;
+      if (isBinary) {
+        connection.mux.receive(rawBuffer(data));
+        return;
+      }
+      if (rawLength(data) > MAX_DEVICE_TEXT_BYTES) return;
       this.onMessage(connection, rawText(data));
     });
     socket.on('close', () => {
+      connection.mux.socketClosed();
       if (this.connections.get(deviceId) === connection) this.connections.delete(deviceId);
     });
     socket.on('error', () => socket.terminate());
+  }
+
+  /**
+   * Opens a tunnel session on a device whose socket is on this replica (tunnel/mux.ts).
+   * @throws TunnelRefused the device said no or did not answer; SkiffError conflict: not connected here
+   */
+  async openStream(deviceId: number, open: TunnelOpen): Promise<ClientHttp2Stream> {
+    const c = this.connections.get(deviceId);
+    if (!c) throw new SkiffError('conflict', 'the device is not connected to this replica');
+    return await c.mux.open(open);
   }
 
   /** Closes every socket (the server is stopping: the agents reconnect, maybe to another replica). */
@@ -129,7 +151,8 @@ export class DeviceChannels {
   private send(connection: Connection, message: ServerToDevice): boolean {
     const { socket } = connection;
     if (socket.readyState !== socket.OPEN) return false;
-    if (socket.bufferedAmount > this.options.maxBufferedBytes) {
+    // Tunnel bytes share the socket: up to the multiplexer's own high-water mark of them may wait.
+    if (socket.bufferedAmount > this.options.maxBufferedBytes + (connection.mux.streams > 0 ? DUPLEX_HIGH_WATER_BYTES : 0)) {
       if (this.dropped++ === 0) this.log(`events: device ${connection.deviceId}'s connection is not keeping up; dropping messages to it (its polls catch up)`);
       return false;
     }
@@ -196,6 +219,20 @@ export class DeviceChannels {
       c.socket.ping();
     }
   }
+}
+
+/** Largest JSON message a device may send (an action's answer is a few hundred bytes); binary ones are the multiplexer's. */
+const MAX_DEVICE_TEXT_BYTES = 16 * 1024;
+
+function rawLength(data: RawData): number {
+  if (Array.isArray(data)) return data.reduce((n, b) => n + b.length, 0);
+  return Buffer.isBuffer(data) ? data.length : data.byteLength;
+}
+
+function rawBuffer(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
 }
 
 function rawText(data: RawData): string {

@@ -250,10 +250,11 @@ export async function buildApp(ctx: ServiceContext, options: AppOptions): Promis
 
   // --- features with routes of their own (each module owns its routes and its background work) ---
   const kit: RouteKit = { userOf, deviceOf, schema, auth, NoContent, limit };
-  const [{ registerBuildRoutes }, { registerGitRoutes }, { registerLogRoutes }, { registerEventRoutes }] = await Promise.all([
-    import('./routes/builds.js'), import('./routes/git.js'), import('./routes/logs.js'), import('./routes/events.js'),
+  const [{ registerBuildRoutes }, { registerGitRoutes }, { registerLogRoutes }, { registerEventRoutes }, { registerTunnelRoutes }] = await Promise.all([
+    import('./routes/builds.js'), import('./routes/git.js'), import('./routes/logs.js'), import('./routes/events.js'), import('./routes/tunnels.js'),
   ]);
-  await registerEventRoutes(app, ctx, kit);
+  const channels = await registerEventRoutes(app, ctx, kit);
+  await registerTunnelRoutes(app, ctx, kit, channels);
   await registerBuildRoutes(app, ctx, kit);
   await registerGitRoutes(app, ctx, kit);
   await registerLogRoutes(app, ctx, kit);

@@ -39,6 +39,13 @@ export interface ServiceContext {
     buildContextLimit: number;
     /** Per device: newest lines kept, and bytes of messages kept. */
     logRetention: { lines: number; bytes: number };
+    /**
+     * How other replicas reach this one (`--replica-url`), for tunnel sessions to devices whose
+     * socket is here; undefined on a single replica (SQLite).
+     */
+    replicaUrl?: string;
+    /** `--public-url-domain`: device public URLs are `https://<uuid>.<domain>/` instead of `<public URL>/d/<uuid>/`. */
+    publicUrlDomain?: string;
   };
   log: (line: string) => void;
 }

@@ -16,15 +16,16 @@ import { authorize, type ServiceContext } from '../../services/context.js';
 import { DeviceChannels } from '../../events/channel.js';
 import { DeviceDidNotAnswer, runDeviceAction } from '../../services/device-actions.js';
 import type { RouteKit, SkiffApp } from '../app.js';
+import { MAX_TUNNEL_MESSAGE_BYTES } from '../../../tunnel/ws-duplex.js';
 
 const UuidParams = Type.Object({ uuid: Type.String({ minLength: 1, maxLength: 64 }) });
 
-/** Largest message a device may send on its socket (an action's answer is a few hundred bytes). */
-const MAX_DEVICE_MESSAGE_BYTES = 16 * 1024;
 
-export async function registerEventRoutes(app: SkiffApp, ctx: ServiceContext, kit: RouteKit): Promise<void> {
+/** Registers the routes; returns this replica's device sockets (tunnel routes open sessions on them). */
+export async function registerEventRoutes(app: SkiffApp, ctx: ServiceContext, kit: RouteKit): Promise<DeviceChannels> {
   const { default: websocket } = await import('@fastify/websocket');
-  await app.register(websocket, { options: { maxPayload: MAX_DEVICE_MESSAGE_BYTES } });
+  // Binary messages carry tunnel sessions (tunnel/mux.ts); JSON ones are bounded by the channel.
+  await app.register(websocket, { options: { maxPayload: MAX_TUNNEL_MESSAGE_BYTES } });
   const channels = new DeviceChannels(ctx.events, ctx.db, ctx.log);
   app.addHook('onClose', async () => channels.close());
 
@@ -63,4 +64,5 @@ export async function registerEventRoutes(app: SkiffApp, ctx: ServiceContext, ki
       return reply.code(504).send({ statusCode: 504, error: 'Gateway Timeout', message: `${err.message}; ${err.hint ?? ''}`.replace(/; $/, '') });
     }
   });
+  return channels;
 }

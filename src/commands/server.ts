@@ -37,6 +37,8 @@ SIGTERM or Ctrl-C stops it cleanly.`;
     'build-context-limit': Flags.integer({ description: 'Largest project upload of skiff push / git push, in MiB.', default: 4096, min: 1 }),
     'log-lines': Flags.integer({ description: 'Log lines kept per device (the newest).', default: 10_000, min: 100 }),
     'log-bytes': Flags.integer({ description: 'Bytes of log messages kept per device, in KiB (the newest).', default: 4096, min: 16 }),
+    'replica-url': Flags.string({ description: 'How the other replicas reach this one, for tunnel sessions to devices connected here (default: the address it listens on).' }),
+    'public-url-domain': Flags.string({ description: 'Serve device public URLs as https://<uuid>.<this domain>/ (a wildcard DNS name and certificate) instead of <public URL>/d/<uuid>/.' }),
   };
 
   async run(): Promise<ServerStarted | undefined> {
@@ -50,7 +52,8 @@ SIGTERM or Ctrl-C stops it cleanly.`;
         registryConfig: flags['registry-config'], registryUrl: flags['registry-url'], publicUrl: flags['public-url'],
         rateLimits: { login: 30, register: flags['register-rate-limit'] },
         builderEngines: flags['builder-engine'], buildContextLimit: flags['build-context-limit'] * 1024 * 1024,
-        logRetention: { lines: flags['log-lines'], bytes: flags['log-bytes'] * 1024 }, log,
+        logRetention: { lines: flags['log-lines'], bytes: flags['log-bytes'] * 1024 },
+        replicaUrl: flags['replica-url'], publicUrlDomain: flags['public-url-domain'], log,
       });
       const started = { url: server.url, publicUrl: server.publicUrl };
       // Under --json the one document is printed once ready; the server then runs until stopped.

@@ -40,6 +40,10 @@ export interface ServerOptions {
   buildContextLimit?: number;
   /** Per device: newest lines and bytes of log messages kept (default 10,000 lines, 4 MiB). */
   logRetention?: { lines: number; bytes: number };
+  /** How other replicas reach this one (`--replica-url`); default: the URL it listens on. */
+  replicaUrl?: string;
+  /** `--public-url-domain`: device public URLs as `<uuid>.<domain>`. */
+  publicUrlDomain?: string;
   log: (line: string) => void;
 }
 
@@ -145,6 +149,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       builderEngines: parseBuilderEngines(options.builderEngines ?? []),
       buildContextLimit: options.buildContextLimit ?? 4 * 1024 ** 3,
       logRetention: options.logRetention ?? { lines: 10_000, bytes: 4 * 1024 * 1024 },
+      ...(options.publicUrlDomain !== undefined ? { publicUrlDomain: options.publicUrlDomain } : {}),
     },
     log: options.log,
   };
@@ -170,6 +175,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : options.port;
     const url = `${scheme}://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`;
+    // Known once listening (an ephemeral port); only replicas on PostgreSQL use it.
+    ctx.options.replicaUrl = options.replicaUrl ?? url;
     options.log(`database: ${opened.dialect} (${opened.where})`);
     if (!https && !isLoopback(options.host)) {
       options.log(`WARNING: serving plain HTTP on ${options.host}: passwords, tokens and device keys cross the network unencrypted. Pass --cert and --key (or put a TLS proxy in front and listen on 127.0.0.1).`);

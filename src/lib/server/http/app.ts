@@ -250,11 +250,12 @@ export async function buildApp(ctx: ServiceContext, options: AppOptions): Promis
 
   // --- features with routes of their own (each module owns its routes and its background work) ---
   const kit: RouteKit = { userOf, deviceOf, schema, auth, NoContent, limit };
-  const [{ registerBuildRoutes }, { registerGitRoutes }, { registerLogRoutes }, { registerEventRoutes }, { registerTunnelRoutes }] = await Promise.all([
-    import('./routes/builds.js'), import('./routes/git.js'), import('./routes/logs.js'), import('./routes/events.js'), import('./routes/tunnels.js'),
+  const [{ registerBuildRoutes }, { registerGitRoutes }, { registerLogRoutes }, { registerEventRoutes }, { registerTunnelRoutes }, { registerPublicUrlRoutes }] = await Promise.all([
+    import('./routes/builds.js'), import('./routes/git.js'), import('./routes/logs.js'), import('./routes/events.js'), import('./routes/tunnels.js'), import('./routes/public-url.js'),
   ]);
   const channels = await registerEventRoutes(app, ctx, kit);
   await registerTunnelRoutes(app, ctx, kit, channels);
+  await registerPublicUrlRoutes(app, ctx, kit, channels);
   await registerBuildRoutes(app, ctx, kit);
   await registerGitRoutes(app, ctx, kit);
   await registerLogRoutes(app, ctx, kit);

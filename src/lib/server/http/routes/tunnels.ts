@@ -133,6 +133,8 @@ function relayToStream(ws: WebSocket, p: Extract<Prepared, { via: 'here' }>): vo
   const stopPing = heartbeat(ws);
   const finish = (code: number, reason: string, why: string): void => {
     outcome ??= why;
+    // A socket paused for back-pressure would never read the client's close answer.
+    ws.resume();
     closeWith(ws, code, reason);
     if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
   };
@@ -197,12 +199,14 @@ function relayToReplica(ws: WebSocket, upstream: WebSocket): void {
   upstream.on('message', (data: RawData, isBinary: boolean) => sendPaced(ws, rawBytes(data), isBinary, () => upstream.pause(), () => upstream.resume(), down));
   ws.on('message', (data: RawData, isBinary: boolean) => sendPaced(upstream, rawBytes(data), isBinary, () => ws.pause(), () => ws.resume(), up));
   upstream.once('close', (code: number, reason: Buffer) => {
+    ws.resume();
     // An abrupt end (1006): the holding replica, and with it the device's socket, is gone.
     if (sendableCode(code)) closeWith(ws, code, reason.toString('utf8'));
     else closeWith(ws, TUNNEL_CLOSE.deviceLost, "the device's connection to the server dropped");
   });
   ws.once('close', (code: number, reason: Buffer) => {
     stopPing();
+    upstream.resume();
     if (sendableCode(code)) closeWith(upstream, code, reason.toString('utf8'));
     else upstream.terminate();
   });
@@ -221,8 +225,11 @@ function openUpstream(replicaUrl: string, request: FastifyRequest): Promise<WebS
       headers: { authorization: request.headers.authorization ?? '', [RELAYED_HEADER]: '1' },
       perMessageDeflate: false, maxPayload: MAX_TUNNEL_MESSAGE_BYTES, handshakeTimeout: RELAY_OPEN_TIMEOUT_MS,
     });
+    let refused = false;
     upstream.once('open', () => resolve(upstream));
     upstream.once('unexpected-response', (_req, res) => {
+      // The refusal's body is read first; the socket is ended after (its error then is ours).
+      refused = true;
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body = (body + d).slice(0, 4096)));
@@ -237,9 +244,9 @@ function openUpstream(replicaUrl: string, request: FastifyRequest): Promise<WebS
         resolve({ status: res.statusCode ?? 502, message });
       });
       res.on('error', () => resolve({ status: 502, message: `the replica holding the device answered ${res.statusCode ?? 0}` }));
-      upstream.terminate();
+      res.on('close', () => upstream.terminate());
     });
-    upstream.once('error', (err) => resolve({ status: 502, message: `cannot reach the replica holding the device (${replicaUrl}): ${err.message}` }));
+    upstream.on('error', (err) => !refused && resolve({ status: 502, message: `cannot reach the replica holding the device (${replicaUrl}): ${err.message}` }));
   });
 }
 

@@ -18,6 +18,7 @@ import { DeviceSession, DeviceSessionsQuery, EOF_MESSAGE, ExecQuery, TUNNEL_CLOS
 import { SkiffError } from '../../../errors/errors.js';
 import { MAX_STREAMS_PER_DEVICE, TunnelRefused } from '../../../tunnel/mux.js';
 import { MAX_TUNNEL_MESSAGE_BYTES } from '../../../tunnel/ws-duplex.js';
+import { ExecExitWatcher } from '../../../tunnel/exec-exit.js';
 import type { DeviceChannels } from '../../events/channel.js';
 import { badInput, conflict, type ServiceContext } from '../../services/context.js';
 import { deviceOf } from '../../services/devices.js';
@@ -39,17 +40,21 @@ const RELAY_OPEN_TIMEOUT_MS = 20_000;
 /** How often open rows of dead replicas are closed on PostgreSQL (ms). */
 const ABANDONED_SWEEP_MS = 10 * 60_000;
 
-type Kind = 'tunnel' | 'exec';
+/** Which route: `/tunnel` or `/exec`. */
+export type Kind = 'tunnel' | 'exec';
 
 /** What the preHandler settled for the upgrade to use. */
 type Prepared =
-  | { via: 'here'; stream: ClientHttp2Stream; recorder: SessionRecorder; deviceId: number; release: () => void }
+  | { via: 'here'; stream: ClientHttp2Stream; recorder: SessionRecorder; release: () => void; exit: ExecExitWatcher | undefined }
   | { via: 'relay'; upstream: WebSocket };
 
 const short = (uuid: string): string => uuid.slice(0, 7);
 
-/** The device's open request, the session's kind and its log target from a validated query. */
-function describe(kind: Kind, query: TunnelQuery | ExecQuery): { open: TunnelOpen; kind: DeviceSession['kind']; target: string } {
+/**
+ * The device's open request, the session's kind and its log target (`port 80`, `web port 8080`,
+ * `web`, `web: <command>`, `host`, `host: <command>`) from a query its route's schema validated.
+ */
+export function describeSession(kind: Kind, query: TunnelQuery | ExecQuery): { open: TunnelOpen; kind: DeviceSession['kind']; target: string } {
   if (kind === 'tunnel') {
     const q = query as TunnelQuery;
     const port = Number(q.port);
@@ -168,6 +173,7 @@ function relayToStream(ws: WebSocket, p: Extract<Prepared, { via: 'here' }>): vo
   const pacing = { paused: false };
   stream.on('data', (chunk: Buffer) => {
     recorder.addOut(chunk.length);
+    p.exit?.feed(chunk);
     sendPaced(ws, chunk, true, () => stream.pause(), () => stream.resume(), pacing);
   });
   stream.on('end', () => {
@@ -178,7 +184,7 @@ function relayToStream(ws: WebSocket, p: Extract<Prepared, { via: 'here' }>): vo
     p.release();
     if (session?.destroyed || session?.closed) finish(TUNNEL_CLOSE.deviceLost, "the device's connection to the server dropped", 'device connection lost');
     else if (stream.rstCode !== undefined && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) finish(TUNNEL_CLOSE.deviceReset, 'the device reset the session', 'device reset');
-    else finish(TUNNEL_CLOSE.done, 'done', 'closed');
+    else finish(TUNNEL_CLOSE.done, 'done', p.exit?.exit !== undefined ? `exit ${p.exit.exit}` : p.exit?.error !== undefined ? `error: ${p.exit.error}` : 'closed');
   });
 
   ws.once('close', (code: number) => {
@@ -273,7 +279,7 @@ export async function registerTunnelRoutes(app: SkiffApp, ctx: ServiceContext, k
     const user = await kit.userOf(request);
     const { uuid } = request.params as { uuid: string };
     const { device } = await deviceOf(ctx, user, uuid, 'write');
-    const what = describe(kind, request.query as TunnelQuery | ExecQuery);
+    const what = describeSession(kind, request.query as TunnelQuery | ExecQuery);
     const offline = (): SkiffError => conflict(`device ${short(device.uuid)} is not connected to the server (offline?)`);
     const relayed = request.headers[RELAYED_HEADER] === '1';
     const location = relayed ? (channels.has(device.id) ? { here: true as const } : undefined) : await locateDevice(ctx, channels, device.id);
@@ -313,7 +319,7 @@ export async function registerTunnelRoutes(app: SkiffApp, ctx: ServiceContext, k
       stream.close(http2.constants.NGHTTP2_CANCEL);
       throw err;
     }
-    prepared.set(request, { via: 'here', stream, recorder, deviceId: device.id, release });
+    prepared.set(request, { via: 'here', stream, recorder, release, exit: kind === 'exec' ? new ExecExitWatcher() : undefined });
     watchUnclaimed(request, () => {
       release();
       stream.close(http2.constants.NGHTTP2_CANCEL);

@@ -71,6 +71,13 @@ interface Client {
   closed: Promise<{ code: number; reason: string }>;
 }
 
+/** Session sockets open now: a failed test's are ended so the next test starts clean. */
+const opened = new Set<WebSocket>();
+const endOpenSessions = (): void => {
+  for (const ws of opened) ws.terminate();
+  opened.clear();
+};
+
 type Opened = { ok: true; client: Client } | { ok: false; status: number; body: { message?: string; field?: string } };
 
 function openSession(base: string, route: string, token: string | undefined): Promise<Opened> {
@@ -100,7 +107,11 @@ function openSession(base: string, route: string, token: string | undefined): Pr
       });
       res.on('close', () => ws.terminate());
     });
-    ws.once('open', () => resolve({ ok: true, client: { ws, bytes: () => Buffer.concat(chunks), received: () => count, eof: () => eof, closed } }));
+    ws.once('open', () => {
+      opened.add(ws);
+      ws.once('close', () => opened.delete(ws));
+      resolve({ ok: true, client: { ws, bytes: () => Buffer.concat(chunks), received: () => count, eof: () => eof, closed } });
+    });
     ws.on('error', (err) => {
       if (!/closed before the connection/.test(err.message)) reject(err);
     });
@@ -178,6 +189,7 @@ describe('tunnel sessions through the server (sqlite)', function () {
   });
 
   afterEach(function () {
+    endOpenSessions();
     if (this.currentTest?.state === 'failed') console.log(`server printed:\n${server?.output().slice(-3000)}\nagent printed:\n${agent?.output().slice(-3000)}`);
   });
 
@@ -401,6 +413,8 @@ describe('tunnel sessions across replicas (postgres)', function () {
     echo = await echoServer();
     agents.push(await provision(b, token, `tunnel-replicas-${RUN}`));
   });
+
+  afterEach(endOpenSessions);
 
   after(async () => {
     await stopAgents(agents);

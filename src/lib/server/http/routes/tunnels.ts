@@ -374,7 +374,9 @@ export async function registerTunnelRoutes(app: SkiffApp, ctx: ServiceContext, k
 
   app.get(ENDPOINTS.deviceSessions.path, { schema: kit.schema({ security: kit.auth, params: UuidParams, querystring: DeviceSessionsQuery, response: { 200: Type.Array(DeviceSession) } }) }, async (req) => {
     const user = await kit.userOf(req);
-    return listSessions(ctx, user, req.params.uuid, req.query.limit === undefined ? undefined : Math.min(Number(req.query.limit), 1000));
+    const limit = req.query.limit === undefined ? undefined : Number(req.query.limit);
+    if (limit !== undefined && limit > 1000) throw badInput('limit', `querystring limit ${limit} is over 1000`);
+    return listSessions(ctx, user, req.params.uuid, limit);
   });
 }
 

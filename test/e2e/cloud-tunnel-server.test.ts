@@ -449,6 +449,7 @@ describe('tunnel sessions across replicas (postgres)', function () {
     assert.equal(rows.length, 1, `one row: ${JSON.stringify(rows)}`);
     assert.equal(rows[0]?.bytesIn, payload.length);
     assert.equal(rows[0]?.outcome, 'closed');
+    assert.equal(rows[0]?.clientAddress, '127.0.0.1 via 127.0.0.1', 'the client\'s address as the relaying replica saw it, and the relay\'s');
 
     // A refusal on the holder comes back as our answer, before the upgrade.
     const nothing = await refused(a.url, `/devices/${uuid}/tunnel?port=${await freePort()}`, token);

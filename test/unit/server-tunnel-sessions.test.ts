@@ -3,7 +3,7 @@
  * how its log row names it, and the exit status read from an exec stream whatever its chunking.
  */
 import assert from 'node:assert/strict';
-import { describeSession } from '../../src/lib/server/http/routes/tunnels.js';
+import { clientAddressOf, describeSession } from '../../src/lib/server/http/routes/tunnels.js';
 import { ExecExitWatcher } from '../../src/lib/tunnel/exec-exit.js';
 import { encodeControl, encodeFrame, encodeFrames } from '../../src/lib/tunnel/frames.js';
 import { EXEC_FRAME } from '../../src/lib/api/tunnel.js';
@@ -20,6 +20,15 @@ describe('server: tunnel sessions (routes/tunnels.ts, tunnel/exec-exit.ts)', () 
       [['exec', { command: 'uptime' }], { open: { kind: 'exec', tty: false, command: 'uptime' }, kind: 'ssh-host', target: 'host: uptime' }],
     ];
     for (const [args, expected] of table) assert.deepEqual(describeSession(...args), expected, JSON.stringify(args));
+  });
+
+  it('logs a relayed session\'s client address with the relay\'s own, and ignores a claim that is not an address', () => {
+    assert.equal(clientAddressOf('10.0.0.5', true, '203.0.113.9'), '203.0.113.9 via 10.0.0.5');
+    assert.equal(clientAddressOf('10.0.0.5', true, '2001:db8::1'), '2001:db8::1 via 10.0.0.5');
+    assert.equal(clientAddressOf('10.0.0.5', false, '203.0.113.9'), '10.0.0.5', 'not relayed: the claim is not read');
+    assert.equal(clientAddressOf('10.0.0.5', true, 'evil<script>'), '10.0.0.5');
+    assert.equal(clientAddressOf('10.0.0.5', true, ['1.2.3.4', '5.6.7.8']), '10.0.0.5');
+    assert.equal(clientAddressOf('10.0.0.5', true, undefined), '10.0.0.5');
   });
 
   it('reads the exit status from the device\'s frames, split at every byte boundary', () => {

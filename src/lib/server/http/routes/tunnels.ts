@@ -31,6 +31,18 @@ const UuidParams = Type.Object({ uuid: Type.String({ minLength: 1, maxLength: 64
 /** The header a replica adds when it relays a session to the replica holding the device: never relayed again. */
 export const RELAYED_HEADER = 'x-skiff-relayed';
 
+/**
+ * The client's address as the relaying replica saw it. Anyone can send it, so the log keeps the
+ * sender's own address too: `<claimed> via <relaying replica>`.
+ */
+export const CLIENT_ADDRESS_HEADER = 'x-skiff-client-address';
+
+/** The session's client address for its log row (see {@link CLIENT_ADDRESS_HEADER}). */
+export function clientAddressOf(ip: string, relayed: boolean, claimed: string | string[] | undefined): string {
+  if (!relayed || typeof claimed !== 'string' || !/^[0-9a-fA-F:.]{2,45}$/.test(claimed)) return ip;
+  return `${claimed} via ${ip}`;
+}
+
 /** Unsent bytes on a socket above which its source is paused (and resumed once below a quarter of it). */
 export const SESSION_HIGH_WATER_BYTES = 512 * 1024;
 /** The CLI's socket is pinged this often (ms); no pong before the next ping ends the session. */
@@ -87,11 +99,19 @@ function closeWith(ws: WebSocket, code: number, reason: string): void {
   ws.close(code, Buffer.from(reason).subarray(0, 123).toString('utf8').replace(/\uFFFD$/, ''));
 }
 
-/** Pings `ws` every {@link SESSION_PING_MS}; a socket that missed a pong is terminated. Returns the stop. */
+/**
+ * Pings `ws` every {@link SESSION_PING_MS}; a socket that missed a pong is terminated. Returns the
+ * stop. A socket we paused for back-pressure cannot read its pong: while paused it counts as alive
+ * (a device that stops reading for a minute must not end a healthy session).
+ */
 function heartbeat(ws: WebSocket): () => void {
   let alive = true;
   ws.on('pong', () => (alive = true));
   const timer = setInterval(() => {
+    if (ws.isPaused) {
+      alive = true;
+      return;
+    }
     if (!alive) {
       ws.terminate();
       return;
@@ -228,7 +248,7 @@ function openUpstream(replicaUrl: string, request: FastifyRequest): Promise<WebS
   const url = new URL(request.url, replicaUrl.replace(/^http/, 'ws'));
   return new Promise((resolve) => {
     const upstream = new WebSocket(url, {
-      headers: { authorization: request.headers.authorization ?? '', [RELAYED_HEADER]: '1' },
+      headers: { authorization: request.headers.authorization ?? '', [RELAYED_HEADER]: '1', [CLIENT_ADDRESS_HEADER]: request.ip },
       perMessageDeflate: false, maxPayload: MAX_TUNNEL_MESSAGE_BYTES, handshakeTimeout: RELAY_OPEN_TIMEOUT_MS,
     });
     let refused = false;
@@ -313,7 +333,7 @@ export async function registerTunnelRoutes(app: SkiffApp, ctx: ServiceContext, k
     }
     let recorder: SessionRecorder;
     try {
-      recorder = await startSession(ctx, { deviceId: device.id, userId: user.userId, kind: what.kind, actor: user.email, target: what.target, clientAddress: request.ip });
+      recorder = await startSession(ctx, { deviceId: device.id, userId: user.userId, kind: what.kind, actor: user.email, target: what.target, clientAddress: clientAddressOf(request.ip, relayed, request.headers[CLIENT_ADDRESS_HEADER]) });
     } catch (err) {
       release();
       stream.close(http2.constants.NGHTTP2_CANCEL);

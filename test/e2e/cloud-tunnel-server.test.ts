@@ -353,7 +353,7 @@ describe('tunnel sessions through the server (sqlite)', function () {
     await sessionOpens(server?.url ?? '', tunnel(echo?.port ?? 0), token, 'the agent back on the restarted server');
   });
 
-  it('a stopping server closes its sessions with 1001', async () => {
+  it('a stopping server closes its sessions with 1001 and ends their rows itself', async () => {
     assert.ok(server && echo && agent);
     const c = await mustOpen(server.url, tunnel(echo.port), token);
     const stopping = server.kill('SIGTERM');
@@ -361,6 +361,8 @@ describe('tunnel sessions through the server (sqlite)', function () {
     assert.equal(closed.code, 1001, `${closed.code} ${closed.reason}`);
     assert.equal(await stopping, 0);
     server = await startServer({ dataDir: server.dataDir, port: server.port });
+    assert.doesNotMatch(server.output(), /a stopped server left open/, 'nothing was left open');
+    assert.equal((await sessions(server.url, token, agent.uuid))[0]?.outcome, 'server stopped');
     await sessionOpens(server?.url ?? '', tunnel(echo?.port ?? 0), token, 'the agent back on the restarted server');
   });
 

@@ -151,7 +151,7 @@ function sendPaced(to: WebSocket, data: Buffer | string, binary: boolean, pause:
  * bytes, `{"type":"eof"}` ⇄ the stream's end, with back-pressure both ways (a CLI that stops
  * reading stops the device's stream, whose window then stops the device).
  */
-function relayToStream(ws: WebSocket, p: Extract<Prepared, { via: 'here' }>): void {
+function relayToStream(ws: WebSocket, p: Extract<Prepared, { via: 'here' }>, channels: DeviceChannels): void {
   const { stream, recorder } = p;
   const session = stream.session;
   let outcome: string | undefined;
@@ -202,7 +202,8 @@ function relayToStream(ws: WebSocket, p: Extract<Prepared, { via: 'here' }>): vo
   stream.on('error', () => undefined);
   stream.once('close', () => {
     p.release();
-    if (session?.destroyed || session?.closed) finish(TUNNEL_CLOSE.deviceLost, "the device's connection to the server dropped", 'device connection lost');
+    if (channels.stopping) finish(TUNNEL_CLOSE.serverStopping, 'the server is stopping', 'server stopped');
+    else if (session?.destroyed || session?.closed) finish(TUNNEL_CLOSE.deviceLost, "the device's connection to the server dropped", 'device connection lost');
     else if (stream.rstCode !== undefined && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) finish(TUNNEL_CLOSE.deviceReset, 'the device reset the session', 'device reset');
     else finish(TUNNEL_CLOSE.done, 'done', p.exit?.exit !== undefined ? `exit ${p.exit.exit}` : p.exit?.error !== undefined ? `error: ${p.exit.error}` : 'closed');
   });
@@ -285,9 +286,13 @@ export async function registerTunnelRoutes(app: SkiffApp, ctx: ServiceContext, k
     sweep.unref();
   }
   const stopAnswering = answerLocates(ctx, channels);
+  /** Sessions running here, whose rows a stopping server ends before its database closes. */
+  const running = new Set<SessionRecorder>();
   app.addHook('onClose', async () => {
     clearInterval(sweep);
     stopAnswering();
+    // The sockets' own close events may come after the database is gone; end() is once only.
+    await Promise.all([...running].map((r) => r.end('server stopped')));
   });
 
   /** Sessions open here per device (bounded as the device's multiplexer bounds its streams). */
@@ -339,6 +344,8 @@ export async function registerTunnelRoutes(app: SkiffApp, ctx: ServiceContext, k
       stream.close(http2.constants.NGHTTP2_CANCEL);
       throw err;
     }
+    running.add(recorder);
+    stream.once('close', () => running.delete(recorder));
     prepared.set(request, { via: 'here', stream, recorder, release, exit: kind === 'exec' ? new ExecExitWatcher() : undefined });
     watchUnclaimed(request, () => {
       release();
@@ -368,7 +375,7 @@ export async function registerTunnelRoutes(app: SkiffApp, ctx: ServiceContext, k
       closeWith(ws, TUNNEL_CLOSE.protocol, 'the session was not prepared');
       return;
     }
-    if (p.via === 'here') relayToStream(ws, p);
+    if (p.via === 'here') relayToStream(ws, p, channels);
     else relayToReplica(ws, p.upstream);
   };
 

@@ -183,7 +183,8 @@ function relayToStream(ws: WebSocket, p: Extract<Prepared, { via: 'here' }>, cha
     }
     const bytes = rawBytes(data);
     recorder.addIn(bytes.length);
-    if (!stream.write(bytes)) {
+    // Messages already read keep coming for a moment after the pause: one drain listener at a time.
+    if (!stream.write(bytes) && !ws.isPaused) {
       ws.pause();
       stream.once('drain', () => ws.resume());
     }

@@ -149,6 +149,35 @@ async function sessionOpens(base: string, route: string, token: string, what: st
   })), 60_000, what);
 }
 
+/**
+ * A session whose client stops reading and pushes as fast as its socket takes, up to 512 MiB.
+ * `stopped()` resolves with the bytes pushed once that no longer grows (the chain back-pressured).
+ */
+async function stalledSession(base: string, route: string, token: string): Promise<{ client: Client; stopped: () => Promise<number> }> {
+  const client = await mustOpen(base, route, token);
+  // Not reading: the kernel's buffers fill, then the server's socket to us, then the chain back.
+  client.ws.pause();
+  let pushed = 0;
+  const chunk = randomBytes(256 * 1024);
+  const push = (): void => {
+    while (pushed < 512 * 1024 * 1024 && client.ws.readyState === WebSocket.OPEN && client.ws.bufferedAmount < 4 * 1024 * 1024) {
+      pushed += chunk.length;
+      client.ws.send(chunk, push);
+    }
+  };
+  push();
+  const stopped = async (): Promise<number> => {
+    let last = -1;
+    await waitFor(() => {
+      const still = pushed === last;
+      last = pushed;
+      return still;
+    }, 'the stalled client\'s sending to stop', 60_000, 2000);
+    return pushed;
+  };
+  return { client, stopped };
+}
+
 function rssKiB(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
 }
@@ -277,18 +306,7 @@ describe('tunnel sessions through the server (sqlite)', function () {
     const pid = server.child.pid ?? 0;
     const rssBefore = rssKiB(pid);
     const before = echo.connections.length;
-    const stalled = await mustOpen(server.url, tunnel(echo.port), token);
-    // Not reading: the kernel's buffers fill, then the server's socket to us, then the chain back.
-    stalled.ws.pause();
-    let pushed = 0;
-    const chunk = randomBytes(256 * 1024);
-    const push = (): void => {
-      while (pushed < 512 * 1024 * 1024 && stalled.ws.readyState === WebSocket.OPEN && stalled.ws.bufferedAmount < 4 * 1024 * 1024) {
-        pushed += chunk.length;
-        stalled.ws.send(chunk, push);
-      }
-    };
-    push();
+    const stalled = await stalledSession(server.url, tunnel(echo.port), token);
     const others = await Promise.all(Array.from({ length: 49 }, () => mustOpen(server?.url ?? '', tunnel(echo?.port ?? 0), token)));
     const payloads = others.map(() => randomBytes(200_000));
     others.forEach((c, i) => {
@@ -298,21 +316,51 @@ describe('tunnel sessions through the server (sqlite)', function () {
     const closes = await Promise.all(others.map((c) => c.closed));
     closes.forEach((c, i) => assert.equal(c.code, 1000, `session ${i}: ${c.code} ${c.reason}`));
     others.forEach((c, i) => assert.ok(c.bytes().equals(payloads[i] as Buffer), `session ${i} got its bytes back`));
-    // The stalled one has stopped: what it pushed no longer grows.
-    let last = -1;
-    await waitFor(() => {
-      const still = pushed === last;
-      last = pushed;
-      return still;
-    }, 'the stalled client\'s sending to stop', 60_000, 2000);
+    const pushed = await stalled.stopped();
     const echoed = echo.connections[before]?.received ?? 0;
     assert.ok(pushed < 512 * 1024 * 1024, `the stalled session took all ${pushed} bytes`);
     assert.ok(echoed < 64 * 1024 * 1024, `the device end of the stalled session received ${echoed} bytes`);
     const grown = rssKiB(pid) - rssBefore;
     console.log(`      the stalled client pushed ${(pushed / 1024 / 1024).toFixed(1)} MiB, the device end got ${(echoed / 1024 / 1024).toFixed(1)} MiB; server RSS grew ${(grown / 1024).toFixed(1)} MiB`);
     assert.ok(grown < 150 * 1024, `the server's RSS grew ${grown} KiB`);
-    stalled.ws.terminate();
+    stalled.client.ws.terminate();
     await waitFor(() => echo?.connections[before]?.closed, 'the stalled session\'s device connection to close');
+  });
+
+  it('the device end half-closes first: its eof arrives while the client still sends; a text message other than eof is a protocol error (4012)', async () => {
+    assert.ok(server && agent);
+    let got = '';
+    let gotEnd = false;
+    const greeter = net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.end('hello from the device');
+      socket.on('data', (d: Buffer) => (got += d.toString()));
+      socket.on('end', () => {
+        gotEnd = true;
+        socket.destroy();
+      });
+    });
+    await new Promise<void>((resolve) => greeter.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (greeter.address() as net.AddressInfo).port;
+      const c = await mustOpen(server.url, tunnel(port), token);
+      await waitFor(() => c.eof(), 'the device end\'s eof');
+      assert.equal(c.bytes().toString(), 'hello from the device');
+      c.ws.send(Buffer.from('still talking'));
+      c.ws.send(EOF);
+      const closed = await c.closed;
+      assert.equal(closed.code, 1000);
+      await waitFor(() => gotEnd, 'the device end to see the client\'s eof');
+      assert.equal(got, 'still talking');
+
+      const bad = await mustOpen(server.url, tunnel(port), token);
+      bad.ws.send('{"type":"resize"}');
+      const refusedText = await bad.closed;
+      assert.equal(refusedText.code, 4012);
+      assert.match(refusedText.reason, /eof/);
+      await waitFor(async () => (await sessions(server?.url ?? '', token, agent?.uuid ?? ''))[0]?.outcome === 'protocol error', 'the row saying protocol error');
+    } finally {
+      greeter.close();
+    }
   });
 
   it('exec refuses bad inputs before the upgrade, naming the field', async () => {
@@ -457,6 +505,23 @@ describe('tunnel sessions across replicas (postgres)', function () {
     const nothing = await refused(a.url, `/devices/${uuid}/tunnel?port=${await freePort()}`, token);
     assert.equal(nothing.status, 502);
     assert.match(nothing.body.message ?? '', /^nothing listens on port/);
+  });
+
+  it('a relayed client that stops reading stops the device end, and neither replica\'s memory grows', async () => {
+    assert.ok(a && b && echo);
+    const uuid = agents[0]?.uuid ?? '';
+    const rssBefore = [rssKiB(a.child.pid ?? 0), rssKiB(b.child.pid ?? 0)];
+    const before = echo.connections.length;
+    const stalled = await stalledSession(a.url, `/devices/${uuid}/tunnel?port=${echo.port}`, token);
+    const pushed = await stalled.stopped();
+    const echoed = echo.connections[before]?.received ?? 0;
+    const grown = [rssKiB(a.child.pid ?? 0) - (rssBefore[0] ?? 0), rssKiB(b.child.pid ?? 0) - (rssBefore[1] ?? 0)];
+    console.log(`      pushed ${(pushed / 1024 / 1024).toFixed(1)} MiB, the device end got ${(echoed / 1024 / 1024).toFixed(1)} MiB; RSS grew ${grown.map((g) => (g / 1024).toFixed(1)).join(' and ')} MiB`);
+    assert.ok(pushed < 512 * 1024 * 1024);
+    assert.ok(echoed < 64 * 1024 * 1024, `${echoed}`);
+    assert.ok(grown.every((g) => g < 150 * 1024), `RSS grew ${grown.join(', ')} KiB`);
+    stalled.client.ws.terminate();
+    await waitFor(() => echo?.connections[before]?.closed, 'the stalled session\'s device connection to close');
   });
 
   it('a relayed request is never relayed again: the replica without the device answers 409', async () => {

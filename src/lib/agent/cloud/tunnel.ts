@@ -49,7 +49,8 @@ async function openTcp(ctx: TunnelContext, open: Extract<TunnelOpen, { kind: 'tc
     refuse(stream, target.status, target.message);
     return;
   }
-  const socket = net.connect({ host: target.host, port: target.port, noDelay: true });
+  // allowHalfOpen: the device end's FIN must not close our side too (half-closes pass both ways).
+  const socket = net.connect({ host: target.host, port: target.port, noDelay: true, allowHalfOpen: true });
   socket.setTimeout(CONNECT_TIMEOUT_MS);
   const where = open.service === undefined ? `port ${target.port}` : `port ${target.port} of service ${open.service}`;
   socket.once('timeout', () => socket.destroy(new Error(`no answer from ${where} within ${CONNECT_TIMEOUT_MS / 1000} s`)));

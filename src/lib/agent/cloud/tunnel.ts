@@ -49,8 +49,7 @@ async function openTcp(ctx: TunnelContext, open: Extract<TunnelOpen, { kind: 'tc
     refuse(stream, target.status, target.message);
     return;
   }
-  // allowHalfOpen: the device end's FIN must not close our side too (half-closes pass both ways).
-  const socket = net.connect({ host: target.host, port: target.port, noDelay: true, allowHalfOpen: true });
+  const socket = net.connect({ host: target.host, port: target.port, noDelay: true });
   socket.setTimeout(CONNECT_TIMEOUT_MS);
   const where = open.service === undefined ? `port ${target.port}` : `port ${target.port} of service ${open.service}`;
   socket.once('timeout', () => socket.destroy(new Error(`no answer from ${where} within ${CONNECT_TIMEOUT_MS / 1000} s`)));
@@ -69,6 +68,8 @@ async function openTcp(ctx: TunnelContext, open: Extract<TunnelOpen, { kind: 'tc
     }
     stream.respond({ ':status': 200 });
     // Half-closes pass through both ways; a reset of the stream closes the socket at once.
+    // (allowHalfOpen: the device end's FIN must not end our side too.)
+    socket.allowHalfOpen = true;
     stream.pipe(socket);
     socket.pipe(stream);
     stream.once('close', () => socket.destroy());

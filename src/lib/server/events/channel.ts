@@ -218,6 +218,7 @@ export class DeviceChannels {
     this.dropped = 0;
     for (const c of this.connections.values()) {
       if (!c.alive) {
+        this.log(`events: device ${c.deviceId} did not answer a ping within ${Math.round(this.options.pingIntervalMs / 1000)} s; dropping its connection`);
         c.socket.terminate();
         this.connections.delete(c.deviceId);
         continue;

@@ -17,9 +17,9 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ServerHttp2Stream } from 'node:http2';
 import { Transform, Writable, type TransformCallback } from 'node:stream';
-import { EXEC_FRAME, type ExecControl, type ExecFrame, type TunnelOpen } from '../../api/tunnel.js';
+import { EXEC_FRAME, MAX_EXEC_FRAME_BYTES, type ExecControl, type ExecFrame, type TunnelOpen } from '../../api/tunnel.js';
 import { refuse } from '../../tunnel/mux.js';
-import { encodeControl, encodeFrames, FrameDecoder, parseControl } from '../../tunnel/frames.js';
+import { encodeControl, FrameDecoder, parseControl } from '../../tunnel/frames.js';
 import { EngineError, type ContainerSummary, type EngineClient, type ExecHandle } from '../../docker/engine-lite.js';
 import type { Agent } from '../agent.js';
 import { LABEL } from '../engine-state.js';
@@ -187,39 +187,63 @@ function writeWithRoom(target: NodeJS.WritableStream & { destroyed?: boolean; wr
   target.once('close', go);
 }
 
+/** An exec frame's 8-byte header (api/tunnel.ts); the payload follows as its own buffer, uncopied. */
+function frameHeader(type: number, length: number): Buffer {
+  const header = Buffer.alloc(8);
+  header[0] = type;
+  header.writeUInt32BE(length, 4);
+  return header;
+}
+
 /** Process output → exec frames of one type (a TTY's merged output, or a host process's pipe). */
 function framesOf(type: typeof EXEC_FRAME.stdout | typeof EXEC_FRAME.stderr): Transform {
   return new Transform({
     transform(chunk: Buffer, _enc, done: TransformCallback) {
-      for (const frame of encodeFrames(type, chunk)) this.push(frame);
+      for (let at = 0; at < chunk.length; at += MAX_EXEC_FRAME_BYTES) {
+        const part = chunk.subarray(at, at + MAX_EXEC_FRAME_BYTES);
+        this.push(frameHeader(type, part.length));
+        this.push(part);
+      }
       done();
     },
   });
 }
 
 /**
- * The engine's multiplexed exec output (no TTY) → our exec frames: the header format is the same,
- * but a frame is re-cut to our size limit, and the engine's own error stream (type 3) is stderr.
+ * The engine's multiplexed exec output (no TTY) → our exec frames. The header format is the
+ * same, so the bytes pass through as they come, without waiting for or copying a whole frame;
+ * only the headers are new: a frame over our size limit is cut in parts, and the engine's own
+ * error stream (type 3) becomes stderr.
  */
 function engineFrames(): Transform {
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
+  let header: Buffer = Buffer.alloc(0);
+  let type: number = EXEC_FRAME.stdout;
+  /** Bytes of the engine's current frame not yet passed on, and of our current part of it. */
+  let frameLeft = 0;
+  let partLeft = 0;
   return new Transform({
     transform(chunk: Buffer, _enc, done: TransformCallback) {
-      pending.push(chunk);
-      pendingBytes += chunk.length;
-      while (pendingBytes >= 8) {
-        const buf = pending.length === 1 && pending[0] ? pending[0] : Buffer.concat(pending, pendingBytes);
-        const length = buf.readUInt32BE(4);
-        if (buf.length < 8 + length) {
-          pending = [buf];
-          break;
+      let at = 0;
+      while (at < chunk.length) {
+        if (partLeft === 0 && frameLeft > 0) {
+          partLeft = Math.min(frameLeft, MAX_EXEC_FRAME_BYTES);
+          this.push(frameHeader(type, partLeft));
         }
-        const type = buf[0] === EXEC_FRAME.stderr || buf[0] === 3 ? EXEC_FRAME.stderr : EXEC_FRAME.stdout;
-        if (length > 0) for (const frame of encodeFrames(type, buf.subarray(8, 8 + length))) this.push(frame);
-        const rest = buf.subarray(8 + length);
-        pending = rest.length > 0 ? [rest] : [];
-        pendingBytes = rest.length;
+        if (partLeft > 0) {
+          const n = Math.min(partLeft, chunk.length - at);
+          this.push(chunk.subarray(at, at + n));
+          at += n;
+          partLeft -= n;
+          frameLeft -= n;
+          continue;
+        }
+        const take = Math.min(8 - header.length, chunk.length - at);
+        header = header.length === 0 && take === 8 ? chunk.subarray(at, at + 8) : Buffer.concat([header, chunk.subarray(at, at + take)]);
+        at += take;
+        if (header.length < 8) break;
+        type = header[0] === EXEC_FRAME.stderr || header[0] === 3 ? EXEC_FRAME.stderr : EXEC_FRAME.stdout;
+        frameLeft = header.readUInt32BE(4);
+        header = Buffer.alloc(0);
       }
       done();
     },

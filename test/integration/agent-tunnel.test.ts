@@ -110,6 +110,7 @@ describe('agent tunnel sessions: against the real engine', function () {
   /** A mux client per host-shell setting (the agent's --host-shell / --no-host-shell). */
   const mux: Record<'allowed' | 'refused', DeviceMuxClient | undefined> = { allowed: undefined, refused: undefined };
   let web: string;
+  let hostnetPort: number;
   const logged: string[] = [];
 
   async function connect(hostShell: boolean): Promise<DeviceMuxClient> {
@@ -149,6 +150,13 @@ describe('agent tunnel sessions: against the real engine', function () {
     const w = await engine.createContainer({ name: `skiff-tunnel-web-${RUN}`, Image: IMAGE, Cmd: ['nc', '-ll', '-p', '7000', '-e', 'cat'], Labels: labels('web') });
     await w.start();
     web = w.id;
+    // hostnet: the same echo on the host's network, on a port free now.
+    const probe = net.createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    hostnetPort = (probe.address() as AddressInfo).port;
+    await new Promise((resolve) => probe.close(resolve));
+    const h = await engine.createContainer({ name: `skiff-tunnel-hostnet-${RUN}`, Image: IMAGE, Cmd: ['nc', '-ll', '-p', String(hostnetPort), '-e', 'cat'], Labels: labels('hostnet'), HostConfig: { NetworkMode: 'host' } });
+    await h.start();
     // worker: created, never started.
     await engine.createContainer({ name: `skiff-tunnel-worker-${RUN}`, Image: IMAGE, Cmd: ['sleep', '1000'], Labels: labels('worker') });
 
@@ -222,6 +230,17 @@ describe('agent tunnel sessions: against the real engine', function () {
     await waitFor(async () => (await containerProcesses(web, 'sleep 1000')) + (await containerProcesses(web, 'sleep 1001')) === 0, 'no sleep left in the container', 10_000);
   });
 
+  it("delivers a signal to the command's process group", async () => {
+    const stream = await open({ kind: 'exec', service: 'web', command: 'trap "echo got TERM; exit 7" TERM; sleep 1005 & wait', tty: false });
+    const done = collect(stream);
+    await waitFor(async () => (await containerProcesses(web, 'sleep 1005')) === 1, 'the sleep to start', 10_000);
+    stream.write(encodeControl({ type: 'signal', signal: 'SIGTERM' }));
+    const out = await done;
+    assert.equal(out.stdout, 'got TERM\n');
+    assert.deepEqual(out.control, [{ type: 'exit', code: 7 }]);
+    assert.equal(await containerProcesses(web, 'sleep 1005'), 0);
+  });
+
   it('ends a terminal shell in the container when the device socket drops', async () => {
     const client = await connect(false);
     const stream = await client.open({ kind: 'exec', service: 'web', tty: true, cols: 80, rows: 24 });
@@ -290,10 +309,10 @@ describe('agent tunnel sessions: against the real engine', function () {
     await assert.rejects(open({ kind: 'exec', service: 'db', tty: false }), (err: unknown) => {
       assert.ok(err instanceof TunnelRefused);
       assert.equal(err.status, 404);
-      assert.equal(err.message, "the device runs no service 'db'; services: web, worker");
+      assert.equal(err.message, "the device runs no service 'db'; services: hostnet, web, worker");
       return true;
     });
-    await assert.rejects(open({ kind: 'tcp', port: 80, service: 'db' }), { status: 404, message: "the device runs no service 'db'; services: web, worker" });
+    await assert.rejects(open({ kind: 'tcp', port: 80, service: 'db' }), { status: 404, message: "the device runs no service 'db'; services: hostnet, web, worker" });
   });
 
   it('refuses a service that is not running (404)', async () => {
@@ -305,6 +324,13 @@ describe('agent tunnel sessions: against the real engine', function () {
     const text = readAll(stream);
     stream.end('ping over the tunnel\n');
     assert.equal(await text, 'ping over the tunnel\n');
+  });
+
+  it('connects to a host-network service on the host', async () => {
+    const stream = await waitFor(() => open({ kind: 'tcp', port: hostnetPort, service: 'hostnet' }), 'the host-network echo to listen', 10_000);
+    const text = readAll(stream);
+    stream.end('ping on the host network\n');
+    assert.equal(await text, 'ping on the host network\n');
   });
 
   it('refuses a port nothing listens on, on the host and in a service (502)', async () => {
@@ -362,5 +388,14 @@ describe('agent tunnel sessions: against the real engine', function () {
     await waitFor(() => hostProcesses(['sleep', '1003']) === 1 && hostProcesses(['sleep', '1004']) === 1, 'the sleeps to start', 10_000);
     stream.close(http2.constants.NGHTTP2_CANCEL);
     await waitFor(() => hostProcesses(['sleep', '1003']) + hostProcesses(['sleep', '1004']) === 0, 'no sleep left on the host', 10_000);
+  });
+
+  it('ends a host terminal shell and what it runs when the session is reset', async () => {
+    const stream = await open({ kind: 'exec', tty: true, cols: 80, rows: 24 }, true);
+    stream.on('error', () => undefined);
+    stream.write(encodeFrame(EXEC_FRAME.stdin, Buffer.from('sleep 1006\n')));
+    await waitFor(() => hostProcesses(['sleep', '1006']) === 1, 'the sleep to start', 10_000);
+    stream.close(http2.constants.NGHTTP2_CANCEL);
+    await waitFor(() => hostProcesses(['sleep', '1006']) === 0, 'no sleep left on the host', 10_000);
   });
 });

@@ -382,6 +382,18 @@ describe('agent tunnel sessions: against the real engine', function () {
     assert.deepEqual(out.control, [{ type: 'exit', code: 5 }]);
   });
 
+  it("refuses a host terminal on a device without util-linux's script (502)", async () => {
+    const saved = process.env.PATH;
+    const empty = mkdtempSync(path.join(os.tmpdir(), 'skiff-no-script-'));
+    process.env.PATH = empty;
+    try {
+      await assert.rejects(open({ kind: 'exec', tty: true }, true), { status: 502, message: "this device has no 'script' (util-linux), which a host terminal needs; run a command without a terminal instead" });
+    } finally {
+      process.env.PATH = saved;
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
+
   it('ends a host command and its children when the session is reset', async () => {
     const stream = await open({ kind: 'exec', command: 'sleep 1003 & sleep 1004; wait', tty: false }, true);
     stream.on('error', () => undefined);

@@ -74,7 +74,9 @@ export function tunnelHandler(ctx: TunnelContext): (open: TunnelOpen, stream: Se
  * naming the services there are.
  */
 async function serviceContainer(ctx: TunnelContext, service: string): Promise<ContainerSummary> {
-  const all = await ctx.docker.listContainers({ all: true, filters: { label: [`${LABEL.agent}=${ctx.agent.ctx.uuid}`] } });
+  const all = await ctx.docker.listContainers({ all: true, filters: { label: [`${LABEL.agent}=${ctx.agent.ctx.uuid}`] } }).catch((err: Error) => {
+    throw new Refusal(502, `cannot list the device's services: ${err.message}`);
+  });
   const named = all.filter((c) => c.Labels[LABEL.serviceName] === service);
   const running = named.find((c) => c.State === 'running');
   if (running) return running;
@@ -305,7 +307,7 @@ function signalAll(pids: number[], signal: NodeJS.Signals): void {
  * closed terminal says it), then SIGKILL to whatever is left after {@link KILL_GRACE_MS}. Children
  * started meanwhile are found again before the SIGKILL.
  */
-export async function killProcessTree(root: number, graceMs = KILL_GRACE_MS): Promise<void> {
+async function killProcessTree(root: number, graceMs = KILL_GRACE_MS): Promise<void> {
   const first = processTree(root);
   if (first.length === 0) return;
   signalAll(first, 'SIGHUP');
@@ -347,7 +349,7 @@ function runSession(stream: ServerHttp2Stream, output: NodeJS.ReadableStream, ex
       stream.end(encodeControl(code === undefined ? { type: 'error', message: 'the engine did not report how the command ended' } : { type: 'exit', code }));
     }, (err: Error) => {
       log(`tunnel: reading an exit status failed: ${err.message}`, true);
-      stream.end(encodeControl({ type: 'error', message: `cannot read how the command ended: ${err.message}` }));
+      if (!stream.destroyed && !stream.writableEnded) stream.end(encodeControl({ type: 'error', message: `cannot read how the command ended: ${err.message}` }));
     });
   };
   output.once('end', finish);
@@ -403,7 +405,13 @@ async function openContainerExec(ctx: TunnelContext, open: ExecOpen, service: st
       await new Promise((r) => setTimeout(r, 50));
     }
   };
-  runSession(stream, socket.pipe(open.tty ? framesOf(EXEC_FRAME.stdout) : engineFrames()), exitCode, kill, ctx.log);
+  const frames = open.tty ? framesOf(EXEC_FRAME.stdout) : engineFrames();
+  socket.pipe(frames);
+  // A connection that broke (rather than ended) ends the output all the same: the exit status says the rest.
+  socket.once('close', () => {
+    if (!frames.writableEnded) frames.end();
+  });
+  runSession(stream, frames, exitCode, kill, ctx.log);
   readInput(stream, {
     stdin: (data, done) => writeWithRoom(socket, data, done),
     // Without a TTY the engine passes a half-close on as the end of the process's stdin and keeps
@@ -454,14 +462,20 @@ async function openHostExec(ctx: TunnelContext, open: ExecOpen, stream: ServerHt
   if (!ctx.hostShell) throw new Refusal(403, 'this device does not allow a host shell (start the agent with --host-shell)');
   const shell = open.command === undefined ? 'exec sh -l' : `exec sh -c ${shellQuote(open.command)}`;
   let child: ChildProcess;
-  const env = { ...process.env, ...(open.tty ? { TERM: open.term ?? 'xterm' } : {}) };
+  // A login's environment, not the agent's (which may name its credentials' places).
+  const user = os.userInfo();
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: user.homedir, USER: user.username, LOGNAME: user.username, SHELL: '/bin/sh',
+    ...(process.env.LANG ? { LANG: process.env.LANG } : {}),
+    ...(open.tty ? { TERM: open.term ?? 'xterm' } : {}),
+  };
   if (open.tty) {
     // Node has no pseudo-terminal of its own: util-linux's script makes one and runs the shell on it.
     if (!onPath('script')) throw new Refusal(502, "this device has no 'script' (util-linux), which a host terminal needs; run a command without a terminal instead");
     const size = open.cols !== undefined && open.rows !== undefined ? `stty rows ${open.rows} cols ${open.cols} 2>/dev/null; ` : '';
-    child = spawn('script', ['-qfec', `${size}${shell}`, '/dev/null'], { stdio: 'pipe', detached: true, env, cwd: os.homedir() });
+    child = spawn('script', ['-qfec', `${size}${shell}`, '/dev/null'], { stdio: 'pipe', detached: true, env, cwd: user.homedir });
   } else {
-    child = spawn('sh', ['-c', shell], { stdio: 'pipe', detached: true, env, cwd: os.homedir() });
+    child = spawn('sh', ['-c', shell], { stdio: 'pipe', detached: true, env, cwd: user.homedir });
   }
   await new Promise<void>((resolve, reject) => {
     child.once('spawn', resolve);

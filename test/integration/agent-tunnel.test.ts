@@ -241,6 +241,20 @@ describe('agent tunnel sessions: against the real engine', function () {
     assert.equal(await containerProcesses(web, 'sleep 1005'), 0);
   });
 
+  it("delivers a signal on a terminal to the shell's foreground command, not the shell", async () => {
+    const stream = await open({ kind: 'exec', service: 'web', tty: true, cols: 80, rows: 24 });
+    let screen = '';
+    const done = collect(stream, (text) => (screen += text));
+    stream.write(encodeFrame(EXEC_FRAME.stdin, Buffer.from('sleep 1007\n')));
+    await waitFor(async () => (await containerProcesses(web, 'sleep 1007')) === 1, 'the sleep to start', 10_000);
+    stream.write(encodeControl({ type: 'signal', signal: 'SIGINT' }));
+    await waitFor(async () => (await containerProcesses(web, 'sleep 1007')) === 0, 'the sleep to end by SIGINT', 10_000);
+    stream.write(encodeFrame(EXEC_FRAME.stdin, Buffer.from('echo still "here"; exit 3\n')));
+    const out = await done;
+    assert.match(screen, /\r\nstill here\r\n/);
+    assert.deepEqual(out.control, [{ type: 'exit', code: 3 }]);
+  });
+
   it('ends a terminal shell in the container when the device socket drops', async () => {
     const client = await connect(false);
     const stream = await client.open({ kind: 'exec', service: 'web', tty: true, cols: 80, rows: 24 });

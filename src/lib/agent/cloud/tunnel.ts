@@ -252,19 +252,20 @@ function engineFrames(): Transform {
   });
 }
 
-/** One process of /proc: its parent and process group. */
+/** One process of /proc: its parent, its process group, and its terminal's foreground group (0 without a terminal). */
 interface ProcEntry {
   pid: number;
   ppid: number;
   pgrp: number;
+  tpgid: number;
 }
 
 function readProc(pid: number): ProcEntry | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (which may hold spaces and parentheses): state ppid pgrp …
+    // Fields after the command name (which may hold spaces and parentheses): state ppid pgrp session tty_nr tpgid …
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return { pid, ppid: Number(fields[1]), pgrp: Number(fields[2]) };
+    return { pid, ppid: Number(fields[1]), pgrp: Number(fields[2]), tpgid: Math.max(0, Number(fields[5])) };
   } catch {
     return undefined;
   }
@@ -320,12 +321,16 @@ async function killProcessTree(root: number, graceMs = KILL_GRACE_MS): Promise<v
   signalAll([...new Set([...processTree(root), ...first.filter((pid) => readProc(pid))])], 'SIGKILL');
 }
 
-/** A signal from the CLI: to the process's group when it leads one, else to the process itself. */
+/**
+ * A signal from the CLI, where a terminal's Ctrl-C would send it: on a terminal, to its foreground
+ * process group (the command the shell runs now, not the shell); else to the process's group when
+ * it leads one (an exec'd process does), else to the process itself.
+ */
 function signalProcess(pid: number, signal: NodeJS.Signals): void {
   const entry = readProc(pid);
   if (!entry) return;
   try {
-    process.kill(entry.pgrp === pid ? -pid : pid, signal);
+    process.kill(entry.tpgid > 0 ? -entry.tpgid : entry.pgrp === pid ? -pid : pid, signal);
   } catch {
     // gone meanwhile
   }

@@ -215,9 +215,9 @@ function framesOf(type: typeof EXEC_FRAME.stdout | typeof EXEC_FRAME.stderr): Tr
  * The engine's multiplexed exec output (no TTY) → our exec frames. The header format is the
  * same, so the bytes pass through as they come, without waiting for or copying a whole frame;
  * only the headers are new: a frame over our size limit is cut in parts, and the engine's own
- * error stream (type 3) becomes stderr.
+ * error stream (type 3) becomes stderr. Empty frames are dropped.
  */
-function engineFrames(): Transform {
+export function engineFrames(): Transform {
   let header: Buffer = Buffer.alloc(0);
   let type: number = EXEC_FRAME.stdout;
   /** Bytes of the engine's current frame not yet passed on, and of our current part of it. */

@@ -213,6 +213,7 @@ describe('agent tunnel sessions: against the real engine', function () {
     const type = (text: string) => stream.write(encodeFrame(EXEC_FRAME.stdin, Buffer.from(text)));
     type('stty size; echo "term=$TERM"\n');
     await waitFor(() => /27 91/.test(screen) && /term=xterm-256color/.test(screen), 'the first size and TERM', 10_000);
+    // The resize lands before the keys typed after it.
     stream.write(encodeControl({ type: 'resize', cols: 120, rows: 40 }));
     type('stty size\n');
     await waitFor(() => /40 120/.test(screen), 'the new size', 10_000);
@@ -385,11 +386,9 @@ describe('agent tunnel sessions: against the real engine', function () {
     type('stty size; tty\n');
     await waitFor(() => /21 77/.test(screen) && /\/dev\/pts\/\d+/.test(screen), 'the size on a real terminal', 10_000);
     stream.write(encodeControl({ type: 'resize', cols: 101, rows: 33 }));
-    await waitFor(async () => {
-      type('stty size\n');
-      await new Promise((r) => setTimeout(r, 100));
-      return /33 101/.test(screen);
-    }, 'the new size', 10_000);
+    // The resize lands before the keys typed after it.
+    type('stty size\n');
+    await waitFor(() => /33 101/.test(screen), 'the new size', 10_000);
     type('echo h""i; exit 5\n');
     const out = await done;
     assert.match(out.stdout, /\r\nhi\r\n/);

@@ -138,7 +138,8 @@ interface ProcessInput {
   stdin(data: Buffer, done: () => void): void;
   /** The CLI's stdin ended. */
   end(): void;
-  control(message: ExecControl): void;
+  /** A control message; the frames after it wait until its promise settles (a resize lands before the keys typed after it). */
+  control(message: ExecControl): Promise<void> | void;
 }
 
 /**
@@ -155,11 +156,12 @@ function readInput(stream: ServerHttp2Stream, input: ProcessInput, onProtocolErr
         input.stdin(frame.payload, () => done());
         return;
       }
-      if (frame.type === EXEC_FRAME.control) {
-        const message = parseControl(frame.payload);
-        if (message) input.control(message);
+      const message = frame.type === EXEC_FRAME.control ? parseControl(frame.payload) : undefined;
+      if (!message) {
+        done();
+        return;
       }
-      done();
+      void Promise.resolve(input.control(message)).catch(() => undefined).then(() => done());
     },
     final(done) {
       input.end();
@@ -395,10 +397,8 @@ async function openContainerExec(ctx: TunnelContext, open: ExecOpen, service: st
     return;
   }
   socket.on('error', (err) => ctx.log(`tunnel: an exec connection failed: ${err.message}`, true));
-  const resize = (cols: number, rows: number): void => {
-    void exec.resize({ h: rows, w: cols }).catch(() => undefined);
-  };
-  if (open.tty && open.cols !== undefined && open.rows !== undefined) resize(open.cols, open.rows);
+  const resize = (cols: number, rows: number): Promise<void> => exec.resize({ h: rows, w: cols }).catch(() => undefined);
+  if (open.tty && open.cols !== undefined && open.rows !== undefined) await resize(open.cols, open.rows);
   stream.respond({ ':status': 200 });
 
   const exitCode = async (): Promise<number | undefined> => {
@@ -425,12 +425,11 @@ async function openContainerExec(ctx: TunnelContext, open: ExecOpen, service: st
     end: () => {
       if (!open.tty && !socket.destroyed) socket.end();
     },
-    control: (message) => {
-      if (message.type === 'resize' && open.tty) resize(message.cols, message.rows);
+    control: async (message) => {
+      if (message.type === 'resize' && open.tty) await resize(message.cols, message.rows);
       if (message.type === 'signal') {
-        void exec.inspect().then((info) => {
-          if (info.Running && info.Pid > 0) signalProcess(info.Pid, message.signal);
-        }, () => undefined);
+        const info = await exec.inspect();
+        if (info.Running && info.Pid > 0) signalProcess(info.Pid, message.signal);
       }
     },
   }, (err) => {
@@ -521,12 +520,16 @@ async function openHostExec(ctx: TunnelContext, open: ExecOpen, stream: ServerHt
     end: () => {
       if (!stdin.destroyed) stdin.end();
     },
-    control: (message) => {
+    control: async (message) => {
       if (message.type === 'resize' && open.tty) {
         const shellPid = terminalShell();
         const tty = shellPid === undefined ? undefined : terminalOf(shellPid);
         // Setting the size on the terminal also sends SIGWINCH to its foreground programs.
-        if (tty) spawn('stty', ['-F', tty, 'rows', String(message.rows), 'cols', String(message.cols)], { stdio: 'ignore' }).on('error', () => undefined);
+        if (tty) {
+          await new Promise<void>((resolve) => {
+            spawn('stty', ['-F', tty, 'rows', String(message.rows), 'cols', String(message.cols)], { stdio: 'ignore' }).once('error', () => resolve()).once('exit', () => resolve());
+          });
+        }
       }
       if (message.type === 'signal') signalProcess(open.tty ? terminalShell() ?? pid : pid, message.signal);
     },

@@ -26,6 +26,18 @@ describe('tunnel exec frames (Docker attach header)', () => {
     }
   });
 
+  it('joins large frames cut in many pieces (16 KiB, as HTTP/2 cuts them, or odd sizes) byte for byte', async () => {
+    const payloads = [Buffer.alloc(300_000, 7), Buffer.from('between'), Buffer.alloc(MAX_EXEC_FRAME_BYTES, 1)];
+    const all = Buffer.concat(payloads.map((p) => encodeFrame(EXEC_FRAME.stdin, p)));
+    for (const size of [16 * 1024, 4093]) {
+      const chunks: Buffer[] = [];
+      for (let at = 0; at < all.length; at += size) chunks.push(all.subarray(at, at + size));
+      const got = await decodeAll(chunks);
+      assert.equal(got.length, payloads.length);
+      for (const [i, f] of got.entries()) assert.ok(f.payload.equals(payloads[i] ?? Buffer.alloc(0)), `frame ${i} in pieces of ${size}`);
+    }
+  });
+
   it('splits a large payload into frames of at most the given size', () => {
     const parts = encodeFrames(EXEC_FRAME.stdin, Buffer.alloc(150_000, 1), 64 * 1024);
     assert.deepEqual(parts.map((p) => p.length - 8), [65536, 65536, 150_000 - 131072]);

@@ -22,7 +22,8 @@ import { ADMIN, api, createUser, dropPostgresDatabase, freePort, freshPostgresDa
 import { runCli } from '../support/cli.js';
 import { scratchDir } from '../support/tmp.js';
 import { waitFor } from '../support/wait.js';
-import type { DeviceSession } from '../../src/lib/api/tunnel.js';
+import { EXEC_FRAME, type DeviceSession, type ExecFrame } from '../../src/lib/api/tunnel.js';
+import { FrameDecoder, parseControl } from '../../src/lib/tunnel/frames.js';
 
 const RUN = randomBytes(3).toString('hex');
 const EOF = '{"type":"eof"}';
@@ -364,6 +365,30 @@ describe('tunnel sessions through the server (sqlite)', function () {
     } finally {
       greeter.close();
     }
+  });
+
+  it('exec: a command on the device host (development mode) runs, its output comes in frames, and its exit status ends the session and its row; an unknown service is a 404 before the upgrade', async () => {
+    assert.ok(server && agent);
+    const c = await mustOpen(server.url, `/devices/${agent.uuid}/exec?command=${encodeURIComponent('echo hi-from-host; exit 3')}`, token);
+    const closed = await c.closed;
+    assert.equal(closed.code, 1000, `${closed.code} ${closed.reason}`);
+    const frames: ExecFrame[] = [];
+    const decoder = new FrameDecoder();
+    decoder.on('data', (f: ExecFrame) => frames.push(f));
+    decoder.end(c.bytes());
+    await new Promise((resolve) => decoder.once('end', resolve));
+    const stdout = Buffer.concat(frames.filter((f) => f.type === EXEC_FRAME.stdout).map((f) => f.payload)).toString();
+    assert.equal(stdout, 'hi-from-host\n');
+    const controls = frames.filter((f) => f.type === EXEC_FRAME.control).map((f) => parseControl(f.payload));
+    assert.deepEqual(controls.at(-1), { type: 'exit', code: 3 });
+    const row = await waitFor(async () => (await sessions(server?.url ?? '', token, agent?.uuid ?? '')).find((s) => s.kind === 'ssh-host' && s.endedAt !== null), 'the exec session\'s row ended');
+    assert.equal(row.target, 'host: echo hi-from-host; exit 3');
+    assert.equal(row.outcome, 'exit 3');
+    assert.ok(row.bytesOut > 0);
+
+    const nosuch = await refused(server.url, `/devices/${agent.uuid}/exec?service=nosuch`, token);
+    assert.equal(nosuch.status, 404);
+    assert.match(nosuch.body.message ?? '', /no service 'nosuch'/);
   });
 
   it('exec refuses bad inputs before the upgrade, naming the field', async () => {

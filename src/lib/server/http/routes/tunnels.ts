@@ -166,7 +166,10 @@ function relayToStream(ws: WebSocket, p: Extract<Prepared, { via: 'here' }>, cha
 
   // CLI → device.
   let inputEnded = false;
+  /** An exec session whose output ended: the process is gone, input racing its end is dropped. */
+  let processEnded = false;
   ws.on('message', (data: RawData, isBinary: boolean) => {
+    if (processEnded) return;
     if (!isBinary) {
       const text = rawBytes(data).toString('utf8');
       if (text !== EOF_MESSAGE || inputEnded) {
@@ -199,6 +202,13 @@ function relayToStream(ws: WebSocket, p: Extract<Prepared, { via: 'here' }>, cha
   });
   stream.on('end', () => {
     if (ws.readyState === WebSocket.OPEN) ws.send(EOF_MESSAGE);
+    // A TCP session stays half-open; an exec session's output ends when its process did, so the
+    // session is done: ending our side too closes the stream, and the socket with 1000.
+    if (p.exit && !inputEnded) {
+      processEnded = true;
+      inputEnded = true;
+      stream.end();
+    }
   });
   stream.on('error', () => undefined);
   stream.once('close', () => {

@@ -27,12 +27,40 @@ function json<T>(r: CliResult): T {
 
 interface Echoed { method: string; url: string; headers: http.IncomingHttpHeaders }
 
+/** `/big`'s answer (bytes), and how far the device's service got writing it. */
+const BIG_BYTES = 64 * 1024 * 1024;
+const big = { written: 0, waiting: false, finished: false };
+
 /**
  * The device's web service on 127.0.0.1:80: `/echo` answers the request's body as it streams in,
  * anything else answers what it was asked as JSON; `/ws` echoes WebSocket messages.
  */
 async function startDeviceService(): Promise<{ close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
+    if (req.url === '/big') {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': BIG_BYTES });
+      const chunk = Buffer.alloc(1024 * 1024, 7);
+      big.written = 0;
+      big.finished = false;
+      const write = (): void => {
+        while (big.written < BIG_BYTES) {
+          big.written += chunk.length;
+          if (!res.write(chunk)) {
+            big.waiting = true;
+            res.once('drain', () => {
+              big.waiting = false;
+              write();
+            });
+            return;
+          }
+        }
+        big.finished = true;
+        res.end();
+      };
+      write();
+      return;
+    }
     if (req.url?.startsWith('/echo')) {
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-device': 'yes' });
       req.pipe(res);
@@ -252,6 +280,39 @@ describe('device public URLs: settings, the proxy (HTTP, WebSocket, subdomains),
     // Chunked (no Content-Length) too.
     const chunked = await request(`${base()}/echo`, { method: 'PUT', headers: { 'transfer-encoding': 'chunked' }, body: Buffer.from('chunked body') });
     assert.deepEqual([chunked.status, chunked.body], [200, 'chunked body']);
+  });
+
+  it("back-pressure: a client that stops reading stops the device's service writing (64 MB answer), and gets every byte once it reads again", async () => {
+    await new Promise<void>((resolve, reject) => {
+      http.get(`${base()}/big`, { agent: false }, (res) => {
+        let received = 0;
+        res.once('data', (first: Buffer) => {
+          received += first.length;
+          res.pause();
+          let last = -1;
+          void waitFor(() => {
+            const stalled = big.finished || (big.waiting && big.written === last);
+            last = big.written;
+            return stalled;
+          }, "the device's service to stall or finish", 30_000, 250).then(() => {
+            assert.ok(!big.finished, 'the device wrote all 64 MB to a client that read nothing: nothing held it back');
+            console.log(`      the device's service stalled after ${(big.written / 1024 / 1024).toFixed(0)} MB of 64 MB`);
+            assert.ok(big.written <= 32 * 1024 * 1024, `${big.written} bytes written before it stalled`);
+            res.on('data', (d: Buffer) => (received += d.length));
+            res.on('end', () => {
+              try {
+                assert.equal(received, BIG_BYTES);
+                resolve();
+              } catch (err) {
+                reject(err as Error);
+              }
+            });
+            res.resume();
+          }, reject);
+        });
+        res.on('error', reject);
+      }).on('error', reject);
+    });
   });
 
   it("a WebSocket through /d/<uuid>/ echoes text and a 1 MB binary message; the device's event socket and the API's upgrades still work", async () => {

@@ -10,10 +10,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import WebSocket, { WebSocketServer } from 'ws';
 import { eventually, startAgent, stopAgents, type TestAgent } from '../support/agent.js';
 import { runCli, type CliResult } from '../support/cli.js';
-import { ADMIN, api, createUser, startServer, type StartedServer } from '../support/server.js';
+import { ADMIN, api, createUser, dropPostgresDatabase, freshPostgresDatabase, startServer, type StartedServer } from '../support/server.js';
 import { scratchDir } from '../support/tmp.js';
 import { waitFor } from '../support/wait.js';
 
@@ -408,5 +409,107 @@ describe('device public URLs: settings, the proxy (HTTP, WebSocket, subdomains),
     assert.equal(code, 2, bad.output());
     assert.match(bad.output(), /--public-url-domain 'not a domain!' is not a DNS name/);
     assert.doesNotMatch(bad.output(), /\n\s+at /);
+  });
+});
+
+describe('device public URLs across two replicas on PostgreSQL', function () {
+  this.timeout(300_000);
+  let database = '';
+  let one: StartedServer | undefined;
+  let two: StartedServer | undefined;
+  let service: { close(): Promise<void> } | undefined;
+  const agents: TestAgent[] = [];
+  let device: TestAgent | undefined;
+  const fleet = `pubrep-${RUN}`;
+  let home = '';
+  const cli = (args: string[]) => runCli(args, { env: { HOME: home, SKIFF_API_URL: undefined, SKIFF_API_TOKEN: undefined } });
+  const sessions = async (): Promise<SessionRow[]> => {
+    const client = new pg.Client({ connectionString: database });
+    await client.connect();
+    try {
+      const { rows } = await client.query<SessionRow>("SELECT kind, actor, target, client_address, ended_at, bytes_in::int AS bytes_in, bytes_out::int AS bytes_out, outcome FROM device_sessions WHERE kind = 'public-url' ORDER BY id");
+      return rows;
+    } finally {
+      await client.end();
+    }
+  };
+
+  before(async () => {
+    service = await startDeviceService();
+    database = freshPostgresDatabase();
+    one = await startServer({ database });
+    two = await startServer({ database });
+    home = scratchDir('skiff-pubrep-home-');
+    const passwordFile = path.join(scratchDir('skiff-pubrep-pw-'), 'pw');
+    writeFileSync(passwordFile, `${ADMIN.password}\n`);
+    json(await cli(['login', one.url, '--email', ADMIN.email, '--password-file', passwordFile, '--json']));
+    json(await cli(['fleet', 'create', fleet, '--type', 'intel-nuc', '--json']));
+    json(await cli(['fleet', 'public-url', fleet, '--enable', '--json']));
+    const file = path.join(scratchDir('skiff-pubrep-cfg-'), 'config.json');
+    json(await cli(['config', 'generate', '--fleet', fleet, '--output', file, '--json']));
+    const dataDir = scratchDir('skiff-pubrep-agent-');
+    writeFileSync(path.join(dataDir, 'config.json'), JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>, appUpdatePollInterval: 60_000 }));
+    device = await startAgent({ dataDir, args: ['--config', path.join(dataDir, 'config.json')] });
+    agents.push(device);
+    await eventually(async () => /event channel connected/.test(device?.output() ?? ''), 30_000, 'the agent connecting to replica 1');
+  });
+
+  after(async () => {
+    await stopAgents(agents);
+    await one?.kill('SIGTERM');
+    await two?.kill('SIGTERM');
+    if (database) dropPostgresDatabase(database);
+    await service?.close();
+  });
+
+  it("a request and a WebSocket reaching replica 2 are relayed once to replica 1, which holds the device's socket; one session row, X-Forwarded-* from the replica the client reached", async () => {
+    assert.ok(one && two && device);
+    const before = (await sessions()).length;
+    const res = await request(`${two.url}/d/${device.uuid}/info/relayed?q=1`);
+    assert.equal(res.status, 200, res.body);
+    const echoed = JSON.parse(res.body) as Echoed;
+    assert.equal(echoed.url, '/info/relayed?q=1');
+    assert.equal(echoed.headers['x-forwarded-for'], '127.0.0.1');
+    assert.equal(echoed.headers['x-forwarded-host'], `127.0.0.1:${two.port}`);
+    assert.equal(echoed.headers.host, `127.0.0.1:${two.port}`, 'the device sees the host the client asked for');
+    assert.equal(echoed.headers['x-forwarded-prefix'], `/d/${device.uuid}`);
+    assert.equal(echoed.headers['x-skiff-relayed'], undefined);
+    const body = randomBytes(2 * 1024 * 1024);
+    // On a connection of its own (fetch would keep it open, and with it the session).
+    const posted = await new Promise<Buffer>((resolve, reject) => {
+      const req = http.request(`${two?.url ?? ''}/d/${device?.uuid ?? ''}/echo`, { method: 'POST', agent: false }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (d: Buffer) => chunks.push(d));
+        res.on('end', () => resolve(Buffer.concat(chunks)));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+    assert.ok(posted.equals(body), 'a 2 MB body relayed both ways unchanged');
+    const { ws, first } = await openSocket(`${two.url.replace(/^http/, 'ws')}/d/${device.uuid}/ws`);
+    assert.deepEqual(JSON.parse(first), { hello: '/ws', prefix: `/d/${device.uuid}` });
+    ws.send('across replicas');
+    assert.equal((await nextMessage(ws)).data.toString(), 'across replicas');
+    ws.close();
+    const rows = await eventually(async () => {
+      const all = (await sessions()).slice(before);
+      return all.length >= 3 && all.every((r) => r.ended_at !== null) ? all : undefined;
+    }, 10_000, 'the three sessions ended').catch(async (err: Error) => {
+      throw new Error(`${err.message}: ${JSON.stringify((await sessions()).slice(before))}`);
+    });
+    assert.equal(rows.length, 3, `one row per client connection, none from the replica relayed to: ${JSON.stringify(rows)}`);
+    assert.deepEqual(rows.map((r) => r.target), ['GET /info/relayed', 'POST /echo', 'GET /ws']);
+    assert.ok(rows.every((r) => r.actor === 'public 127.0.0.1' && r.bytes_in > 0 && r.bytes_out > 0), JSON.stringify(rows));
+  });
+
+  it('a client claiming to be a replica (x-skiff-relayed with a made-up session) is still logged and told who it is', async () => {
+    assert.ok(one && device);
+    const before = (await sessions()).length;
+    const res = await request(`${one.url}/d/${device.uuid}/info/claim`, { headers: { 'x-skiff-relayed': randomBytes(16).toString('hex'), 'x-forwarded-for': '6.6.6.6', 'x-forwarded-host': 'spoofed.example' } });
+    assert.equal(res.status, 200, res.body);
+    const echoed = JSON.parse(res.body) as Echoed;
+    assert.equal(echoed.headers['x-forwarded-for'], '6.6.6.6, 127.0.0.1');
+    assert.equal(echoed.headers['x-forwarded-host'], `127.0.0.1:${one.port}`);
+    await eventually(async () => (await sessions()).length === before + 1, 10_000, 'the session logged');
   });
 });

@@ -12,6 +12,7 @@ import type { ServiceContext } from '../../services/context.js';
 import * as publicUrls from '../../services/public-url.js';
 import type { DeviceChannels } from '../../events/channel.js';
 import { PublicUrlProxy } from '../public-url-proxy.js';
+import { answerLocates } from '../../services/tunnel-locate.js';
 import type { RouteKit, SkiffApp } from '../app.js';
 
 const UuidParams = Type.Object({ uuid: Type.String({ minLength: 1, maxLength: 64 }) });
@@ -31,5 +32,11 @@ export async function registerPublicUrlRoutes(app: SkiffApp, ctx: ServiceContext
   // its upgrades before @fastify/websocket, whose listener is on the server by the time it is ready.
   const proxy = new PublicUrlProxy(ctx, channels);
   app.addHook('onReady', async () => proxy.attach(app.server));
-  app.addHook('onClose', async () => proxy.close());
+  // Other replicas ask on the bus which one holds a device's socket (services/tunnel-locate.ts).
+  // NOTE for the merge: the CLI's tunnel routes need the same answers; subscribe once per replica.
+  const stopAnswering = answerLocates(ctx, channels);
+  app.addHook('onClose', async () => {
+    stopAnswering();
+    proxy.close();
+  });
 }

@@ -128,6 +128,28 @@ function nextMessage(ws: WebSocket): Promise<{ data: Buffer; binary: boolean }> 
   return new Promise((resolve) => ws.once('message', (data, binary) => resolve({ data: data as Buffer, binary })));
 }
 
+/**
+ * Logs the admin in on `serverUrl` (CLI home `home`), makes fleet `fleet` and one cloud agent of it
+ * (polling every 60 s: only the event channel serves it), once the agent's channel is connected.
+ */
+async function adminWithDevice(serverUrl: string, home: string, fleet: string, agents: TestAgent[]): Promise<TestAgent> {
+  const cli = (args: string[]) => runCli(args, { env: { HOME: home, SKIFF_API_URL: undefined, SKIFF_API_TOKEN: undefined } });
+  const passwordFile = path.join(scratchDir('skiff-pub-pw-'), 'pw');
+  writeFileSync(passwordFile, `${ADMIN.password}\n`);
+  json(await cli(['login', serverUrl, '--email', ADMIN.email, '--password-file', passwordFile, '--json']));
+  json(await cli(['fleet', 'create', fleet, '--type', 'intel-nuc', '--json']));
+  const file = path.join(scratchDir('skiff-pub-cfg-'), 'config.json');
+  json(await cli(['config', 'generate', '--fleet', fleet, '--output', file, '--json']));
+  const dataDir = scratchDir('skiff-pub-agent-');
+  writeFileSync(path.join(dataDir, 'config.json'), JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>, appUpdatePollInterval: 60_000 }));
+  const agent = await startAgent({ dataDir, args: ['--config', path.join(dataDir, 'config.json')] });
+  agents.push(agent);
+  await eventually(async () => /event channel connected/.test(agent.output()), 30_000, 'the agent connecting its event channel').catch((err: Error) => {
+    throw new Error(`${err.message}\nagent printed: ${agent.output().slice(-3000)}`);
+  });
+  return agent;
+}
+
 interface SessionRow { kind: string; actor: string; target: string; client_address: string; ended_at: string | null; bytes_in: number; bytes_out: number; outcome: string | null }
 
 describe('device public URLs: settings, the proxy (HTTP, WebSocket, subdomains), the session log (sqlite)', function () {
@@ -153,19 +175,7 @@ describe('device public URLs: settings, the proxy (HTTP, WebSocket, subdomains),
     service = await startDeviceService();
     server = await startServer({ args: ['--public-url-domain', DOMAIN] });
     home = scratchDir('skiff-pub-home-');
-    const passwordFile = path.join(scratchDir('skiff-pub-pw-'), 'pw');
-    writeFileSync(passwordFile, `${ADMIN.password}\n`);
-    json(await cli(['login', server.url, '--email', ADMIN.email, '--password-file', passwordFile, '--json']));
-    json(await cli(['fleet', 'create', fleet, '--type', 'intel-nuc', '--json']));
-    const file = path.join(scratchDir('skiff-pub-cfg-'), 'config.json');
-    json(await cli(['config', 'generate', '--fleet', fleet, '--output', file, '--json']));
-    const dataDir = scratchDir('skiff-pub-agent-');
-    writeFileSync(path.join(dataDir, 'config.json'), JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>, appUpdatePollInterval: 60_000 }));
-    device = await startAgent({ dataDir, args: ['--config', path.join(dataDir, 'config.json')] });
-    agents.push(device);
-    await eventually(async () => /event channel connected/.test(device?.output() ?? ''), 30_000, 'the agent connecting its event channel').catch((err: Error) => {
-      throw new Error(`${err.message}\nagent printed: ${device?.output().slice(-3000)}`);
-    });
+    device = await adminWithDevice(server.url, home, fleet, agents);
   });
 
   after(async () => {
@@ -440,18 +450,8 @@ describe('device public URLs across two replicas on PostgreSQL', function () {
     one = await startServer({ database });
     two = await startServer({ database });
     home = scratchDir('skiff-pubrep-home-');
-    const passwordFile = path.join(scratchDir('skiff-pubrep-pw-'), 'pw');
-    writeFileSync(passwordFile, `${ADMIN.password}\n`);
-    json(await cli(['login', one.url, '--email', ADMIN.email, '--password-file', passwordFile, '--json']));
-    json(await cli(['fleet', 'create', fleet, '--type', 'intel-nuc', '--json']));
+    device = await adminWithDevice(one.url, home, fleet, agents);
     json(await cli(['fleet', 'public-url', fleet, '--enable', '--json']));
-    const file = path.join(scratchDir('skiff-pubrep-cfg-'), 'config.json');
-    json(await cli(['config', 'generate', '--fleet', fleet, '--output', file, '--json']));
-    const dataDir = scratchDir('skiff-pubrep-agent-');
-    writeFileSync(path.join(dataDir, 'config.json'), JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>, appUpdatePollInterval: 60_000 }));
-    device = await startAgent({ dataDir, args: ['--config', path.join(dataDir, 'config.json')] });
-    agents.push(device);
-    await eventually(async () => /event channel connected/.test(device?.output() ?? ''), 30_000, 'the agent connecting to replica 1');
   });
 
   after(async () => {

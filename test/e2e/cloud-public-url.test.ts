@@ -512,4 +512,28 @@ describe('device public URLs across two replicas on PostgreSQL', function () {
     assert.equal(echoed.headers['x-forwarded-host'], `127.0.0.1:${one.port}`);
     await eventually(async () => (await sessions()).length === before + 1, 10_000, 'the session logged');
   });
+
+  it('a replica stops promptly with proxied connections open (a WebSocket relayed through the other, an answer its client does not read); they close', async () => {
+    assert.ok(one && two && device);
+    const { ws } = await openSocket(`${two.url.replace(/^http/, 'ws')}/d/${device.uuid}/ws`);
+    const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+    const stalled = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      http.get(`${one?.url ?? ''}/d/${device?.uuid ?? ''}/big`, { agent: false }, (res) => {
+        res.pause();
+        resolve(res);
+      }).on('error', reject);
+    });
+    const started = Date.now();
+    const code = await one.kill('SIGTERM');
+    const ms = Date.now() - started;
+    assert.equal(code, 0, one.output().slice(-2000));
+    assert.ok(ms < 10_000, `replica 1 took ${ms} ms to stop`);
+    await closed;
+    // The answer was cut short: read on, it ends before its 64 MB (a paused reader sees the close only by reading).
+    let received = 0;
+    stalled.on('data', (d: Buffer) => (received += d.length));
+    stalled.on('error', () => undefined);
+    await new Promise<void>((resolve) => stalled.once('close', () => resolve()).resume());
+    assert.ok(received < BIG_BYTES, `${received} bytes arrived`);
+  });
 });

@@ -122,8 +122,8 @@ type Route =
  */
 export class PublicUrlProxy {
   private readonly sessions = new WeakMap<net.Socket, Map<number, Promise<SessionRecorder>>>();
-  /** Raw (upgraded) connections, ended when the server stops. */
-  private readonly raw = new Set<Duplex>();
+  /** Proxied connections (upgraded sockets, and answers in flight), ended when the server stops. */
+  private readonly active = new Set<{ destroy(): unknown }>();
 
   constructor(private readonly ctx: ServiceContext, private readonly channels: DeviceChannels) {}
 
@@ -146,10 +146,10 @@ export class PublicUrlProxy {
     });
   }
 
-  /** Ends every proxied WebSocket (the server is stopping). */
+  /** Ends every proxied WebSocket and answer in flight (the server is stopping: it would wait for them). */
   close(): void {
-    for (const s of this.raw) s.destroy();
-    this.raw.clear();
+    for (const s of this.active) s.destroy();
+    this.active.clear();
   }
 
   /** The session of this client connection with this device, opened on its first request. */
@@ -203,6 +203,8 @@ export class PublicUrlProxy {
   }
 
   private async handleRequest(req: IncomingMessage, res: ServerResponse, target: PublicTarget): Promise<void> {
+    this.active.add(res);
+    res.once('close', () => this.active.delete(res));
     try {
       if (target.redirect !== undefined) {
         res.writeHead(308, { location: target.redirect, 'content-type': 'text/plain; charset=utf-8' }).end(`${target.redirect}\n`);
@@ -226,12 +228,19 @@ export class PublicUrlProxy {
       req.on('data', (chunk: Buffer) => route.session?.addIn(chunk.length));
       outgoing.on('response', (answer) => {
         if (route.kind === 'relay') answer.on('data', (chunk: Buffer) => route.session.addOut(chunk.length));
-        res.writeHead(answer.statusCode ?? 502, answer.statusMessage, endToEnd(answer.headers));
+        try {
+          res.writeHead(answer.statusCode ?? 502, answer.statusMessage, endToEnd(answer.headers));
+        } catch (err) {
+          // A header Node's parser let through but its writer refuses: the device's answer is not passed on.
+          answer.destroy();
+          this.answer(res, 502, `the device's answer cannot be passed on: ${(err as Error).message}`);
+          return;
+        }
         answer.pipe(res);
         answer.once('error', () => res.destroy());
       });
       outgoing.on('error', (err) => {
-        if (!res.headersSent) this.answer(res, 502, `the device closed the connection (${err.message})`);
+        if (!res.headersSent) this.answer(res, 502, route.kind === 'relay' ? `cannot reach the replica holding the device: ${err.message}` : `the device closed the connection (${err.message})`);
         else res.destroy();
       });
       res.once('close', () => {
@@ -258,8 +267,8 @@ export class PublicUrlProxy {
 
   private async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, target: PublicTarget): Promise<void> {
     socket.on('error', () => socket.destroy());
-    this.raw.add(socket);
-    socket.once('close', () => this.raw.delete(socket));
+    this.active.add(socket);
+    socket.once('close', () => this.active.delete(socket));
     try {
       if (target.redirect !== undefined) throw new Unreachable(404, `no public URL here: use ${target.redirect}`);
       const route = await this.route(req, target, true);

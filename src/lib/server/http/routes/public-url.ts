@@ -35,8 +35,7 @@ export async function registerPublicUrlRoutes(app: SkiffApp, ctx: ServiceContext
   // Other replicas ask on the bus which one holds a device's socket (services/tunnel-locate.ts).
   // NOTE for the merge: the CLI's tunnel routes need the same answers; subscribe once per replica.
   const stopAnswering = answerLocates(ctx, channels);
-  app.addHook('onClose', async () => {
-    stopAnswering();
-    proxy.close();
-  });
+  // Before the server closes: it waits for open connections, and a proxied one may never end.
+  app.addHook('preClose', async () => proxy.close());
+  app.addHook('onClose', async () => stopAnswering());
 }

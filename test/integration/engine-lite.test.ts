@@ -116,6 +116,34 @@ describe('engine-lite: against the real engine', function () {
     await c.remove({ force: true });
   });
 
+  it('runs a process in a container: exec create, start (hijacked connection), half-close as EOF, inspect; 409 when it does not run', async () => {
+    const c = await docker.createContainer({ Image: BASE_AMD64, Cmd: ['sleep', '30'], Labels: labels });
+    const notRunning = await engineError(c.exec({ Cmd: ['true'] }));
+    assert.equal(notRunning.statusCode, 409);
+    assert.match(notRunning.message, /is not running/);
+    await c.start();
+    const exec = await c.exec({ Cmd: ['sh', '-c', 'wc -c; echo err >&2; exit 3'], AttachStdin: true, AttachStdout: true, AttachStderr: true });
+    const socket = await exec.start({ tty: false });
+    const chunks: Buffer[] = [];
+    socket.on('data', (d: Buffer) => chunks.push(d));
+    const closed = new Promise((resolve) => socket.on('close', resolve));
+    socket.end(Buffer.alloc(1000));
+    await closed;
+    // Docker's frames: [stream, 0, 0, 0, length BE] then the bytes.
+    const frames: Array<[number, string]> = [];
+    for (let buf = Buffer.concat(chunks); buf.length >= 8; buf = buf.subarray(8 + buf.readUInt32BE(4))) frames.push([buf[0] ?? 0, buf.subarray(8, 8 + buf.readUInt32BE(4)).toString()]);
+    // The engine copies stdout and stderr separately: their order between them is not kept.
+    const text = (stream: number) => frames.filter(([t]) => t === stream).map(([, x]) => x).join('');
+    assert.deepEqual([text(1).trim(), text(2)], ['1000', 'err\n']);
+    const info = await waitFor(async () => {
+      const i = await exec.inspect();
+      return !i.Running && i.ExitCode !== null && i;
+    }, 'the exit status', 10_000);
+    assert.equal(info.ExitCode, 3);
+    assert.ok(info.Pid > 0);
+    await c.remove({ force: true });
+  });
+
   it('reads images, and says 404 for one that is not there', async () => {
     const image = await docker.getImage(BASE_AMD64).inspect();
     assert.match(image.Id, /^sha256:/);

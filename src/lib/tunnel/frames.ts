@@ -84,19 +84,21 @@ export class FrameDecoder extends Transform {
 
   private drainFrames(): void {
     while (this.pendingBytes >= HEADER_BYTES) {
-      let buf = this.pending.length === 1 && this.pending[0] ? this.pending[0] : Buffer.concat(this.pending, this.pendingBytes);
-      const type = buf[0] ?? 0;
-      const length = buf.readUInt32BE(4);
+      // A frame's pieces are joined once, when all of them are here: joining on every arrival
+      // copied a large frame over and over (quadratic in the pieces HTTP/2 cuts it into).
+      const first = this.pending[0];
+      const head = first && first.length >= HEADER_BYTES ? first : Buffer.concat(this.pending, this.pendingBytes);
+      if (head !== first) this.pending = [head];
+      const type = head[0] ?? 0;
+      const length = head.readUInt32BE(4);
       if (type > EXEC_FRAME.control) throw new SkiffError('error', `unknown exec frame type ${type}`);
       if (length > MAX_EXEC_FRAME_BYTES) throw new SkiffError('error', `an exec frame of ${length} bytes is over the ${MAX_EXEC_FRAME_BYTES}-byte limit`);
-      if (buf.length < HEADER_BYTES + length) {
-        this.pending = [buf];
-        return;
-      }
+      if (this.pendingBytes < HEADER_BYTES + length) return;
+      const buf = this.pending.length === 1 ? head : Buffer.concat(this.pending, this.pendingBytes);
       this.push({ type: type as ExecFrameType, payload: buf.subarray(HEADER_BYTES, HEADER_BYTES + length) } satisfies ExecFrame);
-      buf = buf.subarray(HEADER_BYTES + length);
-      this.pending = buf.length > 0 ? [buf] : [];
-      this.pendingBytes = buf.length;
+      const rest = buf.subarray(HEADER_BYTES + length);
+      this.pending = rest.length > 0 ? [rest] : [];
+      this.pendingBytes = rest.length;
     }
   }
 }

@@ -116,6 +116,13 @@ describe('tunnel multiplexer: HTTP/2 over a device WebSocket (real sockets on lo
     assert.ok(written > 0);
   });
 
+  it('moves megabytes both ways on 30 streams at once without the two ends waiting on each other', async () => {
+    const streams = await Promise.all(Array.from({ length: 30 }, () => client.open({ kind: 'tcp', port: echoPort })));
+    const results = await Promise.all(streams.map((s) => roundTrip(s, 8 * 1024 * 1024)));
+    for (const got of results) assert.ok(got >= 8 * 1024 * 1024);
+    for (const s of streams) s.close();
+  });
+
   it('answers a refused connection with its status and line, and the multiplexer stays usable', async () => {
     const closed = net.createServer();
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));

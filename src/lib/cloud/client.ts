@@ -15,6 +15,7 @@ import type {
 import type { Build } from '../api/builds.js';
 import type { DeviceLogLine, DeviceLogsQuery } from '../api/logs.js';
 import type { DeviceActionRequest, DeviceActionResult } from '../api/events.js';
+import type { DevicePublicUrl, FleetPublicUrl } from '../api/tunnel.js';
 
 /** How long one request may take before the server counts as unreachable (milliseconds). */
 export const DEFAULT_TIMEOUT_MS = 30_000;
@@ -371,6 +372,12 @@ export class CloudClient {
   // --- device logs (history; a follow goes through `stream`) and actions
   deviceLogs(uuid: string, query: DeviceLogsQuery = {}): Promise<DeviceLogLine[]> { return this.request('deviceLogs', { params: { uuid }, query: { ...query } }); }
   deviceAction(uuid: string, body: DeviceActionRequest): Promise<DeviceActionResult> { return this.request('deviceAction', { params: { uuid }, body }); }
+
+  // --- public URLs (enabled: null = follow the fleet)
+  devicePublicUrl(uuid: string): Promise<DevicePublicUrl> { return this.request('devicePublicUrl', { params: { uuid } }); }
+  setDevicePublicUrl(uuid: string, enabled: boolean | null): Promise<DevicePublicUrl> { return this.request('setDevicePublicUrl', { params: { uuid }, body: { enabled } }); }
+  fleetPublicUrl(fleet: string): Promise<FleetPublicUrl> { return this.request('fleetPublicUrl', { params: { fleet } }); }
+  setFleetPublicUrl(fleet: string, enabled: boolean): Promise<FleetPublicUrl> { return this.request('setFleetPublicUrl', { params: { fleet }, body: { enabled } }); }
 }
 
 /**

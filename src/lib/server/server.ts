@@ -108,6 +108,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       : new SkiffError('usage', `--host '${options.host}' is not an IP address or host name`, { hint: 'e.g. --host 0.0.0.0 (every address) or --host 127.0.0.1' });
   }
   const registryHost = parsedPublicUrl.host;
+  // Checked before anything starts, like --public-url: device URLs are built from it.
+  const publicUrlDomain = options.publicUrlDomain === undefined ? undefined : (await import('./services/public-url.js')).parsePublicUrlDomain(options.publicUrlDomain);
 
   const [{ openDatabase }, registryModule] = await Promise.all([import('./db/database.js'), import('./registry/index.js')]);
   // The registry child comes up while the database opens and the app is built.
@@ -153,7 +155,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       builderEngines: parseBuilderEngines(options.builderEngines ?? []),
       buildContextLimit: options.buildContextLimit ?? 4 * 1024 ** 3,
       logRetention: options.logRetention ?? { lines: 10_000, bytes: 4 * 1024 * 1024 },
-      ...(options.publicUrlDomain !== undefined ? { publicUrlDomain: options.publicUrlDomain } : {}),
+      ...(publicUrlDomain !== undefined ? { publicUrlDomain } : {}),
     },
     log: options.log,
   };

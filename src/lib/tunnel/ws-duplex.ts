@@ -2,8 +2,14 @@
  * A byte stream over the binary messages of a `ws` WebSocket whose text messages are someone
  * else's (the device event channel's JSON). The socket's owner feeds binary messages in with
  * {@link WebSocketBinaryDuplex.receive}; writes go out as binary messages, several queued writes
- * as one message. Back-pressure both ways: reads pause the socket when our reader lags, and a
- * write completes only once the socket took it while more than `highWaterBytes` wait unsent.
+ * as one message.
+ *
+ * Back-pressure is the writer's only: a write completes once the socket took it while more than
+ * `highWaterBytes` wait unsent. The socket is never paused for a slow reader. Node's HTTP/2 stops
+ * reading while one of its writes is pending, so two ends that each paused their socket for a
+ * reader that waits on its own write would wait on each other for ever (it happened, with
+ * megabytes both ways on many streams). What arrives unread is bounded by HTTP/2's flow-control
+ * windows (tunnel/mux.ts), not by pausing.
  */
 import { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
@@ -24,32 +30,27 @@ export interface WebSocketDuplexOptions {
 
 export class WebSocketBinaryDuplex extends Duplex {
   private readonly highWaterBytes: number;
-  private paused = false;
 
   constructor(private readonly ws: WebSocket, options: WebSocketDuplexOptions = {}) {
     super({ allowHalfOpen: false, readableHighWaterMark: 256 * 1024, writableHighWaterMark: 256 * 1024 });
     this.highWaterBytes = options.highWaterBytes ?? DUPLEX_HIGH_WATER_BYTES;
   }
 
-  /** A binary message from the socket. */
+  /** A binary message from the socket (taken whatever our reader's pace: see the module comment). */
   receive(data: Buffer): void {
     if (this.destroyed) return;
-    if (!this.push(data) && !this.paused) {
-      this.paused = true;
-      this.ws.pause();
-    }
+    this.push(data);
   }
 
   /** The socket closed: the stream ends (readers see EOF; writers an error). */
   socketClosed(): void {
     if (this.destroyed) return;
-    this.resumeSocket();
     this.push(null);
     this.destroy();
   }
 
   override _read(): void {
-    this.resumeSocket();
+    // Data is pushed as it arrives.
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
@@ -81,14 +82,7 @@ export class WebSocketBinaryDuplex extends Duplex {
   }
 
   override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
-    this.resumeSocket();
     done(err);
-  }
-
-  private resumeSocket(): void {
-    if (!this.paused) return;
-    this.paused = false;
-    this.ws.resume();
   }
 
   private send(data: Buffer, done: (err?: Error | null) => void): void {

@@ -84,6 +84,10 @@ function readPem(file: string, flag: string): string {
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   if ((options.cert === undefined) !== (options.key === undefined)) throw new SkiffError('usage', '--cert and --key go together', { hint: 'give both PEM files, or neither for plain HTTP' });
   const https = options.cert !== undefined && options.key !== undefined ? { cert: readPem(options.cert, '--cert'), key: readPem(options.key, '--key') } : undefined;
+  // Other replicas open WebSockets to it: a typo would surface as every relayed session failing.
+  if (options.replicaUrl !== undefined && !/^https?:\/\/[^/?#\s]+\/?$/.test(options.replicaUrl)) {
+    throw new SkiffError('usage', `--replica-url '${options.replicaUrl}' is not an http or https URL`, { hint: 'e.g. --replica-url http://10.0.0.5:48080 (how the other replicas reach this one)' });
+  }
   const dataDir = path.resolve(options.dataDir);
   // Node's recursive mkdir never returns on some /proc paths (it spins, deaf to SIGTERM), and
   // neither /proc nor /sys holds a server's state: refused as the agent refuses them.
@@ -178,7 +182,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const port = typeof address === 'object' && address ? address.port : options.port;
     const url = `${scheme}://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`;
     // Known once listening (an ephemeral port); only replicas on PostgreSQL use it.
-    ctx.options.replicaUrl = options.replicaUrl ?? url;
+    ctx.options.replicaUrl = (options.replicaUrl ?? url).replace(/\/+$/, '');
     options.log(`database: ${opened.dialect} (${opened.where})`);
     if (!https && !isLoopback(options.host)) {
       options.log(`WARNING: serving plain HTTP on ${options.host}: passwords, tokens and device keys cross the network unencrypted. Pass --cert and --key (or put a TLS proxy in front and listen on 127.0.0.1).`);

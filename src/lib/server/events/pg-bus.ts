@@ -116,8 +116,9 @@ export class PgEventBus extends LocalEventBus {
   }
 
   private async listen(): Promise<pg.Client> {
-    // Named, so an operator sees it in pg_stat_activity.
-    const client = new pg.Client({ connectionString: this.options.url, keepAlive: true, connectionTimeoutMillis: 5000, application_name: 'skiff-events' });
+    // Named, so an operator sees it in pg_stat_activity, and with the replica id: other replicas
+    // take a listener's presence as the replica being alive (services/tunnel-sessions.ts liveReplicas).
+    const client = new pg.Client({ connectionString: this.options.url, keepAlive: true, connectionTimeoutMillis: 5000, application_name: `skiff-events ${this.options.replicaId}` });
     let lost = false;
     const onLost = (why: string): void => {
       if (lost || this.closed) return;

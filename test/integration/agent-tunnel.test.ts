@@ -8,7 +8,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import http2, { type ClientHttp2Stream } from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,7 +18,7 @@ import { EXEC_FRAME, type ExecControl, type ExecFrame, type TunnelOpen } from '.
 import { tunnelHandler } from '../../src/lib/agent/cloud/tunnel.js';
 import { LABEL, type EngineContext } from '../../src/lib/agent/engine-state.js';
 import { createEngineClient, type EngineClient } from '../../src/lib/docker/engine-lite.js';
-import { DeviceMuxClient, serveDeviceMux, TunnelRefused } from '../../src/lib/tunnel/mux.js';
+import { DeviceMuxClient, RESET_CODE, serveDeviceMux, TunnelRefused, type MuxStream } from '../../src/lib/tunnel/mux.js';
 import { encodeControl, encodeFrame, FrameDecoder, parseControl } from '../../src/lib/tunnel/frames.js';
 import { BASE_AMD64, TEST_LABEL, cleanupImages, docker as dockerode, ensureBaseImages } from '../support/engine.js';
 import { waitFor } from '../support/wait.js';
@@ -38,7 +37,7 @@ interface Outcome {
 }
 
 /** Reads a session's frames to its end; `onStdout` sees each stdout payload as it comes. */
-function collect(stream: ClientHttp2Stream, onStdout?: (text: string) => void): Promise<Outcome> {
+function collect(stream: MuxStream, onStdout?: (text: string) => void): Promise<Outcome> {
   const out: Outcome = { stdout: '', stderr: '', stdoutBytes: 0, control: [] };
   const decoder = new FrameDecoder();
   stream.pipe(decoder);
@@ -62,7 +61,7 @@ function collect(stream: ClientHttp2Stream, onStdout?: (text: string) => void): 
 }
 
 /** Writes stdin frames with the stream's back-pressure, then half-closes. */
-async function sendStdin(stream: ClientHttp2Stream, chunks: Iterable<Buffer>): Promise<void> {
+async function sendStdin(stream: MuxStream, chunks: Iterable<Buffer>): Promise<void> {
   for (const chunk of chunks) {
     if (!stream.write(encodeFrame(EXEC_FRAME.stdin, chunk))) await new Promise((r) => stream.once('drain', r));
   }
@@ -70,7 +69,7 @@ async function sendStdin(stream: ClientHttp2Stream, chunks: Iterable<Buffer>): P
 }
 
 /** Reads all bytes of a raw (TCP) session stream. */
-function readAll(stream: ClientHttp2Stream): Promise<string> {
+function readAll(stream: MuxStream): Promise<string> {
   let text = '';
   stream.on('data', (d: Buffer) => (text += d.toString('utf8')));
   return new Promise((resolve, reject) => {
@@ -125,7 +124,7 @@ describe('agent tunnel sessions: against the real engine', function () {
     return client;
   }
 
-  const open = (request: TunnelOpen, hostShell = false): Promise<ClientHttp2Stream> => (hostShell ? mux.allowed : mux.refused)?.open(request) ?? Promise.reject(new Error('not connected'));
+  const open = (request: TunnelOpen, hostShell = false): Promise<MuxStream> => (hostShell ? mux.allowed : mux.refused)?.open(request) ?? Promise.reject(new Error('not connected'));
 
   before(async function () {
     this.timeout(120_000);
@@ -227,7 +226,7 @@ describe('agent tunnel sessions: against the real engine', function () {
     const stream = await open({ kind: 'exec', service: 'web', command: 'sleep 1001 & sleep 1000; wait', tty: false });
     stream.on('error', () => undefined);
     await waitFor(async () => (await containerProcesses(web, 'sleep 1000')) === 1 && (await containerProcesses(web, 'sleep 1001')) === 1, 'the sleeps to start', 10_000);
-    stream.close(http2.constants.NGHTTP2_CANCEL);
+    stream.close(RESET_CODE.cancel);
     await waitFor(async () => (await containerProcesses(web, 'sleep 1000')) + (await containerProcesses(web, 'sleep 1001')) === 0, 'no sleep left in the container', 10_000);
   });
 
@@ -411,7 +410,7 @@ describe('agent tunnel sessions: against the real engine', function () {
     const stream = await open({ kind: 'exec', command: 'sleep 1003 & sleep 1004; wait', tty: false }, true);
     stream.on('error', () => undefined);
     await waitFor(() => hostProcesses(['sleep', '1003']) === 1 && hostProcesses(['sleep', '1004']) === 1, 'the sleeps to start', 10_000);
-    stream.close(http2.constants.NGHTTP2_CANCEL);
+    stream.close(RESET_CODE.cancel);
     await waitFor(() => hostProcesses(['sleep', '1003']) + hostProcesses(['sleep', '1004']) === 0, 'no sleep left on the host', 10_000);
   });
 
@@ -420,7 +419,7 @@ describe('agent tunnel sessions: against the real engine', function () {
     stream.on('error', () => undefined);
     stream.write(encodeFrame(EXEC_FRAME.stdin, Buffer.from('sleep 1006\n')));
     await waitFor(() => hostProcesses(['sleep', '1006']) === 1, 'the sleep to start', 10_000);
-    stream.close(http2.constants.NGHTTP2_CANCEL);
+    stream.close(RESET_CODE.cancel);
     await waitFor(() => hostProcesses(['sleep', '1006']) === 0, 'no sleep left on the host', 10_000);
   });
 });

@@ -1,21 +1,21 @@
 /**
- * The tunnel multiplexer (tunnel/mux.ts): HTTP/2 over the binary messages of a real WebSocket on
- * loopback, the server's DeviceMuxClient on one end and the agent's serveDeviceMux on the other,
+ * The tunnel multiplexer (tunnel/mux.ts): frames with per-stream credit over the binary messages
+ * of a real WebSocket on loopback, the server's DeviceMuxClient on one end and the agent's serveDeviceMux on the other,
  * each stream a real TCP connection to a server in this test. What it must hold: many streams at
  * once, a stalled reader that holds back only its own stream (with its unread bytes bounded by its
- * window), refusals as statuses, and every stream ending when the socket drops.
+ * window), refusals as statuses, resets from either end under load (which made Node's HTTP/2 spin), and
+ * every stream ending when the socket drops.
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import type { ClientHttp2Stream, ServerHttp2Stream } from 'node:http2';
 import WebSocket, { WebSocketServer, type RawData } from 'ws';
 import type { TunnelOpen } from '../../src/lib/api/tunnel.js';
-import { DeviceMuxClient, refuse, serveDeviceMux, STREAM_WINDOW_BYTES, TunnelRefused } from '../../src/lib/tunnel/mux.js';
+import { DeviceMuxClient, refuse, RESET_CODE, serveDeviceMux, STREAM_WINDOW_BYTES, TunnelRefused, type MuxStream } from '../../src/lib/tunnel/mux.js';
 import { waitFor } from '../support/wait.js';
 
 const bytes = (d: RawData): Buffer => (Buffer.isBuffer(d) ? d : Array.isArray(d) ? Buffer.concat(d) : Buffer.from(d));
 
-describe('tunnel multiplexer: HTTP/2 over a device WebSocket (real sockets on loopback)', function () {
+describe('tunnel multiplexer over a device WebSocket (real sockets on loopback)', function () {
   this.timeout(60_000);
   let wss: WebSocketServer;
   let echo: net.Server;
@@ -26,7 +26,7 @@ describe('tunnel multiplexer: HTTP/2 over a device WebSocket (real sockets on lo
   const echoSockets = new Set<net.Socket>();
 
   // The device side: TCP to 127.0.0.1:<port>, as the agent's host sessions do.
-  const handler = (open: TunnelOpen, stream: ServerHttp2Stream): void => {
+  const handler = (open: TunnelOpen, stream: MuxStream): void => {
     if (open.kind !== 'tcp') return refuse(stream, 400, 'tcp only here');
     const socket = net.connect(open.port, '127.0.0.1');
     socket.once('connect', () => {
@@ -35,12 +35,13 @@ describe('tunnel multiplexer: HTTP/2 over a device WebSocket (real sockets on lo
       socket.pipe(stream);
       stream.once('close', () => socket.destroy());
     });
-    socket.once('error', () => refuse(stream, 502, `nothing listens on port ${open.port}`));
+    socket.on('error', () => (stream.headersSent ? stream.close(2) : refuse(stream, 502, `nothing listens on port ${open.port}`)));
   };
 
   beforeEach(async () => {
     echo = net.createServer((s) => {
       echoSockets.add(s);
+      s.on('error', () => undefined); // reset sessions reset their connections
       s.once('close', () => echoSockets.delete(s));
       s.pipe(s);
     });
@@ -67,7 +68,7 @@ describe('tunnel multiplexer: HTTP/2 over a device WebSocket (real sockets on lo
   });
 
   /** Sends `size` bytes on `stream` and resolves with what came back once `size` bytes did. */
-  const roundTrip = (stream: ClientHttp2Stream, size: number): Promise<number> => new Promise((resolve, reject) => {
+  const roundTrip = (stream: MuxStream, size: number): Promise<number> => new Promise((resolve, reject) => {
     let got = 0;
     stream.on('data', (d: Buffer) => {
       got += d.length;
@@ -121,6 +122,38 @@ describe('tunnel multiplexer: HTTP/2 over a device WebSocket (real sockets on lo
     const results = await Promise.all(streams.map((s) => roundTrip(s, 8 * 1024 * 1024)));
     for (const got of results) assert.ok(got >= 8 * 1024 * 1024);
     for (const s of streams) s.close();
+  });
+
+  it('survives hundreds of sessions reset mid-transfer from either end, and carries on', async () => {
+    for (let round = 0; round < 10; round++) {
+      const streams = await Promise.all(Array.from({ length: 30 }, () => client.open({ kind: 'tcp', port: echoPort })));
+      for (const s of streams) {
+        s.on('data', () => undefined);
+        s.write(Buffer.alloc(1024 * 1024, 3));
+      }
+      await new Promise((r) => setTimeout(r, 5 + round * 2));
+      streams.forEach((s, i) => (i % 2 === 0 ? s.close(RESET_CODE.cancel) : s.destroy()));
+    }
+    // The device end's TCP connections all close, and a new session works at once.
+    await waitFor(() => echoSockets.size === 0, 'the reset sessions\' device connections to close', 10_000);
+    const s = await client.open({ kind: 'tcp', port: echoPort });
+    assert.ok((await roundTrip(s, 100_000)) >= 100_000);
+    s.end();
+  });
+
+  it('a session reset by the device end closes here with its code; a clean end closes with 0', async () => {
+    const s = await client.open({ kind: 'tcp', port: echoPort });
+    const closed = new Promise<void>((r) => s.once('close', () => r()));
+    s.on('data', () => undefined);
+    for (const socket of echoSockets) socket.resetAndDestroy();
+    await closed;
+    assert.equal(s.rstCode, 2);
+    const clean = await client.open({ kind: 'tcp', port: echoPort });
+    const cleanClosed = new Promise<void>((r) => clean.once('close', () => r()));
+    clean.on('data', () => undefined);
+    clean.end('bye');
+    await cleanClosed;
+    assert.equal(clean.rstCode, 0);
   });
 
   it('answers a refused connection with its status and line, and the multiplexer stays usable', async () => {

@@ -10,11 +10,11 @@
  *   messages carry the stream's bytes; a text message `{"type":"eof"}` is a half-close (TCP's FIN,
  *   or the end of a command's stdin); the socket's close ends the session (close code
  *   {@link TUNNEL_CLOSE} says why).
- * - **server ↔ agent**: HTTP/2 (Node's own, nghttp2) over the agent's event WebSocket: the event
- *   channel's text messages stay JSON, its binary messages are the HTTP/2 connection's bytes.
- *   The server is the HTTP/2 client: each session is one request stream, opened with
- *   {@link TUNNEL_OPEN_HEADER}; HTTP/2's per-stream and per-connection windows are the flow
- *   control, so a stalled reader stalls only its own stream. END_STREAM is the half-close.
+ * - **server ↔ agent**: a small multiplexer (tunnel/mux.ts) over the agent's event WebSocket:
+ *   the event channel's text messages stay JSON, its binary messages are the multiplexer's frames.
+ *   The server opens each session as a stream with a {@link TunnelOpen}; per-stream credit is the
+ *   flow control, so a stalled reader stalls only its own stream. END is the half-close, RESET
+ *   ends a session at once (the agent then kills the process or closes the connection).
  * - **The bytes**: a TCP tunnel carries the raw TCP bytes. An exec session carries
  *   {@link ExecFrame}s (Docker's attach header), which the server relays without reading.
  */
@@ -42,20 +42,15 @@ export const ExecQuery = Type.Object({
 export type ExecQuery = Static<typeof ExecQuery>;
 
 /**
- * What the server asks the agent to open, JSON in the {@link TUNNEL_OPEN_HEADER} request header
- * (base64url) of a `POST /open` HTTP/2 stream. The agent answers `:status` 200 once the
- * connection is made or the process started, else an error status with {@link TUNNEL_ERROR_HEADER}
- * (URI-encoded one-line message) and no body: 400 bad request, 403 host shell not allowed on this
- * device, 404 no such service (or it is not running), 502 connection refused / the process could
- * not start, 503 the agent is stopping.
+ * What the server asks the agent to open (the OPEN frame's JSON). The agent answers 200 once the
+ * connection is made or the process started, else an error status with a one-line message: 400
+ * bad request, 403 host shell not allowed on this device, 404 no such service (or it is not
+ * running), 502 connection refused / the process could not start, 503 the agent is stopping or
+ * has too many sessions open.
  */
 export type TunnelOpen =
   | { kind: 'tcp'; port: number; service?: string }
   | { kind: 'exec'; service?: string; command?: string; tty: boolean; cols?: number; rows?: number; term?: string };
-
-export const TUNNEL_OPEN_PATH = '/open';
-export const TUNNEL_OPEN_HEADER = 'skiff-open';
-export const TUNNEL_ERROR_HEADER = 'skiff-error';
 
 /** WebSocket close codes of a CLI ↔ server session (4000-4999 are the application's). */
 export const TUNNEL_CLOSE = {

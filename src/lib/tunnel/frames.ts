@@ -85,7 +85,7 @@ export class FrameDecoder extends Transform {
   private drainFrames(): void {
     while (this.pendingBytes >= HEADER_BYTES) {
       // A frame's pieces are joined once, when all of them are here: joining on every arrival
-      // copied a large frame over and over (quadratic in the pieces HTTP/2 cuts it into).
+      // copied a large frame over and over (quadratic in the pieces it arrives in).
       const first = this.pending[0];
       const head = first && first.length >= HEADER_BYTES ? first : Buffer.concat(this.pending, this.pendingBytes);
       if (head !== first) this.pending = [head];

@@ -13,8 +13,7 @@ import WebSocket, { type RawData } from 'ws';
 import type { DeviceActionResult, DeviceToServer, ServerToDevice } from '../../api/events.js';
 import { endpointPath } from '../../api/endpoints.js';
 import { parseJsonObject } from '../../text/json.js';
-import { serveDeviceMux, type StreamHandler } from '../../tunnel/mux.js';
-import { MAX_TUNNEL_MESSAGE_BYTES } from '../../tunnel/ws-duplex.js';
+import { MAX_TUNNEL_MESSAGE_BYTES, serveDeviceMux, type StreamHandler } from '../../tunnel/mux.js';
 
 /** First wait after a failed or dropped connection; it doubles per failure in a row up to {@link MAX_RECONNECT_MS}. */
 export const FIRST_RECONNECT_MS = 1000;

@@ -1,12 +1,12 @@
 /**
- * The agent's side of tunnel sessions (api/tunnel.ts): each HTTP/2 stream the server opens over
+ * The agent's side of tunnel sessions (api/tunnel.ts): each stream the server opens over
  * the event socket is a TCP connection to a port on this device (its host, or a service
  * container's address) or a process (a shell or a command in a service's container, or on the
  * host when the device allows it). The stream is answered 200 once the connection is made or the
  * process started, or refused with a status and one line; its end, or its reset, ends what it
  * opened (the TCP connection is closed, the process and its children are killed).
  *
- * Flow control is the streams' own: output is piped into the HTTP/2 stream and input out of it,
+ * Flow control is the streams' own: output is piped into the multiplexed stream and input out of it,
  * so a slow reader on either end stops the reads on the other, and the agent holds at most a
  * window's worth of a session's bytes.
  */
@@ -15,10 +15,9 @@ import { accessSync, constants, readdirSync, readFileSync, readlinkSync } from '
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { ServerHttp2Stream } from 'node:http2';
 import { Transform, Writable, type TransformCallback } from 'node:stream';
 import { EXEC_FRAME, MAX_EXEC_FRAME_BYTES, type ExecControl, type ExecFrame, type TunnelOpen } from '../../api/tunnel.js';
-import { refuse } from '../../tunnel/mux.js';
+import { refuse, type MuxStream } from '../../tunnel/mux.js';
 import { encodeControl, FrameDecoder, parseControl } from '../../tunnel/frames.js';
 import { EngineError, type ContainerSummary, type EngineClient, type ExecHandle } from '../../docker/engine-lite.js';
 import type { Agent } from '../agent.js';
@@ -55,7 +54,7 @@ class Refusal extends Error {
 }
 
 /** The handler for serveDeviceMux: dispatches by kind. */
-export function tunnelHandler(ctx: TunnelContext): (open: TunnelOpen, stream: ServerHttp2Stream) => void {
+export function tunnelHandler(ctx: TunnelContext): (open: TunnelOpen, stream: MuxStream) => void {
   return (open, stream) => {
     const run = open.kind === 'tcp' ? openTcp(ctx, open, stream) : open.service === undefined ? openHostExec(ctx, open, stream) : openContainerExec(ctx, open, open.service, stream);
     void run.catch((err: Error) => {
@@ -98,7 +97,7 @@ async function tcpTarget(ctx: TunnelContext, open: TcpOpen): Promise<{ host: str
   return { host, port: open.port };
 }
 
-async function openTcp(ctx: TunnelContext, open: TcpOpen, stream: ServerHttp2Stream): Promise<void> {
+async function openTcp(ctx: TunnelContext, open: TcpOpen, stream: MuxStream): Promise<void> {
   const target = await tcpTarget(ctx, open);
   if (stream.destroyed) return;
   const socket = net.connect({ host: target.host, port: target.port, noDelay: true });
@@ -125,8 +124,10 @@ async function openTcp(ctx: TunnelContext, open: TcpOpen, stream: ServerHttp2Str
     stream.pipe(socket);
     socket.pipe(stream);
     stream.once('close', () => socket.destroy());
-    socket.once('close', () => {
-      if (!stream.closed) stream.close();
+    // A clean close needs nothing more: the pipe ends the stream once its queued bytes are sent.
+    // (Closing the stream here reset it with bytes still queued, and they were lost.)
+    socket.once('close', (hadError) => {
+      if (hadError && !stream.closed) stream.close(0x2 /* INTERNAL_ERROR */);
     });
   });
   stream.once('close', () => {
@@ -148,7 +149,7 @@ interface ProcessInput {
  * Reads the CLI's frames from `stream` into `input`, one at a time: the next frame is read only
  * once the process took the last one, so a fast sender waits for a slow reader.
  */
-function readInput(stream: ServerHttp2Stream, input: ProcessInput, onProtocolError: (err: Error) => void): void {
+function readInput(stream: MuxStream, input: ProcessInput, onProtocolError: (err: Error) => void): void {
   const decoder = new FrameDecoder();
   const sink = new Writable({
     objectMode: true,
@@ -345,7 +346,7 @@ function signalProcess(pid: number, signal: NodeJS.Signals): void {
  * stream, its end followed by the exit control and the stream's end; the stream's close before
  * that kills the process.
  */
-function runSession(stream: ServerHttp2Stream, output: NodeJS.ReadableStream, exitCode: () => Promise<number | undefined>, kill: () => Promise<void>, log: TunnelContext['log']): void {
+function runSession(stream: MuxStream, output: NodeJS.ReadableStream, exitCode: () => Promise<number | undefined>, kill: () => Promise<void>, log: TunnelContext['log']): void {
   let finished = false;
   let outputEnded = false;
   output.pipe(stream, { end: false });
@@ -369,7 +370,7 @@ function runSession(stream: ServerHttp2Stream, output: NodeJS.ReadableStream, ex
   });
 }
 
-async function openContainerExec(ctx: TunnelContext, open: ExecOpen, service: string, stream: ServerHttp2Stream): Promise<void> {
+async function openContainerExec(ctx: TunnelContext, open: ExecOpen, service: string, stream: MuxStream): Promise<void> {
   const container = await serviceContainer(ctx, service);
   let exec: ExecHandle;
   try {
@@ -464,7 +465,7 @@ function terminalOf(pid: number): string | undefined {
   }
 }
 
-async function openHostExec(ctx: TunnelContext, open: ExecOpen, stream: ServerHttp2Stream): Promise<void> {
+async function openHostExec(ctx: TunnelContext, open: ExecOpen, stream: MuxStream): Promise<void> {
   if (!ctx.hostShell) throw new Refusal(403, 'this device does not allow a host shell (start the agent with --host-shell)');
   const shell = open.command === undefined ? 'exec sh -l' : `exec sh -c ${shellQuote(open.command)}`;
   let child: ChildProcess;

@@ -17,9 +17,7 @@ import type { Database } from '../db/schema.js';
 import type { EventBus, EventOf } from './bus.js';
 import { parseJsonObject } from '../../text/json.js';
 import type { TunnelOpen } from '../../api/tunnel.js';
-import { DeviceMuxClient } from '../../tunnel/mux.js';
-import { DUPLEX_HIGH_WATER_BYTES } from '../../tunnel/ws-duplex.js';
-import type { ClientHttp2Stream } from 'node:http2';
+import { DeviceMuxClient, STREAM_WINDOW_BYTES, type MuxStream } from '../../tunnel/mux.js';
 
 export interface ChannelOptions {
   /** A ping every this many ms; no pong before the next one drops the socket (default 20 s). */
@@ -134,7 +132,7 @@ export class DeviceChannels {
    * Opens a tunnel session on a device whose socket is on this replica (tunnel/mux.ts).
    * @throws TunnelRefused the device said no or did not answer; SkiffError conflict: not connected here
    */
-  async openStream(deviceId: number, open: TunnelOpen): Promise<ClientHttp2Stream> {
+  async openStream(deviceId: number, open: TunnelOpen): Promise<MuxStream> {
     const c = this.connections.get(deviceId);
     if (!c) throw new SkiffError('conflict', 'the device is not connected to this replica');
     return await c.mux.open(open);
@@ -158,8 +156,8 @@ export class DeviceChannels {
   private send(connection: Connection, message: ServerToDevice): boolean {
     const { socket } = connection;
     if (socket.readyState !== socket.OPEN) return false;
-    // Tunnel bytes share the socket: up to the multiplexer's own high-water mark of them may wait.
-    if (socket.bufferedAmount > this.options.maxBufferedBytes + (connection.mux.streams > 0 ? DUPLEX_HIGH_WATER_BYTES : 0)) {
+    // Tunnel bytes share the socket: each open session may have up to its window of them waiting.
+    if (socket.bufferedAmount > this.options.maxBufferedBytes + connection.mux.streams * STREAM_WINDOW_BYTES) {
       if (this.dropped++ === 0) this.log(`events: device ${connection.deviceId}'s connection is not keeping up; dropping messages to it (its polls catch up)`);
       return false;
     }

@@ -8,7 +8,7 @@
  * @fastify/websocket. Answers are for browsers: a status and one line of text.
  *
  * One tunnel stream per request, with `Connection: close` towards the device: a stream costs one
- * round trip on an HTTP/2 connection that is already open, while reusing a device connection
+ * round trip on the device's multiplexed connection that is already open, while reusing a device connection
  * would replay a request the device's server closed under us (not safe for a POST), and each
  * device server closes idle connections on its own terms. The client's own connection to us stays
  * keep-alive; the session log counts per client connection and device.

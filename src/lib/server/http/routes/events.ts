@@ -16,7 +16,7 @@ import { authorize, type ServiceContext } from '../../services/context.js';
 import { DeviceChannels } from '../../events/channel.js';
 import { DeviceDidNotAnswer, runDeviceAction } from '../../services/device-actions.js';
 import type { RouteKit, SkiffApp } from '../app.js';
-import { MAX_TUNNEL_MESSAGE_BYTES } from '../../../tunnel/ws-duplex.js';
+import { MAX_TUNNEL_MESSAGE_BYTES } from '../../../tunnel/mux.js';
 
 const UuidParams = Type.Object({ uuid: Type.String({ minLength: 1, maxLength: 64 }) });
 

@@ -12,7 +12,6 @@ import type { ServiceContext } from '../../services/context.js';
 import * as publicUrls from '../../services/public-url.js';
 import type { DeviceChannels } from '../../events/channel.js';
 import { PublicUrlProxy } from '../public-url-proxy.js';
-import { answerLocates } from '../../services/tunnel-locate.js';
 import type { RouteKit, SkiffApp } from '../app.js';
 
 const UuidParams = Type.Object({ uuid: Type.String({ minLength: 1, maxLength: 64 }) });
@@ -32,10 +31,7 @@ export async function registerPublicUrlRoutes(app: SkiffApp, ctx: ServiceContext
   // its upgrades before @fastify/websocket, whose listener is on the server by the time it is ready.
   const proxy = new PublicUrlProxy(ctx, channels);
   app.addHook('onReady', async () => proxy.attach(app.server));
-  // Other replicas ask on the bus which one holds a device's socket (services/tunnel-locate.ts).
-  // NOTE for the merge: the CLI's tunnel routes need the same answers; subscribe once per replica.
-  const stopAnswering = answerLocates(ctx, channels);
+  // Other replicas' locates are answered once per replica, by routes/tunnels.ts.
   // Before the server closes: it waits for open connections, and a proxied one may never end.
   app.addHook('preClose', async () => proxy.close());
-  app.addHook('onClose', async () => stopAnswering());
 }

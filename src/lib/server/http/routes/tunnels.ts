@@ -4,20 +4,18 @@
  * holding the device's socket), and the session log (`/devices/:uuid/sessions`).
  *
  * Everything a session needs is settled before the upgrade (preHandler): the caller, their device,
- * the query, where the device is, the device's own yes (its HTTP/2 stream answered 200, or the
+ * the query, where the device is, the device's own yes (its multiplexed stream answered 200, or the
  * holding replica's upgrade) and the session's row. So every refusal is an HTTP answer with an
  * ApiError body, and a socket that opens is a session that runs.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import http2, { type ClientHttp2Stream } from 'node:http2';
 import { Type } from '@sinclair/typebox';
 import WebSocket, { type RawData } from 'ws';
 import { ENDPOINTS } from '../../../api/endpoints.js';
 import * as R from '../../../api/resources.js';
 import { DeviceSession, DeviceSessionsQuery, EOF_MESSAGE, ExecQuery, TUNNEL_CLOSE, TunnelQuery, type TunnelOpen } from '../../../api/tunnel.js';
 import { SkiffError } from '../../../errors/errors.js';
-import { MAX_STREAMS_PER_DEVICE, TunnelRefused } from '../../../tunnel/mux.js';
-import { MAX_TUNNEL_MESSAGE_BYTES } from '../../../tunnel/ws-duplex.js';
+import { MAX_STREAMS_PER_DEVICE, MAX_TUNNEL_MESSAGE_BYTES, RESET_CODE, TunnelRefused, type MuxStream } from '../../../tunnel/mux.js';
 import { ExecExitWatcher } from '../../../tunnel/exec-exit.js';
 import type { DeviceChannels } from '../../events/channel.js';
 import { badInput, conflict, type ServiceContext } from '../../services/context.js';
@@ -57,7 +55,7 @@ export type Kind = 'tunnel' | 'exec';
 
 /** What the preHandler settled for the upgrade to use. */
 type Prepared =
-  | { via: 'here'; stream: ClientHttp2Stream; recorder: SessionRecorder; release: () => void; exit: ExecExitWatcher | undefined }
+  | { via: 'here'; stream: MuxStream; recorder: SessionRecorder; release: () => void; exit: ExecExitWatcher | undefined }
   | { via: 'relay'; upstream: WebSocket };
 
 const short = (uuid: string): string => uuid.slice(0, 7);
@@ -147,7 +145,7 @@ function sendPaced(to: WebSocket, data: Buffer | string, binary: boolean, pause:
 }
 
 /**
- * Relays the CLI's socket and the device's HTTP/2 stream until either ends: binary messages ⇄
+ * Relays the CLI's socket and the device's multiplexed stream until either ends: binary messages ⇄
  * bytes, `{"type":"eof"}` ⇄ the stream's end, with back-pressure both ways (a CLI that stops
  * reading stops the device's stream, whose window then stops the device).
  */
@@ -161,7 +159,7 @@ function relayToStream(ws: WebSocket, p: Extract<Prepared, { via: 'here' }>, cha
     // A socket paused for back-pressure would never read the client's close answer.
     ws.resume();
     closeWith(ws, code, reason);
-    if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+    if (!stream.closed) stream.close(RESET_CODE.cancel);
   };
 
   // CLI → device.
@@ -215,7 +213,7 @@ function relayToStream(ws: WebSocket, p: Extract<Prepared, { via: 'here' }>, cha
     p.release();
     if (channels.stopping) finish(TUNNEL_CLOSE.serverStopping, 'the server is stopping', 'server stopped');
     else if (session?.destroyed || session?.closed) finish(TUNNEL_CLOSE.deviceLost, "the device's connection to the server dropped", 'device connection lost');
-    else if (stream.rstCode !== undefined && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) finish(TUNNEL_CLOSE.deviceReset, 'the device reset the session', 'device reset');
+    else if (stream.rstCode !== undefined && stream.rstCode !== RESET_CODE.noError) finish(TUNNEL_CLOSE.deviceReset, 'the device reset the session', 'device reset');
     else finish(TUNNEL_CLOSE.done, 'done', p.exit?.exit !== undefined ? `exit ${p.exit.exit}` : p.exit?.error !== undefined ? `error: ${p.exit.error}` : 'closed');
   });
 
@@ -223,7 +221,7 @@ function relayToStream(ws: WebSocket, p: Extract<Prepared, { via: 'here' }>, cha
     stopPing();
     outcome ??= code === 1001 ? 'server stopped' : 'client left';
     // The agent closes the TCP connection or kills the process on the reset.
-    if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+    if (!stream.closed) stream.close(RESET_CODE.cancel);
     void recorder.end(outcome);
   });
   ws.on('error', () => ws.terminate());
@@ -338,7 +336,7 @@ export async function registerTunnelRoutes(app: SkiffApp, ctx: ServiceContext, k
       if (n <= 0) open.delete(device.id);
       else open.set(device.id, n);
     };
-    let stream: ClientHttp2Stream;
+    let stream: MuxStream;
     try {
       stream = await channels.openStream(device.id, what.open);
     } catch (err) {
@@ -352,7 +350,7 @@ export async function registerTunnelRoutes(app: SkiffApp, ctx: ServiceContext, k
       recorder = await startSession(ctx, { deviceId: device.id, userId: user.userId, kind: what.kind, actor: user.email, target: what.target, clientAddress: clientAddressOf(request.ip, relayed, request.headers[CLIENT_ADDRESS_HEADER]) });
     } catch (err) {
       release();
-      stream.close(http2.constants.NGHTTP2_CANCEL);
+      stream.close(RESET_CODE.cancel);
       throw err;
     }
     running.add(recorder);
@@ -360,7 +358,7 @@ export async function registerTunnelRoutes(app: SkiffApp, ctx: ServiceContext, k
     prepared.set(request, { via: 'here', stream, recorder, release, exit: kind === 'exec' ? new ExecExitWatcher() : undefined });
     watchUnclaimed(request, () => {
       release();
-      stream.close(http2.constants.NGHTTP2_CANCEL);
+      stream.close(RESET_CODE.cancel);
       void recorder.end('client left');
     });
     return undefined;

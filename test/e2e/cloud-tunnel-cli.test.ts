@@ -231,6 +231,29 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
     });
   });
 
+  describe('device tunnel on the LAN (an address)', () => {
+    it('forwards straight to address:port; a refused port is one line, the tunnel stays up; a service form is refused', async () => {
+      const [port, dead] = [await freePort(), await freePort()];
+      const t = cli(['device', 'tunnel', '127.0.0.1', '-p', `${port}:${echoPort}`, '-p', `${await freePort()}:${dead}`]);
+      let out = '';
+      t.child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+      await eventually(async () => (out.match(/Tunnelling /g) ?? []).length === 2, 30_000, 'the LAN tunnel listening');
+      const data = randomBytes(3 * 1024 * 1024);
+      assert.ok((await echoRoundTrip(port, data)).equals(data));
+      const deadLocal = Number(new RegExp(`127\\.0\\.0\\.1:(\\d+) → 127\\.0\\.0\\.1:${dead}`).exec(out)?.[1]);
+      const refused = net.connect({ host: '127.0.0.1', port: deadLocal });
+      refused.on('error', () => undefined);
+      await once(refused, 'close');
+      await eventually(async () => new RegExp(`port ${dead}: nothing listens on port ${dead} of 127\\.0\\.0\\.1`).test(out), 15_000, 'the refused line');
+      assert.ok((await echoRoundTrip(port, data)).equals(data));
+      t.child.kill('SIGINT');
+      assert.equal((await t.done).code, 0, out);
+      const service = await run(['device', 'tunnel', '127.0.0.1', '-p', '8080:web:80']);
+      assert.equal(service.code, 2, service.stderr);
+      assert.match(oneLine(service), /through the server only/);
+    });
+  });
+
   describe('device ssh', () => {
     it("--command: stdout and stderr apart, the command's exit status becomes ours", async () => {
       const r = await run(['device', 'ssh', uuid, 'web', '--command', 'echo out; echo err >&2; exit 3']);

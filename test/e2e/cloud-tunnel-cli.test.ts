@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -54,6 +54,10 @@ function echoRoundTrip(port: number, data: Buffer): Promise<Buffer> {
   });
 }
 
+function rssKiB(pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+}
+
 describe('device ssh, tunnel and sessions through the server (CLI)', function () {
   this.timeout(600_000);
   let server: StartedServer | undefined;
@@ -70,6 +74,26 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
   const echoHost = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
   let httpPort = 0;
   let echoPort = 0;
+  // A source that writes as fast as it may, counting what its socket accepted, until `source.finish`.
+  const source = { sent: 0, lastProgress: 0, finish: false, port: 0 };
+  const sourceHost = net.createServer((s) => {
+    const chunk = Buffer.alloc(64 * 1024, 120);
+    s.on('error', () => undefined);
+    const pump = (): void => {
+      for (;;) {
+        if (source.finish) {
+          s.end();
+          return;
+        }
+        const more = s.write(chunk);
+        source.sent += chunk.length;
+        source.lastProgress = Date.now();
+        if (!more) break;
+      }
+      s.once('drain', pump);
+    };
+    pump();
+  });
 
   const webContainer = async () => (await docker.listContainers({ filters: { label: [`io.skiff.agent=${uuid}`, 'io.balena.service-name=web'], status: ['running'] } }))[0];
   /** The command lines of the processes in `web`'s container. */
@@ -84,7 +108,9 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
     await ensureBaseImages();
     httpHost.listen(0, '127.0.0.1');
     echoHost.listen(0, '127.0.0.1');
-    await Promise.all([once(httpHost, 'listening'), once(echoHost, 'listening')]);
+    sourceHost.listen(0, '127.0.0.1');
+    await Promise.all([once(httpHost, 'listening'), once(echoHost, 'listening'), once(sourceHost, 'listening')]);
+    source.port = (sourceHost.address() as net.AddressInfo).port;
     httpPort = (httpHost.address() as net.AddressInfo).port;
     echoPort = (echoHost.address() as net.AddressInfo).port;
     server = await startServer();
@@ -108,21 +134,22 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
     await server?.kill('SIGTERM');
     httpHost.close();
     echoHost.close();
+    sourceHost.close();
     await cleanupImages({ label: `${TEST_LABEL}=${LABEL_VALUE}` });
   });
 
   describe('device tunnel', () => {
     let tunnel: ReturnType<typeof cli> | undefined;
     let out = '';
-    const local = { http: 0, echo: 0, dead: 0, web: 0 };
+    const local = { http: 0, echo: 0, dead: 0, web: 0, source: 0 };
     let deadPort = 0;
 
     before(async () => {
-      [local.http, local.echo, local.dead, local.web, deadPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
-      tunnel = cli(['device', 'tunnel', uuid, '-p', `${local.http}:${httpPort}`, '-p', `${local.echo}:${echoPort}`, '-p', `${local.dead}:${deadPort}`, '-p', `${local.web}:web:8000`]);
+      [local.http, local.echo, local.dead, local.web, local.source, deadPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+      tunnel = cli(['device', 'tunnel', uuid, '-p', `${local.http}:${httpPort}`, '-p', `${local.echo}:${echoPort}`, '-p', `${local.dead}:${deadPort}`, '-p', `${local.web}:web:8000`, '-p', `${local.source}:${source.port}`]);
       tunnel.child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
       tunnel.child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-      await eventually(async () => (out.match(/Tunnelling /g) ?? []).length === 4 || tunnel?.child.exitCode !== null, 30_000, 'the tunnel listening');
+      await eventually(async () => (out.match(/Tunnelling /g) ?? []).length === 5 || tunnel?.child.exitCode !== null, 30_000, 'the tunnel listening');
       assert.equal(tunnel.child.exitCode, null, out);
     });
 
@@ -167,6 +194,24 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
       assert.equal(await res.text(), 'hello from the host /after');
     });
 
+    it("a local reader that stalls stalls the device's writer: the CLI's memory does not grow, and every byte arrives once it reads again", async () => {
+      const pid = tunnel?.child.pid ?? 0;
+      const before = rssKiB(pid);
+      const socket = net.connect({ host: '127.0.0.1', port: local.source });
+      socket.pause();
+      await eventually(async () => source.sent > 0 && Date.now() - source.lastProgress > 3000, 120_000, 'the source stalled');
+      const grown = rssKiB(pid) - before;
+      assert.ok(source.sent < 128 * 1024 * 1024, `the source wrote ${source.sent} bytes with nobody reading`);
+      assert.ok(grown < 64 * 1024, `the CLI grew by ${grown} KiB while its reader stalled (${source.sent} bytes sent)`);
+      let received = 0;
+      socket.on('data', (d: Buffer) => (received += d.length));
+      source.finish = true;
+      socket.resume();
+      await once(socket, 'end');
+      assert.equal(received, source.sent);
+      socket.destroy();
+    });
+
     it('Ctrl-C stops it with exit 0, and the sessions are in device sessions', async () => {
       assert.ok(tunnel);
       tunnel.child.kill('SIGINT');
@@ -175,7 +220,7 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
       const listed = await run(['device', 'sessions', uuid, '--json']);
       assert.equal(listed.code, 0, listed.stderr);
       const sessions = (JSON.parse(listed.stdout) as { result: DeviceSession[] }).result;
-      const echoes = sessions.filter((s) => s.kind === 'tunnel' && s.target.includes(String(echoPort)));
+      const echoes = sessions.filter((s) => s.kind === 'tunnel' && s.target.endsWith(` ${echoPort}`));
       assert.equal(echoes.length, 20, JSON.stringify(sessions.slice(0, 3)));
       assert.ok(echoes.every((s) => s.bytesIn >= 64 * 1024 && s.bytesOut >= 64 * 1024 && s.endedAt !== null && s.actor === ADMIN.email), JSON.stringify(echoes[0]));
       const table = await run(['device', 'sessions', uuid, '--limit', '3']);
@@ -281,6 +326,33 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
       const r = await s.done;
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout.replace(/\s+/g, ' ').trim(), `${data.length} done`);
+    });
+
+    it('stdin is read no faster than the device takes it (a command that does not read it)', async () => {
+      const s = cli(['device', 'ssh', uuid, 'web', '-c', 'sleep 321'], { stdin: 'pipe' });
+      await eventually(async () => (await webProcesses()).some((p) => p.includes('sleep 321')), 30_000, 'sleep 321 running in web');
+      const stdin = s.child.stdin;
+      assert.ok(stdin);
+      stdin.on('error', () => undefined);
+      const chunk = Buffer.alloc(1024 * 1024, 121);
+      let accepted = 0;
+      let lastProgress = Date.now();
+      const pump = (): void => {
+        while (accepted < 1024 * 1024 * 1024) {
+          const more = stdin.write(chunk);
+          accepted += chunk.length;
+          lastProgress = Date.now();
+          if (!more) {
+            stdin.once('drain', pump);
+            return;
+          }
+        }
+      };
+      pump();
+      await eventually(async () => Date.now() - lastProgress > 3000, 120_000, "the CLI's stdin stalled");
+      assert.ok(accepted < 128 * 1024 * 1024, `the CLI took ${accepted} bytes of stdin that nobody reads`);
+      s.child.kill('SIGTERM');
+      assert.equal((await s.done).code, 143);
     });
 
     it('on a terminal: a shell that runs what is typed, has our size, and whose exit 7 is ours', async () => {

@@ -32,8 +32,8 @@ export interface CloudExecOptions {
   stdout: NodeJS.WritableStream & { columns?: number; rows?: number; on(e: 'resize', cb: () => void): unknown; off?(e: 'resize', cb: () => void): unknown };
   stderr: NodeJS.WritableStream;
   /**
-   * Subscribes to the signals that end the session when the terminal is not raw (SIGINT, SIGTERM,
-   * SIGHUP); returns the unsubscribe. The session sends the signal to the remote process, then closes.
+   * Subscribes to the signals that end the session (SIGINT, SIGTERM, SIGHUP); returns the
+   * unsubscribe. The session sends the signal to the remote process, then closes.
    */
   onSignal?: (handler: (signal: Signal) => void) => () => void;
 }
@@ -69,9 +69,15 @@ export async function cloudExec(o: CloudExecOptions): Promise<number> {
       cleanups.push(() => o.stdout.off?.('resize', resize));
     }
     let killedBy: Signal | undefined;
-    if (!o.tty && o.onSignal) {
+    // In raw mode Ctrl-C is a byte for the remote side; a SIGTERM or SIGHUP still reaches us.
+    if (o.onSignal) {
       cleanups.push(o.onSignal((signal) => {
-        if (killedBy || ws.readyState !== ws.OPEN) return;
+        if (ws.readyState !== ws.OPEN) return;
+        // A second signal does not wait for the server's goodbye.
+        if (killedBy) {
+          ws.terminate();
+          return;
+        }
         killedBy = signal;
         // The signal first, so the remote process ends rather than losing its stdin; then our close.
         ws.send(encodeControl({ type: 'signal', signal }), () => ws.close(TUNNEL_CLOSE.done));

@@ -120,7 +120,7 @@ function forward(target: TunnelTarget, spec: PortSpec, socket: net.Socket, emit:
       }
       ws = opened;
       emit({ event: 'connection', ...base });
-      relay(opened, socket, counts, (message) => emit({ event: 'dropped', ...base, message }), () => emit({ event: 'closed', ...base, ...counts }));
+      relay(opened, socket, counts, (message) => emit({ event: 'dropped', ...base, message: `port ${base.remote}: ${message}` }), () => emit({ event: 'closed', ...base, ...counts }));
     },
     (err: unknown) => {
       socket.destroy();

@@ -49,6 +49,7 @@ export async function serveAgent(flags: AgentFlagValues, engine: EngineFlags, ou
     rollbackGraceMs: flags['rollback-grace'] * 1000,
     advertise: flags.advertise,
     hostCommands: { reboot: flags['reboot-command'], shutdown: flags['shutdown-command'] },
+    hostShell: flags['host-shell'],
     engine,
     // From the first message on: start-up problems (a corrupt database, a port in use) show too.
     onSystemMessage: (e) => out.info(`${new Date(e.timestamp).toISOString()} ${e.message}`),

@@ -82,7 +82,7 @@ describe('server events: the PostgreSQL LISTEN/NOTIFY bus between two replicas',
     const admin = new pg.Client({ connectionString: database.url });
     await admin.connect();
     try {
-      const cut = await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'skiff-events' AND datname = current_database()");
+      const cut = await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'skiff-events %' AND datname = current_database()");
       assert.equal(cut.rowCount, 2, 'both listeners found');
     } finally {
       await admin.end();

@@ -6,6 +6,7 @@ describe('agent options (the direct start without oclif)', () => {
     assert.deepEqual(parseAgentArgv([], {}), {
       'data-dir': '/var/lib/skiff-agent', config: undefined, 'listen-address': '0.0.0.0', 'listen-port': undefined, 'engine-port': 2375,
       'device-type': undefined, 'development-mode': undefined, 'rollback-grace': 10, advertise: true, 'reboot-command': undefined, 'shutdown-command': undefined,
+      'host-shell': undefined,
     });
     assert.equal(parseAgentArgv([], { SKIFF_AGENT_DATA: '/data' })?.['data-dir'], '/data');
     assert.equal(parseAgentArgv(['--data-dir', '/flag'], { SKIFF_AGENT_DATA: '/data' })?.['data-dir'], '/flag');
@@ -14,6 +15,12 @@ describe('agent options (the direct start without oclif)', () => {
   it('takes the host commands for cloud reboot and shutdown from flags or the environment', () => {
     assert.equal(parseAgentArgv(['--reboot-command', 'systemctl reboot'], {})?.['reboot-command'], 'systemctl reboot');
     assert.equal(parseAgentArgv([], { SKIFF_AGENT_SHUTDOWN_COMMAND: 'systemctl poweroff' })?.['shutdown-command'], 'systemctl poweroff');
+  });
+
+  it('takes --host-shell and --no-host-shell (unset: the device\'s development mode decides)', () => {
+    assert.equal(parseAgentArgv(['--host-shell'], {})?.['host-shell'], true);
+    assert.equal(parseAgentArgv(['--no-host-shell'], {})?.['host-shell'], false);
+    assert.equal(parseAgentArgv(['--host-shell', '--no-host-shell'], {}), undefined);
   });
 
   it('reads every flag, in both --flag value and --flag=value forms, and --no- booleans', () => {

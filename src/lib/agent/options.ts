@@ -24,6 +24,7 @@ export const AGENT_OPTIONS = {
   'rollback-grace': { kind: 'integer', description: 'Seconds a new release must stay up before it counts as applied.', default: 10, min: 0 },
   advertise: { kind: 'boolean', description: "Answer mDNS queries so 'skiff scan' finds this device on the LAN.", allowNo: true, default: true },
   'reboot-command': { kind: 'string', description: "Shell command that reboots the host, for 'skiff device reboot' (e.g. 'systemctl reboot'); without it the device refuses to reboot.", env: 'SKIFF_AGENT_REBOOT_COMMAND' },
+  'host-shell': { kind: 'boolean', description: "Allow 'skiff device ssh --host' (a shell or command on the device host, as root) through the server (default: in development mode).", allowNo: true },
   'shutdown-command': { kind: 'string', description: "Shell command that powers the host off, for 'skiff device shutdown' (e.g. 'systemctl poweroff'); without it the device refuses.", env: 'SKIFF_AGENT_SHUTDOWN_COMMAND' },
 } satisfies Record<string, AgentOptionSpec>;
 
@@ -39,6 +40,7 @@ export interface AgentFlagValues {
   advertise: boolean;
   'reboot-command'?: string;
   'shutdown-command'?: string;
+  'host-shell'?: boolean;
 }
 
 /**

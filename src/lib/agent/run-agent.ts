@@ -33,6 +33,8 @@ export interface RunAgentOptions {
   advertise?: boolean;
   /** How cloud device actions reboot or power off the host (cloud/actions.ts). */
   hostCommands?: { reboot?: string | undefined; shutdown?: string | undefined };
+  /** Whether tunnel sessions may run a shell on the host (`--host-shell`); undefined: in development mode. */
+  hostShell?: boolean | undefined;
   /** Each system message (the agent's own, not a container's), from the first one during start-up. */
   onSystemMessage?: (entry: { timestamp: number; message: string }) => void;
 }
@@ -150,7 +152,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunningAgent> 
   agent.wake();
   // Cloud mode only when config.json names a server; loaded only then, so local mode stays as lean as it was.
   const cloud = typeof config.apiEndpoint === 'string' && config.apiEndpoint.trim() !== ''
-    ? (await import('./cloud/cloud-agent.js')).startCloud({ agent, store, docker: engine.docker, config: { ...config, apiEndpoint: config.apiEndpoint }, configFile, dataDir: options.dataDir, listenPort: config.listenPort, hostCommands: options.hostCommands })
+    ? (await import('./cloud/cloud-agent.js')).startCloud({ agent, store, docker: engine.docker, config: { ...config, apiEndpoint: config.apiEndpoint }, configFile, dataDir: options.dataDir, listenPort: config.listenPort, hostCommands: options.hostCommands, ...(options.hostShell !== undefined ? { hostShell: options.hostShell } : {}) })
     : undefined;
   return {
     agent,

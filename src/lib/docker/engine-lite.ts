@@ -13,6 +13,7 @@
  * await engine.docker.getContainer(running[0].Id).stop();
  */
 import http from 'node:http';
+import type { Socket } from 'node:net';
 import process from 'node:process';
 import { StringDecoder } from 'node:string_decoder';
 import { Transform, pipeline, type Readable } from 'node:stream';
@@ -60,6 +61,8 @@ export interface ContainerInspect {
     Health?: { Status: string };
   };
   Config: { Image: string; Tty: boolean; Labels: Labels | null };
+  HostConfig?: { NetworkMode?: string };
+  NetworkSettings?: { IPAddress?: string; Networks?: Record<string, { IPAddress?: string }> | null };
 }
 
 export interface ImageSummary {
@@ -254,8 +257,48 @@ export interface EngineInfo {
   ServerVersion?: string;
 }
 
+/** `POST /containers/{id}/exec` (API 1.41): a process to run in a running container. */
+export interface ExecCreateSpec {
+  Cmd: string[];
+  AttachStdin?: boolean;
+  AttachStdout?: boolean;
+  AttachStderr?: boolean;
+  Tty?: boolean;
+  /** `NAME=value`. */
+  Env?: string[];
+  WorkingDir?: string;
+  User?: string;
+}
+
+/** `GET /exec/{id}/json`. */
+export interface ExecInspect {
+  ID: string;
+  Running: boolean;
+  /** Null until the engine has recorded how the process ended. */
+  ExitCode: number | null;
+  /** The process's PID in the host's PID namespace (0 once it ended). */
+  Pid: number;
+  ContainerID: string;
+}
+
+export interface ExecHandle {
+  readonly id: string;
+  /**
+   * Starts the process and hands back the engine's hijacked connection (`Upgrade: tcp`): writes
+   * are its stdin, `end()` closes its stdin (a TCP half-close); reads are its output, Docker's
+   * 8-byte-header frames without a TTY, raw bytes with one. The socket ends when the process's
+   * output does.
+   */
+  start(options: { tty: boolean }): Promise<Socket>;
+  /** The TTY's size (characters). */
+  resize(size: { h: number; w: number }): Promise<void>;
+  inspect(): Promise<ExecInspect>;
+}
+
 export interface ContainerHandle {
   readonly id: string;
+  /** Prepares a process in the (running) container; 409 when it is not running. */
+  exec(spec: ExecCreateSpec): Promise<ExecHandle>;
   inspect(): Promise<ContainerInspect>;
   /** Rejects with statusCode 304 when it already runs. */
   start(): Promise<void>;
@@ -405,6 +448,34 @@ export function createEngineClient(options: ConnectionOptions): EngineClient {
     throw new EngineError(status, message || `HTTP ${status} from ${call.method} ${call.path}`);
   }
 
+  /**
+   * `POST path` with `body`, upgraded to a raw connection (the engine answers 101 UPGRADED; any
+   * other answer is its error). The bytes the engine sent with its answer are put back in front
+   * of the socket's stream.
+   */
+  async function hijack(path: string, body: unknown): Promise<Socket> {
+    const payload = JSON.stringify(body);
+    const headers = { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload), Connection: 'Upgrade', Upgrade: 'tcp' };
+    let req: http.ClientRequest;
+    if (options.socketPath) req = http.request({ method: 'POST', path, headers, socketPath: options.socketPath, agent });
+    else if (options.protocol === 'https') {
+      const https = await import('node:https');
+      req = https.request({ method: 'POST', path, headers, host: options.host, port: options.port, ca: options.ca, cert: options.cert, key: options.key });
+    } else req = http.request({ method: 'POST', path, headers, host: options.host, port: options.port, agent });
+    return await new Promise<Socket>((resolve, reject) => {
+      req.once('upgrade', (_res: http.IncomingMessage, socket: Socket, head: Buffer) => {
+        if (head.length > 0) socket.unshift(head);
+        resolve(socket);
+      });
+      req.once('response', (res: http.IncomingMessage) => {
+        const status = res.statusCode ?? 0;
+        void readBody(res).catch(() => '').then((text) => reject(new EngineError(status, errorMessage(text) || `HTTP ${status} from POST ${path}`)));
+      });
+      req.once('error', reject);
+      req.end(payload);
+    });
+  }
+
   async function json<T>(call: Call): Promise<T> {
     const text = await readBody(await open(call));
     return (text ? JSON.parse(text) : undefined) as T;
@@ -425,6 +496,16 @@ export function createEngineClient(options: ConnectionOptions): EngineClient {
     const at = `/containers/${encodeURIComponent(id)}`;
     return {
       id,
+      async exec(spec) {
+        const created = await json<{ Id: string }>({ method: 'POST', path: `${at}/exec`, body: spec });
+        const execAt = `/exec/${encodeURIComponent(created.Id)}`;
+        return {
+          id: created.Id,
+          start: ({ tty }) => hijack(`${execAt}/start`, { Detach: false, Tty: tty }),
+          resize: ({ h, w }) => done({ method: 'POST', path: `${execAt}/resize`, query: { h, w } }),
+          inspect: () => json<ExecInspect>({ method: 'GET', path: `${execAt}/json` }),
+        };
+      },
       inspect: () => json<ContainerInspect>({ method: 'GET', path: `${at}/json` }),
       start: () => done({ method: 'POST', path: `${at}/start` }),
       stop: (o = {}) => done({ method: 'POST', path: `${at}/stop`, query: { t: o.t } }),

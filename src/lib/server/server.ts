@@ -104,6 +104,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       : new SkiffError('usage', `--host '${options.host}' is not an IP address or host name`, { hint: 'e.g. --host 0.0.0.0 (every address) or --host 127.0.0.1' });
   }
   const registryHost = parsedPublicUrl.host;
+  // Other replicas open WebSockets to it: a typo would surface as every relayed session failing.
+  if (options.replicaUrl !== undefined && !/^https?:\/\/[^/?#\s]+\/?$/.test(options.replicaUrl)) {
+    throw new SkiffError('usage', `--replica-url '${options.replicaUrl}' is not an http or https URL`, { hint: 'e.g. --replica-url http://10.0.0.5:48080 (how the other replicas reach this one)' });
+  }
 
   const [{ openDatabase }, registryModule] = await Promise.all([import('./db/database.js'), import('./registry/index.js')]);
   // The registry child comes up while the database opens and the app is built.
@@ -176,7 +180,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const port = typeof address === 'object' && address ? address.port : options.port;
     const url = `${scheme}://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`;
     // Known once listening (an ephemeral port); only replicas on PostgreSQL use it.
-    ctx.options.replicaUrl = options.replicaUrl ?? url;
+    ctx.options.replicaUrl = (options.replicaUrl ?? url).replace(/\/+$/, '');
     options.log(`database: ${opened.dialect} (${opened.where})`);
     if (!https && !isLoopback(options.host)) {
       options.log(`WARNING: serving plain HTTP on ${options.host}: passwords, tokens and device keys cross the network unencrypted. Pass --cert and --key (or put a TLS proxy in front and listen on 127.0.0.1).`);

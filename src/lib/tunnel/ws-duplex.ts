@@ -14,6 +14,9 @@ export const DUPLEX_HIGH_WATER_BYTES = 1024 * 1024;
 /** Largest WebSocket message either end of a multiplexed or session socket accepts (bytes). */
 export const MAX_TUNNEL_MESSAGE_BYTES = 4 * 1024 * 1024;
 
+/** Largest message the duplex sends when it joins queued writes (well under {@link MAX_TUNNEL_MESSAGE_BYTES}). */
+const MAX_BATCH_BYTES = 1024 * 1024;
+
 export interface WebSocketDuplexOptions {
   /** Unsent bytes on the socket above which writes wait for the socket (default {@link DUPLEX_HIGH_WATER_BYTES}). */
   highWaterBytes?: number;
@@ -54,7 +57,27 @@ export class WebSocketBinaryDuplex extends Duplex {
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, done: (err?: Error | null) => void): void {
-    this.send(chunks.length === 1 && chunks[0] ? chunks[0].chunk : Buffer.concat(chunks.map((c) => c.chunk)), done);
+    // Queued writes go as few messages as possible, but none over MAX_BATCH_BYTES: with many busy
+    // streams the queue outgrew the peer's maxPayload, and the peer dropped the whole socket.
+    const batches: Buffer[] = [];
+    let batch: Buffer[] = [];
+    let size = 0;
+    for (const { chunk } of chunks) {
+      if (size > 0 && size + chunk.length > MAX_BATCH_BYTES) {
+        batches.push(Buffer.concat(batch));
+        batch = [];
+        size = 0;
+      }
+      batch.push(chunk);
+      size += chunk.length;
+    }
+    batches.push(batch.length === 1 && batch[0] ? batch[0] : Buffer.concat(batch));
+    const last = batches.pop() as Buffer;
+    for (const b of batches) {
+      if (this.ws.readyState !== this.ws.OPEN) break;
+      this.ws.send(b, { binary: true });
+    }
+    this.send(last, done);
   }
 
   override _destroy(err: Error | null, done: (err?: Error | null) => void): void {

@@ -30,7 +30,7 @@ interface Envelope {
   e: ServerEvent;
 }
 
-const TOPICS: ReadonlySet<string> = new Set<Topic>(['target', 'device-action', 'device-action-accepted', 'device-action-result', 'device-logs', 'build']);
+const TOPICS: ReadonlySet<string> = new Set<Topic>(['target', 'device-action', 'device-action-accepted', 'device-action-result', 'device-logs', 'build', 'tunnel-locate', 'tunnel-located']);
 
 /**
  * A notification's payload as an envelope, or undefined for anything else (another program's
@@ -112,8 +112,9 @@ export class PgEventBus extends LocalEventBus {
   }
 
   private async listen(): Promise<pg.Client> {
-    // Named, so an operator sees it in pg_stat_activity.
-    const client = new pg.Client({ connectionString: this.options.url, keepAlive: true, connectionTimeoutMillis: 5000, application_name: 'skiff-events' });
+    // Named, so an operator sees it in pg_stat_activity, and with the replica id: other replicas
+    // take a listener's presence as the replica being alive (services/tunnel-sessions.ts liveReplicas).
+    const client = new pg.Client({ connectionString: this.options.url, keepAlive: true, connectionTimeoutMillis: 5000, application_name: `skiff-events ${this.options.replicaId}` });
     let lost = false;
     const onLost = (why: string): void => {
       if (lost || this.closed) return;

@@ -15,10 +15,10 @@ export type DeviceLocation = { here: true } | { here: false; replicaUrl: string 
 
 /** Answers other replicas' `tunnel-locate` for devices connected here; returns the unsubscribe. */
 export function answerLocates(ctx: ServiceContext, channels: DeviceChannels): () => void {
-  const replicaUrl = ctx.options.replicaUrl;
-  if (replicaUrl === undefined) return () => undefined;
   return ctx.events.subscribe('tunnel-locate', (e) => {
-    if (channels.has(e.deviceId)) void ctx.events.publish({ topic: 'tunnel-located', id: e.id, replicaUrl });
+    // Read at each ask: the routes subscribe before the server listens, and the URL is known after.
+    const replicaUrl = ctx.options.replicaUrl;
+    if (replicaUrl !== undefined && channels.has(e.deviceId)) void ctx.events.publish({ topic: 'tunnel-located', id: e.id, replicaUrl });
   });
 }
 

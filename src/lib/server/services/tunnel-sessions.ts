@@ -5,6 +5,7 @@
  * session are written every {@link FLUSH_MS} so the log shows them while it runs.
  */
 import { randomBytes } from 'node:crypto';
+import { sql } from 'kysely';
 import type { DeviceSession } from '../../api/tunnel.js';
 import type { Principal } from '../permissions.js';
 import { isoNow, type ServiceContext } from './context.js';
@@ -100,4 +101,24 @@ export async function closeAbandonedSessions(ctx: ServiceContext, replicas?: rea
   }
   const result = await q.executeTakeFirst();
   return Number(result.numUpdatedRows);
+}
+
+/** Replica ids that have open session rows. */
+export async function openSessionReplicas(ctx: ServiceContext): Promise<string[]> {
+  const rows = await ctx.db.selectFrom('device_sessions').select('replica').distinct().where('ended_at', 'is', null).execute();
+  return rows.map((r) => r.replica);
+}
+
+/** The application name of a replica's event listener on PostgreSQL (events/pg-bus.ts), followed by its replica id. */
+export const LISTENER_APPLICATION_PREFIX = 'skiff-events ';
+
+/**
+ * PostgreSQL only: the replicas alive now, by their event listeners' connections (each replica
+ * holds one for as long as it runs, named {@link LISTENER_APPLICATION_PREFIX}<replica id>). A
+ * replica whose listener is reconnecting at this moment looks dead; its sessions' own ends then
+ * write their true outcome over `server stopped`.
+ */
+export async function liveReplicas(ctx: ServiceContext): Promise<string[]> {
+  const result = await sql<{ application_name: string }>`SELECT application_name FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE ${`${LISTENER_APPLICATION_PREFIX}%`}`.execute(ctx.db);
+  return result.rows.map((r) => r.application_name.slice(LISTENER_APPLICATION_PREFIX.length));
 }

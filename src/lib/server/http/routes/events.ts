@@ -6,7 +6,7 @@
  * - `POST /devices/:uuid/actions`: a user's action on their device, answered with the device's
  *   result (409 offline, 504 no answer; see services/device-actions.ts).
  */
-import type { FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import { ENDPOINTS } from '../../../api/endpoints.js';
 import { DeviceActionRequest, DeviceActionResult } from '../../../api/events.js';
@@ -25,7 +25,17 @@ const UuidParams = Type.Object({ uuid: Type.String({ minLength: 1, maxLength: 64
 export async function registerEventRoutes(app: SkiffApp, ctx: ServiceContext, kit: RouteKit): Promise<DeviceChannels> {
   const { default: websocket } = await import('@fastify/websocket');
   // Binary messages carry tunnel sessions (tunnel/mux.ts); JSON ones are bounded by the channel.
-  await app.register(websocket, { options: { maxPayload: MAX_TUNNEL_MESSAGE_BYTES } });
+  // No permessage-deflate (ws's server default, said here): tunnel bytes are often compressed
+  // already and the CPU is better spent relaying. A stopping server closes every socket with
+  // 1001 (going away), which tunnel sessions report as TUNNEL_CLOSE.serverStopping.
+  await app.register(websocket, {
+    options: { maxPayload: MAX_TUNNEL_MESSAGE_BYTES, perMessageDeflate: false },
+    preClose: function (this: FastifyInstance, done: () => void) {
+      for (const client of this.websocketServer.clients) client.close(1001, 'the server is stopping');
+      this.websocketServer.close();
+      done();
+    },
+  });
   const channels = new DeviceChannels(ctx.events, ctx.db, ctx.log);
   app.addHook('onClose', async () => channels.close());
 

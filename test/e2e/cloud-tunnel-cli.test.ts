@@ -100,7 +100,7 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
   const webProcesses = async (): Promise<string[]> => {
     const c = await webContainer();
     if (!c) return [];
-    const top = await docker.getContainer(c.Id).top({ ps_args: '-o args' }) as { Processes?: string[][] };
+    const top = await docker.getContainer(c.Id).top({ ps_args: '-o pid,args' }) as { Processes?: string[][] };
     return (top.Processes ?? []).map((p) => p.join(' '));
   };
 

@@ -346,6 +346,8 @@ export class CloudClient {
     this.onDebug?.(`→ ${route.method} ${target} (websocket)`);
     const ws = new Ws(target, { headers, handshakeTimeout: this.timeoutMs, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
     ws.binaryType = 'nodebuffer';
+    // Terminating a refused upgrade makes ws emit one more 'error' after ours is settled: not news.
+    ws.on('error', () => undefined);
     return await new Promise<WebSocket>((resolve, reject) => {
       const aborted = (): void => {
         ws.terminate();

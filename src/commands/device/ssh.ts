@@ -15,8 +15,9 @@ An interactive shell gets a terminal whose size follows yours. --command runs on
     '<%= config.bin %> device ssh 192.168.1.23 web',
   ];
   static override args = {
-    device: Args.string({ description: 'Device uuid (through the server), or device address (IP or hostname, optionally :port) on the LAN.', required: true }),
-    service: Args.string({ description: 'Service to open the shell in (cloud: leave out for the device host; LAN: may be left out when the device runs one service).' }),
+    // ignoreStdin: oclif would otherwise read a missing argument from piped stdin, eating the bytes meant for the command.
+    device: Args.string({ description: 'Device uuid (through the server), or device address (IP or hostname, optionally :port) on the LAN.', required: true, ignoreStdin: true }),
+    service: Args.string({ description: 'Service to open the shell in (cloud: leave out for the device host; LAN: may be left out when the device runs one service).', ignoreStdin: true }),
   };
   static override flags = {
     command: Flags.string({ char: 'c', description: 'Run this command (with sh -c) instead of an interactive shell.' }),

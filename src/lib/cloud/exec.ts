@@ -79,8 +79,11 @@ export async function cloudExec(o: CloudExecOptions): Promise<number> {
           return;
         }
         killedBy = signal;
-        // The signal first, so the remote process ends rather than losing its stdin; then our close.
-        ws.send(encodeControl({ type: 'signal', signal }), () => ws.close(TUNNEL_CLOSE.done));
+        // The signal first, so the remote process ends as it would here; then our close. Both
+        // queue behind stdin the remote side may not be reading: closeSoon does not wait for
+        // that, and the server's end of the session ends the process anyway.
+        ws.send(encodeControl({ type: 'signal', signal }));
+        closeSoon(ws);
       }));
     }
     cleanups.push(forwardStdin(o.stdin, ws));
@@ -93,6 +96,17 @@ export async function cloudExec(o: CloudExecOptions): Promise<number> {
     for (const c of cleanups.reverse()) c();
     if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.terminate();
   }
+}
+
+/**
+ * Ends a session normally (close 1000), without waiting out ws's 30 s close handshake: a server
+ * that does not finish it (its side of the socket paused) kept a finished `ssh` or a stopped
+ * tunnel alive for 30 s. No-op on a closed socket.
+ */
+export function closeSoon(ws: WebSocket): void {
+  if (ws.readyState === ws.CLOSED) return;
+  ws.close(TUNNEL_CLOSE.done);
+  setTimeout(() => ws.terminate(), 2000).unref();
 }
 
 /** A session that ended without an exit status, as the one line a person reads. */
@@ -200,7 +214,7 @@ async function relayOutput(ws: WebSocket, stdout: NodeJS.WritableStream, stderr:
     broken ??= err as Error;
   }
   // The remote side said all it has: the session is over whether or not the server closes first.
-  if (ended.exit !== undefined && ws.readyState === ws.OPEN) ws.close(TUNNEL_CLOSE.done);
+  if (ended.exit !== undefined) closeSoon(ws);
   await closed;
   if (broken && ended.exit === undefined) throw broken instanceof SkiffError ? broken : new SkiffError('error', broken.message);
   return ended;

@@ -9,7 +9,7 @@ import type { WebSocket } from 'ws';
 import { EOF_MESSAGE, TUNNEL_CLOSE } from '../api/tunnel.js';
 import { SkiffError } from '../errors/errors.js';
 import type { CloudClient } from './client.js';
-import { closeError } from './exec.js';
+import { closeError, closeSoon } from './exec.js';
 import { localLabel, remoteLabel, type PortSpec } from './port-spec.js';
 
 /** Above this many bytes queued on a session's WebSocket, stop reading its local socket until it drains. */
@@ -130,7 +130,7 @@ function forward(target: TunnelTarget, spec: PortSpec, socket: net.Socket, emit:
   );
   return () => {
     stopped = true;
-    ws?.close(TUNNEL_CLOSE.done);
+    if (ws) closeSoon(ws);
     socket.destroy();
   };
 }
@@ -167,9 +167,7 @@ function relay(ws: WebSocket, socket: net.Socket, counts: { bytesIn: number; byt
     if (ws.readyState === ws.OPEN) ws.send(EOF_MESSAGE);
   });
   // The local side went away entirely (reset, or both halves closed): the session is over.
-  socket.on('close', () => {
-    if (ws.readyState === ws.OPEN) ws.close(TUNNEL_CLOSE.done);
-  });
+  socket.on('close', () => closeSoon(ws));
   ws.once('close', (code: number) => {
     if (code === TUNNEL_CLOSE.done || code === 1005) {
       // Anything still queued for the local peer goes out first, then our FIN; the socket is

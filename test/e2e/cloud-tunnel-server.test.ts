@@ -19,6 +19,7 @@ import path from 'node:path';
 import WebSocket from 'ws';
 import { eventually, startAgent, stopAgents, type TestAgent } from '../support/agent.js';
 import { ADMIN, api, createUser, dropPostgresDatabase, freePort, freshPostgresDatabase, login, startServer, type StartedServer } from '../support/server.js';
+import { runCli } from '../support/cli.js';
 import { scratchDir } from '../support/tmp.js';
 import { waitFor } from '../support/wait.js';
 import type { DeviceSession } from '../../src/lib/api/tunnel.js';
@@ -70,6 +71,13 @@ interface Client {
   closed: Promise<{ code: number; reason: string }>;
 }
 
+/** Session sockets open now: a failed test's are ended so the next test starts clean. */
+const opened = new Set<WebSocket>();
+const endOpenSessions = (): void => {
+  for (const ws of opened) ws.terminate();
+  opened.clear();
+};
+
 type Opened = { ok: true; client: Client } | { ok: false; status: number; body: { message?: string; field?: string } };
 
 function openSession(base: string, route: string, token: string | undefined): Promise<Opened> {
@@ -99,7 +107,11 @@ function openSession(base: string, route: string, token: string | undefined): Pr
       });
       res.on('close', () => ws.terminate());
     });
-    ws.once('open', () => resolve({ ok: true, client: { ws, bytes: () => Buffer.concat(chunks), received: () => count, eof: () => eof, closed } }));
+    ws.once('open', () => {
+      opened.add(ws);
+      ws.once('close', () => opened.delete(ws));
+      resolve({ ok: true, client: { ws, bytes: () => Buffer.concat(chunks), received: () => count, eof: () => eof, closed } });
+    });
     ws.on('error', (err) => {
       if (!/closed before the connection/.test(err.message)) reject(err);
     });
@@ -112,6 +124,14 @@ async function mustOpen(base: string, route: string, token: string): Promise<Cli
   return r.client;
 }
 
+/** A session to the echo server that has carried `text` there and back. */
+async function echoing(base: string, route: string, token: string, text: string): Promise<Client> {
+  const c = await mustOpen(base, route, token);
+  c.ws.send(Buffer.from(text));
+  await waitFor(() => c.received() === Buffer.byteLength(text), 'the echo');
+  return c;
+}
+
 async function refused(base: string, route: string, token: string | undefined): Promise<{ status: number; body: { message?: string; field?: string } }> {
   const r = await openSession(base, route, token);
   if (r.ok) {
@@ -119,6 +139,43 @@ async function refused(base: string, route: string, token: string | undefined): 
     throw new Error(`session ${route} opened; expected a refusal`);
   }
   return r;
+}
+
+/** Waits until a session on `route` opens (the agent connected to that server again), and closes it. */
+async function sessionOpens(base: string, route: string, token: string, what: string): Promise<void> {
+  await eventually(async () => (await openSession(base, route, token).then((r) => {
+    if (r.ok) r.client.ws.close();
+    return r.ok;
+  })), 60_000, what);
+}
+
+/**
+ * A session whose client stops reading and pushes as fast as its socket takes, up to 512 MiB.
+ * `stopped()` resolves with the bytes pushed once that no longer grows (the chain back-pressured).
+ */
+async function stalledSession(base: string, route: string, token: string): Promise<{ client: Client; stopped: () => Promise<number> }> {
+  const client = await mustOpen(base, route, token);
+  // Not reading: the kernel's buffers fill, then the server's socket to us, then the chain back.
+  client.ws.pause();
+  let pushed = 0;
+  const chunk = randomBytes(256 * 1024);
+  const push = (): void => {
+    while (pushed < 512 * 1024 * 1024 && client.ws.readyState === WebSocket.OPEN && client.ws.bufferedAmount < 4 * 1024 * 1024) {
+      pushed += chunk.length;
+      client.ws.send(chunk, push);
+    }
+  };
+  push();
+  const stopped = async (): Promise<number> => {
+    let last = -1;
+    await waitFor(() => {
+      const still = pushed === last;
+      last = pushed;
+      return still;
+    }, 'the stalled client\'s sending to stop', 60_000, 2000);
+    return pushed;
+  };
+  return { client, stopped };
 }
 
 function rssKiB(pid: number): number {
@@ -161,6 +218,7 @@ describe('tunnel sessions through the server (sqlite)', function () {
   });
 
   afterEach(function () {
+    endOpenSessions();
     if (this.currentTest?.state === 'failed') console.log(`server printed:\n${server?.output().slice(-3000)}\nagent printed:\n${agent?.output().slice(-3000)}`);
   });
 
@@ -198,9 +256,7 @@ describe('tunnel sessions through the server (sqlite)', function () {
   it('the client leaving closes the device\'s TCP connection, and the log says so', async () => {
     assert.ok(server && echo && agent);
     const before = echo.connections.length;
-    const c = await mustOpen(server.url, tunnel(echo.port), token);
-    c.ws.send(Buffer.from('ping'));
-    await waitFor(() => c.received() === 4, 'the echo');
+    const c = await echoing(server.url, tunnel(echo.port), token, 'ping');
     assert.equal(echo.connections[before]?.closed, false);
     c.ws.terminate();
     await waitFor(() => echo?.connections[before]?.closed, 'the echo server seeing its connection close');
@@ -243,7 +299,6 @@ describe('tunnel sessions through the server (sqlite)', function () {
     const plain = await api(server.url, 'GET', tunnel(80), { token });
     assert.equal(plain.status, 400);
     assert.match((plain.body as { message: string }).message, /WebSocket upgrade/);
-    assert.equal((await api(server.url, 'GET', `/devices/${agent.uuid}/sessions?limit=0`, { token })).status, 400);
   });
 
   it('50 parallel sessions, one of whose clients stops reading: the others finish, the stalled one stops its device stream, the server\'s memory stays flat', async () => {
@@ -251,18 +306,7 @@ describe('tunnel sessions through the server (sqlite)', function () {
     const pid = server.child.pid ?? 0;
     const rssBefore = rssKiB(pid);
     const before = echo.connections.length;
-    const stalled = await mustOpen(server.url, tunnel(echo.port), token);
-    // Not reading: the kernel's buffers fill, then the server's socket to us, then the chain back.
-    stalled.ws.pause();
-    let pushed = 0;
-    const chunk = randomBytes(256 * 1024);
-    const push = (): void => {
-      while (pushed < 512 * 1024 * 1024 && stalled.ws.readyState === WebSocket.OPEN && stalled.ws.bufferedAmount < 4 * 1024 * 1024) {
-        pushed += chunk.length;
-        stalled.ws.send(chunk, push);
-      }
-    };
-    push();
+    const stalled = await stalledSession(server.url, tunnel(echo.port), token);
     const others = await Promise.all(Array.from({ length: 49 }, () => mustOpen(server?.url ?? '', tunnel(echo?.port ?? 0), token)));
     const payloads = others.map(() => randomBytes(200_000));
     others.forEach((c, i) => {
@@ -272,28 +316,114 @@ describe('tunnel sessions through the server (sqlite)', function () {
     const closes = await Promise.all(others.map((c) => c.closed));
     closes.forEach((c, i) => assert.equal(c.code, 1000, `session ${i}: ${c.code} ${c.reason}`));
     others.forEach((c, i) => assert.ok(c.bytes().equals(payloads[i] as Buffer), `session ${i} got its bytes back`));
-    // The stalled one has stopped: what it pushed no longer grows.
-    let last = -1;
-    await waitFor(() => {
-      const still = pushed === last;
-      last = pushed;
-      return still;
-    }, 'the stalled client\'s sending to stop', 60_000, 2000);
+    const pushed = await stalled.stopped();
     const echoed = echo.connections[before]?.received ?? 0;
     assert.ok(pushed < 512 * 1024 * 1024, `the stalled session took all ${pushed} bytes`);
     assert.ok(echoed < 64 * 1024 * 1024, `the device end of the stalled session received ${echoed} bytes`);
     const grown = rssKiB(pid) - rssBefore;
     console.log(`      the stalled client pushed ${(pushed / 1024 / 1024).toFixed(1)} MiB, the device end got ${(echoed / 1024 / 1024).toFixed(1)} MiB; server RSS grew ${(grown / 1024).toFixed(1)} MiB`);
     assert.ok(grown < 150 * 1024, `the server's RSS grew ${grown} KiB`);
-    stalled.ws.terminate();
+    stalled.client.ws.terminate();
     await waitFor(() => echo?.connections[before]?.closed, 'the stalled session\'s device connection to close');
+  });
+
+  it('the device end half-closes first: its eof arrives while the client still sends; a text message other than eof is a protocol error (4012)', async () => {
+    assert.ok(server && agent);
+    let got = '';
+    let gotEnd = false;
+    const greeter = net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.end('hello from the device');
+      socket.on('data', (d: Buffer) => (got += d.toString()));
+      socket.on('end', () => {
+        gotEnd = true;
+        socket.destroy();
+      });
+    });
+    await new Promise<void>((resolve) => greeter.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (greeter.address() as net.AddressInfo).port;
+      const c = await mustOpen(server.url, tunnel(port), token);
+      await waitFor(() => c.eof(), 'the device end\'s eof');
+      assert.equal(c.bytes().toString(), 'hello from the device');
+      c.ws.send(Buffer.from('still talking'));
+      c.ws.send(EOF);
+      const closed = await c.closed;
+      assert.equal(closed.code, 1000);
+      await waitFor(() => gotEnd, 'the device end to see the client\'s eof');
+      assert.equal(got, 'still talking');
+
+      const bad = await mustOpen(server.url, tunnel(port), token);
+      bad.ws.send('{"type":"resize"}');
+      const refusedText = await bad.closed;
+      assert.equal(refusedText.code, 4012);
+      assert.match(refusedText.reason, /eof/);
+      await waitFor(async () => (await sessions(server?.url ?? '', token, agent?.uuid ?? ''))[0]?.outcome === 'protocol error', 'the row saying protocol error');
+    } finally {
+      greeter.close();
+    }
+  });
+
+  it('exec refuses bad inputs before the upgrade, naming the field', async () => {
+    assert.ok(server && agent);
+    for (const [query, field] of [['cols=0', 'cols'], ['rows=abc', 'rows'], ['tty=2', 'tty'], ['term=a%20b', 'term'], ['service=-x', 'service'], ['command=', 'command'], ['shell=1', 'shell']] as const) {
+      const bad = await refused(server.url, `/devices/${agent.uuid}/exec?${query}`, token);
+      assert.equal(bad.status, 400, query);
+      assert.equal(bad.body.field, field, `${query}: ${JSON.stringify(bad.body)}`);
+    }
+  });
+
+  it('a device takes at most 256 sessions at once: the next is refused 429 in one line', async () => {
+    assert.ok(server && echo && agent);
+    const open = await Promise.all(Array.from({ length: 256 }, () => mustOpen(server?.url ?? '', tunnel(echo?.port ?? 0), token)));
+    const over = await refused(server.url, tunnel(echo.port), token);
+    assert.equal(over.status, 429);
+    assert.equal(over.body.message, `device ${agent.uuid.slice(0, 7)} has 256 sessions open, the most it takes at once; end some and try again`);
+    for (const c of open) c.ws.close();
+    await Promise.all(open.map((c) => c.closed));
+    // Freed: a new one opens.
+    const again = await waitFor(async () => {
+      const r = await openSession(server?.url ?? '', tunnel(echo?.port ?? 0), token);
+      return r.ok ? r.client : undefined;
+    }, 'a session to open again');
+    again.ws.close();
+  });
+
+  it('a server killed mid-session leaves the row open; its next start closes it as "server stopped"', async () => {
+    assert.ok(server && echo && agent);
+    const c = await echoing(server.url, tunnel(echo.port), token, 'abc');
+    await server.kill('SIGKILL');
+    await c.closed;
+    server = await startServer({ dataDir: server.dataDir, port: server.port });
+    assert.match(server.output(), /closed 1 session\(s\) a stopped server left open/);
+    const row = (await sessions(server.url, token, agent.uuid))[0];
+    assert.equal(row?.outcome, 'server stopped');
+    assert.ok(row?.endedAt);
+    await sessionOpens(server?.url ?? '', tunnel(echo?.port ?? 0), token, 'the agent back on the restarted server');
+  });
+
+  it('a stopping server closes its sessions with 1001 and ends their rows itself', async () => {
+    assert.ok(server && echo && agent);
+    const c = await mustOpen(server.url, tunnel(echo.port), token);
+    const stopping = server.kill('SIGTERM');
+    const closed = await c.closed;
+    assert.equal(closed.code, 1001, `${closed.code} ${closed.reason}`);
+    assert.equal(await stopping, 0);
+    server = await startServer({ dataDir: server.dataDir, port: server.port });
+    assert.doesNotMatch(server.output(), /a stopped server left open/, 'nothing was left open');
+    assert.equal((await sessions(server.url, token, agent.uuid))[0]?.outcome, 'server stopped');
+    await sessionOpens(server?.url ?? '', tunnel(echo?.port ?? 0), token, 'the agent back on the restarted server');
+  });
+
+  it('--replica-url must be an http or https URL: one line, exit 2', async () => {
+    const r = await runCli(['server', '--data-dir', scratchDir('skiff-tunnel-bad-'), '--port', String(await freePort()), '--replica-url', 'ftp://10.0.0.5']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /--replica-url 'ftp:\/\/10\.0\.0\.5' is not an http or https URL/);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
   });
 
   it('the agent killed mid-session: the socket closes 4010 and the log says the device\'s connection was lost; then the device is offline (409)', async () => {
     assert.ok(server && echo && agent);
-    const c = await mustOpen(server.url, tunnel(echo.port), token);
-    c.ws.send(Buffer.from('hello'));
-    await waitFor(() => c.received() === 5, 'the echo');
+    const c = await echoing(server.url, tunnel(echo.port), token, 'hello');
     await agent.kill('SIGKILL');
     const closed = await c.closed;
     assert.equal(closed.code, 4010);
@@ -306,11 +436,19 @@ describe('tunnel sessions through the server (sqlite)', function () {
 
   it('lists the device\'s sessions newest first, with ?limit', async () => {
     assert.ok(server && agent);
-    const all = await sessions(server.url, token, agent.uuid);
-    assert.ok(all.length >= 53, `${all.length} rows`);
+    const all = (await api(server.url, 'GET', `/devices/${agent.uuid}/sessions?limit=1000`, { token })).body as DeviceSession[];
+    assert.ok(all.length >= 300, `${all.length} rows`);
+    assert.equal((await sessions(server.url, token, agent.uuid)).length, 100, 'the newest 100 by default');
     assert.ok(all.every((s) => s.device === agent?.uuid && /^[0-9a-f]{32}$/.test(s.id) && s.endedAt !== null));
     const two = (await api(server.url, 'GET', `/devices/${agent.uuid.slice(0, 8)}/sessions?limit=2`, { token })).body as DeviceSession[];
     assert.deepEqual(two.map((s) => s.id), all.slice(0, 2).map((s) => s.id));
+    for (const limit of ['0', '1001', 'x']) {
+      const bad = await api(server.url, 'GET', `/devices/${agent.uuid}/sessions?limit=${limit}`, { token });
+      assert.equal(bad.status, 400, `limit=${limit}`);
+      assert.equal((bad.body as { field?: string }).field, 'limit');
+    }
+    const doc = (await api(server.url, 'GET', '/openapi.json')).body as { paths: Record<string, unknown> };
+    for (const p of ['/devices/{uuid}/tunnel', '/devices/{uuid}/exec', '/devices/{uuid}/sessions']) assert.ok(doc.paths[p], `openapi lacks ${p}`);
   });
 });
 
@@ -331,6 +469,8 @@ describe('tunnel sessions across replicas (postgres)', function () {
     echo = await echoServer();
     agents.push(await provision(b, token, `tunnel-replicas-${RUN}`));
   });
+
+  afterEach(endOpenSessions);
 
   after(async () => {
     await stopAgents(agents);
@@ -359,6 +499,7 @@ describe('tunnel sessions across replicas (postgres)', function () {
     assert.equal(rows.length, 1, `one row: ${JSON.stringify(rows)}`);
     assert.equal(rows[0]?.bytesIn, payload.length);
     assert.equal(rows[0]?.outcome, 'closed');
+    assert.equal(rows[0]?.clientAddress, '127.0.0.1 via 127.0.0.1', 'the client\'s address as the relaying replica saw it, and the relay\'s');
 
     // A refusal on the holder comes back as our answer, before the upgrade.
     const nothing = await refused(a.url, `/devices/${uuid}/tunnel?port=${await freePort()}`, token);
@@ -366,15 +507,79 @@ describe('tunnel sessions across replicas (postgres)', function () {
     assert.match(nothing.body.message ?? '', /^nothing listens on port/);
   });
 
+  it('a relayed client that stops reading stops the device end, and neither replica\'s memory grows', async () => {
+    assert.ok(a && b && echo);
+    const uuid = agents[0]?.uuid ?? '';
+    const rssBefore = [rssKiB(a.child.pid ?? 0), rssKiB(b.child.pid ?? 0)];
+    const before = echo.connections.length;
+    const stalled = await stalledSession(a.url, `/devices/${uuid}/tunnel?port=${echo.port}`, token);
+    const pushed = await stalled.stopped();
+    const echoed = echo.connections[before]?.received ?? 0;
+    const grown = [rssKiB(a.child.pid ?? 0) - (rssBefore[0] ?? 0), rssKiB(b.child.pid ?? 0) - (rssBefore[1] ?? 0)];
+    console.log(`      pushed ${(pushed / 1024 / 1024).toFixed(1)} MiB, the device end got ${(echoed / 1024 / 1024).toFixed(1)} MiB; RSS grew ${grown.map((g) => (g / 1024).toFixed(1)).join(' and ')} MiB`);
+    assert.ok(pushed < 512 * 1024 * 1024);
+    assert.ok(echoed < 64 * 1024 * 1024, `${echoed}`);
+    assert.ok(grown.every((g) => g < 150 * 1024), `RSS grew ${grown.join(', ')} KiB`);
+    stalled.client.ws.terminate();
+    await waitFor(() => echo?.connections[before]?.closed, 'the stalled session\'s device connection to close');
+  });
+
+  it('a relayed request is never relayed again: the replica without the device answers 409', async () => {
+    assert.ok(a && echo);
+    const uuid = agents[0]?.uuid ?? '';
+    const r = await new Promise<number>((resolve, reject) => {
+      const ws = new WebSocket(`${a?.url.replace(/^http/, 'ws')}/devices/${uuid}/tunnel?port=${echo?.port}`, { headers: { authorization: `Bearer ${token}`, 'x-skiff-relayed': '1' } });
+      ws.once('unexpected-response', (_req, res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+        res.on('close', () => ws.terminate());
+      });
+      ws.once('open', () => {
+        ws.terminate();
+        resolve(101);
+      });
+      ws.on('error', (err) => !/closed before/.test(err.message) && reject(err));
+    });
+    assert.equal(r, 409);
+  });
+
   it('a session closed by the client through the relay closes the device\'s connection', async () => {
     assert.ok(a && b && echo);
     const uuid = agents[0]?.uuid ?? '';
     const before = echo.connections.length;
-    const c = await mustOpen(a.url, `/devices/${uuid}/tunnel?port=${echo.port}`, token);
-    c.ws.send(Buffer.from('x'));
-    await waitFor(() => c.received() === 1, 'the echo');
+    const c = await echoing(a.url, `/devices/${uuid}/tunnel?port=${echo.port}`, token, 'x');
     c.ws.close(1000);
     await waitFor(() => echo?.connections[before]?.closed, 'the echo server seeing the close');
     await waitFor(async () => (await sessions(a?.url ?? '', token, uuid))[0]?.outcome === 'client left', 'the row saying the client left');
+  });
+
+  it('a replica killed mid-session: its rows are closed as "server stopped" by the next replica to start, not while it lives', async () => {
+    assert.ok(a && b && echo);
+    const uuid = agents[0]?.uuid ?? '';
+    const c = await echoing(b.url, `/devices/${uuid}/tunnel?port=${echo.port}`, token, 'abc');
+    // A replica starting while B lives leaves B's open row alone.
+    const c2 = await startServer({ database });
+    await c2.kill('SIGTERM');
+    assert.equal((await sessions(a.url, token, uuid))[0]?.endedAt, null);
+    await b.kill('SIGKILL');
+    await c.closed;
+    b = await startServer({ database, dataDir: b.dataDir, port: b.port });
+    const row = (await sessions(a.url, token, uuid))[0];
+    assert.equal(row?.outcome, 'server stopped', b.output());
+  });
+
+  it('the agent killed mid-session through the relay: the client sees 4010; then the device is offline on both replicas (409)', async () => {
+    assert.ok(a && b && echo);
+    const agent = agents[0] as TestAgent;
+    await sessionOpens(a?.url ?? '', `/devices/${agent.uuid}/tunnel?port=${echo?.port}`, token, 'the agent back on the restarted replica');
+    const c = await echoing(a.url, `/devices/${agent.uuid}/tunnel?port=${echo.port}`, token, 'hello');
+    await agent.kill('SIGKILL');
+    const closed = await c.closed;
+    assert.equal(closed.code, 4010, closed.reason);
+    for (const server of [a, b]) {
+      const offline = await refused(server.url, `/devices/${agent.uuid}/tunnel?port=${echo.port}`, token);
+      assert.equal(offline.status, 409);
+      assert.equal(offline.body.message, `device ${agent.uuid.slice(0, 7)} is not connected to the server (offline?)`);
+    }
   });
 });

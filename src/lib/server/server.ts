@@ -84,6 +84,10 @@ function readPem(file: string, flag: string): string {
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   if ((options.cert === undefined) !== (options.key === undefined)) throw new SkiffError('usage', '--cert and --key go together', { hint: 'give both PEM files, or neither for plain HTTP' });
   const https = options.cert !== undefined && options.key !== undefined ? { cert: readPem(options.cert, '--cert'), key: readPem(options.key, '--key') } : undefined;
+  // Other replicas open WebSockets to it: a typo would surface as every relayed session failing.
+  if (options.replicaUrl !== undefined && !/^https?:\/\/[^/?#\s]+\/?$/.test(options.replicaUrl)) {
+    throw new SkiffError('usage', `--replica-url '${options.replicaUrl}' is not an http or https URL`, { hint: 'e.g. --replica-url http://10.0.0.5:48080 (how the other replicas reach this one)' });
+  }
   const dataDir = path.resolve(options.dataDir);
   // Node's recursive mkdir never returns on some /proc paths (it spins, deaf to SIGTERM), and
   // neither /proc nor /sys holds a server's state: refused as the agent refuses them.
@@ -104,10 +108,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       : new SkiffError('usage', `--host '${options.host}' is not an IP address or host name`, { hint: 'e.g. --host 0.0.0.0 (every address) or --host 127.0.0.1' });
   }
   const registryHost = parsedPublicUrl.host;
-  // Other replicas open WebSockets to it: a typo would surface as every relayed session failing.
-  if (options.replicaUrl !== undefined && !/^https?:\/\/[^/?#\s]+\/?$/.test(options.replicaUrl)) {
-    throw new SkiffError('usage', `--replica-url '${options.replicaUrl}' is not an http or https URL`, { hint: 'e.g. --replica-url http://10.0.0.5:48080 (how the other replicas reach this one)' });
-  }
 
   const [{ openDatabase }, registryModule] = await Promise.all([import('./db/database.js'), import('./registry/index.js')]);
   // The registry child comes up while the database opens and the app is built.

@@ -118,6 +118,8 @@ async function openTcp(ctx: TunnelContext, open: TcpOpen, stream: ServerHttp2Str
     }
     stream.respond({ ':status': 200 });
     // Half-closes pass through both ways; a reset of the stream closes the socket at once.
+    // (allowHalfOpen: the device end's FIN must not end our side too.)
+    socket.allowHalfOpen = true;
     stream.pipe(socket);
     socket.pipe(stream);
     stream.once('close', () => socket.destroy());

@@ -140,8 +140,15 @@ export class DeviceChannels {
     return await c.mux.open(open);
   }
 
-  /** Closes every socket (the server is stopping: the agents reconnect, maybe to another replica). */
+  /** True once {@link close} was called: sessions on the devices' sockets end because the server stops, not the devices. */
+  get stopping(): boolean {
+    return this.stopped;
+  }
+  private stopped = false;
+
+  /** Closes every socket (the server is stopping: the agents reconnect, maybe to another replica). Idempotent. */
   close(): void {
+    this.stopped = true;
     clearInterval(this.timer);
     for (const off of this.unsubscribe.splice(0)) off();
     for (const c of this.connections.values()) c.socket.close(1001, 'the server is stopping');

@@ -30,7 +30,11 @@ interface Envelope {
   e: ServerEvent;
 }
 
-const TOPICS: ReadonlySet<string> = new Set<Topic>(['target', 'device-action', 'device-action-accepted', 'device-action-result', 'device-logs', 'build', 'tunnel-locate', 'tunnel-located']);
+// A record over every topic, so a new one cannot be left out (tunnel-locate was, and no replica heard it).
+const TOPICS: ReadonlySet<string> = new Set(Object.keys({
+  target: true, 'device-action': true, 'device-action-accepted': true, 'device-action-result': true, 'device-logs': true, build: true,
+  'tunnel-locate': true, 'tunnel-located': true,
+} satisfies Record<Topic, true>));
 
 /**
  * A notification's payload as an envelope, or undefined for anything else (another program's

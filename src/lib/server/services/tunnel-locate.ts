@@ -13,10 +13,13 @@ export const LOCATE_WAIT_MS = 1500;
 
 export type DeviceLocation = { here: true } | { here: false; replicaUrl: string };
 
-/** Answers other replicas' `tunnel-locate` for devices connected here; returns the unsubscribe. */
+/**
+ * Answers other replicas' `tunnel-locate` for devices connected here; returns the unsubscribe.
+ * The replica's URL is read at each answer: routes subscribe before the server listens, and the
+ * URL is known only once it does (an ephemeral port).
+ */
 export function answerLocates(ctx: ServiceContext, channels: DeviceChannels): () => void {
   return ctx.events.subscribe('tunnel-locate', (e) => {
-    // Read at each ask: the routes subscribe before the server listens, and the URL is known after.
     const replicaUrl = ctx.options.replicaUrl;
     if (replicaUrl !== undefined && channels.has(e.deviceId)) void ctx.events.publish({ topic: 'tunnel-located', id: e.id, replicaUrl });
   });

@@ -31,6 +31,8 @@ export async function registerEventRoutes(app: SkiffApp, ctx: ServiceContext, ki
   await app.register(websocket, {
     options: { maxPayload: MAX_TUNNEL_MESSAGE_BYTES, perMessageDeflate: false },
     preClose: function (this: FastifyInstance, done: () => void) {
+      // The devices' sockets first, so tunnel sessions on them know why they end.
+      channels.close();
       for (const client of this.websocketServer.clients) client.close(1001, 'the server is stopping');
       this.websocketServer.close();
       done();

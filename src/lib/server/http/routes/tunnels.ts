@@ -18,6 +18,7 @@ import { DeviceSession, DeviceSessionsQuery, EOF_MESSAGE, ExecQuery, TUNNEL_CLOS
 import { SkiffError } from '../../../errors/errors.js';
 import { MAX_STREAMS_PER_DEVICE, TunnelRefused } from '../../../tunnel/mux.js';
 import { MAX_TUNNEL_MESSAGE_BYTES } from '../../../tunnel/ws-duplex.js';
+import { ExecExitWatcher } from '../../../tunnel/exec-exit.js';
 import type { DeviceChannels } from '../../events/channel.js';
 import { badInput, conflict, type ServiceContext } from '../../services/context.js';
 import { deviceOf } from '../../services/devices.js';
@@ -30,6 +31,18 @@ const UuidParams = Type.Object({ uuid: Type.String({ minLength: 1, maxLength: 64
 /** The header a replica adds when it relays a session to the replica holding the device: never relayed again. */
 export const RELAYED_HEADER = 'x-skiff-relayed';
 
+/**
+ * The client's address as the relaying replica saw it. Anyone can send it, so the log keeps the
+ * sender's own address too: `<claimed> via <relaying replica>`.
+ */
+export const CLIENT_ADDRESS_HEADER = 'x-skiff-client-address';
+
+/** The session's client address for its log row (see {@link CLIENT_ADDRESS_HEADER}). */
+export function clientAddressOf(ip: string, relayed: boolean, claimed: string | string[] | undefined): string {
+  if (!relayed || typeof claimed !== 'string' || !/^[0-9a-fA-F:.]{2,45}$/.test(claimed)) return ip;
+  return `${claimed} via ${ip}`;
+}
+
 /** Unsent bytes on a socket above which its source is paused (and resumed once below a quarter of it). */
 export const SESSION_HIGH_WATER_BYTES = 512 * 1024;
 /** The CLI's socket is pinged this often (ms); no pong before the next ping ends the session. */
@@ -39,17 +52,21 @@ const RELAY_OPEN_TIMEOUT_MS = 20_000;
 /** How often open rows of dead replicas are closed on PostgreSQL (ms). */
 const ABANDONED_SWEEP_MS = 10 * 60_000;
 
-type Kind = 'tunnel' | 'exec';
+/** Which route: `/tunnel` or `/exec`. */
+export type Kind = 'tunnel' | 'exec';
 
 /** What the preHandler settled for the upgrade to use. */
 type Prepared =
-  | { via: 'here'; stream: ClientHttp2Stream; recorder: SessionRecorder; deviceId: number; release: () => void }
+  | { via: 'here'; stream: ClientHttp2Stream; recorder: SessionRecorder; release: () => void; exit: ExecExitWatcher | undefined }
   | { via: 'relay'; upstream: WebSocket };
 
 const short = (uuid: string): string => uuid.slice(0, 7);
 
-/** The device's open request, the session's kind and its log target from a validated query. */
-function describe(kind: Kind, query: TunnelQuery | ExecQuery): { open: TunnelOpen; kind: DeviceSession['kind']; target: string } {
+/**
+ * The device's open request, the session's kind and its log target (`port 80`, `web port 8080`,
+ * `web`, `web: <command>`, `host`, `host: <command>`) from a query its route's schema validated.
+ */
+export function describeSession(kind: Kind, query: TunnelQuery | ExecQuery): { open: TunnelOpen; kind: DeviceSession['kind']; target: string } {
   if (kind === 'tunnel') {
     const q = query as TunnelQuery;
     const port = Number(q.port);
@@ -82,11 +99,19 @@ function closeWith(ws: WebSocket, code: number, reason: string): void {
   ws.close(code, Buffer.from(reason).subarray(0, 123).toString('utf8').replace(/\uFFFD$/, ''));
 }
 
-/** Pings `ws` every {@link SESSION_PING_MS}; a socket that missed a pong is terminated. Returns the stop. */
+/**
+ * Pings `ws` every {@link SESSION_PING_MS}; a socket that missed a pong is terminated. Returns the
+ * stop. A socket we paused for back-pressure cannot read its pong: while paused it counts as alive
+ * (a device that stops reading for a minute must not end a healthy session).
+ */
 function heartbeat(ws: WebSocket): () => void {
   let alive = true;
   ws.on('pong', () => (alive = true));
   const timer = setInterval(() => {
+    if (ws.isPaused) {
+      alive = true;
+      return;
+    }
     if (!alive) {
       ws.terminate();
       return;
@@ -126,13 +151,15 @@ function sendPaced(to: WebSocket, data: Buffer | string, binary: boolean, pause:
  * bytes, `{"type":"eof"}` ⇄ the stream's end, with back-pressure both ways (a CLI that stops
  * reading stops the device's stream, whose window then stops the device).
  */
-function relayToStream(ws: WebSocket, p: Extract<Prepared, { via: 'here' }>): void {
+function relayToStream(ws: WebSocket, p: Extract<Prepared, { via: 'here' }>, channels: DeviceChannels): void {
   const { stream, recorder } = p;
   const session = stream.session;
   let outcome: string | undefined;
   const stopPing = heartbeat(ws);
   const finish = (code: number, reason: string, why: string): void => {
     outcome ??= why;
+    // A socket paused for back-pressure would never read the client's close answer.
+    ws.resume();
     closeWith(ws, code, reason);
     if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
   };
@@ -156,7 +183,8 @@ function relayToStream(ws: WebSocket, p: Extract<Prepared, { via: 'here' }>): vo
     }
     const bytes = rawBytes(data);
     recorder.addIn(bytes.length);
-    if (!stream.write(bytes)) {
+    // Messages already read keep coming for a moment after the pause: one drain listener at a time.
+    if (!stream.write(bytes) && !ws.isPaused) {
       ws.pause();
       stream.once('drain', () => ws.resume());
     }
@@ -166,6 +194,7 @@ function relayToStream(ws: WebSocket, p: Extract<Prepared, { via: 'here' }>): vo
   const pacing = { paused: false };
   stream.on('data', (chunk: Buffer) => {
     recorder.addOut(chunk.length);
+    p.exit?.feed(chunk);
     sendPaced(ws, chunk, true, () => stream.pause(), () => stream.resume(), pacing);
   });
   stream.on('end', () => {
@@ -174,9 +203,10 @@ function relayToStream(ws: WebSocket, p: Extract<Prepared, { via: 'here' }>): vo
   stream.on('error', () => undefined);
   stream.once('close', () => {
     p.release();
-    if (session?.destroyed || session?.closed) finish(TUNNEL_CLOSE.deviceLost, "the device's connection to the server dropped", 'device connection lost');
+    if (channels.stopping) finish(TUNNEL_CLOSE.serverStopping, 'the server is stopping', 'server stopped');
+    else if (session?.destroyed || session?.closed) finish(TUNNEL_CLOSE.deviceLost, "the device's connection to the server dropped", 'device connection lost');
     else if (stream.rstCode !== undefined && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) finish(TUNNEL_CLOSE.deviceReset, 'the device reset the session', 'device reset');
-    else finish(TUNNEL_CLOSE.done, 'done', 'closed');
+    else finish(TUNNEL_CLOSE.done, 'done', p.exit?.exit !== undefined ? `exit ${p.exit.exit}` : p.exit?.error !== undefined ? `error: ${p.exit.error}` : 'closed');
   });
 
   ws.once('close', (code: number) => {
@@ -197,12 +227,14 @@ function relayToReplica(ws: WebSocket, upstream: WebSocket): void {
   upstream.on('message', (data: RawData, isBinary: boolean) => sendPaced(ws, rawBytes(data), isBinary, () => upstream.pause(), () => upstream.resume(), down));
   ws.on('message', (data: RawData, isBinary: boolean) => sendPaced(upstream, rawBytes(data), isBinary, () => ws.pause(), () => ws.resume(), up));
   upstream.once('close', (code: number, reason: Buffer) => {
+    ws.resume();
     // An abrupt end (1006): the holding replica, and with it the device's socket, is gone.
     if (sendableCode(code)) closeWith(ws, code, reason.toString('utf8'));
     else closeWith(ws, TUNNEL_CLOSE.deviceLost, "the device's connection to the server dropped");
   });
   ws.once('close', (code: number, reason: Buffer) => {
     stopPing();
+    upstream.resume();
     if (sendableCode(code)) closeWith(upstream, code, reason.toString('utf8'));
     else upstream.terminate();
   });
@@ -218,11 +250,14 @@ function openUpstream(replicaUrl: string, request: FastifyRequest): Promise<WebS
   const url = new URL(request.url, replicaUrl.replace(/^http/, 'ws'));
   return new Promise((resolve) => {
     const upstream = new WebSocket(url, {
-      headers: { authorization: request.headers.authorization ?? '', [RELAYED_HEADER]: '1' },
+      headers: { authorization: request.headers.authorization ?? '', [RELAYED_HEADER]: '1', [CLIENT_ADDRESS_HEADER]: request.ip },
       perMessageDeflate: false, maxPayload: MAX_TUNNEL_MESSAGE_BYTES, handshakeTimeout: RELAY_OPEN_TIMEOUT_MS,
     });
+    let refused = false;
     upstream.once('open', () => resolve(upstream));
     upstream.once('unexpected-response', (_req, res) => {
+      // The refusal's body is read first; the socket is ended after (its error then is ours).
+      refused = true;
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body = (body + d).slice(0, 4096)));
@@ -237,9 +272,9 @@ function openUpstream(replicaUrl: string, request: FastifyRequest): Promise<WebS
         resolve({ status: res.statusCode ?? 502, message });
       });
       res.on('error', () => resolve({ status: 502, message: `the replica holding the device answered ${res.statusCode ?? 0}` }));
-      upstream.terminate();
+      res.on('close', () => upstream.terminate());
     });
-    upstream.once('error', (err) => resolve({ status: 502, message: `cannot reach the replica holding the device (${replicaUrl}): ${err.message}` }));
+    upstream.on('error', (err) => !refused && resolve({ status: 502, message: `cannot reach the replica holding the device (${replicaUrl}): ${err.message}` }));
   });
 }
 
@@ -252,9 +287,13 @@ export async function registerTunnelRoutes(app: SkiffApp, ctx: ServiceContext, k
     sweep.unref();
   }
   const stopAnswering = answerLocates(ctx, channels);
+  /** Sessions running here, whose rows a stopping server ends before its database closes. */
+  const running = new Set<SessionRecorder>();
   app.addHook('onClose', async () => {
     clearInterval(sweep);
     stopAnswering();
+    // The sockets' own close events may come after the database is gone; end() is once only.
+    await Promise.all([...running].map((r) => r.end('server stopped')));
   });
 
   /** Sessions open here per device (bounded as the device's multiplexer bounds its streams). */
@@ -266,7 +305,7 @@ export async function registerTunnelRoutes(app: SkiffApp, ctx: ServiceContext, k
     const user = await kit.userOf(request);
     const { uuid } = request.params as { uuid: string };
     const { device } = await deviceOf(ctx, user, uuid, 'write');
-    const what = describe(kind, request.query as TunnelQuery | ExecQuery);
+    const what = describeSession(kind, request.query as TunnelQuery | ExecQuery);
     const offline = (): SkiffError => conflict(`device ${short(device.uuid)} is not connected to the server (offline?)`);
     const relayed = request.headers[RELAYED_HEADER] === '1';
     const location = relayed ? (channels.has(device.id) ? { here: true as const } : undefined) : await locateDevice(ctx, channels, device.id);
@@ -300,13 +339,15 @@ export async function registerTunnelRoutes(app: SkiffApp, ctx: ServiceContext, k
     }
     let recorder: SessionRecorder;
     try {
-      recorder = await startSession(ctx, { deviceId: device.id, userId: user.userId, kind: what.kind, actor: user.email, target: what.target, clientAddress: request.ip });
+      recorder = await startSession(ctx, { deviceId: device.id, userId: user.userId, kind: what.kind, actor: user.email, target: what.target, clientAddress: clientAddressOf(request.ip, relayed, request.headers[CLIENT_ADDRESS_HEADER]) });
     } catch (err) {
       release();
       stream.close(http2.constants.NGHTTP2_CANCEL);
       throw err;
     }
-    prepared.set(request, { via: 'here', stream, recorder, deviceId: device.id, release });
+    running.add(recorder);
+    stream.once('close', () => running.delete(recorder));
+    prepared.set(request, { via: 'here', stream, recorder, release, exit: kind === 'exec' ? new ExecExitWatcher() : undefined });
     watchUnclaimed(request, () => {
       release();
       stream.close(http2.constants.NGHTTP2_CANCEL);
@@ -335,7 +376,7 @@ export async function registerTunnelRoutes(app: SkiffApp, ctx: ServiceContext, k
       closeWith(ws, TUNNEL_CLOSE.protocol, 'the session was not prepared');
       return;
     }
-    if (p.via === 'here') relayToStream(ws, p);
+    if (p.via === 'here') relayToStream(ws, p, channels);
     else relayToReplica(ws, p.upstream);
   };
 
@@ -361,7 +402,9 @@ export async function registerTunnelRoutes(app: SkiffApp, ctx: ServiceContext, k
 
   app.get(ENDPOINTS.deviceSessions.path, { schema: kit.schema({ security: kit.auth, params: UuidParams, querystring: DeviceSessionsQuery, response: { 200: Type.Array(DeviceSession) } }) }, async (req) => {
     const user = await kit.userOf(req);
-    return listSessions(ctx, user, req.params.uuid, req.query.limit === undefined ? undefined : Math.min(Number(req.query.limit), 1000));
+    const limit = req.query.limit === undefined ? undefined : Number(req.query.limit);
+    if (limit !== undefined && limit > 1000) throw badInput('limit', `querystring limit ${limit} is over 1000`);
+    return listSessions(ctx, user, req.params.uuid, limit);
   });
 }
 

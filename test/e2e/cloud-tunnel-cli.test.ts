@@ -7,8 +7,9 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -357,20 +358,32 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
         }
       };
       pump();
-      const started = Date.now();
       await eventually(async () => Date.now() - lastProgress > 3000, 120_000, "the CLI's stdin stalled");
-      console.log(`stdin stalled after ${accepted} bytes, ${Date.now() - started} ms`);
       assert.ok(accepted < 128 * 1024 * 1024, `the CLI took ${accepted} bytes of stdin that nobody reads`);
       s.child.kill('SIGTERM');
       assert.equal((await s.done).code, 143);
     });
 
-    it('on a terminal: a shell that runs what is typed, has our size, and whose exit 7 is ours', async () => {
+    it('on a terminal: a shell that runs what is typed, has our size and follows its changes, and whose exit 7 is ours', async () => {
       const tty = startTty(['device', 'ssh', uuid, 'web'], { env: env() });
       tty.send('echo typed-$((6*7))\r');
       await tty.waitFor(/typed-42/, 30_000);
       tty.send('stty size\r');
       await tty.waitFor(/40 120/, 15_000);
+      // Resize our terminal as a window manager would: its new size, and SIGWINCH to the CLI.
+      const pts = await eventually(async () => {
+        const pids = execFileSync('pgrep', ['-f', `device ssh ${uuid} web`]).toString().trim().split('\n');
+        for (const pid of pids) {
+          const fd0 = (() => { try { return readlinkSync(`/proc/${pid}/fd/0`); } catch { return ''; } })();
+          if (fd0.startsWith('/dev/pts/')) return fd0;
+        }
+        return undefined;
+      }, 10_000, "the CLI's terminal");
+      execFileSync('stty', ['-F', pts, 'cols', '100', 'rows', '30']);
+      await eventually(async () => {
+        tty.send('stty size\r');
+        return tty.waitFor(/30 100/, 1000).then(() => true, () => false);
+      }, 15_000, 'the remote terminal resized to 30 rows, 100 columns');
       tty.send('exit 7\r');
       assert.equal(await tty.done, 7, tty.output());
     });

@@ -320,6 +320,19 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
       assert.equal(r.stdout, 'host-42\nnot-in-a-container\n');
     });
 
+    it('a device that does not allow the host shell (--no-host-shell): one line, exit 9', async () => {
+      const config = (await api(server?.url ?? '', 'POST', `/fleets/${fleet}/config`, { token, body: { developmentMode: true } })).body as Record<string, unknown>;
+      const dataDir = scratchDir('skiff-tunnel-agent-');
+      writeFileSync(path.join(dataDir, 'config.json'), JSON.stringify({ ...config, appUpdatePollInterval: 2000 }));
+      const strict = await startAgent({ dataDir, args: ['--config', path.join(dataDir, 'config.json'), '--no-host-shell'] });
+      agents.push(strict);
+      await eventually(async () => /event channel connected/.test(strict.output()), 30_000, 'the second agent connected');
+      const r = await run(['device', 'ssh', strict.uuid, '-c', 'echo should-not-run']);
+      assert.equal(r.code, 9, r.stderr);
+      assert.equal(r.stdout, '');
+      assert.match(oneLine(r), /host/i);
+    });
+
     it('an unknown service: one line, exit 12', async () => {
       const r = await run(['device', 'ssh', uuid, 'nosuch', '-c', 'true']);
       assert.equal(r.code, 12, r.stderr);

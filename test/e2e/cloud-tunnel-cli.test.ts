@@ -314,6 +314,22 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
       assert.equal(r.stderr, 'err\n');
     });
 
+    it('--tty gives --command a terminal', async () => {
+      const r = await run(['device', 'ssh', uuid, 'web', '-c', 'tty; test -t 0 && echo terminal', '-t']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^\/dev\/pts\/\d+\r?\nterminal\r?\n$/);
+      const plain = await run(['device', 'ssh', uuid, 'web', '-c', 'test -t 0 || echo no-terminal']);
+      assert.equal(plain.stdout, 'no-terminal\n');
+    });
+
+    it('device sessions: a LAN address is refused (exit 2); --limit out of range too', async () => {
+      const lan = await run(['device', 'sessions', '192.168.1.23']);
+      assert.equal(lan.code, 2, lan.stderr);
+      assert.match(oneLine(lan), /not a device uuid/);
+      const limit = await run(['device', 'sessions', uuid, '--limit', '0']);
+      assert.equal(limit.code, 2, limit.stderr);
+    });
+
     it('-c on the device host (development mode allows the host shell)', async () => {
       const r = await run(['device', 'ssh', uuid, '-c', 'echo host-$((6*7)); test -e /run-id && echo in-a-container || echo not-in-a-container']);
       assert.equal(r.code, 0, r.stderr);

@@ -4,7 +4,7 @@ import { CloudCommand } from '../../cli/cloud.js';
 
 export default class DeviceSsh extends CloudCommand<{ exitCode: number }> {
   static override summary = "Open a shell on a device or in one of its services' containers, or run one command there.";
-  static override description = `A device uuid goes through the server you are logged in to (the device needs no open port): without a service, a shell on the device host (if the device allows it), else in that service's container. A device address (IP or hostname) goes through the device's engine on the LAN (port 2375 on development devices) and needs a service.
+  static override description = `A device uuid goes through the server you are logged in to (the device needs no open port): without a service, a shell on the device host (if the device allows it), else in that service's container. A device address (IP or hostname) goes through the device's engine on the LAN (port 2375 on development devices), into a service's container.
 
 An interactive shell gets a terminal whose size follows yours. --command runs one command instead, without a terminal unless --tty; piped stdin reaches it. The remote exit status becomes skiff's.`;
   static override examples = [

@@ -55,6 +55,33 @@ function echoRoundTrip(port: number, data: Buffer): Promise<Buffer> {
   });
 }
 
+/** Resolves once `socket` ended, was reset or closed; rejects after `ms` with `what()`. */
+function endedWithin(socket: net.Socket, ms: number, what: () => string): Promise<void> {
+  if (socket.destroyed || socket.readableEnded) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what()}`)), ms);
+    const done = (): void => {
+      clearTimeout(timer);
+      resolve();
+    };
+    socket.once('end', done);
+    socket.once('error', done);
+    socket.once('close', done);
+  });
+}
+
+/** Resolves once `socket` closed; rejects after `ms` with `what()`. */
+function closedWithin(socket: net.Socket, ms: number, what: () => string): Promise<void> {
+  if (socket.destroyed) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what()}`)), ms);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
 function rssKiB(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
 }
@@ -428,14 +455,40 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
       }
     });
 
-    it("the device's connection dropping mid-session: one line, exit 13", async () => {
+    it("the device's connection dropping mid-session: ssh exits 13 with one line; the tunnel reports its open connection, refuses new ones and stays up", async () => {
       assert.ok(agent);
+      const localPort = await freePort();
+      const t = cli(['device', 'tunnel', uuid, '-p', `${localPort}:${echoPort}`]);
+      let out = '';
+      t.child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+      await eventually(async () => /Tunnelling /.test(out), 30_000, 'the tunnel listening');
+      const open = net.connect({ host: '127.0.0.1', port: localPort, allowHalfOpen: true });
+      open.on('error', () => undefined);
+      const echoed: Buffer[] = [];
+      open.on('data', (d: Buffer) => echoed.push(d));
+      open.write('ping');
+      await eventually(async () => Buffer.concat(echoed).toString() === 'ping', 15_000, 'the echo through the open connection');
       const s = cli(['device', 'ssh', uuid, 'web', '-c', 'sleep 319']);
       await eventually(async () => (await webProcesses()).some((p) => p.includes('sleep 319')), 30_000, 'sleep 319 running in web');
       await agent.kill('SIGKILL');
       const r = await s.done;
       assert.equal(r.code, 13, r.stderr);
       assert.match(oneLine(r), new RegExp(`device ${uuid.slice(0, 7)}'s connection to the server dropped`));
+      // The server passes the device stream's end on as an EOF before its 4010, so this client sees
+      // a FIN (then our reset, which a client that no longer reads does not notice).
+      await endedWithin(open, 15_000, () => `the open connection to end; the tunnel printed: ${out}`);
+      await eventually(async () => new RegExp(`port ${echoPort}: the device's connection to the server dropped`).test(out), 15_000, 'the dropped line').catch((err: Error) => {
+        throw new Error(`${err.message}\nthe tunnel printed: ${out}`);
+      });
+      const late = net.connect({ host: '127.0.0.1', port: localPort });
+      late.on('error', () => undefined);
+      await closedWithin(late, 45_000, () => `a new connection to close; the tunnel printed: ${out}`);
+      await eventually(async () => new RegExp(`port ${echoPort}: .*not connected`).test(out), 15_000, 'the refused line').catch((err: Error) => {
+        throw new Error(`${err.message}\nthe tunnel printed: ${out}`);
+      });
+      assert.equal(t.child.exitCode, null, out);
+      t.child.kill('SIGINT');
+      assert.equal((await t.done).code, 0, out);
     });
   });
 });

@@ -123,7 +123,8 @@ function forward(target: TunnelTarget, spec: PortSpec, socket: net.Socket, emit:
       relay(opened, socket, counts, (message) => emit({ event: 'dropped', ...base, message: `port ${base.remote}: ${message}` }), () => emit({ event: 'closed', ...base, ...counts }));
     },
     (err: unknown) => {
-      socket.destroy();
+      // A reset, as a refused connection looks: not a FIN, which a client could take for a complete answer.
+      socket.resetAndDestroy();
       const message = err instanceof Error ? err.message : String(err);
       emit({ event: 'refused', ...base, message: `port ${base.remote}: ${message}` });
     },
@@ -176,7 +177,7 @@ function relay(ws: WebSocket, socket: net.Socket, counts: { bytesIn: number; byt
       socket.resume();
     } else {
       onDropped(closeError('the device', code).message);
-      socket.destroy();
+      socket.resetAndDestroy();
     }
     onClosed();
   });
@@ -206,7 +207,7 @@ function forwardLan(host: string, spec: PortSpec, socket: net.Socket, base: { lo
     } else {
       emit({ event: 'dropped', ...base, message: `the connection to ${host} failed (${err.code ?? err.message})` });
     }
-    socket.destroy();
+    socket.resetAndDestroy();
   });
   remote.once('close', () => {
     if (connected) emit({ event: 'closed', ...base, bytesIn, bytesOut });

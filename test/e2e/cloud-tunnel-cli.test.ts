@@ -212,7 +212,7 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
       socket.on('error', () => undefined);
       const got: Buffer[] = [];
       socket.on('data', (d: Buffer) => got.push(d));
-      await once(socket, 'close');
+      await closedWithin(socket, 15_000, () => `the refused connection to close; the tunnel printed: ${out}`);
       assert.equal(Buffer.concat(got).length, 0);
       await eventually(async () => new RegExp(`port ${deadPort}: .*nothing listens`, 'i').test(out), 15_000, 'the refused line').catch((err: Error) => {
         throw new Error(`${err.message}\nthe tunnel printed: ${out}`);
@@ -322,7 +322,7 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
       const deadLocal = Number(new RegExp(`127\\.0\\.0\\.1:(\\d+) → 127\\.0\\.0\\.1:${dead}`).exec(out)?.[1]);
       const refused = net.connect({ host: '127.0.0.1', port: deadLocal });
       refused.on('error', () => undefined);
-      await once(refused, 'close');
+      await closedWithin(refused, 15_000, () => `the refused connection to close; the tunnel printed: ${out}`);
       await eventually(async () => new RegExp(`port ${dead}: nothing listens on port ${dead} of 127\\.0\\.0\\.1`).test(out), 15_000, 'the refused line');
       assert.ok((await echoRoundTrip(port, data)).equals(data));
       t.child.kill('SIGINT');

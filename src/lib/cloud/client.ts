@@ -15,7 +15,8 @@ import type {
 import type { Build } from '../api/builds.js';
 import type { DeviceLogLine, DeviceLogsQuery } from '../api/logs.js';
 import type { DeviceActionRequest, DeviceActionResult } from '../api/events.js';
-import type { DevicePublicUrl, FleetPublicUrl } from '../api/tunnel.js';
+import type { DevicePublicUrl, DeviceSession, DeviceSessionsQuery, FleetPublicUrl } from '../api/tunnel.js';
+import type { WebSocket } from 'ws';
 
 /** How long one request may take before the server counts as unreachable (milliseconds). */
 export const DEFAULT_TIMEOUT_MS = 30_000;
@@ -325,6 +326,83 @@ export class CloudClient {
     return body as T;
   }
 
+  /**
+   * A WebSocket session on a route (`deviceExec`, `deviceTunnel`), resolved once the server
+   * upgraded. The server checks everything before the upgrade, so a refusal is an HTTP answer
+   * (ws's 'unexpected-response'): it becomes the SkiffError {@link errorFromAnswer} gives for it
+   * (404 notFound, 409 conflict, 403, 502…); no answer at all is {@link errorFromFailure}'s.
+   * Only the wait for the upgrade is bounded by the client's timeout. Node's TLS settings apply
+   * (NODE_EXTRA_CA_CERTS names a private CA), as for every other call.
+   *
+   * @throws SkiffError
+   */
+  async websocket(name: EndpointName, options: Pick<RequestOptions, 'params' | 'query'> & { signal?: AbortSignal } = {}): Promise<WebSocket> {
+    const route = ENDPOINTS[name];
+    const target = this.target(name, options).replace(/^http/i, 'ws');
+    const { WebSocket: Ws } = await import('ws');
+    const headers: Record<string, string> = {};
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    const signals = [...(this.signal ? [this.signal] : []), ...(options.signal ? [options.signal] : [])];
+    this.onDebug?.(`→ ${route.method} ${target} (websocket)`);
+    const ws = new Ws(target, { headers, handshakeTimeout: this.timeoutMs, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
+    ws.binaryType = 'nodebuffer';
+    // Terminating a refused upgrade makes ws emit one more 'error' after ours is settled: not news.
+    ws.on('error', () => undefined);
+    return await new Promise<WebSocket>((resolve, reject) => {
+      const aborted = (): void => {
+        ws.terminate();
+        reject(new SkiffError('interrupted', 'interrupted'));
+      };
+      for (const s of signals) s.addEventListener('abort', aborted, { once: true });
+      const settle = (): void => {
+        for (const s of signals) s.removeEventListener('abort', aborted);
+        ws.off('open', onOpen);
+        ws.off('error', onError);
+        ws.off('unexpected-response', onRefusal);
+      };
+      const onOpen = (): void => {
+        settle();
+        this.onDebug?.(`← 101 ${route.method} ${target} (websocket)`);
+        resolve(ws);
+      };
+      const onError = (err: Error): void => {
+        settle();
+        this.onDebug?.(`✗ ${route.method} ${target}: ${err.message}`);
+        const timedOut = /handshake has timed out/i.test(err.message);
+        reject(timedOut ? new SkiffError('serverUnreachable', `${this.url} did not answer within ${Math.round(this.timeoutMs / 1000)} s`) : errorFromFailure(err, { url: this.url, timeoutMs: this.timeoutMs }));
+      };
+      const onRefusal = (_req: unknown, res: import('node:http').IncomingMessage): void => {
+        settle();
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (text += chunk.slice(0, 64 * 1024)));
+        const done = (): void => {
+          ws.terminate();
+          this.onDebug?.(`← ${res.statusCode ?? 0} ${route.method} ${target} (websocket refused)`);
+          let body: unknown;
+          try {
+            body = text === '' ? undefined : JSON.parse(text);
+          } catch {
+            body = undefined;
+          }
+          // A 403 here is the device's (or the server's) own reason, e.g. a host shell this device
+          // does not allow: the "needs an administrator" hint of the other routes would mislead.
+          // So is the server's own 502 (nothing listens on that port of the device): not the
+          // "is skiff server running?" of a proxy's 502.
+          const b = body as { message?: unknown; statusCode?: unknown } | undefined;
+          const status = res.statusCode ?? 0;
+          const deviceSaid = typeof b?.message === 'string' && (status === 403 || (status === 502 && b.statusCode === 502));
+          reject(deviceSaid ? new SkiffError('deviceRefused', String(b.message).replace(/\.$/, '')) : errorFromAnswer(status, body, { url: this.url }));
+        };
+        res.once('end', done);
+        res.once('error', done);
+      };
+      ws.on('open', onOpen);
+      ws.on('error', onError);
+      ws.on('unexpected-response', onRefusal);
+    });
+  }
+
   // --- users, sessions, keys
   login(body: LoginRequest): Promise<LoginResponse> { return this.request('login', { body, isLogin: true }); }
   logout(): Promise<void> { return this.request('logout'); }
@@ -378,6 +456,9 @@ export class CloudClient {
   setDevicePublicUrl(uuid: string, enabled: boolean | null): Promise<DevicePublicUrl> { return this.request('setDevicePublicUrl', { params: { uuid }, body: { enabled } }); }
   fleetPublicUrl(fleet: string): Promise<FleetPublicUrl> { return this.request('fleetPublicUrl', { params: { fleet } }); }
   setFleetPublicUrl(fleet: string, enabled: boolean): Promise<FleetPublicUrl> { return this.request('setFleetPublicUrl', { params: { fleet }, body: { enabled } }); }
+
+  // --- tunnels (the sessions themselves go through `websocket`)
+  deviceSessions(uuid: string, query: DeviceSessionsQuery = {}): Promise<DeviceSession[]> { return this.request('deviceSessions', { params: { uuid }, query: { ...query } }); }
 }
 
 /**

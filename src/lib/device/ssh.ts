@@ -36,10 +36,11 @@ export async function ssh(o: SshOptions): Promise<number> {
   if (!containerId) throw new SkiffError('usage', `the device runs no service '${service}'`, { hint: `services: ${services.join(', ')}` });
   const engine = await connectEngine({ dockerHost: address.host, dockerPort: o.dockerPort ?? 2375 });
   const container = engine.docker.getContainer(containerId);
+  const forwardStdin = !o.command || o.stdin.isTTY !== true;
   const exec = await container.exec({
     Cmd: o.command ? ['sh', '-c', o.command] : ['sh', '-c', 'command -v bash >/dev/null && exec bash || exec sh'],
-    // A command gets no stdin; a shell reads the keyboard, or a script piped in.
-    AttachStdin: !o.command,
+    // A shell reads the keyboard, or a script piped in; a command reads piped stdin, never the keyboard.
+    AttachStdin: forwardStdin,
     AttachStdout: true,
     AttachStderr: true,
     Tty: o.tty,
@@ -61,7 +62,7 @@ export async function ssh(o: SshOptions): Promise<number> {
     err.pipe(o.stderr);
     engine.docker.modem.demuxStream(stream, out, err);
   }
-  if (!o.command) {
+  if (forwardStdin) {
     o.stdin.pipe(stream, { end: false });
     // EOF reaches the shell; closing our side at once lost the shell's last output on Docker 20.10,
     // so give the engine a moment to pass the input on first.

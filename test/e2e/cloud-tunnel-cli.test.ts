@@ -100,6 +100,12 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
   // Servers of "the device host".
   const httpHost = http.createServer((req, res) => res.end(`hello from the host ${req.url ?? ''}`));
   const echoHost = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+  // A service that speaks first, as sshd, SMTP or a database does: its greeting must not be lost.
+  const bannerHost = net.createServer((s) => {
+    s.on('error', () => undefined);
+    s.end('SSH-2.0-skiff-test-banner\r\n');
+  });
+  let bannerPort = 0;
   let httpPort = 0;
   let echoPort = 0;
   // A source that writes as fast as it may, counting what its socket accepted, until `source.finish`.
@@ -162,6 +168,7 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
     await server?.kill('SIGTERM');
     httpHost.close();
     echoHost.close();
+    bannerHost.close();
     sourceHost.close();
     await cleanupImages({ label: `${TEST_LABEL}=${LABEL_VALUE}` });
   });
@@ -169,15 +176,17 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
   describe('device tunnel', () => {
     let tunnel: ReturnType<typeof cli> | undefined;
     let out = '';
-    const local = { http: 0, echo: 0, dead: 0, web: 0, source: 0 };
+    const local = { http: 0, echo: 0, dead: 0, web: 0, source: 0, banner: 0 };
     let deadPort = 0;
 
     before(async () => {
-      [local.http, local.echo, local.dead, local.web, local.source, deadPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
-      tunnel = cli(['device', 'tunnel', uuid, '-p', `${local.http}:${httpPort}`, '-p', `${local.echo}:${echoPort}`, '-p', `${local.dead}:${deadPort}`, '-p', `${local.web}:web:8000`, '-p', `${local.source}:${source.port}`]);
+      [local.http, local.echo, local.dead, local.web, local.source, local.banner, deadPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+      await new Promise<void>((resolve) => bannerHost.listen(0, '127.0.0.1', resolve));
+      bannerPort = (bannerHost.address() as net.AddressInfo).port;
+      tunnel = cli(['device', 'tunnel', uuid, '-p', `${local.http}:${httpPort}`, '-p', `${local.echo}:${echoPort}`, '-p', `${local.dead}:${deadPort}`, '-p', `${local.web}:web:8000`, '-p', `${local.source}:${source.port}`, '-p', `${local.banner}:${bannerPort}`]);
       tunnel.child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
       tunnel.child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-      await eventually(async () => (out.match(/Tunnelling /g) ?? []).length === 5 || tunnel?.child.exitCode !== null, 30_000, 'the tunnel listening');
+      await eventually(async () => (out.match(/Tunnelling /g) ?? []).length === 6 || tunnel?.child.exitCode !== null, 30_000, 'the tunnel listening');
       assert.equal(tunnel.child.exitCode, null, out);
     });
 
@@ -199,6 +208,17 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
     it('forwards to a port of a service container (localPort:service:remotePort)', async () => {
       const res = await fetch(`http://127.0.0.1:${local.web}/`);
       assert.equal((await res.text()).trim(), 'hello-from-web');
+    });
+
+    it('a service that speaks first: its greeting arrives whole every time (20 connections)', async () => {
+      const greetings = await Promise.all(Array.from({ length: 20 }, () => new Promise<string>((resolve, reject) => {
+        const socket = net.connect({ host: '127.0.0.1', port: local.banner });
+        let got = '';
+        socket.on('data', (d: Buffer) => (got += d.toString()));
+        socket.on('end', () => resolve(got));
+        socket.on('error', reject);
+      })));
+      for (const g of greetings) assert.equal(g, 'SSH-2.0-skiff-test-banner\r\n');
     });
 
     it('carries 20 parallel connections to an echo server, each byte back and half-close kept', async () => {

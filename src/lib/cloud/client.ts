@@ -332,7 +332,8 @@ export class CloudClient {
    * (ws's 'unexpected-response'): it becomes the SkiffError {@link errorFromAnswer} gives for it
    * (404 notFound, 409 conflict, 403, 502…); no answer at all is {@link errorFromFailure}'s.
    * Only the wait for the upgrade is bounded by the client's timeout. Node's TLS settings apply
-   * (NODE_EXTRA_CA_CERTS names a private CA), as for every other call.
+   * (NODE_EXTRA_CA_CERTS names a private CA), as for every other call. The socket comes back
+   * **paused**: attach the 'message' and 'close' listeners, then call `resume()`.
    *
    * @throws SkiffError
    */
@@ -362,6 +363,10 @@ export class CloudClient {
       };
       const onOpen = (): void => {
         settle();
+        // Paused until the caller's listeners are on: the server may send at once (a service
+        // that speaks first, a command's quick output), and ws reads the socket on the next tick,
+        // before an awaiting caller runs; those messages were lost.
+        ws.pause();
         this.onDebug?.(`← 101 ${route.method} ${target} (websocket)`);
         resolve(ws);
       };

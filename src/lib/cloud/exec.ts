@@ -87,7 +87,9 @@ export async function cloudExec(o: CloudExecOptions): Promise<number> {
       }));
     }
     cleanups.push(forwardStdin(o.stdin, ws));
-    const ended = await relayOutput(ws, o.stdout, o.stderr);
+    const relaying = relayOutput(ws, o.stdout, o.stderr);
+    ws.resume(); // websocket() hands it over paused, so no early output is lost
+    const ended = await relaying;
     if (ended.exit !== undefined) return ended.exit;
     if (killedBy) return 128 + SIGNAL_NUMBERS[killedBy];
     if (ended.error) throw new SkiffError('error', `${name}: ${ended.error}`);

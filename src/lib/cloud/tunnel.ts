@@ -121,6 +121,8 @@ function forward(target: TunnelTarget, spec: PortSpec, socket: net.Socket, emit:
       ws = opened;
       emit({ event: 'connection', ...base });
       relay(opened, socket, counts, (message) => emit({ event: 'dropped', ...base, message: `port ${base.remote}: ${message}` }), () => emit({ event: 'closed', ...base, ...counts }));
+      // websocket() hands it over paused: a service that speaks first loses nothing.
+      opened.resume();
     },
     (err: unknown) => {
       // A reset, as a refused connection looks: not a FIN, which a client could take for a complete answer.

@@ -202,12 +202,22 @@ function frameHeader(type: number, length: number): Buffer {
   return header;
 }
 
-/** Process output → exec frames of one type (a TTY's merged output, or a host process's pipe). */
-function framesOf(type: typeof EXEC_FRAME.stdout | typeof EXEC_FRAME.stderr): Transform {
+/**
+ * Process output → exec frames of one type (a TTY's merged output, or a host process's pipe).
+ * `whole`: each frame is one chunk, header and payload together — needed where two framers feed
+ * one stream (a host process's stdout and stderr): a pipe paused between a header and its payload
+ * let the other framer's frame in between, and the CLI read output bytes as a header. A single
+ * source keeps the payload uncopied.
+ */
+function framesOf(type: typeof EXEC_FRAME.stdout | typeof EXEC_FRAME.stderr, whole = false): Transform {
   return new Transform({
     transform(chunk: Buffer, _enc, done: TransformCallback) {
       for (let at = 0; at < chunk.length; at += MAX_EXEC_FRAME_BYTES) {
         const part = chunk.subarray(at, at + MAX_EXEC_FRAME_BYTES);
+        if (whole) {
+          this.push(Buffer.concat([frameHeader(type, part.length), part]));
+          continue;
+        }
         this.push(frameHeader(type, part.length));
         this.push(part);
       }
@@ -513,7 +523,7 @@ async function openHostExec(ctx: TunnelContext, open: ExecOpen, stream: MuxStrea
     if (--openPipes === 0) merged.end();
   };
   // Counted when each framer's last frame went into `merged`, not when its pipe's did.
-  for (const [pipe, type] of [[stdout, EXEC_FRAME.stdout], [stderr, EXEC_FRAME.stderr]] as const) pipe.pipe(framesOf(type)).once('end', oneEnded).pipe(merged, { end: false });
+  for (const [pipe, type] of [[stdout, EXEC_FRAME.stdout], [stderr, EXEC_FRAME.stderr]] as const) pipe.pipe(framesOf(type, true)).once('end', oneEnded).pipe(merged, { end: false });
   runSession(stream, merged, () => exited, kill, ctx.log);
   // The shell on script's terminal: script's child, found once it started.
   const terminalShell = (): number | undefined => processTree(pid).find((p) => p !== pid && terminalOf(p) !== undefined);

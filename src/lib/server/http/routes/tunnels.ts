@@ -234,6 +234,7 @@ function relayToReplica(ws: WebSocket, upstream: WebSocket): void {
   const up = { paused: false };
   upstream.on('message', (data: RawData, isBinary: boolean) => sendPaced(ws, rawBytes(data), isBinary, () => upstream.pause(), () => upstream.resume(), down));
   ws.on('message', (data: RawData, isBinary: boolean) => sendPaced(upstream, rawBytes(data), isBinary, () => ws.pause(), () => ws.resume(), up));
+  upstream.resume();
   upstream.once('close', (code: number, reason: Buffer) => {
     ws.resume();
     // An abrupt end (1006): the holding replica, and with it the device's socket, is gone.
@@ -262,7 +263,12 @@ function openUpstream(replicaUrl: string, request: FastifyRequest): Promise<WebS
       perMessageDeflate: false, maxPayload: MAX_TUNNEL_MESSAGE_BYTES, handshakeTimeout: RELAY_OPEN_TIMEOUT_MS,
     });
     let refused = false;
-    upstream.once('open', () => resolve(upstream));
+    // Paused until the relay's listeners are on (relayToReplica): what the holding replica sends
+    // at once (a command's quick output) would otherwise be read before anyone listens.
+    upstream.once('open', () => {
+      upstream.pause();
+      resolve(upstream);
+    });
     upstream.once('unexpected-response', (_req, res) => {
       // The refusal's body is read first; the socket is ended after (its error then is ours).
       refused = true;

@@ -1,4 +1,4 @@
-// Shared helpers for the cloud benchmarks (fleet.mjs, cloud-deploy.mjs): starting `skiff server`
+// Shared helpers for the cloud benchmarks (fleet.mjs, cloud-deploy.mjs, cloud-logs.mjs, tunnel.mjs): starting `skiff server`
 // in a temp data dir (SQLite, or a fresh PostgreSQL database made with the `skiff` role that
 // scripts/setup-host.sh creates), calls to its API, and the server process's CPU and memory from
 // /proc. Plain Node ESM, node: builtins only (PostgreSQL through the `psql` client).
@@ -204,4 +204,46 @@ export function writeServicesProject(dir, services, payloadBytes) {
     writeFileSync(join(dir, s, 'Dockerfile'), 'FROM busybox:1.36\nCOPY payload /payload\nCMD ["sh", "-c", "trap \'exit 0\' TERM; while true; do sleep 1; done"]\n');
     writeFileSync(join(dir, s, 'payload'), randomBytes(payloadBytes));
   }
+}
+
+/**
+ * What the device benches (cloud-logs.mjs, tunnel.mjs) start the same way: a server
+ * (`database`), a logged-in CLI environment, a fleet polled every second, a temp project folder
+ * (the images built from it are removed at the end), and one cloud-mode agent provisioned with
+ * `skiff config generate`. Everything is registered with `onCleanup`. Returns
+ * `{ server, token, env, skiff(args, what), fleet, project, agent }`.
+ */
+export async function startCloudDevice(onCleanup, { name, database, agent: agentOptions = {} }) {
+  const { cleanupAgentObjects, imageIds, imagesTagged, removeImages, runSkiff, startAgent } = await import('./agent-lib.mjs');
+  const before = await imageIds();
+  const server = await startServer({ database });
+  onCleanup(() => server.stop());
+  const token = await login(server.url, server.email, server.password);
+  const home = mkdtempSync(join(tmpdir(), `skiff-bench-${name}-home-`));
+  onCleanup(() => rmSync(home, { recursive: true, force: true }));
+  const env = { ...process.env, HOME: home, SKIFF_API_URL: server.url, SKIFF_API_TOKEN: token, NO_COLOR: '1' };
+  const skiff = async (args, what) => {
+    const r = await runSkiff(args, { env });
+    if (r.code !== 0) throw new Error(`${what}: skiff ${args.join(' ')} exited ${r.code}:\n${r.stdout}${r.stderr}`);
+    return r.stdout;
+  };
+  const fleet = `${name}-bench-${randomBytes(3).toString('hex')}`;
+  await skiff(['fleet', 'create', fleet, '--type', 'generic-amd64'], 'fleet create');
+  await skiff(['env', 'set', 'SKIFF_AGENT_POLL_INTERVAL', '1000', '--fleet', fleet], 'poll interval');
+  const project = mkdtempSync(join(tmpdir(), `skiff${name.replace(/[^a-z0-9]/g, '')}bench`));
+  onCleanup(() => rmSync(project, { recursive: true, force: true }));
+  // Registered before the agent's clean-up, so it runs after it: an image in use cannot go.
+  onCleanup(async () => {
+    const mine = (await imagesTagged([`${project.split('/').pop().toLowerCase()}_`, `${new URL(server.url).host}/`])).map((i) => i.Id);
+    log(`removed ${await removeImages(mine, before)} image(s) this run made`);
+  });
+  const configFile = join(home, 'config.json');
+  await skiff(['config', 'generate', '--fleet', fleet, '--output', configFile], 'config generate');
+  const agent = await startAgent({ ...agentOptions, args: ['--config', configFile, ...(agentOptions.args ?? [])], configFile });
+  onCleanup(async () => {
+    await agent.kill();
+    if (agent.uuid) await cleanupAgentObjects(agent.uuid);
+    rmSync(agent.dataDir, { recursive: true, force: true });
+  });
+  return { server, token, env, skiff, fleet, project, agent };
 }

@@ -23,13 +23,11 @@
 // its processes, containers, temp dirs and the images it built. Exits 1 when it cannot run.
 
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SKIFF_BIN, log, median, parseBenchArgs, printTable } from './lib.mjs';
-import { cleanupAgentObjects, ensureBaseImage, imageIds, imagesTagged, percentile, removeImages, runSkiff, sleep, startAgent, withCleanup } from './agent-lib.mjs';
-import { api, checkDatabaseOption, login, procSample, startServer } from './cloud-lib.mjs';
+import { ensureBaseImage, percentile, sleep, withCleanup } from './agent-lib.mjs';
+import { api, checkDatabaseOption, procSample, startCloudDevice } from './cloud-lib.mjs';
 
 const GOAL_RSS_MB = 60 * 1.1;
 
@@ -56,36 +54,9 @@ const rssOf = (pid) => procSample(pid)?.rssMB ?? Number.NaN;
 
 await withCleanup(async (onCleanup) => {
   ensureBaseImage();
-  const before = await imageIds();
-  const server = await startServer({ database: opts.database });
-  onCleanup(() => server.stop());
-  const token = await login(server.url, server.email, server.password);
-  const home = mkdtempSync(join(tmpdir(), 'skiff-bench-logs-home-'));
-  onCleanup(() => rmSync(home, { recursive: true, force: true }));
-  const env = { ...process.env, HOME: home, SKIFF_API_URL: server.url, SKIFF_API_TOKEN: token, NO_COLOR: '1' };
-  const skiff = async (args, what) => {
-    const r = await runSkiff(args, { env });
-    if (r.code !== 0) throw new Error(`${what}: skiff ${args.join(' ')} exited ${r.code}:\n${r.stdout}${r.stderr}`);
-    return r.stdout;
-  };
-
-  const fleet = `logs-bench-${randomBytes(3).toString('hex')}`;
-  await skiff(['fleet', 'create', fleet, '--type', 'generic-amd64'], 'fleet create');
-  await skiff(['env', 'set', 'SKIFF_AGENT_POLL_INTERVAL', '1000', '--fleet', fleet], 'poll interval');
-  const project = mkdtempSync(join(tmpdir(), 'skifflogsbench'));
-  onCleanup(() => rmSync(project, { recursive: true, force: true }));
-  // Registered before the agent's clean-up, so it runs after it: an image in use cannot go.
-  onCleanup(async () => {
-    const mine = (await imagesTagged([`${project.split('/').pop().toLowerCase()}_`, `${new URL(server.url).host}/`])).map((i) => i.Id);
-    log(`removed ${await removeImages(mine, before)} image(s) this run made`);
-  });
-  const configFile = join(home, 'config.json');
-  await skiff(['config', 'generate', '--fleet', fleet, '--output', configFile], 'config generate');
-  const agent = await startAgent({ args: ['--config', configFile], configFile, ...(opts.agentBin ? { bin: opts.agentBin } : {}), env: opts.agentSemiSpace > 0 ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --max-semi-space-size=${opts.agentSemiSpace}`.trim() } : {} });
-  onCleanup(async () => {
-    await agent.kill();
-    if (agent.uuid) await cleanupAgentObjects(agent.uuid);
-    rmSync(agent.dataDir, { recursive: true, force: true });
+  const { server, token, env, skiff, fleet, project, agent } = await startCloudDevice(onCleanup, {
+    name: 'logs', database: opts.database,
+    agent: { ...(opts.agentBin ? { bin: opts.agentBin } : {}), env: opts.agentSemiSpace > 0 ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --max-semi-space-size=${opts.agentSemiSpace}`.trim() } : {} },
   });
 
   // 1. idle

@@ -22,14 +22,13 @@
 // its processes, containers, temp dirs and the images it built. Exits 1 when it cannot run.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SKIFF_BIN, bench, fmtRatio, log, median, parseBenchArgs, printTable } from './lib.mjs';
-import { cleanupAgentObjects, ensureBaseImage, freePort, imageIds, imagesTagged, percentile, removeImages, runSkiff, sleep, startAgent, waitFor, withCleanup } from './agent-lib.mjs';
-import { api, checkDatabaseOption, login, procSample, startServer } from './cloud-lib.mjs';
+import { ensureBaseImage, freePort, percentile, sleep, waitFor, withCleanup } from './agent-lib.mjs';
+import { api, checkDatabaseOption, procSample, startCloudDevice } from './cloud-lib.mjs';
 
 const opts = parseBenchArgs({
   runs: { default: 5, help: 'measured runs of the throughput and ssh figures' },
@@ -131,35 +130,7 @@ async function forwardWithSsh(sshd, localPort, remotePort, onCleanup) {
 
 await withCleanup(async (onCleanup) => {
   ensureBaseImage();
-  const before = await imageIds();
-  const server = await startServer({ database: opts.database });
-  onCleanup(() => server.stop());
-  const token = await login(server.url, server.email, server.password);
-  const home = mkdtempSync(join(tmpdir(), 'skiff-bench-tunnel-home-'));
-  onCleanup(() => rmSync(home, { recursive: true, force: true }));
-  const env = { ...process.env, HOME: home, SKIFF_API_URL: server.url, SKIFF_API_TOKEN: token, NO_COLOR: '1' };
-  const skiff = async (args, what) => {
-    const r = await runSkiff(args, { env });
-    if (r.code !== 0) throw new Error(`${what}: skiff ${args.join(' ')} exited ${r.code}:\n${r.stdout}${r.stderr}`);
-    return r.stdout;
-  };
-  const fleet = `tunnel-bench-${randomBytes(3).toString('hex')}`;
-  await skiff(['fleet', 'create', fleet, '--type', 'generic-amd64'], 'fleet create');
-  await skiff(['env', 'set', 'SKIFF_AGENT_POLL_INTERVAL', '1000', '--fleet', fleet], 'poll interval');
-  const project = mkdtempSync(join(tmpdir(), 'skifftunnelbench'));
-  onCleanup(() => rmSync(project, { recursive: true, force: true }));
-  onCleanup(async () => {
-    const mine = (await imagesTagged([`${project.split('/').pop().toLowerCase()}_`, `${new URL(server.url).host}/`])).map((i) => i.Id);
-    log(`removed ${await removeImages(mine, before)} image(s) this run made`);
-  });
-  const configFile = join(home, 'config.json');
-  await skiff(['config', 'generate', '--fleet', fleet, '--output', configFile], 'config generate');
-  const agent = await startAgent({ args: ['--config', configFile], configFile });
-  onCleanup(async () => {
-    await agent.kill();
-    if (agent.uuid) await cleanupAgentObjects(agent.uuid);
-    rmSync(agent.dataDir, { recursive: true, force: true });
-  });
+  const { server, token, env, skiff, fleet, project, agent } = await startCloudDevice(onCleanup, { name: 'tunnel', database: opts.database });
   mkdirSync(join(project, 'web'), { recursive: true });
   writeFileSync(join(project, 'docker-compose.yml'), 'services:\n  web:\n    build: ./web\n    command: ["sh", "-c", "trap \'exit 0\' TERM; while :; do sleep 1 & wait $$!; done"]\n');
   writeFileSync(join(project, 'web', 'Dockerfile'), 'FROM busybox:1.36\nLABEL io.skiff.bench=tunnel\n');

@@ -184,7 +184,9 @@ async function relayOutput(ws: WebSocket, stdout: NodeJS.WritableStream, stderr:
       return;
     }
     if (decoder.writableEnded) return;
-    if (!decoder.write(data)) {
+    // Messages already read keep coming for a moment after the pause: one drain listener at a
+    // time (else a fast writer piles them up and Node warns of a leak on the user's stderr).
+    if (!decoder.write(data) && !ws.isPaused) {
       ws.pause();
       decoder.once('drain', () => ws.resume());
     }

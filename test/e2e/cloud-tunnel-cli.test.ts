@@ -396,6 +396,31 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
       }
     });
 
+    it('SIGTERM to device ssh -c whose stdout stalls: 143 at once, no error, the session not a protocol error', async () => {
+      const c = cli(['device', 'ssh', uuid, 'web', '-c', 'yes']);
+      const out = c.child.stdout;
+      assert.ok(out);
+      out.pause();
+      // Every buffer on the way full: our pipe, the CLI's stdout, its WebSocket and the stream's window.
+      await eventually(async () => out.readableLength >= out.readableHighWaterMark, 30_000, 'our end of the pipe to fill');
+      const started = Date.now();
+      const exited = once(c.child, 'exit');
+      c.child.kill('SIGTERM');
+      const [code] = await exited as [number | null];
+      const took = Date.now() - started;
+      out.resume();
+      const r = await c.done;
+      assert.equal(code, 143, r.stderr);
+      assert.ok(took < 1500, `took ${took} ms`);
+      assert.equal(r.stderr, '');
+      let yes: DeviceSession | undefined;
+      await eventually(async () => {
+        yes = (JSON.parse((await run(['device', 'sessions', uuid, '--json'])).stdout) as { result: DeviceSession[] }).result.find((s) => s.target === 'web: yes');
+        return yes?.endedAt !== null && yes?.endedAt !== undefined;
+      }, 15_000, 'the session closed in the log');
+      assert.notEqual(yes?.outcome, 'protocol error', JSON.stringify(yes));
+    });
+
     it('device ssh -c with 10 MiB of fast output: every byte, the exit status, nothing else on stderr', async () => {
       for (let i = 0; i < 4; i++) {
         const r = await run(['device', 'ssh', uuid, 'web', '-c', 'head -c 10485760 /dev/zero; exit 7']);

@@ -353,6 +353,84 @@ describe('device ssh, tunnel and sessions through the server (CLI)', function ()
     });
   });
 
+  describe('breaking it (H5)', () => {
+    it('Ctrl-C with a connection whose local reader stalls ends at once, and reports no dropped session', async () => {
+      // A host service that writes until its socket pushes back, so the tunnel's WebSocket is paused.
+      const writer = net.createServer((s) => {
+        s.on('error', () => undefined);
+        const chunk = Buffer.alloc(64 * 1024, 121);
+        const pump = (): void => {
+          while (s.writable && s.write(chunk));
+          if (s.writable) s.once('drain', pump);
+        };
+        pump();
+      });
+      await new Promise<void>((resolve) => writer.listen(0, '127.0.0.1', resolve));
+      try {
+        const port = await freePort();
+        const t = cli(['device', 'tunnel', uuid, '-p', `${port}:${(writer.address() as net.AddressInfo).port}`]);
+        let out = '';
+        t.child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+        t.child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+        await eventually(async () => /Tunnelling /.test(out), 30_000, 'the tunnel listening');
+        const stalled = net.connect({ host: '127.0.0.1', port });
+        stalled.on('error', () => undefined);
+        let got = 0;
+        stalled.once('data', (d: Buffer) => {
+          got += d.length;
+          stalled.pause();
+        });
+        await eventually(async () => got > 0, 30_000, 'the first bytes through the tunnel');
+        // Long enough for every buffer on the way to fill and the CLI to pause its WebSocket.
+        await eventually(async () => (await run(['device', 'sessions', uuid, '--json'])).stdout.includes('"bytesOut":'), 10_000, 'the session logged');
+        const started = Date.now();
+        t.child.kill('SIGINT');
+        const r = await t.done;
+        const took = Date.now() - started;
+        stalled.destroy();
+        assert.equal(r.code, 0, out);
+        assert.ok(took < 1500, `Ctrl-C took ${took} ms: ${out}`);
+        assert.doesNotMatch(out, /dropped/, out);
+      } finally {
+        writer.close();
+      }
+    });
+
+    it('SIGTERM to device ssh -c whose stdout stalls: 143 at once, no error, the session not a protocol error', async () => {
+      const c = cli(['device', 'ssh', uuid, 'web', '-c', 'yes']);
+      const out = c.child.stdout;
+      assert.ok(out);
+      out.pause();
+      // Every buffer on the way full: our pipe, the CLI's stdout, its WebSocket and the stream's window.
+      await eventually(async () => out.readableLength >= out.readableHighWaterMark, 30_000, 'our end of the pipe to fill');
+      const started = Date.now();
+      const exited = once(c.child, 'exit');
+      c.child.kill('SIGTERM');
+      const [code] = await exited as [number | null];
+      const took = Date.now() - started;
+      out.resume();
+      const r = await c.done;
+      assert.equal(code, 143, r.stderr);
+      assert.ok(took < 1500, `took ${took} ms`);
+      assert.equal(r.stderr, '');
+      let yes: DeviceSession | undefined;
+      await eventually(async () => {
+        yes = (JSON.parse((await run(['device', 'sessions', uuid, '--json'])).stdout) as { result: DeviceSession[] }).result.find((s) => s.target === 'web: yes');
+        return yes?.endedAt !== null && yes?.endedAt !== undefined;
+      }, 15_000, 'the session closed in the log');
+      assert.notEqual(yes?.outcome, 'protocol error', JSON.stringify(yes));
+    });
+
+    it('device ssh -c with 10 MiB of fast output: every byte, the exit status, nothing else on stderr', async () => {
+      for (let i = 0; i < 4; i++) {
+        const r = await run(['device', 'ssh', uuid, 'web', '-c', 'head -c 10485760 /dev/zero; exit 7']);
+        assert.equal(r.code, 7, r.stderr);
+        assert.equal(Buffer.byteLength(r.stdout), 10 * 1024 * 1024);
+        assert.equal(r.stderr, '', `run ${i}`);
+      }
+    });
+  });
+
   describe('device ssh', () => {
     it("--command: stdout and stderr apart, the command's exit status becomes ours", async () => {
       const r = await run(['device', 'ssh', uuid, 'web', '--command', 'echo out; echo err >&2; exit 3']);

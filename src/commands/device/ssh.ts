@@ -30,6 +30,7 @@ An interactive shell gets a terminal whose size follows yours. --command runs on
     const terminals = Boolean(process.stdin.isTTY && process.stdout.isTTY) && !this.jsonEnabled();
     const { isDeviceUuid } = await import('../../lib/cloud/client.js');
     let exitCode: number;
+    let signalled = false;
     if (isDeviceUuid(args.device)) {
       const { cloudExec } = await import('../../lib/cloud/exec.js');
       exitCode = await cloudExec({
@@ -44,7 +45,10 @@ An interactive shell gets a terminal whose size follows yours. --command runs on
         stderr: process.stderr,
         onSignal: (handler) => {
           const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-          const listeners = signals.map((s) => [s, () => handler(s)] as const);
+          const listeners = signals.map((s) => [s, () => {
+            signalled = true;
+            handler(s);
+          }] as const);
           for (const [s, l] of listeners) process.on(s, l);
           return () => {
             for (const [s, l] of listeners) process.off(s, l);
@@ -64,6 +68,9 @@ An interactive shell gets a terminal whose size follows yours. --command runs on
         stderr: process.stderr,
       });
     }
+    // Stopped by a signal, output a stalled reader never took is dropped, as a local command's
+    // would be: oclif would wait 10 s for stdout to drain, then print a stack.
+    if (signalled) process.exit(exitCode);
     process.exitCode = exitCode;
     return { exitCode };
   }

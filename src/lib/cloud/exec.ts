@@ -69,6 +69,8 @@ export async function cloudExec(o: CloudExecOptions): Promise<number> {
       cleanups.push(() => o.stdout.off?.('resize', resize));
     }
     let killedBy: Signal | undefined;
+    const output = { discard: false };
+    const input = { ended: false };
     // In raw mode Ctrl-C is a byte for the remote side; a SIGTERM or SIGHUP still reaches us.
     if (o.onSignal) {
       cleanups.push(o.onSignal((signal) => {
@@ -82,14 +84,24 @@ export async function cloudExec(o: CloudExecOptions): Promise<number> {
         // The signal first, so the remote process ends as it would here; then our close. Both
         // queue behind stdin the remote side may not be reading: closeSoon does not wait for
         // that, and the server's end of the session ends the process anyway.
-        ws.send(encodeControl({ type: 'signal', signal }));
+        // Not after our EOF, which half-closed the stream (the server takes no frame after it):
+        // the server's end of the session ends the process then.
+        if (!input.ended) ws.send(encodeControl({ type: 'signal', signal }));
+        // Output a stalled stdout had not taken is dropped: paused for it, the socket would not
+        // read the server's close either, and the session would end 2 s later as a broken one.
+        output.discard = true;
+        ws.resume();
         closeSoon(ws);
       }));
     }
-    cleanups.push(forwardStdin(o.stdin, ws));
-    const relaying = relayOutput(ws, o.stdout, o.stderr);
+    cleanups.push(forwardStdin(o.stdin, ws, input));
+    const relaying = relayOutput(ws, o.stdout, o.stderr, output);
     ws.resume(); // websocket() hands it over paused, so no early output is lost
-    const ended = await relaying;
+    // Cut short by our own signal, a half-read frame is no protocol error.
+    const ended = await relaying.catch((err: unknown) => {
+      if (killedBy) return { code: TUNNEL_CLOSE.done } as Ended;
+      throw err;
+    });
     if (ended.exit !== undefined) return ended.exit;
     if (killedBy) return 128 + SIGNAL_NUMBERS[killedBy];
     if (ended.error) throw new SkiffError('error', `${name}: ${ended.error}`);
@@ -140,7 +152,7 @@ function sizeOf(out: { columns?: number; rows?: number }): { cols: number; rows:
  * stdin → stdin frames, never faster than the socket takes them (a 1 GiB pipe is read as it is
  * sent); its end → the EOF text message (the remote stdin closes). Returns the unsubscribe.
  */
-function forwardStdin(stdin: CloudExecOptions['stdin'], ws: WebSocket): () => void {
+function forwardStdin(stdin: CloudExecOptions['stdin'], ws: WebSocket, input: { ended: boolean }): () => void {
   const onData = (chunk: Buffer | string): void => {
     if (ws.readyState !== ws.OPEN) return;
     const frames = encodeFrames(EXEC_FRAME.stdin, typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
@@ -151,6 +163,7 @@ function forwardStdin(stdin: CloudExecOptions['stdin'], ws: WebSocket): () => vo
     if (ws.bufferedAmount <= SEND_HIGH_WATER && stdin.isPaused()) stdin.resume();
   };
   const onEnd = (): void => {
+    input.ended = true;
     if (ws.readyState === ws.OPEN) ws.send(EOF_MESSAGE);
   };
   stdin.on('data', onData);
@@ -171,9 +184,10 @@ interface Ended {
 
 /**
  * WebSocket messages → frames → our stdout and stderr. A stdout that does not keep up pauses the
- * socket (nothing piles up here). Resolves when the socket closed.
+ * socket (nothing piles up here); `output.discard` drops what comes after it is set. Resolves when
+ * the socket closed.
  */
-async function relayOutput(ws: WebSocket, stdout: NodeJS.WritableStream, stderr: NodeJS.WritableStream): Promise<Ended> {
+async function relayOutput(ws: WebSocket, stdout: NodeJS.WritableStream, stderr: NodeJS.WritableStream, output: { discard: boolean }): Promise<Ended> {
   const decoder = new FrameDecoder();
   const ended: Ended = { code: 1005 };
   let broken: Error | undefined;
@@ -183,8 +197,10 @@ async function relayOutput(ws: WebSocket, stdout: NodeJS.WritableStream, stderr:
       if (data.toString() === EOF_MESSAGE) decoder.end();
       return;
     }
-    if (decoder.writableEnded) return;
-    if (!decoder.write(data)) {
+    if (decoder.writableEnded || output.discard) return;
+    // Messages already read keep coming for a moment after the pause: one drain listener at a
+    // time (else a fast writer piles them up and Node warns of a leak on the user's stderr).
+    if (!decoder.write(data) && !ws.isPaused) {
       ws.pause();
       decoder.once('drain', () => ws.resume());
     }
@@ -204,6 +220,8 @@ async function relayOutput(ws: WebSocket, stdout: NodeJS.WritableStream, stderr:
   try {
     for await (const frame of decoder as AsyncIterable<ExecFrame>) {
       if (frame.type === EXEC_FRAME.stdout || frame.type === EXEC_FRAME.stderr) {
+        // Frames the decoder held when we were told to drop output (each would wait on stdout).
+        if (output.discard) continue;
         const to = frame.type === EXEC_FRAME.stdout ? stdout : stderr;
         if (!to.write(frame.payload)) await Promise.race([once(to, 'drain'), closed]);
       } else if (frame.type === EXEC_FRAME.control) {

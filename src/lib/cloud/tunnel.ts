@@ -120,7 +120,10 @@ function forward(target: TunnelTarget, spec: PortSpec, socket: net.Socket, emit:
       }
       ws = opened;
       emit({ event: 'connection', ...base });
-      relay(opened, socket, counts, (message) => emit({ event: 'dropped', ...base, message: `port ${base.remote}: ${message}` }), () => emit({ event: 'closed', ...base, ...counts }));
+      // A session we ended (Ctrl-C) did not drop, whatever code its close came with.
+      relay(opened, socket, counts, (message) => {
+        if (!stopped) emit({ event: 'dropped', ...base, message: `port ${base.remote}: ${message}` });
+      }, () => emit({ event: 'closed', ...base, ...counts }));
       // websocket() hands it over paused: a service that speaks first loses nothing.
       opened.resume();
     },
@@ -133,7 +136,12 @@ function forward(target: TunnelTarget, spec: PortSpec, socket: net.Socket, emit:
   );
   return () => {
     stopped = true;
-    if (ws) closeSoon(ws);
+    // A socket paused for a slow local reader would not read the server's close frame either: the
+    // handshake would wait out closeSoon's 2 s and Ctrl-C with it.
+    if (ws) {
+      ws.resume();
+      closeSoon(ws);
+    }
     socket.destroy();
   };
 }

@@ -1,7 +1,7 @@
 /**
  * The agent's side of tunnel sessions (src/lib/agent/cloud/tunnel.ts) against the real engine:
  * a WebSocket pair in the test stands for the event socket, the server's DeviceMuxClient on one
- * end and the agent's serveDeviceMux(tunnelHandler) on the other, so each session is the HTTP/2
+ * end and the agent's serveDeviceMux(tunnelHandler) on the other, so each session is the multiplexed
  * stream the server would open. The services are real containers labelled as the agent labels
  * its own. (The whole path through `skiff server` and the CLI is in the e2e tests.)
  */
@@ -116,7 +116,7 @@ describe('agent tunnel sessions: against the real engine', function () {
     const ws = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}/?hostShell=${hostShell ? 1 : 0}`);
     clients.push(ws);
     await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
-    const client = new DeviceMuxClient(ws, (line) => logged.push(line));
+    const client = new DeviceMuxClient(ws);
     ws.on('message', (data: Buffer, isBinary) => {
       if (isBinary) client.receive(data);
     });

@@ -67,18 +67,8 @@ export class TunnelRefused extends Error {
   }
 }
 
-/** base64url(JSON) of an open request (for logs and tests; OPEN frames carry the JSON itself). */
-export function encodeOpen(open: TunnelOpen): string {
-  return Buffer.from(JSON.stringify(open)).toString('base64url');
-}
-
-/** The open request in its base64url form, or undefined when it is not a valid one. */
-export function decodeOpen(value: string | string[] | undefined): TunnelOpen | undefined {
-  if (typeof value !== 'string' || value.length > 16 * 1024) return undefined;
-  return parseOpen(Buffer.from(value, 'base64url').toString('utf8'));
-}
-
-function parseOpen(text: string): TunnelOpen | undefined {
+/** An OPEN frame's JSON as the one {@link TunnelOpen} it may be, or undefined (the agent answers 400). */
+export function parseOpen(text: string): TunnelOpen | undefined {
   let m: unknown;
   try {
     m = JSON.parse(text);
@@ -336,7 +326,7 @@ export class DeviceMuxClient {
   private nextId = 1;
   private readonly waiting = new Map<number, (status: number, message: string) => void>();
 
-  constructor(ws: WebSocket, _log: (line: string) => void = () => undefined) {
+  constructor(ws: WebSocket) {
     this.core = new MuxCore(ws);
   }
 
@@ -419,7 +409,7 @@ export function refuse(stream: MuxStream, status: number, message: string): void
 }
 
 /** The agent's multiplexer on its event socket `ws`. */
-export function serveDeviceMux(ws: WebSocket, onStream: StreamHandler, _log: (line: string) => void = () => undefined): DeviceMuxServer {
+export function serveDeviceMux(ws: WebSocket, onStream: StreamHandler): DeviceMuxServer {
   const core = new MuxCore(ws);
   return {
     receive(data: Buffer) {

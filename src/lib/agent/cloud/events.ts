@@ -108,7 +108,7 @@ export function startEventChannel(o: EventChannelOptions): EventChannel {
     const ws = new WebSocket(url, { headers: { authorization: `Bearer ${o.deviceApiKey}` }, handshakeTimeout: HANDSHAKE_TIMEOUT_MS, maxPayload: MAX_TUNNEL_MESSAGE_BYTES });
     socket = ws;
     // This connection's tunnel sessions; they end with it.
-    const mux = serveDeviceMux(ws, o.onTunnel ?? ((_open, stream) => stream.respond({ ':status': 503 }, { endStream: true })), (line) => o.log(`Cloud: ${line}`, true));
+    const mux = serveDeviceMux(ws, o.onTunnel ?? ((_open, stream) => stream.respond({ ':status': 503 }, { endStream: true })));
     let openedAt = 0;
     let heard = Date.now();
     const watchdog = setInterval(() => {

@@ -106,7 +106,7 @@ export class DeviceChannels {
   attach(socket: WebSocket, deviceId: number, fleetId: number): void {
     const previous = this.connections.get(deviceId);
     if (previous) previous.socket.close(4000, 'replaced by a newer connection');
-    const connection: Connection = { socket, deviceId, fleetId, alive: true, mux: new DeviceMuxClient(socket, this.log) };
+    const connection: Connection = { socket, deviceId, fleetId, alive: true, mux: new DeviceMuxClient(socket) };
     this.connections.set(deviceId, connection);
     this.send(connection, { type: 'hello', time: Date.now() });
     socket.on('pong', () => {

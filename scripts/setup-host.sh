@@ -13,7 +13,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need=()
 for pkg in docker.io busybox-static qemu-user-static binfmt-support dosfstools mtools fdisk e2fsprogs iproute2 util-linux zstd xz-utils bzip2 zip python3-gi gir1.2-glib-2.0 \
-           docker-registry postgresql haproxy openssl git; do
+           docker-registry postgresql haproxy openssl git xdelta3; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

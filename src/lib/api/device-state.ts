@@ -7,6 +7,7 @@
  * `src/features/device-provisioning/register.ts`. Fields Skiff adds are marked as such.
  */
 import { Type, type Static } from '@sinclair/typebox';
+import { UpdateDownload } from './deltas.js';
 
 const Uuid = Type.String({ pattern: '^[0-9a-f]{7,64}$', description: 'Lower-case hex, 7 to 64 characters.' });
 
@@ -143,6 +144,8 @@ export const DeviceReportV3 = Type.Object({
   update_error: Type.Optional(Type.Union([Type.String({ maxLength: 2000 }), Type.Null()])),
   /** Skiff: a release the device rolled back from, with the reason, or null. */
   rolled_back_from: Type.Optional(Type.Union([Type.Object({ commit: Type.String({ maxLength: 100 }), reason: Type.String({ maxLength: 2000 }) }, { additionalProperties: false }), Type.Null()])),
+  /** Skiff: how the last update's images arrived (delta or pull) and the bytes it took. */
+  update_download: Type.Optional(Type.Union([UpdateDownload, Type.Null()])),
   apps: Type.Optional(Type.Record(Type.String({ maxLength: 100 }), AppReportV3, { maxProperties: 10 })),
 }, { additionalProperties: false });
 export type DeviceReportV3 = Static<typeof DeviceReportV3>;

@@ -2,7 +2,7 @@
  * The cloud API's routes, one table shared by the server (which registers these patterns) and the
  * CLI's and agent's clients (which fill them in). Request and answer bodies are in
  * `resources.ts` (users, fleets, devices, releases, variables, tags) and `device-state.ts`
- * (registration, target state, reports, registry tokens), `builds.ts`, `logs.ts`, `events.ts` and `tunnel.ts`.
+ * (registration, target state, reports, registry tokens), `builds.ts`, `logs.ts`, `events.ts`, `tunnel.ts` and `deltas.ts`.
  *
  * Auth: `Authorization: Bearer <session token | API key>` for users; `Bearer <device key>` for a
  * device; `Bearer <provisioning key>` only for `register`.
@@ -69,6 +69,8 @@ export const ENDPOINTS = {
   register: { method: 'POST', path: '/device/register' }, // RegisterRequest → RegisterResponse (201)
   targetState: { method: 'GET', path: '/device/v3/:uuid/state' }, // → TargetStateV3 (ETag; 304 on If-None-Match)
   report: { method: 'PATCH', path: '/device/v3/state' }, // StateReportV3 (200)
+  delta: { method: 'GET', path: '/api/v3/delta' }, // device: ?DeltaQuery → DeltaAnswer, or 504 DeltaPending (Retry-After) while it is made
+  deltaLayer: { method: 'GET', path: '/api/v3/delta/:id/layers/:index' }, // device: a `delta` layer's file (Range honoured)
   registryToken: { method: 'GET', path: '/auth/v1/token' }, // ?service=&scope= → RegistryTokenResponse
   logBatch: { method: 'POST', path: '/device/v2/:uuid/logs' }, // DeviceLogBatch (204)
   deviceEvents: { method: 'GET', path: '/device/v3/:uuid/events' }, // WebSocket upgrade: ServerToDevice / DeviceToServer

@@ -4,6 +4,7 @@
  * client (types only). Times are ISO 8601 strings in UTC; sizes are bytes unless named otherwise.
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { ReleaseServiceDelta, UpdateDownload } from './deltas.js';
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 const Time = Type.String({ format: 'date-time' });
@@ -141,6 +142,8 @@ export const Device = Type.Object({
   updateStatus: Nullable(Type.String()),
   updateError: Nullable(Type.String()),
   rolledBackFrom: Nullable(Type.Object({ commit: Type.String(), reason: Type.String() })),
+  /** How the last update's images arrived (delta, pull, present) and the bytes, as the device reported; null before its first cloud update. */
+  updateDownload: Type.Optional(Nullable(UpdateDownload)),
   ipAddresses: Type.Array(Type.String()),
   macAddresses: Type.Array(Type.String()),
   osVersion: Nullable(Type.String()),
@@ -174,6 +177,8 @@ export const ReleaseService = Type.Object({
   image: Nullable(Type.String()),
   /** Bytes, as the registry's manifest gives them; null until pushed. */
   size: Nullable(Type.Integer()),
+  /** The delta from the fleet's previous release's image of this service; null when there is none to make (first release, same image). */
+  delta: Type.Optional(Nullable(ReleaseServiceDelta)),
 });
 
 export const Release = Type.Object({

@@ -211,6 +211,35 @@ function tunnels(dialect: Dialect): Migration {
   };
 }
 
+/** Issue 12: delta jobs, and how a device's last update arrived. */
+function deltas(dialect: Dialect): Migration {
+  return {
+    async up(db: AnyDb) {
+      await db.schema.alterTable('devices').addColumn('update_download', 'text').execute();
+      await idColumn(dialect, db.schema.createTable('deltas'))
+        .addColumn('uuid', 'text', (c) => c.notNull().unique())
+        .addColumn('fleet_id', 'integer', (c) => c.notNull().references('fleets.id').onDelete('cascade'))
+        .addColumn('src_repository', 'text', (c) => c.notNull())
+        .addColumn('src_digest', 'text', (c) => c.notNull())
+        .addColumn('dest_repository', 'text', (c) => c.notNull())
+        .addColumn('dest_digest', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('replica', 'text')
+        .addColumn('descriptor', 'text')
+        .addColumn('download_bytes', 'bigint')
+        .addColumn('pull_bytes', 'bigint')
+        .addColumn('reason', 'text')
+        .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .addColumn('used_at', 'text')
+        .addUniqueConstraint('deltas_pair', ['src_repository', 'src_digest', 'dest_repository', 'dest_digest'])
+        .execute();
+      await db.schema.createIndex('deltas_status').on('deltas').columns(['status', 'id']).execute();
+    },
+  };
+}
+
 /** The migrations for `dialect`, by name in the order they run. */
 export function migrationProvider(dialect: Dialect): MigrationProvider {
   return {
@@ -218,6 +247,7 @@ export function migrationProvider(dialect: Dialect): MigrationProvider {
       '0001_initial': initial(dialect),
       '0002_builds_logs': builds(dialect),
       '0003_tunnels': tunnels(dialect),
+      '0004_deltas': deltas(dialect),
     }),
   };
 }

@@ -87,6 +87,8 @@ export interface DevicesTable {
   update_error: string | null;
   /** JSON `{commit, reason}` or null. */
   rolled_back_from: string | null;
+  /** JSON UpdateDownload (api/deltas.ts): how the last update's images arrived (0004). */
+  update_download: string | null;
   /** JSON array of `{name, status, image, downloadProgress}`. */
   services: string;
   memory_usage: number | null;
@@ -216,7 +218,38 @@ export interface DeviceSessionsTable {
   outcome: string | null;
 }
 
+/**
+ * Delta jobs and their results (0004): one row per (source image, target image) pair. The files
+ * live in a replica's `<data dir>/deltas/<uuid>/` cache; a replica without them makes them again.
+ */
+export interface DeltasTable {
+  id: Generated<number>;
+  /** 32 hex digits: the API's delta id. */
+  uuid: string;
+  fleet_id: number;
+  src_repository: string;
+  /** Manifest digest of the source image. */
+  src_digest: string;
+  dest_repository: string;
+  dest_digest: string;
+  status: 'queued' | 'running' | 'done' | 'none' | 'failed';
+  /** The replica making it (running) or that made it. */
+  replica: string | null;
+  /** JSON DeltaDescriptor once done. */
+  descriptor: string | null;
+  download_bytes: number | null;
+  pull_bytes: number | null;
+  /** Why none or failed. */
+  reason: string | null;
+  attempts: number;
+  created_at: string;
+  updated_at: string;
+  /** Last time a device asked for it (eviction: the oldest used go first). */
+  used_at: string | null;
+}
+
 export interface Database {
+  deltas: DeltasTable;
   device_sessions: DeviceSessionsTable;
   builds: BuildsTable;
   build_events: BuildEventsTable;
@@ -241,4 +274,5 @@ export type ReleaseImageRow = Selectable<ReleaseImagesTable>;
 export type VariableRow = Selectable<VariablesTable>;
 export type BuildRow = Selectable<BuildsTable>;
 export type DeviceLogRow = Selectable<DeviceLogsTable>;
+export type DeltaRow = Selectable<DeltasTable>;
 export type NewDevice = Insertable<DevicesTable>;

@@ -5,7 +5,7 @@
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createReadStream, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { closeSync, createReadStream, mkdirSync, openSync, readFileSync, readdirSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
@@ -47,7 +47,7 @@ function save(tag: string, dir: string): Saved {
     config,
     layers: manifest.Layers.map((l, i) => {
       const file = path.join(dir, l);
-      return { diffId: diffIds[i] ?? '', file, size: readFileSync(file).length };
+      return { diffId: diffIds[i] ?? '', file, size: statSync(file).size };
     }),
   };
 }
@@ -104,12 +104,16 @@ async function makeImages(name: string, bigBytes: number): Promise<{ v1: Saved; 
   const dir = scratchDir('skiff-delta-apply-');
   const ctx = path.join(dir, 'ctx');
   mkdirSync(ctx);
-  const big = randomBytes(bigBytes);
-  writeFileSync(path.join(ctx, 'big.bin'), big);
+  // written a MiB at a time: the memory test must not start with the big file in this process
+  const bigFile = path.join(ctx, 'big.bin');
+  const fd = openSync(bigFile, 'w');
+  for (let at = 0; at < bigBytes; at += 1 << 20) writeSync(fd, randomBytes(Math.min(1 << 20, bigBytes - at)));
+  closeSync(fd);
   writeFileSync(path.join(ctx, 'version'), 'v1\n');
   build(ctx, `${name}:v1`, `FROM ${BASE_AMD64}\nCOPY big.bin /big.bin\nCOPY version /version\nCMD ["cat", "/version"]\n`);
-  big.write('a small change in the middle of the big file', Math.floor(bigBytes / 2));
-  writeFileSync(path.join(ctx, 'big.bin'), big);
+  const change = openSync(bigFile, 'r+');
+  writeSync(change, 'a small change in the middle of the big file', Math.floor(bigBytes / 2));
+  closeSync(change);
   writeFileSync(path.join(ctx, 'version'), 'v2\n');
   writeFileSync(path.join(ctx, 'new.txt'), 'a new small layer\n');
   const v2Id = build(ctx, `${name}:v2`, `FROM ${BASE_AMD64}\nCOPY big.bin /big.bin\nCOPY version /version\nCOPY new.txt /new.txt\nCMD ["cat", "/version", "/new.txt"]\n`);
@@ -247,6 +251,46 @@ describe('delta: applyImageDelta on the engine', function () {
     writeFileSync(path.join(tmpDir, 'export-0.part'), 'x');
     await cleanDeltaTmp(tmpDir);
     assert.deepEqual(readdirSync(tmpDir), []);
+  });
+});
+
+describe('delta: applyImageDelta memory with a large layer', function () {
+  this.timeout(600_000);
+  const name = 'skiff-delta-test/big';
+  const BIG = 256 * 1024 * 1024;
+
+  before(async function () {
+    await ensureBaseImages();
+  });
+  after(async function () {
+    await cleanupImages({ label: LABEL });
+  });
+
+  it(`keeps the apply's memory growth under 64 MB for a ${BIG >> 20} MiB layer`, async function () {
+    const images = await makeImages(name, BIG);
+    const made = await describe2(images.v1, images.v2, images.v2Id, images.dir);
+    const gc = (globalThis as { gc?: () => void }).gc;
+    gc?.();
+    const baseline = process.memoryUsage().rss;
+    let peak = baseline;
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, process.memoryUsage().rss);
+    }, 20);
+    const tmpDir = path.join(images.dir, 'tmp-big');
+    const started = Date.now();
+    try {
+      const result = await applyImageDelta(options(name, made, images.v2.config, tmpDir));
+      assert.equal(result.imageId, images.v2Id);
+    } finally {
+      clearInterval(sampler);
+    }
+    peak = Math.max(peak, process.memoryUsage().rss);
+    const growth = (peak - baseline) / 1e6;
+    console.log(`      apply of a ${BIG >> 20} MiB layer: RSS ${Math.round(baseline / 1e6)} MB → peak ${Math.round(peak / 1e6)} MB (+${growth.toFixed(1)} MB) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    assert.ok(growth < 64, `RSS grew ${growth.toFixed(1)} MB`);
+    assert.equal(docker('run', '--rm', '--label', LABEL, `${name}:applied`, 'sh', '-c', 'wc -c < /big.bin'), String(BIG));
+    assert.deepEqual(readdirSync(tmpDir), []);
+    docker('rmi', `${name}:applied`);
   });
 });
 

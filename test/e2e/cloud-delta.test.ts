@@ -236,7 +236,10 @@ describe('agent cloud: delta updates (real server, agent, engine)', function () 
     const d = await runs(next);
     const main = d.updateDownload?.services.main;
     assert.equal(main?.method, 'pull', JSON.stringify(d.updateDownload));
-    assert.ok(main.fallback, 'the report says why no delta was used');
+    // Said in the report and the log: found before asking (the agent's view of the engine was
+    // fresh) or by the apply (it was not).
+    assert.match(main.fallback ?? '', /^(no delta: the engine no longer has|delta failed: source)/);
+    assert.match(agent?.output() ?? '', /Cloud: (main: no delta: the engine no longer has[^\n]*; pulling|delta for main failed \(source[^\n]*\); pulling instead)/);
   });
 
   it('the agent killed mid-apply: started again, it cleans the delta folder and completes the update', async () => {

@@ -281,4 +281,25 @@ describe('agent cloud: delta updates (real server, agent, engine)', function () 
     assert.match(main.fallback ?? '', /^delta failed: disk/);
     assert.match(agent.output(), /Cloud: delta for main failed \(disk[^\n]*\); pulling instead/);
   });
+
+  it('the server refuses a malformed update_download and keeps what the device last reported', async () => {
+    assert.ok(agent);
+    const before = (await device()).updateDownload;
+    assert.ok(before);
+    const key = (JSON.parse(readFileSync(path.join(agent.dataDir, 'config.json'), 'utf8')) as { deviceApiKey: string }).deviceApiKey;
+    const bad: unknown[] = [
+      { commit: 'x', services: { main: { method: 'rsync', downloadedBytes: 1, pullBytes: 1, fallback: null } } },
+      { commit: 'x', services: { main: { method: 'delta', downloadedBytes: -1, pullBytes: 1, fallback: null } } },
+      { commit: 'x', services: { main: { method: 'delta', downloadedBytes: 1, pullBytes: 1, fallback: null, saved: 99 } } },
+      'delta',
+    ];
+    for (const updateDownload of bad) {
+      const res: Response = await fetch(`${server?.url ?? ''}/device/v3/state`, {
+        method: 'PATCH', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ [agent.uuid]: { update_download: updateDownload } }),
+      });
+      assert.equal(res.status, 400, `${JSON.stringify(updateDownload)} refused`);
+    }
+    assert.deepEqual((await device()).updateDownload, before);
+  });
 });

@@ -28,6 +28,9 @@ type Device = Extract<Principal, { kind: 'device' }>;
 
 /** How many deltas one replica makes at once (each runs xdelta3 on a core). */
 export const DELTA_CONCURRENCY = 2;
+/** A failed delta is made again when asked after this long (ms), up to {@link MAX_ATTEMPTS} attempts in all. */
+const RETRY_FAILED_MS = 60_000;
+const MAX_ATTEMPTS = 3;
 /** Queued rows are looked for this often besides wake-ups (another replica queued them). */
 const SWEEP_MS = 60_000;
 
@@ -132,6 +135,11 @@ export async function askDelta(ctx: ServiceContext, device: Device, query: Delta
     return { pending: { status: 'pending', retryAfter: 2 } };
   }
   if (row.status === 'none') return { answer: { status: 'none', reason: row.reason ?? 'no delta helps' } };
+  if (row.status === 'failed' && row.attempts < MAX_ATTEMPTS && ctx.clock().getTime() - Date.parse(row.updated_at) > RETRY_FAILED_MS) {
+    // A fault may have passed (the registry restarting): tried again, a few times at most.
+    await requeue(ctx, row, 'failed');
+    return { pending: { status: 'pending', retryAfter: 2 } };
+  }
   if (row.status === 'failed') return { answer: { status: 'none', reason: `making the delta failed: ${row.reason ?? 'unknown error'}` } };
   return { pending: { status: 'pending', retryAfter: retryAfterSeconds(row, ctx.clock()) } };
 }

@@ -100,7 +100,7 @@ function hasImage(name: string): boolean {
 }
 
 /** Builds v1 and v2 (v2: the big file changed a little, a new small layer), saves both, removes v2. */
-async function makeImages(name: string, bigBytes: number): Promise<{ v1: Saved; v2: Saved; v2Id: string; dir: string }> {
+async function makeImages(name: string, bigBytes: number, reordered = false): Promise<{ v1: Saved; v2: Saved; v2Id: string; v3?: { saved: Saved; id: string }; dir: string }> {
   const dir = scratchDir('skiff-delta-apply-');
   const ctx = path.join(dir, 'ctx');
   mkdirSync(ctx);
@@ -111,6 +111,13 @@ async function makeImages(name: string, bigBytes: number): Promise<{ v1: Saved; 
   closeSync(fd);
   writeFileSync(path.join(ctx, 'version'), 'v1\n');
   build(ctx, `${name}:v1`, `FROM ${BASE_AMD64}\nCOPY big.bin /big.bin\nCOPY version /version\nCMD ["cat", "/version"]\n`);
+  // v3: v1's two layers in the other order (same files, so the same diffIDs), built before they change
+  let v3: { saved: Saved; id: string } | undefined;
+  if (reordered) {
+    const id = build(ctx, `${name}:v3`, `FROM ${BASE_AMD64}\nCOPY version /version\nCOPY big.bin /big.bin\nCMD ["cat", "/version"]\n`);
+    v3 = { saved: save(`${name}:v3`, path.join(dir, 'v3')), id };
+    docker('rmi', `${name}:v3`);
+  }
   const change = openSync(bigFile, 'r+');
   writeSync(change, 'a small change in the middle of the big file', Math.floor(bigBytes / 2));
   closeSync(change);
@@ -121,7 +128,7 @@ async function makeImages(name: string, bigBytes: number): Promise<{ v1: Saved; 
   const v2 = save(`${name}:v2`, path.join(dir, 'v2'));
   docker('rmi', `${name}:v2`);
   assert.ok(!hasImage(v2Id));
-  return { v1, v2, v2Id, dir };
+  return { v1, v2, v2Id, dir, ...(v3 ? { v3 } : {}) };
 }
 
 function options(name: string, made: { delta: DeltaDescriptor; files: Map<number, string>; blobs: Map<string, string> }, config: Buffer, tmpDir: string, extra: Partial<ApplyImageDeltaOptions> = {}): ApplyImageDeltaOptions {
@@ -147,7 +154,7 @@ describe('delta: applyImageDelta on the engine', function () {
   before(async function () {
     await ensureBaseImages();
     await cleanupImages({ label: LABEL });
-    images = await makeImages(name, 8 * 1024 * 1024);
+    images = await makeImages(name, 8 * 1024 * 1024, true);
     made = await describe2(images.v1, images.v2, images.v2Id, images.dir);
   });
   after(async function () {
@@ -193,6 +200,24 @@ describe('delta: applyImageDelta on the engine', function () {
     assert.equal(progress.at(-1), made.delta.downloadBytes);
     assert.equal(docker('image', 'inspect', '--format', '{{.Id}}', `${name}:applied`), images.v2Id);
     assert.equal(docker('run', '--rm', '--label', LABEL, `${name}:applied`), 'v2\na new small layer');
+    assert.deepEqual(readdirSync(tmpDir), []);
+  });
+
+  it('copies present layers out of their place from the export (nothing to download)', async function () {
+    const v3 = images.v3;
+    assert.ok(v3);
+    const v1Layers = images.v1.layers.map((l) => l.diffId);
+    assert.deepEqual(v3.saved.layers.map((l) => l.diffId), [v1Layers[0], v1Layers[2], v1Layers[1]], 'v3 reorders v1\'s layers');
+    const delta: DeltaDescriptor = {
+      ...made.delta,
+      imageId: v3.id,
+      layers: v3.saved.layers.map((l) => ({ source: 'present', diffId: l.diffId, size: l.size })),
+      downloadBytes: 0,
+    };
+    const tmpDir = path.join(images.dir, 'tmp-present');
+    const result = await applyImageDelta(options(name, { ...made, delta }, v3.saved.config, tmpDir));
+    assert.deepEqual(result, { imageId: v3.id, downloadedBytes: 0 });
+    assert.equal(docker('run', '--rm', '--label', LABEL, `${name}:applied`), 'v1');
     assert.deepEqual(readdirSync(tmpDir), []);
   });
 

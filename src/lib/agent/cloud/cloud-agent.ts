@@ -207,7 +207,7 @@ export function startCloud(o: CloudOptions): RunningCloud {
         },
         delta: {
           context: { client, docker: o.docker, proxyHost, tmpDir: deltaTmp, slots: deltaSlots, random, signal: pull.signal },
-          sourceOf: (image) => chooseDeltaSource(image, converted.apps, agent.targetState, agent.currentState?.images),
+          sourceOf: (image) => chooseDeltaSource(image, converted.apps, agent.targetState, agent.currentState?.images, serverHosts),
           onFallback: (image, reason, failed) => log(failed ? `Cloud: delta for ${names(image)} failed (${reason}); pulling instead` : `Cloud: ${names(image)}: ${reason}; pulling`, failed),
         },
       });

@@ -137,7 +137,7 @@ describe('delta: VCDIFF decoder', function () {
     it('refuses a window larger than the limit', async function () {
       const source = await openConcatenatedFiles([file(base)]);
       try {
-        await assertCorrupt(pipeline(Readable.from([delta]), new VcdiffDecoder(source, 1000), new Writable({ write: (_c, _e, cb) => cb() })), /larger than the 1000-byte limit/);
+        await assertCorrupt(pipeline(Readable.from([delta]), new VcdiffDecoder(source, { maxWindow: 1000 }), new Writable({ write: (_c, _e, cb) => cb() })), /larger than the 1000-byte limit/);
       } finally {
         await source.close();
       }

@@ -182,9 +182,20 @@ export class VcdiffDecoder extends Transform {
   /** Bytes of target written so far (for messages). */
   targetBytes = 0;
 
-  constructor(source: RandomAccessSource, private readonly maxWindow = MAX_WINDOW_BYTES) {
+  /** The target window's buffer, reused from window to window when the output goes to a sink. */
+  private window: Buffer | undefined;
+
+  /**
+   * @param sink where each target window goes instead of the readable side: awaited, and its
+   *   buffer reused once it resolves (no garbage per window; write it, do not keep it)
+   */
+  constructor(source: RandomAccessSource, private readonly options: { maxWindow?: number; sink?: (window: Buffer) => Promise<void> } = {}) {
     super({ readableHighWaterMark: 1 });
     this.source = new CachedSource(source);
+  }
+
+  private get maxWindow(): number {
+    return this.options.maxWindow ?? MAX_WINDOW_BYTES;
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
@@ -224,7 +235,9 @@ export class VcdiffDecoder extends Transform {
       }
       this.windows++;
       this.targetBytes += target.length;
-      if (target.length > 0) this.push(target);
+      if (target.length === 0) continue;
+      if (this.options.sink) await this.options.sink(target);
+      else this.push(target);
     }
   }
 
@@ -306,7 +319,11 @@ export class VcdiffDecoder extends Transform {
     const inst = new Section(encoding, dataStart + dataLen, dataStart + dataLen + instLen, `window ${n} instructions`);
     const addr = new Section(encoding, dataStart + dataLen + instLen, encoding.length, `window ${n} addresses`);
 
-    const target = Buffer.allocUnsafe(targetLen);
+    let target: Buffer;
+    if (this.options.sink) {
+      if (!this.window || this.window.length < targetLen) this.window = Buffer.allocUnsafe(targetLen);
+      target = this.window.subarray(0, targetLen);
+    } else target = Buffer.allocUnsafe(targetLen);
     let pos = 0;
     const near = new Array<number>(S_NEAR).fill(0);
     let nextNear = 0;

@@ -166,6 +166,17 @@ describe('delta: VCDIFF decoder', function () {
       assert.ok(failures > 0);
     });
 
+    it('never hangs or throws anything but corrupt on random bytes after the header', async function () {
+      for (let i = 0; i < 300; i++) {
+        const junk = Buffer.concat([Buffer.from([0xd6, 0xc3, 0xc4, 0x00, 0x00]), randomBytes(1 + (i % 60))]);
+        try {
+          await decode([base], junk, 1 + (i % 7));
+        } catch (err) {
+          assert.ok(err instanceof DeltaApplyError && err.failure === 'corrupt', String(err));
+        }
+      }
+    });
+
     it('refuses a stream with trailing garbage', async function () {
       await assertCorrupt(decode([base], Buffer.concat([delta, Buffer.from([0x01, 0x02])])));
     });

@@ -14,14 +14,6 @@ export interface RandomAccessSource {
   close(): Promise<void>;
 }
 
-/** An empty source (a patch that only adds and copies from its own target). */
-export const EMPTY_SOURCE: RandomAccessSource = {
-  size: 0,
-  read: (position, length) => (length === 0 ? Promise.resolve(Buffer.alloc(0)) : Promise.reject(new RangeError(`source read at ${position} past its end (0 bytes)`))),
-  readInto: (position, length) => (length === 0 ? Promise.resolve() : Promise.reject(new RangeError(`source read at ${position} past its end (0 bytes)`))),
-  close: () => Promise.resolve(),
-};
-
 /**
  * Opens `paths` as one source, their bytes one after the other (`xdelta3 -s` of their concatenation).
  * @throws the open's error (ENOENT …); files opened so far are closed

@@ -1,8 +1,8 @@
 /**
  * A streaming VCDIFF decoder (RFC 3284) for the patches `xdelta3 -e -S none -A` writes: the delta
  * bytes come in as a stream, the target bytes go out window by window, and the source is read by
- * position on demand — memory stays at one delta window and one target window (xdelta3's `-W`,
- * 8 MiB at most) plus a small source block cache, whatever the layer's size.
+ * position on demand — memory stays at one delta window and one target window (xdelta3's `-W`:
+ * 8 MiB by default, 16 MiB at most) plus a small source block cache, whatever the layer's size.
  *
  * Supported: the default code table, the near/same address cache, VCD_SOURCE windows, and
  * xdelta3's Adler-32 extension (Win_Indicator bit 0x04: the target window's checksum, verified).

@@ -71,7 +71,7 @@ async function describe2(v1: Saved, v2: Saved, imageId: string, dir: string): Pr
       const made = await makeDeltaFile(bases.map((b) => b.file), l.file, out);
       files.set(i, out);
       downloadBytes += made.bytes;
-      layers.push({ source: 'delta', diffId: l.diffId, size: l.size, bases: bases.map((b) => b.diffId), bytes: made.bytes, sha256: made.sha256 });
+      layers.push({ source: 'delta', diffId: l.diffId, size: l.size, bases: bases.map((b) => b.diffId), baseSizes: bases.map((b) => b.size), bytes: made.bytes, sha256: made.sha256 });
     } else {
       const out = path.join(dir, `blob-${i}.gz`);
       writeFileSync(out, gzipSync(readFileSync(l.file)));

@@ -203,6 +203,7 @@ describe('skiff server deltas (SQLite)', function () {
     const delta = d.layers[1];
     assert.ok(delta?.source === 'delta');
     assert.deepEqual(delta.bases, [sha(images.v1.layers[1] as Buffer)], 'the app layer is encoded against the old app layer alone');
+    assert.deepEqual(delta.baseSizes, [(images.v1.layers[1] as Buffer).length], 'the device finds its bases in its export by their sizes');
     const pull = d.layers[2];
     assert.ok(pull?.source === 'pull');
     assert.equal(pull.mediaType, 'application/vnd.docker.image.rootfs.diff.tar.gzip');

@@ -39,6 +39,12 @@ export const DeltaLayer = Type.Union([
     size: Type.Integer({ minimum: 0 }),
     /** diffIDs of `src` layers whose tars, concatenated in this order, are the patch's source. */
     bases: Type.Array(Digest, { minItems: 1, maxItems: 16 }),
+    /**
+     * Uncompressed bytes of each base, in the order of `bases`: the device picks them out of its
+     * engine's export by size (Docker's legacy save names layers by a v1 id, not the diffID), so
+     * no other layer of the source image is written to its disk.
+     */
+    baseSizes: Type.Optional(Type.Array(Type.Integer({ minimum: 0 }), { maxItems: 16 })),
     /** Bytes of the file to download (Brotli-compressed VCDIFF). */
     bytes: Type.Integer({ minimum: 0 }),
     /** sha256 of that file: a corrupt download is found before the patch is applied. */

@@ -160,7 +160,11 @@ async function apply(o: ApplyImageDeltaOptions): Promise<{ imageId: string; down
   const wanted = new Map<string, WantedLayer>();
   delta.layers.forEach((layer, i) => {
     if (layer.source === 'present' && i >= prefix) wanted.set(layer.diffId, { file: layerFile(layer.diffId), size: layer.size });
-    if (layer.source === 'delta') for (const b of layer.bases) if (!wanted.has(b)) wanted.set(b, { file: layerFile(b) });
+    if (layer.source === 'delta') {
+      layer.bases.forEach((b, j) => {
+        if (!wanted.has(b)) wanted.set(b, { file: layerFile(b), size: layer.baseSizes?.[j] });
+      });
+    }
   });
   if (wanted.size > 0) {
     let exported: Readable;

@@ -158,7 +158,8 @@ export function finishDelta(input: {
     if (plan.kind === 'encode') anyBases = true;
     if (plan.kind === 'encode' && encoded && encoded.bytes < blob.bytes) {
       const bases = plan.bases.map((b) => input.source[b]?.diffId ?? '');
-      layers.push({ source: 'delta', diffId: layer.diffId, size: layer.size, bases, bytes: encoded.bytes, sha256: encoded.sha256 });
+      const baseSizes = plan.bases.map((b) => input.source[b]?.size ?? 0);
+      layers.push({ source: 'delta', diffId: layer.diffId, size: layer.size, bases, baseSizes, bytes: encoded.bytes, sha256: encoded.sha256 });
       keep.push(index);
       downloadBytes += encoded.bytes;
       return;

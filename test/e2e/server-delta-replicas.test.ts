@@ -102,6 +102,7 @@ describe('deltas across replicas (postgres)', function () {
     await waitFor(() => expected.every((line) => downloadLines(b as StartedServer, fleet.device.uuid).some((l) => l.endsWith(line))), `B's download lines\n${b.output()}`);
     assert.equal(downloadLines(b, fleet.device.uuid).length, 3, downloadLines(b, fleet.device.uuid).join('\n'));
     assert.deepEqual(downloadLines(a, fleet.device.uuid), [], 'A does not count a relayed download');
+    await waitFor(() => a?.output().includes(`[delta] served ${layer.bytes} bytes of ${layerPath()} to device ${fleet.device.uuid} through another replica (counted there)`), 'A\'s trace of the relayed download');
 
     // A key that is no device's is refused before anything is relayed.
     assert.equal((await download(b.url, 'not-a-device-key', delta.id, index)).status, 401);

@@ -80,9 +80,9 @@ export async function registerDeltaRoutes(app: SkiffApp, ctx: ServiceContext, ki
     const source = await deltaLayerFile(ctx, identity.principal, id, Number(req.params.index), relayed);
     const retry = (seconds: number, message: string): typeof reply => reply.code(503).header('retry-after', String(seconds)).header('cache-control', 'no-store')
       .send({ statusCode: 503, error: 'Service Unavailable', message });
-    if (source.kind === 'retry') return retry(source.retryAfter, `delta ${id} is being made on this server; retry after ${source.retryAfter} s`);
+    if (source.kind === 'retry') return retry(source.retryAfter, `delta ${id} is being made again; retry after ${source.retryAfter} s`);
 
-    /** Counts the bytes sent and logs the download line when the response ends (not for a relayed request: the relaying replica counts it). */
+    /** Counts the bytes sent and logs the download line when the response ends (for a relayed request, the relaying replica's line is the count). */
     const counted = (body: Readable): Readable => {
       let sent = 0;
       const counter = new Transform({
@@ -91,7 +91,8 @@ export async function registerDeltaRoutes(app: SkiffApp, ctx: ServiceContext, ki
           done(null, chunk);
         },
       });
-      if (!relayed) reply.raw.once('close', () => ctx.log(`[download] device ${identity.principal.uuid} delta ${sent} ${path}`));
+      // Anyone may send the relay header, so the maker still leaves a trace, in a line that is not a count.
+      reply.raw.once('close', () => ctx.log(relayed ? `[delta] served ${sent} bytes of ${path} to device ${identity.principal.uuid} through another replica (counted there)` : `[download] device ${identity.principal.uuid} delta ${sent} ${path}`));
       // A read error (the file evicted under us, the maker gone) ends the response early; the device resumes or falls back.
       return pipeline(body, counter, () => undefined);
     };

@@ -69,8 +69,8 @@ export async function registerDeltaRoutes(app: SkiffApp, ctx: ServiceContext, ki
 
   app.get(ENDPOINTS.deltaLayer.path, {
     schema: kit.schema({
-      summary: 'A delta layer\'s file: Brotli-compressed VCDIFF (Range honoured)',
-      security: kit.auth, params: DeltaFileParams, response: { 200: Type.Unknown(), 206: Type.Unknown(), 416: Type.Unknown(), 503: Type.Unknown() },
+      summary: 'A delta layer\'s file: Brotli-compressed VCDIFF (Range honoured; 503 + Retry-After while it is made again)',
+      security: kit.auth, params: DeltaFileParams, response: { 200: Type.Unknown(), 206: Type.Unknown(), 416: Type.Unknown() },
     }),
   }, async (req, reply) => {
     const identity = await kit.deviceOf(req);

@@ -168,7 +168,7 @@ export async function askDelta(ctx: ServiceContext, device: Device, query: Delta
 
 /**
  * Where a delta layer's download comes from: a file here (`bytes` long), the replica that made
- * it (relay the request to `replicaUrl`), or nowhere yet (`retry`: it is being made again here;
+ * it (relay the request to `replicaUrl`), or nowhere yet (`retry`: it is being made again;
  * answer 503 with `retryAfter` seconds).
  */
 export type DeltaLayerSource =

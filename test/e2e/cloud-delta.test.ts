@@ -13,13 +13,14 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync, closeSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync, closeSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { DeltaAnswer } from '../../src/lib/api/deltas.js';
 import type { Device, Release } from '../../src/lib/api/resources.js';
 import { eventually, startAgent, status, stopAgents, type TestAgent } from '../support/agent.js';
 import { runCli } from '../support/cli.js';
-import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, TEST_LABEL } from '../support/engine.js';
+import { cleanupImages, docker, ensureBaseImages, TEST_LABEL } from '../support/engine.js';
+import { writeDeltaProject } from '../support/delta-project.js';
 import { ADMIN, startServer, type StartedServer } from '../support/server.js';
 import { scratchDir } from '../support/tmp.js';
 import { waitFor } from '../support/wait.js';
@@ -49,26 +50,8 @@ describe('agent cloud: delta updates (real server, agent, engine)', function () 
     return (text ? JSON.parse(text) : undefined) as T;
   };
 
-  /**
-   * The next version of the project: v1 gets DATA_BYTES of random data; each later one changes
-   * 4 KB of it at a random place and the small code file.
-   */
-  const nextProject = (): void => {
-    version++;
-    const data = path.join(project, 'data.bin');
-    if (version === 1) {
-      const fd = openSync(data, 'w');
-      for (let i = 0; i < DATA_BYTES; i += 1024 * 1024) writeSync(fd, randomBytes(1024 * 1024));
-      closeSync(fd);
-    } else {
-      copyFileSync(data, `${data}.old`);
-      const fd = openSync(data, 'r+');
-      writeSync(fd, randomBytes(4096), 0, 4096, Math.floor(Math.random() * (DATA_BYTES - 4096)));
-      closeSync(fd);
-    }
-    writeFileSync(path.join(project, 'code.txt'), `version ${version} ${randomBytes(8).toString('hex')}\n`);
-    writeFileSync(path.join(project, 'Dockerfile'), `FROM ${BASE_AMD64}\nCOPY data.bin /data.bin\nCOPY code.txt /code.txt\nLABEL ${TEST_LABEL}=${LABEL_VALUE}\n`);
-  };
+  /** The next version of the project (support/delta-project.ts). */
+  const nextProject = (): void => writeDeltaProject(project, ++version, DATA_BYTES, LABEL_VALUE);
 
   /** Builds the project, pushes it to the server's registry, removes the local copy; the digest and image ID. */
   const pushImage = async (repository: string, tag: string): Promise<{ digest: string; imageId: string }> => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CloudHttpError, createCloudClient } from '../../src/lib/agent/cloud/client.js';
-import { Slots, updateByDelta, type DeltaContext } from '../../src/lib/agent/cloud/delta.js';
+import { Slots, updateByDelta, waitingOutUnavailable, type DeltaContext } from '../../src/lib/agent/cloud/delta.js';
 import { localImageName } from '../../src/lib/agent/cloud/target.js';
 import { connectLiteEngine } from '../../src/lib/docker/engine-lite.js';
 
@@ -105,6 +105,31 @@ describe('agent cloud client: deltas over node:http', function () {
     await assert.rejects((async () => {
       for await (const _ of stream) void _;
     })());
+  });
+
+  it('a 503 or 504 on a download (the files being made again) waits its Retry-After before failing, for the next resume; a 404 fails at once', async () => {
+    let status = 503;
+    handle = (_req, res) => res.writeHead(status, { 'retry-after': '1', 'content-type': 'application/json' }).end(JSON.stringify({ message: 'being made on this server' }));
+    const client = createCloudClient(base, 'u1', 'key1');
+    const fetch = waitingOutUnavailable((index, offset, signal) => client.deltaLayer('0123456789abcdef', index, offset, signal));
+    for (const s of [503, 504]) {
+      status = s;
+      const started = Date.now();
+      await assert.rejects(fetch(1, 0, new AbortController().signal), (err: unknown) => err instanceof CloudHttpError && err.status === s);
+      assert.ok(Date.now() - started >= 1000, `${s}: waited its Retry-After`);
+    }
+    status = 404;
+    const started = Date.now();
+    await assert.rejects(fetch(1, 0, new AbortController().signal), (err: unknown) => err instanceof CloudHttpError && err.status === 404);
+    assert.ok(Date.now() - started < 1000, 'a 404 does not wait');
+    // A newer target ends the wait at once.
+    status = 503;
+    handle = (_req, res) => res.writeHead(503, { 'retry-after': '30' }).end();
+    const abort = new AbortController();
+    setTimeout(() => abort.abort(new Error('superseded')), 100);
+    const waiting = Date.now();
+    await assert.rejects(fetch(1, 0, abort.signal), /superseded/);
+    assert.ok(Date.now() - waiting < 5000);
   });
 
   describe('asking until the delta is made (updateByDelta)', () => {

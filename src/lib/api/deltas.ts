@@ -13,7 +13,8 @@
  *   xdelta3 writes it, Brotli-compressed, against the concatenation of `bases`, layers of `src`
  *   by diffID) or `pull` (the layer's own blob from the registry: its delta was not smaller).
  * - **Downloading**: `GET /api/v3/delta/:id/layers/:index` streams a `delta` layer's file
- *   (`Range` honoured, so a broken download resumes); the server counts the bytes it sends.
+ *   (`Range` honoured, so a broken download resumes); the server counts the bytes it sends. 503
+ *   with `Retry-After` while the file is made again (the replica that made it is gone): retry then.
  * - **Checking**: the device verifies every assembled layer's sha256 against its diffID and the
  *   loaded image's ID against the release's config digest; anything else falls back to a pull.
  */

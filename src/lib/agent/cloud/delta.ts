@@ -18,7 +18,7 @@ import type { Readable } from 'node:stream';
 import type { ServiceDownload, UpdateDownload } from '../../api/deltas.js';
 import type { LocalTargetStateJson } from '../../device-api/wire.js';
 import type { EngineClient } from '../../docker/engine-lite.js';
-import type { CloudClient } from './client.js';
+import { CloudHttpError, type CloudClient } from './client.js';
 import type { CloudApp, CloudImage } from './target.js';
 
 /** Delta applies at once, at most (balena's rule: each reads a source image and writes layers). */
@@ -102,6 +102,29 @@ export function deltaRetryMs(retryAfterMs: number, waitedMs: number, random: num
   return waitedMs + wait > maxWaitMs ? undefined : wait;
 }
 
+/** A `delta` layer's download from `offset` bytes (as applyImageDelta's `fetchDeltaLayer`). */
+export type LayerFetch = (index: number, offset: number, signal: AbortSignal) => Promise<Readable>;
+
+/**
+ * `fetch`, except that a 503 or 504 (the replica asked is making the delta's files again, their
+ * maker being gone; or a proxy's timeout) waits the answer's Retry-After, bounded to
+ * {@link MIN_DELTA_RETRY_MS}–{@link MAX_DELTA_RETRY_MS} (5 s without one), before it fails: the
+ * apply's next resume, one of its few, then asks once the files may be there. Other failures
+ * fail at once; `signal` ends the wait (rejecting with its reason).
+ */
+export function waitingOutUnavailable(fetch: LayerFetch): LayerFetch {
+  return async (index, offset, signal) => {
+    try {
+      return await fetch(index, offset, signal);
+    } catch (err) {
+      if (err instanceof CloudHttpError && (err.status === 503 || err.status === 504)) {
+        await abortableSleep(Math.min(MAX_DELTA_RETRY_MS, Math.max(MIN_DELTA_RETRY_MS, err.retryAfterMs ?? 5000)), signal);
+      }
+      throw err;
+    }
+  };
+}
+
 /** A counting semaphore: at most `limit` holders at once, the others wait in order. */
 export class Slots {
   private used = 0;
@@ -182,7 +205,7 @@ export async function updateByDelta(ctx: DeltaContext, image: CloudImage, source
       const config = await imageConfig(ctx.proxyHost, image, ctx.signal);
       return applyImageDelta({
         docker: ctx.docker, source: source.local, delta, config, tmpDir: ctx.tmpDir, tag: image.local, signal: ctx.signal,
-        fetchDeltaLayer: (index, offset, signal) => ctx.client.deltaLayer(delta.id, index, offset, signal),
+        fetchDeltaLayer: waitingOutUnavailable((index, offset, signal) => ctx.client.deltaLayer(delta.id, index, offset, signal)),
         fetchBlob: (digest, offset, signal) => proxyGet(ctx.proxyHost, `/v2/${image.repository}/blobs/${digest}`, signal, offset > 0 ? { range: `bytes=${offset}-` } : {}, offset > 0 ? 206 : 200),
         onProgress: (bytes, total) => {
           downloaded = bytes;

@@ -225,6 +225,7 @@ function deltas(dialect: Dialect): Migration {
         .addColumn('dest_digest', 'text', (c) => c.notNull())
         .addColumn('status', 'text', (c) => c.notNull())
         .addColumn('replica', 'text')
+        .addColumn('replica_url', 'text')
         .addColumn('descriptor', 'text')
         .addColumn('download_bytes', 'bigint')
         .addColumn('pull_bytes', 'bigint')

@@ -235,6 +235,8 @@ export interface DeltasTable {
   status: 'queued' | 'running' | 'done' | 'none' | 'failed';
   /** The replica making it (running) or that made it. */
   replica: string | null;
+  /** The maker's `--replica-url` once done (PostgreSQL): other replicas relay its files from there. Null on SQLite. */
+  replica_url: string | null;
   /** JSON DeltaDescriptor once done. */
   descriptor: string | null;
   download_bytes: number | null;

@@ -5,8 +5,14 @@
  * replica's {@link DeltaWorker} claims queued rows with one conditional UPDATE, makes them
  * (deltas/generate.ts) and marks them done, none or failed. Rows a dead replica left `running` go
  * back to `queued` (at start, and when a device asks); a `done` row whose files this replica lacks
- * (made by another replica, or evicted) is queued for this replica alone (`replica` set on a
- * queued row) and made again here.
+ * (evicted, or made by a replica that is gone) is queued for this replica alone (`replica` set on
+ * a queued row) and made again here.
+ *
+ * Several replicas (PostgreSQL): a done row records its maker's `--replica-url`. While the maker is
+ * live, a replica without the files answers the delta ready all the same and relays the layer
+ * downloads to the maker (routes/deltas.ts, header `x-skiff-relayed`, never relayed twice); when
+ * the maker is gone, or the relay fails before a byte, the delta is made again here and the device
+ * is told to retry (503 + Retry-After on a download).
  *
  * Downloads are counted in the server's log, one line per response to a device when it ends:
  * `[download] device <device uuid> delta <bytes sent> <path>` (see routes/deltas.ts; the registry
@@ -85,7 +91,7 @@ async function queuePair(ctx: ServiceContext, fleetId: number, src: ImageName, d
   try {
     await ctx.db.insertInto('deltas').values({
       uuid: randomBytes(16).toString('hex'), fleet_id: fleetId, src_repository: src.repository, src_digest: src.digest,
-      dest_repository: dest.repository, dest_digest: dest.digest, status: 'queued', replica: null, descriptor: null,
+      dest_repository: dest.repository, dest_digest: dest.digest, status: 'queued', replica: null, replica_url: null, descriptor: null,
       download_bytes: null, pull_bytes: null, reason: null, attempts: 0, created_at: now, updated_at: now, used_at: null,
     }).execute();
     ctx.deltas?.wake();
@@ -116,6 +122,16 @@ async function makerIsGone(ctx: ServiceContext, row: DeltaRow): Promise<boolean>
 }
 
 /**
+ * True when another replica made `row` and serves its files: it is live (PostgreSQL: its event
+ * listener is connected) and has a URL that is not ours.
+ */
+async function makerServes(ctx: ServiceContext, row: DeltaRow): Promise<boolean> {
+  if (ctx.dialect !== 'postgres' || row.replica === null || row.replica === ctx.options.replicaId) return false;
+  if (row.replica_url === null || row.replica_url === ctx.options.replicaUrl) return false;
+  return (await liveReplicas(ctx)).includes(row.replica);
+}
+
+/**
  * `GET /api/v3/delta`: the answer for the device's pair, queuing it when missing (or when this
  * replica lacks a done delta's files). 404 for an image that is not one of the device's fleet's
  * release images; 400 when src and dest are the same image.
@@ -131,7 +147,8 @@ export async function askDelta(ctx: ServiceContext, device: Device, query: Delta
   }
   if (row.status === 'done') {
     const descriptor = parseDescriptor(row);
-    if (descriptor && await folderBytes(ctx.options.dataDir, row.uuid, fileIndexes(descriptor)) !== undefined) {
+    // Files here, or on the live replica that made them (its downloads are relayed there).
+    if (descriptor && (await folderBytes(ctx.options.dataDir, row.uuid, fileIndexes(descriptor)) !== undefined || await makerServes(ctx, row))) {
       await ctx.db.updateTable('deltas').set({ used_at: isoNow(ctx) }).where('id', '=', row.id).execute();
       // The asked names, not the stored ones: the device matches the answer to its question.
       return { answer: { status: 'ready', delta: { ...descriptor, src: query.src, dest: query.dest } } };
@@ -150,17 +167,44 @@ export async function askDelta(ctx: ServiceContext, device: Device, query: Delta
 }
 
 /**
- * The file of layer `index` of delta `id` for the device: 404 for an unknown id, another fleet's
- * delta, a layer without a file, or files this replica does not have.
+ * Where a delta layer's download comes from: a file here (`bytes` long), the replica that made
+ * it (relay the request to `replicaUrl`), or nowhere yet (`retry`: it is being made again;
+ * answer 503 with `retryAfter` seconds).
  */
-export async function deltaLayerFile(ctx: ServiceContext, device: Device, id: string, index: number): Promise<{ file: string; bytes: number }> {
+export type DeltaLayerSource =
+  | { kind: 'file'; file: string; bytes: number }
+  | { kind: 'maker'; replicaUrl: string }
+  | { kind: 'retry'; retryAfter: number };
+
+/**
+ * Where the device gets layer `index` of delta `id`. 404 for an unknown id, another fleet's delta
+ * or a layer without a file; and, for a request another replica relayed here (`relayed`), for
+ * files this replica does not have (never relayed twice). Otherwise files missing here come from
+ * their live maker, or the delta is queued to be made here (`retry`).
+ */
+export async function deltaLayerFile(ctx: ServiceContext, device: Device, id: string, index: number, relayed = false): Promise<DeltaLayerSource> {
   const row = await ctx.db.selectFrom('deltas').selectAll().where('uuid', '=', id).executeTakeFirst();
-  if (!row || row.fleet_id !== device.fleetId || row.status !== 'done') throw notFound(`delta ${id}`);
+  // A delta being made again (it has a descriptor from when it was done) is worth waiting for.
+  const remaking = (row?.status === 'queued' || row?.status === 'running') && row.descriptor !== null;
+  if (!row || row.fleet_id !== device.fleetId || (row.status !== 'done' && !remaking)) throw notFound(`delta ${id}`);
   const layer = parseDescriptor(row)?.layers[index];
   if (layer?.source !== 'delta') throw notFound(`layer ${index} of delta ${id}`);
   const bytes = await folderBytes(ctx.options.dataDir, id, [index]);
-  if (bytes === undefined) throw notFound(`layer ${index} of delta ${id} on this server`);
-  return { file: deltaFile(ctx.options.dataDir, id, index), bytes };
+  if (bytes !== undefined) return { kind: 'file', file: deltaFile(ctx.options.dataDir, id, index), bytes };
+  if (relayed) throw notFound(`layer ${index} of delta ${id} on this server`);
+  if (remaking) return { kind: 'retry', retryAfter: retryAfterSeconds(row, ctx.clock()) };
+  if (row.replica_url !== null && await makerServes(ctx, row)) return { kind: 'maker', replicaUrl: row.replica_url };
+  return { kind: 'retry', retryAfter: await remakeHere(ctx, id) };
+}
+
+/**
+ * Queues done delta `id` to be made again on this replica (its files are not here and its maker
+ * does not serve them: gone, or a relay to it failed); answers the seconds the device should wait.
+ */
+export async function remakeHere(ctx: ServiceContext, id: string): Promise<number> {
+  const row = await ctx.db.selectFrom('deltas').selectAll().where('uuid', '=', id).executeTakeFirst();
+  if (row?.status === 'done') await requeue(ctx, row, 'done', true);
+  return 2;
 }
 
 /** The fleet's last successful release before `releaseId`, with its images by service. */
@@ -312,7 +356,9 @@ export class DeltaWorker implements DeltaRuntime {
       const { outcome, ms } = await generateDelta({ id: row.uuid, src, dest, dataDir: ctx.options.dataDir, registry: ctx.registry, signal: this.abort.signal });
       if (outcome.kind === 'ready') {
         const d = outcome.descriptor;
-        await mine.set({ status: 'done', descriptor: JSON.stringify(d), download_bytes: d.downloadBytes, pull_bytes: d.pullBytes, reason: null, updated_at: isoNow(ctx) }).execute();
+        // The URL other replicas relay downloads to; a single server (SQLite) relays nothing.
+        const replicaUrl = ctx.dialect === 'postgres' ? ctx.options.replicaUrl ?? null : null;
+        await mine.set({ status: 'done', replica_url: replicaUrl, descriptor: JSON.stringify(d), download_bytes: d.downloadBytes, pull_bytes: d.pullBytes, reason: null, updated_at: isoNow(ctx) }).execute();
         ctx.log(`[delta] ${row.uuid} ready in ${(ms / 1000).toFixed(1)} s: ${megabytes(d.downloadBytes)} vs ${megabytes(d.pullBytes)} pull (${d.layers.map((l) => l.source).join(', ')})`);
         await this.evict(row.uuid);
       } else {

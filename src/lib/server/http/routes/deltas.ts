@@ -4,15 +4,19 @@
  * This module also owns the replica's delta worker: started once the server listens (the registry
  * is set by then), stopped when it closes.
  *
- * Each layer-file response logs, when it ends, `[download] device <device uuid> delta <bytes sent> <path>`.
+ * Each layer-file response logs, when it ends, `[download] device <device uuid> delta <bytes sent> <path>`
+ * on the replica the device talks to: a download relayed from the replica that made the delta
+ * (deltas/relay.ts) is counted by the relaying replica, not again by the maker.
  */
 import { createReadStream } from 'node:fs';
-import { pipeline, Transform } from 'node:stream';
+import type { IncomingMessage } from 'node:http';
+import { pipeline, Transform, type Readable } from 'node:stream';
 import { Type } from '@sinclair/typebox';
 import { ENDPOINTS } from '../../../api/endpoints.js';
 import { DeltaAnswer, DeltaFileParams, DeltaPending, DeltaQuery } from '../../../api/deltas.js';
 import type { ServiceContext } from '../../services/context.js';
-import { askDelta, deltaLayerFile, DeltaWorker } from '../../services/deltas.js';
+import { askDelta, deltaLayerFile, DeltaWorker, remakeHere } from '../../services/deltas.js';
+import { askMaker, DELTA_RELAYED_HEADER } from '../../deltas/relay.js';
 import type { RouteKit, SkiffApp } from '../app.js';
 
 /** A byte range to send: inclusive offsets. */
@@ -65,37 +69,72 @@ export async function registerDeltaRoutes(app: SkiffApp, ctx: ServiceContext, ki
 
   app.get(ENDPOINTS.deltaLayer.path, {
     schema: kit.schema({
-      summary: 'A delta layer\'s file: Brotli-compressed VCDIFF (Range honoured)',
+      summary: 'A delta layer\'s file: Brotli-compressed VCDIFF (Range honoured; 503 + Retry-After while it is made again)',
       security: kit.auth, params: DeltaFileParams, response: { 200: Type.Unknown(), 206: Type.Unknown(), 416: Type.Unknown() },
     }),
   }, async (req, reply) => {
     const identity = await kit.deviceOf(req);
     const { id } = req.params;
-    const { file, bytes } = await deltaLayerFile(ctx, identity.principal, id, Number(req.params.index));
+    const relayed = req.headers[DELTA_RELAYED_HEADER] !== undefined;
+    const path = req.url.split('?')[0] ?? '';
+    const source = await deltaLayerFile(ctx, identity.principal, id, Number(req.params.index), relayed);
+    const retry = (seconds: number, message: string): typeof reply => reply.code(503).header('retry-after', String(seconds)).header('cache-control', 'no-store')
+      .send({ statusCode: 503, error: 'Service Unavailable', message });
+    if (source.kind === 'retry') return retry(source.retryAfter, `delta ${id} is being made again; retry after ${source.retryAfter} s`);
+
+    /** Counts the bytes sent and logs the download line when the response ends (for a relayed request, the relaying replica's line is the count). */
+    const counted = (body: Readable): Readable => {
+      let sent = 0;
+      const counter = new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          sent += chunk.length;
+          done(null, chunk);
+        },
+      });
+      // Anyone may send the relay header, so the maker still leaves a trace, in a line that is not a count.
+      reply.raw.once('close', () => ctx.log(relayed ? `[delta] served ${sent} bytes of ${path} to device ${identity.principal.uuid} through another replica (counted there)` : `[download] device ${identity.principal.uuid} delta ${sent} ${path}`));
+      // A read error (the file evicted under us, the maker gone) ends the response early; the device resumes or falls back.
+      return pipeline(body, counter, () => undefined);
+    };
+
+    if (source.kind === 'maker') {
+      const abort = new AbortController();
+      reply.raw.once('close', () => abort.abort());
+      const answer = await askMaker(source.replicaUrl, path, { authorization: req.headers.authorization, range: req.headers.range }, abort.signal);
+      if (!answer.ok) {
+        ctx.log(`[delta] relaying ${path} failed: ${answer.reason}; making it on this server`);
+        const seconds = await remakeHere(ctx, id);
+        return retry(seconds, `delta ${id} is not reachable now and is being made on this server; retry after ${seconds} s`);
+      }
+      const upstream: IncomingMessage = answer.response;
+      void reply.code(upstream.statusCode ?? 502).header('accept-ranges', 'bytes').header('content-type', 'application/octet-stream').header('cache-control', 'private, max-age=86400');
+      for (const name of ['content-length', 'content-range'] as const) {
+        const value = upstream.headers[name];
+        if (value !== undefined) void reply.header(name, value);
+      }
+      if (upstream.statusCode === 416) {
+        upstream.resume();
+        return reply.send();
+      }
+      return reply.send(counted(upstream));
+    }
+
+    const { file, bytes } = source;
     const range = parseRange(req.headers.range, bytes);
     void reply.header('accept-ranges', 'bytes').header('content-type', 'application/octet-stream').header('cache-control', 'private, max-age=86400');
     if (range === 'unsatisfiable') return reply.code(416).header('content-range', `bytes */${bytes}`).send();
     const { start, end } = range ?? { start: 0, end: bytes - 1 };
     if (range) void reply.code(206).header('content-range', `bytes ${start}-${end}/${bytes}`);
     void reply.header('content-length', String(Math.max(0, end - start + 1)));
+    // Files being downloaded (here or relayed from here) are not evicted.
     const downloads = worker.downloads;
     downloads.set(id, (downloads.get(id) ?? 0) + 1);
-    let sent = 0;
-    const counter = new Transform({
-      transform(chunk: Buffer, _enc, done) {
-        sent += chunk.length;
-        done(null, chunk);
-      },
-    });
-    const path = req.url.split('?')[0] ?? '';
     reply.raw.once('close', () => {
       const left = (downloads.get(id) ?? 1) - 1;
       if (left > 0) downloads.set(id, left);
       else downloads.delete(id);
-      ctx.log(`[download] device ${identity.principal.uuid} delta ${sent} ${path}`);
     });
     if (end < start) return reply.send(Buffer.alloc(0));
-    // A read error (the file evicted under us) ends the response early; the device resumes or falls back.
-    return reply.send(pipeline(createReadStream(file, { start, end }), counter, () => undefined));
+    return reply.send(counted(createReadStream(file, { start, end })));
   });
 }

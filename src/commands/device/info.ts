@@ -26,11 +26,14 @@ export default class DeviceInfo extends CloudCommand<DeviceSummary | Device> {
     const d = await (await this.cloud()).device(uuid);
     // What the device reported is printed only as visible text: it may hold escape sequences.
     const { printable: p } = await import('../../lib/cloud/printable.js');
+    const { describeUpdateDownload } = await import('../../ui/update-download.js');
+    const download = d.updateDownload ? describeUpdateDownload(d.updateDownload).map((line) => p(line)).join('; ') : null;
     await this.fields([
       ['UUID', d.uuid], ['NAME', p(d.name)], ['FLEET', d.fleet], ['DEVICE TYPE', d.deviceType], ['STATUS', d.status], ['LAST SEEN', when(d.lastSeen)],
       ['RELEASE', `${short(d.runningRelease)}${d.targetRelease && d.targetRelease !== d.runningRelease ? ` (target ${short(d.targetRelease)})` : ''}${d.pinnedRelease ? ' pinned' : ''}`],
       ['UPDATE', d.updateStatus ? p(`${d.updateStatus}${d.updateError ? `: ${d.updateError}` : ''}`) : null],
       ['ROLLED BACK', d.rolledBackFrom ? p(`from ${short(d.rolledBackFrom.commit)}: ${d.rolledBackFrom.reason}`) : null],
+      ['LAST UPDATE', download],
       ['IP ADDRESS', p(d.ipAddresses.join(', '))], ['OS', p(d.osVersion)], ['AGENT', p(d.agentVersion)],
     ]);
     if (d.services.length > 0) await this.table(['SERVICE', 'STATUS', 'DOWNLOAD'], d.services.map((s) => [p(s.name), p(s.status), s.downloadProgress === null ? '-' : `${s.downloadProgress}%`]));

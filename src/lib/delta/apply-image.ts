@@ -9,26 +9,9 @@ import type { Readable } from 'node:stream';
 import type { DeltaDescriptor } from '../api/deltas.js';
 import type { EngineClient } from '../docker/engine-lite.js';
 
-/** Why an apply failed; every kind means "fall back to a pull", the kind says what to tell the user. */
-export type DeltaFailure =
-  /** The engine lacks the source image, or its layers are not the ones the delta names. */
-  | 'source'
-  /** A download failed or was cut. */
-  | 'download'
-  /** A delta file or layer does not check out (sha256, VCDIFF checksum, Brotli stream). */
-  | 'corrupt'
-  /** No space left for the temporary files. */
-  | 'disk'
-  /** The engine refused the load, or the loaded image is not the release's. */
-  | 'engine';
+import { DeltaApplyError } from './errors.js';
 
-/** An apply that did not produce the image; `message` is one line for the device's log and report. */
-export class DeltaApplyError extends Error {
-  constructor(readonly failure: DeltaFailure, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'DeltaApplyError';
-  }
-}
+export { DeltaApplyError, type DeltaFailure } from './errors.js';
 
 export interface ApplyImageDeltaOptions {
   docker: EngineClient;

@@ -11,8 +11,10 @@
  */
 import http from 'node:http';
 import https from 'node:https';
+import type { Readable } from 'node:stream';
 import type { RegisterRequest, RegisterResponse, RegistryTokenResponse, StateReportV3 } from '../../api/device-state.js';
 import type { DeviceLogBatch } from '../../api/logs.js';
+import type { DeltaAnswer, DeltaPending } from '../../api/deltas.js';
 import { endpointPath } from '../../api/endpoints.js';
 import { retryAfterMs } from './schedule.js';
 
@@ -35,6 +37,12 @@ export class CloudUnreachableError extends Error {
   }
 }
 
+/** How long a delta layer download may go without a byte, in ms (its whole length has no deadline: it may be large). */
+export const DOWNLOAD_IDLE_TIMEOUT_MS = 60_000;
+
+/** `GET /api/v3/delta`'s answer: the server's {@link DeltaAnswer}, or "being made, ask again in `retryAfterMs`" (its 504). */
+export type DeltaReply = DeltaAnswer | { status: 'pending'; retryAfterMs: number };
+
 export type TargetAnswer = { changed: true; etag?: string; body: unknown } | { changed: false };
 
 export interface CloudClient {
@@ -49,6 +57,19 @@ export interface CloudClient {
   logs(batch: DeviceLogBatch): Promise<void>;
   /** `GET /auth/v1/token` with basic auth `d_<uuid>:<device key>`. @throws CloudHttpError, CloudUnreachableError */
   registryToken(service: string | undefined, scope: string): Promise<RegistryTokenResponse>;
+  /**
+   * `GET /api/v3/delta?src=&dest=` on the delta endpoint (config.json's `deltaEndpoint`, else the
+   * API). 504 → pending with the server's Retry-After (its body's `retryAfter` when the header is
+   * missing; 10 s when both are).
+   * @throws CloudHttpError (404: an image outside the device's fleet), CloudUnreachableError
+   */
+  delta(src: string, dest: string): Promise<DeltaReply>;
+  /**
+   * `GET /api/v3/delta/:id/layers/:index` from byte `offset` (a `Range` request when above 0): the
+   * body as a stream, which errors when no byte comes for {@link DOWNLOAD_IDLE_TIMEOUT_MS}.
+   * @throws CloudHttpError (a status other than 200, or 206 for a range), CloudUnreachableError
+   */
+  deltaLayer(id: string, index: number, offset: number, signal: AbortSignal): Promise<Readable>;
 }
 
 /** A whole answer: calls are small (a target state of a few KB), so the body is read before it is looked at. */
@@ -82,22 +103,24 @@ export function checkApiEndpoint(value: string): string {
  * A client for `apiEndpoint` (e.g. `https://cloud.example.com`) as device `uuid` with its device
  * key. `signal` ends every call in flight (the agent stopping must not wait for a server that hangs).
  */
-export function createCloudClient(apiEndpoint: string, uuid: string, deviceApiKey: string, signal?: AbortSignal): CloudClient {
+export function createCloudClient(apiEndpoint: string, uuid: string, deviceApiKey: string, signal?: AbortSignal, options: { deltaEndpoint?: string } = {}): CloudClient {
   const base = apiEndpoint.replace(/\/+$/, '');
+  const deltaBase = (options.deltaEndpoint ?? apiEndpoint).replace(/\/+$/, '');
   const secure = base.startsWith('https:');
   // A few sockets kept open between calls (a poll, a report and a log batch may overlap); the
   // agent stopping closes them, so they never hold the process.
   const agent = new (secure ? https.Agent : http.Agent)({ keepAlive: true, maxSockets: 4, maxFreeSockets: 2 });
   signal?.addEventListener('abort', () => agent.destroy(), { once: true });
-  const call = (path: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Answer> => new Promise<Answer>((resolve, reject) => {
-    const fail = (why: string): void => reject(new CloudUnreachableError(`cannot reach ${base} (${why})`));
+  const call = (path: string, init: { method?: string; headers?: Record<string, string>; body?: string; origin?: string } = {}): Promise<Answer> => new Promise<Answer>((resolve, reject) => {
+    const origin = init.origin ?? base;
+    const fail = (why: string): void => reject(new CloudUnreachableError(`cannot reach ${origin} (${why})`));
     if (signal?.aborted) {
       fail('stopped');
       return;
     }
     const body = init.body === undefined ? undefined : Buffer.from(init.body);
-    const req = (secure ? https : http).request(`${base}${path}`, {
-      agent, method: init.method ?? 'GET',
+    const req = (origin.startsWith('https:') ? https : http).request(`${origin}${path}`, {
+      agent: origin === base ? agent : undefined, method: init.method ?? 'GET',
       headers: { ...init.headers, ...(body ? { 'content-length': String(body.length) } : {}) },
     });
     /** Why the request was cut short by us (the socket's own error says less). */
@@ -185,6 +208,55 @@ export function createCloudClient(apiEndpoint: string, uuid: string, deviceApiKe
       const res = await call(`${endpointPath('registryToken')}?${query.toString()}`, { headers: { authorization: `Basic ${basic}` } });
       if (!ok(res)) return refuse(res, 'registry token');
       return json(res, 'registry token') as RegistryTokenResponse;
+    },
+    async delta(src, dest) {
+      const query = new URLSearchParams({ src, dest });
+      const res = await call(`${endpointPath('delta')}?${query.toString()}`, { headers: bearer, origin: deltaBase });
+      if (res.status === 504) {
+        const header = retryAfterMs(res.header('retry-after') ?? null, Date.now());
+        let body: number | undefined;
+        try {
+          const pending = JSON.parse(res.body.toString('utf8')) as Partial<DeltaPending>;
+          if (typeof pending.retryAfter === 'number' && pending.retryAfter > 0) body = pending.retryAfter * 1000;
+        } catch {
+          // a proxy's 504 page: the header or the default
+        }
+        return { status: 'pending', retryAfterMs: header ?? body ?? 10_000 };
+      }
+      if (res.status !== 200) return refuse(res, 'delta');
+      const answer = json(res, 'delta') as Partial<DeltaAnswer>;
+      if (answer.status !== 'ready' && answer.status !== 'none') throw new CloudHttpError(res.status, `delta: the answer's status '${String(answer.status)}' is neither ready nor none`);
+      return answer as DeltaAnswer;
+    },
+    deltaLayer(id, index, offset, layerSignal) {
+      return new Promise<Readable>((resolve, reject) => {
+        const url = `${deltaBase}${endpointPath('deltaLayer', { id, index: String(index) })}`;
+        const req = (url.startsWith('https:') ? https : http).request(url, {
+          signal: layerSignal,
+          headers: { ...bearer, ...(offset > 0 ? { range: `bytes=${offset}-` } : {}) },
+          timeout: DOWNLOAD_IDLE_TIMEOUT_MS,
+        });
+        req.on('timeout', () => req.destroy(new Error(`no byte for ${DOWNLOAD_IDLE_TIMEOUT_MS / 1000} s`)));
+        req.on('error', (err: NodeJS.ErrnoException) => reject(new CloudUnreachableError(`cannot reach ${deltaBase} (${err.code ?? err.message})`)));
+        req.on('response', (res) => {
+          const expected = offset > 0 ? 206 : 200;
+          if (res.statusCode === expected) {
+            resolve(res);
+            return;
+          }
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', () => reject(new CloudHttpError(res.statusCode ?? 0, `delta layer ${index}: the server answered ${res.statusCode ?? 0}`)));
+          res.on('end', () => {
+            try {
+              refuse({ status: res.statusCode ?? 0, header: (name) => headerValue(res.headers[name]), body: Buffer.concat(chunks) }, `delta layer ${index}`);
+            } catch (err) {
+              reject(err as Error);
+            }
+          });
+        });
+        req.end();
+      });
     },
   };
 }

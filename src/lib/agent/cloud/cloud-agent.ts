@@ -9,9 +9,10 @@
  * queue grows while it is away).
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, statfsSync } from 'node:fs';
+import { existsSync, readFileSync, statfsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { ServiceDownload, UpdateDownload } from '../../api/deltas.js';
 import type { DeviceReportV3 } from '../../api/device-state.js';
 import type { EngineClient } from '../../docker/engine-lite.js';
 import type { Agent } from '../agent.js';
@@ -21,6 +22,8 @@ import type { AgentStore } from '../store.js';
 import { InvalidTargetError } from '../target-state.js';
 import { CloudHttpError, createCloudClient, type CloudClient } from './client.js';
 import { ensureImages } from './images.js';
+import { chooseDeltaSource, deltaTmpDir, MAX_DELTA_APPLIES, Slots, updateDownloadOf } from './delta.js';
+import type { CloudImage } from './target.js';
 import { startPullProxy, type PullProxy } from './pull-proxy.js';
 import { sendWith, startLogShipper } from './log-shipper.js';
 import { recordRegistration, registerOnce, isRegistered } from './register.js';
@@ -62,7 +65,7 @@ interface RolledBack {
   target: string;
 }
 
-const KEY = { apps: 'cloud.apps', lastSet: 'cloud.lastSet', rolledBack: 'cloud.rolledBack' } as const;
+const KEY = { apps: 'cloud.apps', lastSet: 'cloud.lastSet', rolledBack: 'cloud.rolledBack', updateDownload: 'cloud.updateDownload' } as const;
 
 /** Whether config.json puts the agent in cloud mode. */
 export function isCloudConfig(config: DeviceConfig): config is DeviceConfig & { apiEndpoint: string } {
@@ -85,7 +88,10 @@ export function startCloud(o: CloudOptions): RunningCloud {
   const random = o.random ?? Math.random;
   const log = (message: string, isError = false): void => agent.logs.system(message, isError);
   const abort = new AbortController();
-  const client: CloudClient = createCloudClient(config.apiEndpoint, config.uuid, config.deviceApiKey, abort.signal);
+  const deltaEndpoint = typeof config.deltaEndpoint === 'string' && config.deltaEndpoint.trim() !== '' ? config.deltaEndpoint.trim() : undefined;
+  const client: CloudClient = createCloudClient(config.apiEndpoint, config.uuid, config.deviceApiKey, abort.signal, { deltaEndpoint });
+  const deltaSlots = new Slots(MAX_DELTA_APPLIES);
+  const deltaTmp = deltaTmpDir(o.dataDir);
   const serverHosts = [new URL(client.apiEndpoint).host, ...(typeof config.registryEndpoint === 'string' ? [config.registryEndpoint.replace(/^[a-z]+:\/\//, '').replace(/\/.*$/, '')] : [])];
   const configInterval = typeof config.appUpdatePollInterval === 'number' ? config.appUpdatePollInterval : undefined;
   const interval = (): number => pollIntervalMs(agent.targetState.local.config as Record<string, string> | undefined, configInterval);
@@ -97,6 +103,8 @@ export function startCloud(o: CloudOptions): RunningCloud {
   let phase: CloudPhase = { kind: 'idle' };
   let apps = readJson<CloudApp[]>(store.getValue(KEY.apps)) ?? [];
   let rolledBack = readJson<RolledBack>(store.getValue(KEY.rolledBack));
+  /** How the last update's images came (the report's `update_download`), kept across restarts. */
+  let updateDownload = readJson<UpdateDownload>(store.getValue(KEY.updateDownload));
   let proxy: PullProxy | undefined;
   let etag: string | undefined;
   /** The rolled-back target last said to be held back: said once, not on every poll that offers it. */
@@ -182,13 +190,25 @@ export function startCloud(o: CloudOptions): RunningCloud {
       if (newer) pull.abort();
       return newer;
     });
+    const downloads: Array<{ image: CloudImage; download: ServiceDownload }> = [];
+    const names = (image: CloudImage): string => image.services.map((s) => s.split('/')[1]).join(', ');
+    const proxyHost = proxy.host;
     try {
       await ensureImages(o.docker, converted.images, {
-        serverHosts, proxyHost: proxy.host, signal: pull.signal,
+        serverHosts, proxyHost, signal: pull.signal,
         onProgress: (image, percent) => {
           for (const s of image.services) progress[s] = percent;
         },
-        onPulled: (image, layers) => log(`Cloud: pulled ${image.services.map((s) => s.split('/')[1]).join(', ')} (${layers.total === 0 ? 'the engine had it already' : `${layers.downloaded} of ${layers.total} layers downloaded`})`),
+        onPulled: (image, layers) => log(`Cloud: pulled ${names(image)} (${layers.total === 0 ? 'the engine had it already' : `${layers.downloaded} of ${layers.total} layers downloaded`})`),
+        onDownloaded: (image, download) => {
+          downloads.push({ image, download });
+          if (download.method === 'delta') log(`Cloud: ${names(image)} updated by delta (${download.downloadedBytes} bytes downloaded; a pull: ${download.pullBytes})`);
+        },
+        delta: {
+          context: { client, docker: o.docker, proxyHost, tmpDir: deltaTmp, slots: deltaSlots, random, signal: pull.signal },
+          sourceOf: (image) => chooseDeltaSource(image, converted.apps, agent.targetState, agent.currentState?.images),
+          onFallback: (image, reason, failed) => log(failed ? `Cloud: delta for ${names(image)} failed (${reason}); pulling instead` : `Cloud: ${names(image)}: ${reason}; pulling`, failed),
+        },
       });
     } catch (err) {
       watching.abort();
@@ -205,6 +225,12 @@ export function startCloud(o: CloudOptions): RunningCloud {
     }
     const newer = await superseded;
     if (newer && !stopped) return apply(newer.body, newer.etag);
+    // Only an update that downloaded something replaces the last one's figures (a variable
+    // change brings no image).
+    if (downloads.some((d) => d.download.method !== 'present')) {
+      updateDownload = updateDownloadOf(converted.apps.map((a) => a.commit ?? '').join(','), downloads);
+      store.setValue(KEY.updateDownload, JSON.stringify(updateDownload));
+    }
     try {
       await agent.setTarget(converted.json);
     } catch (err) {
@@ -271,6 +297,10 @@ export function startCloud(o: CloudOptions): RunningCloud {
   };
 
   const poll = async (): Promise<void> => {
+    // What a delta apply killed mid-way left (its folder exists only once a delta was tried).
+    if (existsSync(deltaTmp)) {
+      await (await import('../../delta/apply-image.js')).cleanDeltaTmp(deltaTmp).catch((err: Error) => log(`Cloud: could not clean ${deltaTmp} (${err.message})`, true));
+    }
     await register();
     openChannel();
     let failures = 0;
@@ -325,6 +355,7 @@ export function startCloud(o: CloudOptions): RunningCloud {
         containers: agent.currentState?.containers ?? [],
         phase,
         rolledBackFrom: rolledBack && rolledBack.commit !== agent.appliedCommit ? { commit: rolledBack.commit, reason: rolledBack.reason } : undefined,
+        updateDownload,
         device: { ...device, ip_address: ipAddresses() },
       });
       const changes = reportChanges(lastAccepted, state);

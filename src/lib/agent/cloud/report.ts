@@ -5,6 +5,7 @@
  * (`src/api-binder/report.ts`): only changed fields, state at most every 10 s, metrics at most
  * every 300 s; here anything important (a release applied, rejected or rolled back) goes at once.
  */
+import type { UpdateDownload } from '../../api/deltas.js';
 import type { DeviceReportV3, ServiceReportV3, UpdateStatus } from '../../api/device-state.js';
 import type { AgentStatus } from '../agent.js';
 import type { CurrentContainer } from '../model.js';
@@ -38,6 +39,8 @@ export interface ReportInputs {
   phase: CloudPhase;
   /** The release the agent's rollback rule left, with why; undefined when none. */
   rolledBackFrom?: { commit: string; reason: string };
+  /** How the last update's images came (delta, pull, present); undefined before the first. */
+  updateDownload?: UpdateDownload;
   device: Pick<DeviceReportV3, 'os_version' | 'os_variant' | 'supervisor_version' | 'ip_address' | 'mac_address' | 'api_port'>;
 }
 
@@ -62,6 +65,7 @@ export function buildReport(input: ReportInputs): DeviceReportV3 {
     update_downloaded: phase.kind !== 'downloading',
     update_error: phase.kind === 'rejected' ? clip(phase.reason) : input.status === 'Failed' ? clip(input.lastError ?? 'failed') : null,
     rolled_back_from: input.rolledBackFrom ? { commit: input.rolledBackFrom.commit.slice(0, 100), reason: clip(input.rolledBackFrom.reason) } : null,
+    ...(input.updateDownload ? { update_download: input.updateDownload } : {}),
   };
   const apps: NonNullable<DeviceReportV3['apps']> = {};
   for (const app of input.apps) {

@@ -58,6 +58,10 @@ export interface RunningRegistry {
    * `size` is the image's bytes (config + layers, as the manifest lists them).
    */
   manifest(repository: string, digest: string): Promise<{ digest: string; size: number; layers: string[] } | undefined>;
+  /** The manifest's JSON, its hash checked against `digest` (deltas read layers and configs); undefined when absent. */
+  manifestJson(repository: string, digest: string): Promise<unknown>;
+  /** A blob as a stream, read with a server token (the caller checks the hash); undefined when absent. */
+  blob(repository: string, digest: string, signal?: AbortSignal): Promise<ReadableStream<Uint8Array> | undefined>;
   /** Stops the child (SIGTERM, then SIGKILL after 10 s). */
   stop(): Promise<void>;
 }

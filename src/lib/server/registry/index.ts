@@ -9,7 +9,7 @@ import { SkiffError } from '../../errors/errors.js';
 import { RegistrySupervisor } from './child.js';
 import { readUserConfig, registryConfig, writeRegistryConfig } from './config.js';
 import type { RegisterRegistryRoutes, RegistryAction, RegistryOptions, RegistryPrincipal, RunningRegistry, StartRegistry } from './contract.js';
-import { fetchManifest, type ManifestSummary } from './manifest.js';
+import { fetchBlob, fetchManifest, fetchManifestJson, type ManifestSummary } from './manifest.js';
 import { registerRoutes } from './routes.js';
 import { loadOrCreateSigningKey, type SigningKey } from './signing-key.js';
 import { DEFAULT_TOKEN_LIFETIME, newTokenId, signToken, subjectOf, tokenClaims } from './token.js';
@@ -51,6 +51,17 @@ class Registry implements SupervisedRegistry {
     // The server reads with a short pull token of its own: no user or device is behind this check.
     const token = await this.sign(subjectOf('server'), [{ repository, actions: ['pull'] }], 60);
     return fetchManifest(this.url, token, repository, digest);
+  }
+
+  async manifestJson(repository: string, digest: string): Promise<unknown> {
+    const token = await this.sign(subjectOf('server'), [{ repository, actions: ['pull'] }], 60);
+    return fetchManifestJson(this.url, token, repository, digest);
+  }
+
+  async blob(repository: string, digest: string, signal?: AbortSignal): Promise<ReadableStream<Uint8Array> | undefined> {
+    // The token is checked when the request starts: a long download outlives it safely.
+    const token = await this.sign(subjectOf('server'), [{ repository, actions: ['pull'] }], 300);
+    return fetchBlob(this.url, token, repository, digest, signal);
   }
 
   async stop(): Promise<void> {

@@ -57,11 +57,11 @@ export function summariseManifest(digest: string, body: unknown): ManifestSummar
 }
 
 /**
- * `GET /v2/<repository>/manifests/<digest>` from the registry with `token`. Undefined when the
- * registry has no such manifest (or repository). Throws SkiffError on a malformed repository or
+ * `GET /v2/<repository>/manifests/<digest>` from the registry with `token`, parsed. Undefined when
+ * the registry has no such manifest (or repository). Throws SkiffError on a malformed repository or
  * digest, on a body whose hash is not the digest, or when the registry answers anything else.
  */
-export async function fetchManifest(registryUrl: string, token: string, repository: string, digest: string): Promise<ManifestSummary | undefined> {
+export async function fetchManifestJson(registryUrl: string, token: string, repository: string, digest: string): Promise<unknown> {
   if (!isRepositoryName(repository)) throw new SkiffError('usage', `'${repository}' is not a repository name`);
   if (!DIGEST.test(digest)) throw new SkiffError('usage', `'${digest}' is not a sha256 digest (sha256:<64 hex>)`);
   let res: Response;
@@ -86,11 +86,40 @@ export async function fetchManifest(registryUrl: string, token: string, reposito
   const bytes = Buffer.from(await res.arrayBuffer());
   const actual = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
   if (actual !== digest) throw new SkiffError('error', `the registry's manifest for ${repository}@${digest} hashes to ${actual}`);
-  let json: unknown;
   try {
-    json = JSON.parse(bytes.toString('utf8'));
+    return JSON.parse(bytes.toString('utf8')) as unknown;
   } catch (err) {
     throw new SkiffError('error', `the manifest ${repository}@${digest} is not JSON`, { cause: err });
   }
-  return summariseManifest(digest, json);
+}
+
+/** {@link fetchManifestJson}, summed up ({@link summariseManifest}). */
+export async function fetchManifest(registryUrl: string, token: string, repository: string, digest: string): Promise<ManifestSummary | undefined> {
+  const json = await fetchManifestJson(registryUrl, token, repository, digest);
+  return json === undefined ? undefined : summariseManifest(digest, json);
+}
+
+/**
+ * `GET /v2/<repository>/blobs/<digest>` as a stream (the caller checks its hash as it reads).
+ * Undefined when the registry has no such blob. Throws SkiffError on a malformed name or digest,
+ * or any other answer.
+ */
+export async function fetchBlob(registryUrl: string, token: string, repository: string, digest: string, signal?: AbortSignal): Promise<ReadableStream<Uint8Array> | undefined> {
+  if (!isRepositoryName(repository)) throw new SkiffError('usage', `'${repository}' is not a repository name`);
+  if (!DIGEST.test(digest)) throw new SkiffError('usage', `'${digest}' is not a sha256 digest (sha256:<64 hex>)`);
+  let res: Response;
+  try {
+    res = await fetch(`${registryUrl}/v2/${repository}/blobs/${digest}`, { headers: { authorization: `Bearer ${token}` }, ...(signal ? { signal } : {}) });
+  } catch (err) {
+    throw new SkiffError('error', `cannot reach the registry at ${registryUrl}`, { cause: err });
+  }
+  if (res.status === 404) {
+    await res.body?.cancel();
+    return undefined;
+  }
+  if (res.status !== 200 || !res.body) {
+    const text = (await res.text()).slice(0, 300);
+    throw new SkiffError('error', `the registry answered ${res.status} for the blob ${repository}@${digest}: ${text}`);
+  }
+  return res.body;
 }

@@ -5,6 +5,7 @@
 import type { Transaction, Updateable } from 'kysely';
 import type { RegisterRequest, RegisterResponse, StateReportV3, TargetStateV3 } from '../../api/device-state.js';
 import type { Device, UpdateDeviceRequest } from '../../api/resources.js';
+import type { UpdateDownload } from '../../api/deltas.js';
 import type { Database, DeviceRow, DevicesTable, FleetRow } from '../db/schema.js';
 import { findDeviceType } from '../../device-types/device-types.js';
 import { hashKey, sameHash } from '../crypto.js';
@@ -240,6 +241,7 @@ export async function storeReport(ctx: ServiceContext, identity: PollIdentity, r
     cpu_usage: r.cpu_usage, cpu_temp: r.cpu_temp, update_error: r.update_error,
   });
   if (r.rolled_back_from !== undefined) changes.rolled_back_from = r.rolled_back_from === null ? null : JSON.stringify(r.rolled_back_from);
+  if (r.update_download !== undefined) changes.update_download = r.update_download === null ? null : JSON.stringify(r.update_download);
   for (const app of Object.values(r.apps ?? {})) {
     if (app.release_uuid !== undefined) changes.running_release = app.release_uuid;
     const releases = Object.entries(app.releases ?? {});
@@ -296,6 +298,7 @@ async function devicesJson(ctx: ServiceContext, fleet: FleetRow, devices: readon
       pinnedRelease: commitOf(device.pinned_release_id),
       updateStatus: device.update_status, updateError: device.update_error,
       rolledBackFrom: parseJson<{ commit: string; reason: string } | null>(device.rolled_back_from, null),
+      updateDownload: parseJson<UpdateDownload | null>(device.update_download, null),
       ipAddresses: split(device.ip_address), macAddresses: split(device.mac_address),
       osVersion: device.os_version, agentVersion: device.supervisor_version,
       services: parseJson(device.services, []),

@@ -53,10 +53,11 @@ import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir, loadavg } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
-import { log, median, parseBenchArgs, printTable } from './lib.mjs';
+import { REPO_ROOT, log, median, parseBenchArgs, printTable } from './lib.mjs';
 import { engine, ensureBaseImage, imageIds, removeImages, sleep, waitFor, withCleanup } from './agent-lib.mjs';
 import { api, checkDatabaseOption, procSample, startCloudDevice } from './cloud-lib.mjs';
 
@@ -218,11 +219,9 @@ function timed(cmd, args) {
   return { ms, rssMB, stdout: r.stdout };
 }
 
-/** The smallest power of two at least `n` (xdelta3's -B: the source window holds the whole source). */
-function pow2AtLeast(n) {
-  let p = 1 << 20;
-  while (p < n) p *= 2;
-  return p;
+/** xdelta3's -B as the server picks it (src/lib/server/deltas/generate.ts): the source's bytes rounded up to whole MiB, 1 MiB to 1 GiB, so the window holds the whole source. */
+function sourceWindow(n) {
+  return Math.min(1024 * MiB, Math.max(MiB, Math.ceil(n / MiB) * MiB));
 }
 
 /** gzip -6 size of a file (Go's gzip.DefaultCompression, what `docker push` stores), streamed. */
@@ -262,6 +261,25 @@ const pullAt10Mbit = (bytes) => (bytes * 8) / 10e6;
 
 // ---------------------------------------------------------------- 1. local
 
+/** skiff's layer decoder (src/lib/delta/layer-patch.ts) as built in dist/, when this checkout has it. */
+const DECODER = (() => {
+  const file = join(REPO_ROOT, 'dist', 'lib', 'delta', 'layer-patch.js');
+  return existsSync(file) ? pathToFileURL(file).href : undefined;
+})();
+
+/** Runs patchLayer on one delta file (argv: module, delta, base, out, diffID, size); prints { ms, startMB, hwmMB }. */
+const DECODE_JS = `
+import { createReadStream, readFileSync } from 'node:fs';
+const [mod, delta, base, out, diffId, size] = process.argv.slice(1);
+const { patchLayer } = await import(mod);
+const startMB = process.memoryUsage().rss / 1048576;
+const t0 = performance.now();
+await patchLayer(createReadStream(delta), [base], out, { diffId, size: Number(size), label: 'the layer' });
+const ms = performance.now() - t0;
+const hwmMB = Number(/VmHWM:\\s+(\\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]) / 1024;
+console.log(JSON.stringify({ ms, startMB, hwmMB }));
+`;
+
 async function localPart(work, versions) {
   const results = {};
   const v1Tar = join(work, 'v1.tar');
@@ -275,24 +293,34 @@ async function localPart(work, versions) {
     const vcdiff = join(work, `${kind.name}.vcdiff`);
     const delta = join(work, `${kind.name}.vcdiff.br`);
     const out = join(work, `${kind.name}.out`);
-    const make = []; const apply = []; const applyRss = []; const makeRss = [];
+    const make = []; const apply = []; const applyRss = []; const applyStart = []; const makeRss = []; const xdApply = []; const xdApplyRss = [];
     let deltaBytes; let vcdiffBytes;
     for (let run = 0; run < opts.runs; run++) {
-      const enc = timed('xdelta3', ['-e', '-9', '-S', 'none', '-A', '-B', String(pow2AtLeast(v1Size)), '-f', '-s', v1Tar, v2Tar, vcdiff]);
+      const enc = timed('xdelta3', ['-e', '-9', '-S', 'none', '-A', '-B', String(sourceWindow(v1Size)), '-f', '-s', v1Tar, v2Tar, vcdiff]);
       const brMs = await brotliFile(vcdiff, delta);
       make.push(enc.ms + brMs);
       makeRss.push(enc.rssMB);
       vcdiffBytes = statSync(vcdiff).size;
       deltaBytes = statSync(delta).size;
       rmSync(vcdiff);
+      // skiff's own decoder (the agent's: Brotli → streaming VCDIFF over the base by position),
+      // in a Node process of its own so its peak RSS is the decoder's plus Node's.
+      if (DECODER) {
+        const dec = JSON.parse(timed(process.execPath, ['--input-type=module', '-e', DECODE_JS, DECODER, delta, v1Tar, out, `sha256:${v2Sha}`, String(v2Size)]).stdout);
+        apply.push(dec.ms);
+        applyRss.push(dec.hwmMB);
+        applyStart.push(dec.startMB);
+      }
+      // xdelta3 -d: the reference decoder (and the whole apply when this checkout has no decoder).
       const unbrMs = await unbrotliFile(delta, vcdiff);
-      const dec = timed('xdelta3', ['-d', '-f', '-s', v1Tar, vcdiff, out]);
-      apply.push(unbrMs + dec.ms);
-      applyRss.push(dec.rssMB);
+      const xd = timed('xdelta3', ['-d', '-f', '-s', v1Tar, vcdiff, out]);
+      xdApply.push(unbrMs + xd.ms);
+      xdApplyRss.push(xd.rssMB);
       if (sha256File(out) !== v2Sha) throw new Error(`${kind.name}: xdelta3 -d did not give the v2 layer back`);
       rmSync(out);
       rmSync(vcdiff);
     }
+    if (!DECODER) { apply.push(...xdApply); applyRss.push(...xdApplyRss); }
     // Peers: their own defaults, once per run as well (sizes do not vary; times do).
     const xd = []; const zs = [];
     let xdBytes; let zsBytes;
@@ -306,7 +334,8 @@ async function localPart(work, versions) {
     }
     rmSync(v2Tar);
     results[kind.name] = {
-      v2Size, pullBytes, deltaBytes, vcdiffBytes, makeMs: med(make), makeRssMB: med(makeRss), applyMs: med(apply), applyRssMB: Math.max(...applyRss.filter((x) => x != null)),
+      v2Size, pullBytes, deltaBytes, vcdiffBytes, makeMs: med(make), makeRssMB: med(makeRss), applyMs: med(apply), applyRssMB: Math.max(...applyRss.filter((x) => x != null)), applyStartMB: med(applyStart),
+      xdApplyMs: med(xdApply), xdApplyRssMB: Math.max(...xdApplyRss.filter((x) => x != null)),
       xdelta3: { bytes: xdBytes, ms: med(xd) }, zstd: { bytes: zsBytes, ms: med(zs) },
     };
     log(`${kind.name}: pull ${fmtBytes(pullBytes)}, delta ${fmtBytes(deltaBytes)} (VCDIFF ${fmtBytes(vcdiffBytes)}), make ${make.map((m) => fmtS(m)).join(' ')}, apply ${apply.map((m) => fmtS(m)).join(' ')}`);
@@ -315,23 +344,25 @@ async function localPart(work, versions) {
 }
 
 function printLocal(local) {
+  const decoder = DECODER ? "skiff's decoder (dist/lib/delta/layer-patch.js patchLayer, in a Node process of its own)" : 'Brotli decode + xdelta3 -d (this checkout has no decoder of its own in dist/)';
   printTable(
-    ['change', 'layer pull (gzip)', 'skiff delta', 'ratio', 'make', 'apply', 'apply RSS', 'goal: apply < pull at 10 Mbit/s'],
+    ['change', 'layer pull (gzip -6)', 'skiff delta', 'ratio', 'make', 'apply', DECODER ? 'apply RSS: Node at start → peak' : 'apply peak RSS', 'goal: apply < pull at 10 Mbit/s'],
     KINDS.map(({ name }) => {
       const r = local.results[name];
       const pullS = pullAt10Mbit(r.pullBytes);
-      return [name, fmtBytes(r.pullBytes), fmtBytes(r.deltaBytes), fmtX(r.pullBytes / r.deltaBytes), fmtS(r.makeMs), fmtS(r.applyMs), fmtMBv(r.applyRssMB), `${fmtS(r.applyMs)} vs ${pullS.toFixed(1)} s: ${r.applyMs / 1000 < pullS ? 'met' : 'missed'}`];
+      return [name, fmtBytes(r.pullBytes), fmtBytes(r.deltaBytes), fmtX(r.pullBytes / r.deltaBytes), fmtS(r.makeMs), fmtS(r.applyMs),
+        DECODER ? `${fmtMBv(r.applyStartMB)} → ${fmtMBv(r.applyRssMB)}` : fmtMBv(r.applyRssMB), `${fmtS(r.applyMs)} vs ${pullS.toFixed(1)} s: ${r.applyMs / 1000 < pullS ? 'met' : 'missed'}`];
     }),
-    `Local: skiff's delta format on the layer tars (v1 ${fmtBytes(local.v1Size)}), medians of ${opts.runs}. make = xdelta3 -e -9 -S none -A -B ${fmtBytes(pow2AtLeast(local.v1Size))} + Brotli q${BROTLI_QUALITY}; apply = Brotli decode + xdelta3 -d (a stand-in for the agent's decoder), RSS = xdelta3 -d's peak`,
+    `Local: skiff's delta format on the layer tars (v1 ${fmtBytes(local.v1Size)}), medians of ${opts.runs}. make = xdelta3 -e -9 -S none -A -B ${fmtBytes(sourceWindow(local.v1Size))} + Brotli q${BROTLI_QUALITY} (as the server); apply = ${decoder}`,
   );
   printTable(
-    ['change', 'skiff (xdelta3 -9 -S none + Brotli)', 'xdelta3 (defaults)', 'zstd --patch-from --long=28', 'skiff / xdelta3', 'skiff / zstd'],
+    ['change', 'skiff (xdelta3 -9 -S none + Brotli)', 'xdelta3 (defaults)', 'zstd --patch-from --long=28', 'skiff / xdelta3', 'skiff / zstd', 'apply: skiff', 'apply: xdelta3 -d (time, RSS)'],
     KINDS.map(({ name }) => {
       const r = local.results[name];
       return [name, `${fmtBytes(r.deltaBytes)} in ${fmtS(r.makeMs)}`, `${fmtBytes(r.xdelta3.bytes)} in ${fmtS(r.xdelta3.ms)}`, `${fmtBytes(r.zstd.bytes)} in ${fmtS(r.zstd.ms)}`,
-        (r.deltaBytes / r.xdelta3.bytes).toFixed(2), (r.deltaBytes / r.zstd.bytes).toFixed(2)];
+        (r.deltaBytes / r.xdelta3.bytes).toFixed(2), (r.deltaBytes / r.zstd.bytes).toFixed(2), fmtS(r.applyMs), `${fmtS(r.xdApplyMs)}, ${fmtMBv(r.xdApplyRssMB)}`];
     }),
-    'Peers (sizes of the same pair; balena-cli has no local delta to compare)',
+    'Peers: the same pair (balena-cli has no local delta to compare); the make times are encode only',
   );
 }
 

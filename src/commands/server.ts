@@ -38,12 +38,14 @@ SIGTERM or Ctrl-C stops it cleanly.`;
     'log-lines': Flags.integer({ description: 'Log lines kept per device (the newest).', default: 10_000, min: 100 }),
     'log-bytes': Flags.integer({ description: 'Bytes of log messages kept per device, in KiB (the newest).', default: 4096, min: 16 }),
     'replica-url': Flags.string({ description: 'How the other replicas reach this one, for tunnel sessions to devices connected here (default: the address it listens on).' }),
+    'delta-cache-size': Flags.string({ description: 'Most disk the delta files take in the data dir (K, M, G, T: powers of 1024); the least recently used go first.', default: '10G' }),
     'public-url-domain': Flags.string({ description: 'Serve device public URLs as https://<uuid>.<this domain>/ (a wildcard DNS name and certificate) instead of <public URL>/d/<uuid>/.' }),
   };
 
   async run(): Promise<ServerStarted | undefined> {
     const { flags } = await this.parse(ServerCommand);
-    const { startServer } = await import('../lib/server/server.js');
+    const [{ startServer }, { parseByteSize }] = await Promise.all([import('../lib/server/server.js'), import('../lib/server/deltas/cache.js')]);
+    const deltaCacheBytes = parseByteSize(flags['delta-cache-size']);
     const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
     return this.cancellable(async (signal) => {
       const server = await startServer({
@@ -53,7 +55,7 @@ SIGTERM or Ctrl-C stops it cleanly.`;
         rateLimits: { login: 30, register: flags['register-rate-limit'] },
         builderEngines: flags['builder-engine'], buildContextLimit: flags['build-context-limit'] * 1024 * 1024,
         logRetention: { lines: flags['log-lines'], bytes: flags['log-bytes'] * 1024 },
-        replicaUrl: flags['replica-url'], publicUrlDomain: flags['public-url-domain'], log,
+        replicaUrl: flags['replica-url'], publicUrlDomain: flags['public-url-domain'], deltaCacheBytes, log,
       });
       const started = { url: server.url, publicUrl: server.publicUrl };
       // Under --json the one document is printed once ready; the server then runs until stopped.

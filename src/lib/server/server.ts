@@ -44,6 +44,8 @@ export interface ServerOptions {
   replicaUrl?: string;
   /** `--public-url-domain`: device public URLs as `<uuid>.<domain>`. */
   publicUrlDomain?: string;
+  /** `--delta-cache-size`: most bytes of delta files kept in the data dir (default 10 GiB). */
+  deltaCacheBytes?: number;
   log: (line: string) => void;
 }
 
@@ -156,6 +158,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       buildContextLimit: options.buildContextLimit ?? 4 * 1024 ** 3,
       logRetention: options.logRetention ?? { lines: 10_000, bytes: 4 * 1024 * 1024 },
       ...(publicUrlDomain !== undefined ? { publicUrlDomain } : {}),
+      ...(options.deltaCacheBytes !== undefined ? { deltaCacheBytes: options.deltaCacheBytes } : {}),
     },
     log: options.log,
   };
@@ -169,7 +172,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     ]);
     registry = await registryStarting;
     ctx.registry = registry;
-    registryModule.registerRegistryRoutes(app, registry, { authenticate: registryAuthenticate(ctx), access: registryAccess(ctx), subjectExists: registrySubjectExists(ctx) });
+    registryModule.registerRegistryRoutes(app, registry, { authenticate: registryAuthenticate(ctx), access: registryAccess(ctx), subjectExists: registrySubjectExists(ctx), log: ctx.log });
     try {
       await app.listen({ port: options.port, host: options.host });
     } catch (err) {

@@ -250,8 +250,9 @@ export async function buildApp(ctx: ServiceContext, options: AppOptions): Promis
 
   // --- features with routes of their own (each module owns its routes and its background work) ---
   const kit: RouteKit = { userOf, deviceOf, schema, auth, NoContent, limit };
-  const [{ registerBuildRoutes }, { registerGitRoutes }, { registerLogRoutes }, { registerEventRoutes }, { registerTunnelRoutes }, { registerPublicUrlRoutes }] = await Promise.all([
+  const [{ registerBuildRoutes }, { registerGitRoutes }, { registerLogRoutes }, { registerEventRoutes }, { registerTunnelRoutes }, { registerPublicUrlRoutes }, { registerDeltaRoutes }] = await Promise.all([
     import('./routes/builds.js'), import('./routes/git.js'), import('./routes/logs.js'), import('./routes/events.js'), import('./routes/tunnels.js'), import('./routes/public-url.js'),
+    import('./routes/deltas.js'),
   ]);
   const channels = await registerEventRoutes(app, ctx, kit);
   await registerTunnelRoutes(app, ctx, kit, channels);
@@ -259,6 +260,7 @@ export async function buildApp(ctx: ServiceContext, options: AppOptions): Promis
   await registerBuildRoutes(app, ctx, kit);
   await registerGitRoutes(app, ctx, kit);
   await registerLogRoutes(app, ctx, kit);
+  await registerDeltaRoutes(app, ctx, kit);
 
   app.get(ENDPOINTS.openapi.path, { schema: { hide: true } }, async () => app.swagger());
   app.get(ENDPOINTS.ping.path, { schema: { response: { 200: Type.String(), 503: R.ApiError } } }, async (_req, reply) => {

@@ -86,4 +86,6 @@ export interface RegistryRouteDeps {
   authenticate: RegistryAuthenticate;
   access: RegistryAccessCheck;
   subjectExists: RegistrySubjectExists;
+  /** The server's log: each blob GET by a device's token logs `[download] device <uuid> blob <bytes sent> <path>` when it ends. */
+  log?: (line: string) => void;
 }

@@ -5,7 +5,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import { pipeline } from 'node:stream';
+import { pipeline, Transform } from 'node:stream';
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 // For the OpenAPI fields (summary, description) of route schemas.
@@ -66,7 +66,16 @@ interface Agents {
   https: https.Agent;
 }
 
-function proxy(registry: RunningRegistry, agents: Agents, request: FastifyRequest, reply: FastifyReply): void {
+/** A device's blob download, counted and logged when its response ends (deltas: the bytes a device saved). */
+interface BlobCount {
+  device: string;
+  log: (line: string) => void;
+}
+
+/** `GET /v2/<name>/blobs/sha256:…`: the downloads that are counted. */
+const BLOB_PATH = /^\/v2\/.+\/blobs\/sha256:[0-9a-f]{64}$/;
+
+function proxy(registry: RunningRegistry, agents: Agents, request: FastifyRequest, reply: FastifyReply, count?: BlobCount): void {
   // From here on the response is ours to write: Fastify must neither serialise nor end it.
   reply.hijack();
   const req = request.raw;
@@ -93,6 +102,18 @@ function proxy(registry: RunningRegistry, agents: Agents, request: FastifyReques
       return value;
     });
     res.writeHead(answer.statusCode ?? 502, answer.statusMessage, headers);
+    if (count && answer.statusCode !== undefined && answer.statusCode < 300) {
+      let sent = 0;
+      const counter = new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          sent += chunk.length;
+          done(null, chunk);
+        },
+      });
+      res.once('close', () => count.log(`[download] device ${count.device} blob ${sent} ${pathAndQuery.split('?')[0] ?? ''}`));
+      pipeline(answer, counter, res, () => undefined);
+      return;
+    }
     pipeline(answer, res, () => {
       // A client gone mid-download: pipeline already destroyed both ends.
     });
@@ -168,7 +189,9 @@ export function registerRoutes(app: FastifyInstance, registry: RunningRegistry, 
         await reply.code(401).header('content-type', 'application/json').header('www-authenticate', `Bearer realm="${publicRealm(request)}",service="${registry.service}"`).send(body);
         return;
       }
-      proxy(registry, agents, request, reply);
+      const path = (request.raw.url ?? '').split('?')[0] ?? '';
+      const counted = deps.log && request.method === 'GET' && subject?.startsWith('device:') && BLOB_PATH.test(path) ? { device: subject.slice(7), log: deps.log } : undefined;
+      proxy(registry, agents, request, reply, counted);
     };
     const methods = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'];
     const schema = { summary: 'The Docker Registry HTTP API V2 (CNCF distribution), proxied to the registry', description: 'Bearer tokens from GET /auth/v1/token.' };

@@ -24,6 +24,8 @@ export interface ServiceContext {
   lastSeen: LastSeenBatcher;
   /** Change notices for sockets, followers and build watchers, across replicas (events/bus.ts). */
   events: EventBus;
+  /** This replica's delta worker (services/deltas.ts); undefined until it starts (jobs then wait in the table). */
+  deltas?: DeltaRuntime;
   options: {
     /** Where this replica keeps its files (build contexts, git repositories). */
     dataDir: string;
@@ -46,8 +48,18 @@ export interface ServiceContext {
     replicaUrl?: string;
     /** `--public-url-domain`: device public URLs are `https://<uuid>.<domain>/` instead of `<public URL>/d/<uuid>/`. */
     publicUrlDomain?: string;
+    /** `--delta-cache-size`: most bytes of delta files this replica keeps (the oldest used go first). */
+    deltaCacheBytes?: number;
   };
   log: (line: string) => void;
+}
+
+/** What requests need of this replica's delta worker. */
+export interface DeltaRuntime {
+  /** A job was queued: claim it now rather than at the next sweep. */
+  wake(): void;
+  /** Downloads in progress by delta id (never evicted while one runs). */
+  readonly downloads: Map<string, number>;
 }
 
 export function isoNow(ctx: ServiceContext): string {

@@ -11,6 +11,7 @@ import type { Principal } from '../permissions.js';
 import { authorize, badInput, conflict, notFound, parseJson, isoNow, type ServiceContext } from './context.js';
 import { fleetOf, touchFleet } from './fleets.js';
 import { SkiffError } from '../../errors/errors.js';
+import { queueReleaseDeltas, releaseDeltas } from './deltas.js';
 
 type User = Extract<Principal, { kind: 'user' }>;
 
@@ -23,10 +24,11 @@ async function releaseJson(ctx: ServiceContext, row: ReleaseRow, fleetName: stri
   const images = await ctx.db.selectFrom('release_images').selectAll().where('release_id', '=', row.id).orderBy('service').execute();
   const tags = await ctx.db.selectFrom('tags').select(['key', 'value']).where('release_id', '=', row.id).execute();
   const composition = parseJson<Record<string, unknown>>(row.composition, {});
+  const deltas = await releaseDeltas(ctx, row);
   return {
     id: row.id, commit: row.commit, fleet: fleetName, status: row.status, isFinal: row.is_final === 1, isInvalidated: row.is_invalidated === 1,
     semver: row.semver, notes: row.notes,
-    services: images.map((i) => ({ name: i.service, image: i.digest === null ? null : `${ctx.options.registryHost}/${i.repository}@${i.digest}`, size: i.size })),
+    services: images.map((i) => ({ name: i.service, image: i.digest === null ? null : `${ctx.options.registryHost}/${i.repository}@${i.digest}`, size: i.size, delta: deltas.get(i.service) ?? null })),
     composition, tags: Object.fromEntries(tags.map((t) => [t.key, t.value])), gitCommit: row.git_commit, build: row.build_uuid, createdAt: row.created_at,
   };
 }
@@ -132,5 +134,9 @@ export async function updateRelease(ctx: ServiceContext, caller: User, commit: s
     return { row: await tx.selectFrom('releases').selectAll().where('id', '=', release.id).executeTakeFirstOrThrow(), retarget };
   });
   if (row.retarget) await ctx.events.publish({ topic: 'target', fleetId });
+  if (request.status === 'success') {
+    // The release is visible whatever happens here: a delta not queued now is queued when a device asks.
+    await queueReleaseDeltas(ctx, fleetId, release.id).catch((err: Error) => ctx.log(`[delta] cannot queue the deltas of release ${release.commit}: ${err.message}`));
+  }
   return releaseJson(ctx, row.row, fleetName);
 }

@@ -1,0 +1,346 @@
+/**
+ * Delta jobs (issue 12): the `deltas` table is the queue and the record. A pair (source image →
+ * target image) is queued when a release succeeds (for each service whose image changed since the
+ * fleet's previous successful release) or when a device asks for one that is missing. Each
+ * replica's {@link DeltaWorker} claims queued rows with one conditional UPDATE, makes them
+ * (deltas/generate.ts) and marks them done, none or failed. Rows a dead replica left `running` go
+ * back to `queued` (at start, and when a device asks); a `done` row whose files this replica lacks
+ * (made by another replica, or evicted) is made again here.
+ *
+ * Downloads are counted in the server's log, one line per response to a device when it ends:
+ * `[download] device <device uuid> delta <bytes sent> <path>` (see routes/deltas.ts; the registry
+ * proxy logs `blob` lines the same way), which e2e tests and the bench sum up.
+ */
+import { randomBytes } from 'node:crypto';
+import { readdir, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { sql } from 'kysely';
+import type { DeltaAnswer, DeltaDescriptor, DeltaPending, DeltaQuery, ReleaseServiceDelta } from '../../api/deltas.js';
+import type { DeltaRow, ReleaseRow } from '../db/schema.js';
+import { isUniqueViolation } from '../db/database.js';
+import type { Principal } from '../permissions.js';
+import { planEviction, DEFAULT_DELTA_CACHE_BYTES, type CachedDelta } from '../deltas/cache.js';
+import { cleanDeltaTemp, deltaFile, deltaFolder, deltasDir, folderBytes, generateDelta, type ImageName } from '../deltas/generate.js';
+import { badInput, isoNow, notFound, type DeltaRuntime, type ServiceContext } from './context.js';
+import { liveReplicas } from './tunnel-sessions.js';
+
+type Device = Extract<Principal, { kind: 'device' }>;
+
+/** How many deltas one replica makes at once (each runs xdelta3 on a core). */
+export const DELTA_CONCURRENCY = 2;
+/** Queued rows are looked for this often besides wake-ups (another replica queued them). */
+const SWEEP_MS = 60_000;
+
+/** `<host>/<repository>@sha256:…` split; the host is not checked (devices may reach the server by another name). */
+export function parseImageRef(ref: string): ImageName {
+  const at = ref.lastIndexOf('@');
+  const slash = ref.indexOf('/');
+  return { ref, repository: slash < 0 || slash > at ? '' : ref.slice(slash + 1, at), digest: ref.slice(at + 1) };
+}
+
+/** Seconds a device waits before asking again: short while a job is young, longer as it runs. */
+export function retryAfterSeconds(row: Pick<DeltaRow, 'status' | 'updated_at'>, now: Date): number {
+  if (row.status !== 'running') return 2;
+  const seconds = (now.getTime() - Date.parse(row.updated_at)) / 1000;
+  return seconds < 10 ? 2 : seconds < 60 ? 3 : 5;
+}
+
+/** The delta's layer indexes that have files. */
+function fileIndexes(descriptor: DeltaDescriptor): number[] {
+  return descriptor.layers.flatMap((l, i) => (l.source === 'delta' ? [i] : []));
+}
+
+function parseDescriptor(row: DeltaRow): DeltaDescriptor | undefined {
+  if (row.descriptor === null) return undefined;
+  try {
+    return JSON.parse(row.descriptor) as DeltaDescriptor;
+  } catch {
+    return undefined;
+  }
+}
+
+/** 404 unless `image` is an image of one of the fleet's releases. */
+async function fleetImage(ctx: ServiceContext, fleetId: number, ref: string, field: 'src' | 'dest'): Promise<ImageName> {
+  const image = parseImageRef(ref);
+  const row = image.repository === '' ? undefined : await ctx.db.selectFrom('release_images').innerJoin('releases', 'releases.id', 'release_images.release_id')
+    .select('release_images.id').where('releases.fleet_id', '=', fleetId)
+    .where('release_images.repository', '=', image.repository).where('release_images.digest', '=', image.digest).limit(1).executeTakeFirst();
+  if (!row) throw notFound(`${field} image ${ref}`);
+  return image;
+}
+
+async function findPair(ctx: ServiceContext, src: ImageName, dest: ImageName): Promise<DeltaRow | undefined> {
+  return ctx.db.selectFrom('deltas').selectAll()
+    .where('src_repository', '=', src.repository).where('src_digest', '=', src.digest)
+    .where('dest_repository', '=', dest.repository).where('dest_digest', '=', dest.digest).executeTakeFirst();
+}
+
+/** Queues the pair unless a row exists (any status); answers the row. */
+async function queuePair(ctx: ServiceContext, fleetId: number, src: ImageName, dest: ImageName): Promise<DeltaRow> {
+  const now = isoNow(ctx);
+  try {
+    await ctx.db.insertInto('deltas').values({
+      uuid: randomBytes(16).toString('hex'), fleet_id: fleetId, src_repository: src.repository, src_digest: src.digest,
+      dest_repository: dest.repository, dest_digest: dest.digest, status: 'queued', replica: null, descriptor: null,
+      download_bytes: null, pull_bytes: null, reason: null, attempts: 0, created_at: now, updated_at: now, used_at: null,
+    }).execute();
+    ctx.deltas?.wake();
+  } catch (err) {
+    // Two requests (or a request and a release) queued it at once: the other row stands.
+    if (!isUniqueViolation(err)) throw err;
+  }
+  const row = await findPair(ctx, src, dest);
+  if (!row) throw new Error('the delta row vanished after insert');
+  return row;
+}
+
+/** Puts a row back in the queue (its maker died, or its files are missing here). */
+async function requeue(ctx: ServiceContext, row: DeltaRow, from: DeltaRow['status']): Promise<void> {
+  await ctx.db.updateTable('deltas').set({ status: 'queued', replica: null, updated_at: isoNow(ctx) }).where('id', '=', row.id).where('status', '=', from).execute();
+  ctx.deltas?.wake();
+}
+
+/** True when the replica running `row` is gone (SQLite: any other replica; PostgreSQL: no event listener of it). */
+async function makerIsGone(ctx: ServiceContext, row: DeltaRow): Promise<boolean> {
+  if (row.replica === ctx.options.replicaId) return false;
+  if (row.replica === null || ctx.dialect === 'sqlite') return true;
+  return !(await liveReplicas(ctx)).includes(row.replica);
+}
+
+/**
+ * `GET /api/v3/delta`: the answer for the device's pair, queuing it when missing (or when this
+ * replica lacks a done delta's files). 404 for an image that is not one of the device's fleet's
+ * release images; 400 when src and dest are the same image.
+ */
+export async function askDelta(ctx: ServiceContext, device: Device, query: DeltaQuery): Promise<{ pending: DeltaPending } | { answer: DeltaAnswer }> {
+  if (query.src === query.dest || parseImageRef(query.src).digest === parseImageRef(query.dest).digest) throw badInput('dest', 'dest is the same image as src: there is nothing to download');
+  const src = await fleetImage(ctx, device.fleetId, query.src, 'src');
+  const dest = await fleetImage(ctx, device.fleetId, query.dest, 'dest');
+  let row = await findPair(ctx, src, dest) ?? await queuePair(ctx, device.fleetId, src, dest);
+  if (row.status === 'running' && await makerIsGone(ctx, row)) {
+    await requeue(ctx, row, 'running');
+    row = await findPair(ctx, src, dest) ?? row;
+  }
+  if (row.status === 'done') {
+    const descriptor = parseDescriptor(row);
+    if (descriptor && await folderBytes(ctx.options.dataDir, row.uuid, fileIndexes(descriptor)) !== undefined) {
+      await ctx.db.updateTable('deltas').set({ used_at: isoNow(ctx) }).where('id', '=', row.id).execute();
+      // The asked names, not the stored ones: the device matches the answer to its question.
+      return { answer: { status: 'ready', delta: { ...descriptor, src: query.src, dest: query.dest } } };
+    }
+    await requeue(ctx, row, 'done');
+    return { pending: { status: 'pending', retryAfter: 2 } };
+  }
+  if (row.status === 'none') return { answer: { status: 'none', reason: row.reason ?? 'no delta helps' } };
+  if (row.status === 'failed') return { answer: { status: 'none', reason: `making the delta failed: ${row.reason ?? 'unknown error'}` } };
+  return { pending: { status: 'pending', retryAfter: retryAfterSeconds(row, ctx.clock()) } };
+}
+
+/**
+ * The file of layer `index` of delta `id` for the device: 404 for an unknown id, another fleet's
+ * delta, a layer without a file, or files this replica does not have.
+ */
+export async function deltaLayerFile(ctx: ServiceContext, device: Device, id: string, index: number): Promise<{ file: string; bytes: number }> {
+  const row = await ctx.db.selectFrom('deltas').selectAll().where('uuid', '=', id).executeTakeFirst();
+  if (!row || row.fleet_id !== device.fleetId || row.status !== 'done') throw notFound(`delta ${id}`);
+  const layer = parseDescriptor(row)?.layers[index];
+  if (layer?.source !== 'delta') throw notFound(`layer ${index} of delta ${id}`);
+  const bytes = await folderBytes(ctx.options.dataDir, id, [index]);
+  if (bytes === undefined) throw notFound(`layer ${index} of delta ${id} on this server`);
+  return { file: deltaFile(ctx.options.dataDir, id, index), bytes };
+}
+
+/** The fleet's last successful release before `releaseId`, with its images by service. */
+async function previousRelease(ctx: ServiceContext, fleetId: number, releaseId: number): Promise<{ commit: string; images: Map<string, ImageName> } | undefined> {
+  const prev = await ctx.db.selectFrom('releases').select(['id', 'commit']).where('fleet_id', '=', fleetId).where('status', '=', 'success')
+    .where('id', '<', releaseId).orderBy('id', 'desc').limit(1).executeTakeFirst();
+  if (!prev) return undefined;
+  const rows = await ctx.db.selectFrom('release_images').select(['service', 'repository', 'digest']).where('release_id', '=', prev.id).execute();
+  const images = new Map<string, ImageName>();
+  for (const r of rows) if (r.digest !== null) images.set(r.service, { ref: `${ctx.options.registryHost}/${r.repository}@${r.digest}`, repository: r.repository, digest: r.digest });
+  return { commit: prev.commit, images };
+}
+
+/** The pairs (previous release's image → this release's) of services whose image changed. */
+async function releasePairs(ctx: ServiceContext, fleetId: number, releaseId: number): Promise<{ from: string; pairs: Map<string, { src: ImageName; dest: ImageName }> } | undefined> {
+  const prev = await previousRelease(ctx, fleetId, releaseId);
+  if (!prev) return undefined;
+  const rows = await ctx.db.selectFrom('release_images').select(['service', 'repository', 'digest']).where('release_id', '=', releaseId).execute();
+  const pairs = new Map<string, { src: ImageName; dest: ImageName }>();
+  for (const r of rows) {
+    const src = prev.images.get(r.service);
+    if (!src || r.digest === null || src.digest === r.digest) continue;
+    pairs.set(r.service, { src, dest: { ref: `${ctx.options.registryHost}/${r.repository}@${r.digest}`, repository: r.repository, digest: r.digest } });
+  }
+  return { from: prev.commit, pairs };
+}
+
+/** Queues the deltas from the fleet's previous successful release to release `releaseId` (after it became `success`). */
+export async function queueReleaseDeltas(ctx: ServiceContext, fleetId: number, releaseId: number): Promise<void> {
+  const found = await releasePairs(ctx, fleetId, releaseId);
+  for (const { src, dest } of found?.pairs.values() ?? []) await queuePair(ctx, fleetId, src, dest);
+}
+
+/** Per service of a release: its delta from the fleet's previous successful release (null: none to make, or not queued). */
+export async function releaseDeltas(ctx: ServiceContext, release: ReleaseRow): Promise<Map<string, ReleaseServiceDelta>> {
+  const out = new Map<string, ReleaseServiceDelta>();
+  if (release.status !== 'success') return out;
+  const found = await releasePairs(ctx, release.fleet_id, release.id);
+  for (const [service, { src, dest }] of found?.pairs ?? []) {
+    const row = await findPair(ctx, src, dest);
+    if (!row) continue;
+    const done = row.status === 'done';
+    out.set(service, {
+      from: found?.from ?? '', status: row.status,
+      downloadBytes: done ? Number(row.download_bytes) : null, pullBytes: done ? Number(row.pull_bytes) : null,
+      reason: row.status === 'none' || row.status === 'failed' ? row.reason : null,
+    });
+  }
+  return out;
+}
+
+/**
+ * Rows a dead replica left `running` go back to `queued`: on SQLite all of them (one replica, and
+ * this one just started); on PostgreSQL those of replicas without a live event listener.
+ */
+export async function requeueAbandoned(ctx: ServiceContext): Promise<number> {
+  let q = ctx.db.updateTable('deltas').set({ status: 'queued', replica: null, updated_at: isoNow(ctx) }).where('status', '=', 'running');
+  if (ctx.dialect === 'postgres') {
+    const live = await liveReplicas(ctx);
+    q = q.where('replica', 'not in', [...live, ctx.options.replicaId]);
+  } else {
+    q = q.where('replica', '!=', ctx.options.replicaId);
+  }
+  return Number((await q.executeTakeFirst()).numUpdatedRows);
+}
+
+/** Claims the oldest queued row for this replica (one conditional UPDATE: two replicas never get the same one). */
+async function claim(ctx: ServiceContext): Promise<DeltaRow | undefined> {
+  const oldest = ctx.db.selectFrom('deltas').select('id').where('status', '=', 'queued').orderBy('id').limit(1);
+  return ctx.db.updateTable('deltas').set({ status: 'running', replica: ctx.options.replicaId, attempts: sql<number>`attempts + 1`, updated_at: isoNow(ctx) })
+    .where('id', 'in', oldest).where('status', '=', 'queued').returningAll().executeTakeFirst();
+}
+
+/** Bytes of the files in a folder (one level: a delta's folder has no subfolders). */
+async function dirBytes(folder: string): Promise<number> {
+  let total = 0;
+  for (const name of await readdir(folder).catch(() => [] as string[])) total += (await stat(path.join(folder, name)).catch(() => ({ size: 0 }))).size;
+  return total;
+}
+
+function megabytes(bytes: number): string {
+  return `${(bytes / 1e6).toFixed(bytes < 1e7 ? 2 : 1)} MB`;
+}
+
+/** Makes queued deltas on this replica, {@link DELTA_CONCURRENCY} at a time, and keeps its files under the cache bound. */
+export class DeltaWorker implements DeltaRuntime {
+  readonly downloads = new Map<string, number>();
+  private readonly running = new Set<Promise<void>>();
+  private readonly abort = new AbortController();
+  private pumping = false;
+  private again = false;
+  private stopped = false;
+  private sweep: NodeJS.Timeout | undefined;
+
+  constructor(private readonly ctx: ServiceContext, private readonly concurrency = DELTA_CONCURRENCY) {}
+
+  /** Removes what a killed run left, requeues abandoned rows, and starts claiming. */
+  async start(): Promise<void> {
+    await cleanDeltaTemp(this.ctx.options.dataDir);
+    const requeued = await requeueAbandoned(this.ctx);
+    if (requeued > 0) this.ctx.log(`[delta] ${requeued} delta job(s) of a stopped server queued again`);
+    this.sweep = setInterval(() => {
+      void requeueAbandoned(this.ctx).then(() => this.wake(), (err: Error) => this.ctx.log(`[delta] sweep: ${err.message}`));
+    }, SWEEP_MS);
+    this.sweep.unref();
+    this.wake();
+  }
+
+  wake(): void {
+    if (!this.stopped) void this.pump();
+  }
+
+  private async pump(): Promise<void> {
+    if (this.pumping) {
+      this.again = true;
+      return;
+    }
+    this.pumping = true;
+    try {
+      do {
+        this.again = false;
+        while (!this.stopped && this.running.size < this.concurrency) {
+          const row = await claim(this.ctx);
+          if (!row) break;
+          const job: Promise<void> = this.run(row).finally(() => {
+            this.running.delete(job);
+            this.wake();
+          });
+          this.running.add(job);
+        }
+      } while (this.again && !this.stopped);
+    } catch (err) {
+      this.ctx.log(`[delta] cannot claim a job: ${(err as Error).message}`);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private async run(row: DeltaRow): Promise<void> {
+    const { ctx } = this;
+    const src = { ref: `${ctx.options.registryHost}/${row.src_repository}@${row.src_digest}`, repository: row.src_repository, digest: row.src_digest };
+    const dest = { ref: `${ctx.options.registryHost}/${row.dest_repository}@${row.dest_digest}`, repository: row.dest_repository, digest: row.dest_digest };
+    const mine = ctx.db.updateTable('deltas').where('id', '=', row.id).where('status', '=', 'running').where('replica', '=', ctx.options.replicaId);
+    try {
+      if (!ctx.registry) throw new Error('this server runs without a registry');
+      ctx.log(`[delta] making ${row.uuid}: ${row.src_repository}@${row.src_digest.slice(7, 19)} → ${row.dest_repository}@${row.dest_digest.slice(7, 19)}`);
+      const { outcome, ms } = await generateDelta({ id: row.uuid, src, dest, dataDir: ctx.options.dataDir, registry: ctx.registry, signal: this.abort.signal });
+      if (outcome.kind === 'ready') {
+        const d = outcome.descriptor;
+        await mine.set({ status: 'done', descriptor: JSON.stringify(d), download_bytes: d.downloadBytes, pull_bytes: d.pullBytes, reason: null, updated_at: isoNow(ctx) }).execute();
+        ctx.log(`[delta] ${row.uuid} ready in ${(ms / 1000).toFixed(1)} s: ${megabytes(d.downloadBytes)} vs ${megabytes(d.pullBytes)} pull (${d.layers.map((l) => l.source).join(', ')})`);
+        await this.evict(row.uuid);
+      } else {
+        await mine.set({ status: 'none', descriptor: null, reason: outcome.reason, updated_at: isoNow(ctx) }).execute();
+        ctx.log(`[delta] ${row.uuid}: none (${outcome.reason}) after ${(ms / 1000).toFixed(1)} s`);
+      }
+    } catch (err) {
+      if (this.stopped) {
+        // Stopping, not failing: the next start (or another replica) makes it.
+        await mine.set({ status: 'queued', replica: null, updated_at: isoNow(ctx) }).execute().catch(() => undefined);
+        return;
+      }
+      const reason = (err as Error).message.slice(0, 500);
+      ctx.log(`[delta] ${row.uuid} failed: ${reason}`);
+      await mine.set({ status: 'failed', reason, updated_at: isoNow(ctx) }).execute().catch((e: Error) => ctx.log(`[delta] ${row.uuid}: ${e.message}`));
+    }
+  }
+
+  /** Removes the oldest-used delta folders until this replica's files fit the bound; `made` (just made) and those being downloaded stay. */
+  async evict(made: string): Promise<void> {
+    const { ctx } = this;
+    const bound = ctx.options.deltaCacheBytes ?? DEFAULT_DELTA_CACHE_BYTES;
+    const names = (await readdir(deltasDir(ctx.options.dataDir)).catch(() => [] as string[])).filter((n) => /^[0-9a-f]{32}$/.test(n));
+    if (names.length === 0) return;
+    const rows = await ctx.db.selectFrom('deltas').select(['uuid', 'used_at', 'updated_at']).where('uuid', 'in', names).execute();
+    const byId = new Map(rows.map((r) => [r.uuid, r]));
+    const cached: CachedDelta[] = [];
+    for (const id of names) {
+      const row = byId.get(id);
+      cached.push({ id, bytes: await dirBytes(deltaFolder(ctx.options.dataDir, id)), usedAt: row ? Date.parse(row.used_at ?? row.updated_at) : 0 });
+    }
+    const keep = new Set([made, ...[...this.downloads].filter(([, n]) => n > 0).map(([id]) => id)]);
+    for (const id of planEviction(cached, bound, keep)) {
+      await rm(deltaFolder(ctx.options.dataDir, id), { recursive: true, force: true });
+      ctx.log(`[delta] evicted ${id} (cache bound ${megabytes(bound)})`);
+    }
+  }
+
+  /** Stops claiming, aborts the deltas being made (their rows go back to `queued`) and waits for them. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.sweep) clearInterval(this.sweep);
+    this.abort.abort(new Error('the server is stopping'));
+    await Promise.allSettled([...this.running]);
+  }
+}

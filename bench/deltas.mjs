@@ -267,6 +267,18 @@ const DECODER = (() => {
   return existsSync(file) ? pathToFileURL(file).href : undefined;
 })();
 
+/**
+ * The V8 flags the agent sets on itself (src/agent/serve.ts AGENT_V8_FLAGS, e.g. --no-opt), read from
+ * dist so the local decoder runs as it does in the agent; none when not found.
+ */
+const AGENT_FLAGS = (() => {
+  try {
+    return /AGENT_V8_FLAGS = '([^']*)'/.exec(readFileSync(join(REPO_ROOT, 'dist', 'agent', 'serve.js'), 'utf8'))?.[1].split(' ').filter(Boolean) ?? [];
+  } catch {
+    return [];
+  }
+})();
+
 /** Runs patchLayer on one delta file (argv: module, delta, base, out, diffID, size); prints { ms, startMB, hwmMB }. */
 const DECODE_JS = `
 import { createReadStream, readFileSync } from 'node:fs';
@@ -306,7 +318,7 @@ async function localPart(work, versions) {
       // skiff's own decoder (the agent's: Brotli → streaming VCDIFF over the base by position),
       // in a Node process of its own so its peak RSS is the decoder's plus Node's.
       if (DECODER) {
-        const dec = JSON.parse(timed(process.execPath, ['--input-type=module', '-e', DECODE_JS, DECODER, delta, v1Tar, out, `sha256:${v2Sha}`, String(v2Size)]).stdout);
+        const dec = JSON.parse(timed(process.execPath, [...AGENT_FLAGS, '--input-type=module', '-e', DECODE_JS, DECODER, delta, v1Tar, out, `sha256:${v2Sha}`, String(v2Size)]).stdout);
         apply.push(dec.ms);
         applyRss.push(dec.hwmMB);
         applyStart.push(dec.startMB);
@@ -344,7 +356,7 @@ async function localPart(work, versions) {
 }
 
 function printLocal(local) {
-  const decoder = DECODER ? "skiff's decoder (dist/lib/delta/layer-patch.js patchLayer, in a Node process of its own)" : 'Brotli decode + xdelta3 -d (this checkout has no decoder of its own in dist/)';
+  const decoder = DECODER ? `skiff's decoder (dist/lib/delta/layer-patch.js patchLayer, in a Node process of its own with the agent's V8 flags: ${AGENT_FLAGS.join(' ') || 'none found'})` : 'Brotli decode + xdelta3 -d (this checkout has no decoder of its own in dist/)';
   printTable(
     ['change', 'layer pull (gzip -6)', 'skiff delta', 'ratio', 'make', 'apply', DECODER ? 'apply RSS: Node at start → peak' : 'apply peak RSS', 'goal: apply < pull at 10 Mbit/s'],
     KINDS.map(({ name }) => {

@@ -30,6 +30,7 @@ const LABEL_VALUE = `cloud-delta-${RUN}`;
 const DATA_BYTES = 24 * 1024 * 1024;
 
 describe('agent cloud: delta updates (real server, agent, engine)', function () {
+  this.timeout(300_000);
   let server: StartedServer | undefined;
   let token = '';
   const fleet = `delta${RUN}`;

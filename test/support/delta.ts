@@ -2,11 +2,13 @@
  * Test support for delta updates: delta files made the way the server makes them
  * (`xdelta3 -e -9 -S none -A -B <n> -s <bases concatenated> <target>`, then Brotli).
  */
+import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, rmSync, statSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { brotliCompressSync } from 'node:zlib';
+import { DeltaApplyError, type DeltaFailure } from '../../src/lib/delta/apply-image.js';
 
 /** sha256 of a file, `sha256:<hex>`. */
 export async function fileSha256(file: string): Promise<string> {
@@ -41,3 +43,14 @@ export function brotli(data: Buffer): Buffer {
   return brotliCompressSync(data);
 }
 
+
+/** Asserts `promise` rejects with a one-line DeltaApplyError of kind `failure` (and message `pattern`). */
+export async function assertDeltaFailure(promise: Promise<unknown>, failure: DeltaFailure, pattern?: RegExp): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.ok(err instanceof DeltaApplyError, `not a DeltaApplyError: ${String(err)}`);
+    assert.equal(err.failure, failure, err.message);
+    assert.ok(!err.message.includes('\n'), 'one line');
+    if (pattern) assert.match(err.message, pattern);
+    return true;
+  });
+}

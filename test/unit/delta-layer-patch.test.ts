@@ -6,20 +6,9 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
-import { DeltaApplyError, type DeltaFailure } from '../../src/lib/delta/apply-image.js';
 import { blobDecoders, patchLayer, writeLayerFile } from '../../src/lib/delta/layer-patch.js';
-import { fileSha256, makeDeltaFile } from '../support/delta.js';
+import { assertDeltaFailure, fileSha256, makeDeltaFile } from '../support/delta.js';
 import { scratchDir } from '../support/tmp.js';
-
-async function assertFailure(promise: Promise<unknown>, failure: DeltaFailure, pattern?: RegExp): Promise<void> {
-  await assert.rejects(promise, (err: unknown) => {
-    assert.ok(err instanceof DeltaApplyError, `not a DeltaApplyError: ${String(err)}`);
-    assert.equal(err.failure, failure, err.message);
-    assert.ok(!err.message.includes('\n'));
-    if (pattern) assert.match(err.message, pattern);
-    return true;
-  });
-}
 
 describe('delta: layer patch', function () {
   const dir = scratchDir('skiff-layer-patch-');
@@ -54,10 +43,10 @@ describe('delta: layer patch', function () {
 
   it('refuses a wrong diffID, size or file sha256 as corrupt', async function () {
     const out = path.join(dir, 'out2.tar');
-    await assertFailure(patchLayer(deltaStream(), [base1, base2], out, { diffId: `sha256:${'0'.repeat(64)}`, size, label: 'layer 1' }), 'corrupt', /diffID/);
-    await assertFailure(patchLayer(deltaStream(), [base1, base2], out, { diffId, size: size - 1, label: 'layer 1' }), 'corrupt', /larger than/);
-    await assertFailure(patchLayer(deltaStream(), [base1, base2], out, { diffId, size: size + 1, label: 'layer 1' }), 'corrupt', /bytes, not/);
-    await assertFailure(patchLayer(deltaStream(), [base1, base2], out, { diffId, size, fileSha256: `sha256:${'1'.repeat(64)}`, label: 'layer 1' }), 'corrupt', /downloaded file's sha256/);
+    await assertDeltaFailure(patchLayer(deltaStream(), [base1, base2], out, { diffId: `sha256:${'0'.repeat(64)}`, size, label: 'layer 1' }), 'corrupt', /diffID/);
+    await assertDeltaFailure(patchLayer(deltaStream(), [base1, base2], out, { diffId, size: size - 1, label: 'layer 1' }), 'corrupt', /larger than/);
+    await assertDeltaFailure(patchLayer(deltaStream(), [base1, base2], out, { diffId, size: size + 1, label: 'layer 1' }), 'corrupt', /bytes, not/);
+    await assertDeltaFailure(patchLayer(deltaStream(), [base1, base2], out, { diffId, size, fileSha256: `sha256:${'1'.repeat(64)}`, label: 'layer 1' }), 'corrupt', /downloaded file's sha256/);
   });
 
   it('refuses a flipped byte, a cut file and a file that is no Brotli as corrupt', async function () {
@@ -66,13 +55,13 @@ describe('delta: layer patch', function () {
     const flipped = Buffer.from(data);
     const mid = Math.floor(data.length / 2);
     flipped[mid] = (flipped[mid] ?? 0) ^ 0x20;
-    await assertFailure(patchLayer(deltaStream(flipped), [base1, base2], out, { diffId, size, label: 'layer 1' }), 'corrupt');
-    await assertFailure(patchLayer(deltaStream(data.subarray(0, data.length - 5)), [base1, base2], out, { diffId, size, label: 'layer 1' }), 'corrupt');
-    await assertFailure(patchLayer(deltaStream(randomBytes(5000)), [base1, base2], out, { diffId, size, label: 'layer 1' }), 'corrupt', /does not decompress/);
+    await assertDeltaFailure(patchLayer(deltaStream(flipped), [base1, base2], out, { diffId, size, label: 'layer 1' }), 'corrupt');
+    await assertDeltaFailure(patchLayer(deltaStream(data.subarray(0, data.length - 5)), [base1, base2], out, { diffId, size, label: 'layer 1' }), 'corrupt');
+    await assertDeltaFailure(patchLayer(deltaStream(randomBytes(5000)), [base1, base2], out, { diffId, size, label: 'layer 1' }), 'corrupt', /does not decompress/);
   });
 
   it('refuses the wrong bases (a source layer that changed) as corrupt', async function () {
-    await assertFailure(patchLayer(deltaStream(), [base2, base1], path.join(dir, 'out4.tar'), { diffId, size, label: 'layer 1' }), 'corrupt');
+    await assertDeltaFailure(patchLayer(deltaStream(), [base2, base1], path.join(dir, 'out4.tar'), { diffId, size, label: 'layer 1' }), 'corrupt');
   });
 
   it('reports a failing download as download, and missing bases as source', async function () {
@@ -81,8 +70,8 @@ describe('delta: layer patch', function () {
         this.destroy(new Error('connection reset'));
       },
     });
-    await assertFailure(patchLayer(failing, [base1, base2], path.join(dir, 'out5.tar'), { diffId, size, label: 'layer 1' }), 'download', /connection reset/);
-    await assertFailure(patchLayer(deltaStream(), [path.join(dir, 'missing.tar')], path.join(dir, 'out6.tar'), { diffId, size, label: 'layer 1' }), 'source');
+    await assertDeltaFailure(patchLayer(failing, [base1, base2], path.join(dir, 'out5.tar'), { diffId, size, label: 'layer 1' }), 'download', /connection reset/);
+    await assertDeltaFailure(patchLayer(deltaStream(), [path.join(dir, 'missing.tar')], path.join(dir, 'out6.tar'), { diffId, size, label: 'layer 1' }), 'source');
   });
 
   it('decodes gzip and plain blobs by media type, and refuses others', async function () {
@@ -91,12 +80,12 @@ describe('delta: layer patch', function () {
     await writeLayerFile(Readable.from([gzipSync(tar)]), await blobDecoders('application/vnd.docker.image.rootfs.diff.tar.gzip'), out, { diffId, size, label: 'layer 2' });
     assert.ok(readFileSync(out).equals(tar));
     await writeLayerFile(Readable.from([tar]), await blobDecoders('application/vnd.oci.image.layer.v1.tar'), out, { diffId, size, label: 'layer 2' });
-    await assertFailure(writeLayerFile(Readable.from([Buffer.from('not gzip at all')]), await blobDecoders('application/vnd.oci.image.layer.v1.tar+gzip'), out, { diffId, size, label: 'layer 2' }), 'corrupt', /does not decompress/);
+    await assertDeltaFailure(writeLayerFile(Readable.from([Buffer.from('not gzip at all')]), await blobDecoders('application/vnd.oci.image.layer.v1.tar+gzip'), out, { diffId, size, label: 'layer 2' }), 'corrupt', /does not decompress/);
     const zst = path.join(dir, 'target.tar.zst');
     execFileSync('zstd', ['-q', '-f', '-o', zst, target]);
     await writeLayerFile(Readable.from([readFileSync(zst)]), await blobDecoders('application/vnd.oci.image.layer.v1.tar+zstd'), out, { diffId, size, label: 'layer 2' });
     assert.ok(readFileSync(out).equals(tar));
-    await assertFailure(blobDecoders('application/json'), 'corrupt', /no layer tar/);
+    await assertDeltaFailure(blobDecoders('application/json'), 'corrupt', /no layer tar/);
     assert.ok(existsSync(out));
   });
 });

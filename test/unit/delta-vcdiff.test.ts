@@ -12,6 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import { DeltaApplyError } from '../../src/lib/delta/apply-image.js';
 import { openConcatenatedFiles } from '../../src/lib/delta/source-file.js';
 import { adler32, VcdiffDecoder } from '../../src/lib/delta/vcdiff.js';
+import { assertDeltaFailure } from '../support/delta.js';
 import { scratchDir } from '../support/tmp.js';
 
 const dir = scratchDir('skiff-vcdiff-');
@@ -50,14 +51,8 @@ async function decode(sources: Buffer[], delta: Buffer, chunkSize = 7919): Promi
   return Buffer.concat(out);
 }
 
-async function assertCorrupt(promise: Promise<unknown>, pattern?: RegExp): Promise<void> {
-  await assert.rejects(promise, (err: unknown) => {
-    assert.ok(err instanceof DeltaApplyError, `not a DeltaApplyError: ${String(err)}`);
-    assert.equal(err.failure, 'corrupt');
-    assert.ok(!err.message.includes('\n'), 'one line');
-    if (pattern) assert.match(err.message, pattern);
-    return true;
-  });
+function assertCorrupt(promise: Promise<unknown>, pattern?: RegExp): Promise<void> {
+  return assertDeltaFailure(promise, 'corrupt', pattern);
 }
 
 /** Text-like data with repeats (compresses like a file system layer does). */

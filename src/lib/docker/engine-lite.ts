@@ -79,6 +79,8 @@ export interface ImageInspect {
   Architecture: string;
   Os: string;
   Config: { Labels: Labels | null } | null;
+  /** The layers' diffIDs, bottom first. */
+  RootFS?: { Type: string; Layers?: string[] };
 }
 
 export interface VolumeSummary {
@@ -316,6 +318,8 @@ export interface ImageHandle {
   remove(options?: { force?: boolean; noprune?: boolean }): Promise<void>;
   /** Gives the image another name, `repo:tag` (`POST /images/{name}/tag`). */
   tag(repo: string, tag: string): Promise<void>;
+  /** The image as a tar (`GET /images/{name}/get`, docker save's format), streamed; `destroy()` stops it. */
+  export(options?: { signal?: AbortSignal }): Promise<Readable>;
 }
 
 export interface VolumeHandle {
@@ -350,6 +354,12 @@ export interface EngineClient {
    * rejects. A reference without a tag means `:latest` (as the docker CLI pulls it).
    */
   pull(reference: string, options?: { onProgress?: (progress: PullProgress) => void; signal?: AbortSignal }): Promise<void>;
+  /**
+   * Loads images from a docker save tar streamed as the request body (`POST /images/load`).
+   * @returns the engine's progress messages (e.g. `Loaded image ID: sha256:…`)
+   * @throws EngineError for a refused archive (its error line)
+   */
+  loadImage(archive: Readable, options?: { signal?: AbortSignal }): Promise<string[]>;
   /** The engine's event stream, one parsed {@link EngineEvent} per 'data'. Listen for 'error'; `destroy()` closes it. */
   getEvents(options?: { filters?: Filters; since?: number }): Promise<Readable>;
 }
@@ -374,6 +384,8 @@ interface Call {
   path: string;
   query?: Query;
   body?: unknown;
+  /** A raw request body streamed as it is (instead of `body`'s JSON). */
+  upload?: { stream: Readable; contentType: string };
   signal?: AbortSignal;
 }
 
@@ -423,7 +435,7 @@ export function createEngineClient(options: ConnectionOptions): EngineClient {
     const request: http.RequestOptions = {
       method: call.method,
       path: `${call.path}${queryString(call.query)}`,
-      headers: payload === undefined ? {} : { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) },
+      headers: call.upload ? { 'Content-Type': call.upload.contentType } : payload === undefined ? {} : { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload) },
       ...(call.signal ? { signal: call.signal } : {}),
     };
     let send: (opts: http.RequestOptions, onResponse: (res: http.IncomingMessage) => void) => http.ClientRequest;
@@ -440,7 +452,13 @@ export function createEngineClient(options: ConnectionOptions): EngineClient {
     const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
       const req = send(request, resolve);
       req.on('error', reject);
-      req.end(payload);
+      if (call.upload) {
+        const upload = call.upload.stream;
+        // the body's own error ends the request (and so this call) with it
+        pipeline(upload, req, (err) => {
+          if (err) reject(err);
+        });
+      } else req.end(payload);
     });
     const status = res.statusCode ?? 0;
     if (status >= 200 && status < 300) return res;
@@ -540,6 +558,7 @@ export function createEngineClient(options: ConnectionOptions): EngineClient {
       inspect: () => json<ImageInspect>({ method: 'GET', path: `/images/${encodeURIComponent(name)}/json` }),
       remove: (o = {}) => done({ method: 'DELETE', path: `/images/${encodeURIComponent(name)}`, query: { force: o.force, noprune: o.noprune } }),
       tag: (repo, tag) => done({ method: 'POST', path: `/images/${encodeURIComponent(name)}/tag`, query: { repo, tag } }),
+      export: (o = {}) => open({ method: 'GET', path: `/images/${encodeURIComponent(name)}/get`, signal: o.signal }),
     }),
     getVolume: (name) => ({
       name,
@@ -559,6 +578,17 @@ export function createEngineClient(options: ConnectionOptions): EngineClient {
       const { name, tag } = splitReference(reference);
       const progress = await stream({ method: 'POST', path: '/images/create', query: { fromImage: name, tag }, signal: o.signal }, jsonLines());
       await followPull(progress, o.onProgress);
+    },
+    async loadImage(archive, o = {}) {
+      const progress = await stream({ method: 'POST', path: '/images/load', query: { quiet: true }, upload: { stream: archive, contentType: 'application/x-tar' }, signal: o.signal }, jsonLines());
+      const messages: string[] = [];
+      await followPull(progress, (p) => {
+        const line = (p as { stream?: unknown }).stream;
+        if (typeof line === 'string' && line.trim()) messages.push(line.trim());
+      }).catch((err: unknown) => {
+        throw err instanceof EngineError ? err : new EngineError(500, err instanceof Error ? err.message : String(err));
+      });
+      return messages;
     },
     getEvents: (o = {}) => stream({ method: 'GET', path: '/events', query: { filters: o.filters, since: o.since } }, jsonLines()),
   };

@@ -585,7 +585,7 @@ async function e2ePart(onCleanup, versions) {
       const got = serverLog.between(mark);
       const report = (await device()).updateDownload?.services?.app;
       runs.push({ applyMs: tImage - t0, runMs: tRun - t0, beforeMB, peakMB: Math.max(hwm ?? 0, treeMax), got, report });
-      log(`${kind.name} run ${run + 1}: image in ${fmtS(tImage - t0)}, running in ${fmtS(tRun - t0)}, downloaded ${fmtBytes(got.delta)} delta + ${fmtBytes(got.blob)} blobs, peak ${fmtMBv(Math.max(hwm ?? 0, treeMax))}, report ${JSON.stringify(report ?? null)}`);
+      log(`${kind.name} run ${run + 1}: image in ${fmtS(tImage - t0)}, running in ${fmtS(tRun - t0)}, downloaded ${fmtBytes(got.delta)} delta + ${fmtBytes(got.blob)} blobs, peak ${fmtMBv(Math.max(hwm ?? 0, treeMax))} (agent VmHWM ${fmtMBv(hwm)}, agent + children sampled ${fmtMBv(treeMax)}), report ${JSON.stringify(report ?? null)}`);
     }
     // The server's own figure for the job (its log), else the polled one (from the deploy's exit to
     // done: a job that started before the exit reads short).

@@ -59,7 +59,7 @@ import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { REPO_ROOT, log, median, parseBenchArgs, printTable } from './lib.mjs';
 import { engine, ensureBaseImage, imageIds, removeImages, sleep, waitFor, withCleanup } from './agent-lib.mjs';
-import { api, checkDatabaseOption, procSample, startCloudDevice } from './cloud-lib.mjs';
+import { api, checkDatabaseOption, ensureCommandsBuilt, procSample, startCloudDevice } from './cloud-lib.mjs';
 
 const opts = parseBenchArgs({
   runs: { default: 3, help: 'measured runs per change (the local make/apply, and each device apply)' },
@@ -261,23 +261,21 @@ const pullAt10Mbit = (bytes) => (bytes * 8) / 10e6;
 
 // ---------------------------------------------------------------- 1. local
 
-/** skiff's layer decoder (src/lib/delta/layer-patch.ts) as built in dist/, when this checkout has it. */
-const DECODER = (() => {
-  const file = join(REPO_ROOT, 'dist', 'lib', 'delta', 'layer-patch.js');
-  return existsSync(file) ? pathToFileURL(file).href : undefined;
-})();
+/** skiff's layer decoder (src/lib/delta/layer-patch.ts) as built in dist/, when this checkout has it (set by findDecoder). */
+let DECODER;
+/** The V8 flags the agent sets on itself (src/agent/serve.ts AGENT_V8_FLAGS, e.g. --no-opt), so the local decoder runs as in the agent (set by findDecoder). */
+let AGENT_FLAGS = [];
 
-/**
- * The V8 flags the agent sets on itself (src/agent/serve.ts AGENT_V8_FLAGS, e.g. --no-opt), read from
- * dist so the local decoder runs as it does in the agent; none when not found.
- */
-const AGENT_FLAGS = (() => {
+/** Looks for the decoder and the agent's flags in dist/ (after a build, if the script made one). */
+function findDecoder() {
+  const file = join(REPO_ROOT, 'dist', 'lib', 'delta', 'layer-patch.js');
+  DECODER = existsSync(file) ? pathToFileURL(file).href : undefined;
   try {
-    return /AGENT_V8_FLAGS = '([^']*)'/.exec(readFileSync(join(REPO_ROOT, 'dist', 'agent', 'serve.js'), 'utf8'))?.[1].split(' ').filter(Boolean) ?? [];
+    AGENT_FLAGS = /AGENT_V8_FLAGS = '([^']*)'/.exec(readFileSync(join(REPO_ROOT, 'dist', 'agent', 'serve.js'), 'utf8'))?.[1].split(' ').filter(Boolean) ?? [];
   } catch {
-    return [];
+    AGENT_FLAGS = [];
   }
-})();
+}
 
 /** Runs patchLayer on one delta file (argv: module, delta, base, out, diffID, size); prints { ms, startMB, hwmMB }. */
 const DECODE_JS = `
@@ -654,6 +652,8 @@ for (const tool of ['xdelta3', 'zstd', 'tar']) {
 
 await withCleanup(async (onCleanup) => {
   log(`load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  if (!opts.localOnly) ensureCommandsBuilt(); // before the local part, which uses dist's decoder when there is one
+  findDecoder();
   const work = mkdtempSync(join(tmpdir(), 'skiff-bench-deltas-'));
   onCleanup(() => rmSync(work, { recursive: true, force: true }));
   const versions = { v1: join(work, 'v1') };

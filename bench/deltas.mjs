@@ -16,11 +16,14 @@
 //
 // 1. Local (no server, no agent; always runs): the layer tars made with GNU tar (sorted, uid 0)
 //    and, per change, skiff's delta format as the contract defines it (src/lib/api/deltas.ts):
-//    `xdelta3 -e -9 -S none -A -B <source size> -s v1.tar v2.tar`, then Brotli. Made and applied
-//    (brotli decode + `xdelta3 -d`, the result checked byte for byte) --runs times; the layer pull
-//    is the gzip -6 size of the v2 layer tar (what `docker push` stores). Peers, for context (balena-cli
-//    has no local figure to compare): plain `xdelta3 -e` (its defaults: -3, secondary compression)
-//    and `zstd --patch-from --long=28` (level 3), their sizes and times.
+//    `xdelta3 -e -9 -S none -A -B <source rounded up to MiB> -s v1.tar v2.tar`, then Brotli q9, as
+//    the server makes it. Applied with skiff's own decoder (patchLayer from dist/lib/delta, in a
+//    Node process of its own with the agent's V8 flags; its peak RSS and Node's RSS at its start),
+//    which checks the result's sha256 against v2's; with `xdelta3 -d` when dist has no decoder, and
+//    beside it as a reference. Each --runs times. The layer pull is the gzip -6 size of the v2
+//    layer tar (what `docker push` stores). Peers, for context (balena-cli has no local figure to
+//    compare): plain `xdelta3 -e` (its defaults) and `zstd --patch-from --long=28` (level 3),
+//    their sizes and times.
 // 2. End to end (unless --local-only): `skiff server` (SQLite by default) and one cloud-mode
 //    `skiff agent` on this machine's engine (bench/cloud-lib.mjs startCloudDevice). v1 is deployed
 //    with `skiff deploy FLEET --build`; per change, v1 is deployed again (the same image: the

@@ -571,6 +571,7 @@ async function e2ePart(onCleanup, versions) {
       let treeMax = treeRssMB(agent.pid);
       const sampler = setInterval(() => { treeMax = Math.max(treeMax, treeRssMB(agent.pid)); }, 50);
       const mark = serverLog.since();
+      const agentMark = agent.output().length;
       const t0 = performance.now();
       await pin(v2.commit);
       let tImage;
@@ -585,6 +586,7 @@ async function e2ePart(onCleanup, versions) {
       await sleep(500); // the server's last [download] lines
       const got = serverLog.between(mark);
       const report = (await device()).updateDownload?.services?.app;
+      for (const line of agent.output().slice(agentMark).split('\n')) if (/delta/i.test(line)) log(`  agent: ${line.trim()}`);
       runs.push({ applyMs: tImage - t0, runMs: tRun - t0, beforeMB, peakMB: Math.max(hwm ?? 0, treeMax), got, report });
       log(`${kind.name} run ${run + 1}: image in ${fmtS(tImage - t0)}, running in ${fmtS(tRun - t0)}, downloaded ${fmtBytes(got.delta)} delta + ${fmtBytes(got.blob)} blobs, peak ${fmtMBv(Math.max(hwm ?? 0, treeMax))} (agent VmHWM ${fmtMBv(hwm)}, agent + children sampled ${fmtMBv(treeMax)}), report ${JSON.stringify(report ?? null)}`);
     }

@@ -236,7 +236,10 @@ describe('agent cloud: delta updates (real server, agent, engine)', function () 
     const d = await runs(next);
     const main = d.updateDownload?.services.main;
     assert.equal(main?.method, 'pull', JSON.stringify(d.updateDownload));
-    assert.ok(main.fallback, 'the report says why no delta was used');
+    // Said in the report and the log: found before asking (the agent's view of the engine was
+    // fresh) or by the apply (it was not).
+    assert.match(main.fallback ?? '', /^(no delta: the engine no longer has|delta failed: source)/);
+    assert.match(agent?.output() ?? '', /Cloud: (main: no delta: the engine no longer has[^\n]*; pulling|delta for main failed \(source[^\n]*\); pulling instead)/);
   });
 
   it('the agent killed mid-apply: started again, it cleans the delta folder and completes the update', async () => {
@@ -277,5 +280,43 @@ describe('agent cloud: delta updates (real server, agent, engine)', function () 
     assert.equal(main?.method, 'pull', JSON.stringify(d.updateDownload));
     assert.match(main.fallback ?? '', /^delta failed: disk/);
     assert.match(agent.output(), /Cloud: delta for main failed \(disk[^\n]*\); pulling instead/);
+  });
+
+  it('the server refuses a malformed update_download and keeps what the device last reported; device info prints a hostile one as visible text', async () => {
+    assert.ok(agent);
+    const before = (await device()).updateDownload;
+    assert.ok(before);
+    const key = (JSON.parse(readFileSync(path.join(agent.dataDir, 'config.json'), 'utf8')) as { deviceApiKey: string }).deviceApiKey;
+    const bad: unknown[] = [
+      { commit: 'x', services: { main: { method: 'rsync', downloadedBytes: 1, pullBytes: 1, fallback: null } } },
+      { commit: 'x', services: { main: { method: 'delta', downloadedBytes: -1, pullBytes: 1, fallback: null } } },
+      { commit: 'x', services: { main: { method: 'delta', downloadedBytes: 1, pullBytes: 1, fallback: null, saved: 99 } } },
+      'delta',
+    ];
+    for (const updateDownload of bad) {
+      const res: Response = await fetch(`${server?.url ?? ''}/device/v3/state`, {
+        method: 'PATCH', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ [agent.uuid]: { update_download: updateDownload } }),
+      });
+      assert.equal(res.status, 400, `${JSON.stringify(updateDownload)} refused`);
+    }
+    assert.deepEqual((await device()).updateDownload, before);
+
+    // What the device says is printed as visible text only: a reason may hold escape sequences.
+    const osc = '\u001b]0;pwned\u0007';
+    const hostile = { commit: 'x', services: { [`main${osc}`]: { method: 'pull', downloadedBytes: 1, pullBytes: 1, fallback: `delta failed: corrupt\u001b[2K\rall good${osc}` } } };
+    const res = await fetch(`${server?.url ?? ''}/device/v3/state`, {
+      method: 'PATCH', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ [agent.uuid]: { update_download: hostile } }),
+    });
+    assert.equal(res.status, 200);
+    const env = { HOME: scratchDir('skiff-delta-home-'), SKIFF_API_URL: server?.url, SKIFF_API_TOKEN: token };
+    const text = await runCli(['device', 'info', agent.uuid], { env });
+    assert.equal(text.code, 0, text.stderr);
+    // eslint-disable-next-line no-control-regex -- control characters (but newline) are what must not be there
+    assert.doesNotMatch(text.stdout, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/, JSON.stringify(text.stdout));
+    assert.match(text.stdout, /LAST UPDATE\s+main.*pulled: 1 B \(delta failed: corrupt/);
+    const json = await runCli(['device', 'info', agent.uuid, '--json'], { env });
+    assert.deepEqual((JSON.parse(json.stdout) as { result: Device }).result.updateDownload, hostile, '--json keeps the text as it is (JSON escapes it)');
   });
 });

@@ -2,6 +2,9 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CloudHttpError, createCloudClient } from '../../src/lib/agent/cloud/client.js';
+import { Slots, updateByDelta, type DeltaContext } from '../../src/lib/agent/cloud/delta.js';
+import { localImageName } from '../../src/lib/agent/cloud/target.js';
+import { connectLiteEngine } from '../../src/lib/docker/engine-lite.js';
 
 /**
  * The agent's delta calls against a real HTTP server on loopback: the question and its
@@ -102,5 +105,55 @@ describe('agent cloud client: deltas over node:http', function () {
     await assert.rejects((async () => {
       for await (const _ of stream) void _;
     })());
+  });
+
+  describe('asking until the delta is made (updateByDelta)', () => {
+    const image = { remote: DEST, local: localImageName(DEST), host: '127.0.0.1:5000', repository: 'f/web', digest: `sha256:${'b'.repeat(64)}`, services: ['f/web'] };
+    const source = { local: localImageName(SRC), remote: SRC };
+    const context = async (signal: AbortSignal, maxWaitMs?: number): Promise<DeltaContext> => ({
+      client: createCloudClient(base, 'u1', 'key1'), docker: (await connectLiteEngine({})).docker, proxyHost: '127.0.0.1:1',
+      tmpDir: '/nonexistent', slots: new Slots(3), random: () => 0, signal, maxWaitMs,
+    });
+
+    it('waits out the 504s for their Retry-After, then pulls when the server says none', async () => {
+      let asked = 0;
+      handle = (_req, res) => {
+        asked++;
+        if (asked <= 2) res.writeHead(504, { 'retry-after': '1' }).end();
+        else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'none', reason: 'not smaller than the layer' }));
+      };
+      const started = Date.now();
+      const outcome = await updateByDelta(await context(new AbortController().signal), image, source, () => {});
+      assert.deepEqual(outcome, { kind: 'none', reason: 'no delta: not smaller than the layer', downloadedBytes: 0 });
+      assert.equal(asked, 3);
+      assert.ok(Date.now() - started >= 2000, 'waited 1 s twice');
+    });
+
+    it('gives up once the next wait would pass the bound: a fallback, not an error', async () => {
+      let asked = 0;
+      handle = (_req, res) => {
+        asked++;
+        res.writeHead(504, { 'retry-after': '1' }).end();
+      };
+      const outcome = await updateByDelta(await context(new AbortController().signal, 1500), image, source, () => {});
+      assert.equal(outcome.kind, 'fallback');
+      assert.match(outcome.kind === 'fallback' ? outcome.reason : '', /did not make the delta within/);
+      assert.equal(asked, 2);
+    });
+
+    it('a failure to ask (the server refuses) is a fallback with its reason', async () => {
+      handle = (_req, res) => res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ message: 'image not found' }));
+      assert.deepEqual(await updateByDelta(await context(new AbortController().signal), image, source, () => {}), { kind: 'fallback', reason: 'delta: the server answered 404 (image not found)', downloadedBytes: 0 });
+    });
+
+    it('a newer target (its signal) ends the wait at once, and the attempt rejects rather than pulls', async () => {
+      handle = (_req, res) => res.writeHead(504, { 'retry-after': '30' }).end();
+      const abort = new AbortController();
+      const attempt = updateByDelta(await context(abort.signal), image, source, () => {});
+      setTimeout(() => abort.abort(new Error('superseded')), 200);
+      const started = Date.now();
+      await assert.rejects(attempt, /superseded/);
+      assert.ok(Date.now() - started < 5000);
+    });
   });
 });

@@ -47,8 +47,12 @@ describe('agent delta: the source image', () => {
     ['an image without a digest', { ...image('web', 'b'), digest: undefined }, running({ web: old }), { [old]: 'sha256:1' }, undefined],
   ];
   for (const [name, target, current, engine, expected] of cases) {
-    it(name, () => assert.deepEqual(chooseDeltaSource(target, apps, current, engine), expected));
+    it(name, () => assert.deepEqual(chooseDeltaSource(target, apps, current, engine, [HOST]), expected));
   }
+  it('an image of another registry: pulled as it is, no delta asked', () => {
+    const other = { ...image('web', 'b'), host: 'ghcr.io' };
+    assert.equal(chooseDeltaSource(other, apps, running({ web: old }), { [old]: 'sha256:1' }, [HOST]), undefined);
+  });
 });
 
 describe('agent delta: waiting for the server to make it', () => {

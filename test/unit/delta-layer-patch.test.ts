@@ -6,6 +6,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
+import { DeltaApplyError } from '../../src/lib/delta/apply-image.js';
 import { blobDecoders, patchLayer, writeLayerFile } from '../../src/lib/delta/layer-patch.js';
 import { assertDeltaFailure, fileSha256, makeDeltaFile } from '../support/delta.js';
 import { scratchDir } from '../support/tmp.js';
@@ -72,6 +73,16 @@ describe('delta: layer patch', function () {
     });
     await assertDeltaFailure(patchLayer(failing, [base1, base2], path.join(dir, 'out5.tar'), { diffId, size, label: 'layer 1' }), 'download', /connection reset/);
     await assertDeltaFailure(patchLayer(deltaStream(), [path.join(dir, 'missing.tar')], path.join(dir, 'out6.tar'), { diffId, size, label: 'layer 1' }), 'source');
+  });
+
+  it('reports a full disk as disk', async function () {
+    // /dev/full fails every write with ENOSPC
+    await assertDeltaFailure(patchLayer(deltaStream(), [base1, base2], '/dev/full', { diffId, size, label: 'layer 1' }), 'disk', /no space left/);
+    await assertDeltaFailure(writeLayerFile(Readable.from([readFileSync(target)]), [], '/dev/full', { diffId, size, label: 'layer 2' }), 'disk', /no space left/);
+  });
+
+  it('keeps a DeltaApplyError message to one line', function () {
+    assert.equal(new DeltaApplyError('engine', 'the engine said:\n  bad\r\nthings\n').message, 'the engine said: bad things');
   });
 
   it('decodes gzip and plain blobs by media type, and refuses others', async function () {

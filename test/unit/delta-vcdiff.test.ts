@@ -137,7 +137,7 @@ describe('delta: VCDIFF decoder', function () {
     it('refuses a window larger than the limit', async function () {
       const source = await openConcatenatedFiles([file(base)]);
       try {
-        await assertCorrupt(pipeline(Readable.from([delta]), new VcdiffDecoder(source, 1000), new Writable({ write: (_c, _e, cb) => cb() })), /larger than the 1000-byte limit/);
+        await assertCorrupt(pipeline(Readable.from([delta]), new VcdiffDecoder(source, { maxWindow: 1000 }), new Writable({ write: (_c, _e, cb) => cb() })), /larger than the 1000-byte limit/);
       } finally {
         await source.close();
       }
@@ -164,6 +164,17 @@ describe('delta: VCDIFF decoder', function () {
         }
       }
       assert.ok(failures > 0);
+    });
+
+    it('never hangs or throws anything but corrupt on random bytes after the header', async function () {
+      for (let i = 0; i < 300; i++) {
+        const junk = Buffer.concat([Buffer.from([0xd6, 0xc3, 0xc4, 0x00, 0x00]), randomBytes(1 + (i % 60))]);
+        try {
+          await decode([base], junk, 1 + (i % 7));
+        } catch (err) {
+          assert.ok(err instanceof DeltaApplyError && err.failure === 'corrupt', String(err));
+        }
+      }
     });
 
     it('refuses a stream with trailing garbage', async function () {

@@ -130,7 +130,7 @@ describe('server deltas: choosing layers and bases', () => {
 
   describe('sourceWindow', () => {
     const MiB = 1024 * 1024;
-    const cases: Array<[number, number]> = [[0, MiB], [1, MiB], [MiB, MiB], [MiB + 1, 2 * MiB], [130 * MiB + 5, 131 * MiB], [5 * 1024 * MiB, 1024 * MiB]];
+    const cases: Array<[number, number]> = [[0, MiB], [1, MiB], [MiB, MiB], [MiB + 1, 2 * MiB], [130 * MiB + 5, 131 * MiB], [256 * MiB + 1, 256 * MiB], [5 * 1024 * MiB, 256 * MiB]];
     for (const [bytes, window] of cases) it(`${bytes} bytes → ${window}`, () => assert.equal(sourceWindow(bytes), window));
   });
 });

@@ -19,7 +19,8 @@ export type DeltaFailure =
 /** An apply that did not produce the image; `message` is one line for the device's log and report. */
 export class DeltaApplyError extends Error {
   constructor(readonly failure: DeltaFailure, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    // one line for the device's log and report, whatever the engine or a library put in it
+    super(message.replace(/\s*[\r\n]+\s*/g, ' ').trim(), options);
     this.name = 'DeltaApplyError';
   }
 }

@@ -70,13 +70,12 @@ class Sha256 extends Transform {
   }
 }
 
-/** Drains an entry without keeping it. */
+/**
+ * Drains an entry without keeping it. By iteration, not `resume()`: after {@link peek}'s
+ * 'readable' listener, a tar-stream entry (readable-stream 3) stayed paused on `resume()`.
+ */
 async function skip(stream: Readable): Promise<void> {
-  stream.resume();
-  await new Promise<void>((resolve, reject) => {
-    stream.once('end', resolve);
-    stream.once('error', reject);
-  });
+  for await (const chunk of stream) void chunk;
 }
 
 /**
@@ -99,16 +98,12 @@ export async function extractLayers(exported: Readable, wanted: ReadonlyMap<stri
     if (header.type !== 'file' || SKIPPED_NAMES.test(name)) return skip(stream);
     const blob = BLOB_NAME.exec(name);
     const named = blob ? `sha256:${blob[1]}` : undefined;
-    if (named !== undefined && (found.has(named) || !wanted.has(named))) {
-      // a blob's name is its digest: not wanted, unless it is a compressed layer whose diffID is
-      // only known once it is decompressed
-      const first = await peek(stream);
-      if (!first || first[0] !== 0x1f || first[1] !== 0x8b) return skip(stream);
-    } else if (named === undefined && sizes && header.size !== undefined && !sizes.has(header.size)) {
-      return skip(stream);
-    }
+    if (named === undefined && sizes && header.size !== undefined && !sizes.has(header.size)) return skip(stream);
     const first = await peek(stream);
     const gzip = first !== null && first[0] === 0x1f && first[1] === 0x8b;
+    // a blob's name is its digest: not wanted, unless it is a compressed layer whose diffID is only
+    // known once it is decompressed
+    if (named !== undefined && !gzip && (found.has(named) || !wanted.has(named))) return skip(stream);
     const file = path.join(tmpDir, `export-${part++}.part`);
     const hash = new Sha256();
     try {

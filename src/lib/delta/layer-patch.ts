@@ -4,8 +4,8 @@
  * sha256 must be the layer's diffID and its size the descriptor's.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { open, type FileHandle } from 'node:fs/promises';
+import { Transform, Writable, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createBrotliDecompress, createGunzip } from 'node:zlib';
 import { DeltaApplyError } from './errors.js';
@@ -24,21 +24,11 @@ export interface ExpectedLayer {
   label: string;
 }
 
-/** Hashes (and counts) the bytes that pass; `limit` stops a stream that grows past it. */
+/** Hashes (and counts) the bytes that pass. */
 class Meter extends Transform {
   readonly hash: Hash = createHash('sha256');
-  bytes = 0;
-
-  constructor(private readonly limit?: { bytes: number; error: () => Error }) {
-    super();
-  }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.bytes += chunk.length;
-    if (this.limit && this.bytes > this.limit.bytes) {
-      callback(this.limit.error());
-      return;
-    }
     this.hash.update(chunk);
     callback(null, chunk);
   }
@@ -60,32 +50,74 @@ export function diskError(err: unknown, what: string): DeltaApplyError | undefin
 }
 
 /**
+ * Writes the layer file: hashes and counts each chunk, refuses more than the expected size as it
+ * comes, and awaits the write, so the caller may reuse the chunk's buffer once it resolves.
+ */
+class LayerWriter {
+  readonly hash: Hash = createHash('sha256');
+  bytes = 0;
+
+  constructor(private readonly handle: FileHandle, private readonly outFile: string, private readonly expected: ExpectedLayer) {}
+
+  readonly write = async (chunk: Buffer): Promise<void> => {
+    this.bytes += chunk.length;
+    if (this.expected.size !== undefined && this.bytes > this.expected.size) {
+      throw new DeltaApplyError('corrupt', `${this.expected.label} is larger than its ${this.expected.size} bytes`);
+    }
+    this.hash.update(chunk);
+    try {
+      for (let done = 0; done < chunk.length;) done += (await this.handle.write(chunk, done, chunk.length - done)).bytesWritten;
+    } catch (err) {
+      throw diskError(err, this.expected.label) ?? new DeltaApplyError('disk', `${this.expected.label}: cannot write ${this.outFile}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+  };
+
+  /** A Writable end for a pipeline that writes each chunk through {@link write}. */
+  writable(): Writable {
+    return new Writable({
+      write: (chunk: Buffer, _encoding, callback) => {
+        this.write(chunk).then(() => callback(), callback);
+      },
+    });
+  }
+}
+
+/**
  * Streams `input` through `decoders` into `outFile`, hashing the output.
  * Errors: the input's own DeltaApplyError as is, another input error 'download', a decoder's
  * error 'corrupt' (a DeltaApplyError from the VCDIFF decoder as is), ENOSPC 'disk', a sha256 or
  * size mismatch 'corrupt'. The file is left for the caller to remove on failure.
  * @returns the layer's bytes
  */
-export async function writeLayerFile(input: Readable, decoders: Transform[], outFile: string, expected: ExpectedLayer, signal?: AbortSignal): Promise<number> {
+export function writeLayerFile(input: Readable, decoders: Transform[], outFile: string, expected: ExpectedLayer, signal?: AbortSignal): Promise<number> {
+  return writeLayer(input, () => decoders, outFile, expected, signal);
+}
+
+/** {@link writeLayerFile} with decoders that may write the layer themselves (`write`, awaited). */
+async function writeLayer(input: Readable, makeDecoders: (write: (chunk: Buffer) => Promise<void>) => Transform[], outFile: string, expected: ExpectedLayer, signal?: AbortSignal): Promise<number> {
   const fileMeter = new Meter();
-  const layerMeter = new Meter(expected.size === undefined ? undefined : {
-    bytes: expected.size,
-    error: () => new DeltaApplyError('corrupt', `${expected.label} is larger than its ${expected.size} bytes`),
-  });
+  let handle: FileHandle;
+  try {
+    handle = await open(outFile, 'w');
+  } catch (err) {
+    input.destroy();
+    throw diskError(err, expected.label) ?? new DeltaApplyError('disk', `${expected.label}: cannot write ${outFile}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  const writer = new LayerWriter(handle, outFile, expected);
+  const decoders = makeDecoders(writer.write);
   // the first stage to fail names the failure (pipeline destroys the others after it)
-  let failed: { stage: 'input' | 'decode' | 'output' | 'check'; err: unknown } | undefined;
-  const watch = (stage: 'input' | 'decode' | 'output' | 'check', stream: NodeJS.EventEmitter): void => {
+  let failed: { stage: 'input' | 'decode' | 'output'; err: unknown } | undefined;
+  const watch = (stage: 'input' | 'decode' | 'output', stream: NodeJS.EventEmitter): void => {
     stream.once('error', (err: unknown) => {
       failed ??= { stage, err };
     });
   };
   watch('input', input);
   for (const d of decoders) watch('decode', d);
-  watch('check', layerMeter);
-  const output = createWriteStream(outFile);
+  const output = writer.writable();
   watch('output', output);
   try {
-    await pipeline([input, fileMeter, ...decoders, layerMeter, output], signal ? { signal } : {});
+    await pipeline([input, fileMeter, ...decoders, output], signal ? { signal } : {});
   } catch (err) {
     const first = failed ?? { stage: 'input' as const, err };
     const cause = first.err;
@@ -97,17 +129,19 @@ export async function writeLayerFile(input: Readable, decoders: Transform[], out
     if (first.stage === 'input') throw new DeltaApplyError('download', `${expected.label}: download failed: ${message}`, { cause });
     if (first.stage === 'decode') throw new DeltaApplyError('corrupt', `${expected.label} does not decompress: ${message}`, { cause });
     throw new DeltaApplyError('disk', `${expected.label}: cannot write ${outFile}: ${message}`, { cause });
+  } finally {
+    await handle.close().catch(() => undefined);
   }
   if (expected.fileSha256 !== undefined) {
     const got = fileMeter.digest();
     if (got !== expected.fileSha256) throw new DeltaApplyError('corrupt', `${expected.label}: the downloaded file's sha256 is ${got}, not ${expected.fileSha256}`);
   }
-  if (expected.size !== undefined && layerMeter.bytes !== expected.size) {
-    throw new DeltaApplyError('corrupt', `${expected.label} has ${layerMeter.bytes} bytes, not ${expected.size}`);
+  if (expected.size !== undefined && writer.bytes !== expected.size) {
+    throw new DeltaApplyError('corrupt', `${expected.label} has ${writer.bytes} bytes, not ${expected.size}`);
   }
-  const diffId = layerMeter.digest();
+  const diffId = `sha256:${writer.hash.digest('hex')}`;
   if (diffId !== expected.diffId) throw new DeltaApplyError('corrupt', `${expected.label}'s sha256 is ${diffId}, not its diffID ${expected.diffId}`);
-  return layerMeter.bytes;
+  return writer.bytes;
 }
 
 /**
@@ -124,7 +158,8 @@ export async function patchLayer(deltaStream: Readable, bases: readonly string[]
     throw new DeltaApplyError('source', `${expected.label}: cannot read its base layers: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
   try {
-    return await writeLayerFile(deltaStream, [createBrotliDecompress(), new VcdiffDecoder(source)], outFile, expected, signal);
+    // the decoder writes each target window itself and reuses its buffer: no window-sized garbage
+    return await writeLayer(deltaStream, (write) => [createBrotliDecompress(), new VcdiffDecoder(source, { sink: write })], outFile, expected, signal);
   } finally {
     await source.close();
   }

@@ -9,15 +9,10 @@ export interface RandomAccessSource {
   readonly size: number;
   /** `length` bytes from `position`; rejects when the range is outside `[0, size)`. */
   read(position: number, length: number): Promise<Buffer>;
+  /** The same into `target` at `offset` (no allocation). */
+  readInto(position: number, length: number, target: Buffer, offset: number): Promise<void>;
   close(): Promise<void>;
 }
-
-/** An empty source (a patch that only adds and copies from its own target). */
-export const EMPTY_SOURCE: RandomAccessSource = {
-  size: 0,
-  read: (position, length) => (length === 0 ? Promise.resolve(Buffer.alloc(0)) : Promise.reject(new RangeError(`source read at ${position} past its end (0 bytes)`))),
-  close: () => Promise.resolve(),
-};
 
 /**
  * Opens `paths` as one source, their bytes one after the other (`xdelta3 -s` of their concatenation).
@@ -37,27 +32,31 @@ export async function openConcatenatedFiles(paths: readonly string[]): Promise<R
     await Promise.allSettled(files.map((f) => f.handle.close()));
     throw err;
   }
+  const readInto = async (position: number, length: number, out: Buffer, offset: number): Promise<void> => {
+    if (position < 0 || length < 0 || position + length > size) throw new RangeError(`source read of ${length} bytes at ${position} past its end (${size} bytes)`);
+    let done = 0;
+    for (const f of files) {
+      if (done === length) break;
+      const at = position + done;
+      if (at >= f.start + f.size || f.size === 0) continue;
+      const n = Math.min(length - done, f.start + f.size - at);
+      let got = 0;
+      while (got < n) {
+        const { bytesRead } = await f.handle.read(out, offset + done + got, n - got, at - f.start + got);
+        if (bytesRead === 0) throw new Error('a source file got shorter while it was read');
+        got += bytesRead;
+      }
+      done += n;
+    }
+  };
   return {
     size,
     async read(position, length) {
-      if (position < 0 || length < 0 || position + length > size) throw new RangeError(`source read of ${length} bytes at ${position} past its end (${size} bytes)`);
       const out = Buffer.allocUnsafe(length);
-      let done = 0;
-      for (const f of files) {
-        if (done === length) break;
-        const at = position + done;
-        if (at >= f.start + f.size || f.size === 0) continue;
-        const n = Math.min(length - done, f.start + f.size - at);
-        let got = 0;
-        while (got < n) {
-          const { bytesRead } = await f.handle.read(out, done + got, n - got, at - f.start + got);
-          if (bytesRead === 0) throw new Error('a source file got shorter while it was read');
-          got += bytesRead;
-        }
-        done += n;
-      }
+      await readInto(position, length, out, 0);
       return out;
     },
+    readInto,
     async close() {
       await Promise.allSettled(files.map((f) => f.handle.close()));
     },
@@ -70,7 +69,8 @@ export async function openConcatenatedFiles(paths: readonly string[]): Promise<R
  * `blockSize * blocks` bytes held.
  */
 export class CachedSource {
-  private readonly blocks = new Map<number, Buffer>();
+  /** Block index → its bytes (`data` is a whole block's buffer, reused once evicted; `length` of it hold bytes). */
+  private readonly blocks = new Map<number, { data: Buffer; length: number }>();
 
   constructor(readonly source: RandomAccessSource, private readonly blockSize = 256 * 1024, private readonly maxBlocks = 32) {}
 
@@ -91,13 +91,22 @@ export class CachedSource {
         this.blocks.set(index, block);
       } else {
         const start = index * this.blockSize;
-        block = await this.source.read(start, Math.min(this.blockSize, this.source.size - start));
+        // the least recently used block's buffer is reused: no garbage per block read
+        let data: Buffer | undefined;
+        if (this.blocks.size >= this.maxBlocks) {
+          const oldest = this.blocks.keys().next().value as number;
+          data = this.blocks.get(oldest)?.data;
+          this.blocks.delete(oldest);
+        }
+        data ??= Buffer.allocUnsafe(this.blockSize);
+        block = { data, length: Math.min(this.blockSize, this.source.size - start) };
+        await this.source.readInto(start, block.length, data, 0);
         this.blocks.set(index, block);
-        if (this.blocks.size > this.maxBlocks) this.blocks.delete(this.blocks.keys().next().value as number);
       }
       const inBlock = at - index * this.blockSize;
       const n = Math.min(length - done, block.length - inBlock);
-      block.copy(target, offset + done, inBlock, inBlock + n);
+      if (n <= 0) throw new RangeError(`source read at ${at} past its end (${this.source.size} bytes)`);
+      block.data.copy(target, offset + done, inBlock, inBlock + n);
       done += n;
     }
   }

@@ -1,8 +1,8 @@
 /**
  * A streaming VCDIFF decoder (RFC 3284) for the patches `xdelta3 -e -S none -A` writes: the delta
  * bytes come in as a stream, the target bytes go out window by window, and the source is read by
- * position on demand — memory stays at one delta window and one target window (xdelta3's `-W`,
- * 8 MiB at most) plus a small source block cache, whatever the layer's size.
+ * position on demand — memory stays at one delta window and one target window (xdelta3's `-W`:
+ * 8 MiB by default, 16 MiB at most) plus a small source block cache, whatever the layer's size.
  *
  * Supported: the default code table, the near/same address cache, VCD_SOURCE windows, and
  * xdelta3's Adler-32 extension (Win_Indicator bit 0x04: the target window's checksum, verified).
@@ -182,9 +182,20 @@ export class VcdiffDecoder extends Transform {
   /** Bytes of target written so far (for messages). */
   targetBytes = 0;
 
-  constructor(source: RandomAccessSource, private readonly maxWindow = MAX_WINDOW_BYTES) {
+  /** The target window's buffer, reused from window to window when the output goes to a sink. */
+  private window: Buffer | undefined;
+
+  /**
+   * @param sink where each target window goes instead of the readable side: awaited, and its
+   *   buffer reused once it resolves (no garbage per window; write it, do not keep it)
+   */
+  constructor(source: RandomAccessSource, private readonly options: { maxWindow?: number; sink?: (window: Buffer) => Promise<void> } = {}) {
     super({ readableHighWaterMark: 1 });
     this.source = new CachedSource(source);
+  }
+
+  private get maxWindow(): number {
+    return this.options.maxWindow ?? MAX_WINDOW_BYTES;
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
@@ -224,7 +235,9 @@ export class VcdiffDecoder extends Transform {
       }
       this.windows++;
       this.targetBytes += target.length;
-      if (target.length > 0) this.push(target);
+      if (target.length === 0) continue;
+      if (this.options.sink) await this.options.sink(target);
+      else this.push(target);
     }
   }
 
@@ -306,7 +319,11 @@ export class VcdiffDecoder extends Transform {
     const inst = new Section(encoding, dataStart + dataLen, dataStart + dataLen + instLen, `window ${n} instructions`);
     const addr = new Section(encoding, dataStart + dataLen + instLen, encoding.length, `window ${n} addresses`);
 
-    const target = Buffer.allocUnsafe(targetLen);
+    let target: Buffer;
+    if (this.options.sink) {
+      if (!this.window || this.window.length < targetLen) this.window = Buffer.allocUnsafe(targetLen);
+      target = this.window.subarray(0, targetLen);
+    } else target = Buffer.allocUnsafe(targetLen);
     let pos = 0;
     const near = new Array<number>(S_NEAR).fill(0);
     let nextNear = 0;

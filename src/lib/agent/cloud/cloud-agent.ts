@@ -1,6 +1,7 @@
 /**
- * The agent in cloud mode: registers once, polls its target state, pulls the images through the
- * loopback pull proxy, hands the target to the agent's loop (the same `setTarget` a local-mode push
+ * The agent in cloud mode: registers once, polls its target state, gets the images (by delta from
+ * the image a service runs when the server has one, see delta.ts; else pulled through the
+ * loopback pull proxy), hands the target to the agent's loop (the same `setTarget` a local-mode push
  * uses, so the planner, update strategies, locks and rollback apply unchanged), and reports.
  *
  * The server is never needed to keep running: the agent's store keeps the target it was given, so
@@ -206,7 +207,7 @@ export function startCloud(o: CloudOptions): RunningCloud {
         },
         delta: {
           context: { client, docker: o.docker, proxyHost, tmpDir: deltaTmp, slots: deltaSlots, random, signal: pull.signal },
-          sourceOf: (image) => chooseDeltaSource(image, converted.apps, agent.targetState, agent.currentState?.images),
+          sourceOf: (image) => chooseDeltaSource(image, converted.apps, agent.targetState, agent.currentState?.images, serverHosts),
           onFallback: (image, reason, failed) => log(failed ? `Cloud: delta for ${names(image)} failed (${reason}); pulling instead` : `Cloud: ${names(image)}: ${reason}; pulling`, failed),
         },
       });

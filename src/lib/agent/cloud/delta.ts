@@ -65,9 +65,11 @@ export interface DeltaSourceGone {
  * @param current the target the agent runs now (`agent.targetState`)
  * @param apps the new target's apps (app uuid → local app id)
  * @param engineImages image names the engine has (name → ID); undefined when not known yet (the source is then assumed there: the apply checks)
+ * @param serverHosts the server's registry hosts (`host:port`)
  */
-export function chooseDeltaSource(image: CloudImage, apps: readonly CloudApp[], current: LocalTargetStateJson, engineImages: Readonly<Record<string, string>> | undefined): DeltaSource | DeltaSourceGone | undefined {
-  if (!image.host || !image.digest) return undefined;
+export function chooseDeltaSource(image: CloudImage, apps: readonly CloudApp[], current: LocalTargetStateJson, engineImages: Readonly<Record<string, string>> | undefined, serverHosts: readonly string[]): DeltaSource | DeltaSourceGone | undefined {
+  // Only the server makes deltas, and only of its own registry's images (another registry's image is pulled as it is).
+  if (!image.host || !image.digest || !serverHosts.includes(image.host)) return undefined;
   let gone: DeltaSourceGone | undefined;
   for (const service of image.services) {
     const slash = service.indexOf('/');

@@ -5,7 +5,8 @@
  * replica's {@link DeltaWorker} claims queued rows with one conditional UPDATE, makes them
  * (deltas/generate.ts) and marks them done, none or failed. Rows a dead replica left `running` go
  * back to `queued` (at start, and when a device asks); a `done` row whose files this replica lacks
- * (made by another replica, or evicted) is made again here.
+ * (made by another replica, or evicted) is queued for this replica alone (`replica` set on a
+ * queued row) and made again here.
  *
  * Downloads are counted in the server's log, one line per response to a device when it ends:
  * `[download] device <device uuid> delta <bytes sent> <path>` (see routes/deltas.ts; the registry
@@ -28,6 +29,9 @@ type Device = Extract<Principal, { kind: 'device' }>;
 
 /** How many deltas one replica makes at once (each runs xdelta3 on a core). */
 export const DELTA_CONCURRENCY = 2;
+/** A failed delta is made again when asked after this long (ms), up to {@link MAX_ATTEMPTS} attempts in all. */
+const RETRY_FAILED_MS = 60_000;
+const MAX_ATTEMPTS = 3;
 /** Queued rows are looked for this often besides wake-ups (another replica queued them). */
 const SWEEP_MS = 60_000;
 
@@ -94,13 +98,17 @@ async function queuePair(ctx: ServiceContext, fleetId: number, src: ImageName, d
   return row;
 }
 
-/** Puts a row back in the queue (its maker died, or its files are missing here). */
-async function requeue(ctx: ServiceContext, row: DeltaRow, from: DeltaRow['status']): Promise<void> {
-  await ctx.db.updateTable('deltas').set({ status: 'queued', replica: null, updated_at: isoNow(ctx) }).where('id', '=', row.id).where('status', '=', from).execute();
+/**
+ * Puts a row back in the queue (its maker died, it failed, or its files are missing here). `here`:
+ * only this replica may claim it (the files are wanted on this replica: another one making them
+ * again would not help the device asking here).
+ */
+async function requeue(ctx: ServiceContext, row: DeltaRow, from: DeltaRow['status'], here = false): Promise<void> {
+  await ctx.db.updateTable('deltas').set({ status: 'queued', replica: here ? ctx.options.replicaId : null, updated_at: isoNow(ctx) }).where('id', '=', row.id).where('status', '=', from).execute();
   ctx.deltas?.wake();
 }
 
-/** True when the replica running `row` is gone (SQLite: any other replica; PostgreSQL: no event listener of it). */
+/** True when the replica running (or kept to make) `row` is gone (SQLite: any other replica; PostgreSQL: no event listener of it). */
 async function makerIsGone(ctx: ServiceContext, row: DeltaRow): Promise<boolean> {
   if (row.replica === ctx.options.replicaId) return false;
   if (row.replica === null || ctx.dialect === 'sqlite') return true;
@@ -117,8 +125,8 @@ export async function askDelta(ctx: ServiceContext, device: Device, query: Delta
   const src = await fleetImage(ctx, device.fleetId, query.src, 'src');
   const dest = await fleetImage(ctx, device.fleetId, query.dest, 'dest');
   let row = await findPair(ctx, src, dest) ?? await queuePair(ctx, device.fleetId, src, dest);
-  if (row.status === 'running' && await makerIsGone(ctx, row)) {
-    await requeue(ctx, row, 'running');
+  if ((row.status === 'running' || (row.status === 'queued' && row.replica !== null)) && await makerIsGone(ctx, row)) {
+    await requeue(ctx, row, row.status);
     row = await findPair(ctx, src, dest) ?? row;
   }
   if (row.status === 'done') {
@@ -128,10 +136,15 @@ export async function askDelta(ctx: ServiceContext, device: Device, query: Delta
       // The asked names, not the stored ones: the device matches the answer to its question.
       return { answer: { status: 'ready', delta: { ...descriptor, src: query.src, dest: query.dest } } };
     }
-    await requeue(ctx, row, 'done');
+    await requeue(ctx, row, 'done', true);
     return { pending: { status: 'pending', retryAfter: 2 } };
   }
   if (row.status === 'none') return { answer: { status: 'none', reason: row.reason ?? 'no delta helps' } };
+  if (row.status === 'failed' && row.attempts < MAX_ATTEMPTS && ctx.clock().getTime() - Date.parse(row.updated_at) > RETRY_FAILED_MS) {
+    // A fault may have passed (the registry restarting): tried again, a few times at most.
+    await requeue(ctx, row, 'failed');
+    return { pending: { status: 'pending', retryAfter: 2 } };
+  }
   if (row.status === 'failed') return { answer: { status: 'none', reason: `making the delta failed: ${row.reason ?? 'unknown error'}` } };
   return { pending: { status: 'pending', retryAfter: retryAfterSeconds(row, ctx.clock()) } };
 }
@@ -204,7 +217,8 @@ export async function releaseDeltas(ctx: ServiceContext, release: ReleaseRow): P
  * this one just started); on PostgreSQL those of replicas without a live event listener.
  */
 export async function requeueAbandoned(ctx: ServiceContext): Promise<number> {
-  let q = ctx.db.updateTable('deltas').set({ status: 'queued', replica: null, updated_at: isoNow(ctx) }).where('status', '=', 'running');
+  // Running rows, and queued ones kept for a replica (see requeue), of replicas that are gone.
+  let q = ctx.db.updateTable('deltas').set({ status: 'queued', replica: null, updated_at: isoNow(ctx) }).where('status', 'in', ['running', 'queued']).where('replica', 'is not', null);
   if (ctx.dialect === 'postgres') {
     const live = await liveReplicas(ctx);
     q = q.where('replica', 'not in', [...live, ctx.options.replicaId]);
@@ -216,7 +230,8 @@ export async function requeueAbandoned(ctx: ServiceContext): Promise<number> {
 
 /** Claims the oldest queued row for this replica (one conditional UPDATE: two replicas never get the same one). */
 async function claim(ctx: ServiceContext): Promise<DeltaRow | undefined> {
-  const oldest = ctx.db.selectFrom('deltas').select('id').where('status', '=', 'queued').orderBy('id').limit(1);
+  const oldest = ctx.db.selectFrom('deltas').select('id').where('status', '=', 'queued')
+    .where((eb) => eb.or([eb('replica', 'is', null), eb('replica', '=', ctx.options.replicaId)])).orderBy('id').limit(1);
   return ctx.db.updateTable('deltas').set({ status: 'running', replica: ctx.options.replicaId, attempts: sql<number>`attempts + 1`, updated_at: isoNow(ctx) })
     .where('id', 'in', oldest).where('status', '=', 'queued').returningAll().executeTakeFirst();
 }

@@ -600,7 +600,7 @@ async function e2ePart(onCleanup, versions) {
       pullBytes, job: delta, genMs, genFrom: made ? 'log' : 'poll', idleMB, beforeMB: med(runs.map((r) => r.beforeMB)),
       downloaded: med(runs.map((r) => r.got.delta + r.got.blob)),
       applyMs: med(runs.map((r) => r.applyMs)), runMs: med(runs.map((r) => r.runMs)),
-      peakMB: Math.max(...runs.map((r) => r.peakMB)),
+      peakMB: Math.max(...runs.map((r) => r.peakMB)), peaksMB: runs.map((r) => r.peakMB),
       methods: [...new Set(runs.map((r) => r.report?.method ?? '?'))].join('/'),
       fallback: runs.map((r) => r.report?.fallback).find((f) => f),
     };
@@ -618,6 +618,9 @@ function printE2e(e2e) {
     }),
     `End to end (skiff server on ${e2e.database === 'sqlite' ? 'SQLite' : 'PostgreSQL'}, one cloud-mode agent on this engine), medians of ${opts.runs} applies. make = the server's delta job (its log), once per change; apply = pin to v2 → the engine has v2's image ID; to running = → the device reports v2 running; downloaded = the server's [download] lines`,
   );
+  // Each apply's own peak, in order: the table's is the largest, and a rise from apply to apply is
+  // memory the agent kept.
+  console.log(`Agent peak RSS per apply, in order: ${KINDS.map(({ name }) => `${name} ${e2e.results[name].peaksMB.map((m) => m.toFixed(1)).join(', ')} MB`).join('; ')}.`);
   for (const { name } of KINDS) {
     const r = e2e.results[name];
     if (r.methods !== 'delta') console.log(`NOTE ${name}: the device did not use the delta (${r.methods}): ${r.fallback ?? 'no reason reported'}; its figures are a pull's.`);

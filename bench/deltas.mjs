@@ -28,8 +28,9 @@
 //    `skiff agent` on this machine's engine (bench/cloud-lib.mjs startCloudDevice). v1 is deployed
 //    with `skiff deploy FLEET --build`; per change, v1 is deployed again (the same image: the
 //    fleet's previous release is then v1, so the server's background delta is v1 → v2), the device
-//    pinned to v1, v2 deployed; the server's figure is its delta job (GET /releases/:commit,
-//    services[].delta) from the deploy's exit to `done`. The v2 image `skiff deploy` built is
+//    pinned to v1, v2 deployed; the server's figure is its delta job's time from its log
+//    (`[delta] <id> ready in N s`; else polled: GET /releases/:commit services[].delta from the
+//    deploy's exit to `done`), one job per change. The v2 image `skiff deploy` built is
 //    removed from the engine (the device shares the builder's engine, which would otherwise have
 //    it already), and the device is pinned to v2. Apply = from that PATCH to the engine having the
 //    v2 image ID (polled every 50 ms); then until the device reports v2 running. Repeated --runs
@@ -37,9 +38,12 @@
 //    - bytes downloaded: the server's `[download] device <uuid> <delta|blob> <bytes> <path>` log lines
 //      in the window, and the device's report (`updateDownload`);
 //    - layer pull: the registry blob sizes (manifest) of the v2 layers v1 lacks;
-//    - the agent's memory: idle VmRSS (median of 3 s of 100 ms samples with v1 running), then the
-//      peak during the apply: VmHWM after resetting it (`echo 5 > /proc/<pid>/clear_refs`, root) and
-//      VmRSS of the agent plus its child processes sampled every 50 ms, the larger of the two.
+//    - the agent's memory: idle VmRSS once before any update (median of 3 s of 100 ms samples with
+//      v1 running), its RSS just before each apply, and the peak during the apply: VmHWM after
+//      resetting it (`echo 5 > /proc/<pid>/clear_refs`, root) and VmRSS of the agent plus its child
+//      processes sampled every 50 ms, the larger of the two; the table shows the largest of the
+//      runs, and each run's is printed below it;
+//    - how the device got the image (its report's method: delta or pull, and a fallback's reason).
 //    The end-to-end part needs a server and agent that make and apply deltas (issue 12); on a
 //    checkout without them it says so and prints the local part only.
 //

@@ -16,7 +16,7 @@
 //
 // 1. Local (no server, no agent; always runs): the layer tars made with GNU tar (sorted, uid 0)
 //    and, per change, skiff's delta format as the contract defines it (src/lib/api/deltas.ts):
-//    `xdelta3 -e -9 -S none -A -B <source rounded up to MiB> -s v1.tar v2.tar`, then Brotli q9, as
+//    `xdelta3 -e -9 -S none -A -n -B <source rounded up to MiB> -s v1.tar v2.tar`, then Brotli q9, as
 //    the server makes it. Applied with skiff's own decoder (patchLayer from dist/lib/delta, in a
 //    Node process of its own with the agent's V8 flags; its peak RSS and Node's RSS at its start),
 //    which checks the result's sha256 against v2's; with `xdelta3 -d` when dist has no decoder, and
@@ -313,7 +313,7 @@ async function localPart(work, versions) {
     const make = []; const apply = []; const applyRss = []; const applyStart = []; const makeRss = []; const xdApply = []; const xdApplyRss = [];
     let deltaBytes; let vcdiffBytes;
     for (let run = 0; run < opts.runs; run++) {
-      const enc = timed('xdelta3', ['-e', '-9', '-S', 'none', '-A', '-B', String(sourceWindow(v1Size)), '-f', '-s', v1Tar, v2Tar, vcdiff]);
+      const enc = timed('xdelta3', ['-e', '-9', '-S', 'none', '-A', '-n', '-B', String(sourceWindow(v1Size)), '-f', '-s', v1Tar, v2Tar, vcdiff]);
       const brMs = await brotliFile(vcdiff, delta);
       make.push(enc.ms + brMs);
       makeRss.push(enc.rssMB);
@@ -370,7 +370,7 @@ function printLocal(local) {
       return [name, fmtBytes(r.pullBytes), fmtBytes(r.deltaBytes), fmtX(r.pullBytes / r.deltaBytes), fmtS(r.makeMs), fmtS(r.applyMs),
         DECODER ? `${fmtMBv(r.applyStartMB)} → ${fmtMBv(r.applyRssMB)}` : fmtMBv(r.applyRssMB), `${fmtS(r.applyMs)} vs ${pullS.toFixed(1)} s: ${r.applyMs / 1000 < pullS ? 'met' : 'missed'}`];
     }),
-    `Local: skiff's delta format on the layer tars (v1 ${fmtBytes(local.v1Size)}), medians of ${opts.runs}. make = xdelta3 -e -9 -S none -A -B ${fmtBytes(sourceWindow(local.v1Size))} + Brotli q${BROTLI_QUALITY} (as the server); apply = ${decoder}`,
+    `Local: skiff's delta format on the layer tars (v1 ${fmtBytes(local.v1Size)}), medians of ${opts.runs}. make = xdelta3 -e -9 -S none -A -n -B ${fmtBytes(sourceWindow(local.v1Size))} + Brotli q${BROTLI_QUALITY} (as the server); apply = ${decoder}`,
   );
   printTable(
     ['change', 'skiff (xdelta3 -9 -S none + Brotli)', 'xdelta3 (defaults)', 'zstd --patch-from --long=28', 'skiff / xdelta3', 'skiff / zstd', 'apply: skiff', 'apply: xdelta3 -d (time, RSS)'],

@@ -84,6 +84,8 @@ describe('delta: VCDIFF decoder', function () {
     { name: 'many windows (-W 16384)', sources: [base], target: Buffer.concat([base.subarray(100_000), Buffer.from('moved'), base.subarray(0, 100_000)]), extra: ['-W', '16384'] },
     { name: 'several base files concatenated', sources: [texty(30_000, 3), randomBytes(20_000), texty(25_000, 4)], target: Buffer.alloc(0) },
     { name: 'random data against random data', sources: [randomBytes(60_000)], target: randomBytes(60_000) },
+    // what the server writes: no Adler-32 per window (the layer's sha256 is checked instead)
+    { name: 'a one-byte change without window checksums (-n, as the server encodes)', sources: [base], target: Buffer.concat([base.subarray(0, 1000), Buffer.from([base[1000]! ^ 0xff]), base.subarray(1001)]), extra: ['-n', '-W', '16384'] },
   ];
   // the concatenated-bases target: bits of each base, reordered, so copies cross file boundaries
   const multi = cases[9]!;

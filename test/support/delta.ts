@@ -1,6 +1,6 @@
 /**
  * Test support for delta updates: delta files made the way the server makes them
- * (`xdelta3 -e -9 -S none -A -B <n> -s <bases concatenated> <target>`, then Brotli).
+ * (`xdelta3 -e -9 -S none -A -n -B <n> -s <bases concatenated> <target>`, then Brotli).
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
@@ -28,7 +28,7 @@ export async function makeDeltaFile(bases: string[], target: string, out: string
     let sourceBytes = 0;
     for (const b of bases) sourceBytes += statSync(b).size;
     const B = Math.max(1 << 20, 2 ** Math.ceil(Math.log2(Math.max(sourceBytes, 1))));
-    execFileSync('xdelta3', ['-e', '-9', '-S', 'none', '-A', '-B', String(B), ...(options.window ? ['-W', String(options.window)] : []), '-f', '-s', source, target, vcdiff]);
+    execFileSync('xdelta3', ['-e', '-9', '-S', 'none', '-A', '-n', '-B', String(B), ...(options.window ? ['-W', String(options.window)] : []), '-f', '-s', source, target, vcdiff]);
     const { createBrotliCompress, constants } = await import('node:zlib');
     await pipeline(createReadStream(vcdiff), createBrotliCompress({ params: { [constants.BROTLI_PARAM_QUALITY]: 5 } }), createWriteStream(out));
   } finally {

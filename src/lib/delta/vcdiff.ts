@@ -5,7 +5,8 @@
  * 8 MiB by default, 16 MiB at most) plus a small source block cache, whatever the layer's size.
  *
  * Supported: the default code table, the near/same address cache, VCD_SOURCE windows, and
- * xdelta3's Adler-32 extension (Win_Indicator bit 0x04: the target window's checksum, verified).
+ * xdelta3's Adler-32 extension (Win_Indicator bit 0x04: the target window's checksum, verified when
+ * present; the server encodes with `-n`, leaving integrity to the file's sha256 and the layer's diffID).
  * Refused as corrupt (xdelta3 writes none of them with our flags): secondary compressors, custom
  * code tables, VCD_TARGET windows, compressed sections.
  */

@@ -242,7 +242,7 @@ async function gzipSize(file) {
 
 async function brotliFile(input, output) {
   const t0 = performance.now();
-  await pipeline(createReadStream(input), zlib.createBrotliCompress({ params: { [zlib.constants.BROTLI_PARAM_QUALITY]: BROTLI_QUALITY, [zlib.constants.BROTLI_PARAM_LGWIN]: 24, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: statSync(input).size } }), createWriteStream(output));
+  await pipeline(createReadStream(input), zlib.createBrotliCompress({ params: { [zlib.constants.BROTLI_PARAM_QUALITY]: BROTLI_QUALITY, [zlib.constants.BROTLI_PARAM_LGWIN]: 22, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: statSync(input).size } }), createWriteStream(output));
   return performance.now() - t0;
 }
 

@@ -227,8 +227,10 @@ async function encode(source: string, sourceBytes: number, target: string, out: 
       done(null, chunk);
     },
   });
+  // A 4 MiB window (lgwin 22, Brotli's default), not 16: the device's decoder holds a ring buffer
+  // that large for every apply, and what VCDIFF leaves as literals rarely repeats from further back.
   const brotli = zlib.createBrotliCompress({
-    params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 9, [zlib.constants.BROTLI_PARAM_LGWIN]: 24, [zlib.constants.BROTLI_PARAM_MODE]: zlib.constants.BROTLI_MODE_GENERIC },
+    params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 9, [zlib.constants.BROTLI_PARAM_LGWIN]: 22, [zlib.constants.BROTLI_PARAM_MODE]: zlib.constants.BROTLI_MODE_GENERIC },
   });
   try {
     await pipeline(child.stdout, brotli, counted, cap, createWriteStream(out));

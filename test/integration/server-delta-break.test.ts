@@ -1,0 +1,66 @@
+/**
+ * Deltas on the server under faults a demanding user meets, with the real `skiff server`: each
+ * ends with the server still up, the device told `none` with a reason it can read, and the
+ * release pullable as ever.
+ */
+import assert from 'node:assert/strict';
+import { readdirSync, symlinkSync } from 'node:fs';
+import path from 'node:path';
+import type { Release } from '../../src/lib/api/resources.js';
+import { api, createUser, startServer, type StartedServer } from '../support/server.js';
+import { fleetWithDevice, pushImage, release, untilAnswered, versions } from '../support/delta-server.js';
+import { scratchDir } from '../support/tmp.js';
+import { waitFor } from '../support/wait.js';
+
+/** A PATH of one folder linking every program of this PATH but `program` (the server still finds docker-registry). */
+function pathWithout(program: string): string {
+  const dir = scratchDir('skiff-path-');
+  for (const folder of (process.env['PATH'] ?? '').split(':').filter((f) => f !== '')) {
+    let names: string[];
+    try {
+      names = readdirSync(folder);
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      if (name === program) continue;
+      try {
+        symlinkSync(path.join(folder, name), path.join(dir, name));
+      } catch {
+        // the first folder's program wins, as on the PATH
+      }
+    }
+  }
+  return dir;
+}
+
+describe('skiff server deltas: xdelta3 not on the PATH', function () {
+  this.timeout(120_000);
+  let server: StartedServer | undefined;
+  after(async () => {
+    await server?.kill();
+  });
+
+  it('stays up, answers none naming xdelta3, and release info says why', async () => {
+    server = await startServer({ env: { PATH: pathWithout('xdelta3') } });
+    const base = server.url;
+    const host = new URL(base).host;
+    const token = (await createUser(base)).token;
+    const fleet = await fleetWithDevice(base, token);
+    const v = await versions(256 * 1024);
+    const v1 = await pushImage(base, token, `${fleet.uuid}/app`, v.v1);
+    const v2 = await pushImage(base, token, `${fleet.uuid}/app`, v.v2);
+    await release(base, token, fleet, v1);
+    const r2 = await release(base, token, fleet, v2);
+    const answer = await untilAnswered(base, fleet.device.key, `${host}/${fleet.uuid}/app@${v1.digest}`, `${host}/${fleet.uuid}/app@${v2.digest}`);
+    assert.equal(answer.status, 'none');
+    assert.match((answer as { reason: string }).reason, /xdelta3 is not installed/);
+    assert.equal(server.child.exitCode, null, `the server exited:\n${server.output()}`);
+    assert.equal((await fetch(`${base}/ping`)).status, 200);
+    const info = await waitFor(async () => {
+      const got = (await api(base, 'GET', `/releases/${r2.commit}`, { token })).body as Release;
+      return got.services[0]?.delta?.status === 'failed' ? got.services[0].delta : undefined;
+    }, 'release info to show the failure');
+    assert.match(info.reason ?? '', /xdelta3 is not installed/);
+  });
+});

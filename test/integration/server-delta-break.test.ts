@@ -4,7 +4,7 @@
  * release pullable as ever.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, symlinkSync } from 'node:fs';
+import { chmodSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Release } from '../../src/lib/api/resources.js';
 import { api, createUser, startServer, type StartedServer } from '../support/server.js';
@@ -62,5 +62,39 @@ describe('skiff server deltas: xdelta3 not on the PATH', function () {
       return got.services[0]?.delta?.status === 'failed' ? got.services[0].delta : undefined;
     }, 'release info to show the failure');
     assert.match(info.reason ?? '', /xdelta3 is not installed/);
+  });
+});
+
+describe('skiff server deltas: xdelta3 failing with a message of several lines', function () {
+  this.timeout(120_000);
+  let server: StartedServer | undefined;
+  after(async () => {
+    await server?.kill();
+  });
+
+  it('keeps the reason on one line (release info is a table, the device report a line)', async () => {
+    const dir = pathWithout('xdelta3');
+    writeFileSync(path.join(dir, 'xdelta3'), '#!/bin/sh\necho "xdelta3: first line" >&2\necho "xdelta3: second\tline" >&2\nexit 1\n');
+    chmodSync(path.join(dir, 'xdelta3'), 0o755);
+    server = await startServer({ env: { PATH: dir } });
+    const base = server.url;
+    const host = new URL(base).host;
+    const token = (await createUser(base)).token;
+    const fleet = await fleetWithDevice(base, token);
+    const v = await versions(256 * 1024);
+    const v1 = await pushImage(base, token, `${fleet.uuid}/app`, v.v1);
+    const v2 = await pushImage(base, token, `${fleet.uuid}/app`, v.v2);
+    await release(base, token, fleet, v1);
+    const r2 = await release(base, token, fleet, v2);
+    const answer = await untilAnswered(base, fleet.device.key, `${host}/${fleet.uuid}/app@${v1.digest}`, `${host}/${fleet.uuid}/app@${v2.digest}`);
+    assert.equal(answer.status, 'none');
+    const reason = (answer as { reason: string }).reason;
+    assert.match(reason, /first line xdelta3: second line/);
+    assert.doesNotMatch(reason, /[\r\n\t]/);
+    const info = await waitFor(async () => {
+      const got = (await api(base, 'GET', `/releases/${r2.commit}`, { token })).body as Release;
+      return got.services[0]?.delta?.status === 'failed' ? got.services[0].delta : undefined;
+    }, 'release info to show the failure');
+    assert.doesNotMatch(info.reason ?? '', /[\r\n\t]/);
   });
 });

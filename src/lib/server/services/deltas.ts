@@ -371,7 +371,8 @@ export class DeltaWorker implements DeltaRuntime {
         await mine.set({ status: 'queued', replica: null, updated_at: isoNow(ctx) }).execute().catch(() => undefined);
         return;
       }
-      const reason = (err as Error).message.slice(0, 500);
+      // One line: it is shown in release info's table and the device's report (xdelta3's stderr has several).
+      const reason = (err as Error).message.replace(/\s+/g, ' ').trim().slice(0, 500);
       ctx.log(`[delta] ${row.uuid} failed: ${reason}`);
       await mine.set({ status: 'failed', reason, updated_at: isoNow(ctx) }).execute().catch((e: Error) => ctx.log(`[delta] ${row.uuid}: ${e.message}`));
     }

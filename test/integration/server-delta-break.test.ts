@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { chmodSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import type { ReleaseServiceDelta } from '../../src/lib/api/deltas.js';
 import type { Release } from '../../src/lib/api/resources.js';
 import { api, createUser, startServer, type StartedServer } from '../support/server.js';
 import { fleetWithDevice, pushImage, release, untilAnswered, versions } from '../support/delta-server.js';
@@ -34,67 +35,54 @@ function pathWithout(program: string): string {
   return dir;
 }
 
-describe('skiff server deltas: xdelta3 not on the PATH', function () {
+/**
+ * Starts a server with this PATH, releases v1 then v2 of a small image, and asks v1 → v2 as the
+ * device until answered: the answer (expected none) and release info's delta once it is failed.
+ */
+async function failedDelta(server: StartedServer): Promise<{ reason: string; info: ReleaseServiceDelta }> {
+  const base = server.url;
+  const host = new URL(base).host;
+  const token = (await createUser(base)).token;
+  const fleet = await fleetWithDevice(base, token);
+  const v = await versions(256 * 1024);
+  const v1 = await pushImage(base, token, `${fleet.uuid}/app`, v.v1);
+  const v2 = await pushImage(base, token, `${fleet.uuid}/app`, v.v2);
+  await release(base, token, fleet, v1);
+  const r2 = await release(base, token, fleet, v2);
+  const answer = await untilAnswered(base, fleet.device.key, `${host}/${fleet.uuid}/app@${v1.digest}`, `${host}/${fleet.uuid}/app@${v2.digest}`);
+  assert.equal(answer.status, 'none', JSON.stringify(answer));
+  const info = await waitFor(async () => {
+    const got = (await api(base, 'GET', `/releases/${r2.commit}`, { token })).body as Release;
+    return got.services[0]?.delta?.status === 'failed' ? got.services[0].delta : undefined;
+  }, 'release info to show the failure');
+  return { reason: (answer as { reason: string }).reason, info };
+}
+
+describe('skiff server deltas: xdelta3 broken on the server', function () {
   this.timeout(120_000);
   let server: StartedServer | undefined;
-  after(async () => {
+  afterEach(async () => {
     await server?.kill();
+    server = undefined;
   });
 
-  it('stays up, answers none naming xdelta3, and release info says why', async () => {
+  it('stays up when xdelta3 is not on the PATH, answers none naming xdelta3, and release info says why', async () => {
     server = await startServer({ env: { PATH: pathWithout('xdelta3') } });
-    const base = server.url;
-    const host = new URL(base).host;
-    const token = (await createUser(base)).token;
-    const fleet = await fleetWithDevice(base, token);
-    const v = await versions(256 * 1024);
-    const v1 = await pushImage(base, token, `${fleet.uuid}/app`, v.v1);
-    const v2 = await pushImage(base, token, `${fleet.uuid}/app`, v.v2);
-    await release(base, token, fleet, v1);
-    const r2 = await release(base, token, fleet, v2);
-    const answer = await untilAnswered(base, fleet.device.key, `${host}/${fleet.uuid}/app@${v1.digest}`, `${host}/${fleet.uuid}/app@${v2.digest}`);
-    assert.equal(answer.status, 'none');
-    assert.match((answer as { reason: string }).reason, /xdelta3 is not installed/);
+    const { reason, info } = await failedDelta(server);
+    assert.match(reason, /xdelta3 is not installed/);
     assert.equal(server.child.exitCode, null, `the server exited:\n${server.output()}`);
-    assert.equal((await fetch(`${base}/ping`)).status, 200);
-    const info = await waitFor(async () => {
-      const got = (await api(base, 'GET', `/releases/${r2.commit}`, { token })).body as Release;
-      return got.services[0]?.delta?.status === 'failed' ? got.services[0].delta : undefined;
-    }, 'release info to show the failure');
+    assert.equal((await fetch(`${server.url}/ping`)).status, 200);
     assert.match(info.reason ?? '', /xdelta3 is not installed/);
   });
-});
 
-describe('skiff server deltas: xdelta3 failing with a message of several lines', function () {
-  this.timeout(120_000);
-  let server: StartedServer | undefined;
-  after(async () => {
-    await server?.kill();
-  });
-
-  it('keeps the reason on one line (release info is a table, the device report a line)', async () => {
+  it('keeps the reason of an xdelta3 failing with several lines on one line (release info is a table, the device report a line)', async () => {
     const dir = pathWithout('xdelta3');
     writeFileSync(path.join(dir, 'xdelta3'), '#!/bin/sh\necho "xdelta3: first line" >&2\necho "xdelta3: second\tline" >&2\nexit 1\n');
     chmodSync(path.join(dir, 'xdelta3'), 0o755);
     server = await startServer({ env: { PATH: dir } });
-    const base = server.url;
-    const host = new URL(base).host;
-    const token = (await createUser(base)).token;
-    const fleet = await fleetWithDevice(base, token);
-    const v = await versions(256 * 1024);
-    const v1 = await pushImage(base, token, `${fleet.uuid}/app`, v.v1);
-    const v2 = await pushImage(base, token, `${fleet.uuid}/app`, v.v2);
-    await release(base, token, fleet, v1);
-    const r2 = await release(base, token, fleet, v2);
-    const answer = await untilAnswered(base, fleet.device.key, `${host}/${fleet.uuid}/app@${v1.digest}`, `${host}/${fleet.uuid}/app@${v2.digest}`);
-    assert.equal(answer.status, 'none');
-    const reason = (answer as { reason: string }).reason;
+    const { reason, info } = await failedDelta(server);
     assert.match(reason, /first line xdelta3: second line/);
     assert.doesNotMatch(reason, /[\r\n\t]/);
-    const info = await waitFor(async () => {
-      const got = (await api(base, 'GET', `/releases/${r2.commit}`, { token })).body as Release;
-      return got.services[0]?.delta?.status === 'failed' ? got.services[0].delta : undefined;
-    }, 'release info to show the failure');
     assert.doesNotMatch(info.reason ?? '', /[\r\n\t]/);
   });
 });

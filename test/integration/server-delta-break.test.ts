@@ -4,7 +4,8 @@
  * release pullable as ever.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ReleaseServiceDelta } from '../../src/lib/api/deltas.js';
 import type { Release } from '../../src/lib/api/resources.js';
@@ -39,12 +40,12 @@ function pathWithout(program: string): string {
  * Starts a server with this PATH, releases v1 then v2 of a small image, and asks v1 → v2 as the
  * device until answered: the answer (expected none) and release info's delta once it is failed.
  */
-async function failedDelta(server: StartedServer): Promise<{ reason: string; info: ReleaseServiceDelta }> {
+async function failedDelta(server: StartedServer, layerBytes = 256 * 1024): Promise<{ reason: string; info: ReleaseServiceDelta }> {
   const base = server.url;
   const host = new URL(base).host;
   const token = (await createUser(base)).token;
   const fleet = await fleetWithDevice(base, token);
-  const v = await versions(256 * 1024);
+  const v = await versions(layerBytes);
   const v1 = await pushImage(base, token, `${fleet.uuid}/app`, v.v1);
   const v2 = await pushImage(base, token, `${fleet.uuid}/app`, v.v2);
   await release(base, token, fleet, v1);
@@ -84,5 +85,31 @@ describe('skiff server deltas: xdelta3 broken on the server', function () {
     assert.match(reason, /first line xdelta3: second line/);
     assert.doesNotMatch(reason, /[\r\n\t]/);
     assert.doesNotMatch(info.reason ?? '', /[\r\n\t]/);
+  });
+});
+
+describe('skiff server deltas: no space left while making one', function () {
+  this.timeout(120_000);
+  let server: StartedServer | undefined;
+  let mounted: string | undefined;
+  after(async () => {
+    await server?.kill();
+    if (mounted) execFileSync('umount', ['-l', mounted]);
+  });
+
+  it('stays up, answers none saying so, and leaves no partial files', async () => {
+    const dataDir = scratchDir('skiff-server-');
+    mounted = path.join(dataDir, 'deltas');
+    mkdirSync(mounted, { recursive: true });
+    // 1 MB for the delta files: the 4 MB layers being diffed do not fit.
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'skiff-test-delta-full', mounted]);
+    server = await startServer({ dataDir });
+    const { reason, info } = await failedDelta(server, 4 * 1024 * 1024);
+    assert.match(reason, /ENOSPC|no space/i);
+    assert.equal(info.status, 'failed');
+    assert.equal(server.child.exitCode, null, `the server exited:\n${server.output()}`);
+    assert.equal((await fetch(`${server.url}/ping`)).status, 200);
+    assert.deepEqual(readdirSync(mounted).filter((n) => n !== 'tmp'), [], 'no delta folder');
+    assert.deepEqual(readdirSync(path.join(mounted, 'tmp')), [], 'the temporary files are gone');
   });
 });

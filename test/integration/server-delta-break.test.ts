@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { ReleaseServiceDelta } from '../../src/lib/api/deltas.js';
+import type { DeltaDescriptor, ReleaseServiceDelta } from '../../src/lib/api/deltas.js';
 import type { Release } from '../../src/lib/api/resources.js';
 import { api, createUser, startServer, type StartedServer } from '../support/server.js';
-import { fleetWithDevice, pushImage, release, untilAnswered, versions } from '../support/delta-server.js';
+import { askDelta, fleetWithDevice, pushImage, release, untilAnswered, versions } from '../support/delta-server.js';
 import { scratchDir } from '../support/tmp.js';
 import { waitFor } from '../support/wait.js';
 
@@ -111,5 +111,39 @@ describe('skiff server deltas: no space left while making one', function () {
     assert.equal((await fetch(`${server.url}/ping`)).status, 200);
     assert.deepEqual(readdirSync(mounted).filter((n) => n !== 'tmp'), [], 'no delta folder');
     assert.deepEqual(readdirSync(path.join(mounted, 'tmp')), [], 'the temporary files are gone');
+  });
+});
+
+describe('skiff server deltas: many asks of one pair at once', function () {
+  this.timeout(120_000);
+  let server: StartedServer | undefined;
+  after(async () => {
+    await server?.kill();
+  });
+
+  it('queues and makes it once, and every ask gets pending then the same delta', async () => {
+    server = await startServer();
+    const base = server.url;
+    const host = new URL(base).host;
+    const token = (await createUser(base)).token;
+    const fleet = await fleetWithDevice(base, token);
+    const v = await versions(256 * 1024);
+    const v1 = await pushImage(base, token, `${fleet.uuid}/app`, v.v1);
+    const v3 = await pushImage(base, token, `${fleet.uuid}/app`, v.v3);
+    await release(base, token, fleet, v1);
+    await release(base, token, fleet, v3);
+    // v1 → v2 is not a release pair: nothing queued it yet (v2 is a release's image below, then asked by 30 at once).
+    const v2 = await pushImage(base, token, `${fleet.uuid}/app`, v.v2);
+    await release(base, token, fleet, v2);
+    const src = `${host}/${fleet.uuid}/app@${v1.digest}`;
+    const dest = `${host}/${fleet.uuid}/app@${v2.digest}`;
+    const first = await Promise.all(Array.from({ length: 30 }, () => askDelta(base, fleet.device.key, src, dest)));
+    for (const r of first) assert.ok(r.status === 504 || r.status === 200, `${r.status} ${JSON.stringify(r.body)}`);
+    const answers = await Promise.all(Array.from({ length: 10 }, () => untilAnswered(base, fleet.device.key, src, dest)));
+    const ids = new Set(answers.map((a) => (a as { delta: DeltaDescriptor }).delta.id));
+    assert.equal(ids.size, 1, JSON.stringify(answers));
+    const [id] = [...ids];
+    const made = server.output().split('\n').filter((l) => l.includes(`[delta] making ${id ?? ''}`));
+    assert.equal(made.length, 1, made.join('\n'));
   });
 });

@@ -10,7 +10,7 @@ import path from 'node:path';
 import type { DeltaDescriptor, ReleaseServiceDelta } from '../../src/lib/api/deltas.js';
 import type { Release } from '../../src/lib/api/resources.js';
 import { api, createUser, startServer, type StartedServer } from '../support/server.js';
-import { askDelta, fleetWithDevice, pushImage, release, untilAnswered, versions } from '../support/delta-server.js';
+import { askDelta, fleetWithDevice, pushImage, release, untilAnswered, versions, type Fleet, type PushedImage } from '../support/delta-server.js';
 import { scratchDir } from '../support/tmp.js';
 import { waitFor } from '../support/wait.js';
 
@@ -36,21 +36,26 @@ function pathWithout(program: string): string {
   return dir;
 }
 
-/**
- * Starts a server with this PATH, releases v1 then v2 of a small image, and asks v1 → v2 as the
- * device until answered: the answer (expected none) and release info's delta once it is failed.
- */
-async function failedDelta(server: StartedServer, layerBytes = 256 * 1024): Promise<{ reason: string; info: ReleaseServiceDelta }> {
+/** A new user and fleet (one device) on `server`, and v1, v2, v3 of an image pushed (no release yet). */
+async function pushedVersions(server: StartedServer, layerBytes = 256 * 1024): Promise<{ base: string; token: string; fleet: Fleet; images: Record<'v1' | 'v2' | 'v3', PushedImage>; ref: (image: PushedImage) => string }> {
   const base = server.url;
   const host = new URL(base).host;
   const token = (await createUser(base)).token;
   const fleet = await fleetWithDevice(base, token);
   const v = await versions(layerBytes);
-  const v1 = await pushImage(base, token, `${fleet.uuid}/app`, v.v1);
-  const v2 = await pushImage(base, token, `${fleet.uuid}/app`, v.v2);
-  await release(base, token, fleet, v1);
-  const r2 = await release(base, token, fleet, v2);
-  const answer = await untilAnswered(base, fleet.device.key, `${host}/${fleet.uuid}/app@${v1.digest}`, `${host}/${fleet.uuid}/app@${v2.digest}`);
+  const images = { v1: await pushImage(base, token, `${fleet.uuid}/app`, v.v1), v2: await pushImage(base, token, `${fleet.uuid}/app`, v.v2), v3: await pushImage(base, token, `${fleet.uuid}/app`, v.v3) };
+  return { base, token, fleet, images, ref: (image) => `${host}/${fleet.uuid}/app@${image.digest}` };
+}
+
+/**
+ * Starts a server with this PATH, releases v1 then v2 of a small image, and asks v1 → v2 as the
+ * device until answered: the answer (expected none) and release info's delta once it is failed.
+ */
+async function failedDelta(server: StartedServer, layerBytes = 256 * 1024): Promise<{ reason: string; info: ReleaseServiceDelta }> {
+  const { base, token, fleet, images, ref } = await pushedVersions(server, layerBytes);
+  await release(base, token, fleet, images.v1);
+  const r2 = await release(base, token, fleet, images.v2);
+  const answer = await untilAnswered(base, fleet.device.key, ref(images.v1), ref(images.v2));
   assert.equal(answer.status, 'none', JSON.stringify(answer));
   const info = await waitFor(async () => {
     const got = (await api(base, 'GET', `/releases/${r2.commit}`, { token })).body as Release;
@@ -123,20 +128,13 @@ describe('skiff server deltas: many asks of one pair at once', function () {
 
   it('queues and makes it once, and every ask gets pending then the same delta', async () => {
     server = await startServer();
-    const base = server.url;
-    const host = new URL(base).host;
-    const token = (await createUser(base)).token;
-    const fleet = await fleetWithDevice(base, token);
-    const v = await versions(256 * 1024);
-    const v1 = await pushImage(base, token, `${fleet.uuid}/app`, v.v1);
-    const v3 = await pushImage(base, token, `${fleet.uuid}/app`, v.v3);
-    await release(base, token, fleet, v1);
-    await release(base, token, fleet, v3);
-    // v1 → v2 is not a release pair: nothing queued it yet (v2 is a release's image below, then asked by 30 at once).
-    const v2 = await pushImage(base, token, `${fleet.uuid}/app`, v.v2);
-    await release(base, token, fleet, v2);
-    const src = `${host}/${fleet.uuid}/app@${v1.digest}`;
-    const dest = `${host}/${fleet.uuid}/app@${v2.digest}`;
+    const { base, token, fleet, images, ref } = await pushedVersions(server);
+    await release(base, token, fleet, images.v1);
+    await release(base, token, fleet, images.v3);
+    // v1 → v2 is no release pair (v3 → v2 is): nothing queued it before the 30 asks.
+    await release(base, token, fleet, images.v2);
+    const src = ref(images.v1);
+    const dest = ref(images.v2);
     const first = await Promise.all(Array.from({ length: 30 }, () => askDelta(base, fleet.device.key, src, dest)));
     for (const r of first) assert.ok(r.status === 504 || r.status === 200, `${r.status} ${JSON.stringify(r.body)}`);
     const answers = await Promise.all(Array.from({ length: 10 }, () => untilAnswered(base, fleet.device.key, src, dest)));
@@ -145,5 +143,33 @@ describe('skiff server deltas: many asks of one pair at once', function () {
     const [id] = [...ids];
     const made = server.output().split('\n').filter((l) => l.includes(`[delta] making ${id ?? ''}`));
     assert.equal(made.length, 1, made.join('\n'));
+  });
+});
+
+describe('skiff server deltas: a draft between two final releases', function () {
+  this.timeout(120_000);
+  let server: StartedServer | undefined;
+  after(async () => {
+    await server?.kill();
+  });
+
+  it('makes the next final release\'s delta from the last final one (what devices run), not from the draft', async () => {
+    server = await startServer();
+    const { base, token, fleet, images, ref } = await pushedVersions(server);
+    const r1 = await release(base, token, fleet, images.v1);
+    // A draft (skiff deploy --draft) that is never finalized: no device gets it.
+    const made = await api(base, 'POST', `/fleets/${fleet.name}/releases`, { token, body: { composition: { services: { app: {} } }, draft: true } });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    const draft = (made.body as { release: Release }).release.commit;
+    assert.equal((await api(base, 'PATCH', `/releases/${draft}`, { token, body: { status: 'success', images: { app: images.v2.digest } } })).status, 200);
+    const r3 = await release(base, token, fleet, images.v3);
+    const info = await waitFor(async () => {
+      const got = (await api(base, 'GET', `/releases/${r3.commit}`, { token })).body as Release;
+      return got.services[0]?.delta?.status === 'done' ? got.services[0].delta : undefined;
+    }, 'release info to show the delta made');
+    assert.equal(info.from, r1.commit, 'the delta is from the last final release');
+    // Made in the background: the device's first ask finds it ready.
+    const first = await askDelta(base, fleet.device.key, ref(images.v1), ref(images.v3));
+    assert.equal(first.status, 200, JSON.stringify(first.body));
   });
 });

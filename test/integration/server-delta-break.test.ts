@@ -51,7 +51,7 @@ async function pushedVersions(server: StartedServer, layerBytes = 256 * 1024): P
  * Starts a server with this PATH, releases v1 then v2 of a small image, and asks v1 → v2 as the
  * device until answered: the answer (expected none) and release info's delta once it is failed.
  */
-async function failedDelta(server: StartedServer, layerBytes = 256 * 1024): Promise<{ reason: string; info: ReleaseServiceDelta }> {
+async function failedDelta(server: StartedServer, layerBytes = 256 * 1024): Promise<{ reason: string; info: ReleaseServiceDelta; key: string; src: string; dest: string }> {
   const { base, token, fleet, images, ref } = await pushedVersions(server, layerBytes);
   await release(base, token, fleet, images.v1);
   const r2 = await release(base, token, fleet, images.v2);
@@ -61,7 +61,7 @@ async function failedDelta(server: StartedServer, layerBytes = 256 * 1024): Prom
     const got = (await api(base, 'GET', `/releases/${r2.commit}`, { token })).body as Release;
     return got.services[0]?.delta?.status === 'failed' ? got.services[0].delta : undefined;
   }, 'release info to show the failure');
-  return { reason: (answer as { reason: string }).reason, info };
+  return { reason: (answer as { reason: string }).reason, info, key: fleet.device.key, src: ref(images.v1), dest: ref(images.v2) };
 }
 
 describe('skiff server deltas: xdelta3 broken on the server', function () {
@@ -171,5 +171,30 @@ describe('skiff server deltas: a draft between two final releases', function () 
     // Made in the background: the device's first ask finds it ready.
     const first = await askDelta(base, fleet.device.key, ref(images.v1), ref(images.v3));
     assert.equal(first.status, 200, JSON.stringify(first.body));
+  });
+});
+
+describe('skiff server deltas: xdelta3 installed after a delta failed for good', function () {
+  this.timeout(120_000);
+  let server: StartedServer | undefined;
+  after(async () => {
+    await server?.kill();
+  });
+
+  it('makes it once the server restarts with xdelta3 and a device asks again', async () => {
+    server = await startServer({ env: { PATH: pathWithout('xdelta3') } });
+    const { dataDir } = server;
+    const { reason, key, src, dest } = await failedDelta(server);
+    assert.match(reason, /xdelta3 is not installed/);
+    await server.kill();
+    // As after its last allowed attempt, an hour ago (attempts are a minute apart: not waited for here).
+    const { default: Sqlite } = await import('better-sqlite3');
+    const db = new Sqlite(path.join(dataDir, 'skiff.db'));
+    db.prepare("UPDATE deltas SET attempts = 3, updated_at = ? WHERE status = 'failed'").run(new Date(Date.now() - 3_600_000).toISOString());
+    db.close();
+    // The admin installed xdelta3 (the PATH has it again) and restarted the server, as the reason said.
+    server = await startServer({ dataDir });
+    const answer = await untilAnswered(server.url, key, src, dest);
+    assert.equal(answer.status, 'ready', JSON.stringify(answer));
   });
 });

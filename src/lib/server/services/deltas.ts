@@ -307,9 +307,13 @@ export class DeltaWorker implements DeltaRuntime {
 
   constructor(private readonly ctx: ServiceContext, private readonly concurrency = DELTA_CONCURRENCY) {}
 
-  /** Removes what a killed run left, requeues abandoned rows, and starts claiming. */
+  /** Removes what a killed run left, gives failed deltas their attempts back, requeues abandoned rows, and starts claiming. */
   async start(): Promise<void> {
     await cleanDeltaTemp(this.ctx.options.dataDir);
+    // A restart is when an admin has fixed what failed them (xdelta3 installed, as the reason
+    // said): failed deltas get their attempts back, else those that used all of theirs never
+    // retry. Each is made again when a device next asks (askDelta), not all now.
+    await this.ctx.db.updateTable('deltas').set({ attempts: 0 }).where('status', '=', 'failed').where('attempts', '>', 0).execute();
     const requeued = await requeueAbandoned(this.ctx);
     if (requeued > 0) this.ctx.log(`[delta] ${requeued} delta job(s) of a stopped server queued again`);
     this.sweep = setInterval(() => {

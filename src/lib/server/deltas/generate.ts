@@ -208,9 +208,12 @@ async function encode(source: string, sourceBytes: number, target: string, out: 
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
   const exited = new Promise<number | null>((resolve, reject) => {
-    child.on('error', reject);
+    child.on('error', (err: NodeJS.ErrnoException) => reject(err.code === 'ENOENT' ? new Error('xdelta3 is not installed on the server (not on its PATH): install it (apt-get install xdelta3)', { cause: err }) : err));
     child.on('close', (code) => resolve(code));
   });
+  // A spawn error rejects before the output pipeline ends and anything awaits this: without a
+  // handler now, Node takes it as unhandled and the whole server exits (xdelta3 missing did that).
+  exited.catch(() => undefined);
   const kill = (): void => void child.kill('SIGKILL');
   signal?.addEventListener('abort', kill, { once: true });
   const counted = new Hashing();

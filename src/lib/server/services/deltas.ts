@@ -1,7 +1,7 @@
 /**
  * Delta jobs (issue 12): the `deltas` table is the queue and the record. A pair (source image →
  * target image) is queued when a release succeeds (for each service whose image changed since the
- * fleet's previous successful release) or when a device asks for one that is missing. Each
+ * fleet's previous final successful release, the one its devices ran) or when a device asks for one that is missing. Each
  * replica's {@link DeltaWorker} claims queued rows with one conditional UPDATE, makes them
  * (deltas/generate.ts) and marks them done, none or failed. Rows a dead replica left `running` go
  * back to `queued` (at start, and when a device asks); a `done` row whose files this replica lacks
@@ -207,10 +207,14 @@ export async function remakeHere(ctx: ServiceContext, id: string): Promise<numbe
   return 2;
 }
 
-/** The fleet's last successful release before `releaseId`, with its images by service. */
+/**
+ * The fleet's last release before `releaseId` that its devices tracked (successful, final, not
+ * invalidated: what fleets.latestRelease picks), with its images by service. A draft is skipped:
+ * no device runs it, so a delta from it would be made for nobody.
+ */
 async function previousRelease(ctx: ServiceContext, fleetId: number, releaseId: number): Promise<{ commit: string; images: Map<string, ImageName> } | undefined> {
   const prev = await ctx.db.selectFrom('releases').select(['id', 'commit']).where('fleet_id', '=', fleetId).where('status', '=', 'success')
-    .where('id', '<', releaseId).orderBy('id', 'desc').limit(1).executeTakeFirst();
+    .where('is_final', '=', 1).where('is_invalidated', '=', 0).where('id', '<', releaseId).orderBy('id', 'desc').limit(1).executeTakeFirst();
   if (!prev) return undefined;
   const rows = await ctx.db.selectFrom('release_images').select(['service', 'repository', 'digest']).where('release_id', '=', prev.id).execute();
   const images = new Map<string, ImageName>();
@@ -303,9 +307,13 @@ export class DeltaWorker implements DeltaRuntime {
 
   constructor(private readonly ctx: ServiceContext, private readonly concurrency = DELTA_CONCURRENCY) {}
 
-  /** Removes what a killed run left, requeues abandoned rows, and starts claiming. */
+  /** Removes what a killed run left, gives failed deltas their attempts back, requeues abandoned rows, and starts claiming. */
   async start(): Promise<void> {
     await cleanDeltaTemp(this.ctx.options.dataDir);
+    // A restart is when an admin has fixed what failed them (xdelta3 installed, as the reason
+    // said): failed deltas get their attempts back, else those that used all of theirs never
+    // retry. Each is made again when a device next asks (askDelta), not all now.
+    await this.ctx.db.updateTable('deltas').set({ attempts: 0 }).where('status', '=', 'failed').where('attempts', '>', 0).execute();
     const requeued = await requeueAbandoned(this.ctx);
     if (requeued > 0) this.ctx.log(`[delta] ${requeued} delta job(s) of a stopped server queued again`);
     this.sweep = setInterval(() => {
@@ -371,7 +379,8 @@ export class DeltaWorker implements DeltaRuntime {
         await mine.set({ status: 'queued', replica: null, updated_at: isoNow(ctx) }).execute().catch(() => undefined);
         return;
       }
-      const reason = (err as Error).message.slice(0, 500);
+      // One line: it is shown in release info's table and the device's report (xdelta3's stderr has several).
+      const reason = (err as Error).message.replace(/\s+/g, ' ').trim().slice(0, 500);
       ctx.log(`[delta] ${row.uuid} failed: ${reason}`);
       await mine.set({ status: 'failed', reason, updated_at: isoNow(ctx) }).execute().catch((e: Error) => ctx.log(`[delta] ${row.uuid}: ${e.message}`));
     }

@@ -198,3 +198,26 @@ describe('skiff server deltas: xdelta3 installed after a delta failed for good',
     assert.equal(answer.status, 'ready', JSON.stringify(answer));
   });
 });
+
+describe('skiff server deltas: a cache of many deltas', function () {
+  this.timeout(120_000);
+  let server: StartedServer | undefined;
+  after(async () => {
+    await server?.kill();
+  });
+
+  it('still evicts with more delta folders than SQLite takes parameters in one statement', async () => {
+    server = await startServer({ args: ['--delta-cache-size', '1'] });
+    // 33,000 folders of deltas the database does not know (say, left by another server): each is one
+    // parameter of the eviction's lookup, past SQLite's 32,766.
+    const dir = path.join(server.dataDir, 'deltas');
+    for (let i = 0; i < 33_000; i++) mkdirSync(path.join(dir, i.toString(16).padStart(32, '0')), { recursive: true });
+    const { base, token, fleet, images, ref } = await pushedVersions(server);
+    await release(base, token, fleet, images.v1);
+    await release(base, token, fleet, images.v2);
+    const answer = await untilAnswered(base, fleet.device.key, ref(images.v1), ref(images.v2));
+    assert.equal(answer.status, 'ready', JSON.stringify(answer));
+    await waitFor(() => readdirSync(dir).length <= 2 || undefined, 'the eviction of the 33,000 folders', 60_000);
+    assert.doesNotMatch(server.output(), /failed/);
+  });
+});

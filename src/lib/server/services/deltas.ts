@@ -392,8 +392,12 @@ export class DeltaWorker implements DeltaRuntime {
     const bound = ctx.options.deltaCacheBytes ?? DEFAULT_DELTA_CACHE_BYTES;
     const names = (await readdir(deltasDir(ctx.options.dataDir)).catch(() => [] as string[])).filter((n) => /^[0-9a-f]{32}$/.test(n));
     if (names.length === 0) return;
-    const rows = await ctx.db.selectFrom('deltas').select(['uuid', 'used_at', 'updated_at']).where('uuid', 'in', names).execute();
-    const byId = new Map(rows.map((r) => [r.uuid, r]));
+    // In chunks: SQLite refuses a statement with more than 32,766 parameters.
+    const byId = new Map<string, { used_at: string | null; updated_at: string }>();
+    for (let i = 0; i < names.length; i += 1000) {
+      const rows = await ctx.db.selectFrom('deltas').select(['uuid', 'used_at', 'updated_at']).where('uuid', 'in', names.slice(i, i + 1000)).execute();
+      for (const r of rows) byId.set(r.uuid, r);
+    }
     const cached: CachedDelta[] = [];
     for (const id of names) {
       const row = byId.get(id);

@@ -106,16 +106,16 @@ export function deltaRetryMs(retryAfterMs: number, waitedMs: number, random: num
 export type LayerFetch = (index: number, offset: number, signal: AbortSignal) => Promise<Readable>;
 
 /**
- * `fetch`, except that a 503 or 504 (the replica asked is making the delta's files again, their
+ * `fetchLayer`, except that a 503 or 504 (the replica asked is making the delta's files again, their
  * maker being gone; or a proxy's timeout) waits the answer's Retry-After, bounded to
  * {@link MIN_DELTA_RETRY_MS}–{@link MAX_DELTA_RETRY_MS} (5 s without one), before it fails: the
  * apply's next resume, one of its few, then asks once the files may be there. Other failures
  * fail at once; `signal` ends the wait (rejecting with its reason).
  */
-export function waitingOutUnavailable(fetch: LayerFetch): LayerFetch {
+export function waitingOutUnavailable(fetchLayer: LayerFetch): LayerFetch {
   return async (index, offset, signal) => {
     try {
-      return await fetch(index, offset, signal);
+      return await fetchLayer(index, offset, signal);
     } catch (err) {
       if (err instanceof CloudHttpError && (err.status === 503 || err.status === 504)) {
         await abortableSleep(Math.min(MAX_DELTA_RETRY_MS, Math.max(MIN_DELTA_RETRY_MS, err.retryAfterMs ?? 5000)), signal);

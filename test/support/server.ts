@@ -7,7 +7,7 @@
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
@@ -62,9 +62,34 @@ export async function freePort(): Promise<number> {
 }
 
 const running = new Set<ChildProcess>();
+/**
+ * Registry children of servers that exited (pid → data dir): a server SIGKILLed and never started
+ * again in its data dir leaves its child running. The server's own clean-up of a dead server's
+ * child (registry/child.ts) runs at its next start there; for the others, the children go when
+ * the tests end.
+ */
+const leftRegistries = new Map<number, string>();
 process.once('exit', () => {
   for (const child of running) child.kill('SIGKILL');
+  for (const pid of leftRegistries.keys()) {
+    try {
+      // pids are reused: only a registry is killed
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('docker-registry')) process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
 });
+
+/** Notes the registry child a server (pid `serverPid`) in `dataDir` had, once the server is gone. */
+function noteLeftRegistry(dataDir: string, serverPid: number | undefined): void {
+  try {
+    const pid = Number(readFileSync(path.join(dataDir, 'registry', 'run', `registry-${serverPid ?? 0}.child`), 'utf8').trim());
+    if (pid > 0) leftRegistries.set(pid, dataDir);
+  } catch {
+    // stopped cleanly (no pid file), or it never started one
+  }
+}
 
 /** Starts `skiff server` with the first admin {@link ADMIN}; resolves once `/ping` answers 200. */
 export async function startServer(options: StartServerOptions = {}): Promise<StartedServer> {
@@ -84,6 +109,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Sta
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => {
     running.delete(child);
+    noteLeftRegistry(dataDir, child.pid);
     resolve(code);
   }));
   const url = `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}`;

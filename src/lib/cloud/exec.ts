@@ -3,7 +3,6 @@
  * (`GET /devices/:uuid/exec`, one WebSocket whose binary messages are exec frames in Docker's
  * attach format, api/tunnel.ts). The remote exit status becomes ours.
  */
-import { once } from 'node:events';
 import type { WebSocket } from 'ws';
 import { EOF_MESSAGE, EXEC_FRAME, TUNNEL_CLOSE, type ExecControl, type ExecFrame, type ExecQuery } from '../api/tunnel.js';
 import { SkiffError } from '../errors/errors.js';
@@ -187,6 +186,24 @@ interface Ended {
  * socket (nothing piles up here); `output.discard` drops what comes after it is set. Resolves when
  * the socket closed.
  */
+/**
+ * Until `to` drains (or errs), or the session is closed. Its listeners go either way: once the
+ * session is closed, the frames still held would each add a pair that never fires (Node then
+ * warns of a leak on the user's stderr, as a CI run of `device ssh -c` with fast output showed).
+ */
+function drainedOrClosed(to: NodeJS.WritableStream, closed: Promise<void>): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      to.off('drain', done);
+      to.off('error', done);
+      resolve();
+    };
+    to.once('drain', done);
+    to.once('error', done);
+    void closed.then(done);
+  });
+}
+
 async function relayOutput(ws: WebSocket, stdout: NodeJS.WritableStream, stderr: NodeJS.WritableStream, output: { discard: boolean }): Promise<Ended> {
   const decoder = new FrameDecoder();
   const ended: Ended = { code: 1005 };
@@ -223,7 +240,7 @@ async function relayOutput(ws: WebSocket, stdout: NodeJS.WritableStream, stderr:
         // Frames the decoder held when we were told to drop output (each would wait on stdout).
         if (output.discard) continue;
         const to = frame.type === EXEC_FRAME.stdout ? stdout : stderr;
-        if (!to.write(frame.payload)) await Promise.race([once(to, 'drain'), closed]);
+        if (!to.write(frame.payload)) await drainedOrClosed(to, closed);
       } else if (frame.type === EXEC_FRAME.control) {
         const control = parseControl(frame.payload);
         if (control?.type === 'exit') ended.exit = control.code;

@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { cleanupAgent, stopAgents, eventually, startAgent, status, type TestAgent } from '../support/agent.js';
-import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, TEST_LABEL } from '../support/engine.js';
+import { BASE_AMD64, buildAndPush, cleanupImages, docker, ensureBaseImages, TEST_LABEL } from '../support/engine.js';
 import { ADMIN, dropPostgresDatabase, freshPostgresDatabase, startServer, type StartedServer } from '../support/server.js';
 import { scratchDir } from '../support/tmp.js';
 
@@ -39,16 +39,7 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`agent cloud: en
     const dir = scratchDir('skiff-cloud-img-');
     writeFileSync(path.join(dir, 'file.txt'), content);
     writeFileSync(path.join(dir, 'Dockerfile'), `FROM ${BASE_AMD64}\nCOPY file.txt /file.txt\nLABEL ${TEST_LABEL}=${LABEL_VALUE}\n`);
-    execFileSync('/usr/bin/docker', ['build', '-q', '-t', `${repository}:${tag}`, dir], { env: { ...process.env, DOCKER_BUILDKIT: '0' } });
-    const host = repository.split('/')[0] ?? '';
-    const push = await docker.getImage(`${repository}:${tag}`).push({ tag, authconfig: { username: ADMIN.email, password: token, serveraddress: host } });
-    const lines = await new Promise<Array<{ aux?: { Digest?: string }; error?: string }>>((resolve, reject) => docker.modem.followProgress(push, (err: Error | null, o: Array<{ aux?: { Digest?: string }; error?: string }>) => (err ? reject(err) : resolve(o))));
-    const failed = lines.find((l) => l.error);
-    if (failed) throw new Error(`push failed: ${failed.error}`);
-    const digest = lines.find((l) => l.aux?.Digest)?.aux?.Digest;
-    assert.ok(digest, 'the push gave a digest');
-    await docker.getImage(`${repository}:${tag}`).remove({ force: true }); // the devices must pull it
-    return digest;
+    return (await buildAndPush(dir, repository, tag, { username: ADMIN.email, password: token })).digest; // the devices must pull it
   };
 
   /** Creates a release of one service `main` through the API, pushes its image and finalizes it. */

@@ -19,7 +19,7 @@ import type { DeltaAnswer } from '../../src/lib/api/deltas.js';
 import type { Device, Release } from '../../src/lib/api/resources.js';
 import { eventually, startAgent, status, stopAgents, type TestAgent } from '../support/agent.js';
 import { runCli } from '../support/cli.js';
-import { cleanupImages, docker, ensureBaseImages, TEST_LABEL } from '../support/engine.js';
+import { buildAndPush, cleanupImages, docker, ensureBaseImages, TEST_LABEL } from '../support/engine.js';
 import { writeDeltaProject } from '../support/delta-project.js';
 import { ADMIN, startServer, type StartedServer } from '../support/server.js';
 import { scratchDir } from '../support/tmp.js';
@@ -55,17 +55,7 @@ describe('agent cloud: delta updates (real server, agent, engine)', function () 
 
   /** Builds the project, pushes it to the server's registry, removes the local copy; the digest and image ID. */
   const pushImage = async (repository: string, tag: string): Promise<{ digest: string; imageId: string }> => {
-    execFileSync('/usr/bin/docker', ['build', '-q', '-t', `${repository}:${tag}`, project], { env: { ...process.env, DOCKER_BUILDKIT: '0' } });
-    const imageId = (await docker.getImage(`${repository}:${tag}`).inspect()).Id;
-    const host = repository.split('/')[0] ?? '';
-    const push = await docker.getImage(`${repository}:${tag}`).push({ tag, authconfig: { username: ADMIN.email, password: token, serveraddress: host } });
-    const lines = await new Promise<Array<{ aux?: { Digest?: string }; error?: string }>>((resolve, reject) => docker.modem.followProgress(push, (err: Error | null, o: Array<{ aux?: { Digest?: string }; error?: string }>) => (err ? reject(err) : resolve(o))));
-    const failed = lines.find((l) => l.error);
-    if (failed) throw new Error(`push failed: ${failed.error}`);
-    const digest = lines.find((l) => l.aux?.Digest)?.aux?.Digest;
-    assert.ok(digest, 'the push gave a digest');
-    await docker.getImage(`${repository}:${tag}`).remove({ force: true }); // the device must get it from the server
-    return { digest, imageId };
+    return buildAndPush(project, repository, tag, { username: ADMIN.email, password: token }); // the device must get it from the server
   };
 
   /** A release of one service `main` from the next version of the project. */

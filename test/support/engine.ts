@@ -96,3 +96,24 @@ export function makeProject(files: Record<string, string>, name?: string): strin
 export function readJson<T>(file: string): T {
   return JSON.parse(readFileSync(file, 'utf8')) as T;
 }
+
+/**
+ * Builds `context` (classic builder) as `repository:tag`, pushes it to the registry `repository`
+ * names with `auth` (a skiff server's: the user's email and session token), and removes the local
+ * copy, so a device can only get the image from the server. The manifest digest and the image ID.
+ * @throws Error when the push fails or gives no digest
+ */
+export async function buildAndPush(context: string, repository: string, tag: string, auth: { username: string; password: string }): Promise<{ digest: string; imageId: string }> {
+  const name = `${repository}:${tag}`;
+  execFileSync('/usr/bin/docker', ['build', '-q', '-t', name, context], { env: { ...process.env, DOCKER_BUILDKIT: '0' } });
+  const imageId = (await docker.getImage(name).inspect()).Id;
+  const push = await docker.getImage(name).push({ tag, authconfig: { ...auth, serveraddress: repository.split('/')[0] ?? '' } });
+  type Line = { aux?: { Digest?: string }; error?: string };
+  const lines = await new Promise<Line[]>((resolve, reject) => docker.modem.followProgress(push, (err: Error | null, o: Line[]) => (err ? reject(err) : resolve(o))));
+  const failed = lines.find((l) => l.error);
+  if (failed) throw new Error(`push failed: ${failed.error}`);
+  const digest = lines.find((l) => l.aux?.Digest)?.aux?.Digest;
+  if (!digest) throw new Error(`the push of ${name} gave no digest`);
+  await docker.getImage(name).remove({ force: true });
+  return { digest, imageId };
+}

@@ -8,7 +8,7 @@ import { SkiffError } from '../errors/errors.js';
 import { ARCHES, AUTOMATIC_PLATFORM_ARGS, automaticPlatformArgs, platformString, archFromDocker, type BuildTarget, type Platform } from '../device-types/device-types.js';
 import type { Engine } from '../docker/engine.js';
 import { emulationStatus, emulationHint, registerEmulation } from '../docker/emulation.js';
-import { buildImage, ImageBuildError } from '../docker/image-build.js';
+import { buildImage, ImageBuildError, type BuilderKind, type BuildProgress, type BuildStepTime } from '../docker/image-build.js';
 import { ensureImage } from '../docker/images.js';
 import { buildArgsFor, loadBuildSettings, refuseBuildSecrets, type BuildSettings } from '../project/balena-yml.js';
 import { warningLine } from '../project/project.js';
@@ -52,6 +52,10 @@ export type BuildEvent =
   | { kind: 'plan'; services: string[]; deviceType: string; arch: string; platform: string; engine: string }
   | { kind: 'service-start'; service: string }
   | { kind: 'log'; service: string; line: string }
+  /** Which builder this build uses and why, said once before the first service starts. */
+  | { kind: 'builder'; builder: BuilderKind; message: string }
+  /** A BuildKit build's live state (never stored or sent by the server: log lines carry the same). */
+  | { kind: 'progress'; service: string; progress: BuildProgress }
   | { kind: 'service-done'; service: string; result: ServiceImage }
   | { kind: 'service-failed'; service: string; message: string }
   | { kind: 'warning'; message: string }
@@ -70,6 +74,10 @@ export interface ServiceImage {
   buildSeconds: number;
   steps: number;
   cachedSteps: number;
+  /** The builder that made it; absent for a service that does not build. */
+  builder?: BuilderKind;
+  /** Each step's name, cache hit and seconds, in order; absent for a service that does not build. */
+  stepTimes?: BuildStepTime[];
   /** Which Dockerfile was used, relative to the project. */
   dockerfile?: string;
   contextBytes?: number;

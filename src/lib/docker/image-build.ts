@@ -25,18 +25,56 @@ export interface ImageBuildRequest {
   signal?: AbortSignal;
   /** Each line of build output, without the trailing newline. */
   onLine?: (line: string) => void;
+  /**
+   * BuildKit only: secret values by id, served to `RUN --mount=type=secret,id=<id>` through the
+   * build's session; never written to the context, an image layer or the image config.
+   */
+  secrets?: Record<string, Buffer>;
+  /** BuildKit only: the live view's snapshot, at most every 100 ms and once more when a step ends. */
+  onProgress?: (progress: BuildProgress) => void;
+}
+
+/** Which builder the engine used: its BuildKit (`POST /build?version=2`) or the classic builder. */
+export type BuilderKind = 'buildkit' | 'classic';
+
+/** One step of a build, as the summary and `--json` report it. */
+export interface BuildStepTime {
+  /** As the builder names it: `[stage-0 3/6] RUN pip install -r requirements.txt`, or `RUN …` for the classic builder. */
+  name: string;
+  cached: boolean;
+  /** Seconds the step took (0 for a cached step). */
+  seconds: number;
+}
+
+/** A BuildKit build's state for the live view: one service, recomputed from the engine's trace. */
+export interface BuildProgress {
+  /** Steps finished, cached ones included, and how many of them came from the cache. */
+  done: number;
+  cached: number;
+  /** Steps the build has announced so far (it grows as stages are planned). */
+  total: number;
+  /** The steps running now, oldest first; `startedAt` in ms since the epoch. */
+  running: Array<{ name: string; startedAt: number }>;
+  /** The last lines (at most 5) the running step printed most recently. */
+  lastLines: string[];
 }
 
 export interface ImageBuildResult {
   imageId: string;
+  builder: BuilderKind;
+  /** Every step that makes a layer or runs (FROM and BuildKit's internal steps left out), in order. */
+  stepTimes: BuildStepTime[];
   /** Steps that make a layer (FROM excluded), and how many of them came from the cache. */
   steps: number;
   cachedSteps: number;
 }
 
-/** A failed build step: the engine's message, plus the last lines of output for context. */
+/**
+ * A failed build step: the engine's message, plus output for context: the classic builder's last
+ * lines, or the failing BuildKit step's whole output (`step` names it).
+ */
 export class ImageBuildError extends Error {
-  constructor(message: string, readonly tail: string[]) {
+  constructor(message: string, readonly tail: string[], readonly step?: string) {
     super(message);
     this.name = 'ImageBuildError';
   }
@@ -143,5 +181,5 @@ export async function buildImage(docker: Dockerode, req: ImageBuildRequest): Pro
   if (pending.trim() !== '') pushLine(pending);
   if (failure !== undefined) throw new ImageBuildError(failure.trim(), [...tail]);
   if (!imageId) throw new ImageBuildError('the engine finished without reporting an image', [...tail]);
-  return { imageId, steps, cachedSteps };
+  return { imageId, builder: 'classic', stepTimes: [], steps, cachedSteps };
 }

@@ -14,6 +14,19 @@ export interface Spinner {
   stop(): void;
 }
 
+/** A block of lines kept at the bottom of stderr and redrawn in place (a build's live view). */
+export interface LiveArea {
+  /** The lines to show now: no newlines, each narrower than the terminal so none wraps. */
+  render(): string[];
+}
+
+export interface LiveAreaHandle {
+  /** Draws the area again where it is. */
+  redraw(): void;
+  /** Erases the area; what follows prints where it was. */
+  close(): void;
+}
+
 export interface OutputOptions {
   json: boolean;
   terminal: TerminalInfo;
@@ -32,6 +45,7 @@ export class Output {
   private readonly stdout: NodeJS.WritableStream;
   private readonly stderr: NodeJS.WritableStream;
   private activeSpinner?: import('ora').Ora;
+  private live?: { area: LiveArea; drawn: number };
 
   constructor(options: OutputOptions) {
     this.json = options.json;
@@ -92,7 +106,48 @@ export class Output {
     };
   }
 
+  /**
+   * Keeps `area` below every line written to stderr from now on (each line clears it, prints, draws
+   * it again) until closed; one area at a time. Undefined under --json or without an interactive
+   * stderr, where nothing may be redrawn.
+   */
+  liveArea(area: LiveArea): LiveAreaHandle | undefined {
+    if (this.json || !this.terminal.stderrIsTTY) return undefined;
+    if (this.live) this.stderr.write(this.eraseLive());
+    const live = { area, drawn: 0 };
+    this.live = live;
+    return {
+      redraw: () => {
+        if (this.live === live) this.stderr.write(this.eraseLive() + this.drawLive());
+      },
+      close: () => {
+        if (this.live !== live) return;
+        this.stderr.write(this.eraseLive());
+        this.live = undefined;
+      },
+    };
+  }
+
+  /** Back to the area's first line and erase to the end of the screen (the cursor sits below the area). */
+  private eraseLive(): string {
+    const n = this.live?.drawn ?? 0;
+    if (this.live) this.live.drawn = 0;
+    return n > 0 ? `\u001b[${n}A\r\u001b[J` : '';
+  }
+
+  private drawLive(): string {
+    if (!this.live) return '';
+    const lines = this.live.area.render();
+    this.live.drawn = lines.length;
+    return lines.map((l) => `${l}\n`).join('');
+  }
+
   private writeErr(text: string): void {
+    if (this.live) {
+      // One write, so the terminal never shows the area half erased.
+      this.stderr.write(`${this.eraseLive()}${text}\n${this.drawLive()}`);
+      return;
+    }
     // Keep a running spinner on its own line: clear it, print, redraw.
     const s = this.activeSpinner;
     if (s?.isSpinning) {

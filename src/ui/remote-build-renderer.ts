@@ -17,7 +17,7 @@ const PLAIN_INTERVAL_MS = 5000;
 const BAR_WIDTH = 30;
 
 /** The build's own events: what BuildRenderer draws. */
-const BUILD_KINDS = new Set<RemoteBuildEvent['kind']>(['plan', 'service-start', 'log', 'service-done', 'service-failed', 'warning', 'info']);
+const BUILD_KINDS = new Set<RemoteBuildEvent['kind']>(['plan', 'builder', 'service-start', 'log', 'service-done', 'service-failed', 'warning', 'info']);
 
 function isBuildEvent(e: RemoteBuildEvent): e is BuildEvent {
   return BUILD_KINDS.has(e.kind);
@@ -85,6 +85,8 @@ export class RemoteBuildRenderer {
   event(envelope: BuildEventEnvelope): void {
     const e = envelope.event;
     const { chalk } = this.out;
+    // A live view's snapshot: the server never stores one, and its log lines say the same.
+    if (e.kind === 'progress') return;
     if (isBuildEvent(e)) {
       this.builds.event(e);
       return;

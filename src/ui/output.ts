@@ -113,16 +113,16 @@ export class Output {
    */
   liveArea(area: LiveArea): LiveAreaHandle | undefined {
     if (this.json || !this.terminal.stderrIsTTY) return undefined;
-    if (this.live) this.stderr.write(this.eraseLive());
+    this.writeRaw(this.eraseLive());
     const live = { area, drawn: 0 };
     this.live = live;
     return {
       redraw: () => {
-        if (this.live === live) this.stderr.write(this.eraseLive() + this.drawLive());
+        if (this.live === live) this.writeRaw(this.eraseLive() + this.drawLive());
       },
       close: () => {
         if (this.live !== live) return;
-        this.stderr.write(this.eraseLive());
+        this.writeRaw(this.eraseLive());
         this.live = undefined;
       },
     };
@@ -133,6 +133,10 @@ export class Output {
     const n = this.live?.drawn ?? 0;
     if (this.live) this.live.drawn = 0;
     return n > 0 ? `\u001b[${n}A\r\u001b[J` : '';
+  }
+
+  private writeRaw(text: string): void {
+    if (text !== '') this.stderr.write(text);
   }
 
   private drawLive(): string {

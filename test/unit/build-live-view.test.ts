@@ -138,6 +138,16 @@ describe('build: the live view of BuildKit builds', () => {
     assert.equal(lines.at(-1), 'db   preparing');
   });
 
+  it('many services keep the area small enough for a small terminal: fewer output lines, then "+N more services"', () => {
+    const six = ['a', 'b', 'c', 'd', 'e', 'f'].map((service) => ({ service, progress: pip() }));
+    const lines = liveFrame(six, { now: T0, columns: 80, nameWidth: 1 });
+    assert.equal(lines.length, 6 * 2, 'one output line each');
+    const many = Array.from({ length: 20 }, (_, i) => ({ service: `s${i}`, progress: pip() }));
+    const capped = liveFrame(many, { now: T0, columns: 80, nameWidth: 3 });
+    assert.equal(capped.length, 16);
+    assert.equal(capped.at(-1), '+5 more services building');
+  });
+
   it('output lines as a terminal shows them: the last \\r frame, no escapes or tabs; wide characters counted as two cells', () => {
     assert.equal(displayLine('10%\r50%\r100% done\r'), '100% done');
     assert.equal(displayLine('\u001b[31mred\u001b[0m\tx\u0007'), 'red    x');

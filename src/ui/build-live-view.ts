@@ -62,7 +62,7 @@ export function liveFrame(services: readonly LiveService[], options: FrameOption
   const width = Math.max(1, options.columns - 1);
   const dim = options.dim ?? ((t: string) => t);
   const colour = options.name ?? ((_s: string, t: string) => t);
-  const nameWidth = Math.min(options.nameWidth, Math.max(1, width - 12));
+  const nameWidth = Math.max(1, Math.min(options.nameWidth, width - 12));
   // Output lines start under the step; on a narrow terminal a small indent leaves them room.
   const indent = width - (nameWidth + 2) >= 30 ? nameWidth + 2 : 2;
   const shown = services.length > MAX_AREA_LINES ? services.slice(0, MAX_AREA_LINES - 1) : services;

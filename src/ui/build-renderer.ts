@@ -69,7 +69,7 @@ export class BuildRenderer {
         this.out.info(chalk.dim(e.message));
         if (this.options.live && e.builder === 'buildkit' && this.out.terminal.stderrIsTTY && !this.out.json) {
           this.view ??= new BuildLiveView(this.out, {
-            nameWidth: () => Math.max(...this.known.map((s) => s.length)),
+            nameWidth: () => Math.max(1, ...this.known.map((s) => s.length)),
             name: (service, text) => chalk[SERVICE_COLOURS[Math.max(0, this.known.indexOf(service)) % SERVICE_COLOURS.length] ?? 'cyan'](text),
             ...(this.options.clock ? { clock: this.options.clock } : {}),
           });

@@ -131,6 +131,14 @@ describe('build: the live view of BuildKit builds', () => {
     for (const l of lines) assert.ok(cells(l) < 40, l);
   });
 
+  it('a very narrow terminal: names and steps are cut, still no line reaches the edge', () => {
+    for (const columns of [12, 20, 30]) {
+      const lines = liveFrame([{ service: 'a-long-service-name', progress: pip() }, { service: 'db' }], { now: T0, columns, nameWidth: 19 });
+      for (const l of lines) assert.ok(cells(l) < columns, `${columns}: ${l}`);
+      assert.equal(lines.length, 5);
+    }
+  });
+
   it('several steps at once: the oldest, "+N more"; a service not started yet says "preparing"', () => {
     const p = pip({ running: [{ name: PIP, startedAt: T0 - 2000 }, { name: '[builder 2/4] RUN make', startedAt: T0 - 1000 }, { name: '[builder 3/4] RUN x', startedAt: T0 }] });
     const lines = liveFrame([{ service: 'web', progress: p }, { service: 'db' }], { now: T0, columns: 80, nameWidth: 3 });

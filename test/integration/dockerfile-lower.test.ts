@@ -11,6 +11,7 @@ import { BASE_AMD64, cleanupImages, docker, ensureBaseImages, makeProject, TEST_
 
 const RUN_ID = randomBytes(3).toString('hex');
 const LABEL = `io.skiff.test.run=${RUN_ID}`;
+const BIG = Array.from({ length: 900 }, (_, i) => `line ${i} ${'y"\\$'.repeat(20)} end\n`).join('');
 
 /** Builds `dir` with BuildKit (`/build?version=2`, tar context) and gives the image id or the engine's error. */
 async function buildKitBuild(dir: string): Promise<{ id?: string; error?: string }> {
@@ -113,13 +114,18 @@ describe('lowered Dockerfiles on the real engine (BuildKit)', function () {
       'a.txt',
       'B',
       'b.txt',
+      // Over the 64 KiB line limit of the engine's Dockerfile parser once lowered to one instruction.
+      "COPY <<'EOF' /big.txt",
+      `${BIG}EOF`,
       '',
     ].join('\n');
-    const dir = makeProject({ Dockerfile: lowered(dockerfile), 'context.txt': 'from the context\n' });
+    const lowDockerfile = lowered(dockerfile);
+    assert.ok(lowDockerfile.split('\n').some((l) => l.length > 50_000 && l.endsWith('\\')), 'the big heredoc is cut into continuation lines');
+    const dir = makeProject({ Dockerfile: lowDockerfile, 'context.txt': 'from the context\n' });
     const { id, error } = await buildKitBuild(dir);
     assert.equal(error, undefined);
     assert.ok(id);
-    const files = await filesIn(id, ['/lone.txt', '/script.txt', '/multi.txt', '/app/conf/app.conf', '/bin/hi', '/dir/a.txt', '/dir/b.txt', '/dir/context.txt']);
+    const files = await filesIn(id, ['/lone.txt', '/script.txt', '/multi.txt', '/app/conf/app.conf', '/bin/hi', '/dir/a.txt', '/dir/b.txt', '/dir/context.txt', '/big.txt']);
     const text = (p: string) => files.get(p)?.text;
     assert.equal(text('/lone.txt'), 'lone world\n');
     assert.equal(text('/script.txt'), 'script ran\n');
@@ -131,6 +137,7 @@ describe('lowered Dockerfiles on the real engine (BuildKit)', function () {
     assert.equal(text('/dir/a.txt'), 'A\n');
     assert.equal(text('/dir/b.txt'), 'B\n');
     assert.equal(text('/dir/context.txt'), 'from the context\n');
+    assert.equal(text('/big.txt'), BIG);
   });
 
   it('a failing heredoc script fails the build with its own exit status', async () => {

@@ -398,6 +398,41 @@ describe('lowerDockerfile', () => {
     });
   });
 
+  describe('long heredocs', () => {
+    // 1600 lines of 54 characters: ~86 KiB, over the 64 KiB line limit of the engine's Dockerfile parser.
+    const body = Array.from({ length: 1600 }, (_, i) => `line ${String(i).padStart(5, '0')} ${'y"'.repeat(20)}\\\n`).join('');
+
+    it('cuts a lowered instruction over 64 KiB into continuation lines that join back to it', () => {
+      const text = `FROM a\nCOPY <<EOF /big.txt\n${body}EOF\nRUN true\n`;
+      const out = lower(text);
+      const lines = out.contents.split('\n');
+      const pieces = lines.slice(1, 1 + 1601).filter((l) => l !== '');
+      assert.ok(pieces.length >= 2);
+      for (const p of pieces) assert.ok(p.length < 65_535);
+      for (const p of pieces.slice(0, -1)) {
+        assert.ok(p.endsWith('\\') && !p.endsWith('\\\\'), 'one escape at the end');
+      }
+      for (const p of pieces.slice(1)) assert.doesNotMatch(p, /^\s*(#|$)/);
+      const joined = pieces.map((p, i) => (i < pieces.length - 1 ? p.slice(0, -1) : p)).join('');
+      assert.match(joined, /^RUN \[/);
+      const script = (JSON.parse(joined.slice('RUN '.length)) as string[])[2] ?? '';
+      assert.ok(script.includes(`<<SKIFF_EOF\n${body}SKIFF_EOF\n`));
+      assert.equal(lines[lines.length - 2], 'RUN true');
+    });
+
+    it('cuts with the backtick escape of the file', () => {
+      const out = lower(`# escape=\`\nFROM a\nRUN <<EOF\n${body}EOF\n`);
+      const pieces = out.contents.split('\n').filter((l) => l.startsWith('RUN') || (l !== '' && !l.startsWith('#') && !l.startsWith('FROM')));
+      assert.ok(pieces.length >= 2);
+      assert.ok(pieces[0]?.endsWith('`'));
+    });
+
+    it('refuses a heredoc the shell would get as one argument over 128 KiB', () => {
+      const huge = 'echo 0123456789012345678901234567890123456789\n'.repeat(3000);
+      throwsSkiff(() => lowerDockerfile(`FROM a\nRUN true\nRUN <<EOF\n${huge}EOF\n`, W, ALL), `${W}:3`, /too long to rewrite .*128 KiB/);
+    });
+  });
+
   describe('--link', () => {
     const cases: Array<[string, string, string]> = [
       ['--link', 'COPY --link a /a', 'COPY a /a'],

@@ -342,9 +342,17 @@ export function lowerDockerfile(
   const stages = new Map<string, Stage>();
   let stage: Stage = { shell: DEFAULT_SHELL, scratch: false };
   const replace = (ins: Instruction, replacement: string[]) => {
+    const physical = replacement.flatMap((l) => splitLongLine(l, parsed.escape));
+    const span = ins.last - ins.first + 1;
+    if (physical.length > span) {
+      throw new SkiffError('project', `${ins.keyword} heredoc is too long to rewrite for this engine's Dockerfile parser (${MAX_LINE} characters a line)`, {
+        where: `${where}:${ins.first + 1}`,
+        hint: 'copy the content from a file in the build context instead, or build on an engine with Docker 23+',
+      });
+    }
     for (let n = ins.first; n <= ins.last; n++) {
       const cr = (out[n] ?? '').endsWith('\r') ? '\r' : '';
-      out[n] = `${replacement[n - ins.first] ?? ''}${cr}`;
+      out[n] = `${physical[n - ins.first] ?? ''}${cr}`;
     }
   };
   for (const ins of parsed.instructions) {
@@ -379,7 +387,7 @@ export function lowerDockerfile(
     }
     if (ins.keyword === 'RUN') {
       const { script, what } = runHeredocScript(ins);
-      replace(ins, [`${ins.keywordRaw} ${flagText}${JSON.stringify([...stage.shell, script])}`]);
+      replace(ins, [`${ins.keywordRaw} ${flagText}${execJson(stage.shell, script, ins, where)}`]);
       changes.push({ line, what: `${what}, run by ${stage.shell.join(' ')}` });
       continue;
     }
@@ -398,7 +406,7 @@ export function lowerDockerfile(
     const chmod = flags.find((f) => f.name === 'chmod')?.value ?? '0644';
     const chown = flags.find((f) => f.name === 'chown')?.value;
     const script = ['set -e', ...ins.heredocs.map((h) => writeFileScript(h, dest, intoDir, chmod, chown))].join('\n');
-    const run = `RUN ${JSON.stringify([...stage.shell, script])}`;
+    const run = `RUN ${execJson(stage.shell, script, ins, where)}`;
     if (plain.length > 0) {
       // The context files still come with COPY; the heredocs follow on the next line (there is at
       // least the end marker's line to take).
@@ -409,6 +417,45 @@ export function lowerDockerfile(
     changes.push({ line, what: `${ins.keyword} heredoc${ins.heredocs.length > 1 ? 's' : ''} written by RUN with ${stage.shell.join(' ')}` });
   }
   return { contents: changes.length > 0 ? out.join('\n') : contents, changes };
+}
+
+/** The Dockerfile parser reads physical lines with Go's bufio.Scanner: 64 KiB, newline included. */
+const MAX_LINE = 65_535;
+/** Linux's MAX_ARG_STRLEN: one argument to exec, such as the script for `sh -c`, at most 128 KiB. */
+const MAX_ARG = 131_072;
+
+/** The exec-form JSON of a lowered RUN, refused when the kernel would not take the script as one argument. */
+function execJson(shell: string[], script: string, ins: Instruction, where: string): string {
+  if (Buffer.byteLength(script, 'utf8') >= MAX_ARG) {
+    throw new SkiffError('project', `${ins.keyword} heredoc is too long to rewrite for this engine: the shell would get it as one argument of more than 128 KiB`, {
+      where: `${where}:${ins.first + 1}`,
+      hint: 'put the content in a file in the build context and COPY (or RUN) that file, or split the heredoc',
+    });
+  }
+  return JSON.stringify([...shell, script]);
+}
+
+/** Where a long line is cut, leaving room for the escape character and a CR. */
+const CUT_AT = 60_000;
+
+/**
+ * A line the engine's parser would refuse as too long, cut into continuation lines it joins back to
+ * the same text: each piece but the last ends with the escape character (the parser removes it and
+ * nothing else), and no piece after the first may look like a comment or be blank, as the parser
+ * drops those inside a continued instruction; so a cut never falls before whitespace or `#`, nor
+ * after a `\` or `` ` `` (engine 20.10's parser does not continue a line ending in two escapes).
+ */
+function splitLongLine(text: string, escape: string): string[] {
+  const pieces: string[] = [];
+  let rest = text;
+  while (rest.length > CUT_AT) {
+    let cut = CUT_AT;
+    while (cut > 1 && (/[\s#]/.test(rest.charAt(cut)) || /[\\`]/.test(rest.charAt(cut - 1)))) cut--;
+    pieces.push(`${rest.slice(0, cut)}${escape}`);
+    rest = rest.slice(cut);
+  }
+  pieces.push(rest);
+  return pieces;
 }
 
 function stripTabs(body: string): string {

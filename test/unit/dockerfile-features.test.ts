@@ -283,6 +283,11 @@ describe('lowerDockerfile', () => {
       });
     }
 
+    it('a new stage starts with /bin/sh -c again', () => {
+      const out = lower('FROM a AS base\nSHELL ["/bin/ash", "-c"]\nFROM b\nRUN <<EOF\ny\nEOF\n');
+      assert.deepEqual(execForm(out.contents, 4).argv, ['/bin/sh', '-c', 'y\n']);
+    });
+
     it('pads the spanned lines with empty lines so later lines keep their numbers', () => {
       const text = 'FROM a\nRUN <<EOF\none\ntwo\nEOF\nRUN bad-command\n';
       const out = lower(text);

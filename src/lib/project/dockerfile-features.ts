@@ -312,7 +312,7 @@ const DEFAULT_SHELL = ['/bin/sh', '-c'];
  *   starting with `#!` is written to a temporary file, made executable, run and removed, keeping its
  *   exit status; any other command with heredocs goes to the shell whole (command line, bodies and
  *   end markers), which reads heredocs itself. The stage's shell is the last `SHELL` of the stage or
- *   of the stage it builds FROM.
+ *   of the stage it builds FROM; a base image's own SHELL is not known here (`/bin/sh -c` is assumed).
  * - `COPY`/`ADD` heredocs become a `RUN` that writes each file with the shell (a quoted marker is
  *   written verbatim; an unquoted one lets the shell expand `$VAR`, with command substitution made
  *   literal, as BuildKit only expands variables), creating parent directories, applying `--chmod`

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { BuildkitTrace, decodeStatus, isCountedStep, OUTPUT_MAX_LINES, StatusResponseType, type TraceMessage } from '../../src/lib/docker/buildkit/status.js';
 import { explainBuildkitError } from '../../src/lib/docker/buildkit/build.js';
+import { ClassicStepTimes } from '../../src/lib/docker/image-build.js';
 
 const T0 = 1_796_000_000_000;
 
@@ -239,5 +240,31 @@ describe('explainBuildkitError', () => {
   it('otherwise, the engine text without the frontend noise', () => {
     const e = explainBuildkitError('failed to solve with frontend dockerfile.v0: failed to create LLB definition: target stage nope could not be found', 'Dockerfile');
     assert.deepEqual(e, { message: 'target stage nope could not be found' });
+  });
+});
+
+describe('classic builder step times', () => {
+  it('times each step from its Step line to the next (or the end), marks cache hits, leaves FROM out', () => {
+    const times = new ClassicStepTimes();
+    const at = (line: string, ms: number) => times.line(line, T0 + ms);
+    at('Step 1/4 : FROM skiff-test/busybox:amd64', 0);
+    at(' ---> 1234abcd', 10);
+    at('Step 2/4 : COPY app /app', 20);
+    at(' ---> Using cache', 25);
+    at(' ---> 5678abcd', 26);
+    at('Step 3/4 : RUN make', 30);
+    at('compiling', 500);
+    at('Step 4/4 : CMD ["app"]', 2530);
+    assert.deepEqual(times.end(T0 + 2580), [
+      { name: 'COPY app /app', cached: true, seconds: 0 },
+      { name: 'RUN make', cached: false, seconds: 2.5 },
+      { name: 'CMD ["app"]', cached: false, seconds: 0.1 },
+    ]);
+  });
+
+  it('has no steps for output without Step lines', () => {
+    const times = new ClassicStepTimes();
+    times.line('Sending build context to Docker daemon  2.048kB', T0);
+    assert.deepEqual(times.end(T0 + 100), []);
   });
 });

@@ -18,7 +18,7 @@ export interface ExplainedBuildError {
   where?: string;
 }
 
-const NOISE = [/failed to solve with frontend [\w.]+: /g, /failed to solve: /g, /failed to create LLB definition: /g, /rpc error: code = \w+ desc = /g];
+const NOISE = [/failed to solve with frontend [\w.]+: /g, /failed to solve: /g, /failed to create LLB definition: /g, /failed to build LLB: /g, /rpc error: code = \w+ desc = /g];
 
 /**
  * Turns the engine's BuildKit error text into one clear line.

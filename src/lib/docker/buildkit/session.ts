@@ -101,7 +101,7 @@ export async function openBuildSession(docker: Dockerode, options: BuildSessionO
     );
   }
 
-  const socket = await new Promise<Duplex>((resolve, reject) => {
+  const dialled = new Promise<Duplex>((resolve, reject) => {
     docker.modem.dial(
       {
         method: 'POST',
@@ -120,6 +120,13 @@ export async function openBuildSession(docker: Dockerode, options: BuildSessionO
       (err: unknown, sock: unknown) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(sock as Duplex)),
     );
   });
+  let socket: Duplex;
+  try {
+    socket = await dialled;
+  } catch (err) {
+    server.forceShutdown();
+    throw err;
+  }
 
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
   injector.injectConnection(socket);

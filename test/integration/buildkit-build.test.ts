@@ -7,7 +7,11 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import tar from 'tar-fs';
+import { createServer, type AddressInfo } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import protobuf from 'protobufjs';
 import { buildImageBuildkit } from '../../src/lib/docker/buildkit/build.js';
+import { AUTH_METHOD, HEALTH_METHOD, SECRETS_METHOD, serveBuildSession } from '../../src/lib/docker/buildkit/session.js';
 import { ImageBuildError, type BuildProgress, type ImageBuildRequest } from '../../src/lib/docker/image-build.js';
 import { BASE_AMD64, BASE_ARM64, TEST_LABEL, cleanupImages, docker, ensureBaseImages, makeProject, runInImage } from '../support/engine.js';
 import { waitFor } from '../support/wait.js';
@@ -160,5 +164,63 @@ describe('BuildKit build (real engine)', function () {
     assert.equal(err, reason);
     assert.ok(Date.now() - started < 30_000);
     await waitFor(() => openHandles() <= before, 'the session and build sockets to close', 10_000);
+  });
+});
+
+describe('BuildKit session methods (a gRPC client in the engine\'s place, over loopback)', () => {
+  // The engine's side of the wire, from the same .proto files: field numbers only.
+  const root = protobuf.Root.fromJSON({
+    nested: {
+      Id: { fields: { ID: { type: 'string', id: 1 } } },
+      Data: { fields: { data: { type: 'bytes', id: 1 } } },
+      Host: { fields: { Host: { type: 'string', id: 1 } } },
+      Creds: { fields: { Username: { type: 'string', id: 1 }, Secret: { type: 'string', id: 2 } } },
+      Service: { fields: { service: { type: 'string', id: 1 } } },
+      Status: { fields: { status: { type: 'int32', id: 1 } } },
+    },
+  });
+  let client: grpc.Client;
+  let closeSession: (() => void) | undefined;
+  const server = createServer((socket) => {
+    void serveBuildSession(socket, { secrets: { tok: Buffer.from('v4lue') }, registryConfig: { 'registry.example:5000': { username: 'u', password: 'p' }, 'docker.io': { username: 'hub', password: 'hp' } } }).then((close) => (closeSession = close));
+  });
+
+  before(async () => {
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    client = new grpc.Client(`127.0.0.1:${(server.address() as AddressInfo).port}`, grpc.credentials.createInsecure());
+  });
+  after(() => {
+    client.close();
+    closeSession?.();
+    server.close();
+  });
+
+  function call(method: string, reqType: string, resType: string, body: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const req = root.lookupType(reqType);
+    const res = root.lookupType(resType);
+    return new Promise((resolve, reject) =>
+      client.makeUnaryRequest(
+        method,
+        (m: Record<string, unknown>) => Buffer.from(req.encode(req.fromObject(m)).finish()),
+        (b: Buffer) => res.toObject(res.decode(b), { defaults: true }) as Record<string, unknown>,
+        body,
+        (err, value) => (err ? reject(err) : resolve(value ?? {})),
+      ),
+    );
+  }
+
+  it('gives a secret by id, and NotFound for an id not given', async () => {
+    assert.equal(Buffer.from((await call(SECRETS_METHOD, 'Id', 'Data', { ID: 'tok' })).data as Uint8Array).toString(), 'v4lue');
+    await assert.rejects(call(SECRETS_METHOD, 'Id', 'Data', { ID: 'other' }), (err: grpc.ServiceError) => err.code === grpc.status.NOT_FOUND);
+  });
+
+  it('gives registry credentials by host (Docker Hub under docker.io), empty for an unknown host', async () => {
+    assert.deepEqual(await call(AUTH_METHOD, 'Host', 'Creds', { Host: 'registry.example:5000' }), { Username: 'u', Secret: 'p' });
+    assert.deepEqual(await call(AUTH_METHOD, 'Host', 'Creds', { Host: 'registry-1.docker.io' }), { Username: 'hub', Secret: 'hp' });
+    assert.deepEqual(await call(AUTH_METHOD, 'Host', 'Creds', { Host: 'elsewhere.example' }), { Username: '', Secret: '' });
+  });
+
+  it('answers the health check SERVING', async () => {
+    assert.deepEqual(await call(HEALTH_METHOD, 'Service', 'Status', { service: '' }), { status: 1 });
   });
 });

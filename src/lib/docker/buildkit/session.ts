@@ -56,14 +56,13 @@ function unary(type: string, method: string): [protobuf.Type, protobuf.Type, str
 }
 
 /**
- * Opens a session on the engine serving secrets, registry credentials and the health check
- * BuildKit's session manager runs on every session (it drops one that fails its checks, and a
- * secret asked later in the build would then be lost).
- * @throws Error when the engine refuses the session (e.g. an engine without BuildKit)
+ * Serves the session's gRPC methods on `socket`, an HTTP/2 connection whose other end (the
+ * engine) is the gRPC client: secrets (NotFound for an id not given), registry credentials by
+ * host (empty when none), and the health check.
+ * @returns a function that closes the socket and the server, leaving no handle open
  */
-export async function openBuildSession(docker: Dockerode, options: BuildSessionOptions = {}): Promise<BuildSession> {
+export async function serveBuildSession(socket: Duplex, options: BuildSessionOptions = {}): Promise<() => void> {
   const grpc = await import('@grpc/grpc-js');
-  const id = randomBytes(16).toString('hex');
   const secrets = options.secrets ?? {};
   const registries = options.registryConfig ?? {};
 
@@ -101,7 +100,29 @@ export async function openBuildSession(docker: Dockerode, options: BuildSessionO
     );
   }
 
-  const dialled = new Promise<Duplex>((resolve, reject) => {
+  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+  injector.injectConnection(socket);
+  // The engine hanging up ends the session; an error on a closed socket is not ours to report.
+  socket.on('error', () => {});
+  let closed = false;
+  return () => {
+    if (closed) return;
+    closed = true;
+    injector.destroy();
+    server.forceShutdown();
+    socket.destroy();
+  };
+}
+
+/**
+ * Opens a session on the engine (`POST /session`, hijacked and upgraded to h2c) serving secrets,
+ * registry credentials and the health check BuildKit's session manager runs on every session
+ * (it drops one that fails its checks, and a secret asked later in the build would then be lost).
+ * @throws Error when the engine refuses the session (e.g. an engine without BuildKit)
+ */
+export async function openBuildSession(docker: Dockerode, options: BuildSessionOptions = {}): Promise<BuildSession> {
+  const id = randomBytes(16).toString('hex');
+  const socket = await new Promise<Duplex>((resolve, reject) => {
     docker.modem.dial(
       {
         method: 'POST',
@@ -120,27 +141,6 @@ export async function openBuildSession(docker: Dockerode, options: BuildSessionO
       (err: unknown, sock: unknown) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(sock as Duplex)),
     );
   });
-  let socket: Duplex;
-  try {
-    socket = await dialled;
-  } catch (err) {
-    server.forceShutdown();
-    throw err;
-  }
-
-  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-  injector.injectConnection(socket);
-  // The engine hanging up ends the session; an error on a closed socket is not ours to report.
-  socket.on('error', () => {});
-  let closed = false;
-  return {
-    id,
-    close() {
-      if (closed) return;
-      closed = true;
-      injector.destroy();
-      server.forceShutdown();
-      socket.destroy();
-    },
-  };
+  const close = await serveBuildSession(socket, options);
+  return { id, close };
 }

@@ -91,8 +91,11 @@ describe('BuildKit build (real engine)', function () {
     assert.deepEqual(progress.at(-1), { done: 2, cached: 0, total: 2, running: [], lastLines: [] });
   });
 
-  it('a second build sees what the first wrote in the cache mount', async () => {
-    const { req } = request({ Dockerfile: `FROM ${BASE_AMD64}\nRUN --mount=type=cache,id=${cacheId},target=/cache cp /cache/first /seen\n` });
+  it('a second build sees what the first wrote in the cache mount (and builds only the target stage)', async () => {
+    const { req } = request(
+      { Dockerfile: `FROM ${BASE_AMD64} AS seen\nRUN --mount=type=cache,id=${cacheId},target=/cache cp /cache/first /seen\nFROM seen AS broken\nRUN exit 1\n` },
+      { target: 'seen' },
+    );
     await buildImageBuildkit(docker, req);
     assert.equal((await runInImage(req.tag, ['cat', '/seen'])).trim(), RUN_ID);
   });
@@ -121,8 +124,8 @@ describe('BuildKit build (real engine)', function () {
     assert.match(err.step ?? '', /^\[(stage-0 )?2\/2\] RUN --mount=type=secret,id=npmrc,required cat/);
   });
 
-  it('builds for linux/arm64 with TARGETARCH set by the engine', async () => {
-    const { req, lines } = request({ Dockerfile: `FROM ${BASE_ARM64}\nARG TARGETARCH\nRUN echo arch=$TARGETARCH ${RUN_ID}\n` }, { platform: 'linux/arm64' });
+  it('builds for linux/arm64 with TARGETARCH set by the engine and build args passed', async () => {
+    const { req, lines } = request({ Dockerfile: `FROM ${BASE_ARM64}\nARG TARGETARCH\nARG RUN_ID\nRUN echo arch=$TARGETARCH $RUN_ID\n` }, { platform: 'linux/arm64', buildArgs: { RUN_ID } });
     await buildImageBuildkit(docker, req);
     assert.ok(lines.some((l) => new RegExp(`^#\\d+ arch=arm64 ${RUN_ID}$`).test(l)), lines.join('\n'));
     assert.equal((await docker.getImage(req.tag).inspect()).Architecture, 'arm64');

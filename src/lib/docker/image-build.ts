@@ -74,9 +74,16 @@ export interface ImageBuildResult {
  * lines, or the failing BuildKit step's whole output (`step` names it).
  */
 export class ImageBuildError extends Error {
-  constructor(message: string, readonly tail: string[], readonly step?: string) {
+  /** What the user can do (BuildKit errors that `buildkit/build.ts` explainBuildkitError recognises). */
+  readonly hint?: string;
+  /** Where, as `Dockerfile:N` or the Dockerfile's path, when the error names a place. */
+  readonly where?: string;
+
+  constructor(message: string, readonly tail: string[], readonly step?: string, options: { hint?: string; where?: string } = {}) {
     super(message);
     this.name = 'ImageBuildError';
+    if (options.hint !== undefined) this.hint = options.hint;
+    if (options.where !== undefined) this.where = options.where;
   }
 }
 
@@ -90,6 +97,39 @@ export function withoutQuietArgs(line: string, quiet: readonly string[]): string
   if (!m || quiet.length === 0) return line;
   const left = (m[1] ?? '').split(/\s+/).filter((name) => name !== '' && !quiet.includes(name));
   return left.length === 0 ? undefined : `[Warning] One or more build-args [${left.join(' ')}] were not consumed`;
+}
+
+/**
+ * Step times from the classic builder's output: a step runs from its `Step N/M : X` line to the
+ * next step's line (or the end of the build); ` ---> Using cache` under it marks it cached.
+ * FROM steps bound the times but are not listed (they make no layer), as BuildKit's are not.
+ */
+export class ClassicStepTimes {
+  private readonly times: BuildStepTime[] = [];
+  private current?: { name: string; at: number; cached: boolean; from: boolean };
+
+  /** One output line and when it arrived (ms). */
+  line(line: string, at: number): void {
+    const step = /^Step \d+\/\d+ : (.*)$/.exec(line);
+    if (step) {
+      this.close(at);
+      const name = (step[1] ?? '').trim();
+      this.current = { name, at, cached: false, from: /^FROM\s/i.test(name) };
+    } else if (this.current && /^ ---> Using cache$/.test(line)) this.current.cached = true;
+  }
+
+  /** The steps so far, closing the last one at `at` (ms). */
+  end(at: number): BuildStepTime[] {
+    this.close(at);
+    return [...this.times];
+  }
+
+  private close(at: number): void {
+    const c = this.current;
+    this.current = undefined;
+    if (!c || c.from) return;
+    this.times.push({ name: c.name, cached: c.cached, seconds: c.cached ? 0 : Math.round(Math.max(0, at - c.at) / 100) / 10 });
+  }
 }
 
 export async function buildImage(docker: Dockerode, req: ImageBuildRequest): Promise<ImageBuildResult> {
@@ -128,6 +168,7 @@ export async function buildImage(docker: Dockerode, req: ImageBuildRequest): Pro
   let failure: string | undefined;
   let partial = '';
   let pending = '';
+  const times = new ClassicStepTimes();
 
   const handle = (msg: { stream?: string; status?: string; progress?: string; id?: string; aux?: { ID?: string }; error?: string; errorDetail?: { message?: string } }) => {
     if (msg.aux?.ID) imageId = msg.aux.ID;
@@ -143,6 +184,7 @@ export async function buildImage(docker: Dockerode, req: ImageBuildRequest): Pro
         // FROM steps never report a cache hit, so only the steps that make layers are counted.
         if (/^Step \d+\/\d+ : (?!FROM\s)/i.test(line)) steps++;
         if (/^ ---> Using cache$/.test(line)) cachedSteps++;
+        times.line(line, Date.now());
         const id = /^Successfully built ([0-9a-f]+)$/.exec(line)?.[1];
         if (id) imageId ??= id;
         // The engine's note that an emulated platform differs from its own: expected, and noise.
@@ -181,5 +223,5 @@ export async function buildImage(docker: Dockerode, req: ImageBuildRequest): Pro
   if (pending.trim() !== '') pushLine(pending);
   if (failure !== undefined) throw new ImageBuildError(failure.trim(), [...tail]);
   if (!imageId) throw new ImageBuildError('the engine finished without reporting an image', [...tail]);
-  return { imageId, builder: 'classic', stepTimes: [], steps, cachedSteps };
+  return { imageId, builder: 'classic', stepTimes: times.end(Date.now()), steps, cachedSteps };
 }

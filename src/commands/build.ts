@@ -1,6 +1,7 @@
+import process from 'node:process';
 import { Args, Flags } from '@oclif/core';
 import { SkiffCommand } from '../cli/base-command.js';
-import { engineFlags, parseKeyValues } from '../cli/flags.js';
+import { builderFlags, builderRequest, engineFlags, parseKeyValues } from '../cli/flags.js';
 import type { ResolveBuildOptions, ResolvedBuild } from '../lib/builder/build-project.js';
 import type { ReleaseManifest } from '../lib/builder/release.js';
 
@@ -28,7 +29,7 @@ The compose file's \${VAR}, \${VAR:-default} and the other compose forms are fil
     deviceType: Flags.string({ char: 'd', description: "Device type to build for, e.g. raspberrypi4-64 ('skiff devices supported' lists them)." }),
     emulated: Flags.boolean({ char: 'e', description: 'Register qemu emulation (binfmt_misc, needs root) when building for another architecture and it is missing.' }),
     dockerfile: Flags.string({ description: 'Alternative Dockerfile name/path, relative to the source folder (single-Dockerfile projects).' }),
-    logs: Flags.boolean({ description: 'Show build output (the default; with --json, also print it to stderr).' }),
+    logs: Flags.boolean({ description: "Show every line of build output (the default off a terminal; on one, BuildKit builds show a compact live view per service instead; with --json, print it to stderr)." }),
     nologs: Flags.boolean({ description: 'Hide build output; show only each service starting and finishing.', exclusive: ['logs'] }),
     'multi-dockerignore': Flags.boolean({ char: 'm', description: 'Each service uses the .dockerignore in its own build context.' }),
     'noparent-check': Flags.boolean({ description: "Don't fail when the parent folder has a docker-compose.yml but the source has none." }),
@@ -42,6 +43,7 @@ The compose file's \${VAR}, \${VAR:-default} and the other compose forms are fil
     pull: Flags.boolean({ description: 'Pull base images again even if they are on the engine.' }),
     squash: Flags.boolean({ description: 'Squash the new layers into one (needs an engine with experimental features).' }),
     'dry-run': Flags.boolean({ description: 'Print the project as it would be built (variables substituted, Dockerfiles chosen, build args) and build nothing; Docker is not contacted.' }),
+    ...builderFlags,
     ...engineFlags,
   };
 
@@ -69,7 +71,12 @@ The compose file's \${VAR}, \${VAR:-default} and the other compose forms are fil
       return resolved;
     }
     const [{ buildProject }, { BuildRenderer }] = await Promise.all([import('../lib/builder/build-project.js'), import('../ui/build-renderer.js')]);
-    const renderer = new BuildRenderer(out, { showLogs: this.jsonEnabled() ? flags.logs : !flags.nologs });
+    const renderer = new BuildRenderer(out, {
+      showLogs: this.jsonEnabled() ? flags.logs : !flags.nologs,
+      live: !this.jsonEnabled() && !flags.logs && !flags.nologs && out.terminal.stderrIsTTY,
+    });
+    const { parseSecretFlags } = await import('../lib/builder/secrets.js');
+    const secrets = parseSecretFlags(flags.secret, process.env);
     try {
       const manifest = await this.cancellable((signal) => buildProject({
         ...reading,
@@ -79,6 +86,8 @@ The compose file's \${VAR}, \${VAR:-default} and the other compose forms are fil
         nocache: flags.nocache,
         pull: flags.pull,
         squash: flags.squash,
+        builder: builderRequest(flags.buildkit),
+        secrets,
         engine: { docker: flags.docker, dockerHost: flags.dockerHost, dockerPort: flags.dockerPort, ca: flags.ca, cert: flags.cert, key: flags.key },
         signal,
         onEvent: (event) => {

@@ -1,6 +1,7 @@
+import process from 'node:process';
 import { Args, Flags } from '@oclif/core';
 import { CloudCommand, short } from '../cli/cloud.js';
-import { engineFlags, parseKeyValues } from '../cli/flags.js';
+import { builderFlags, builderRequest, engineFlags, parseKeyValues } from '../cli/flags.js';
 import type { Release } from '../lib/api/resources.js';
 
 export default class Deploy extends CloudCommand<Release> {
@@ -26,7 +27,9 @@ A project that does not build creates no release. A failed or interrupted (Ctrl-
     'multi-dockerignore': Flags.boolean({ char: 'm', description: 'Each service uses the .dockerignore in its own build context.' }),
     'noparent-check': Flags.boolean({ description: "Don't fail when the parent folder has a docker-compose.yml but the source has none." }),
     buildArg: Flags.string({ char: 'B', description: 'Build argument for every service, NAME=value (repeatable).', multiple: true }),
+    logs: Flags.boolean({ description: 'Show every line of build output (on a terminal, BuildKit builds show a compact live view per service instead).', exclusive: ['nologs'] }),
     nologs: Flags.boolean({ description: 'Hide build output.' }),
+    ...builderFlags,
     ...engineFlags,
   };
 
@@ -38,7 +41,12 @@ A project that does not build creates no release. A failed or interrupted (Ctrl-
     const tags = parseReleaseTags(flags['release-tag']);
     const buildArgs = parseKeyValues(flags.buildArg, 'buildArg');
     const out = await this.output();
-    const builds = new BuildRenderer(out, { showLogs: !this.jsonEnabled() && !flags.nologs });
+    const builds = new BuildRenderer(out, {
+      showLogs: !this.jsonEnabled() && !flags.nologs,
+      live: !this.jsonEnabled() && !flags.logs && !flags.nologs && out.terminal.stderrIsTTY,
+    });
+    const { parseSecretFlags } = await import('../lib/builder/secrets.js');
+    const secrets = parseSecretFlags(flags.secret, process.env);
     const pushes = new PushProgressRenderer(out);
     try {
       const result = await this.cancellable(async (signal) => deploy({
@@ -56,6 +64,8 @@ A project that does not build creates no release. A failed or interrupted (Ctrl-
         multiDockerignore: flags['multi-dockerignore'],
         nocache: flags.nocache,
         buildArgs,
+        builder: builderRequest(flags.buildkit),
+        secrets,
         signal,
         onEvent: (e) => {
           switch (e.kind) {

@@ -1,13 +1,14 @@
 import process from 'node:process';
 import { Args, Flags, type Interfaces } from '@oclif/core';
 import { CloudCommand } from '../cli/cloud.js';
+import { builderFlags, builderRequest } from '../cli/flags.js';
 import { SkiffError } from '../lib/errors/errors.js';
 import type { Build } from '../lib/api/builds.js';
 import type { Release } from '../lib/api/resources.js';
 import type { PushResult, PushSession } from '../lib/device/push.js';
 
 /** Flags that only mean something for one of the two paths: given for the other, they are an error rather than ignored. */
-const DEVICE_ONLY = ['service', 'system', 'env', 'force', 'nolive', 'projectName', 'dockerHost', 'dockerPort'] as const;
+const DEVICE_ONLY = ['service', 'system', 'env', 'force', 'nolive', 'projectName', 'dockerHost', 'dockerPort', 'logs'] as const;
 const FLEET_ONLY = ['draft', 'release-tag', 'note'] as const;
 
 type PushFlags = Interfaces.InferredFlags<typeof Push.flags>;
@@ -47,6 +48,8 @@ To a device: checks the device (a skiff agent, or a balenaOS development device 
     projectName: Flags.string({ char: 'n', description: 'Device: name prefix for the images (default: the folder name).' }),
     dockerHost: Flags.string({ description: "Device: the device's engine address (default: the device's address)." }),
     dockerPort: Flags.integer({ description: "Device: the device's engine port (default 2375).", min: 1, max: 65535 }),
+    logs: Flags.boolean({ description: "Device: show every line of build output (on a terminal, BuildKit builds show a compact live view per service instead)." }),
+    ...builderFlags,
   };
 
   async run(): Promise<PushResult | Release | Build> {
@@ -62,6 +65,11 @@ To a device: checks the device (a skiff agent, or a balenaOS development device 
     if (wrong.length > 0) {
       const what = kind === 'fleet' ? `'${target}' is a fleet name (a device is an IP address or a .local name)` : `'${target}' is a device address`;
       throw new SkiffError('usage', `--${wrong[0]} applies to a push to a ${kind === 'fleet' ? 'device' : 'fleet'}, and ${what}`);
+    }
+    if (kind === 'fleet' && flags.secret !== undefined) {
+      throw new SkiffError('usage', `--secret applies to a push to a device: a fleet's build runs on the server`, {
+        hint: 'declare the secret in balena.yml build-secrets (files under .balena/secrets go with the upload and never into an image or the release)',
+      });
     }
     return kind === 'fleet' ? this.toFleet(target, flags) : this.toDevice(target, flags);
   }
@@ -85,6 +93,7 @@ To a device: checks the device (a skiff agent, or a balenaOS development device 
         tags,
         multiDockerignore: flags['multi-dockerignore'],
         noParentCheck: flags['noparent-check'],
+        builder: builderRequest(flags.buildkit),
         detached: flags.detached,
         signal,
         onEvent: (e) => {
@@ -109,7 +118,9 @@ To a device: checks the device (a skiff agent, or a balenaOS development device 
     const out = await this.output();
     const [{ openPushSession, deploy }, { BuildRenderer }, { table }] = await Promise.all([import('../lib/device/push.js'), import('../ui/build-renderer.js'), import('../ui/format.js')]);
     // Build output goes to the current renderer: the push's, then one for live rebuilds.
-    let renderer = new BuildRenderer(out, { showLogs: !this.jsonEnabled() });
+    let renderer = new BuildRenderer(out, { showLogs: !this.jsonEnabled(), live: !this.jsonEnabled() && !flags.logs && out.terminal.stderrIsTTY });
+    const { parseSecretFlags } = await import('../lib/builder/secrets.js');
+    const secrets = parseSecretFlags(flags.secret, process.env);
     let result: PushResult;
     let session: PushSession;
     try {
@@ -126,6 +137,8 @@ To a device: checks the device (a skiff agent, or a balenaOS development device 
           projectName: flags.projectName,
           dockerHost: flags.dockerHost,
           dockerPort: flags.dockerPort,
+          builder: builderRequest(flags.buildkit),
+          secrets,
           signal,
           onEvent: (e) => {
             if (e.kind === 'device') out.info(out.chalk.dim(e.message));

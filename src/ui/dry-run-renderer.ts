@@ -40,6 +40,8 @@ function service(s: ResolvedService): Record<string, unknown> {
       ...(b.cacheFrom.length > 0 ? { cache_from: b.cacheFrom } : {}),
       ...(b.baseImages.length > 0 ? { 'x-skiff-base-images': b.baseImages } : {}),
       ...(b.dockerignore ? { 'x-skiff-dockerignore': b.dockerignore } : {}),
+      // Compose's build.secrets: the ids only, never a value.
+      ...(b.secrets ? { secrets: b.secrets } : {}),
     },
     ...s.config,
   };

@@ -335,13 +335,13 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
       assert.equal(done.status, 'success', done.error ?? '');
     });
 
-    it('refuses what a cloud build cannot take: balena.yml build-secrets, a build context outside the upload, a link leading out of it', async () => {
+    it('refuses what a cloud build cannot take: a balena.yml build secret whose file is not uploaded, a build context outside the upload, a link leading out of it', async () => {
       const secrets = await startBuild(base(), alice, fleet, tarOf({
         'balena.yml': 'build-secrets:\n  global:\n    - source: a.txt\n      dest: a\n', 'a.txt': 'x', Dockerfile: `FROM ${BASE_AMD64}\n`,
       }));
       const refused = await finished(base(), alice, secrets.id);
       assert.equal(refused.status, 'failed');
-      assert.match(refused.error ?? '', /build-secrets in balena.yml are not supported yet/);
+      assert.match(refused.error ?? '', /balena\.yml:3: build secret file \.balena\/secrets\/a\.txt does not exist/);
       const outside = await startBuild(base(), alice, fleet, tarOf({ 'docker-compose.yml': 'services:\n  main:\n    build: ..\n', Dockerfile: `FROM ${BASE_AMD64}\n` }));
       assert.match((await finished(base(), alice, outside.id)).error ?? '', /build context '\.\.' is outside the project/);
       const dir = makeProject({ Dockerfile: `FROM ${BASE_AMD64}\nCOPY . /x\n` });

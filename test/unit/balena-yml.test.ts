@@ -37,7 +37,7 @@ describe('balena.yml / skiff.yml', () => {
 
   it('reads build-secrets', async () => {
     const s = await loadBuildSettings(project('balena.yml', 'build-secrets:\n  global:\n    - source: a.txt\n      dest: a\n'));
-    assert.deepEqual(s.secrets.global, [{ source: 'a.txt', dest: 'a' }]);
+    assert.deepEqual(s.secrets.global, [{ source: 'a.txt', dest: 'a', where: 'balena.yml:3' }]);
   });
 
   const bad: Array<[string, string, RegExp, string]> = [
@@ -45,6 +45,7 @@ describe('balena.yml / skiff.yml', () => {
     ['a variable without =', 'build-variables:\n  global:\n    - A=1\n    - NOPE\n', /"NOPE" is not of the form NAME=value/, 'balena.yml:4'],
     ['build-variables not a mapping', 'build-variables: [A=1]\n', /must be a mapping/, 'balena.yml:1'],
     ['a secret without dest', 'build-secrets:\n  global:\n    - source: a\n', /needs a source and a dest/, 'balena.yml:3'],
+    ['a secret dest that is a path', 'build-secrets:\n  global:\n    - source: a\n      dest: ../x\n', /must be a file name/, 'balena.yml:4'],
   ];
   for (const [name, text, message, where] of bad) {
     it(`reports ${name} with file:line`, async () => {

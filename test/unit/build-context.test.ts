@@ -168,3 +168,30 @@ describe('build context: the labels and an excluded template', () => {
     assert.equal(readFileSync(path.join(out, LABELLED_DOCKERFILE), 'utf8'), 'FROM aarch64\nLABEL "io.skiff.service"="main"\n');
   });
 });
+
+describe('build context: for BuildKit', () => {
+  // BuildKit applies no .dockerignore to a tar context: the tar must hold exactly what COPY may see.
+  it('holds only what the rules keep plus the Dockerfile, and leaves every label to the build API', async () => {
+    const dir = tree({
+      '.dockerignore': '.dockerignore\n*.log\nDockerfile\n',
+      Dockerfile: 'FROM x\n',
+      'app.js': 'a',
+      'debug.log': 'l',
+      '.balena/secrets/npmrc': 'token',
+      '.balena/balena.yml': 'x: 1\n',
+    });
+    const rules = await loadIgnoreRules(dir);
+    const out = scratchDir('skiff-out-');
+    const tar = await import('tar-fs');
+    const processed: ResolvedDockerfile = { ...plain, contents: 'FROM y\n', processed: true };
+    const labels = { 'io.skiff.service': 'main' };
+    const packed = await packContext({ contextDir: dir, rules, dockerfile: processed, displayBase: dir, service: 'main', labels, buildkit: true });
+    await pipeline(packed.stream, tar.extract(out));
+    assert.equal(packed.dockerfile, 'Dockerfile');
+    assert.deepEqual(packed.apiLabels, labels);
+    assert.equal(readFileSync(path.join(out, 'Dockerfile'), 'utf8'), 'FROM y\n', 'the processed text');
+    assert.ok(existsSync(path.join(out, 'app.js')));
+    for (const gone of ['.dockerignore', 'debug.log', LABELLED_DOCKERFILE, '.balena/secrets/npmrc']) assert.ok(!existsSync(path.join(out, gone)), `${gone} stays out`);
+    assert.ok(existsSync(path.join(out, '.balena/balena.yml')), 'only the secrets folder is always left out');
+  });
+});

@@ -118,7 +118,7 @@ describe('packProject: the project as a cloud build reads it', () => {
     const missing = tree({ 'docker-compose.yml': 'services:\n  web:\n    build: ./web\n', 'web/app.js': 'x' });
     await assert.rejects(packProject(missing, { deviceType: 'intel-nuc' }), (e: SkiffError) => e.code === 'project');
     const secrets = tree({ Dockerfile: 'FROM local/busybox:amd64\n', 'balena.yml': 'build-secrets:\n  global:\n    - source: a\n      dest: b\n' });
-    await assert.rejects(packProject(secrets, { deviceType: 'intel-nuc' }), (e: SkiffError) => e.code === 'project' && /build-secrets/.test(e.message));
+    await assert.rejects(packProject(secrets, { deviceType: 'intel-nuc' }), (e: SkiffError) => e.code === 'project' && e.where === 'balena.yml:3' && /build secret file \.balena\/secrets\/a does not exist/.test(e.message));
     const outer = tree({ 'proj/docker-compose.yml': 'services:\n  web:\n    build: ../web\n', 'web/Dockerfile': 'FROM local/busybox:amd64\n' });
     await assert.rejects(packProject(path.join(outer, 'proj'), { deviceType: 'intel-nuc' }), (e: SkiffError) => e.code === 'project' && /outside the project folder/.test(e.message));
   });

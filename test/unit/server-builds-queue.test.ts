@@ -66,9 +66,9 @@ describe('the build queue (which builds a replica starts, and positions)', () =>
 
 describe('a build\'s options from the upload query', () => {
   it('defaults, booleans and repeated tags', () => {
-    assert.deepEqual(buildOptions({}), { draft: false, nocache: false, pull: false, multiDockerignore: false, notes: null, semver: null, tags: {} });
-    assert.deepEqual(buildOptions({ draft: 'true', nocache: 'false', pull: 'true', multiDockerignore: 'true', notes: 'n', semver: '1.0.0', tag: ['a=1', 'b=', 'c=x=y'] }),
-      { draft: true, nocache: false, pull: true, multiDockerignore: true, notes: 'n', semver: '1.0.0', tags: { a: '1', b: '', c: 'x=y' } });
+    assert.deepEqual(buildOptions({}), { draft: false, nocache: false, pull: false, multiDockerignore: false, builder: 'auto', notes: null, semver: null, tags: {} });
+    assert.deepEqual(buildOptions({ draft: 'true', nocache: 'false', pull: 'true', multiDockerignore: 'true', builder: 'classic', notes: 'n', semver: '1.0.0', tag: ['a=1', 'b=', 'c=x=y'] }),
+      { draft: true, nocache: false, pull: true, multiDockerignore: true, builder: 'classic', notes: 'n', semver: '1.0.0', tags: { a: '1', b: '', c: 'x=y' } });
     assert.deepEqual(buildOptions({ tag: 'k=v' }).tags, { k: 'v' });
   });
   it('refuses a tag key with spaces, or a value over 1000 characters, naming the field', () => {

@@ -48,6 +48,8 @@ export const Build = Type.Object({
     pull: Type.Boolean(),
     /** Each service's build context uses its own .dockerignore (`-G`). */
     multiDockerignore: Type.Boolean(),
+    /** `buildkit` (--buildkit), `classic` (--no-buildkit), or `auto`: BuildKit when the builder engine has it. */
+    builder: Type.Union([Type.Literal('auto'), Type.Literal('buildkit'), Type.Literal('classic')]),
     notes: Nullable(Type.String()),
     semver: Nullable(Type.String()),
     tags: Type.Record(Type.String(), Type.String()),
@@ -84,6 +86,8 @@ export const CreateBuildQuery = Type.Object({
   source: Type.Optional(Type.Union([Type.Literal('push'), Type.Literal('git')])),
   /** Each service uses the .dockerignore of its own build context (balena's -G), as the CLI filtered the tar. */
   multiDockerignore: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')])),
+  /** Which builder the server's build uses; absent: `auto`. */
+  builder: Type.Optional(Type.Union([Type.Literal('auto'), Type.Literal('buildkit'), Type.Literal('classic')])),
 }, { additionalProperties: false });
 export type CreateBuildQuery = Static<typeof CreateBuildQuery>;
 

@@ -8,11 +8,13 @@ import process from 'node:process';
 import { SkiffError } from '../errors/errors.js';
 import { ARCHES, platformString, resolveTarget, type Arch } from '../device-types/device-types.js';
 import { connectEngine, type EngineFlags } from '../docker/engine.js';
-import { loadBuildSettings, refuseBuildSecrets } from '../project/balena-yml.js';
+import { loadBuildSettings } from '../project/balena-yml.js';
 import { dockerfileFacts, type ResolvedDockerfile } from '../project/dockerfile.js';
 import { loadProject, warningLine } from '../project/project.js';
 import type { ServiceJson } from '../service/service-config.js';
+import type { BuilderRequest } from './builder-choice.js';
 import { buildRelease, imageName, planServiceBuild, type BuildEvent, type ReleaseManifest } from './release.js';
+import { readServiceSecrets, type SecretFlag } from './secrets.js';
 
 export interface BuildProjectOptions {
   source: string;
@@ -34,6 +36,10 @@ export interface BuildProjectOptions {
   engine: EngineFlags;
   concurrency?: number;
   labels?: Record<string, string>;
+  /** `--buildkit` / `--no-buildkit`, or neither. */
+  builder?: BuilderRequest;
+  /** `--secret` flags, for every service. */
+  secrets?: SecretFlag[];
   signal?: AbortSignal;
   onEvent?: (event: BuildEvent) => void;
 }
@@ -70,6 +76,8 @@ export async function buildProject(options: BuildProjectOptions): Promise<Releas
     signal: options.signal,
     onEvent: options.onEvent,
     labels: options.labels,
+    ...(options.builder ? { builder: options.builder } : {}),
+    ...(options.secrets ? { secrets: options.secrets } : {}),
   });
 }
 
@@ -132,6 +140,8 @@ export interface ResolvedService {
     baseImages: string[];
     /** The .dockerignore that applies, if any. */
     dockerignore?: string;
+    /** Ids of the build secrets balena.yml gives the service (values are never shown); absent when none. */
+    secrets?: string[];
   };
   /** The compose settings after substitution and validation: what the device runs. */
   config: ServiceJson;
@@ -189,10 +199,11 @@ export async function resolveBuild(options: ResolveBuildOptions): Promise<Resolv
   const tag = options.tag ?? 'latest';
   const settings = await loadBuildSettings(project.dir);
   warnings.push(...settings.warnings.map(warningLine));
-  refuseBuildSecrets(settings);
   const rel = (p: string): string => path.relative(project.dir, p).split(path.sep).join('/') || '.';
 
   const services = project.services.map((spec): ResolvedService => {
+    // Read now only to fail early on a missing file; the values are dropped.
+    const secretIds = spec.build ? Object.keys(readServiceSecrets(project.dir, settings, spec.name, [], {})) : [];
     if (!spec.build) return { name: spec.name, image: spec.image ?? '', source: 'image', config: spec.config };
     // The very decisions the build makes (Dockerfile, template, args, .dockerignore).
     const plan = planServiceBuild(project, spec, spec.build, target, settings, { ...options, enginePlatform: ARCHES[hostArch].platform });
@@ -218,6 +229,7 @@ export async function resolveBuild(options: ResolveBuildOptions): Promise<Resolv
         cacheFrom: [...spec.build.cacheFrom, ...(options.cacheFrom ?? [])],
         baseImages: dockerfileFacts(dockerfile.contents, plan.buildArgs).baseImages.map((b) => b.image),
         ...(ignore ? { dockerignore: rel(ignore) } : {}),
+        ...(secretIds.length > 0 ? { secrets: secretIds } : {}),
       },
       config: spec.config,
     };

@@ -3,14 +3,19 @@
  * on one engine. Emits events for the UI and returns the release manifest.
  */
 import path from 'node:path';
+import process from 'node:process';
 import { existsSync } from 'node:fs';
 import { SkiffError } from '../errors/errors.js';
 import { ARCHES, AUTOMATIC_PLATFORM_ARGS, automaticPlatformArgs, platformString, archFromDocker, type BuildTarget, type Platform } from '../device-types/device-types.js';
 import type { Engine } from '../docker/engine.js';
 import { emulationStatus, emulationHint, registerEmulation } from '../docker/emulation.js';
 import { buildImage, ImageBuildError, type BuilderKind, type BuildProgress, type BuildStepTime } from '../docker/image-build.js';
+import { buildImageBuildkit, explainBuildkitError } from '../docker/buildkit/build.js';
 import { ensureImage } from '../docker/images.js';
-import { buildArgsFor, loadBuildSettings, refuseBuildSecrets, type BuildSettings } from '../project/balena-yml.js';
+import { buildArgsFor, loadBuildSettings, type BuildSettings } from '../project/balena-yml.js';
+import { classicBuilderError, lowerDockerfile, missingSecretsError, scanDockerfile } from '../project/dockerfile-features.js';
+import { chooseBuilder, frontendHasHeredocs, type BuilderChoice, type BuilderRequest } from './builder-choice.js';
+import { hasSecrets, readServiceSecrets, type SecretFlag } from './secrets.js';
 import { warningLine } from '../project/project.js';
 import { loadIgnoreRules, packContext, type IgnoreRules } from '../project/build-context.js';
 import { dockerfileFacts, resolveDockerfile, type DockerfileFacts, type ResolvedDockerfile } from '../project/dockerfile.js';
@@ -46,6 +51,12 @@ export interface ReleaseBuildOptions {
   appName?: string;
   /** %%BALENA_RELEASE_HASH%%; `unavailable` when absent, as in balena-cli's local builds. */
   releaseHash?: string;
+  /** `--buildkit` / `--no-buildkit`; `auto` (the default) uses BuildKit when the engine has it. */
+  builder?: BuilderRequest;
+  /** `--secret` flags, given to every service (after balena.yml's build-secrets). */
+  secrets?: SecretFlag[];
+  /** For `DOCKER_BUILDKIT` and `--secret id=x,env=VAR`; the process environment when absent. */
+  environment?: NodeJS.ProcessEnv;
 }
 
 export type BuildEvent =
@@ -110,6 +121,10 @@ interface PreparedService {
   buildArgs: Record<string, string>;
   /** Automatic build args the user did not set themselves. */
   quietBuildArgs: string[];
+  /** BuildKit secrets by id (empty for the classic builder, which refuses them). */
+  secrets?: Record<string, Buffer>;
+  /** The Dockerfile's path relative to the project, for `file:line` in messages. */
+  where?: string;
 }
 
 export function imageName(project: string, service: string, tag = 'latest'): string {
@@ -170,12 +185,15 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
   const platform = platformString(target.platform);
   const settings = await loadBuildSettings(project.dir);
   for (const w of settings.warnings) emit({ kind: 'warning', message: warningLine(w) });
-  refuseBuildSecrets(settings);
+  const environment = options.environment ?? process.env;
+  const choice = chooseBuilder(engine, options.builder ?? 'auto', { squash: options.squash, env: environment });
 
   // BuildKit's automatic platform args, which Dockerfiles written for buildx read; BUILD* is the engine.
   const enginePlatform = options.engine.arch ? ARCHES[options.engine.arch].platform : target.platform;
   const rulesByDir = new Map<string, Promise<IgnoreRules>>();
   const prepared: PreparedService[] = [];
+  // Said after the builder line, which they are about.
+  const notes: string[] = [];
   for (const spec of project.services) {
     if (!spec.build) {
       prepared.push({ spec, image: spec.image ?? '', buildArgs: {}, quietBuildArgs: [] });
@@ -185,18 +203,24 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
     for (const message of plan.warnings) emit({ kind: 'warning', message });
     const rules = rulesByDir.get(plan.ignoreDir) ?? loadIgnoreRules(plan.ignoreDir);
     rulesByDir.set(plan.ignoreDir, rules);
+    const where = path.relative(project.dir, path.join(spec.build.context, plan.dockerfile.pathRel)) || plan.dockerfile.pathRel;
+    const { dockerfile, secrets } = checkForBuilder(plan.dockerfile, where, choice, { project, spec, settings, options, environment, notes, engine });
     prepared.push({
       spec,
       image: imageName(project.name, spec.name, tag),
-      dockerfile: plan.dockerfile,
-      facts: dockerfileFacts(plan.dockerfile.contents, plan.buildArgs),
+      dockerfile,
+      facts: dockerfileFacts(dockerfile.contents, plan.buildArgs),
       rules: await rules,
       buildArgs: plan.buildArgs,
       quietBuildArgs: plan.quietBuildArgs,
+      ...(secrets ? { secrets } : {}),
+      where,
     });
   }
 
   emit({ kind: 'plan', services: prepared.map((p) => p.spec.name), deviceType: target.deviceType.slug, arch: target.arch, platform, engine: engine.address });
+  if (prepared.some((p) => p.spec.build)) emit({ kind: 'builder', builder: choice.builder, message: choice.message });
+  for (const message of notes) emit({ kind: 'info', message });
   checkEmulation(prepared, options, emit);
   await checkBaseImages(prepared, options, platform);
 
@@ -244,6 +268,7 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       service: p.spec.name,
       labels,
       ...(p.spec.build.target ? { target: p.spec.build.target } : {}),
+      buildkit: choice.builder === 'buildkit',
       onBytes: (n) => {
         contextBytes = n;
         if (!warnedSize && n > GB) {
@@ -252,7 +277,8 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
         }
       },
     });
-    const built = await buildImage(engine.docker, {
+    const build = choice.builder === 'buildkit' ? buildImageBuildkit : buildImage;
+    const built = await build(engine.docker, {
       context: context.stream,
       tag: p.image,
       dockerfile: context.dockerfile,
@@ -268,6 +294,8 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       ...(options.registryConfig ? { registryConfig: options.registryConfig } : {}),
       signal: controller.signal,
       onLine: (line) => emit({ kind: 'log', service: p.spec.name, line }),
+      ...(p.secrets ? { secrets: p.secrets } : {}),
+      onProgress: (progress) => emit({ kind: 'progress', service: p.spec.name, progress }),
     });
     const inspect = await engine.docker.getImage(built.imageId).inspect();
     const result: ServiceImage = {
@@ -281,6 +309,8 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       buildSeconds: (Date.now() - t0) / 1000,
       steps: built.steps,
       cachedSteps: built.cachedSteps,
+      builder: built.builder,
+      stepTimes: built.stepTimes,
       dockerfile: path.relative(project.dir, path.join(p.spec.build.context, p.dockerfile.pathRel)),
       contextBytes,
     };
@@ -314,7 +344,7 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
   }
 
   if (options.signal?.aborted) throw new SkiffError('interrupted', 'build cancelled; no images were tagged for the unfinished services');
-  if (firstFailure) throw failureError(firstFailure.service, firstFailure.error);
+  if (firstFailure) throw failureError(firstFailure.service, firstFailure.error, prepared.find((p) => p.spec.name === firstFailure?.service));
 
   const manifest: ReleaseManifest = {
     project: project.name,
@@ -335,12 +365,23 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
   return manifest;
 }
 
-function failureError(service: string, error: unknown): SkiffError {
+function failureError(service: string, error: unknown, prepared?: PreparedService): SkiffError {
   if (error instanceof SkiffError) return error;
   if (error instanceof ImageBuildError) {
-    return new SkiffError('buildFailed', `service '${service}' failed to build: ${error.message}`, {
-      details: error.tail.map((l) => `[${service}] ${l}`),
-      hint: 'the other builds were stopped; fix the error above and build again',
+    // BuildKit's errors come explained; the classic builder's raw text gets the same reading.
+    const explained = error.hint !== undefined || error.where !== undefined
+      ? { message: error.message, hint: error.hint, where: error.where }
+      : explainBuildkitError(error.message, prepared?.where ?? 'Dockerfile');
+    // The builder names the Dockerfile by its path in the context; the user knows it from the project.
+    if (explained.where !== undefined && prepared?.where !== undefined) explained.where = explained.where.replace(/^[^:]*/, prepared.where);
+    const details = [
+      ...(error.step ? [`[${service}] ${error.step}:`] : []),
+      ...error.tail.map((l) => `[${service}] ${l}`),
+    ];
+    return new SkiffError('buildFailed', `service '${service}' failed to build: ${explained.message}`, {
+      details,
+      ...(explained.where ? { where: explained.where } : {}),
+      hint: explained.hint ?? 'the other builds were stopped; fix the error above and build again',
     });
   }
   const e = error as NodeJS.ErrnoException & { statusCode?: number; json?: { message?: string } };
@@ -349,6 +390,54 @@ function failureError(service: string, error: unknown): SkiffError {
     return new SkiffError('dockerUnreachable', `the Docker engine went away while building service '${service}' (${e.code})`, { hint: 'check the engine and build again' });
   }
   return new SkiffError('buildFailed', `service '${service}' failed to build: ${message}`, { hint: 'fix the error and build again' });
+}
+
+interface CheckContext {
+  project: ProjectSpec;
+  spec: ServiceSpec;
+  settings: BuildSettings;
+  options: ReleaseBuildOptions;
+  environment: NodeJS.ProcessEnv;
+  /** Lines for the user, said once the builder is announced. */
+  notes: string[];
+  engine: Engine;
+}
+
+/**
+ * What a service's Dockerfile needs of the chosen builder, checked before anything builds: the
+ * classic builder refuses BuildKit-only syntax and build secrets (one line naming the Dockerfile's
+ * line and `--buildkit`); BuildKit gets the service's secrets, refuses a secret mount nobody gave,
+ * and, on an engine whose built-in frontend predates Dockerfile 1.4, gets heredocs and
+ * `COPY --link` lowered to what that frontend reads (never when a `# syntax=` line names another
+ * frontend: that frontend parses the file).
+ *
+ * @throws SkiffError('project') naming `where:line`, SkiffError('usage') for a bad --secret
+ */
+function checkForBuilder(dockerfile: ResolvedDockerfile, where: string, choice: BuilderChoice, c: CheckContext): { dockerfile: ResolvedDockerfile; secrets?: Record<string, Buffer> } {
+  const scan = scanDockerfile(dockerfile.contents, where);
+  const flags = c.options.secrets ?? [];
+  if (choice.builder === 'classic') {
+    const refused = classicBuilderError(scan, where, choice.reason);
+    if (refused) throw refused;
+    if (hasSecrets(c.settings, c.spec.name, flags)) {
+      throw new SkiffError('project', `service '${c.spec.name}' has build secrets, which need BuildKit; this build uses the classic builder (${choice.reason})`, {
+        hint: 'build without --no-buildkit (or with --buildkit) on an engine with BuildKit (Docker 18.09+)',
+      });
+    }
+    return { dockerfile };
+  }
+  const secrets = readServiceSecrets(c.project.dir, c.settings, c.spec.name, flags, c.environment);
+  const missing = missingSecretsError(scan, Object.keys(secrets), where);
+  if (missing) throw missing;
+  if (scan.syntax || frontendHasHeredocs(c.engine) || (scan.heredocs === 0 && scan.copyLink === 0)) return { dockerfile, secrets };
+  const lowered = lowerDockerfile(dockerfile.contents, where, { heredocs: true, copyLink: true });
+  if (lowered.changes.length > 0) {
+    const count = (n: number, one: string, many: string): string[] => (n === 0 ? [] : [`${n} ${n === 1 ? one : many}`]);
+    const what = [...count(scan.heredocs, 'heredoc', 'heredocs'), ...count(scan.copyLink, '--link', '--links')].join(' and ');
+    const lines = [...new Set(lowered.changes.map((ch) => ch.line))].join(', ');
+    c.notes.push(`${where}: ${what} rewritten for engine ${c.engine.version}'s built-in Dockerfile frontend, which predates Dockerfile 1.4 (line${lines.includes(',') ? 's' : ''} ${lines})`);
+  }
+  return { dockerfile: { ...dockerfile, contents: lowered.contents, processed: lowered.contents !== dockerfile.contents || dockerfile.processed }, secrets };
 }
 
 function checkEmulation(prepared: PreparedService[], options: ReleaseBuildOptions, emit: (e: BuildEvent) => void): void {

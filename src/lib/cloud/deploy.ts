@@ -13,6 +13,8 @@ import { SkiffError } from '../errors/errors.js';
 import type { CreateReleaseRequest, Release } from '../api/resources.js';
 import type { BuildEvent, ReleaseManifest } from '../builder/release.js';
 import type { ResolvedBuild } from '../builder/build-project.js';
+import type { BuilderRequest } from '../builder/builder-choice.js';
+import type { SecretFlag } from '../builder/secrets.js';
 import type { Engine, EngineFlags } from '../docker/engine.js';
 import type { CloudClient } from './client.js';
 
@@ -35,6 +37,10 @@ export interface DeployOptions {
   multiDockerignore?: boolean;
   nocache?: boolean;
   buildArgs?: Record<string, string>;
+  /** `--buildkit` / `--no-buildkit` for `--build`; absent: auto. */
+  builder?: BuilderRequest;
+  /** `--secret` flags for `--build`. */
+  secrets?: SecretFlag[];
   /** Labels put on every image built (tests clean up by them). */
   labels?: Record<string, string>;
   signal?: AbortSignal;
@@ -111,6 +117,8 @@ export async function deploy(options: DeployOptions): Promise<DeployResult> {
   } else {
     const manifest: ReleaseManifest = await buildProject({
       ...reading, engine: options.engine, nocache: options.nocache, labels: options.labels, signal: options.signal, onEvent: options.onEvent,
+      ...(options.builder ? { builder: options.builder } : {}),
+      ...(options.secrets ? { secrets: options.secrets } : {}),
     });
     images = Object.fromEntries(manifest.services.map((s) => [s.service, s.image]));
   }

@@ -49,7 +49,7 @@ export interface PackedProject {
 
 /**
  * Packs the project in `source` for a cloud build: the same checks as `skiff build` (compose file,
- * Dockerfiles for the device type, balena.yml build-secrets refused) first, with the compose
+ * Dockerfiles for the device type, balena.yml build-secret files present) first, with the compose
  * variables the server will have (the project's .env, not this shell's environment), then the project folder
  * as a tar, with the project's .dockerignore (or, with `multiDockerignore`, each service context's
  * own) applied and `.git` folders never included. The compose file, balena.yml, `.env`, and each
@@ -62,8 +62,8 @@ export interface PackedProject {
  *   context lies outside the project folder (only the folder is uploaded); 'usage' for bad flags
  */
 export async function packProject(source: string, options: PackProjectOptions = {}): Promise<PackedProject> {
-  const [{ resolveBuild }, { loadIgnoreRules }, { BUILD_SETTINGS_FILES }] = await Promise.all([
-    import('../builder/build-project.js'), import('../project/build-context.js'), import('../project/balena-yml.js'),
+  const [{ resolveBuild }, { loadIgnoreRules }, { BUILD_SETTINGS_FILES, loadBuildSettings }, { secretFiles }] = await Promise.all([
+    import('../builder/build-project.js'), import('../project/build-context.js'), import('../project/balena-yml.js'), import('../builder/secrets.js'),
   ]);
   const resolved = await resolveBuild({
     source,
@@ -81,6 +81,9 @@ export async function packProject(source: string, options: PackProjectOptions = 
     ...BUILD_SETTINGS_FILES.map((f) => path.join(root, f)),
     path.join(root, '.env'),
     path.join(root, '.dockerignore'),
+    // The server's build serves them to RUN --mount=type=secret; it never puts them in a context,
+    // and removes the upload when the build ends.
+    ...secretFiles(root, await loadBuildSettings(root)),
   ]);
   for (const s of resolved.services) {
     if (!s.build) continue;
@@ -177,6 +180,8 @@ export interface UploadBuildOptions {
   source?: 'push' | 'git';
   /** The tar was filtered by each service's own .dockerignore: the server builds the same way. */
   multiDockerignore?: boolean;
+  /** `--buildkit` / `--no-buildkit`; absent: the server's builder decides (auto). */
+  builder?: 'auto' | 'buildkit' | 'classic';
   /** Bytes sent so far, and in all when known. */
   onProgress?: (bytes: number, total: number | undefined) => void;
   /**
@@ -201,6 +206,7 @@ export function createBuildQuery(options: UploadBuildOptions): CreateBuildQuery 
   const query: CreateBuildQuery = {
     draft: flag(options.draft), nocache: flag(options.nocache), pull: flag(options.pull), dirty: flag(options.dirty),
     multiDockerignore: flag(options.multiDockerignore),
+    builder: options.builder === 'auto' ? undefined : options.builder,
     notes: options.notes, semver: options.semver, gitCommit: options.gitCommit, gitRef: options.gitRef, source: options.source,
     tag: tag.length > 0 ? tag : undefined,
   };
@@ -471,6 +477,8 @@ export interface PushToFleetOptions {
   tags?: Record<string, string>;
   multiDockerignore?: boolean;
   noParentCheck?: boolean;
+  /** `--buildkit` / `--no-buildkit` for the server's build; absent: auto. */
+  builder?: 'auto' | 'buildkit' | 'classic';
   /** Return once the server has the project (the build goes on). */
   detached?: boolean;
   signal?: AbortSignal;
@@ -533,6 +541,7 @@ export async function pushToFleet(options: PushToFleetOptions): Promise<PushToFl
     build = await uploadBuild(client, fleet.name, { stream: packed.stream(), size: packed.size }, {
       draft: options.draft, nocache: options.nocache, pull: options.pull, notes: options.notes, tags: options.tags,
       multiDockerignore: options.multiDockerignore, source: 'push',
+      ...(options.builder ? { builder: options.builder } : {}),
       ...(git ? { gitCommit: git.commit, dirty: git.dirty } : {}),
       onProgress: (bytes, total) => emit({ kind: 'upload-progress', bytes, total }),
       ...(signal ? { signal } : {}),

@@ -7,7 +7,9 @@ import type { LocalServiceJson, LocalTargetStateJson, Received, StateStatusRespo
 import { SkiffError } from '../errors/errors.js';
 import { resolveTarget, type BuildTarget } from '../device-types/device-types.js';
 import { connectEngine, type Engine } from '../docker/engine.js';
+import type { BuilderRequest } from '../builder/builder-choice.js';
 import { buildRelease, type BuildEvent, type ReleaseManifest } from '../builder/release.js';
+import type { SecretFlag } from '../builder/secrets.js';
 import { loadProject, warningLine } from '../project/project.js';
 import type { ProjectSpec } from '../project/types.js';
 import { DeviceClient, parseDeviceAddress, type DeviceInfo } from './client.js';
@@ -23,6 +25,10 @@ export interface PushOptions {
   multiDockerignore?: boolean;
   noParentCheck?: boolean;
   projectName?: string;
+  /** `--buildkit` / `--no-buildkit` for builds on the device's engine; absent: auto. */
+  builder?: BuilderRequest;
+  /** `--secret` flags for every service's build. */
+  secrets?: SecretFlag[];
   apiKey?: string;
   /** Replace the release even while a service holds an update lock. */
   force?: boolean;
@@ -145,6 +151,8 @@ export async function deploy(session: PushSession, services?: string[], signal =
     // The label marks images a push built (the agent prunes old ones by it). Its value is the same
     // on every push, so a service whose sources did not change builds to the very same image.
     signal, onEvent: options.onEvent, labels: { 'io.skiff.release': 'local' },
+    ...(options.builder ? { builder: options.builder } : {}),
+    ...(options.secrets ? { secrets: options.secrets } : {}),
   });
   await keepUnchangedImages(session, built);
   const previous = session.release;

@@ -28,6 +28,8 @@ export interface EngineFacts {
   local: boolean;
   version: string;
   apiVersion: string;
+  /** The engine's OS as it reports it (`linux`); empty when it does not say. */
+  os: string;
   /** balenaEngine rather than Docker/Moby. */
   balena: boolean;
   arch: Arch | undefined;
@@ -119,7 +121,7 @@ function isLoopback(host: string): boolean {
 export interface EngineProbe {
   ping(signal: AbortSignal): Promise<unknown>;
   info(): Promise<{ Architecture?: string; NCPU?: number; ServerVersion?: string }>;
-  version(): Promise<{ Version?: string; ApiVersion?: string; Components?: Array<{ Name?: string }> }>;
+  version(): Promise<{ Version?: string; ApiVersion?: string; Os?: string; Components?: Array<{ Name?: string }> }>;
 }
 
 /**
@@ -161,6 +163,7 @@ export async function probeEngine(probe: EngineProbe, connection: ReturnType<typ
     local,
     version: version.Version ?? info.ServerVersion ?? 'unknown',
     apiVersion: version.ApiVersion ?? 'unknown',
+    os: version.Os ?? '',
     balena: components.some((c) => /balena/i.test(c.Name ?? '')) || /balena/i.test(info.ServerVersion ?? ''),
     arch: archFromDocker(machineArch),
     machineArch,

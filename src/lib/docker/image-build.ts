@@ -166,7 +166,6 @@ export async function buildImage(docker: Dockerode, req: ImageBuildRequest): Pro
   let steps = 0;
   let cachedSteps = 0;
   let failure: string | undefined;
-  let partial = '';
   let pending = '';
   const times = new ClassicStepTimes();
 
@@ -199,19 +198,9 @@ export async function buildImage(docker: Dockerode, req: ImageBuildRequest): Pro
   };
 
   try {
-    for await (const chunk of response) {
-      partial += (chunk as Buffer).toString('utf8');
-      let nl: number;
-      while ((nl = partial.indexOf('\n')) >= 0) {
-        const text = partial.slice(0, nl).trim();
-        partial = partial.slice(nl + 1);
-        if (!text) continue;
-        try {
-          handle(JSON.parse(text));
-        } catch {
-          pushLine(text);
-        }
-      }
+    for await (const line of engineJsonLines(response)) {
+      if ('text' in line) pushLine(line.text);
+      else handle(line.json as Parameters<typeof handle>[0]);
     }
   } catch (err) {
     if (req.signal?.aborted) throw req.signal.reason ?? err;
@@ -224,4 +213,30 @@ export async function buildImage(docker: Dockerode, req: ImageBuildRequest): Pro
   if (failure !== undefined) throw new ImageBuildError(failure.trim(), [...tail]);
   if (!imageId) throw new ImageBuildError('the engine finished without reporting an image', [...tail]);
   return { imageId, builder: 'classic', stepTimes: times.end(Date.now()), steps, cachedSteps };
+}
+
+/**
+ * The engine's build answer (one JSON object per line, Docker API `POST /build`) as parsed values;
+ * a line that is not JSON (an old engine's plain text) comes as its text. Blank lines are skipped.
+ */
+export async function* engineJsonLines(response: AsyncIterable<Buffer | string>): AsyncGenerator<{ json: unknown } | { text: string }> {
+  let partial = '';
+  for await (const chunk of response) {
+    partial += chunk.toString();
+    let nl: number;
+    while ((nl = partial.indexOf('\n')) >= 0) {
+      const text = partial.slice(0, nl).trim();
+      partial = partial.slice(nl + 1);
+      if (text) yield parseLine(text);
+    }
+  }
+  if (partial.trim()) yield parseLine(partial.trim());
+}
+
+function parseLine(text: string): { json: unknown } | { text: string } {
+  try {
+    return { json: JSON.parse(text) as unknown };
+  } catch {
+    return { text };
+  }
 }

@@ -18,26 +18,18 @@ export interface BuildSettings {
 }
 
 export interface SecretSpec {
+  /** File name under .balena/secrets. */
   source: string;
+  /** The secret's id: the file name under /run/secrets in `RUN --mount=type=secret,id=<dest>`. */
   dest: string;
+  /** `balena.yml:<line>` of the entry, for messages. */
+  where?: string;
 }
 
 /** The names the build settings may have, first found wins (a cloud push always uploads them). */
 export const BUILD_SETTINGS_FILES = ['skiff.yml', 'skiff.yaml', 'balena.yml', 'balena.yaml', '.balena/balena.yml', '.balena/balena.yaml'];
 
 /** Reads the first of skiff.yml, balena.yml (and their .yaml and .balena/ forms) that exists. */
-/**
- * Stops a build that declares build-secrets, which a stock engine's classic builder cannot mount.
- * @throws SkiffError('project') naming the file
- */
-export function refuseBuildSecrets(settings: BuildSettings): void {
-  const declared = settings.secrets.global.length > 0 || Object.values(settings.secrets.services).some((s) => s.length > 0);
-  if (!declared) return;
-  throw new SkiffError('project', `build-secrets in ${path.basename(settings.file ?? 'balena.yml')} are not supported yet: a stock Docker engine's classic builder has no way to mount them`, {
-    hint: 'pass the values as build-variables for now (they are not secret in the image history), or build on balenaCloud',
-  });
-}
-
 export async function loadBuildSettings(projectDir: string): Promise<BuildSettings> {
   const settings: BuildSettings = { globalVariables: {}, serviceVariables: {}, secrets: { global: [], services: {} }, warnings: [] };
   const rel = BUILD_SETTINGS_FILES.find((f) => existsSync(path.join(projectDir, f)));
@@ -109,10 +101,13 @@ function parseSecrets(value: unknown, keys: string[], lineOf: (k: Array<string |
   if (value === undefined || value === null) return [];
   if (!Array.isArray(value)) throw new SkiffError('project', `'${keys.join('.')}' must be a list of {source, dest}`, { where: lineOf(keys) });
   return value.map((item: unknown, i) => {
-    if (!isRecord(item) || typeof item.source !== 'string' || typeof item.dest !== 'string') {
+    if (!isRecord(item) || typeof item.source !== 'string' || typeof item.dest !== 'string' || item.source === '' || item.dest === '') {
       throw new SkiffError('project', 'a build secret needs a source and a dest', { where: lineOf([...keys, i]) });
     }
-    return { source: item.source, dest: item.dest };
+    if (!/^[A-Za-z0-9_.-]+$/.test(item.dest.replace(/^\/run\/secrets\//, ''))) {
+      throw new SkiffError('project', `build secret dest '${item.dest}' must be a file name (letters, digits, '.', '_', '-')`, { where: lineOf([...keys, i, 'dest']) });
+    }
+    return { source: item.source, dest: item.dest, where: lineOf([...keys, i]) };
   });
 }
 

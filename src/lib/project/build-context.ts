@@ -10,7 +10,8 @@ import type { Ignore } from '@balena/dockerignore';
 import type { ResolvedDockerfile } from './dockerfile.js';
 
 /** Paths never sent, whatever .dockerignore says. */
-const ALWAYS_EXCLUDED = ['.git'];
+// balena's build secret files: a build reads them through BuildKit's session, never from the context.
+const ALWAYS_EXCLUDED = ['.git', '.balena/secrets'];
 
 export interface IgnoreRules {
   /** Absolute path of the .dockerignore these rules came from, if any. */
@@ -85,6 +86,12 @@ export interface ContextStreamOptions {
   labels?: Record<string, string>;
   /** The build's target stage, if not the last. */
   target?: string;
+  /**
+   * For BuildKit, which applies no .dockerignore to a tar context (every file in the tar reaches
+   * COPY): the tar holds exactly what the rules keep, plus the Dockerfile, and every label goes
+   * through the build API (BuildKit sets labels in the image config, no step each).
+   */
+  buildkit?: boolean;
 }
 
 /**
@@ -124,6 +131,10 @@ export async function packContext(options: ContextStreamOptions): Promise<Packed
   const dockerfileAbs = path.join(contextDir, dockerfile.pathRel);
   const dockerignoreAbs = path.join(contextDir, '.dockerignore');
   const labels = options.labels ?? {};
+  if (options.buildkit) {
+    const replaced = new Map<string, string>(dockerfile.processed ? [[dockerfileAbs, dockerfile.contents]] : []);
+    return { stream: countBytes(await packTar(contextDir, rules, new Set([dockerfileAbs]), replaced), options.onBytes), dockerfile: dockerfile.pathRel, apiLabels: labels };
+  }
   const inLine = options.target === undefined
     ? Object.entries(labels).filter(([k, v]) => k !== '' && PLAIN_LABEL.test(k) && PLAIN_LABEL.test(v))
     : [];

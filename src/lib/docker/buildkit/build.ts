@@ -4,7 +4,7 @@
  */
 import type { Readable } from 'node:stream';
 import type Dockerode from 'dockerode';
-import { ImageBuildError, type BuildProgress, type ImageBuildRequest, type ImageBuildResult } from '../image-build.js';
+import { engineJsonLines, ImageBuildError, type BuildProgress, type ImageBuildRequest, type ImageBuildResult } from '../image-build.js';
 import { openBuildSession } from './session.js';
 import { BuildkitTrace, decodeStatus } from './status.js';
 
@@ -191,24 +191,10 @@ async function follow(response: Readable, req: ImageBuildRequest): Promise<Image
     if (typeof msg.stream === 'string') for (const line of msg.stream.split(/\r?\n/)) if (line.trim() !== '') req.onLine?.(line);
   };
 
-  let partial = '';
   try {
-    for await (const chunk of response) {
-      partial += (chunk as Buffer).toString('utf8');
-      let nl: number;
-      while ((nl = partial.indexOf('\n')) >= 0) {
-        const text = partial.slice(0, nl).trim();
-        partial = partial.slice(nl + 1);
-        if (!text) continue;
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(text);
-        } catch {
-          req.onLine?.(text);
-          continue;
-        }
-        if (parsed !== null && typeof parsed === 'object') handle(parsed as BuildLine);
-      }
+    for await (const line of engineJsonLines(response)) {
+      if ('text' in line) req.onLine?.(line.text);
+      else if (line.json !== null && typeof line.json === 'object') handle(line.json as BuildLine);
     }
   } finally {
     if (pendingProgress) clearTimeout(pendingProgress);

@@ -84,7 +84,10 @@ export async function runBuild(ctx: ServiceContext, job: BuildJob): Promise<Buil
   const options = JSON.parse(row.options) as BuildOptions;
   const dir = buildDir(ctx, row.uuid);
   const src = path.join(dir, 'src');
-  const emit = (event: BuildEvent): void => log.push(event);
+  // The live view's snapshots are the client's business: the stored log has the same as lines.
+  const emit = (event: BuildEvent): void => {
+    if (event.kind !== 'progress') log.push(event);
+  };
   try {
     await extractContext(contextTar(ctx, row.uuid), src);
     const [{ loadProject }, { resolveTarget }, { connectEngine }, { buildRelease }] = await Promise.all([
@@ -104,6 +107,10 @@ export async function runBuild(ctx: ServiceContext, job: BuildJob): Promise<Buil
       nocache: options.nocache, pull: options.pull,
       // Builds stored before -G existed have no such option: false, as they were built.
       multiDockerignore: options.multiDockerignore === true,
+      // Builds stored before the builder option existed build as today's auto does.
+      builder: options.builder ?? 'auto',
+      // The server's own environment is not the project's (no DOCKER_BUILDKIT from it).
+      environment: {},
       // Registering qemu's handlers touches this machine's kernel: only for an engine on it.
       emulated: engine.local,
       labels: buildLabels(fleet.uuid),

@@ -291,7 +291,10 @@ export class BuildRunner {
 
 /** One line for builds.error: what failed and where. */
 export function failureLine(err: unknown): string {
-  if (err instanceof SkiffError) return err.hint ? `${err.message} (${err.hint})` : err.message;
+  if (err instanceof SkiffError) {
+    const where = err.where ? `${err.where}: ` : '';
+    return err.hint ? `${where}${err.message} (${err.hint})` : `${where}${err.message}`;
+  }
   return (err as Error).message ?? String(err);
 }
 

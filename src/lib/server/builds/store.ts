@@ -11,7 +11,7 @@ import type { Principal } from '../permissions.js';
 import { authorize, badInput, isoNow, notFound, parseJson, type ServiceContext } from '../services/context.js';
 import { fleetOf } from '../services/fleets.js';
 
-const NO_OPTIONS: BuildOptions = { draft: false, nocache: false, pull: false, multiDockerignore: false, notes: null, semver: null, tags: {} };
+const NO_OPTIONS: BuildOptions = { draft: false, nocache: false, pull: false, multiDockerignore: false, builder: 'auto', notes: null, semver: null, tags: {} };
 
 type User = Extract<Principal, { kind: 'user' }>;
 type Db = Kysely<Database> | Transaction<Database>;

@@ -106,6 +106,7 @@ export function buildOptions(query: CreateBuildQuery): BuildOptions {
   return {
     draft: query.draft === 'true', nocache: query.nocache === 'true', pull: query.pull === 'true',
     multiDockerignore: query.multiDockerignore === 'true',
+    builder: query.builder ?? 'auto',
     notes: query.notes ?? null, semver: query.semver ?? null, tags,
   };
 }

@@ -1,0 +1,123 @@
+/**
+ * Build secrets: what `RUN --mount=type=secret,id=<id>` reads during a BuildKit build, from
+ * balena.yml `build-secrets` (files under `.balena/secrets/`, balena's layout) and from `--secret`
+ * flags (docker's syntax). Values travel only through the build's session: never in the context
+ * tar, an image layer, the image config or the release.
+ */
+import { readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { SkiffError } from '../errors/errors.js';
+import type { BuildSettings } from '../project/balena-yml.js';
+
+/** One `--secret` flag: `id=<id>,src=<file>` or `id=<id>,env=<VAR>` (docker build's syntax). */
+export interface SecretFlag {
+  id: string;
+  /** A file whose bytes are the value. */
+  src?: string;
+  /** An environment variable whose value is the value. */
+  env?: string;
+}
+
+/** balena's folder for build secret files, relative to the project. */
+export const SECRETS_DIR = '.balena/secrets';
+
+/** What a secret id may be: BuildKit uses it as a file name under /run/secrets. */
+const SECRET_ID = /^[A-Za-z0-9_.-]+$/;
+
+/**
+ * Parses `--secret` values as docker does: comma-separated `key=value` with `id`, `src`/`source`,
+ * `env` and `type=file|env`; a bare `id=x` reads the environment variable `x` when it is set
+ * (docker's rule), else the file `x`.
+ *
+ * @throws SkiffError('usage') naming the flag for a malformed value or a repeated id
+ */
+export function parseSecretFlags(values: readonly string[] | undefined, env: NodeJS.ProcessEnv): SecretFlag[] {
+  const out: SecretFlag[] = [];
+  for (const raw of values ?? []) {
+    const fields = new Map<string, string>();
+    for (const part of raw.split(',')) {
+      const eq = part.indexOf('=');
+      if (eq <= 0) throw new SkiffError('usage', `--secret '${raw}': '${part}' is not key=value`, { hint: 'e.g. --secret id=npmrc,src=$HOME/.npmrc' });
+      const key = part.slice(0, eq).trim().toLowerCase();
+      if (!['id', 'src', 'source', 'env', 'type'].includes(key)) {
+        throw new SkiffError('usage', `--secret '${raw}': unknown key '${key}'`, { hint: 'use id=, src= (or source=), env= or type=file|env' });
+      }
+      fields.set(key === 'source' ? 'src' : key, part.slice(eq + 1).trim());
+    }
+    const id = fields.get('id');
+    if (!id || !SECRET_ID.test(id)) {
+      throw new SkiffError('usage', `--secret '${raw}' needs an id of letters, digits, '.', '_' or '-'`, { hint: 'e.g. --secret id=npmrc,src=.npmrc' });
+    }
+    if (out.some((s) => s.id === id)) throw new SkiffError('usage', `--secret id=${id} is given twice`);
+    const type = fields.get('type');
+    if (type !== undefined && type !== 'file' && type !== 'env') throw new SkiffError('usage', `--secret '${raw}': type must be file or env`);
+    let src = fields.get('src');
+    let envName = fields.get('env');
+    if (src === undefined && envName === undefined) {
+      if (type === 'env' || (type === undefined && env[id] !== undefined)) envName = id;
+      else src = id;
+    }
+    if (src !== undefined && envName !== undefined) throw new SkiffError('usage', `--secret '${raw}': give src= or env=, not both`);
+    out.push({ id, ...(src !== undefined ? { src } : {}), ...(envName !== undefined ? { env: envName } : {}) });
+  }
+  return out;
+}
+
+/**
+ * Secret ids and values for one service: balena.yml's global secrets, then the service's own,
+ * then `--secret` flags (a later one with the same id wins). Values are read now, so a missing
+ * file fails before anything builds.
+ *
+ * @throws SkiffError('project') for a balena.yml secret whose file is missing (where: balena.yml:line),
+ *   SkiffError('usage') for a `--secret` whose file or variable is missing
+ */
+export function readServiceSecrets(projectDir: string, settings: BuildSettings, service: string, flags: readonly SecretFlag[], env: NodeJS.ProcessEnv): Record<string, Buffer> {
+  const out: Record<string, Buffer> = {};
+  const settingsFile = path.basename(settings.file ?? 'balena.yml');
+  for (const spec of [...settings.secrets.global, ...(settings.secrets.services[service] ?? [])]) {
+    const file = path.resolve(projectDir, SECRETS_DIR, spec.source);
+    if (!file.startsWith(path.resolve(projectDir, SECRETS_DIR) + path.sep)) {
+      throw new SkiffError('project', `build secret source '${spec.source}' is outside ${SECRETS_DIR}`, { where: spec.where ?? settingsFile, hint: `name a file inside ${SECRETS_DIR}/` });
+    }
+    out[secretId(spec.dest)] = readSecretFile(file, () => new SkiffError('project', `build secret file ${SECRETS_DIR}/${spec.source} does not exist`, {
+      where: spec.where ?? settingsFile,
+      hint: `create it, or remove the secret from ${settingsFile}`,
+    }));
+  }
+  for (const flag of flags) {
+    if (flag.env !== undefined) {
+      const value = env[flag.env];
+      if (value === undefined) throw new SkiffError('usage', `--secret id=${flag.id}: the environment variable ${flag.env} is not set`);
+      out[flag.id] = Buffer.from(value);
+    } else if (flag.src !== undefined) {
+      out[flag.id] = readSecretFile(path.resolve(flag.src), () => new SkiffError('usage', `--secret id=${flag.id}: cannot read '${flag.src}'`, { hint: 'check the src= path' }));
+    }
+  }
+  return out;
+}
+
+/** The files a project's balena.yml secrets read, absolute; a cloud push uploads them for the server's build. */
+export function secretFiles(projectDir: string, settings: BuildSettings): string[] {
+  const specs = [...settings.secrets.global, ...Object.values(settings.secrets.services).flat()];
+  return [...new Set(specs.map((s) => path.resolve(projectDir, SECRETS_DIR, s.source)))];
+}
+
+/** Whether any secret is declared for a service (balena.yml or flags). */
+export function hasSecrets(settings: BuildSettings, service: string, flags: readonly SecretFlag[]): boolean {
+  return flags.length > 0 || settings.secrets.global.length > 0 || (settings.secrets.services[service]?.length ?? 0) > 0;
+}
+
+/** balena's `dest` is a path under /run/secrets; BuildKit's id is the file name there. */
+function secretId(dest: string): string {
+  return dest.replace(/^\/run\/secrets\//, '').replace(/^\/+/, '');
+}
+
+function readSecretFile(file: string, missing: () => SkiffError): Buffer {
+  try {
+    if (!statSync(file).isFile()) throw missing();
+    return readFileSync(file);
+  } catch (err) {
+    if (err instanceof SkiffError) throw err;
+    throw missing();
+  }
+}

@@ -1,0 +1,113 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chooseBuilder, engineOffersBuildkit, frontendHasHeredocs } from '../../src/lib/builder/builder-choice.js';
+import { parseSecretFlags, readServiceSecrets, secretFiles } from '../../src/lib/builder/secrets.js';
+import type { BuildSettings } from '../../src/lib/project/balena-yml.js';
+import { SkiffError } from '../../src/lib/errors/errors.js';
+
+const engine = (version: string, apiVersion: string, os = 'linux') => ({ version, apiVersion, os, balena: false });
+
+describe('builder choice', () => {
+  it('uses BuildKit when the engine has it, and says which engine', () => {
+    const c = chooseBuilder(engine('20.10.24+dfsg1', '1.41'), 'auto', { env: {} });
+    assert.equal(c.builder, 'buildkit');
+    assert.equal(c.message, 'Building with BuildKit (engine 20.10.24+dfsg1)');
+  });
+
+  const classic: Array<[string, Parameters<typeof chooseBuilder>, RegExp]> = [
+    ['--no-buildkit', [engine('20.10.24', '1.41'), 'classic', {}], /classic builder \(--no-buildkit\)/],
+    ['DOCKER_BUILDKIT=0', [engine('20.10.24', '1.41'), 'auto', { env: { DOCKER_BUILDKIT: '0' } }], /\(DOCKER_BUILDKIT=0\)/],
+    ['DOCKER_BUILDKIT=false', [engine('20.10.24', '1.41'), 'auto', { env: { DOCKER_BUILDKIT: 'false' } }], /\(DOCKER_BUILDKIT=0\)/],
+    ['--squash', [engine('20.10.24', '1.41'), 'auto', { squash: true, env: {} }], /--squash needs it/],
+    ['an engine before 18.09', [engine('18.06.1', '1.38'), 'auto', { env: {} }], /engine 18\.06\.1 has no BuildKit/],
+    ['a Windows engine', [engine('20.10.7', '1.41', 'windows'), 'auto', { env: {} }], /has no BuildKit/],
+  ];
+  for (const [name, args, message] of classic) {
+    it(`uses the classic builder for ${name}`, () => {
+      const c = chooseBuilder(...args);
+      assert.equal(c.builder, 'classic');
+      assert.match(c.message, message);
+      assert.ok(c.reason.length > 0);
+    });
+  }
+
+  it('DOCKER_BUILDKIT=1 changes nothing on an engine with BuildKit; --buildkit insists', () => {
+    assert.equal(chooseBuilder(engine('20.10.24', '1.41'), 'auto', { env: { DOCKER_BUILDKIT: '1' } }).builder, 'buildkit');
+    assert.match(chooseBuilder(engine('20.10.24', '1.41'), 'buildkit').message, /--buildkit/);
+  });
+
+  it('refuses --buildkit on an engine without it, and with --squash', () => {
+    assert.throws(() => chooseBuilder(engine('17.06.0', '1.30'), 'buildkit'), (e: SkiffError) => e.code === 'usage' && /engine 17\.06\.0 \(API 1\.30, linux\) has no BuildKit/.test(e.message));
+    assert.throws(() => chooseBuilder(engine('20.10.24', '1.41'), 'buildkit', { squash: true }), (e: SkiffError) => e.code === 'usage' && /--squash/.test(e.message));
+  });
+
+  it('knows which engines have BuildKit and which frontends read heredocs', () => {
+    assert.equal(engineOffersBuildkit({ apiVersion: '1.39', os: 'linux' }), true);
+    assert.equal(engineOffersBuildkit({ apiVersion: '1.38', os: 'linux' }), false);
+    assert.equal(engineOffersBuildkit({ apiVersion: '2.0', os: '' }), true);
+    assert.equal(engineOffersBuildkit({ apiVersion: 'unknown', os: 'linux' }), true);
+    assert.equal(frontendHasHeredocs({ version: '20.10.24+dfsg1', balena: false }), false);
+    assert.equal(frontendHasHeredocs({ version: '23.0.1', balena: false }), true);
+    assert.equal(frontendHasHeredocs({ version: '28.2.2', balena: false }), true);
+    assert.equal(frontendHasHeredocs({ version: 'unknown', balena: true }), false);
+  });
+});
+
+describe('build secrets', () => {
+  it('parses --secret as docker does', () => {
+    assert.deepEqual(parseSecretFlags(['id=npmrc,src=/tmp/n', 'id=tok,env=TOKEN', 'id=a,source=x', 'id=HOME', 'id=plain', 'type=env,id=E'], { HOME: '/root' }), [
+      { id: 'npmrc', src: '/tmp/n' }, { id: 'tok', env: 'TOKEN' }, { id: 'a', src: 'x' }, { id: 'HOME', env: 'HOME' }, { id: 'plain', src: 'plain' }, { id: 'E', env: 'E' },
+    ]);
+  });
+
+  const bad: Array<[string, RegExp]> = [
+    ['src=/x', /needs an id/],
+    ['id=../x,src=y', /needs an id/],
+    ['id=a,src', /'src' is not key=value/],
+    ['id=a,file=x', /unknown key 'file'/],
+    ['id=a,src=x,env=Y', /not both/],
+    ['id=a,type=ssh', /type must be file or env/],
+  ];
+  for (const [value, message] of bad) {
+    it(`refuses --secret ${value}`, () => {
+      assert.throws(() => parseSecretFlags([value], {}), (e: SkiffError) => e.code === 'usage' && message.test(e.message));
+    });
+  }
+
+  it('refuses a repeated id', () => {
+    assert.throws(() => parseSecretFlags(['id=a,src=x', 'id=a,src=y'], {}), /given twice/);
+  });
+
+  it('reads balena.yml secrets from .balena/secrets, then --secret over them', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'skiff-secrets-'));
+    mkdirSync(path.join(dir, '.balena/secrets'), { recursive: true });
+    writeFileSync(path.join(dir, '.balena/secrets/npmrc'), 'global');
+    writeFileSync(path.join(dir, '.balena/secrets/web.key'), 'web only');
+    writeFileSync(path.join(dir, 'flag.txt'), 'from the flag');
+    const settings: BuildSettings = {
+      file: path.join(dir, 'balena.yml'), globalVariables: {}, serviceVariables: {}, warnings: [],
+      secrets: { global: [{ source: 'npmrc', dest: 'npmrc' }], services: { web: [{ source: 'web.key', dest: '/run/secrets/key' }] } },
+    };
+    const web = readServiceSecrets(dir, settings, 'web', [], {});
+    assert.deepEqual(Object.fromEntries(Object.entries(web).map(([k, v]) => [k, v.toString()])), { npmrc: 'global', key: 'web only' });
+    const other = readServiceSecrets(dir, settings, 'worker', [{ id: 'npmrc', src: path.join(dir, 'flag.txt') }, { id: 'tok', env: 'TOK' }], { TOK: 't0k' });
+    assert.deepEqual(Object.fromEntries(Object.entries(other).map(([k, v]) => [k, v.toString()])), { npmrc: 'from the flag', tok: 't0k' });
+    assert.deepEqual(secretFiles(dir, settings).sort(), [path.join(dir, '.balena/secrets/npmrc'), path.join(dir, '.balena/secrets/web.key')]);
+  });
+
+  it('names balena.yml:line for a missing file, and the flag for a missing src or variable', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'skiff-secrets-'));
+    const settings: BuildSettings = {
+      file: path.join(dir, 'balena.yml'), globalVariables: {}, serviceVariables: {}, warnings: [],
+      secrets: { global: [{ source: 'gone', dest: 'x', where: 'balena.yml:4' }], services: {} },
+    };
+    assert.throws(() => readServiceSecrets(dir, settings, 'web', [], {}), (e: SkiffError) => e.code === 'project' && e.where === 'balena.yml:4' && /\.balena\/secrets\/gone does not exist/.test(e.message));
+    const outside: BuildSettings = { ...settings, secrets: { global: [{ source: '../../etc/passwd', dest: 'x', where: 'balena.yml:4' }], services: {} } };
+    assert.throws(() => readServiceSecrets(dir, outside, 'web', [], {}), /outside \.balena\/secrets/);
+    const none: BuildSettings = { ...settings, secrets: { global: [], services: {} } };
+    assert.throws(() => readServiceSecrets(dir, none, 'web', [{ id: 'a', src: path.join(dir, 'nope') }], {}), (e: SkiffError) => e.code === 'usage' && /--secret id=a: cannot read/.test(e.message));
+    assert.throws(() => readServiceSecrets(dir, none, 'web', [{ id: 'a', env: 'NOPE' }], {}), /NOPE is not set/);
+  });
+});

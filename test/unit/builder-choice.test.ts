@@ -23,6 +23,7 @@ describe('builder choice', () => {
     ['--squash', [engine('20.10.24', '1.41'), 'auto', { squash: true, env: {} }], /--squash needs it/],
     ['an engine before 18.09', [engine('18.06.1', '1.38'), 'auto', { env: {} }], /engine 18\.06\.1 has no BuildKit/],
     ['a Windows engine', [engine('20.10.7', '1.41', 'windows'), 'auto', { env: {} }], /has no BuildKit/],
+    ['a Dockerfile only the classic builder hides', [engine('20.10.24', '1.41'), 'auto', { env: {}, preferClassic: '.dockerignore lists Dockerfile' }], /\(\.dockerignore lists Dockerfile\)/],
   ];
   for (const [name, args, message] of classic) {
     it(`uses the classic builder for ${name}`, () => {
@@ -36,6 +37,7 @@ describe('builder choice', () => {
   it('DOCKER_BUILDKIT=1 changes nothing on an engine with BuildKit; --buildkit insists', () => {
     assert.equal(chooseBuilder(engine('20.10.24', '1.41'), 'auto', { env: { DOCKER_BUILDKIT: '1' } }).builder, 'buildkit');
     assert.match(chooseBuilder(engine('20.10.24', '1.41'), 'buildkit').message, /--buildkit/);
+    assert.equal(chooseBuilder(engine('20.10.24', '1.41'), 'buildkit', { preferClassic: 'x' }).builder, 'buildkit');
   });
 
   it('refuses --buildkit on an engine without it, and with --squash', () => {

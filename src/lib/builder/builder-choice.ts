@@ -48,7 +48,9 @@ export function frontendHasHeredocs(engine: Pick<EngineFacts, 'version' | 'balen
 
 /**
  * Chooses the builder: `--no-buildkit` or `DOCKER_BUILDKIT=0` → classic; `--squash` → classic
- * (BuildKit cannot squash); an engine without BuildKit → classic; otherwise BuildKit.
+ * (BuildKit cannot squash); an engine without BuildKit → classic; `preferClassic` (a reason the
+ * caller found, e.g. a Dockerfile .dockerignore hides, when nothing needs BuildKit) → classic;
+ * otherwise BuildKit.
  *
  * @param env the process environment (`DOCKER_BUILDKIT`, as docker's own CLI reads it)
  * @throws SkiffError('usage') for `--buildkit` on an engine without BuildKit, or with `--squash`
@@ -56,7 +58,7 @@ export function frontendHasHeredocs(engine: Pick<EngineFacts, 'version' | 'balen
 export function chooseBuilder(
   engine: Pick<EngineFacts, 'version' | 'apiVersion' | 'os'>,
   request: BuilderRequest,
-  options: { squash?: boolean; env?: NodeJS.ProcessEnv } = {},
+  options: { squash?: boolean; env?: NodeJS.ProcessEnv; preferClassic?: string } = {},
 ): BuilderChoice {
   const offers = engineOffersBuildkit(engine);
   const engineText = `engine ${engine.version}`;
@@ -75,5 +77,6 @@ export function chooseBuilder(
   if (env !== undefined && /^(0|false|no|off)$/i.test(env.trim())) return classic('DOCKER_BUILDKIT=0');
   if (options.squash) return classic('--squash needs it');
   if (!offers) return classic(`${engineText} has no BuildKit`);
+  if (options.preferClassic) return classic(options.preferClassic);
   return { builder: 'buildkit', reason: '', message: `Building with BuildKit (${engineText})` };
 }

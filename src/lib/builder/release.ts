@@ -13,7 +13,7 @@ import { buildImage, ImageBuildError, type BuilderKind, type BuildProgress, type
 import { buildImageBuildkit, explainBuildkitError } from '../docker/buildkit/build.js';
 import { ensureImage } from '../docker/images.js';
 import { buildArgsFor, loadBuildSettings, type BuildSettings } from '../project/balena-yml.js';
-import { classicBuilderError, lowerDockerfile, missingSecretsError, scanDockerfile } from '../project/dockerfile-features.js';
+import { classicBuilderError, lowerDockerfile, missingSecretsError, scanDockerfile, type DockerfileScan } from '../project/dockerfile-features.js';
 import { chooseBuilder, frontendHasHeredocs, type BuilderChoice, type BuilderRequest } from './builder-choice.js';
 import { hasSecrets, readServiceSecrets, type SecretFlag } from './secrets.js';
 import { warningLine } from '../project/project.js';
@@ -186,35 +186,53 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
   const settings = await loadBuildSettings(project.dir);
   for (const w of settings.warnings) emit({ kind: 'warning', message: warningLine(w) });
   const environment = options.environment ?? process.env;
-  const choice = chooseBuilder(engine, options.builder ?? 'auto', { squash: options.squash, env: environment });
 
   // BuildKit's automatic platform args, which Dockerfiles written for buildx read; BUILD* is the engine.
   const enginePlatform = options.engine.arch ? ARCHES[options.engine.arch].platform : target.platform;
   const rulesByDir = new Map<string, Promise<IgnoreRules>>();
-  const prepared: PreparedService[] = [];
-  // Said after the builder line, which they are about.
-  const notes: string[] = [];
+  // First what each service's Dockerfile needs, then the builder, then the checks against it.
+  const planned: Array<{ spec: ServiceSpec; plan: ServiceBuildPlan; rules: IgnoreRules; where: string; scan: DockerfileScan; hidden: boolean }> = [];
   for (const spec of project.services) {
-    if (!spec.build) {
-      prepared.push({ spec, image: spec.image ?? '', buildArgs: {}, quietBuildArgs: [] });
-      continue;
-    }
+    if (!spec.build) continue;
     const plan = planServiceBuild(project, spec, spec.build, target, settings, { ...options, enginePlatform });
     for (const message of plan.warnings) emit({ kind: 'warning', message });
     const rules = rulesByDir.get(plan.ignoreDir) ?? loadIgnoreRules(plan.ignoreDir);
     rulesByDir.set(plan.ignoreDir, rules);
     const where = path.relative(project.dir, path.join(spec.build.context, plan.dockerfile.pathRel)) || plan.dockerfile.pathRel;
-    const { dockerfile, secrets } = checkForBuilder(plan.dockerfile, where, choice, { project, spec, settings, options, environment, notes, engine });
+    const loaded = await rules;
+    planned.push({ spec, plan, rules: loaded, where, scan: scanDockerfile(plan.dockerfile.contents, where), hidden: loaded.ignores(path.join(spec.build.context, plan.dockerfile.pathRel)) });
+  }
+  const flags = options.secrets ?? [];
+  const needsBuildkit = planned.some((p) => p.scan.buildkitOnly.length > 0 || hasSecrets(settings, p.spec.name, flags));
+  const hidden = planned.find((p) => p.hidden);
+  // BuildKit lets COPY see every file of a context sent as a tar: where .dockerignore hides a
+  // Dockerfile and nothing needs BuildKit, the classic builder keeps it hidden, as docker would.
+  const preferClassic = hidden && !needsBuildkit ? `.dockerignore lists ${hidden.where}, which BuildKit would let COPY see` : undefined;
+  const choice = chooseBuilder(engine, options.builder ?? 'auto', { squash: options.squash, env: environment, ...(preferClassic ? { preferClassic } : {}) });
+
+  const prepared: PreparedService[] = [];
+  // Said after the builder line, which they are about.
+  const notes: string[] = [];
+  for (const spec of project.services) {
+    const p = planned.find((x) => x.spec === spec);
+    if (!spec.build || !p) {
+      prepared.push({ spec, image: spec.image ?? '', buildArgs: {}, quietBuildArgs: [] });
+      continue;
+    }
+    const { dockerfile, secrets } = checkForBuilder(p.plan.dockerfile, p.where, p.scan, choice, { project, spec, settings, options, environment, notes, engine });
+    if (p.hidden && choice.builder === 'buildkit') {
+      emit({ kind: 'warning', message: `${p.where}: .dockerignore lists it, but with BuildKit a COPY of the whole context copies it too (Skiff sends the context as a tar, where BuildKit applies no .dockerignore)` });
+    }
     prepared.push({
       spec,
       image: imageName(project.name, spec.name, tag),
       dockerfile,
-      facts: dockerfileFacts(dockerfile.contents, plan.buildArgs),
-      rules: await rules,
-      buildArgs: plan.buildArgs,
-      quietBuildArgs: plan.quietBuildArgs,
+      facts: dockerfileFacts(dockerfile.contents, p.plan.buildArgs),
+      rules: p.rules,
+      buildArgs: p.plan.buildArgs,
+      quietBuildArgs: p.plan.quietBuildArgs,
       ...(secrets ? { secrets } : {}),
-      where,
+      where: p.where,
     });
   }
 
@@ -413,8 +431,7 @@ interface CheckContext {
  *
  * @throws SkiffError('project') naming `where:line`, SkiffError('usage') for a bad --secret
  */
-function checkForBuilder(dockerfile: ResolvedDockerfile, where: string, choice: BuilderChoice, c: CheckContext): { dockerfile: ResolvedDockerfile; secrets?: Record<string, Buffer> } {
-  const scan = scanDockerfile(dockerfile.contents, where);
+function checkForBuilder(dockerfile: ResolvedDockerfile, where: string, scan: DockerfileScan, choice: BuilderChoice, c: CheckContext): { dockerfile: ResolvedDockerfile; secrets?: Record<string, Buffer> } {
   const flags = c.options.secrets ?? [];
   if (choice.builder === 'classic') {
     const refused = classicBuilderError(scan, where, choice.reason);

@@ -6,6 +6,7 @@ import { chooseBuilder, engineOffersBuildkit, frontendHasHeredocs } from '../../
 import { parseSecretFlags, readServiceSecrets, secretFiles } from '../../src/lib/builder/secrets.js';
 import type { BuildSettings } from '../../src/lib/project/balena-yml.js';
 import { SkiffError } from '../../src/lib/errors/errors.js';
+import { classicBuilderError, scanDockerfile } from '../../src/lib/project/dockerfile-features.js';
 
 const engine = (version: string, apiVersion: string, os = 'linux') => ({ version, apiVersion, os, balena: false });
 
@@ -17,9 +18,10 @@ describe('builder choice', () => {
   });
 
   const classic: Array<[string, Parameters<typeof chooseBuilder>, RegExp]> = [
-    ['--no-buildkit', [engine('20.10.24', '1.41'), 'classic', {}], /classic builder \(--no-buildkit\)/],
-    ['DOCKER_BUILDKIT=0', [engine('20.10.24', '1.41'), 'auto', { env: { DOCKER_BUILDKIT: '0' } }], /\(DOCKER_BUILDKIT=0\)/],
-    ['DOCKER_BUILDKIT=false', [engine('20.10.24', '1.41'), 'auto', { env: { DOCKER_BUILDKIT: 'false' } }], /\(DOCKER_BUILDKIT=0\)/],
+    ['--no-buildkit', [engine('20.10.24', '1.41'), 'classic', {}], /classic builder \(--no-buildkit; engine 20\.10\.24 has BuildKit\)/],
+    ['--no-buildkit on an old engine', [engine('18.06.1', '1.38'), 'classic', {}], /\(--no-buildkit; engine 18\.06\.1 has no BuildKit\)/],
+    ['DOCKER_BUILDKIT=0', [engine('20.10.24', '1.41'), 'auto', { env: { DOCKER_BUILDKIT: '0' } }], /\(DOCKER_BUILDKIT=0; engine 20\.10\.24 has BuildKit\)/],
+    ['DOCKER_BUILDKIT=false', [engine('20.10.24', '1.41'), 'auto', { env: { DOCKER_BUILDKIT: 'false' } }], /\(DOCKER_BUILDKIT=0; engine 20\.10\.24 has BuildKit\)/],
     ['--squash', [engine('20.10.24', '1.41'), 'auto', { squash: true, env: {} }], /--squash needs it/],
     ['an engine before 18.09', [engine('18.06.1', '1.38'), 'auto', { env: {} }], /engine 18\.06\.1 has no BuildKit/],
     ['a Windows engine', [engine('20.10.7', '1.41', 'windows'), 'auto', { env: {} }], /has no BuildKit/],
@@ -43,6 +45,15 @@ describe('builder choice', () => {
   it('refuses --buildkit on an engine without it, and with --squash', () => {
     assert.throws(() => chooseBuilder(engine('17.06.0', '1.30'), 'buildkit'), (e: SkiffError) => e.code === 'usage' && /engine 17\.06\.0 \(API 1\.30, linux\) has no BuildKit/.test(e.message));
     assert.throws(() => chooseBuilder(engine('20.10.24', '1.41'), 'buildkit', { squash: true }), (e: SkiffError) => e.code === 'usage' && /--squash/.test(e.message));
+  });
+
+  it('a cache mount on an engine without BuildKit: one line naming the line, --buildkit and the engine version', () => {
+    // No engine before 18.09 runs here: the choice and the check are what a real one would meet.
+    const choice = chooseBuilder(engine('17.06.0-ce', '1.30'), 'auto', { env: {} });
+    const scan = scanDockerfile('FROM alpine\nRUN --mount=type=cache,target=/root/.cache pip install x\n', 'web/Dockerfile');
+    const line = classicBuilderError(scan, 'web/Dockerfile', choice.reason)?.toLine() ?? '';
+    assert.match(line, /^web\/Dockerfile:2: RUN --mount=type=cache needs BuildKit, which this build does not use \(engine 17\.06\.0-ce has no BuildKit\)\. .*--buildkit/);
+    assert.equal(line.split('\n').length, 1);
   });
 
   it('knows which engines have BuildKit and which frontends read heredocs', () => {

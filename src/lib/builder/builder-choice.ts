@@ -63,7 +63,10 @@ export function chooseBuilder(
   const offers = engineOffersBuildkit(engine);
   const engineText = `engine ${engine.version}`;
   const classic = (reason: string): BuilderChoice => ({ builder: 'classic', reason, message: `Building with the classic builder (${reason})` });
-  if (request === 'classic') return classic('--no-buildkit');
+  // Asked for by flag or variable: say whether the engine could have done BuildKit, so an error
+  // about BuildKit-only syntax tells the user which way out there is.
+  const asked = (by: string): BuilderChoice => classic(`${by}; ${engineText} ${offers ? 'has' : 'has no'} BuildKit`);
+  if (request === 'classic') return asked('--no-buildkit');
   if (request === 'buildkit') {
     if (!offers) {
       throw new SkiffError('usage', `--buildkit: ${engineText} (API ${engine.apiVersion}${engine.os ? `, ${engine.os}` : ''}) has no BuildKit`, {
@@ -74,7 +77,7 @@ export function chooseBuilder(
     return { builder: 'buildkit', reason: '', message: `Building with BuildKit (${engineText}, --buildkit)` };
   }
   const env = options.env?.DOCKER_BUILDKIT;
-  if (env !== undefined && /^(0|false|no|off)$/i.test(env.trim())) return classic('DOCKER_BUILDKIT=0');
+  if (env !== undefined && /^(0|false|no|off)$/i.test(env.trim())) return asked('DOCKER_BUILDKIT=0');
   if (options.squash) return classic('--squash needs it');
   if (!offers) return classic(`${engineText} has no BuildKit`);
   if (options.preferClassic) return classic(options.preferClassic);

@@ -177,7 +177,7 @@ describe('BuildKit builds end to end (skiff build, push to a device and to a fle
     assert.equal(svc.builder, 'buildkit');
     assert.equal(svc.architecture, 'arm64');
     assert.equal((await docker.getImage(svc.image).inspect()).Architecture, 'arm64');
-    // One command each: busybox's `sh -c` misreads its arguments under this machine's qemu handler.
+    // One command each: `docker run … sh -c 'cat /arch'` under this machine's qemu handler ran /arch as a script.
     assert.equal((await runInImage(svc.image, ['cat', '/arch'], 'linux/arm64')).trim(), 'arm64');
     assert.equal((await runInImage(svc.image, ['cat', '/uname'], 'linux/arm64')).trim(), 'aarch64');
   });
@@ -230,7 +230,7 @@ describe('BuildKit builds end to end (skiff build, push to a device and to a fle
     refused(await build(cache, '--secret', 'id=a,src=/nonexistent'), 2, /^Error: --secret id=a: cannot read '\/nonexistent'/);
   });
 
-  it('on a terminal: the compact live view of two services, the table, and a failing step\'s output after the error', async () => {
+  it('on a terminal: the compact live view of two services, the table, and a failing step\'s whole output once it fails', async () => {
     const dockerfile = (svc: string, tail: string) => `FROM ${BASE_AMD64}\n${LABEL_LINE}\nRUN echo ${svc}-base-${RUN} > /base\n${tail}\n`;
     const files = {
       'docker-compose.yml': 'services:\n  a:\n    build: ./a\n  b:\n    build: ./b\n',

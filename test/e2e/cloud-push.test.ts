@@ -295,7 +295,7 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`skiff push <fle
     const r = await cli(['push', fleet, '--source', project('broken', `RUN echo about-to-fail-${RUN}; exit 3\n`)]);
     assert.equal(r.code, 5, r.stderr);
     assert.match(r.stderr, /no release was made/);
-    assert.match(r.stderr, new RegExp(`\\[main\\] about-to-fail-${RUN}`));
+    assert.match(r.stderr, new RegExp(`\\[main\\] (#\\d+ )?about-to-fail-${RUN}`));
     assert.equal((await releases()).length, before.length);
     for (const agent of agents) assert.equal((await device(agent)).runningRelease, running);
   });

@@ -299,7 +299,7 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`git push deploy
     let building: () => void = () => {};
     const started = new Promise<void>((resolve) => (building = resolve));
     const pushing = git(['push', url(token), 'HEAD:refs/heads/main'], { cwd: first, home, onStderr: (text) => {
-      if (text.includes(`[main] first-${RUN}`)) building();
+      if (new RegExp(`\\[main\\] (#\\d+ )?first-${RUN}`).test(text)) building();
     } });
     await Promise.race([started, pushing]);
     const refused = await git(['push', url(token), 'HEAD:refs/heads/main'], { cwd: second, home });
@@ -432,7 +432,7 @@ describe('git push: the server killed with its git children during the build (as
     let building: () => void = () => {};
     const started = new Promise<void>((resolve) => (building = resolve));
     const pushing = git(['push', remote, 'HEAD:refs/heads/main'], { cwd: dir, home, onStderr: (text) => {
-      if (text.includes(`[main] killed-${RUN}`)) building();
+      if (new RegExp(`\\[main\\] (#\\d+ )?killed-${RUN}`).test(text)) building();
     } });
     await Promise.race([started, pushing.then((r) => assert.fail(`the push ended before its build ran: ${r.stderr}`))]);
     // The server, its registry and the whole git http-backend → receive-pack → pre-receive chain.

@@ -3,6 +3,7 @@ import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chooseBuilder, engineOffersBuildkit, frontendHasHeredocs } from '../../src/lib/builder/builder-choice.js';
+import { stepLine } from '../../src/lib/builder/release.js';
 import { parseSecretFlags, readServiceSecrets, secretFiles } from '../../src/lib/builder/secrets.js';
 import type { BuildSettings } from '../../src/lib/project/balena-yml.js';
 import { SkiffError } from '../../src/lib/errors/errors.js';
@@ -123,4 +124,19 @@ describe('build secrets', () => {
     assert.throws(() => readServiceSecrets(dir, none, 'web', [{ id: 'a', src: path.join(dir, 'nope') }], {}), (e: SkiffError) => e.code === 'usage' && /--secret id=a: cannot read/.test(e.message));
     assert.throws(() => readServiceSecrets(dir, none, 'web', [{ id: 'a', env: 'NOPE' }], {}), /NOPE is not set/);
   });
+});
+
+describe('the Dockerfile line of a failed BuildKit step', () => {
+  const dockerfile = 'FROM alpine AS base\nRUN echo a && \\\n    exit 3\nCOPY . /app\nRUN echo $X\nRUN echo same\nRUN echo same\n';
+  const cases: Array<[string, number | undefined]> = [
+    ['[base 2/3] RUN echo a &&     exit 3', 2],
+    ['[stage-0 3/3] COPY . /app', 4],
+    ['[3/3] COPY . /app', 4],
+    ['[stage-0 4/6] RUN echo value-of-x', undefined],
+    ['[stage-0 5/6] RUN echo same', undefined],
+    ['', undefined],
+  ];
+  for (const [step, line] of cases) {
+    it(`${JSON.stringify(step)} → ${String(line)}`, () => assert.equal(stepLine(dockerfile, step), line));
+  }
 });

@@ -18,7 +18,7 @@ import { chooseBuilder, frontendHasHeredocs, type BuilderChoice, type BuilderReq
 import { hasSecrets, readServiceSecrets, type SecretFlag } from './secrets.js';
 import { warningLine } from '../project/project.js';
 import { loadIgnoreRules, packContext, type IgnoreRules } from '../project/build-context.js';
-import { dockerfileFacts, resolveDockerfile, type DockerfileFacts, type ResolvedDockerfile } from '../project/dockerfile.js';
+import { dockerfileFacts, logicalLines, resolveDockerfile, type DockerfileFacts, type ResolvedDockerfile } from '../project/dockerfile.js';
 import type { BuildSpec, ProjectSpec, ServiceSpec } from '../project/types.js';
 
 export interface ReleaseBuildOptions {
@@ -392,6 +392,9 @@ function failureError(service: string, error: unknown, prepared?: PreparedServic
       : explainBuildkitError(error.message, prepared?.where ?? 'Dockerfile');
     // The builder names the Dockerfile by its path in the context; the user knows it from the project.
     if (explained.where !== undefined && prepared?.where !== undefined) explained.where = explained.where.replace(/^[^:]*/, prepared.where);
+    // A failed BuildKit step names its instruction, not its line: find the line that says it.
+    const line = error.step && prepared?.dockerfile ? stepLine(prepared.dockerfile.contents, error.step) : undefined;
+    if (explained.where === undefined && line !== undefined && prepared?.where !== undefined) explained.where = `${prepared.where}:${line}`;
     const details = [
       ...(error.step ? [`[${service}] ${error.step}:`] : []),
       ...error.tail.map((l) => `[${service}] ${l}`),
@@ -408,6 +411,19 @@ function failureError(service: string, error: unknown, prepared?: PreparedServic
     return new SkiffError('dockerUnreachable', `the Docker engine went away while building service '${service}' (${e.code})`, { hint: 'check the engine and build again' });
   }
   return new SkiffError('buildFailed', `service '${service}' failed to build: ${message}`, { hint: 'fix the error and build again' });
+}
+
+/**
+ * The Dockerfile line of a BuildKit step (`[stage-0 4/7] RUN make`): the one instruction whose
+ * text is the step's, whitespace aside; undefined when none or several match (build args
+ * expanded in the step's name, the same instruction twice).
+ */
+export function stepLine(contents: string, step: string): number | undefined {
+  const norm = (t: string): string => t.replace(/\s+/g, ' ').trim();
+  const text = norm(step.replace(/^\[[^\]]*\]\s*/, ''));
+  if (text === '') return undefined;
+  const hits = logicalLines(contents).filter((l) => norm(l.text) === text);
+  return hits.length === 1 ? hits[0]?.line : undefined;
 }
 
 interface CheckContext {

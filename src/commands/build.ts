@@ -22,7 +22,8 @@ The compose file's \${VAR}, \${VAR:-default} and the other compose forms are fil
     '<%= config.bin %> build --deviceType raspberrypi4-64 --dry-run',
   ];
   static override args = {
-    source: Args.string({ description: 'Project folder (default: the current folder).', default: '.' }),
+    // Never read from piped stdin: that is `--secret id=x,src=/dev/stdin`'s.
+    source: Args.string({ description: 'Project folder (default: the current folder).', default: '.', ignoreStdin: true }),
   };
   static override flags = {
     arch: Flags.string({ char: 'A', description: 'Architecture to build for (rpi, armv7hf, aarch64, amd64, i386).' }),

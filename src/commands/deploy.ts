@@ -14,7 +14,7 @@ A project that does not build creates no release. A failed or interrupted (Ctrl-
     '<%= config.bin %> deploy kiosks --source ./app --build --release-tag version 1.2 --note "new menu"',
     '<%= config.bin %> deploy kiosks --draft --json',
   ];
-  static override args = { fleet: Args.string({ description: 'Fleet name.', required: true }) };
+  static override args = { fleet: Args.string({ description: 'Fleet name.', required: true, ignoreStdin: true }) };
   static override flags = {
     source: Flags.string({ char: 's', description: 'Project folder.', default: '.' }),
     build: Flags.boolean({ char: 'b', description: "Build the images even when 'skiff build' made them already." }),

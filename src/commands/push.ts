@@ -28,7 +28,7 @@ To a device: checks the device (a skiff agent, or a balenaOS development device 
     '<%= config.bin %> push mydevice.local --source ./myproject --env GREETING=hi --env web:PORT=8080',
     '<%= config.bin %> push 127.0.0.1:48484 --detached --json',
   ];
-  static override args = { fleetOrDevice: Args.string({ description: 'Fleet name, or device address (IP or .local name, optionally :port of the device API).' }) };
+  static override args = { fleetOrDevice: Args.string({ description: 'Fleet name, or device address (IP or .local name, optionally :port of the device API).', ignoreStdin: true }) };
   static override flags = {
     fleet: Flags.string({ description: 'Push to this fleet, whatever its name looks like.' }),
     source: Flags.string({ char: 's', description: 'Project folder.', default: '.' }),

@@ -4,7 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { chooseBuilder, engineOffersBuildkit, frontendHasHeredocs } from '../../src/lib/builder/builder-choice.js';
 import { stepLine } from '../../src/lib/builder/release.js';
-import { parseSecretFlags, readServiceSecrets, secretFiles } from '../../src/lib/builder/secrets.js';
+import { dockerfileFacts, stageEnd, withoutLinesFrom } from '../../src/lib/project/dockerfile.js';
+import { MAX_SECRET_BYTES, parseSecretFlags, readServiceSecrets, secretFiles } from '../../src/lib/builder/secrets.js';
 import type { BuildSettings } from '../../src/lib/project/balena-yml.js';
 import { SkiffError } from '../../src/lib/errors/errors.js';
 import { classicBuilderError, scanDockerfile } from '../../src/lib/project/dockerfile-features.js';
@@ -139,4 +140,33 @@ describe('the Dockerfile line of a failed BuildKit step', () => {
   for (const [step, line] of cases) {
     it(`${JSON.stringify(step)} → ${String(line)}`, () => assert.equal(stepLine(dockerfile, step), line));
   }
+});
+
+describe('build secrets: sizes and empty values', () => {
+  it('refuses a secret over BuildKit\'s 500 KiB in one line, and an empty src= or env=', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'skiff-secrets-'));
+    writeFileSync(path.join(dir, 'big'), Buffer.alloc(MAX_SECRET_BYTES + 1));
+    writeFileSync(path.join(dir, 'ok'), Buffer.alloc(MAX_SECRET_BYTES));
+    const none: BuildSettings = { globalVariables: {}, serviceVariables: {}, warnings: [], secrets: { global: [], services: {} } };
+    assert.throws(() => readServiceSecrets(dir, none, 'web', [{ id: 'tok', src: path.join(dir, 'big') }], {}), (e: SkiffError) => e.code === 'usage' && /secret 'tok' is 512001 bytes; BuildKit takes secrets up to 512000 bytes/.test(e.message));
+    assert.equal(readServiceSecrets(dir, none, 'web', [{ id: 'tok', src: path.join(dir, 'ok') }], {}).tok?.length, MAX_SECRET_BYTES);
+    assert.throws(() => parseSecretFlags(['id=tok,env='], {}), /env= needs a value/);
+    assert.throws(() => parseSecretFlags(['id=tok,src='], {}), /src= needs a value/);
+  });
+});
+
+describe('what a build with a target stage needs', () => {
+  const text = 'FROM a AS base\nRUN x\nFROM base AS runtime\nRUN y\nFROM runtime AS dev\nRUN --mount=type=secret,id=t z\n';
+  it('ends the target stage where the next one starts, and empties the rest keeping line numbers', () => {
+    assert.equal(stageEnd(text, 'runtime'), 5);
+    assert.equal(stageEnd(text, 'RUNTIME'), 5);
+    assert.equal(stageEnd(text, 'dev'), undefined);
+    assert.equal(stageEnd(text, 'nope'), undefined);
+    assert.equal(withoutLinesFrom(text, 5), 'FROM a AS base\nRUN x\nFROM base AS runtime\nRUN y\n\n\n');
+  });
+  it('lets FROM lines use BuildKit\'s platform args without an ARG', () => {
+    const facts = dockerfileFacts('FROM --platform=$BUILDPLATFORM golang AS b\nFROM alpine\n', {}, { BUILDPLATFORM: 'linux/amd64' });
+    assert.deepEqual(facts.baseImages, [{ image: 'golang', line: 1, platform: 'linux/amd64' }, { image: 'alpine', line: 2 }]);
+    assert.equal(dockerfileFacts('FROM --platform=$BUILDPLATFORM golang\n', {}).baseImages[0]?.platform, undefined);
+  });
 });

@@ -15,10 +15,10 @@ import { ensureImage } from '../docker/images.js';
 import { buildArgsFor, loadBuildSettings, type BuildSettings } from '../project/balena-yml.js';
 import { classicBuilderError, lowerDockerfile, missingSecretsError, scanDockerfile, type DockerfileScan } from '../project/dockerfile-features.js';
 import { chooseBuilder, frontendHasHeredocs, type BuilderChoice, type BuilderRequest } from './builder-choice.js';
-import { hasSecrets, readServiceSecrets, type SecretFlag } from './secrets.js';
+import { hasSecrets, readServiceSecrets, SECRETS_DIR, type SecretFlag } from './secrets.js';
 import { warningLine } from '../project/project.js';
 import { loadIgnoreRules, packContext, type IgnoreRules } from '../project/build-context.js';
-import { dockerfileFacts, logicalLines, resolveDockerfile, type DockerfileFacts, type ResolvedDockerfile } from '../project/dockerfile.js';
+import { dockerfileFacts, logicalLines, resolveDockerfile, stageEnd, withoutLinesFrom, type DockerfileFacts, type ResolvedDockerfile } from '../project/dockerfile.js';
 import type { BuildSpec, ProjectSpec, ServiceSpec } from '../project/types.js';
 
 export interface ReleaseBuildOptions {
@@ -191,7 +191,7 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
   const enginePlatform = options.engine.arch ? ARCHES[options.engine.arch].platform : target.platform;
   const rulesByDir = new Map<string, Promise<IgnoreRules>>();
   // First what each service's Dockerfile needs, then the builder, then the checks against it.
-  const planned: Array<{ spec: ServiceSpec; plan: ServiceBuildPlan; rules: IgnoreRules; where: string; scan: DockerfileScan; hidden: boolean }> = [];
+  const planned: Array<{ spec: ServiceSpec; plan: ServiceBuildPlan; rules: IgnoreRules; where: string; scan: DockerfileScan; cut: number | undefined; hidden: boolean }> = [];
   for (const spec of project.services) {
     if (!spec.build) continue;
     const plan = planServiceBuild(project, spec, spec.build, target, settings, { ...options, enginePlatform });
@@ -200,7 +200,8 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
     rulesByDir.set(plan.ignoreDir, rules);
     const where = path.relative(project.dir, path.join(spec.build.context, plan.dockerfile.pathRel)) || plan.dockerfile.pathRel;
     const loaded = await rules;
-    planned.push({ spec, plan, rules: loaded, where, scan: scanDockerfile(plan.dockerfile.contents, where), hidden: loaded.ignores(path.join(spec.build.context, plan.dockerfile.pathRel)) });
+    const cut = spec.build.target ? stageEnd(plan.dockerfile.contents, spec.build.target) : undefined;
+    planned.push({ spec, plan, rules: loaded, where, scan: scanForTarget(plan.dockerfile.contents, where, cut), cut, hidden: loaded.ignores(path.join(spec.build.context, plan.dockerfile.pathRel)) });
   }
   const flags = options.secrets ?? [];
   const needsBuildkit = planned.some((p) => p.scan.buildkitOnly.length > 0 || hasSecrets(settings, p.spec.name, flags));
@@ -227,7 +228,8 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       spec,
       image: imageName(project.name, spec.name, tag),
       dockerfile,
-      facts: dockerfileFacts(dockerfile.contents, p.plan.buildArgs),
+      // Stages after the build's target are never built: their base images are not needed.
+      facts: dockerfileFacts(p.cut ? withoutLinesFrom(dockerfile.contents, p.cut) : dockerfile.contents, p.plan.buildArgs, choice.builder === 'buildkit' ? automaticArgsOf(p.plan.buildArgs) : {}),
       rules: p.rules,
       buildArgs: p.plan.buildArgs,
       quietBuildArgs: p.plan.quietBuildArgs,
@@ -287,6 +289,8 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       labels,
       ...(p.spec.build.target ? { target: p.spec.build.target } : {}),
       buildkit: choice.builder === 'buildkit',
+      // Secret files stay out of a context that holds the project folder (compose `context: ..`).
+      exclude: [path.join(project.dir, SECRETS_DIR)],
       onBytes: (n) => {
         contextBytes = n;
         if (!warnedSize && n > GB) {
@@ -394,7 +398,7 @@ function failureError(service: string, error: unknown, prepared?: PreparedServic
     if (explained.where !== undefined && prepared?.where !== undefined) explained.where = explained.where.replace(/^[^:]*/, prepared.where);
     // A failed BuildKit step names its instruction, not its line: find the line that says it.
     const line = error.step && prepared?.dockerfile ? stepLine(prepared.dockerfile.contents, error.step) : undefined;
-    if (explained.where === undefined && line !== undefined && prepared?.where !== undefined) explained.where = `${prepared.where}:${line}`;
+    if (line !== undefined && prepared?.where !== undefined && !/:\d+$/.test(explained.where ?? '')) explained.where = `${prepared.where}:${line}`;
     const details = [
       ...(error.step ? [`[${service}] ${error.step}:`] : []),
       ...error.tail.map((l) => `[${service}] ${l}`),
@@ -411,6 +415,24 @@ function failureError(service: string, error: unknown, prepared?: PreparedServic
     return new SkiffError('dockerUnreachable', `the Docker engine went away while building service '${service}' (${e.code})`, { hint: 'check the engine and build again' });
   }
   return new SkiffError('buildFailed', `service '${service}' failed to build: ${message}`, { hint: 'fix the error and build again' });
+}
+
+/**
+ * The scan a build's checks use: the whole file for what breaks its parsing (a heredoc, the
+ * syntax line), but only up to the end of the target stage for what a step needs (a secret
+ * mount, BuildKit-only flags), since later stages never build.
+ */
+function scanForTarget(contents: string, where: string, cut: number | undefined): DockerfileScan {
+  const whole = scanDockerfile(contents, where);
+  if (cut === undefined) return whole;
+  const built = scanDockerfile(withoutLinesFrom(contents, cut), where);
+  const heredocs = whole.buildkitOnly.filter((u) => u.line >= cut && /heredoc/.test(u.what));
+  return { ...whole, buildkitOnly: [...built.buildkitOnly, ...heredocs], secretMounts: built.secretMounts };
+}
+
+/** The automatic platform args among a build's args (BuildKit declares them for FROM lines). */
+function automaticArgsOf(buildArgs: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(AUTOMATIC_PLATFORM_ARGS.filter((n) => buildArgs[n] !== undefined).map((n) => [n, buildArgs[n] ?? '']));
 }
 
 /**

@@ -21,6 +21,9 @@ export interface SecretFlag {
 /** balena's folder for build secret files, relative to the project. */
 export const SECRETS_DIR = '.balena/secrets';
 
+/** The largest secret BuildKit takes (its session's limit, moby/buildkit session/secrets): bytes. */
+export const MAX_SECRET_BYTES = 500 * 1024;
+
 /** What a secret id may be: BuildKit uses it as a file name under /run/secrets. */
 const SECRET_ID = /^[A-Za-z0-9_.-]+$/;
 
@@ -53,6 +56,7 @@ export function parseSecretFlags(values: readonly string[] | undefined, env: Nod
     if (type !== undefined && type !== 'file' && type !== 'env') throw new SkiffError('usage', `--secret '${raw}': type must be file or env`);
     let src = fields.get('src');
     let envName = fields.get('env');
+    if (src === '' || envName === '') throw new SkiffError('usage', `--secret '${raw}': ${src === '' ? 'src=' : 'env='} needs a value`, { hint: 'e.g. --secret id=npmrc,src=.npmrc or --secret id=token,env=TOKEN' });
     if (src === undefined && envName === undefined) {
       if (type === 'env' || (type === undefined && env[id] !== undefined)) envName = id;
       else src = id;
@@ -79,18 +83,22 @@ export function readServiceSecrets(projectDir: string, settings: BuildSettings, 
     if (!file.startsWith(path.resolve(projectDir, SECRETS_DIR) + path.sep)) {
       throw new SkiffError('project', `build secret source '${spec.source}' is outside ${SECRETS_DIR}`, { where: spec.where ?? settingsFile, hint: `name a file inside ${SECRETS_DIR}/` });
     }
-    out[secretId(spec.dest)] = readSecretFile(file, () => new SkiffError('project', `build secret file ${SECRETS_DIR}/${spec.source} does not exist`, {
+    const id = secretId(spec.dest);
+    out[id] = checkSize(id, readSecretFile(file, () => new SkiffError('project', `build secret file ${SECRETS_DIR}/${spec.source} does not exist`, {
       where: spec.where ?? settingsFile,
       hint: `create it, or remove the secret from ${settingsFile}`,
-    }));
+    })), `${SECRETS_DIR}/${spec.source}`, 'project', spec.where ?? settingsFile);
   }
   for (const flag of flags) {
     if (flag.env !== undefined) {
       const value = env[flag.env];
       if (value === undefined) throw new SkiffError('usage', `--secret id=${flag.id}: the environment variable ${flag.env} is not set`);
-      out[flag.id] = Buffer.from(value);
+      out[flag.id] = checkSize(flag.id, Buffer.from(value), `--secret id=${flag.id} (env ${flag.env})`, 'usage');
     } else if (flag.src !== undefined) {
-      out[flag.id] = readSecretFile(path.resolve(flag.src), () => new SkiffError('usage', `--secret id=${flag.id}: cannot read '${flag.src}'`, { hint: 'check the src= path' }));
+      const file = flag.src;
+      out[flag.id] = checkSize(flag.id, readSecretFile(path.resolve(file), () => new SkiffError('usage', `--secret id=${flag.id}: cannot read '${file}'`, {
+        hint: 'check the src= path (without src= or env=, the file or variable named like the id is read)',
+      })), `--secret id=${flag.id} (${file})`, 'usage');
     }
   }
   return out;
@@ -107,6 +115,15 @@ export function hasSecrets(settings: BuildSettings, service: string, flags: read
   return flags.length > 0 || settings.secrets.global.length > 0 || (settings.secrets.services[service]?.length ?? 0) > 0;
 }
 
+/** A secret BuildKit would refuse with a raw gRPC error, refused here in one line. */
+function checkSize(id: string, value: Buffer, what: string, code: 'usage' | 'project', where?: string): Buffer {
+  if (value.length <= MAX_SECRET_BYTES) return value;
+  throw new SkiffError(code, `${what}: secret '${id}' is ${value.length} bytes; BuildKit takes secrets up to ${MAX_SECRET_BYTES} bytes (500 KiB)`, {
+    ...(where ? { where } : {}),
+    hint: 'pass a key or token rather than a whole file tree, or mount larger files with RUN --mount=type=bind',
+  });
+}
+
 /** balena's `dest` is a path under /run/secrets; BuildKit's id is the file name there. */
 function secretId(dest: string): string {
   return dest.replace(/^\/run\/secrets\//, '').replace(/^\/+/, '');
@@ -114,7 +131,8 @@ function secretId(dest: string): string {
 
 function readSecretFile(file: string, missing: () => SkiffError): Buffer {
   try {
-    if (!statSync(file).isFile()) throw missing();
+    // A pipe counts (`src=/dev/stdin`, as with docker build); a folder does not.
+    if (statSync(file).isDirectory()) throw missing();
     return readFileSync(file);
   } catch (err) {
     if (err instanceof SkiffError) throw err;

@@ -92,6 +92,8 @@ export interface ContextStreamOptions {
    * through the build API (BuildKit sets labels in the image config, no step each).
    */
   buildkit?: boolean;
+  /** Absolute folders never sent, wherever the context lies (the project's `.balena/secrets`, for a context above the project). */
+  exclude?: string[];
 }
 
 /**
@@ -133,7 +135,7 @@ export async function packContext(options: ContextStreamOptions): Promise<Packed
   const labels = options.labels ?? {};
   if (options.buildkit) {
     const replaced = new Map<string, string>(dockerfile.processed ? [[dockerfileAbs, dockerfile.contents]] : []);
-    return { stream: countBytes(await packTar(contextDir, rules, new Set([dockerfileAbs]), replaced), options.onBytes), dockerfile: dockerfile.pathRel, apiLabels: labels };
+    return { stream: countBytes(await packTar(contextDir, rules, new Set([dockerfileAbs]), replaced, options.exclude), options.onBytes), dockerfile: dockerfile.pathRel, apiLabels: labels };
   }
   const inLine = options.target === undefined
     ? Object.entries(labels).filter(([k, v]) => k !== '' && PLAIN_LABEL.test(k) && PLAIN_LABEL.test(v))
@@ -149,7 +151,7 @@ export async function packContext(options: ContextStreamOptions): Promise<Packed
     const replaced = new Map<string, string>([[dockerignoreAbs, ignoreText], [path.join(contextDir, LABELLED_DOCKERFILE), generated]]);
     // The user's own Dockerfile goes as any file does (the engine builds from the generated one).
     if (dockerfile.processed && !rules.ignores(dockerfileAbs)) replaced.set(dockerfileAbs, dockerfile.contents);
-    return { stream: countBytes(await packTar(contextDir, rules, new Set(), replaced), options.onBytes), dockerfile: LABELLED_DOCKERFILE, apiLabels };
+    return { stream: countBytes(await packTar(contextDir, rules, new Set(), replaced, options.exclude), options.onBytes), dockerfile: LABELLED_DOCKERFILE, apiLabels };
   }
   const dockerfileIgnored = rules.ignores(dockerfileAbs);
   const ownRules = rules.file === dockerignoreAbs;
@@ -158,7 +160,7 @@ export async function packContext(options: ContextStreamOptions): Promise<Packed
   const replaced = new Map<string, string>();
   if (dockerfile.processed) replaced.set(dockerfileAbs, dockerfile.contents);
   if (dockerfileIgnored && !ownRules) replaced.set(dockerignoreAbs, `.dockerignore\n${dockerfile.pathRel}\n`);
-  return { stream: countBytes(await packTar(contextDir, rules, kept, replaced), options.onBytes), dockerfile: dockerfile.pathRel, apiLabels: labels };
+  return { stream: countBytes(await packTar(contextDir, rules, kept, replaced, options.exclude), options.onBytes), dockerfile: dockerfile.pathRel, apiLabels: labels };
 }
 
 /** Whether .dockerignore text excludes the .dockerignore itself (so the engine hides it from COPY). */
@@ -172,9 +174,10 @@ async function excludesItself(text: string): Promise<boolean> {
  * The tar of `contextDir` under `rules`: `kept` files go in whatever the rules say, `replaced` ones
  * (absolute path → text) go in with that text instead of what is on disk (added if absent).
  */
-async function packTar(contextDir: string, rules: IgnoreRules, kept: ReadonlySet<string>, replaced: ReadonlyMap<string, string>): Promise<Readable> {
+async function packTar(contextDir: string, rules: IgnoreRules, kept: ReadonlySet<string>, replaced: ReadonlyMap<string, string>, exclude: readonly string[] = []): Promise<Readable> {
   const tar = await import('tar-fs');
   const ignore = (name: string): boolean => {
+    if (exclude.some((x) => name === x || name.startsWith(`${x}${path.sep}`))) return true;
     if (replaced.has(name)) return true; // added below
     if (kept.has(name)) return false;
     if (!rules.ignores(name)) return false;

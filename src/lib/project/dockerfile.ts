@@ -122,10 +122,13 @@ export interface DockerfileFacts {
 /**
  * Reads what the build will need from the engine before it starts, so a missing base image or
  * missing emulation is reported up front instead of after a long upload.
+ *
+ * @param predeclared args FROM lines may use without an ARG (BuildKit's automatic platform args)
  */
-export function dockerfileFacts(contents: string, buildArgs: Record<string, string>): DockerfileFacts {
+export function dockerfileFacts(contents: string, buildArgs: Record<string, string>, predeclared: Record<string, string> = {}): DockerfileFacts {
   const logical = logicalLines(contents);
-  const args: Record<string, string> = {};
+  // BuildKit declares its platform args for FROM lines itself (`FROM --platform=$BUILDPLATFORM`).
+  const args: Record<string, string> = { ...predeclared };
   const stages = new Set<string>();
   const baseImages: DockerfileFacts['baseImages'] = [];
   let hasRun = false;
@@ -195,4 +198,26 @@ export function unquote(s: string): string {
 
 function toPosix(p: string): string {
   return p.split(path.sep).join('/');
+}
+
+/**
+ * The first line (1-based) of the stage after `target`, the stage a build with `--target` ends
+ * with: nothing from there on is built. Undefined when `target` is the last stage or not found
+ * (the engine then reports it).
+ */
+export function stageEnd(contents: string, target: string): number | undefined {
+  let inTarget = false;
+  for (const { text, line } of logicalLines(contents)) {
+    const m = /^\s*FROM\s+(.*)$/i.exec(text);
+    if (!m) continue;
+    if (inTarget) return line;
+    const parts = (m[1] ?? '').trim().split(/\s+/).filter((p) => !p.startsWith('--'));
+    if (parts[1]?.toUpperCase() === 'AS' && parts[2]?.toLowerCase() === target.toLowerCase()) inTarget = true;
+  }
+  return undefined;
+}
+
+/** `contents` with every line from `line` (1-based) on emptied, so line numbers stay the same. */
+export function withoutLinesFrom(contents: string, line: number): string {
+  return contents.split('\n').map((l, i) => (i + 1 >= line ? '' : l)).join('\n');
 }

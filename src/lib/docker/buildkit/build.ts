@@ -48,6 +48,20 @@ export function explainBuildkitError(message: string, dockerfileWhere: string, s
       where: dockerfileWhere,
     };
   }
+  // The command's whole text (a lowered heredoc's script too) is in the step's name and output:
+  // the line says only what failed.
+  const exec = /executor failed running \[.*\]: (?:exit code: |.*exit status )(\d+)\s*$/s.exec(raw);
+  if (exec) {
+    const keyword = /^\[[^\]]*\]\s*(\w+)/.exec(step ?? '')?.[1]?.toUpperCase() ?? 'RUN';
+    return { message: `the ${keyword} step failed with exit code ${exec[1] ?? '?'}`, hint: 'its output is above; fix the command and build again' };
+  }
+  const missing = /failed to compute cache key: "?\/?([^"]*?)"? not found/.exec(raw);
+  if (missing) {
+    return {
+      message: `${missing[1] ?? 'a source'} is not in the build context`,
+      hint: 'check the COPY/ADD source path (relative to the build context), and that .dockerignore does not exclude it',
+    };
+  }
   const parse = /dockerfile parse error line (\d+): (.*)$/s.exec(raw);
   if (parse) return { message: `Dockerfile parse error: ${(parse[2] ?? '').trim()}`, where: `${dockerfileWhere}:${parse[1] ?? ''}` };
   const metadataStep = /^\[internal\] load metadata for (\S+)/.exec(step ?? '');

@@ -460,3 +460,19 @@ describe('lowerDockerfile', () => {
     });
   });
 });
+
+describe('lowerDockerfile: COPY heredocs under a USER', () => {
+  const lower = (text: string) => lowerDockerfile(text, 'Dockerfile', { heredocs: true, copyLink: true }).contents.split('\n');
+  it('writes as root, as COPY does, and gives the stage its USER back (inherited from a parent stage too)', () => {
+    const lines = lower('FROM a AS base\nUSER 1000:1000\nFROM base\nCOPY <<EOF /etc/app.conf\nk=v\nEOF\nRUN id\n');
+    assert.equal(lines[3], 'USER 0:0');
+    assert.match(lines[4] ?? '', /^RUN \["\/bin\/sh","-c",/);
+    assert.equal(lines[5], 'USER 1000:1000');
+    assert.equal(lines[6], 'RUN id', 'line numbers kept');
+  });
+  it('adds nothing for root, and shifts later lines only when the heredoc is too short to hold the three', () => {
+    assert.equal(lower('FROM a\nUSER root\nCOPY <<EOF /x\nk\nEOF\n')[2]?.startsWith('RUN '), true);
+    const short = lower('FROM a\nUSER app\nCOPY <<EOF /x\nEOF\nRUN id\n');
+    assert.deepEqual([short[2], short[4], short[5]], ['USER 0:0', 'USER app', 'RUN id']);
+  });
+});

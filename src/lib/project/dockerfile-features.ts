@@ -298,6 +298,13 @@ export function scanDockerfile(contents: string, where: string): DockerfileScan 
 interface Stage {
   shell: string[];
   scratch: boolean;
+  /** The stage's USER so far (inherited from a parent stage), as written; undefined: root. */
+  user?: string;
+}
+
+/** Whether a USER value is root (`root`, `0`, with any group). */
+function isRootUser(user: string): boolean {
+  return /^(root|0)(:.*)?$/.test(user.trim());
 }
 
 const DEFAULT_SHELL = ['/bin/sh', '-c'];
@@ -341,9 +348,11 @@ export function lowerDockerfile(
   const out = contents.split('\n');
   const stages = new Map<string, Stage>();
   let stage: Stage = { shell: DEFAULT_SHELL, scratch: false };
-  const replace = (ins: Instruction, replacement: string[]) => {
-    const physical = replacement.flatMap((l) => splitLongLine(l, parsed.escape));
+  // `overflow`: lines past the instruction's own go into its last line (later line numbers shift).
+  const replace = (ins: Instruction, replacement: string[], overflow = false) => {
+    let physical = replacement.flatMap((l) => splitLongLine(l, parsed.escape));
     const span = ins.last - ins.first + 1;
+    if (overflow && physical.length > span) physical = [...physical.slice(0, span - 1), physical.slice(span - 1).join('\n')];
     if (physical.length > span) {
       throw new SkiffError('project', `${ins.keyword} heredoc is too long to rewrite for this engine's Dockerfile parser (${MAX_LINE} characters a line)`, {
         where: `${where}:${ins.first + 1}`,
@@ -361,8 +370,12 @@ export function lowerDockerfile(
       const words = shellWords(ins.args);
       const image = (words[0] ?? '').toLowerCase();
       const parent = stages.get(image);
-      stage = { shell: parent?.shell ?? DEFAULT_SHELL, scratch: image === 'scratch' || (parent?.scratch ?? false) };
+      stage = { shell: parent?.shell ?? DEFAULT_SHELL, scratch: image === 'scratch' || (parent?.scratch ?? false), ...(parent?.user !== undefined ? { user: parent.user } : {}) };
       if (words[1]?.toUpperCase() === 'AS' && words[2]) stages.set(words[2].toLowerCase(), stage);
+      continue;
+    }
+    if (ins.keyword === 'USER') {
+      stage.user = ins.args.trim();
       continue;
     }
     if (ins.keyword === 'SHELL') {
@@ -407,12 +420,15 @@ export function lowerDockerfile(
     const chown = flags.find((f) => f.name === 'chown')?.value;
     const script = ['set -e', ...ins.heredocs.map((h) => writeFileScript(h, dest, intoDir, chmod, chown))].join('\n');
     const run = `RUN ${execJson(stage.shell, script, ins, where)}`;
+    // COPY writes as root whatever USER says; the RUN that stands in for it must too.
+    const user = stage.user !== undefined && !isRootUser(stage.user) ? stage.user : undefined;
+    const writes = user !== undefined ? ['USER 0:0', run, `USER ${user}`] : [run];
     if (plain.length > 0) {
       // The context files still come with COPY; the heredocs follow on the next line (there is at
       // least the end marker's line to take).
-      replace(ins, [`${ins.keywordRaw} ${flagText}${[...plain, dest].join(' ')}`, run]);
+      replace(ins, [`${ins.keywordRaw} ${flagText}${[...plain, dest].join(' ')}`, ...writes], true);
     } else {
-      replace(ins, [run]);
+      replace(ins, writes, true);
     }
     changes.push({ line, what: `${ins.keyword} heredoc${ins.heredocs.length > 1 ? 's' : ''} written by RUN with ${stage.shell.join(' ')}` });
   }

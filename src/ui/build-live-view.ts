@@ -50,6 +50,8 @@ export interface FrameOptions {
   now: number;
   /** The terminal's width: every line stays narrower, so none wraps. */
   columns: number;
+  /** The terminal's height: the area keeps below it, or old frames would scroll away undeleted. */
+  rows?: number;
   /** Width of the service-name column (the longest name). */
   nameWidth: number;
   /** Colours a service's (already padded) name. */
@@ -65,9 +67,10 @@ export function liveFrame(services: readonly LiveService[], options: FrameOption
   const nameWidth = Math.max(1, Math.min(options.nameWidth, width - 12));
   // Output lines start under the step; on a narrow terminal a small indent leaves them room.
   const indent = width - (nameWidth + 2) >= 30 ? nameWidth + 2 : 2;
-  const shown = services.length > MAX_AREA_LINES ? services.slice(0, MAX_AREA_LINES - 1) : services;
+  const maxLines = Math.max(2, Math.min(MAX_AREA_LINES, (options.rows ?? MAX_AREA_LINES + 2) - 2));
+  const shown = services.length > maxLines ? services.slice(0, maxLines - 1) : services;
   // Output lines only while the whole area stays small.
-  const perService = Math.max(0, Math.min(LAST_LINES, Math.floor((MAX_AREA_LINES - shown.length) / Math.max(1, shown.length))));
+  const perService = Math.max(0, Math.min(LAST_LINES, Math.floor((maxLines - shown.length) / Math.max(1, shown.length))));
   const lines: string[] = [];
   for (const s of shown) {
     const name = fit(s.service, nameWidth);
@@ -207,6 +210,7 @@ export class BuildLiveView {
     return liveFrame([...this.services.values()], {
       now,
       columns: this.out.terminal.columns,
+      ...(this.out.terminal.rows ? { rows: this.out.terminal.rows } : {}),
       nameWidth: this.options.nameWidth(),
       ...(this.options.name ? { name: this.options.name } : {}),
       dim: (t) => this.out.chalk.dim(t),

@@ -11,6 +11,8 @@ export interface TerminalInfo {
   /** Colour level 0 (none) to 3 (truecolor) for stderr/stdout. */
   colorLevel: 0 | 1 | 2 | 3;
   columns: number;
+  /** stderr's height in lines, when it is a terminal that says. */
+  rows?: number;
 }
 
 export function isCI(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -43,5 +45,6 @@ export function terminalInfo(env: NodeJS.ProcessEnv = process.env): TerminalInfo
     stderrIsTTY: Boolean(process.stderr.isTTY) && !isCI(env),
     colorLevel: colorLevel(process.stderr, env),
     columns: process.stderr.columns || 100,
+    ...(process.stderr.rows ? { rows: process.stderr.rows } : {}),
   };
 }

@@ -154,6 +154,10 @@ describe('build: the live view of BuildKit builds', () => {
     const capped = liveFrame(many, { now: T0, columns: 80, nameWidth: 3 });
     assert.equal(capped.length, 16);
     assert.equal(capped.at(-1), '+5 more services building');
+    // A short terminal: the area stays two lines under its height (found with 6 services in 80x14).
+    const short = liveFrame(six, { now: T0, columns: 80, rows: 7, nameWidth: 1 });
+    assert.equal(short.length, 5);
+    assert.equal(short.at(-1), '+2 more services building');
   });
 
   it('output lines as a terminal shows them: the last \\r frame, no escapes or tabs; wide characters counted as two cells', () => {

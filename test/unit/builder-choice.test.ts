@@ -35,6 +35,7 @@ describe('builder choice', () => {
       assert.equal(c.builder, 'classic');
       assert.match(c.message, message);
       assert.ok(c.reason.length > 0);
+    assert.ok(c.hint.length > 0, 'a way to BuildKit');
     });
   }
 
@@ -56,6 +57,9 @@ describe('builder choice', () => {
     const line = classicBuilderError(scan, 'web/Dockerfile', choice.reason)?.toLine() ?? '';
     assert.match(line, /^web\/Dockerfile:2: RUN --mount=type=cache needs BuildKit, which this build does not use \(engine 17\.06\.0-ce has no BuildKit\)\. .*--buildkit/);
     assert.equal(line.split('\n').length, 1);
+    assert.match(choice.hint, /Docker 18\.09 or later\), where --buildkit/);
+    assert.match(chooseBuilder(engine('20.10.24', '1.41'), 'auto', { env: { DOCKER_BUILDKIT: '0' } }).hint, /unset DOCKER_BUILDKIT/);
+    assert.match(chooseBuilder(engine('20.10.24', '1.41'), 'auto', { squash: true }).hint, /drop --squash/);
   });
 
   it('knows which engines have BuildKit and which frontends read heredocs', () => {

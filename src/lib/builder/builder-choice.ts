@@ -17,6 +17,8 @@ export interface BuilderChoice {
   message: string;
   /** For the classic builder: why, in words an error line can quote (`--no-buildkit`). */
   reason: string;
+  /** For the classic builder: how to get BuildKit instead, for an error about BuildKit-only syntax. */
+  hint: string;
 }
 
 /** The engine API version BuildKit builds arrived with (Docker 18.09). */
@@ -62,11 +64,12 @@ export function chooseBuilder(
 ): BuilderChoice {
   const offers = engineOffersBuildkit(engine);
   const engineText = `engine ${engine.version}`;
-  const classic = (reason: string): BuilderChoice => ({ builder: 'classic', reason, message: `Building with the classic builder (${reason})` });
+  const classic = (reason: string, hint: string): BuilderChoice => ({ builder: 'classic', reason, hint, message: `Building with the classic builder (${reason})` });
+  const newer = 'build on an engine with BuildKit (Docker 18.09 or later), where --buildkit insists on it';
   // Asked for by flag or variable: say whether the engine could have done BuildKit, so an error
   // about BuildKit-only syntax tells the user which way out there is.
-  const asked = (by: string): BuilderChoice => classic(`${by}; ${engineText} ${offers ? 'has' : 'has no'} BuildKit`);
-  if (request === 'classic') return asked('--no-buildkit');
+  const asked = (by: string, drop: string): BuilderChoice => classic(`${by}; ${engineText} ${offers ? 'has' : 'has no'} BuildKit`, offers ? drop : newer);
+  if (request === 'classic') return asked('--no-buildkit', 'build without --no-buildkit (or with --buildkit)');
   if (request === 'buildkit') {
     if (!offers) {
       throw new SkiffError('usage', `--buildkit: ${engineText} (API ${engine.apiVersion}${engine.os ? `, ${engine.os}` : ''}) has no BuildKit`, {
@@ -74,12 +77,12 @@ export function chooseBuilder(
       });
     }
     if (options.squash) throw new SkiffError('usage', '--squash needs the classic builder; BuildKit cannot squash', { hint: 'drop --squash, or use --no-buildkit' });
-    return { builder: 'buildkit', reason: '', message: `Building with BuildKit (${engineText}, --buildkit)` };
+    return { builder: 'buildkit', reason: '', hint: '', message: `Building with BuildKit (${engineText}, --buildkit)` };
   }
   const env = options.env?.DOCKER_BUILDKIT;
-  if (env !== undefined && /^(0|false|no|off)$/i.test(env.trim())) return asked('DOCKER_BUILDKIT=0');
-  if (options.squash) return classic('--squash needs it');
-  if (!offers) return classic(`${engineText} has no BuildKit`);
-  if (options.preferClassic) return classic(options.preferClassic);
-  return { builder: 'buildkit', reason: '', message: `Building with BuildKit (${engineText})` };
+  if (env !== undefined && /^(0|false|no|off)$/i.test(env.trim())) return asked('DOCKER_BUILDKIT=0', 'unset DOCKER_BUILDKIT (or pass --buildkit)');
+  if (options.squash) return classic('--squash needs it', 'drop --squash, which BuildKit cannot do');
+  if (!offers) return classic(`${engineText} has no BuildKit`, newer);
+  if (options.preferClassic) return classic(options.preferClassic, 'pass --buildkit');
+  return { builder: 'buildkit', reason: '', hint: '', message: `Building with BuildKit (${engineText})` };
 }

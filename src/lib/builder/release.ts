@@ -473,10 +473,11 @@ function checkForBuilder(dockerfile: ResolvedDockerfile, where: string, scan: Do
   const flags = c.options.secrets ?? [];
   if (choice.builder === 'classic') {
     const refused = classicBuilderError(scan, where, choice.reason);
-    if (refused) throw refused;
+    // The way out depends on why the build is classic (a flag, a variable, --squash, the engine).
+    if (refused) throw new SkiffError(refused.code, refused.message, { ...(refused.where ? { where: refused.where } : {}), hint: choice.hint });
     if (hasSecrets(c.settings, c.spec.name, flags)) {
       throw new SkiffError('project', `service '${c.spec.name}' has build secrets, which need BuildKit; this build uses the classic builder (${choice.reason})`, {
-        hint: 'build without --no-buildkit (or with --buildkit) on an engine with BuildKit (Docker 18.09+)',
+        hint: choice.hint,
       });
     }
     return { dockerfile };

@@ -135,7 +135,7 @@ describe('skiff (the binary)', function () {
       const { dir } = project({ Dockerfile: `FROM ${BASE_AMD64}\nRUN echo the-last-words && exit 4\n` }, 'tail');
       const r = await runCli(['build', dir, '-d', 'intel-nuc', '--nologs']);
       assert.equal(r.code, 5);
-      assert.match(r.stderr, /\[main\] the-last-words\n(.*\n)*Error: service 'main' failed to build: .*exit code: 4/);
+      assert.match(r.stderr, /\[main\] the-last-words\n(.*\n)*Error: Dockerfile:2: service 'main' failed to build: the RUN step failed with exit code 4/);
     });
 
     it('warns about an unknown compose key with file:line and still builds', async () => {

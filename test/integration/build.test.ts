@@ -170,7 +170,7 @@ describe('build (real engine)', function () {
     const t0 = Date.now();
     await assert.rejects(build(dir, { nocache: true }).promise, (err: SkiffError) => {
       assert.equal(err.code, 'buildFailed');
-      assert.match(err.message, /service 'bad' failed to build: .*exit 3\]?: exit code: 3/);
+      assert.match(err.message, /service 'bad' failed to build: the RUN step failed with exit code 3/);
       assert.ok(err.details.some((l) => /about to fail/.test(l)), err.details.join('\n'));
       return true;
     });

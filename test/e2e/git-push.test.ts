@@ -294,12 +294,14 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`git push deploy
       assert.equal((await git(['reset', '-q', '--hard', main], { cwd: clone, home })).code, 0);
     }
     const known = (await releases()).length;
-    const a = await commit(first, `echo first-${RUN}; sleep 4`, 'first');
+    // Unique per run of this block (sqlite, then postgres): a cached step would not build for 4 s.
+    const a = await commit(first, `echo first-${RUN}-${Date.now()}; sleep 4`, 'first');
     await commit(second, `echo second-${RUN}`, 'second');
     let building: () => void = () => {};
     const started = new Promise<void>((resolve) => (building = resolve));
     const pushing = git(['push', url(token), 'HEAD:refs/heads/main'], { cwd: first, home, onStderr: (text) => {
-      if (new RegExp(`\\[main\\] (#\\d+ )?first-${RUN}`).test(text)) building();
+      // The step starting (`#2 [2/2] RUN echo first-…`) or its output: the build runs for 4 s more.
+      if (new RegExp(`\\[main\\] .*first-${RUN}`).test(text)) building();
     } });
     await Promise.race([started, pushing]);
     const refused = await git(['push', url(token), 'HEAD:refs/heads/main'], { cwd: second, home });

@@ -135,7 +135,7 @@ describe('BuildKit build (real engine)', function () {
     const { req, lines } = request({ Dockerfile: `FROM ${BASE_AMD64}\nRUN i=1; while [ $i -le 50 ]; do echo out-$i; i=$((i+1)); done; exit 3\n` });
     const err = await rejection(buildImageBuildkit(docker, req));
     assert.ok(err instanceof ImageBuildError, String(err));
-    assert.match(err.message, /exit code: 3/);
+    assert.match(err.message, /^the RUN step failed with exit code 3$/);
     assert.match(err.step ?? '', /^\[(stage-0 )?2\/2\] RUN /);
     assert.deepEqual(err.tail, Array.from({ length: 50 }, (_, i) => `out-${i + 1}`));
     assert.ok(lines.some((l) => /^#\d+ ERROR: .*exit code: 3/.test(l)));

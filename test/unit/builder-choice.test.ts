@@ -3,12 +3,12 @@ import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chooseBuilder, engineOffersBuildkit, frontendHasHeredocs } from '../../src/lib/builder/builder-choice.js';
-import { stepLine } from '../../src/lib/builder/release.js';
+import { loweredNames, shownStep, stepLine } from '../../src/lib/builder/release.js';
 import { dockerfileFacts, stageEnd, withoutLinesFrom } from '../../src/lib/project/dockerfile.js';
 import { MAX_SECRET_BYTES, parseSecretFlags, readServiceSecrets, secretFiles } from '../../src/lib/builder/secrets.js';
 import type { BuildSettings } from '../../src/lib/project/balena-yml.js';
 import { SkiffError } from '../../src/lib/errors/errors.js';
-import { classicBuilderError, scanDockerfile } from '../../src/lib/project/dockerfile-features.js';
+import { classicBuilderError, lowerDockerfile, scanDockerfile } from '../../src/lib/project/dockerfile-features.js';
 
 const engine = (version: string, apiVersion: string, os = 'linux') => ({ version, apiVersion, os, balena: false });
 
@@ -172,5 +172,21 @@ describe('what a build with a target stage needs', () => {
     const facts = dockerfileFacts('FROM --platform=$BUILDPLATFORM golang AS b\nFROM alpine\n', {}, { BUILDPLATFORM: 'linux/amd64' });
     assert.deepEqual(facts.baseImages, [{ image: 'golang', line: 1, platform: 'linux/amd64' }, { image: 'alpine', line: 2 }]);
     assert.equal(dockerfileFacts('FROM --platform=$BUILDPLATFORM golang\n', {}).baseImages[0]?.platform, undefined);
+  });
+});
+
+describe('rewritten instructions shown as the user wrote them', () => {
+  it('names a lowered heredoc step, a COPY heredoc and a dropped --link by their first line', () => {
+    const original = 'FROM a\nRUN <<EOF\necho one\nEOF\nUSER app\nCOPY <<EOF /etc/x.conf\nk=v\nEOF\nCOPY --link a /a\nRUN plain\n';
+    const lowered = lowerDockerfile(original, 'Dockerfile', { heredocs: true, copyLink: true });
+    const renames = loweredNames(original, lowered.contents, lowered.changes.map((c) => c.line));
+    const run = lowered.contents.split('\n')[1] ?? '';
+    assert.equal(shownStep(`#2 [stage-0 2/5] ${run}`, renames), '#2 [stage-0 2/5] RUN <<EOF');
+    const copyRun = lowered.contents.split('\n')[6] ?? '';
+    assert.match(copyRun, /^RUN \[/);
+    assert.equal(shownStep(`[stage-0 3/5] ${copyRun}`, renames), '[stage-0 3/5] COPY <<EOF /etc/x.conf');
+    assert.equal(shownStep('[stage-0 4/5] COPY a /a', renames), '[stage-0 4/5] COPY --link a /a');
+    assert.equal(shownStep('[stage-0 5/5] RUN plain', renames), '[stage-0 5/5] RUN plain');
+    assert.equal(shownStep('#2 one', renames), '#2 one', 'output lines are left alone');
   });
 });

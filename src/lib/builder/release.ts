@@ -125,6 +125,8 @@ interface PreparedService {
   secrets?: Record<string, Buffer>;
   /** The Dockerfile's path relative to the project, for `file:line` in messages. */
   where?: string;
+  /** Rewritten instructions (lowered heredocs) → what the user wrote, for step names shown. */
+  renames?: Array<[string, string]>;
 }
 
 export function imageName(project: string, service: string, tag = 'latest'): string {
@@ -220,7 +222,7 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       prepared.push({ spec, image: spec.image ?? '', buildArgs: {}, quietBuildArgs: [] });
       continue;
     }
-    const { dockerfile, secrets } = checkForBuilder(p.plan.dockerfile, p.where, p.scan, choice, { project, spec, settings, options, environment, notes, engine });
+    const { dockerfile, secrets, renames } = checkForBuilder(p.plan.dockerfile, p.where, p.scan, choice, { project, spec, settings, options, environment, notes, engine });
     if (p.hidden && choice.builder === 'buildkit') {
       emit({ kind: 'warning', message: `${p.where}: .dockerignore lists it, but with BuildKit a COPY of the whole context copies it too (Skiff sends the context as a tar, where BuildKit applies no .dockerignore)` });
     }
@@ -234,6 +236,7 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       buildArgs: p.plan.buildArgs,
       quietBuildArgs: p.plan.quietBuildArgs,
       ...(secrets ? { secrets } : {}),
+      ...(renames ? { renames } : {}),
       where: p.where,
     });
   }
@@ -315,9 +318,9 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       squash: options.squash,
       ...(options.registryConfig ? { registryConfig: options.registryConfig } : {}),
       signal: controller.signal,
-      onLine: (line) => emit({ kind: 'log', service: p.spec.name, line }),
+      onLine: (line) => emit({ kind: 'log', service: p.spec.name, line: shownStep(line, p.renames) }),
       ...(p.secrets ? { secrets: p.secrets } : {}),
-      onProgress: (progress) => emit({ kind: 'progress', service: p.spec.name, progress }),
+      onProgress: (progress) => emit({ kind: 'progress', service: p.spec.name, progress: p.renames ? { ...progress, running: progress.running.map((r) => ({ ...r, name: shownStep(r.name, p.renames) })) } : progress }),
     });
     const inspect = await engine.docker.getImage(built.imageId).inspect();
     const result: ServiceImage = {
@@ -332,7 +335,7 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       steps: built.steps,
       cachedSteps: built.cachedSteps,
       builder: built.builder,
-      stepTimes: built.stepTimes,
+      stepTimes: p.renames ? built.stepTimes.map((t) => ({ ...t, name: shownStep(t.name, p.renames) })) : built.stepTimes,
       dockerfile: path.relative(project.dir, path.join(p.spec.build.context, p.dockerfile.pathRel)),
       contextBytes,
     };
@@ -400,7 +403,7 @@ function failureError(service: string, error: unknown, prepared?: PreparedServic
     const line = error.step && prepared?.dockerfile ? stepLine(prepared.dockerfile.contents, error.step) : undefined;
     if (line !== undefined && prepared?.where !== undefined && !/:\d+$/.test(explained.where ?? '')) explained.where = `${prepared.where}:${line}`;
     const details = [
-      ...(error.step ? [`[${service}] ${error.step}:`] : []),
+      ...(error.step ? [`[${service}] ${shownStep(error.step, prepared?.renames)}:`] : []),
       ...error.tail.map((l) => `[${service}] ${l}`),
     ];
     return new SkiffError('buildFailed', `service '${service}' failed to build: ${explained.message}`, {
@@ -469,7 +472,7 @@ interface CheckContext {
  *
  * @throws SkiffError('project') naming `where:line`, SkiffError('usage') for a bad --secret
  */
-function checkForBuilder(dockerfile: ResolvedDockerfile, where: string, scan: DockerfileScan, choice: BuilderChoice, c: CheckContext): { dockerfile: ResolvedDockerfile; secrets?: Record<string, Buffer> } {
+function checkForBuilder(dockerfile: ResolvedDockerfile, where: string, scan: DockerfileScan, choice: BuilderChoice, c: CheckContext): { dockerfile: ResolvedDockerfile; secrets?: Record<string, Buffer>; renames?: Array<[string, string]> } {
   const flags = c.options.secrets ?? [];
   if (choice.builder === 'classic') {
     const refused = classicBuilderError(scan, where, choice.reason);
@@ -493,7 +496,35 @@ function checkForBuilder(dockerfile: ResolvedDockerfile, where: string, scan: Do
     const lines = [...new Set(lowered.changes.map((ch) => ch.line))].join(', ');
     c.notes.push(`${where}: ${what} rewritten for engine ${c.engine.version}'s built-in Dockerfile frontend, which predates Dockerfile 1.4 (line${lines.includes(',') ? 's' : ''} ${lines})`);
   }
-  return { dockerfile: { ...dockerfile, contents: lowered.contents, processed: lowered.contents !== dockerfile.contents || dockerfile.processed }, secrets };
+  return {
+    dockerfile: { ...dockerfile, contents: lowered.contents, processed: lowered.contents !== dockerfile.contents || dockerfile.processed },
+    secrets,
+    renames: loweredNames(dockerfile.contents, lowered.contents, lowered.changes.map((ch) => ch.line)),
+  };
+}
+
+/**
+ * Each rewritten instruction's text (what BuildKit names its step) → the first line of the
+ * instruction the user wrote (`RUN <<EOF`), so output, the live view and step times show that.
+ * `changes` are the 1-based lines the rewrite changed.
+ */
+export function loweredNames(original: string, lowered: string, changes: readonly number[]): Array<[string, string]> {
+  const originalLines = original.split('\n');
+  const before = new Map(logicalLines(original).map((l) => [l.line, l.text]));
+  const out: Array<[string, string]> = [];
+  for (const l of logicalLines(lowered)) {
+    if (before.get(l.line) === l.text) continue;
+    const from = changes.filter((c) => c <= l.line).reduce((a, b) => Math.max(a, b), 0);
+    const shown = (originalLines[from - 1] ?? '').replace(/\r$/, '').trim();
+    if (from > 0 && shown !== '' && l.text.trim() !== shown) out.push([l.text.trim(), shown]);
+  }
+  return out;
+}
+
+/** A step name or output line with rewritten instructions shown as the user wrote them. */
+export function shownStep(text: string, renames: ReadonlyArray<[string, string]> | undefined): string {
+  for (const [from, to] of renames ?? []) if (text.includes(from)) return text.replace(from, to);
+  return text;
 }
 
 function checkEmulation(prepared: PreparedService[], options: ReleaseBuildOptions, emit: (e: BuildEvent) => void): void {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { chooseBuilder, engineOffersBuildkit, frontendHasHeredocs } from '../../src/lib/builder/builder-choice.js';
 import { loweredNames, shownStep, stepLine } from '../../src/lib/builder/release.js';
 import { dockerfileFacts, stageEnd, withoutLinesFrom } from '../../src/lib/project/dockerfile.js';
-import { MAX_SECRET_BYTES, parseSecretFlags, readServiceSecrets, secretFiles } from '../../src/lib/builder/secrets.js';
+import { MAX_SECRET_BYTES, parseSecretFlags, readSecretFlags, readServiceSecrets, secretFiles } from '../../src/lib/builder/secrets.js';
 import type { BuildSettings } from '../../src/lib/project/balena-yml.js';
 import { SkiffError } from '../../src/lib/errors/errors.js';
 import { classicBuilderError, lowerDockerfile, scanDockerfile } from '../../src/lib/project/dockerfile-features.js';
@@ -109,9 +109,9 @@ describe('build secrets', () => {
       file: path.join(dir, 'balena.yml'), globalVariables: {}, serviceVariables: {}, warnings: [],
       secrets: { global: [{ source: 'npmrc', dest: 'npmrc' }], services: { web: [{ source: 'web.key', dest: '/run/secrets/key' }] } },
     };
-    const web = readServiceSecrets(dir, settings, 'web', [], {});
+    const web = readServiceSecrets(dir, settings, 'web');
     assert.deepEqual(Object.fromEntries(Object.entries(web).map(([k, v]) => [k, v.toString()])), { npmrc: 'global', key: 'web only' });
-    const other = readServiceSecrets(dir, settings, 'worker', [{ id: 'npmrc', src: path.join(dir, 'flag.txt') }, { id: 'tok', env: 'TOK' }], { TOK: 't0k' });
+    const other = readServiceSecrets(dir, settings, 'worker', readSecretFlags([{ id: 'npmrc', src: path.join(dir, 'flag.txt') }, { id: 'tok', env: 'TOK' }], { TOK: 't0k' }));
     assert.deepEqual(Object.fromEntries(Object.entries(other).map(([k, v]) => [k, v.toString()])), { npmrc: 'from the flag', tok: 't0k' });
     assert.deepEqual(secretFiles(dir, settings).sort(), [path.join(dir, '.balena/secrets/npmrc'), path.join(dir, '.balena/secrets/web.key')]);
   });
@@ -122,12 +122,11 @@ describe('build secrets', () => {
       file: path.join(dir, 'balena.yml'), globalVariables: {}, serviceVariables: {}, warnings: [],
       secrets: { global: [{ source: 'gone', dest: 'x', where: 'balena.yml:4' }], services: {} },
     };
-    assert.throws(() => readServiceSecrets(dir, settings, 'web', [], {}), (e: SkiffError) => e.code === 'project' && e.where === 'balena.yml:4' && /\.balena\/secrets\/gone does not exist/.test(e.message));
+    assert.throws(() => readServiceSecrets(dir, settings, 'web'), (e: SkiffError) => e.code === 'project' && e.where === 'balena.yml:4' && /\.balena\/secrets\/gone does not exist/.test(e.message));
     const outside: BuildSettings = { ...settings, secrets: { global: [{ source: '../../etc/passwd', dest: 'x', where: 'balena.yml:4' }], services: {} } };
-    assert.throws(() => readServiceSecrets(dir, outside, 'web', [], {}), /outside \.balena\/secrets/);
-    const none: BuildSettings = { ...settings, secrets: { global: [], services: {} } };
-    assert.throws(() => readServiceSecrets(dir, none, 'web', [{ id: 'a', src: path.join(dir, 'nope') }], {}), (e: SkiffError) => e.code === 'usage' && /--secret id=a: cannot read/.test(e.message));
-    assert.throws(() => readServiceSecrets(dir, none, 'web', [{ id: 'a', env: 'NOPE' }], {}), /NOPE is not set/);
+    assert.throws(() => readServiceSecrets(dir, outside, 'web'), /outside \.balena\/secrets/);
+    assert.throws(() => readSecretFlags([{ id: 'a', src: path.join(dir, 'nope') }], {}), (e: SkiffError) => e.code === 'usage' && /--secret id=a: cannot read/.test(e.message));
+    assert.throws(() => readSecretFlags([{ id: 'a', env: 'NOPE' }], {}), /NOPE is not set/);
   });
 });
 
@@ -151,9 +150,8 @@ describe('build secrets: sizes and empty values', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'skiff-secrets-'));
     writeFileSync(path.join(dir, 'big'), Buffer.alloc(MAX_SECRET_BYTES + 1));
     writeFileSync(path.join(dir, 'ok'), Buffer.alloc(MAX_SECRET_BYTES));
-    const none: BuildSettings = { globalVariables: {}, serviceVariables: {}, warnings: [], secrets: { global: [], services: {} } };
-    assert.throws(() => readServiceSecrets(dir, none, 'web', [{ id: 'tok', src: path.join(dir, 'big') }], {}), (e: SkiffError) => e.code === 'usage' && /secret 'tok' is 512001 bytes; BuildKit takes secrets up to 512000 bytes/.test(e.message));
-    assert.equal(readServiceSecrets(dir, none, 'web', [{ id: 'tok', src: path.join(dir, 'ok') }], {}).tok?.length, MAX_SECRET_BYTES);
+    assert.throws(() => readSecretFlags([{ id: 'tok', src: path.join(dir, 'big') }], {}), (e: SkiffError) => e.code === 'usage' && /secret 'tok' is 512001 bytes; BuildKit takes secrets up to 512000 bytes/.test(e.message));
+    assert.equal(readSecretFlags([{ id: 'tok', src: path.join(dir, 'ok') }], {}).tok?.length, MAX_SECRET_BYTES);
     assert.throws(() => parseSecretFlags(['id=tok,env='], {}), /env= needs a value/);
     assert.throws(() => parseSecretFlags(['id=tok,src='], {}), /src= needs a value/);
   });

@@ -203,7 +203,7 @@ export async function resolveBuild(options: ResolveBuildOptions): Promise<Resolv
 
   const services = project.services.map((spec): ResolvedService => {
     // Read now only to fail early on a missing file; the values are dropped.
-    const secretIds = spec.build ? Object.keys(readServiceSecrets(project.dir, settings, spec.name, [], {})) : [];
+    const secretIds = spec.build ? Object.keys(readServiceSecrets(project.dir, settings, spec.name)) : [];
     if (!spec.build) return { name: spec.name, image: spec.image ?? '', source: 'image', config: spec.config };
     // The very decisions the build makes (Dockerfile, template, args, .dockerignore).
     const plan = planServiceBuild(project, spec, spec.build, target, settings, { ...options, enginePlatform: ARCHES[hostArch].platform });

@@ -15,7 +15,7 @@ import { ensureImage } from '../docker/images.js';
 import { buildArgsFor, loadBuildSettings, type BuildSettings } from '../project/balena-yml.js';
 import { classicBuilderError, lowerDockerfile, missingSecretsError, scanDockerfile, type DockerfileScan } from '../project/dockerfile-features.js';
 import { chooseBuilder, frontendHasHeredocs, type BuilderChoice, type BuilderRequest } from './builder-choice.js';
-import { hasSecrets, readServiceSecrets, SECRETS_DIR, type SecretFlag } from './secrets.js';
+import { hasSecrets, readSecretFlags, readServiceSecrets, SECRETS_DIR, type SecretFlag } from './secrets.js';
 import { warningLine } from '../project/project.js';
 import { loadIgnoreRules, packContext, type IgnoreRules } from '../project/build-context.js';
 import { dockerfileFacts, logicalLines, resolveDockerfile, stageEnd, withoutLinesFrom, type DockerfileFacts, type ResolvedDockerfile } from '../project/dockerfile.js';
@@ -213,6 +213,8 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
   const preferClassic = hidden && !needsBuildkit ? `.dockerignore lists ${hidden.where}, which BuildKit would let COPY see` : undefined;
   const choice = chooseBuilder(engine, options.builder ?? 'auto', { squash: options.squash, env: environment, ...(preferClassic ? { preferClassic } : {}) });
 
+  let given: Record<string, Buffer> | undefined;
+  const flagSecrets = (): Record<string, Buffer> => (given ??= readSecretFlags(flags, environment));
   const prepared: PreparedService[] = [];
   // Said after the builder line, which they are about.
   const notes: string[] = [];
@@ -222,7 +224,7 @@ export async function buildRelease(options: ReleaseBuildOptions): Promise<Releas
       prepared.push({ spec, image: spec.image ?? '', buildArgs: {}, quietBuildArgs: [] });
       continue;
     }
-    const { dockerfile, secrets, renames } = checkForBuilder(p.plan.dockerfile, p.where, p.scan, choice, { project, spec, settings, options, environment, notes, engine });
+    const { dockerfile, secrets, renames } = checkForBuilder(p.plan.dockerfile, p.where, p.scan, choice, { project, spec, settings, options, notes, engine, flagSecrets });
     if (p.hidden && choice.builder === 'buildkit') {
       emit({ kind: 'warning', message: `${p.where}: .dockerignore lists it, but with BuildKit a COPY of the whole context copies it too (Skiff sends the context as a tar, where BuildKit applies no .dockerignore)` });
     }
@@ -456,9 +458,10 @@ interface CheckContext {
   spec: ServiceSpec;
   settings: BuildSettings;
   options: ReleaseBuildOptions;
-  environment: NodeJS.ProcessEnv;
   /** Lines for the user, said once the builder is announced. */
   notes: string[];
+  /** The `--secret` values, read on first use and once per build (a pipe reads only once). */
+  flagSecrets: () => Record<string, Buffer>;
   engine: Engine;
 }
 
@@ -475,9 +478,9 @@ interface CheckContext {
 function checkForBuilder(dockerfile: ResolvedDockerfile, where: string, scan: DockerfileScan, choice: BuilderChoice, c: CheckContext): { dockerfile: ResolvedDockerfile; secrets?: Record<string, Buffer>; renames?: Array<[string, string]> } {
   const flags = c.options.secrets ?? [];
   if (choice.builder === 'classic') {
-    const refused = classicBuilderError(scan, where, choice.reason);
     // The way out depends on why the build is classic (a flag, a variable, --squash, the engine).
-    if (refused) throw new SkiffError(refused.code, refused.message, { ...(refused.where ? { where: refused.where } : {}), hint: choice.hint });
+    const refused = classicBuilderError(scan, where, choice.reason, choice.hint);
+    if (refused) throw refused;
     if (hasSecrets(c.settings, c.spec.name, flags)) {
       throw new SkiffError('project', `service '${c.spec.name}' has build secrets, which need BuildKit; this build uses the classic builder (${choice.reason})`, {
         hint: choice.hint,
@@ -485,7 +488,7 @@ function checkForBuilder(dockerfile: ResolvedDockerfile, where: string, scan: Do
     }
     return { dockerfile };
   }
-  const secrets = readServiceSecrets(c.project.dir, c.settings, c.spec.name, flags, c.environment);
+  const secrets = readServiceSecrets(c.project.dir, c.settings, c.spec.name, c.flagSecrets());
   const missing = missingSecretsError(scan, Object.keys(secrets), where);
   if (missing) throw missing;
   if (scan.syntax || frontendHasHeredocs(c.engine) || (scan.heredocs === 0 && scan.copyLink === 0)) return { dockerfile, secrets };

@@ -69,13 +69,12 @@ export function parseSecretFlags(values: readonly string[] | undefined, env: Nod
 
 /**
  * Secret ids and values for one service: balena.yml's global secrets, then the service's own,
- * then `--secret` flags (a later one with the same id wins). Values are read now, so a missing
- * file fails before anything builds.
+ * then `given` (the `--secret` flags' values, {@link readSecretFlags}; a later one with the same
+ * id wins). Values are read now, so a missing file fails before anything builds.
  *
- * @throws SkiffError('project') for a balena.yml secret whose file is missing (where: balena.yml:line),
- *   SkiffError('usage') for a `--secret` whose file or variable is missing
+ * @throws SkiffError('project') for a balena.yml secret whose file is missing (where: balena.yml:line)
  */
-export function readServiceSecrets(projectDir: string, settings: BuildSettings, service: string, flags: readonly SecretFlag[], env: NodeJS.ProcessEnv): Record<string, Buffer> {
+export function readServiceSecrets(projectDir: string, settings: BuildSettings, service: string, given: Record<string, Buffer> = {}): Record<string, Buffer> {
   const out: Record<string, Buffer> = {};
   const settingsFile = path.basename(settings.file ?? 'balena.yml');
   for (const spec of [...settings.secrets.global, ...(settings.secrets.services[service] ?? [])]) {
@@ -89,6 +88,17 @@ export function readServiceSecrets(projectDir: string, settings: BuildSettings, 
       hint: `create it, or remove the secret from ${settingsFile}`,
     })), `${SECRETS_DIR}/${spec.source}`, 'project', spec.where ?? settingsFile);
   }
+  return { ...out, ...given };
+}
+
+/**
+ * The `--secret` flags' values by id, read once per build: a pipe (`src=/dev/stdin`) can be read
+ * only once, and every service gets the same values.
+ *
+ * @throws SkiffError('usage') for a `--secret` whose file or variable is missing, or too large
+ */
+export function readSecretFlags(flags: readonly SecretFlag[], env: NodeJS.ProcessEnv): Record<string, Buffer> {
+  const out: Record<string, Buffer> = {};
   for (const flag of flags) {
     if (flag.env !== undefined) {
       const value = env[flag.env];

@@ -542,12 +542,15 @@ function writeFileScript(h: Heredoc, dest: string, intoDir: boolean, chmod: stri
  * @param reason why the build is classic, e.g. `--no-buildkit` or `engine 17.06.0 has no BuildKit`
  * @returns undefined when the Dockerfile needs nothing BuildKit-only
  */
-export function classicBuilderError(scan: DockerfileScan, where: string, reason: string): SkiffError | undefined {
+export function classicBuilderError(
+  scan: DockerfileScan, where: string, reason: string,
+  hint = 'build without --no-buildkit (or with --buildkit) on an engine with BuildKit (Docker 18.09+)',
+): SkiffError | undefined {
   const first = scan.buildkitOnly[0];
   if (!first) return undefined;
   return new SkiffError('project', `${first.what} needs BuildKit, which this build does not use (${reason})`, {
     where: `${where}:${first.line}`,
-    hint: 'build without --no-buildkit (or with --buildkit) on an engine with BuildKit (Docker 18.09+)',
+    hint,
   });
 }
 

@@ -309,10 +309,14 @@ describe('tunnel sessions through the server (sqlite)', function () {
     const before = echo.connections.length;
     const stalled = await stalledSession(server.url, tunnel(echo.port), token);
     const others = await Promise.all(Array.from({ length: 49 }, () => mustOpen(server?.url ?? '', tunnel(echo?.port ?? 0), token)));
-    // 2 MB each, both ways at once on many streams while one stalls.
+    // 2 MB each, both ways at once on many streams while one stalls. Sent as 64 KiB messages, the
+    // socket reads `skiff tunnel` relays (src/lib/cloud/tunnel.ts): one 2 MiB message would be
+    // assembled whole by the server (49 of them ≈ 100 MiB in flight at once, whatever the flow
+    // control), which measures the test's message size rather than what the server holds.
     const payloads = others.map(() => randomBytes(2 * 1024 * 1024));
     others.forEach((c, i) => {
-      c.ws.send(payloads[i] as Buffer);
+      const payload = payloads[i] as Buffer;
+      for (let at = 0; at < payload.length; at += 64 * 1024) c.ws.send(payload.subarray(at, at + 64 * 1024));
       c.ws.send(EOF);
     });
     const closes = await Promise.all(others.map((c) => c.closed));

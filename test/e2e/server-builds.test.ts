@@ -412,6 +412,66 @@ for (const dialect of ['sqlite', 'postgres'] as const) describe(`cloud builds on
       });
     });
 
+    it('a client still sending past the limit reads the 413, never a reset (30 uploads in a row); one that never stops is cut after the linger', async () => {
+      const url = new URL(`${base()}/fleets/${fleet}/builds`);
+      const payload = randomBytes((LIMIT_MIB + 6) * 1024 * 1024);
+      // What `skiff push` does (src/lib/cloud/client.ts upload): a chunked stream, piped until an answer comes.
+      // Half on keep-alive connections (node's default agent, as the CLI), half asking `Connection: close`.
+      const keepAlive = new http.Agent({ keepAlive: true });
+      const once = (close: boolean): Promise<string> => new Promise((resolve) => {
+        const req = http.request({ host: url.hostname, port: url.port, path: url.pathname, method: 'POST', agent: close ? false : keepAlive, headers: { authorization: `Bearer ${alice.token}`, 'content-type': 'application/x-tar' } });
+        let answered = false;
+        let at = 0;
+        const write = (): void => {
+          while (!answered && at < payload.length) {
+            const more = req.write(payload.subarray(at, (at += 64 * 1024)));
+            if (!more) return void req.once('drain', write);
+          }
+          if (!answered) req.end();
+        };
+        req.on('response', (res) => {
+          answered = true;
+          res.resume();
+          res.on('end', () => {
+            resolve(String(res.statusCode));
+            req.destroy();
+          });
+        });
+        req.on('error', (err: NodeJS.ErrnoException) => {
+          if (!answered) resolve(err.code ?? err.message);
+        });
+        write();
+      });
+      const outcomes: string[] = [];
+      for (let i = 0; i < 30; i++) outcomes.push(await once(i % 2 === 0));
+      keepAlive.destroy();
+      assert.deepEqual(outcomes.filter((o) => o !== '413'), [], `${outcomes.join(' ')}\n${server.output().slice(-3000)}`);
+
+      // A client that ignores the answer: its bytes are read and dropped for a while, then it is cut.
+      const socket = net.connect(Number(url.port), url.hostname);
+      socket.on('error', () => undefined);
+      let answer = '';
+      let closed = false;
+      socket.on('data', (d: Buffer) => (answer += d.toString('latin1')));
+      socket.on('close', () => (closed = true));
+      socket.write(`POST ${url.pathname} HTTP/1.1\r\nhost: ${url.host}\r\nauthorization: Bearer ${alice.token}\r\ncontent-type: application/x-tar\r\ntransfer-encoding: chunked\r\n\r\n`);
+      const chunk = Buffer.concat([Buffer.from('10000\r\n'), Buffer.alloc(0x10000, 1), Buffer.from('\r\n')]);
+      const timer = setInterval(() => {
+        if (!closed && socket.writableLength < 1024 * 1024) socket.write(chunk);
+      }, 5);
+      try {
+        await waitFor(() => answer.startsWith('HTTP/1.1 413'), 'the 413 while still sending', 20_000);
+        const atAnswer = socket.bytesWritten;
+        await waitFor(() => closed, 'the server to cut the connection after the linger', 30_000);
+        // Far more than the kernel's buffers hold: the server went on reading after its answer.
+        assert.ok(socket.bytesWritten - atAnswer > 32 * 1024 * 1024, `${socket.bytesWritten - atAnswer} bytes sent after the 413`);
+      } finally {
+        clearInterval(timer);
+        socket.destroy();
+      }
+      await waitFor(() => uploadFolders(server).length === 0, 'no upload kept', 10_000);
+    });
+
     it('an upload cut half-way creates no build and leaves no file', async () => {
       const before = ((await api(base(), 'GET', `/fleets/${fleet}/builds`, { token: alice.token })).body as Build[]).length;
       const url = new URL(`${base()}/fleets/${fleet}/builds`);

@@ -7,13 +7,14 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
-import { Transform } from 'node:stream';
+import { PassThrough, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Build, CreateBuildQuery, RemoteBuildEvent } from '../../api/builds.js';
 import type { FleetRow } from '../db/schema.js';
 import type { Principal } from '../permissions.js';
 import { newHexId } from '../crypto.js';
 import { badInput, isoNow, type ServiceContext } from '../services/context.js';
+import { discardRest } from '../http/lingering-close.js';
 import { buildDir, contextTar } from './run-build.js';
 import { buildReplicaId } from './runner.js';
 import { buildById, type BuildOptions } from './store.js';
@@ -30,10 +31,15 @@ class BrokenOff extends Error {}
 /**
  * Streams `body` to a new build folder. Answers `too-large` (nothing kept) when the declared or the
  * actual size passes `ctx.options.buildContextLimit`; throws (nothing kept) when the upload breaks off.
+ * The request itself is never destroyed: after `too-large` its rest is read and dropped (see
+ * {@link discardRest}) while the caller answers 413.
  */
 export async function receiveUpload(ctx: ServiceContext, raw: IncomingMessage, body: NodeJS.ReadableStream, contentLength: string | undefined): Promise<Upload> {
   const limit = ctx.options.buildContextLimit;
-  if (contentLength !== undefined && Number(contentLength) > limit) return { kind: 'too-large' };
+  if (contentLength !== undefined && Number(contentLength) > limit) {
+    discardRest(raw, body);
+    return { kind: 'too-large' };
+  }
   const uuid = newHexId();
   const dir = buildDir(ctx, uuid);
   await mkdir(dir, { recursive: true });
@@ -44,17 +50,36 @@ export async function receiveUpload(ctx: ServiceContext, raw: IncomingMessage, b
       callback(bytes > limit ? new TooLarge() : null, chunk);
     },
   });
+  // pipeline destroys its streams on an error, and destroying the request destroys its socket
+  // (the 413 would never leave): it gets `source`, the request is only piped into it.
+  const source = new PassThrough();
+  const brokeOff = (): void => {
+    if (!raw.complete) source.destroy(new BrokenOff());
+  };
+  raw.once('close', brokeOff);
+  const failed = (err: Error): void => {
+    source.destroy(err);
+  };
+  body.once('error', failed);
+  body.pipe(source);
   try {
-    await pipeline(body, counter, createWriteStream(contextTar(ctx, uuid)));
+    await pipeline(source, counter, createWriteStream(contextTar(ctx, uuid)));
     // A body cut short ends some streams without an error: only a complete message is an upload.
     if (!raw.complete) throw new BrokenOff();
     return { kind: 'stored', uuid, bytes };
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
-    if (err instanceof TooLarge) return { kind: 'too-large' };
+    if (err instanceof TooLarge) {
+      body.unpipe(source);
+      discardRest(raw, body);
+      return { kind: 'too-large' };
+    }
     // The client went away: a 400 nobody reads, and not a server fault for the log.
     if (err instanceof BrokenOff || !raw.complete) throw badInput('body', 'the upload broke off before the end of the body; nothing was kept');
     throw err;
+  } finally {
+    raw.off('close', brokeOff);
+    body.off('error', failed);
   }
 }
 

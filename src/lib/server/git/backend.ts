@@ -12,6 +12,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
 import { Transform } from 'node:stream';
 import { promisify } from 'node:util';
+import { discardRest } from '../http/lingering-close.js';
 import { parseCgiHead } from './smart-http.js';
 import { gitEnv } from './repositories.js';
 
@@ -96,7 +97,7 @@ export async function serveWithHttpBackend(req: IncomingMessage, res: ServerResp
   }
   const declared = Number(req.headers['content-length'] ?? NaN);
   if (Number.isFinite(declared) && declared > options.bodyLimit) {
-    req.resume();
+    discardRest(req, req);
     answer(res, 413, `the push is larger than the server's limit of ${options.bodyLimit} bytes (--build-context-limit)`);
     return;
   }
@@ -164,7 +165,7 @@ export async function serveWithHttpBackend(req: IncomingMessage, res: ServerResp
     // The rest of the body is read and dropped: a connection closed under a sending client is a
     // "connection reset" there, while a drained one lets git show the 413 and its message.
     req.unpipe(counter);
-    req.resume();
+    discardRest(req, req);
     answer(res, 413, `the push is larger than the server's limit of ${options.bodyLimit} bytes (--build-context-limit)`);
   });
   // http-backend may answer before reading everything (an error); the rest of the body is dropped.

@@ -62,8 +62,9 @@ export async function registerBuildRoutes(app: SkiffApp, ctx: ServiceContext, ki
       }
       const upload = await receiveUpload(ctx, req.raw, body, req.headers['content-length']);
       if (upload.kind === 'too-large') {
-        // The rest of the body is not read: the connection closes after the answer.
-        return reply.code(413).header('connection', 'close').send({
+        // Kept open: the rest of the body is read and dropped (receiveUpload), so a client still
+        // sending reads this answer rather than a reset.
+        return reply.code(413).send({
           statusCode: 413, error: 'Payload Too Large',
           message: `the project is larger than this server's build context limit of ${formatBytes(ctx.options.buildContextLimit)} (skiff server --build-context-limit)`,
         });

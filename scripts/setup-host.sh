@@ -24,7 +24,18 @@ fi
 
 # The engine: start one only when nothing answers on the socket.
 DOCKER=/usr/bin/docker
+# A dockerd still stopping (or still starting) holds its pid file: a second one would exit at once.
+# Wait for it to answer or to be gone (stopping its containers can take a while).
+for _ in $(seq 1 120); do
+  pgrep -x dockerd >/dev/null 2>&1 || break
+  $DOCKER info >/dev/null 2>&1 && break
+  sleep 0.5
+done
 if ! $DOCKER info >/dev/null 2>&1; then
+  if pgrep -x dockerd >/dev/null 2>&1; then
+    log "a dockerd runs (pid $(pgrep -x dockerd | tr '\n' ' ')) but does not answer on /var/run/docker.sock after 60 s; see /var/log/dockerd.log"
+    exit 1
+  fi
   log "starting dockerd"
   $SUDO bash -c 'setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &'
   for _ in $(seq 1 60); do

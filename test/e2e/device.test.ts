@@ -424,7 +424,8 @@ describe('device: agent, push, logs', function () {
     requireOrSkip(this, isRoot(), 'root (restarting dockerd)');
     await eventually(async () => (await status(agent.url)).appState === 'applied', 30_000, 'a settled device');
     execFileSync('pkill', ['-x', 'dockerd']);
-    await eventually(async () => !(await docker.ping().then(() => true).catch(() => false)), 30_000, 'the engine to stop');
+    // Gone, not only silent: a dockerd still stopping its containers holds the pid file a new one needs.
+    await eventually(async () => !(await docker.ping().then(() => true).catch(() => false)) && !processRuns('dockerd'), 60_000, 'the engine to stop');
     execFileSync('bash', ['scripts/setup-host.sh'], { stdio: 'ignore' });
     await eventually(async () => (await fetch(`http://127.0.0.1:${webPort}/`).then((r) => r.text()).catch(() => '')).startsWith('web v'), 60_000, 'the web service after the restart');
     await eventually(async () => (await status(agent.url)).appState === 'applied', 60_000, 'the agent to report applied again');
@@ -530,6 +531,16 @@ describe('device: agent, push, logs', function () {
     assert.notEqual(left[0], old, 'the old container is the one that went');
   });
 });
+
+/** Whether a process named exactly `name` runs (pgrep -x). */
+function processRuns(name: string): boolean {
+  try {
+    execFileSync('pgrep', ['-x', name], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 function require_text(file: string): string {
   return readFileSync(file, 'utf8');

@@ -112,7 +112,10 @@ function inContainer(id: string, script: string): string {
 /** The live container sees the settings too, not only the engine's record of them. */
 function assertLive(id: string): void {
   assert.equal(inContainer(id, 'cat /proc/sys/net/core/somaxconn').trim(), '1024', 'the sysctl is set in the container');
-  assert.equal(inContainer(id, 'ulimit -n').trim(), '1024', 'the nofile soft limit applies');
+  // The service's own process (pid 1): a `docker exec`'d shell is not the service, and with Debian
+  // 12's runc 1.1.5 (built with Go 1.19) its nofile soft limit comes out raised to the hard one
+  // (2048) whatever the container's, while pid 1 has 1024/2048 (checked by hand).
+  assert.match(inContainer(id, 'cat /proc/1/limits'), /^Max open files\s+1024\s+2048\s+files/m, 'the nofile limits apply to the service');
   assert.match(inContainer(id, 'cat /etc/hosts'), /10\.1\.2\.3\s+somehost/, 'extra_hosts are in /etc/hosts');
   assert.match(inContainer(id, 'touch /x 2>&1 || echo refused'), /Read-only file system|refused/, 'the root file system is read-only');
   assert.match(inContainer(id, 'id -G'), /\b1234\b/, 'group_add');

@@ -31,8 +31,13 @@ export function discardRest(raw: IncomingMessage, body: NodeJS.ReadableStream): 
   };
   const cut = setTimeout(() => socket.destroy(), REFUSED_BODY_LINGER_MS);
   cut.unref();
-  const done = (): void => clearTimeout(cut);
-  // The whole body came after all (the connection stays for the next request), or the socket is gone.
-  raw.once('end', done);
-  socket.once('close', done);
+  // The whole body came after all: nothing unread is left to turn into a reset. The socket's own
+  // destroySoon is back for a kept connection's next exchange, and one whose answer was the last
+  // (our side already ended) closes now rather than waiting half-open on the client.
+  raw.once('end', () => {
+    clearTimeout(cut);
+    Reflect.deleteProperty(socket, 'destroySoon');
+    if (socket.writableEnded && !socket.destroyed) socket.destroy();
+  });
+  socket.once('close', () => clearTimeout(cut));
 }
